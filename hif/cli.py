@@ -1,0 +1,452 @@
+"""The ``hif`` command line: a thin shell over :class:`hif.Repository`.
+
+Every command takes ``--json`` and then prints exactly one JSON document (errors too, as
+``{"error": {...}}``). Exit codes: 0 success, 1 error, 2 usage, 3 landing conflict.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from hif.errors import ConflictError, HifError, InvalidInput
+from hif.mainline import LandingRecord
+from hif.porcelain import Repository
+from hif.session import ROLES, Session
+
+F = Callable[..., Any]
+
+
+def when(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
+
+
+def emit(ctx_json: bool, doc: Any, text: str | Callable[[], str]) -> None:
+    if ctx_json:
+        click.echo(json.dumps(doc, indent=2, sort_keys=True, default=str))
+    else:
+        out = text() if callable(text) else text
+        if out:
+            click.echo(out.rstrip("\n"))
+
+
+def command(group: click.Group, name: str | None = None, **kw: Any) -> Callable[[F], click.Command]:
+    """Register a command with ``--json`` and the one error handler every command shares."""
+
+    def deco(fn: F) -> click.Command:
+        @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+        @functools.wraps(fn)
+        def wrapper(as_json: bool, **kwargs: Any) -> None:
+            try:
+                fn(as_json, **kwargs)
+            except HifError as e:
+                fail(as_json, e)
+            except KeyboardInterrupt:
+                fail(as_json, HifError("interrupted"))
+            except OSError as e:
+                fail(as_json, HifError(f"{e.strerror or e}: {e.filename}" if e.filename else str(e)))
+
+        return group.command(name, **kw)(wrapper)
+
+    return deco
+
+
+def fail(as_json: bool, e: HifError) -> None:
+    doc: dict[str, Any] = {"type": type(e).__name__, "message": str(e)}
+    if isinstance(e, ConflictError):
+        doc["conflicts"] = [c.to_json() for c in e.conflicts]
+    if as_json:
+        click.echo(json.dumps({"error": doc}, indent=2, sort_keys=True))
+    else:
+        click.echo(f"error: {e}", err=True)
+        if isinstance(e, ConflictError):
+            for c in e.conflicts:
+                who = ", ".join(f"session {s} (position {p})" for p, s in c.sessions)
+                click.echo(f"  {c.path}: {c.reason}; landed by {who}", err=True)
+            click.echo("  bring the session up to date with: hif sync", err=True)
+    sys.exit(e.exit_code)
+
+
+def repo() -> Repository:
+    return Repository.open(Path.cwd())
+
+
+role_option = click.option("--as", "role", type=click.Choice(ROLES), default=None,
+                           help="Role of the author of this event (default: $HIF_ROLE or human).")
+author_option = click.option("--author", default=None, help="Author name (default: $HIF_AUTHOR or the user).")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="micelio", prog_name="hif")
+def cli() -> None:
+    """hif: version control that keeps why, not only what."""
+
+
+# -- init / workspace ----------------------------------------------------------------------------
+
+
+@command(cli)
+@click.argument("directory", default=".")
+@click.option("--store", default=None, help="Store URL: a path (default DIR/.hif/store) or s3://bucket/prefix.")
+@click.option("--name", default=None, help="Repository name as owner/name (default local/DIR).")
+def init(as_json: bool, directory: str, store: str | None, name: str | None) -> None:
+    """Create a repository and its working copy in DIRECTORY."""
+    with Repository.init(directory, store=store, name=name) as r:
+        emit(as_json, {"root": str(r.root), "repo": r.name, "store": r.config["store"]},
+             f"initialised {r.name} in {r.root}")
+
+
+@cli.group()
+def workspace() -> None:
+    """Several working copies over one store."""
+
+
+@command(workspace, "add")
+@click.argument("directory")
+def workspace_add(as_json: bool, directory: str) -> None:
+    """Add another working copy of this repository in DIRECTORY (at the head)."""
+    with repo() as r, r.add_workspace(directory) as w:
+        emit(as_json, {"root": str(w.root), "position": w.position}, f"workspace {w.root} at position {w.position}")
+
+
+# -- sessions ------------------------------------------------------------------------------------
+
+
+@cli.group()
+def session() -> None:
+    """Start, list, show and abandon sessions."""
+
+
+@command(session, "start")
+@click.argument("goal")
+@role_option
+@author_option
+def session_start(as_json: bool, goal: str, role: str | None, author: str | None) -> None:
+    """Open a session with GOAL; file changes and conversation are recorded into it."""
+    with repo() as r:
+        h = r.start_session(goal, role=role, author=author)
+        emit(as_json, {"session": h.id, "goal": goal.strip(), "base": r.position},
+             f"started session {h.id} at position {r.position}: {goal.strip()}")
+
+
+@command(session, "list")
+def session_list(as_json: bool) -> None:
+    """Open sessions of the repository (landed ones are in hif log)."""
+    with repo() as r:
+        items = r.sessions()
+        current = r.session_id
+
+        def text() -> str:
+            if not items:
+                return "no open sessions"
+            return "\n".join(
+                f"{'*' if s.id == current else ' '} {s.id}  base {s.base}  {s.author} ({s.role})  {s.goal}"
+                for s in items
+            )
+
+        emit(as_json, {"sessions": [s.to_json(events=False) for s in items], "current": current}, text)
+
+
+@command(session, "show")
+@click.argument("session_id", required=False)
+def session_show(as_json: bool, session_id: str | None) -> None:
+    """Show a session (default: the open one)."""
+    with repo() as r:
+        sid = session_id or r.session_id
+        if sid is None:
+            raise InvalidInput("no open session here; name one: hif session show ID")
+        s = r.load_session(sid)
+        rec = r.record_at(s.position) if s.position else None
+        diffs = r.session_diffs(s, rec)
+        emit(as_json, show_doc(s, rec, diffs), lambda: show_text(s, rec, diffs))
+
+
+@command(session, "abandon")
+@click.option("--reason", default="abandoned", help="Why the session is given up.")
+@role_option
+@author_option
+def session_abandon(as_json: bool, reason: str, role: str | None, author: str | None) -> None:
+    """Close the open session without landing; the working copy returns to its base."""
+    with repo() as r:
+        s = r.abandon(reason, role=role, author=author)
+        emit(as_json, {"session": s.id, "state": "abandoned"}, f"abandoned session {s.id}")
+
+
+@command(cli)
+@click.argument("text")
+@role_option
+@author_option
+def say(as_json: bool, text: str, role: str | None, author: str | None) -> None:
+    """Add a message to the open session's conversation."""
+    with repo() as r:
+        e = r.say(text, role=role, author=author)
+        emit(as_json, {"seq": e["seq"], "role": e["role"], "author": e["author"]}, "")
+
+
+@command(cli)
+@click.argument("decision")
+@click.option("--why", required=True, help="The rationale.")
+@click.option("--alternative", "alternatives", multiple=True, help="A rejected alternative (repeatable).")
+@role_option
+@author_option
+def decide(as_json: bool, decision: str, why: str, alternatives: tuple[str, ...], role: str | None,
+           author: str | None) -> None:
+    """Record a decision with its rationale and rejected alternatives."""
+    with repo() as r:
+        e = r.decide(decision, why=why, alternatives=list(alternatives), role=role, author=author)
+        emit(as_json, {"seq": e["seq"]}, "")
+
+
+@command(cli)
+@click.argument("note")
+@role_option
+@author_option
+def checkpoint(as_json: bool, note: str, role: str | None, author: str | None) -> None:
+    """Mark an iteration: the files as they are now, with a note."""
+    with repo() as r:
+        e = r.checkpoint(note, role=role, author=author)
+        emit(as_json, {"seq": e["seq"], "iteration": e["iteration"], "tree": e["tree"].hex()},
+             f"iteration {e['iteration']}: {note}")
+
+
+# -- working copy --------------------------------------------------------------------------------
+
+
+@command(cli)
+def status(as_json: bool) -> None:
+    """Changes in the working copy against its position, and the open session."""
+    with repo() as r:
+        st = r.status()
+
+        def text() -> str:
+            lines = [f"position {st.position}"]
+            if st.session:
+                lines.append(f"session {st.session.id}: {st.session.goal}")
+            else:
+                lines.append("no open session")
+            mark = {"added": "A", "modified": "M", "deleted": "D"}
+            lines += [f"  {mark[c.action]} {c.path}" for c in st.changes]
+            if not st.changes:
+                lines.append("  no changes")
+            return "\n".join(lines)
+
+        emit(as_json, st.to_json(), text)
+
+
+@command(cli)
+@click.option("--stat", "show_stat", is_flag=True, help="Only the number of changed lines per file.")
+def diff(as_json: bool, show_stat: bool) -> None:
+    """The working copy's changes as a unified diff."""
+    with repo() as r:
+        items = r.diff()
+        doc = {"files": [{**c.to_json(), "added": a, "removed": d, **({} if show_stat else {"diff": t})}
+                         for c, t, (a, d) in items]}
+
+        def text() -> str:
+            if show_stat:
+                rows = [f" {c.path} | +{a} -{d}" for c, _, (a, d) in items]
+                rows.append(f" {len(items)} file(s) changed, {sum(a for *_, (a, _) in items)} insertions(+), "
+                            f"{sum(d for *_, (_, d) in items)} deletions(-)")
+                return "\n".join(rows)
+            return "".join(t for _, t, _ in items)
+
+        emit(as_json, doc, text)
+
+
+@command(cli)
+@role_option
+@author_option
+def land(as_json: bool, role: str | None, author: str | None) -> None:
+    """Land the open session on the mainline (exit 3 and the conflicting paths on conflict)."""
+    with repo() as r:
+        sid = r.session_id
+        res = r.land(role=role, author=author)
+        extra = f" (merged: {', '.join(res.merged)})" if res.merged else ""
+        verb = "already landed" if res.already else "landed"
+        emit(as_json, res.to_json(), f"{verb} session {sid} at position {res.position}{extra}")
+
+
+@command(cli)
+@role_option
+@author_option
+def sync(as_json: bool, role: str | None, author: str | None) -> None:
+    """Bring the open session onto the latest mainline; conflicts are written with markers."""
+    with repo() as r:
+        res = r.sync(role=role, author=author)
+
+        def text() -> str:
+            lines = [f"session now based on position {res.position}"]
+            lines += [f"  updated {p}" for p in res.updated]
+            lines += [f"  merged {p}" for p in res.merged]
+            lines += [f"  CONFLICT {c['path']}: {c['reason']}" for c in res.conflicts]
+            if res.conflicts:
+                lines.append("resolve the conflict markers, then hif land")
+            return "\n".join(lines)
+
+        emit(as_json, res.to_json(), text)
+        if res.conflicts:
+            sys.exit(3)
+
+
+@command(cli)
+@click.argument("position", type=int)
+def goto(as_json: bool, position: int) -> None:
+    """Move the working copy to an older (or newer) position."""
+    with repo() as r:
+        changed = r.goto(position)
+        emit(as_json, {"position": position, "changed": changed},
+             f"at position {position} ({len(changed)} file(s) changed)")
+
+
+@command(cli)
+def pull(as_json: bool) -> None:
+    """Bring a working copy without an open session to the latest position."""
+    with repo() as r:
+        changed = r.pull()
+        emit(as_json, {"position": r.position, "changed": changed},
+             f"at position {r.position} ({len(changed)} file(s) changed)")
+
+
+# -- history -------------------------------------------------------------------------------------
+
+
+def record_summary(rec: LandingRecord) -> list[dict[str, Any]]:
+    return [{"position": rec.position, "session": s.session, "goal": s.goal, "author": s.author,
+             "role": s.role, "time": rec.time, "files": sorted(s.changes)} for s in rec.sessions]
+
+
+@command(cli)
+@click.option("--path", "path", default=None, help="Only landings that touched this path (file or directory).")
+@click.option("-n", "limit", type=click.IntRange(min=1), default=None, help="At most N landings.")
+def log(as_json: bool, path: str | None, limit: int | None) -> None:
+    """Landed sessions, newest first."""
+    with repo() as r:
+        rel = r.work.to_repo_path(path) if path is not None else None
+        recs = r.log(limit=limit, path=rel)
+        rows = [row for rec in recs for row in record_summary(rec)]
+
+        def text() -> str:
+            if not rows:
+                return "nothing landed yet"
+            return "\n".join(
+                f"{x['position']:>6}  {x['session']}  {when(x['time'])}  {x['author']} ({x['role']})  "
+                f"{x['goal']}  [{len(x['files'])} file(s): {', '.join(x['files'][:3])}"
+                f"{', …' if len(x['files']) > 3 else ''}]"
+                for x in rows
+            )
+
+        emit(as_json, {"landings": rows}, text)
+
+
+def show_doc(s: Session, rec: LandingRecord | None, diffs: list[Any]) -> dict[str, Any]:
+    return {
+        "session": s.to_json(),
+        "position": rec.position if rec else None,
+        "conversation": [{"role": e["role"], "author": e["author"], "text": e["text"], "time": e["time"]}
+                         for e in s.of_type("say")],
+        "decisions": [{"decision": e["decision"], "why": e["why"], "alternatives": e["alternatives"],
+                       "author": e["author"], "role": e["role"]} for e in s.of_type("decide")],
+        "iterations": [{"iteration": e["iteration"], "note": e["note"], "tree": e["tree"].hex()}
+                       for e in s.of_type("checkpoint")],
+        "changes": [{**c.to_json(), "diff": t} for c, t in diffs],
+    }
+
+
+def show_text(s: Session, rec: LandingRecord | None, diffs: list[Any]) -> str:
+    head = f"position {rec.position} · " if rec else ""
+    out = [f"{head}session {s.id} ({s.state})", f"goal: {s.goal}",
+           f"author: {s.author} ({s.role}) · started {when(s.started)} · base {s.events[0]['base']}"]
+    if rec:
+        out.append(f"landed: {when(rec.time)}")
+    conv = s.of_type("say")
+    if conv:
+        out += ["", "conversation:"] + [f"  [{e['role']}] {e['author']}: {e['text']}" for e in conv]
+    decs = s.of_type("decide")
+    if decs:
+        out += ["", "decisions:"]
+        for e in decs:
+            out.append(f"  - {e['decision']}")
+            out.append(f"    why: {e['why']}")
+            out += [f"    rejected: {a}" for a in e["alternatives"]]
+    cps = s.of_type("checkpoint")
+    if cps:
+        out += ["", "iterations:"] + [f"  {e['iteration']}. {e['note']}" for e in cps]
+    mark = {"added": "A", "modified": "M", "deleted": "D"}
+    out += ["", "changes:"] + [f"  {mark[c.action]} {c.path}" for c, _ in diffs]
+    if not diffs:
+        out.append("  (none)")
+    out.append("")
+    out += [t.rstrip("\n") for _, t in diffs if t]
+    return "\n".join(out)
+
+
+@command(cli)
+@click.argument("ref")
+def show(as_json: bool, ref: str) -> None:
+    """Show a landing (by POSITION) or a session (by id): goal, conversation, decisions, diff."""
+    with repo() as r:
+        s, rec = r.resolve_ref(ref)
+        diffs = r.session_diffs(s, rec)
+        emit(as_json, show_doc(s, rec, diffs), lambda: show_text(s, rec, diffs))
+
+
+@command(cli)
+@click.argument("path")
+@click.option("--at", type=int, default=None, help="Position (default: the working copy's).")
+def cat(as_json: bool, path: str, at: int | None) -> None:
+    """Print a file as it is at a position."""
+    with repo() as r:
+        rel = r.work.to_repo_path(path)
+        data = r.cat(rel, at=at)
+        if as_json:
+            emit(True, {"path": rel, "size": len(data), "content": data.decode("utf-8", "replace")}, "")
+        else:
+            sys.stdout.buffer.write(data)
+
+
+@command(cli)
+@click.argument("path", default=".")
+@click.option("--at", type=int, default=None, help="Position (default: the working copy's).")
+@click.option("-r", "--recursive", is_flag=True, help="Every file below PATH.")
+def ls(as_json: bool, path: str, at: int | None, recursive: bool) -> None:
+    """List a directory as it is at a position."""
+    with repo() as r:
+        rel = r.work.to_repo_path(path)
+        items = r.ls(rel, at=at, recursive=recursive)
+        emit(as_json, {"entries": [{"path": p, **e.to_json()} for p, e in items]},
+             lambda: "\n".join(f"{e.kind} {e.oid.hex()[:12]}  {p}{'/' if e.kind == 'd' else ''}" for p, e in items))
+
+
+@command(cli)
+@click.argument("path")
+@click.option("--at", type=int, default=None, help="Position (default: the working copy's).")
+def blame(as_json: bool, path: str, at: int | None) -> None:
+    """For each line, the session that last changed it, with its goal."""
+    with repo() as r:
+        rel = r.work.to_repo_path(path)
+        lines = r.blame(rel, at=at)
+        emit(as_json, {"path": rel, "lines": [b.to_json() for b in lines]},
+             lambda: "\n".join(f"{b.position:>5} {b.session[:10]} {b.goal[:28]:<28} {b.line:>4}| {b.text}"
+                               for b in lines))
+
+
+def main() -> None:
+    try:
+        cli(prog_name="hif")
+    except Exception as e:  # the last line of defence: never a traceback to a user
+        if os.environ.get("HIF_DEBUG"):
+            raise
+        click.echo(f"error: internal error: {type(e).__name__}: {e}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""Every error hif raises on purpose. The CLI and the forge turn these into exit codes / HTTP statuses."""
+
+from __future__ import annotations
+
+
+class HifError(Exception):
+    """Base of all deliberate hif errors; its message is one readable line for a user."""
+
+    exit_code = 1
+    http_status = 400
+
+
+class StoreError(HifError):
+    """The object store failed or is unreachable (after retries)."""
+
+    http_status = 503
+
+
+class NotFound(HifError):
+    """A key, object, position, session or path does not exist."""
+
+    http_status = 404
+
+
+class PreconditionFailed(StoreError):
+    """A conditional write lost: put-if-absent on an existing key, or an if-match on a changed one."""
+
+    http_status = 412
+
+
+class CorruptObject(HifError):
+    """An object's bytes do not match its hash or do not decode."""
+
+    http_status = 422
+
+
+class InvalidPath(HifError):
+    """A repository path is unsafe or unrepresentable (``..``, absolute, empty component...)."""
+
+    http_status = 422
+
+
+class InvalidInput(HifError):
+    """Anything else a user gave that cannot be accepted (empty goal, bad position...)."""
+
+    http_status = 400
+
+
+class NotARepository(HifError):
+    """The directory is not inside a hif working copy."""
+
+
+class NoOpenSession(HifError):
+    """A command needs an open session and there is none."""
+
+
+class SessionClosed(HifError):
+    """The session has already landed or been abandoned."""
+
+    http_status = 409
+
+
+class DirtyWorkingCopy(HifError):
+    """An operation would overwrite changes that are not in a session."""
+
+    http_status = 409
+
+
+class ConflictError(HifError):
+    """Landing found true overlaps with sessions landed since the session's base."""
+
+    exit_code = 3
+    http_status = 409
+
+    def __init__(self, conflicts: list[Conflict]) -> None:
+        self.conflicts = conflicts
+        paths = ", ".join(sorted({c.path for c in conflicts}))
+        super().__init__(f"conflict with landed sessions on: {paths}")
+
+
+class Conflict:
+    """One conflicting path and the landed sessions (with positions) that changed it."""
+
+    __slots__ = ("path", "sessions", "reason")
+
+    def __init__(self, path: str, sessions: list[tuple[int, str]], reason: str) -> None:
+        self.path = path
+        self.sessions = sessions
+        self.reason = reason
+
+    def to_json(self) -> dict:
+        return {
+            "path": self.path,
+            "reason": self.reason,
+            "sessions": [{"position": p, "session": s} for p, s in self.sessions],
+        }

@@ -1,0 +1,235 @@
+"""The mainline: a gap-free, immutable log of landing records at ``log/<position>``.
+
+Each record is created with put-if-absent, which makes that write the single linearisation point of
+landing. ``head`` is only a hint (it may lag, never lead); the true head is found by probing forward
+from the hint, exponentially then by bisection, so finding it costs O(log lag) reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from hif.errors import CorruptObject, NotFound, PreconditionFailed
+from hif.objects import EMPTY_TREE, Entry, decode, encode
+from hif.paths import check_path
+from hif.store.base import ObjectStore
+
+POS_WIDTH = 12
+
+
+@dataclass(frozen=True, slots=True)
+class LandedSession:
+    """One session inside a landing record (a record holds several under group landing)."""
+
+    session: str
+    snapshot: bytes
+    goal: str
+    author: str
+    role: str
+    base: int
+    changes: dict[str, Entry | None]
+
+    def to_cbor(self) -> dict[str, Any]:
+        return {
+            "session": self.session,
+            "snapshot": self.snapshot,
+            "goal": self.goal,
+            "author": self.author,
+            "role": self.role,
+            "base": self.base,
+            "changes": [
+                [p, e.kind if e else None, e.oid if e else None]
+                for p, e in sorted(self.changes.items())
+            ],
+        }
+
+    @classmethod
+    def from_cbor(cls, v: Any) -> LandedSession:
+        changes: dict[str, Entry | None] = {}
+        for path, kind, oid in v["changes"]:
+            changes[check_path(path)] = Entry(kind, oid) if kind is not None else None
+        return cls(
+            v["session"], v["snapshot"], v["goal"], v["author"], v["role"], v["base"], changes
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "session": self.session,
+            "snapshot": self.snapshot.hex(),
+            "goal": self.goal,
+            "author": self.author,
+            "role": self.role,
+            "base": self.base,
+            "changes": [
+                {"path": p, "action": "delete" if e is None else "write", **(e.to_json() if e else {})}
+                for p, e in sorted(self.changes.items())
+            ],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class LandingRecord:
+    position: int
+    tree: bytes
+    parent_tree: bytes
+    time: float
+    sessions: list[LandedSession]
+    extra: dict[str, Any] = field(default_factory=dict)  # bloom, signature... (later layers)
+
+    @property
+    def paths(self) -> set[str]:
+        return {p for s in self.sessions for p in s.changes}
+
+    def changes(self) -> dict[str, Entry | None]:
+        out: dict[str, Entry | None] = {}
+        for s in self.sessions:
+            out.update(s.changes)
+        return out
+
+    def to_bytes(self) -> bytes:
+        body: dict[str, Any] = {
+            "v": 1,
+            "position": self.position,
+            "tree": self.tree,
+            "parent": self.parent_tree,
+            "time": self.time,
+            "sessions": [s.to_cbor() for s in self.sessions],
+        }
+        body.update(self.extra)
+        return encode(body)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, position: int) -> LandingRecord:
+        v = decode(data)
+        try:
+            if v["position"] != position:
+                raise CorruptObject(f"record at position {position} claims {v['position']}")
+            known = {"v", "position", "tree", "parent", "time", "sessions"}
+            return cls(
+                position=v["position"],
+                tree=v["tree"],
+                parent_tree=v["parent"],
+                time=float(v["time"]),
+                sessions=[LandedSession.from_cbor(s) for s in v["sessions"]],
+                extra={k: x for k, x in v.items() if k not in known},
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise CorruptObject(f"malformed landing record at position {position}: {e}") from None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "position": self.position,
+            "tree": self.tree.hex(),
+            "parent_tree": self.parent_tree.hex(),
+            "time": self.time,
+            "sessions": [s.to_json() for s in self.sessions],
+        }
+
+
+def log_key(prefix: str, position: int) -> str:
+    return f"{prefix}log/{position:0{POS_WIDTH}d}"
+
+
+class Mainline:
+    """Read and extend one repository's landing log."""
+
+    def __init__(self, store: ObjectStore, prefix: str) -> None:
+        self.store = store
+        self.prefix = prefix
+        self._records: dict[int, LandingRecord] = {}  # records are immutable: safe to cache
+        self.reads = 0
+
+    async def record(self, position: int) -> LandingRecord:
+        if position < 1:
+            raise NotFound(f"no position {position}")
+        cached = self._records.get(position)
+        if cached is not None:
+            return cached
+        self.reads += 1
+        try:
+            data = await self.store.get(log_key(self.prefix, position))
+        except NotFound:
+            raise NotFound(f"no landing at position {position}") from None
+        rec = LandingRecord.from_bytes(data, position)
+        if len(self._records) > 10000:
+            self._records.clear()
+        self._records[position] = rec
+        return rec
+
+    async def exists(self, position: int) -> bool:
+        if position in self._records:
+            return True
+        self.reads += 1
+        return await self.store.head(log_key(self.prefix, position)) is not None
+
+    async def head_hint(self) -> int:
+        data = await self.store.get_or_none(self.prefix + "head")
+        if data is None:
+            return 0
+        try:
+            value = decode(data)
+        except CorruptObject:
+            return 0
+        return value if isinstance(value, int) and value >= 0 else 0
+
+    async def head(self, known: int | None = None) -> int:
+        """The latest position: start from the hint (or ``known``) and probe until absent."""
+        low = max(known or 0, await self.head_hint() if known is None else 0)
+        if low > 0 and not await self.exists(low):
+            low = 0  # a hint ahead of the log cannot happen unless the store was tampered with
+        step = 1
+        high = low + step
+        while await self.exists(high):
+            low = high
+            step *= 2
+            high = low + step
+        # invariant: low exists (or is 0), high does not
+        while high - low > 1:
+            mid = (low + high) // 2
+            if await self.exists(mid):
+                low = mid
+            else:
+                high = mid
+        return low
+
+    async def tree_at(self, position: int) -> bytes:
+        if position == 0:
+            return EMPTY_TREE
+        return (await self.record(position)).tree
+
+    async def append(self, record: LandingRecord) -> None:
+        """Create the record with put-if-absent; raises PreconditionFailed if the position is taken."""
+        await self.store.put(
+            log_key(self.prefix, record.position), record.to_bytes(), if_none_match=True
+        )
+        self._records[record.position] = record
+
+    async def advance_hint(self, position: int) -> None:
+        """Best effort: move the head hint forward (never back)."""
+        for _ in range(3):
+            try:
+                data, etag = await self.store.get_with_etag(self.prefix + "head")
+            except NotFound:
+                try:
+                    await self.store.put(self.prefix + "head", encode(position), if_none_match=True)
+                    return
+                except PreconditionFailed:
+                    continue
+            try:
+                current = decode(data)
+            except CorruptObject:
+                current = 0
+            if isinstance(current, int) and current >= position:
+                return
+            try:
+                await self.store.put(self.prefix + "head", encode(position), if_match=etag)
+                return
+            except PreconditionFailed:
+                continue
+
+    async def iter_back(self, start: int, stop: int = 1) -> AsyncIterator[LandingRecord]:
+        """Records from ``start`` down to ``stop``, newest first."""
+        for pos in range(start, stop - 1, -1):
+            yield await self.record(pos)

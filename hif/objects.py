@@ -1,0 +1,220 @@
+"""Content-addressed objects: canonical CBOR, addressed by the SHA-256 of those canonical bytes.
+
+An object is a CBOR array whose first item names its kind: ``["blob", bytes]``,
+``["tree", [[name, kind, id], ...]]`` or ``["snapshot", {...}]``. Ids are raw 32-byte digests inside
+objects and lowercase hex everywhere a person or JSON sees them.
+
+On disk (in the store) an object is one header byte then the body: ``0`` raw canonical bytes, ``1``
+zstd-compressed canonical bytes. The id is always the hash of the *uncompressed* canonical bytes, so
+compression never changes identity and every read re-verifies the hash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import cbor2
+import zstandard
+
+from hif.errors import CorruptObject, NotFound, PreconditionFailed
+from hif.paths import check_name
+from hif.store.base import ObjectStore
+
+RAW, ZSTD = 0, 1
+_COMPRESS_MIN = 256
+_ZC = zstandard.ZstdCompressor(level=3)
+_ZD = zstandard.ZstdDecompressor()
+_MAX_OBJECT = 1 << 31
+
+# Kinds of tree entries: regular file, executable file, symbolic link (blob holds the target), directory.
+FILE, EXEC, LINK, DIR = "f", "x", "l", "d"
+FILE_KINDS = (FILE, EXEC, LINK)
+
+
+def encode(value: Any) -> bytes:
+    """Canonical CBOR (RFC 8949 §4.2.1 deterministic encoding): equal values give equal bytes."""
+    return cbor2.dumps(value, canonical=True)
+
+
+def decode(data: bytes) -> Any:
+    try:
+        return cbor2.loads(data)
+    except Exception as e:  # cbor2 raises several types for malformed input
+        raise CorruptObject(f"malformed CBOR: {e}") from None
+
+
+def digest(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def hexid(oid: bytes) -> str:
+    return oid.hex()
+
+
+def parse_id(text: str) -> bytes:
+    try:
+        oid = bytes.fromhex(text)
+    except ValueError:
+        raise CorruptObject(f"not an object id: {text!r}") from None
+    if len(oid) != 32:
+        raise CorruptObject(f"not an object id: {text!r}")
+    return oid
+
+
+def blob_bytes(content: bytes) -> bytes:
+    return encode(["blob", content])
+
+
+def blob_id(content: bytes) -> bytes:
+    return digest(blob_bytes(content))
+
+
+def pack(canonical: bytes) -> bytes:
+    """Storage form: compress when it helps."""
+    if len(canonical) >= _COMPRESS_MIN:
+        packed = _ZC.compress(canonical)
+        if len(packed) < len(canonical) * 0.9:
+            return bytes([ZSTD]) + packed
+    return bytes([RAW]) + canonical
+
+
+def unpack(stored: bytes) -> bytes:
+    if not stored:
+        raise CorruptObject("empty object")
+    if stored[0] == RAW:
+        return stored[1:]
+    if stored[0] == ZSTD:
+        try:
+            return _ZD.decompress(stored[1:], max_output_size=_MAX_OBJECT)
+        except zstandard.ZstdError as e:
+            raise CorruptObject(f"undecodable object: {e}") from None
+    raise CorruptObject(f"unknown object encoding {stored[0]}")
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A tree entry's target: its kind and object id."""
+
+    kind: str
+    oid: bytes
+
+    def to_json(self) -> dict[str, str]:
+        return {"kind": self.kind, "id": self.oid.hex()}
+
+
+Tree = dict[str, Entry]  # name -> entry, for one directory
+
+
+def tree_bytes(entries: Tree) -> bytes:
+    rows = [[name, e.kind, e.oid] for name, e in sorted(entries.items(), key=lambda kv: kv[0].encode())]
+    return encode(["tree", rows])
+
+
+def check_object(kind: str, value: Any) -> Any:
+    """Verify an object decodes to the expected kind and shape."""
+    if not isinstance(value, list) or len(value) != 2 or value[0] != kind:
+        raise CorruptObject(f"expected a {kind} object")
+    return value[1]
+
+
+class ObjectDB:
+    """Objects of one repository, in a store under ``<prefix>objects/``; trees are cached (immutable)."""
+
+    def __init__(self, store: ObjectStore, prefix: str, *, cache_size: int = 4096) -> None:
+        self.store = store
+        self.prefix = prefix + "objects/"
+        self._trees: OrderedDict[bytes, Tree] = OrderedDict()
+        self._cache_size = cache_size
+        self._known: set[bytes] = set()
+
+    def key(self, oid: bytes) -> str:
+        return self.prefix + oid.hex()
+
+    async def put_canonical(self, canonical: bytes) -> bytes:
+        """Store canonical bytes; idempotent, so a retry or a concurrent writer of the same object is fine."""
+        oid = digest(canonical)
+        if oid in self._known:
+            return oid
+        with contextlib.suppress(PreconditionFailed):
+            await self.store.put(self.key(oid), pack(canonical), if_none_match=True)
+        self._known.add(oid)
+        return oid
+
+    async def put_blob(self, content: bytes) -> bytes:
+        return await self.put_canonical(blob_bytes(content))
+
+    async def put_tree(self, entries: Tree) -> bytes:
+        oid = await self.put_canonical(tree_bytes(entries))
+        self._remember_tree(oid, entries)
+        return oid
+
+    async def put_value(self, kind: str, value: Any) -> bytes:
+        return await self.put_canonical(encode([kind, value]))
+
+    async def has(self, oid: bytes) -> bool:
+        if oid in self._known:
+            return True
+        return await self.store.head(self.key(oid)) is not None
+
+    async def get_canonical(self, oid: bytes) -> bytes:
+        try:
+            stored = await self.store.get(self.key(oid))
+        except NotFound:
+            raise NotFound(f"object {oid.hex()} is missing") from None
+        canonical = unpack(stored)
+        if digest(canonical) != oid:
+            raise CorruptObject(f"object {oid.hex()} is corrupt (hash mismatch)")
+        return canonical
+
+    async def get_value(self, kind: str, oid: bytes) -> Any:
+        return check_object(kind, decode(await self.get_canonical(oid)))
+
+    async def get_blob(self, oid: bytes) -> bytes:
+        content = await self.get_value("blob", oid)
+        if not isinstance(content, bytes):
+            raise CorruptObject(f"object {oid.hex()} is not a blob")
+        return content
+
+    async def get_tree(self, oid: bytes) -> Tree:
+        if oid == EMPTY_TREE:
+            return {}
+        cached = self._trees.get(oid)
+        if cached is not None:
+            self._trees.move_to_end(oid)
+            return cached
+        rows = await self.get_value("tree", oid)
+        tree = parse_tree_rows(rows, oid)
+        self._remember_tree(oid, tree)
+        return tree
+
+    def _remember_tree(self, oid: bytes, tree: Tree) -> None:
+        self._trees[oid] = tree
+        if len(self._trees) > self._cache_size:
+            self._trees.popitem(last=False)
+
+
+def parse_tree_rows(rows: Any, oid: bytes) -> Tree:
+    if not isinstance(rows, list):
+        raise CorruptObject(f"tree {oid.hex()} is malformed")
+    tree: Tree = {}
+    for row in rows:
+        if (
+            not isinstance(row, list)
+            or len(row) != 3
+            or not isinstance(row[0], str)
+            or row[1] not in (FILE, EXEC, LINK, DIR)
+            or not isinstance(row[2], bytes)
+            or len(row[2]) != 32
+        ):
+            raise CorruptObject(f"tree {oid.hex()} has a malformed entry")
+        check_name(row[0])
+        tree[row[0]] = Entry(row[1], row[2])
+    return tree
+
+
+EMPTY_TREE_BYTES = tree_bytes({})
+EMPTY_TREE = digest(EMPTY_TREE_BYTES)

@@ -1,0 +1,695 @@
+"""The user-level API: ``hif.Repository`` over a working copy. The CLI is a thin shell around it.
+
+Everything here is synchronous for callers (agents' scripts, the CLI); underneath, each call runs the
+async plumbing on the repository's own event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import getpass
+import os
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+from hif.errors import (
+    HifError,
+    InvalidInput,
+    InvalidPath,
+    NoOpenSession,
+    NotARepository,
+    NotFound,
+    SessionClosed,
+)
+from hif.landing import LandResult, _Scan, effective_changes, land, resolve, scan_since
+from hif.mainline import LandingRecord
+from hif.merge import diffstat, is_binary, split_lines, unified_diff
+from hif.objects import DIR, Entry
+from hif.repo import Repo, check_repo_name
+from hif.session import Session, check_role, check_session_id, check_text, make_event
+from hif.store import open_store
+from hif.tree import apply, lookup, lookup_file, read_dir, walk
+from hif.tree import diff as tree_diff
+from hif.workspace import META, WorkState, WorkTree, ensure_clean, find_root
+
+T = TypeVar("T")
+MARKER = b"<<<<<<< "
+
+
+@dataclass
+class FileChange:
+    path: str
+    action: str  # added | modified | deleted
+    old: Entry | None
+    new: Entry | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "action": self.action,
+            "old": self.old.to_json() if self.old else None,
+            "new": self.new.to_json() if self.new else None,
+        }
+
+
+@dataclass
+class Status:
+    position: int
+    session: Session | None
+    changes: list[FileChange]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "position": self.position,
+            "session": self.session.to_json(events=False) if self.session else None,
+            "changes": [c.to_json() for c in self.changes],
+        }
+
+
+@dataclass
+class SyncResult:
+    position: int
+    updated: list[str] = field(default_factory=list)
+    merged: list[str] = field(default_factory=list)
+    conflicts: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"position": self.position, "updated": self.updated, "merged": self.merged, "conflicts": self.conflicts}
+
+
+@dataclass
+class BlameLine:
+    line: int
+    text: str
+    position: int
+    session: str
+    goal: str
+    author: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("line", "text", "position", "session", "goal", "author")}
+
+
+def _action(old: Entry | None, new: Entry | None) -> str:
+    return "added" if old is None else "deleted" if new is None else "modified"
+
+
+def default_author() -> str:
+    return os.environ.get("HIF_AUTHOR") or getpass.getuser()
+
+
+def default_role() -> str:
+    return check_role(os.environ.get("HIF_ROLE", "human"))
+
+
+class SessionHandle:
+    """An open session as a context manager: leaving the block normally lands it; an exception leaves it
+    open (nothing is lost; fix things and land, or abandon)."""
+
+    def __init__(self, repo: Repository, session_id: str) -> None:
+        self.repo = repo
+        self.id = session_id
+        self.result: LandResult | None = None
+
+    def say(self, text: str, *, role: str | None = None, author: str | None = None) -> None:
+        self.repo.say(text, role=role, author=author)
+
+    def decide(self, decision: str, *, why: str, alternatives: list[str] | None = None,
+               role: str | None = None) -> None:
+        self.repo.decide(decision, why=why, alternatives=alternatives or [], role=role)
+
+    def write(self, path: str, content: bytes | str) -> None:
+        self.repo.write(path, content)
+
+    def checkpoint(self, note: str) -> None:
+        self.repo.checkpoint(note)
+
+    def land(self) -> LandResult:
+        self.result = self.repo.land()
+        return self.result
+
+    def __enter__(self) -> SessionHandle:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        if et is None and self.result is None and self.repo.session_id == self.id:
+            self.land()
+
+
+class Repository:
+    """A hif working copy and the repository it works on."""
+
+    def __init__(self, root: Path) -> None:
+        self.work = WorkTree(root)
+        self.root = root
+        cfg = self.work.config()
+        self.config = cfg
+        self._runner = asyncio.Runner()
+        self.store = open_store(cfg["store"])
+        self.repo = Repo(self.store, cfg["repo"])
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str] = ".") -> Repository:
+        return cls(find_root(Path(path)))
+
+    @classmethod
+    def init(cls, path: str | os.PathLike[str], *, store: str | None = None, name: str | None = None) -> Repository:
+        root = Path(path).absolute()
+        if (root / META / "config.json").exists():
+            raise InvalidInput(f"{root} is already a hif working copy")
+        if root.exists() and not root.is_dir():
+            raise InvalidInput(f"{root} exists and is not a directory")
+        name = check_repo_name(name or f"local/{_slug(root.name)}")
+        meta = root / META
+        created_dir = not root.exists()
+        try:
+            meta.mkdir(parents=True, exist_ok=True)
+            store_url = store or str(meta / "store")
+            s = open_store(store_url, create=True)
+            runner = asyncio.Runner()
+            try:
+                runner.run(Repo(s, name).ensure())
+                runner.run(s.close())
+            finally:
+                runner.close()
+            wt = WorkTree(root)
+            wt.write_config({"store": store_url, "repo": name})
+            wt.write_state(WorkState())
+        except HifError:
+            if created_dir:
+                _remove_tree(root)
+            raise
+        return cls(root)
+
+    def close(self) -> None:
+        self._runner.run(self.store.close())
+        self._runner.close()
+
+    def __enter__(self) -> Repository:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self._runner.run(coro)
+
+    @property
+    def name(self) -> str:
+        return self.repo.name
+
+    @property
+    def state(self) -> WorkState:
+        return self.work.state()
+
+    @property
+    def position(self) -> int:
+        return self.state.position
+
+    @property
+    def session_id(self) -> str | None:
+        return self.state.session
+
+    # -- sessions ----------------------------------------------------------------------------
+
+    def start_session(self, goal: str, *, author: str | None = None, role: str | None = None) -> SessionHandle:
+        st = self.state
+        if st.session is not None:
+            raise InvalidInput(f"session {st.session} is already open here; land or abandon it first")
+        check_text(goal, "goal")
+        ensure_clean(self._changes_vs_base(), "cannot start a session")
+        session = self._run(self.repo.sessions.start(goal, author or default_author(), role or default_role(), st.position))
+        st.session = session.id
+        self.work.write_state(st)
+        return SessionHandle(self, session.id)
+
+    def session(self) -> SessionHandle | None:
+        sid = self.session_id
+        return SessionHandle(self, sid) if sid else None
+
+    def _open_session(self) -> Session:
+        sid = self.session_id
+        if sid is None:
+            raise NoOpenSession("no open session here (start one with: hif session start GOAL)")
+        s = self._run(self.repo.sessions.load(sid))
+        if not s.is_open:
+            raise SessionClosed(f"session {sid} was {s.state}")
+        return s
+
+    def _append(self, s: Session, etype: str, *, author: str | None, role: str | None, **fields: Any) -> dict[str, Any]:
+        event = make_event(etype, author or default_author(), role or default_role(), self.repo.clock(), **fields)
+        stamped = self._run(self.repo.sessions.append(s.id, event, s.next_seq))
+        s.events.append(stamped)
+        return stamped
+
+    def record(self, *, author: str | None = None, role: str | None = None) -> list[FileChange]:
+        """Append write/delete events for every working-copy change the session has not seen yet."""
+        s = self._open_session()
+        return self._record(s, author=author, role=role)
+
+    def _record(self, s: Session, *, author: str | None = None, role: str | None = None) -> list[FileChange]:
+        base_tree = self._run(self.repo.mainline.tree_at(s.base))
+        scanned = self.work.scan()
+        base = self.work.index.base_entries()
+        known: dict[str, Entry | None] = {**base, **s.changes}
+        out: list[FileChange] = []
+        for path, (entry, content) in sorted(scanned.items()):
+            if known.get(path) == entry:
+                continue
+            if content is None:
+                entry2, content = self.work.read_file(path)
+                if entry2 is None or content is None:
+                    continue
+                entry = entry2
+            self._run(self.repo.objects.put_blob(content))
+            self._append(s, "write", author=author, role=role, path=path, kind=entry.kind, blob=entry.oid)
+            out.append(FileChange(path, _action(base.get(path), entry), base.get(path), entry))
+        for path, entry in sorted(known.items()):
+            if entry is not None and path not in scanned:
+                self._append(s, "delete", author=author, role=role, path=path)
+                out.append(FileChange(path, "deleted", base.get(path), None))
+        self.work.save_index()
+        del base_tree
+        return out
+
+    def say(self, text: str, *, role: str | None = None, author: str | None = None) -> dict[str, Any]:
+        check_text(text, "message")
+        s = self._open_session()
+        self._record(s, author=author, role=role)
+        return self._append(s, "say", author=author, role=role, text=text)
+
+    def decide(self, decision: str, *, why: str, alternatives: list[str] | None = None,
+               role: str | None = None, author: str | None = None) -> dict[str, Any]:
+        check_text(decision, "decision")
+        check_text(why, "rationale (--why)")
+        for alt in alternatives or []:
+            check_text(alt, "alternative")
+        s = self._open_session()
+        self._record(s, author=author, role=role)
+        return self._append(s, "decide", author=author, role=role, decision=decision, why=why,
+                            alternatives=list(alternatives or []))
+
+    def checkpoint(self, note: str, *, role: str | None = None, author: str | None = None) -> dict[str, Any]:
+        check_text(note, "checkpoint note")
+        s = self._open_session()
+        self._record(s, author=author, role=role)
+        tree = self._run(self._session_tree(s))
+        n = len(s.of_type("checkpoint")) + 1
+        return self._append(s, "checkpoint", author=author, role=role, note=note, tree=tree, iteration=n)
+
+    async def _session_tree(self, s: Session) -> bytes:
+        base_tree = await self.repo.mainline.tree_at(s.base)
+        return await apply(self.repo.objects, base_tree, s.changes)
+
+    def write(self, path: str, content: bytes | str) -> None:
+        """SDK convenience: write a file in the working copy (recorded at the next event)."""
+        rel = self.work.to_repo_path(path, self.root)
+        if not rel:
+            raise InvalidPath("a file path is required")
+        full = self.work._safe_parent(rel)
+        full.write_bytes(content.encode() if isinstance(content, str) else content)
+
+    def abandon(self, reason: str = "abandoned", *, role: str | None = None, author: str | None = None) -> Session:
+        s = self._open_session()
+        self._record(s, author=author, role=role)
+        self._append(s, "abandon", author=author, role=role, reason=reason)
+        snap = self._run(self.repo.sessions.write_snapshot(s, s.changes))
+        self._run(self.repo.sessions.close(s.id, {"state": "abandoned", "snapshot": snap, "reason": reason}))
+        # the working copy goes back to its base, so nothing of the abandoned work is mixed into the next one
+        st = self.state
+        st.session = None
+        self.work.write_state(st)
+        self._run(self._checkout_changes(self.work.index.base_entries(), self._changes_vs_base(), restore=True))
+        s.state = "abandoned"
+        return s
+
+    def sessions(self) -> list[Session]:
+        ids = self._run(self.repo.sessions.list_open())
+        return [self._run(self.repo.sessions.load(i)) for i in ids]
+
+    def load_session(self, sid: str) -> Session:
+        return self._run(self.repo.sessions.load(check_session_id(sid)))
+
+    # -- status and diff ---------------------------------------------------------------------
+
+    def _changes_vs_base(self) -> dict[str, Entry | None]:
+        self._ensure_index()
+        scanned = self.work.scan()
+        changes = self.work.changes_against(self.work.index.base_entries(), scanned)
+        self.work.save_index()
+        return changes
+
+    def _ensure_index(self) -> None:
+        """Rebuild the base part of the stat cache if it is missing or for another position."""
+        idx = self.work.index
+        pos = self.position
+        if idx.position == pos and idx.tree and not idx.dirty:
+            return
+        tree = self._run(self.repo.mainline.tree_at(pos))
+        if idx.position == pos and idx.tree == tree:
+            return
+
+        async def fill() -> None:
+            for p in [p for p, e in idx.entries.items() if e.base is not None]:
+                idx.set_base(p, None)
+            async for path, entry in walk(self.repo.objects, tree):
+                idx.set_base(path, entry)
+
+        self._run(fill())
+        idx.position, idx.tree, idx.dirty = pos, tree, True
+
+    def status(self) -> Status:
+        changes = self._changes_vs_base()
+        base = self.work.index.base_entries()
+        sid = self.session_id
+        session = self._run(self.repo.sessions.load(sid)) if sid else None
+        return Status(
+            self.position,
+            session,
+            [FileChange(p, _action(base.get(p), e), base.get(p), e) for p, e in sorted(changes.items())],
+        )
+
+    def diff(self) -> list[tuple[FileChange, str, tuple[int, int]]]:
+        """Working copy against its base: (change, unified diff, (added, removed)) per file."""
+        out = []
+        for ch in self.status().changes:
+            old = self._run(self.repo.objects.get_blob(ch.old.oid)) if ch.old else None
+            new = self.work.read_file(ch.path)[1] if ch.new else None
+            out.append((ch, unified_diff(old, new, ch.path), diffstat(old, new)))
+        return out
+
+    # -- landing, sync, goto -----------------------------------------------------------------
+
+    def land(self, *, role: str | None = None, author: str | None = None) -> LandResult:
+        s = self._open_session()
+        self._ensure_index()
+        self._record(s, author=author, role=role)
+        self._refuse_markers(s)
+        old_tree = self._run(self._session_tree(s))
+        result = self._run(land(self.repo, s))
+        self._run(self._move_to(old_tree, result.tree, result.position, session=None))
+        return result
+
+    def _refuse_markers(self, s: Session) -> None:
+        syncs = s.of_type("sync")
+        if not syncs:
+            return
+        for path in syncs[-1].get("conflicts", []):
+            entry = s.changes.get(path)
+            if entry is None:
+                continue
+            data = self._run(self.repo.objects.get_blob(entry.oid))
+            if any(line.startswith(MARKER) for line in split_lines(data)):
+                raise InvalidInput(f"{path} still has conflict markers; resolve them, then land")
+
+    async def _move_to(self, old_tree: bytes, new_tree: bytes, position: int, *, session: str | None) -> list[str]:
+        """Bring the working files from ``old_tree`` to ``new_tree`` and the stat cache with them."""
+        changed: list[str] = []
+        idx = self.work.index
+        async for path, _old, new in tree_diff(self.repo.objects, old_tree, new_tree):
+            if new is None:
+                self.work.remove_file(path)
+            else:
+                self.work.write_file(path, new, await self.repo.objects.get_blob(new.oid))
+            changed.append(path)
+        async for path, _old, new in tree_diff(self.repo.objects, idx.tree or old_tree, new_tree):
+            idx.set_base(path, new)
+        idx.position, idx.tree = position, new_tree
+        idx.dirty = True
+        self.work.save_index()
+        self.work.write_state(WorkState(position, session))
+        return changed
+
+    async def _checkout_changes(self, base: dict[str, Entry], changes: dict[str, Entry | None], *, restore: bool) -> None:
+        for path in changes:
+            entry = base.get(path)
+            if entry is None:
+                self.work.remove_file(path)
+            else:
+                self.work.write_file(path, entry, await self.repo.objects.get_blob(entry.oid))
+        self.work.save_index()
+
+    def goto(self, position: int) -> list[str]:
+        if self.session_id is not None:
+            raise InvalidInput("cannot move while a session is open; land or abandon it first")
+        head = self._run(self.repo.mainline.head())
+        if position < 0 or position > head:
+            raise NotFound(f"no position {position} (the mainline is at {head})")
+        ensure_clean(self._changes_vs_base(), "cannot move")
+        old = self._run(self.repo.mainline.tree_at(self.position))
+        new = self._run(self.repo.mainline.tree_at(position))
+        return self._run(self._move_to(old, new, position, session=None))
+
+    def pull(self) -> list[str]:
+        """Move a working copy without an open session to the head of the mainline."""
+        return self.goto(self._run(self.repo.mainline.head()))
+
+    def sync(self, *, role: str | None = None, author: str | None = None) -> SyncResult:
+        """Bring the open session onto the head: clean merges applied, conflicts written with markers."""
+        s = self._open_session()
+        self._ensure_index()
+        self._record(s, author=author, role=role)
+        return self._run(self._sync(s, author=author, role=role))
+
+    async def _sync(self, s: Session, *, author: str | None, role: str | None) -> SyncResult:
+        head = await self.repo.mainline.head()
+        if head == s.base:
+            return SyncResult(head)
+        scan = _Scan(checked=s.base)
+        await scan_since(self.repo, s.id, scan, head)
+        if scan.landed_at is not None:
+            raise SessionClosed(f"session {s.id} already landed at position {scan.landed_at}")
+        ours = await effective_changes(self.repo, s)
+        base_tree = await self.repo.mainline.tree_at(s.base)
+        head_tree = await self.repo.mainline.tree_at(head)
+        final, merged, conflicts = await resolve(
+            self.repo, ours, base_tree, head_tree, scan.touched, write_markers=True
+        )
+        session_tree = await apply(self.repo.objects, base_tree, ours)
+        target = await apply(self.repo.objects, head_tree, final)
+        updated = await self._move_to(session_tree, target, head, session=s.id)
+        # the stat cache's base is now the head tree; the session's changes are re-expressed against it
+        await self._rebase_index(head_tree)
+        event = make_event("sync", author or default_author(), role or default_role(), self.repo.clock(),
+                           base=head, merged=merged, conflicts=sorted({c.path for c in conflicts}))
+        stamped = await self.repo.sessions.append(s.id, event, s.next_seq)
+        s.events.append(stamped)
+        s.base = head
+        self.work.write_state(WorkState(head, s.id))
+        self._record(s, author=author, role=role)
+        return SyncResult(head, [p for p in updated if p not in ours], merged, [c.to_json() for c in conflicts])
+
+    async def _rebase_index(self, tree: bytes) -> None:
+        idx = self.work.index
+        for p in [p for p, e in idx.entries.items() if e.base is not None]:
+            idx.set_base(p, None)
+        async for path, entry in walk(self.repo.objects, tree):
+            idx.set_base(path, entry)
+        idx.tree = tree
+        self.work.save_index()
+
+    # -- history -----------------------------------------------------------------------------
+
+    def head(self) -> int:
+        return self._run(self.repo.mainline.head())
+
+    def log(self, *, limit: int | None = None, path: str | None = None) -> list[LandingRecord]:
+        return self._run(self._log(limit, path))
+
+    async def _log(self, limit: int | None, path: str | None) -> list[LandingRecord]:
+        head = await self.repo.mainline.head()
+        out: list[LandingRecord] = []
+        async for rec in self.repo.mainline.iter_back(head):
+            if path and not any(p == path or p.startswith(path + "/") for p in rec.paths):
+                continue
+            out.append(rec)
+            if limit is not None and len(out) >= limit:
+                break
+        return out
+
+    def record_at(self, position: int) -> LandingRecord:
+        return self._run(self.repo.mainline.record(position))
+
+    def resolve_ref(self, ref: str) -> tuple[Session, LandingRecord | None]:
+        """A position number or a session id -> (session, landing record if landed)."""
+        if ref.isdigit():
+            rec = self.record_at(int(ref))
+            sess = self._run(self._session_of(rec.sessions[0].session, rec))
+            return sess, rec
+        s = self.load_session(ref)
+        rec = self.record_at(s.position) if s.position else None
+        return s, rec
+
+    async def _session_of(self, sid: str, rec: LandingRecord) -> Session:
+        landed = next(x for x in rec.sessions if x.session == sid)
+        snap = await self.repo.objects.get_value("snapshot", landed.snapshot)
+        from hif.session import fold
+
+        s = fold(sid, snap["events"])
+        s.state, s.position, s.snapshot = "landed", rec.position, landed.snapshot
+        s.changes = dict(landed.changes)
+        return s
+
+    def session_diffs(self, s: Session, rec: LandingRecord | None) -> list[tuple[FileChange, str]]:
+        return self._run(self._session_diffs(s, rec))
+
+    async def _session_diffs(self, s: Session, rec: LandingRecord | None) -> list[tuple[FileChange, str]]:
+        db = self.repo.objects
+        if rec is not None:
+            before = rec.parent_tree
+            changes = next(x.changes for x in rec.sessions if x.session == s.id)
+        else:
+            before = await self.repo.mainline.tree_at(s.base)
+            changes = s.changes
+        out = []
+        for path, new in sorted(changes.items()):
+            old = await lookup_file(db, before, path)
+            if old == new:
+                continue
+            a = await db.get_blob(old.oid) if old else None
+            b = await db.get_blob(new.oid) if new else None
+            out.append((FileChange(path, _action(old, new), old, new), unified_diff(a, b, path)))
+        return out
+
+    def iteration_diff(self, s: Session, a: int, b: int) -> list[tuple[str, str]]:
+        """Diff between two iterations (checkpoints) of a session; 0 is the session's base."""
+        return self._run(self._iteration_diff(s, a, b))
+
+    async def _iteration_diff(self, s: Session, a: int, b: int) -> list[tuple[str, str]]:
+        cps = s.of_type("checkpoint")
+        start = s.events[0]["base"]
+
+        async def tree_of(i: int) -> bytes:
+            if i == 0:
+                return await self.repo.mainline.tree_at(start)
+            if not 1 <= i <= len(cps):
+                raise NotFound(f"no iteration {i} (the session has {len(cps)})")
+            return cps[i - 1]["tree"]
+
+        ta, tb = await tree_of(a), await tree_of(b)
+        db = self.repo.objects
+        out = []
+        async for path, old, new in tree_diff(db, ta, tb):
+            x = await db.get_blob(old.oid) if old else None
+            y = await db.get_blob(new.oid) if new else None
+            out.append((path, unified_diff(x, y, path)))
+        return out
+
+    def _tree_at(self, at: int | None) -> bytes:
+        pos = self.position if at is None else at
+        head = self.head()
+        if pos < 0 or pos > head:
+            raise NotFound(f"no position {pos} (the mainline is at {head})")
+        return self._run(self.repo.mainline.tree_at(pos))
+
+    def cat(self, path: str, *, at: int | None = None) -> bytes:
+        tree = self._tree_at(at)
+        entry = self._run(lookup(self.repo.objects, tree, path))
+        if entry is None:
+            raise NotFound(f"no file {path} at position {self.position if at is None else at}")
+        if entry.kind == DIR:
+            raise InvalidInput(f"{path} is a directory (use hif ls)")
+        return self._run(self.repo.objects.get_blob(entry.oid))
+
+    def ls(self, path: str = "", *, at: int | None = None, recursive: bool = False) -> list[tuple[str, Entry]]:
+        tree = self._tree_at(at)
+        return self._run(self._ls(tree, path, recursive))
+
+    async def _ls(self, tree: bytes, path: str, recursive: bool) -> list[tuple[str, Entry]]:
+        db = self.repo.objects
+        prefix = path + "/" if path else ""
+        if recursive:
+            entry = await lookup(db, tree, path) if path else Entry(DIR, tree)
+            if entry is None:
+                raise NotFound(f"no directory {path}")
+            if entry.kind != DIR:
+                return [(path, entry)]
+            return [(p, e) async for p, e in walk(db, entry.oid, prefix)]
+        entries = await read_dir(db, tree, path)
+        if entries is None:
+            entry = await lookup(db, tree, path)
+            if entry is None:
+                raise NotFound(f"no such path: {path}")
+            return [(path, entry)]
+        return [(prefix + n, entries[n]) for n in sorted(entries, key=str.encode)]
+
+    def blame(self, path: str, *, at: int | None = None) -> list[BlameLine]:
+        return self._run(self._blame(path, self.position if at is None else at))
+
+    async def _blame(self, path: str, at: int) -> list[BlameLine]:
+        db = self.repo.objects
+        tree = await self.repo.mainline.tree_at(at)
+        entry = await lookup_file(db, tree, path)
+        if entry is None:
+            raise NotFound(f"no file {path} at position {at}")
+        data = await db.get_blob(entry.oid)
+        if is_binary(data):
+            raise InvalidInput(f"{path} is a binary file; blame works on text")
+        lines = split_lines(data)
+        owner: list[tuple[int, str, str, str] | None] = [None] * len(lines)
+        cur = {i: i for i in range(len(lines))}  # line of the version examined -> line of the file
+        version = lines
+        pos = at
+        while pos >= 1 and cur:
+            rec = await self.repo.mainline.record(pos)
+            touched = [s for s in rec.sessions if path in s.changes]
+            pos -= 1
+            if not touched:
+                continue
+            before_entry = await lookup_file(db, rec.parent_tree, path)
+            before = split_lines(await db.get_blob(before_entry.oid)) if before_entry else []
+            sess = touched[-1]
+            sm = difflib.SequenceMatcher(None, before, version, autojunk=False)
+            kept: dict[int, int] = {}
+            for blk in sm.get_matching_blocks():
+                for k in range(blk.size):
+                    kept[blk.b + k] = blk.a + k
+            nxt: dict[int, int] = {}
+            for v, o in cur.items():
+                if v in kept:
+                    nxt[kept[v]] = o
+                else:
+                    owner[o] = (rec.position, sess.session, sess.goal, sess.author)
+            cur, version = nxt, before
+        out = []
+        for i, text in enumerate(lines):
+            o = owner[i] or (0, "", "", "")
+            out.append(BlameLine(i + 1, text.decode("utf-8", "replace").rstrip("\n"), o[0], o[1], o[2], o[3]))
+        return out
+
+    # -- workspaces --------------------------------------------------------------------------
+
+    def add_workspace(self, path: str | os.PathLike[str]) -> Repository:
+        root = Path(path).absolute()
+        if root.exists() and any(root.iterdir()):
+            raise InvalidInput(f"{root} exists and is not empty")
+        (root / META).mkdir(parents=True, exist_ok=True)
+        store = self.config["store"]
+        if "://" not in store:
+            store = str(Path(store).absolute())
+        wt = WorkTree(root)
+        wt.write_config({"store": store, "repo": self.name})
+        wt.write_state(WorkState())
+        other = Repository(root)
+        other.goto(other.head())
+        return other
+
+
+def _slug(name: str) -> str:
+    cleaned = "".join(c if c.isalnum() or c in "._-" else "-" for c in name).strip("-.") or "repo"
+    return cleaned[:100]
+
+
+def _remove_tree(root: Path) -> None:
+    import shutil
+
+    shutil.rmtree(root, ignore_errors=True)
+
+
+__all__ = ["BlameLine", "FileChange", "NotARepository", "Repository", "SessionHandle", "Status", "SyncResult"]

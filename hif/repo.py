@@ -1,0 +1,55 @@
+"""One repository inside a store: its objects, mainline and sessions under ``repos/<owner>/<name>/``."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+from typing import Any
+
+from hif.errors import InvalidInput, NotFound, PreconditionFailed
+from hif.mainline import Mainline
+from hif.objects import ObjectDB, decode, encode
+from hif.session import Clock, SessionStore
+from hif.store.base import ObjectStore
+
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
+
+
+def check_repo_name(name: str) -> str:
+    parts = name.split("/")
+    if len(parts) != 2 or not all(_NAME.match(p) for p in parts):
+        raise InvalidInput(f"repository names look like owner/name (letters, digits, . _ -), not {name!r}")
+    return name
+
+
+class Repo:
+    """Plumbing handle: no working copy, no CLI, no HTTP; everything is async over the store."""
+
+    def __init__(self, store: ObjectStore, name: str, *, clock: Clock = time.time) -> None:
+        self.store = store
+        self.name = check_repo_name(name)
+        self.prefix = f"repos/{name}/"
+        self.clock = clock
+        self.objects = ObjectDB(store, self.prefix)
+        self.mainline = Mainline(store, self.prefix)
+        self.sessions = SessionStore(store, self.prefix, self.objects, clock)
+
+    async def create(self, **meta: Any) -> dict[str, Any]:
+        """Create the repository's metadata; raises PreconditionFailed if it already exists."""
+        value = {"name": self.name, "created": self.clock(), **meta}
+        await self.store.put(self.prefix + "meta", encode(value), if_none_match=True)
+        return value
+
+    async def meta(self) -> dict[str, Any]:
+        data = await self.store.get_or_none(self.prefix + "meta")
+        if data is None:
+            raise NotFound(f"no repository {self.name}")
+        return decode(data)
+
+    async def exists(self) -> bool:
+        return await self.store.head(self.prefix + "meta") is not None
+
+    async def ensure(self, **meta: Any) -> None:
+        with contextlib.suppress(PreconditionFailed):
+            await self.create(**meta)

@@ -1,0 +1,248 @@
+"""Sessions: an append-only event log per open session, folded into a view on read.
+
+Each event is a put-if-absent of the next sequence number (``sessions/<id>/events/<seq>``), so several
+agents can append to one session without a lock: a lost race just takes the next number. While a
+session is open a marker ``open/<id>`` lists it cheaply; when it lands or is abandoned its whole log is
+frozen into an immutable snapshot object and ``sessions/<id>/state`` records the outcome.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from hif.errors import CorruptObject, InvalidInput, NotFound, PreconditionFailed, SessionClosed
+from hif.objects import Entry, ObjectDB, decode, encode
+from hif.paths import check_path
+from hif.store.base import ObjectStore
+
+ROLES = ("human", "agent")
+EVENT_TYPES = ("start", "say", "decide", "write", "delete", "checkpoint", "sync", "abandon")
+SEQ_WIDTH = 8
+MAX_TEXT = 1 << 20
+_ID = re.compile(r"^[a-z2-7]{16}$")
+
+Clock = Callable[[], float]
+
+
+def new_session_id(now: float | None = None) -> str:
+    """Time-ordered ids (48-bit milliseconds + 32 random bits), so listings come out oldest first."""
+    ms = int((time.time() if now is None else now) * 1000)
+    raw = ms.to_bytes(6, "big") + os.urandom(4)
+    return base64.b32encode(raw).decode().lower().rstrip("=")
+
+
+def check_session_id(text: str) -> str:
+    if not _ID.match(text):
+        raise InvalidInput(f"not a session id: {text!r}")
+    return text
+
+
+def check_role(role: str) -> str:
+    if role not in ROLES:
+        raise InvalidInput(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+    return role
+
+
+def check_text(text: str, what: str) -> str:
+    if not text or not text.strip():
+        raise InvalidInput(f"{what} must not be empty")
+    if len(text) > MAX_TEXT:
+        raise InvalidInput(f"{what} is too long ({len(text)} characters)")
+    return text
+
+
+@dataclass
+class Session:
+    """The folded view of a session's events."""
+
+    id: str
+    goal: str
+    base: int
+    author: str
+    role: str
+    started: float
+    events: list[dict[str, Any]]
+    state: str = "open"  # open | landed | abandoned
+    position: int | None = None
+    snapshot: bytes | None = None
+    changes: dict[str, Entry | None] = field(default_factory=dict)
+
+    @property
+    def is_open(self) -> bool:
+        return self.state == "open"
+
+    @property
+    def next_seq(self) -> int:
+        return self.events[-1]["seq"] + 1 if self.events else 0
+
+    def of_type(self, *types: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["type"] in types]
+
+    def to_json(self, *, events: bool = True) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "goal": self.goal,
+            "base": self.base,
+            "author": self.author,
+            "role": self.role,
+            "started": self.started,
+            "state": self.state,
+            "position": self.position,
+            "snapshot": self.snapshot.hex() if self.snapshot else None,
+            "files": sorted(self.changes),
+        }
+        if events:
+            out["events"] = [event_json(e) for e in self.events]
+        return out
+
+
+def event_json(event: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v.hex() if isinstance(v, bytes) else v) for k, v in event.items()}
+
+
+def fold(session_id: str, events: list[dict[str, Any]]) -> Session:
+    if not events or events[0].get("type") != "start":
+        raise CorruptObject(f"session {session_id} has no start event")
+    start = events[0]
+    s = Session(
+        id=session_id,
+        goal=start["goal"],
+        base=start["base"],
+        author=start["author"],
+        role=start["role"],
+        started=start["time"],
+        events=events,
+    )
+    for e in events:
+        t = e["type"]
+        if t == "write":
+            s.changes[e["path"]] = Entry(e["kind"], e["blob"])
+        elif t == "delete":
+            s.changes[e["path"]] = None
+        elif t == "sync":
+            s.base = e["base"]
+    return s
+
+
+def make_event(etype: str, author: str, role: str, now: float, **fields: Any) -> dict[str, Any]:
+    if etype not in EVENT_TYPES:
+        raise InvalidInput(f"unknown event type {etype!r}")
+    check_role(role)
+    if not author:
+        raise InvalidInput("author must not be empty")
+    if etype in ("write", "delete"):
+        check_path(fields["path"])
+    return {"type": etype, "author": author, "role": role, "time": now, **fields}
+
+
+class SessionStore:
+    """Sessions of one repository, under ``<prefix>sessions/`` and ``<prefix>open/``."""
+
+    def __init__(self, store: ObjectStore, prefix: str, objects: ObjectDB, clock: Clock = time.time) -> None:
+        self.store = store
+        self.prefix = prefix
+        self.objects = objects
+        self.clock = clock
+
+    def _events(self, sid: str) -> str:
+        return f"{self.prefix}sessions/{sid}/events/"
+
+    def _state(self, sid: str) -> str:
+        return f"{self.prefix}sessions/{sid}/state"
+
+    def _open(self, sid: str) -> str:
+        return f"{self.prefix}open/{sid}"
+
+    async def start(self, goal: str, author: str, role: str, base: int) -> Session:
+        check_text(goal, "goal")
+        now = self.clock()
+        for _ in range(5):
+            sid = new_session_id(now)
+            event = make_event("start", author, role, now, goal=goal.strip(), base=base, seq=0)
+            try:
+                await self.store.put(self._events(sid) + f"{0:0{SEQ_WIDTH}d}", encode(event), if_none_match=True)
+            except PreconditionFailed:
+                continue  # id collision: astronomically unlikely, but never overwrite
+            await self.store.put(self._open(sid), encode({"goal": goal.strip(), "author": author, "time": now}))
+            return fold(sid, [event])
+        raise InvalidInput("could not allocate a session id")
+
+    async def append(self, sid: str, event: dict[str, Any], next_seq: int | None = None) -> dict[str, Any]:
+        """Append ``event`` at the next free sequence number; returns it with its ``seq``."""
+        if await self.store.head(self._state(sid)) is not None:
+            raise SessionClosed(f"session {sid} is closed")
+        seq = next_seq if next_seq is not None else await self._last_seq(sid) + 1
+        for _ in range(1000):
+            stamped = {**event, "seq": seq}
+            try:
+                await self.store.put(self._events(sid) + f"{seq:0{SEQ_WIDTH}d}", encode(stamped), if_none_match=True)
+                return stamped
+            except PreconditionFailed:
+                seq = max(seq + 1, await self._last_seq(sid) + 1)
+        raise InvalidInput(f"session {sid}: too much contention appending events")
+
+    async def _last_seq(self, sid: str) -> int:
+        last = -1
+        async for key in self.store.iter_keys(self._events(sid)):
+            last = max(last, int(key.rsplit("/", 1)[1]))
+        if last < 0:
+            raise NotFound(f"no session {sid}")
+        return last
+
+    async def events(self, sid: str) -> list[dict[str, Any]]:
+        out = []
+        async for key in self.store.iter_keys(self._events(sid)):
+            out.append(decode(await self.store.get(key)))
+        return out
+
+    async def state(self, sid: str) -> dict[str, Any] | None:
+        data = await self.store.get_or_none(self._state(sid))
+        return None if data is None else decode(data)
+
+    async def load(self, sid: str) -> Session:
+        check_session_id(sid)
+        state = await self.state(sid)
+        if state is not None and state.get("snapshot"):
+            snap = await self.objects.get_value("snapshot", state["snapshot"])
+            s = fold(sid, snap["events"])
+            s.changes = {p: (Entry(k, o) if k else None) for p, k, o in snap["changes"]}
+        else:
+            events = await self.events(sid)
+            if not events:
+                raise NotFound(f"no session {sid}")
+            s = fold(sid, events)
+        if state is not None:
+            s.state = state["state"]
+            s.position = state.get("position")
+            s.snapshot = state.get("snapshot")
+        return s
+
+    async def list_open(self) -> list[str]:
+        return [n for n in await self.store.list_children(self.prefix + "open/") if _ID.match(n)]
+
+    async def write_snapshot(self, s: Session, changes: dict[str, Entry | None]) -> bytes:
+        """Freeze the session: its events and its effective changes, as one immutable object."""
+        value = {
+            "id": s.id,
+            "goal": s.goal,
+            "base": s.base,
+            "author": s.author,
+            "role": s.role,
+            "started": s.started,
+            "events": s.events,
+            "changes": [[p, e.kind if e else None, e.oid if e else None] for p, e in sorted(changes.items())],
+        }
+        return await self.objects.put_value("snapshot", value)
+
+    async def close(self, sid: str, state: dict[str, Any]) -> None:
+        """Record the outcome (first writer wins) and drop the open marker; best effort after landing."""
+        with contextlib.suppress(PreconditionFailed):
+            await self.store.put(self._state(sid), encode(state), if_none_match=True)
+        await self.store.delete(self._open(sid))

@@ -1,0 +1,240 @@
+"""The embedded store: a directory on local disk, safe for many processes at once.
+
+Layout under the root: ``data/<key>`` holds values, ``tmp/`` holds writes in progress, ``locks/`` holds
+one lock file per key written with a condition. Every write goes to ``tmp/`` first and becomes visible
+in one atomic step, so a crash never leaves a torn value:
+- put-if-absent: ``link(tmp, data/key)``, which fails atomically if the key exists;
+- plain put and compare-and-swap: under an exclusive ``flock`` on the key's lock file (released by the
+  kernel if the process dies), compare the current etag, then ``rename(tmp, data/key)``.
+Etags are SHA-256 of the content, so an etag never repeats for different bytes (no ABA).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+from hif.errors import NotFound, PreconditionFailed, StoreError
+from hif.store.base import ObjectInfo, ObjectStore, check_key
+
+MARKER = "hif-store.json"
+
+
+def _order(entry: os.DirEntry[str]) -> str:
+    """Sort a directory's entries as their keys sort: a directory 'a' holds keys 'a/...'."""
+    return entry.name + "/" if entry.is_dir(follow_symlinks=False) else entry.name
+
+
+def _etag(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class EmbeddedStore(ObjectStore):
+    """On-disk store. ``fsync=True`` makes every acknowledged write survive power loss."""
+
+    def __init__(self, root: str | os.PathLike[str], *, create: bool = False, fsync: bool = True) -> None:
+        self.root = Path(root).absolute()
+        self.url = self.root.as_uri()
+        self.fsync = fsync
+        self._data = self.root / "data"
+        self._tmp = self.root / "tmp"
+        self._locks = self.root / "locks"
+        self._made_dirs: set[str] = set()
+        if not (self.root / MARKER).exists():
+            if not create:
+                raise StoreError(f"no hif store at {self.root}")
+            for d in (self._data, self._tmp, self._locks):
+                d.mkdir(parents=True, exist_ok=True)
+            marker = json.dumps({"format": "hif-embedded", "version": 1}).encode()
+            tmp = self._tmp_path()
+            tmp.write_bytes(marker)
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, self.root / MARKER)
+            tmp.unlink()
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _path(self, key: str) -> Path:
+        return self._data / check_key(key)
+
+    def _tmp_path(self) -> Path:
+        return self._tmp / f"{os.getpid()}-{secrets.token_hex(8)}"
+
+    def _write_tmp(self, data: bytes) -> Path:
+        tmp = self._tmp_path()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            if self.fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        return tmp
+
+    def _ensure_parent(self, path: Path) -> None:
+        parent = str(path.parent)
+        if parent not in self._made_dirs:
+            os.makedirs(parent, exist_ok=True)
+            self._made_dirs.add(parent)
+
+    def _sync_dir(self, path: Path) -> None:
+        if not self.fsync:
+            return
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def _locked(self, key: str) -> Iterator[None]:
+        name = hashlib.sha256(key.encode()).hexdigest()
+        fd = os.open(self._locks / name, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the flock
+
+    def _read(self, key: str) -> bytes:
+        try:
+            with open(self._path(key), "rb") as f:
+                return f.read()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise NotFound(f"no such key: {key}") from None
+        except OSError as e:
+            raise StoreError(f"cannot read {key}: {e.strerror}") from e
+
+    # -- interface ---------------------------------------------------------------------------
+
+    async def get(self, key: str) -> bytes:
+        return self._read(key)
+
+    async def get_with_etag(self, key: str) -> tuple[bytes, str]:
+        data = self._read(key)
+        return data, _etag(data)
+
+    async def head(self, key: str) -> ObjectInfo | None:
+        try:
+            data = self._read(key)
+        except NotFound:
+            return None
+        return ObjectInfo(key, _etag(data), len(data))
+
+    async def put(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        if_none_match: bool = False,
+        if_match: str | None = None,
+    ) -> str:
+        path = self._path(key)
+        self._ensure_parent(path)
+        tmp = self._write_tmp(data)
+        try:
+            if if_none_match:
+                try:
+                    os.link(tmp, path)
+                except FileExistsError:
+                    raise PreconditionFailed(f"key exists: {key}") from None
+                except FileNotFoundError:
+                    # the parent directory was removed by a concurrent delete; recreate once
+                    self._made_dirs.discard(str(path.parent))
+                    self._ensure_parent(path)
+                    try:
+                        os.link(tmp, path)
+                    except FileExistsError:
+                        raise PreconditionFailed(f"key exists: {key}") from None
+            else:
+                with self._locked(key):
+                    if if_match is not None:
+                        try:
+                            current = _etag(self._read(key))
+                        except NotFound:
+                            raise PreconditionFailed(f"key absent: {key}") from None
+                        if current != if_match:
+                            raise PreconditionFailed(f"key changed: {key}")
+                    os.replace(tmp, path)
+                    tmp = None
+            self._sync_dir(path)
+        except OSError as e:
+            raise StoreError(f"cannot write {key}: {e.strerror}") from e
+        finally:
+            if tmp is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+        return _etag(data)
+
+    async def delete(self, key: str) -> None:
+        path = self._path(key)
+        with self._locked(key):
+            try:
+                os.unlink(path)
+            except (FileNotFoundError, NotADirectoryError):
+                return
+            except OSError as e:
+                raise StoreError(f"cannot delete {key}: {e.strerror}") from e
+
+    def _walk(self, directory: Path, rel: str) -> Iterator[str]:
+        try:
+            entries = sorted(os.scandir(directory), key=_order)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        for entry in entries:
+            key = f"{rel}{entry.name}"
+            if entry.is_dir(follow_symlinks=False):
+                yield from self._walk(Path(entry.path), key + "/")
+            else:
+                yield key
+
+    async def list_page(
+        self, prefix: str, *, start_after: str | None = None, limit: int = 1000
+    ) -> list[str]:
+        if "/" in prefix:
+            dir_part, name_part = prefix.rsplit("/", 1)
+            base, rel = self._data / dir_part, dir_part + "/"
+        else:
+            name_part, base, rel = prefix, self._data, ""
+        try:
+            entries = sorted(
+                (e for e in os.scandir(base) if e.name.startswith(name_part)), key=_order
+            )
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        out: list[str] = []
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                keys = self._walk(Path(entry.path), rel + entry.name + "/")
+            else:
+                keys = iter([rel + entry.name])
+            for key in keys:
+                if start_after is not None and key <= start_after:
+                    continue
+                out.append(key)
+                if len(out) >= limit:
+                    return out
+        return out
+
+    async def list_children(self, prefix: str) -> list[str]:
+        if prefix and not prefix.endswith("/"):
+            raise ValueError("list_children needs a prefix ending in '/'")
+        directory = self._data / prefix.rstrip("/") if prefix else self._data
+        try:
+            return sorted(e.name for e in os.scandir(directory))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        except OSError as e:
+            if e.errno == errno.EACCES:
+                raise StoreError(f"cannot list {prefix}: permission denied") from e
+            raise

@@ -1,0 +1,119 @@
+"""Merkle directory trees: read a path, apply changes, diff two trees, walk a tree.
+
+Every operation touches only the directories on the paths involved: applying a change rewrites
+O(depth) tree objects and a diff skips any subtree whose id is equal on both sides, so cost follows the
+size of the change, never the size of the repository.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+
+from hif.objects import DIR, EMPTY_TREE, Entry, ObjectDB, Tree
+
+Changes = Mapping[str, Entry | None]  # path -> new file entry, or None to delete
+
+
+async def lookup(db: ObjectDB, tree_id: bytes, path: str) -> Entry | None:
+    """The entry at ``path`` (file or directory), or None."""
+    entry: Entry | None = Entry(DIR, tree_id)
+    for name in path.split("/"):
+        if entry is None or entry.kind != DIR:
+            return None
+        entry = (await db.get_tree(entry.oid)).get(name)
+    return entry
+
+
+async def lookup_file(db: ObjectDB, tree_id: bytes, path: str) -> Entry | None:
+    entry = await lookup(db, tree_id, path)
+    return None if entry is None or entry.kind == DIR else entry
+
+
+async def apply(db: ObjectDB, tree_id: bytes, changes: Changes) -> bytes:
+    """Return the id of ``tree_id`` with ``changes`` applied; new tree objects are written to ``db``.
+
+    Setting a file where a directory stands replaces the directory, and a file under a path whose
+    parent is a file replaces that file by a directory; directories left empty disappear.
+    """
+    if not changes:
+        return tree_id
+    nested: dict[str, dict[str, Entry | None]] = {}
+    direct: dict[str, Entry | None] = {}
+    for path, entry in changes.items():
+        head, sep, rest = path.partition("/")
+        if sep:
+            nested.setdefault(head, {})[rest] = entry
+        else:
+            direct[head] = entry
+    tree = dict(await db.get_tree(tree_id)) if tree_id != EMPTY_TREE else {}
+    for name, entry in direct.items():
+        if entry is None:
+            if name in tree and tree[name].kind != DIR:
+                del tree[name]
+        else:
+            tree[name] = entry
+    for name, sub in nested.items():
+        current = tree.get(name)
+        base = current.oid if current is not None and current.kind == DIR else EMPTY_TREE
+        new_id = await apply(db, base, sub)
+        if new_id == EMPTY_TREE:
+            tree.pop(name, None)
+        else:
+            tree[name] = Entry(DIR, new_id)
+    if not tree:
+        return EMPTY_TREE
+    return await db.put_tree(tree)
+
+
+async def walk(db: ObjectDB, tree_id: bytes, prefix: str = "") -> AsyncIterator[tuple[str, Entry]]:
+    """Every file under the tree, in path order, streaming one directory at a time."""
+    if tree_id == EMPTY_TREE:
+        return
+    tree = await db.get_tree(tree_id)
+    for name in sorted(tree, key=str.encode):
+        entry = tree[name]
+        path = f"{prefix}{name}"
+        if entry.kind == DIR:
+            async for item in walk(db, entry.oid, path + "/"):
+                yield item
+        else:
+            yield path, entry
+
+
+async def diff(
+    db: ObjectDB, old_id: bytes, new_id: bytes, prefix: str = ""
+) -> AsyncIterator[tuple[str, Entry | None, Entry | None]]:
+    """File-level differences (path, old, new) between two trees, in path order."""
+    if old_id == new_id:
+        return
+    old = await db.get_tree(old_id) if old_id != EMPTY_TREE else {}
+    new = await db.get_tree(new_id) if new_id != EMPTY_TREE else {}
+    for name in sorted(old.keys() | new.keys(), key=str.encode):
+        a, b = old.get(name), new.get(name)
+        if a == b:
+            continue
+        path = f"{prefix}{name}"
+        a_dir = a is not None and a.kind == DIR
+        b_dir = b is not None and b.kind == DIR
+        if a is not None and not a_dir and (b is None or b_dir or a != b):
+            if b is not None and not b_dir:
+                yield path, a, b
+                continue
+            yield path, a, None
+        if a_dir or b_dir:
+            async for item in diff(
+                db, a.oid if a_dir else EMPTY_TREE, b.oid if b_dir else EMPTY_TREE, path + "/"
+            ):
+                yield item
+        if b is not None and not b_dir and (a is None or a_dir):
+            yield path, None, b
+
+
+async def read_dir(db: ObjectDB, tree_id: bytes, path: str = "") -> Tree | None:
+    """The entries of the directory at ``path`` ('' for the root), or None if it is not a directory."""
+    if not path:
+        return await db.get_tree(tree_id) if tree_id != EMPTY_TREE else {}
+    entry = await lookup(db, tree_id, path)
+    if entry is None or entry.kind != DIR:
+        return None
+    return await db.get_tree(entry.oid)

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Installs what the tests need beyond the Python packages: git (interop and benchmarks compare
+# against it). Idempotent; quiet when everything is present.
+set -euo pipefail
+need=()
+command -v git >/dev/null 2>&1 || need+=(git)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  else
+    echo "missing system packages: ${need[*]} (install them, or run as root)" >&2
+    exit 1
+  fi
+fi

@@ -1,0 +1,52 @@
+"""Shared fixtures: a moto S3 server for the session and a factory of fresh stores of each kind."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from s3server import start_s3_server, stop_s3_server
+
+from hif.store import EmbeddedStore, ObjectStore
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """Endpoint URL of a moto S3 server shared by the whole test session."""
+    proc, endpoint = start_s3_server()
+    try:
+        yield endpoint
+    finally:
+        stop_s3_server(proc)
+
+
+@pytest.fixture(params=["embedded", "s3"])
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], ObjectStore]:
+    """A factory of fresh, empty stores; the test's coroutine uses each store and closes it.
+
+    Only constructs (no I/O), so it can be called outside the event loop; the S3 server is started
+    only when an S3 case actually runs.
+    """
+    if request.param == "embedded":
+
+        def make_embedded() -> ObjectStore:
+            return EmbeddedStore(tmp_path / f"store-{uuid.uuid4().hex}", create=True)
+
+        return make_embedded
+
+    endpoint: str = request.getfixturevalue("s3_server")
+    from hif.store.s3 import S3Store  # imported lazily: aiobotocore is slow to import
+
+    def make_s3() -> ObjectStore:
+        return S3Store.from_url(
+            f"s3://hif-test-{uuid.uuid4().hex}/pfx",
+            create=True,
+            endpoint_url=endpoint,
+            access_key="test",
+            secret_key="test",
+            region="us-east-1",
+        )
+
+    return make_s3
