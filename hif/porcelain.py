@@ -119,14 +119,17 @@ class SessionHandle:
         self.repo.say(text, role=role, author=author)
 
     def decide(self, decision: str, *, why: str, alternatives: list[str] | None = None,
-               role: str | None = None) -> None:
-        self.repo.decide(decision, why=why, alternatives=alternatives or [], role=role)
+               role: str | None = None, author: str | None = None) -> None:
+        self.repo.decide(decision, why=why, alternatives=alternatives or [], role=role, author=author)
 
     def write(self, path: str, content: bytes | str) -> None:
         self.repo.write(path, content)
 
-    def checkpoint(self, note: str) -> None:
-        self.repo.checkpoint(note)
+    def delete(self, path: str) -> None:
+        self.repo.delete(path)
+
+    def checkpoint(self, note: str, *, role: str | None = None, author: str | None = None) -> None:
+        self.repo.checkpoint(note, role=role, author=author)
 
     def land(self) -> LandResult:
         self.result = self.repo.land()
@@ -246,6 +249,11 @@ class Repository:
         event = make_event(etype, author or default_author(), role or default_role(), self.repo.clock(), **fields)
         stamped = self._run(self.repo.sessions.append(s.id, event, s.next_seq))
         s.events.append(stamped)
+        # keep the folded view current: land() right after _record() must see the new writes
+        if etype == "write":
+            s.changes[stamped["path"]] = Entry(stamped["kind"], stamped["blob"])
+        elif etype == "delete":
+            s.changes[stamped["path"]] = None
         return stamped
 
     def record(self, *, author: str | None = None, role: str | None = None) -> list[FileChange]:
@@ -314,6 +322,13 @@ class Repository:
             raise InvalidPath("a file path is required")
         full = self.work._safe_parent(rel)
         full.write_bytes(content.encode() if isinstance(content, str) else content)
+
+    def delete(self, path: str) -> None:
+        """SDK convenience: remove a file from the working copy (recorded at the next event)."""
+        rel = self.work.to_repo_path(path, self.root)
+        if not rel or not (self.root / rel).is_file() and not (self.root / rel).is_symlink():
+            raise NotFound(f"no file {path} in the working copy")
+        (self.root / rel).unlink()
 
     def abandon(self, reason: str = "abandoned", *, role: str | None = None, author: str | None = None) -> Session:
         s = self._open_session()
