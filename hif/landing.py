@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,7 @@ from hif.merge import is_binary, merge3
 from hif.objects import DIR, EXEC, FILE, Entry
 from hif.paths import parent_dirs
 from hif.repo import Repo
+from hif.rollups import query_items
 from hif.session import Session
 from hif.tree import apply, lookup, lookup_file
 
@@ -57,16 +59,22 @@ async def effective_changes(repo: Repo, session: Session) -> dict[str, Entry | N
 
 
 @dataclass
-class _Scan:
-    """What the mainline did after a session's base: who touched which path."""
+class Scan:
+    """What the mainline did after a session's base that matters to the session's paths."""
 
     checked: int
+    paths: Iterable[str]
     touched: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
     landed_at: int | None = None
 
 
-async def scan_since(repo: Repo, sid: str, scan: _Scan, head: int) -> None:
-    for pos in range(scan.checked + 1, head + 1):
+async def scan_since(repo: Repo, sid: str, scan: Scan, head: int) -> None:
+    """Read the records after ``scan.checked`` that may touch the session's paths (or be the session
+    itself), found through the rollups in O(log n) reads when nothing overlaps."""
+    if head <= scan.checked:
+        return
+    candidates = await repo.rollups.candidates(scan.checked, head, query_items(sid, scan.paths))
+    for pos in candidates:
         record = await repo.mainline.record(pos)
         for landed in record.sessions:
             if landed.session == sid:
@@ -159,7 +167,7 @@ async def land(repo: Repo, session: Session, *, max_attempts: int = MAX_ATTEMPTS
     head = await repo.mainline.head()
     if head < session.base:
         raise InvalidInput(f"session base {session.base} is ahead of the mainline ({head})")
-    scan = _Scan(checked=session.base)
+    scan = Scan(checked=session.base, paths=list(ours))
     snapshot: bytes | None = None
     rng = random.Random()
     for attempt in range(1, max_attempts + 1):
@@ -190,6 +198,7 @@ async def land(repo: Repo, session: Session, *, max_attempts: int = MAX_ATTEMPTS
                 await asyncio.sleep(rng.uniform(0, min(0.05, 0.001 * attempt)))
             continue
         await repo.mainline.advance_hint(record.position)
+        await repo.rollups.extend(record.position)
         await repo.sessions.close(sid, {"state": "landed", "position": record.position, "snapshot": snapshot})
         return LandResult(record.position, sid, new_tree, merged=sorted(merged), attempts=attempt)
     raise InvalidInput(f"could not land session {sid} after {max_attempts} attempts (contention)")

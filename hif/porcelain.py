@@ -25,7 +25,7 @@ from hif.errors import (
     NotFound,
     SessionClosed,
 )
-from hif.landing import LandResult, _Scan, effective_changes, land, resolve, scan_since
+from hif.landing import LandResult, Scan, effective_changes, land, resolve, scan_since
 from hif.mainline import LandingRecord
 from hif.merge import diffstat, is_binary, split_lines, unified_diff
 from hif.objects import DIR, Entry
@@ -470,17 +470,21 @@ class Repository:
         s = self._open_session()
         self._ensure_index()
         self._record(s, author=author, role=role)
-        return self._run(self._sync(s, author=author, role=role))
+        result = self._run(self._sync(s, author=author, role=role))
+        # record outside the event loop (_record runs coroutines itself): merged/conflicted files
+        # are now part of the session's changes
+        self._record(s, author=author, role=role)
+        return result
 
     async def _sync(self, s: Session, *, author: str | None, role: str | None) -> SyncResult:
         head = await self.repo.mainline.head()
         if head == s.base:
             return SyncResult(head)
-        scan = _Scan(checked=s.base)
+        ours = await effective_changes(self.repo, s)
+        scan = Scan(checked=s.base, paths=list(ours))
         await scan_since(self.repo, s.id, scan, head)
         if scan.landed_at is not None:
             raise SessionClosed(f"session {s.id} already landed at position {scan.landed_at}")
-        ours = await effective_changes(self.repo, s)
         base_tree = await self.repo.mainline.tree_at(s.base)
         head_tree = await self.repo.mainline.tree_at(head)
         final, merged, conflicts = await resolve(
@@ -497,7 +501,6 @@ class Repository:
         s.events.append(stamped)
         s.base = head
         self.work.write_state(WorkState(head, s.id))
-        self._record(s, author=author, role=role)
         return SyncResult(head, [p for p in updated if p not in ours], merged, [c.to_json() for c in conflicts])
 
     async def _rebase_index(self, tree: bytes) -> None:

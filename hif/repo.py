@@ -10,6 +10,7 @@ from typing import Any
 from hif.errors import InvalidInput, NotFound, PreconditionFailed
 from hif.mainline import Mainline
 from hif.objects import ObjectDB, decode, encode
+from hif.rollups import Rollups
 from hif.session import Clock, SessionStore
 from hif.store.base import ObjectStore
 
@@ -34,6 +35,7 @@ class Repo:
         self.objects = ObjectDB(store, self.prefix)
         self.mainline = Mainline(store, self.prefix)
         self.sessions = SessionStore(store, self.prefix, self.objects, clock)
+        self.rollups = Rollups(self.mainline)
 
     async def create(self, **meta: Any) -> dict[str, Any]:
         """Create the repository's metadata; raises PreconditionFailed if it already exists."""
