@@ -9,8 +9,9 @@ is safe and lands once) or a complete one (a retry finds it and reports the land
 
 from __future__ import annotations
 
-import asyncio
 import random
+import sys
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,16 @@ from hif.session import Session
 from hif.tree import apply, lookup, lookup_file
 
 MAX_ATTEMPTS = 1000
+
+
+async def _pause(seconds: float) -> None:
+    """Back off: ``asyncio.sleep`` under an event loop; a plain sleep when driven without one (the CLI
+    over the embedded store never imports asyncio, see ``hif.porcelain``)."""
+    aio = sys.modules.get("asyncio")
+    if aio is not None and aio._get_running_loop() is not None:
+        await aio.sleep(seconds)
+    else:
+        time.sleep(seconds)
 
 
 @dataclass
@@ -195,7 +206,7 @@ async def land(repo: Repo, session: Session, *, max_attempts: int = MAX_ATTEMPTS
         except PreconditionFailed:
             head = await repo.mainline.head(known=head + 1)
             if attempt > 8:  # heavy contention: spread retries out a little
-                await asyncio.sleep(rng.uniform(0, min(0.05, 0.001 * attempt)))
+                await _pause(rng.uniform(0, min(0.05, 0.001 * attempt)))
             continue
         await repo.mainline.advance_hint(record.position)
         await repo.rollups.extend(record.position)

@@ -89,7 +89,8 @@ def unpack(stored: bytes) -> bytes:
         return stored[1:]
     if stored[0] == ZSTD:
         try:
-            return _ZD.decompress(stored[1:], max_output_size=_MAX_OBJECT)
+            # trailing bytes after the frame mean the stored object was altered: refuse them
+            return _ZD.decompress(stored[1:], max_output_size=_MAX_OBJECT, allow_extra_data=False)
         except zstandard.ZstdError as e:
             raise CorruptObject(f"undecodable object: {e}") from None
     raise CorruptObject(f"unknown object encoding {stored[0]}")
@@ -165,7 +166,10 @@ class ObjectDB:
             stored = await self.store.get(self.key(oid))
         except NotFound:
             raise NotFound(f"object {oid.hex()} is missing") from None
-        canonical = unpack(stored)
+        try:
+            canonical = unpack(stored)
+        except CorruptObject as e:
+            raise CorruptObject(f"object {oid.hex()} is corrupt ({e})") from None
         if digest(canonical) != oid:
             raise CorruptObject(f"object {oid.hex()} is corrupt (hash mismatch)")
         return canonical

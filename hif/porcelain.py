@@ -6,7 +6,6 @@ async plumbing on the repository's own event loop.
 
 from __future__ import annotations
 
-import asyncio
 import difflib
 import getpass
 import os
@@ -31,13 +30,40 @@ from hif.merge import diffstat, is_binary, split_lines, unified_diff
 from hif.objects import DIR, Entry
 from hif.repo import Repo, check_repo_name
 from hif.session import Session, check_role, check_session_id, check_text, make_event
-from hif.store import open_store
+from hif.store import EmbeddedStore, ObjectStore, open_store
 from hif.tree import apply, lookup, lookup_file, read_dir, walk
 from hif.tree import diff as tree_diff
 from hif.workspace import META, WorkState, WorkTree, ensure_clean, find_root
 
 T = TypeVar("T")
 MARKER = b"<<<<<<< "
+
+
+class _Runner:
+    """Runs the async plumbing for synchronous callers. Over the embedded store no operation ever
+    waits, so coroutines are driven directly, without an event loop (and without importing asyncio,
+    a third of the CLI's start-up); other stores (S3) get a real event loop."""
+
+    def __init__(self, store: ObjectStore) -> None:
+        self._loop: Any = None
+        if not isinstance(store, EmbeddedStore):
+            import asyncio
+
+            self._loop = asyncio.Runner()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        if self._loop is not None:
+            return self._loop.run(coro)
+        try:
+            coro.send(None)
+        except StopIteration as done:
+            return done.value
+        coro.close()
+        raise RuntimeError("a store operation waited outside an event loop")
+
+    def close(self) -> None:
+        if self._loop is not None:
+            self._loop.close()
 
 
 @dataclass
@@ -151,8 +177,8 @@ class Repository:
         self.root = root
         cfg = self.work.config()
         self.config = cfg
-        self._runner = asyncio.Runner()
         self.store = open_store(cfg["store"])
+        self._runner = _Runner(self.store)
         self.repo = Repo(self.store, cfg["repo"])
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -163,7 +189,7 @@ class Repository:
 
     @classmethod
     def init(cls, path: str | os.PathLike[str], *, store: str | None = None, name: str | None = None) -> Repository:
-        root = Path(path).absolute()
+        root = Path(os.path.abspath(path))  # absolute and without ".." components
         if (root / META / "config.json").exists():
             raise InvalidInput(f"{root} is already a hif working copy")
         if root.exists() and not root.is_dir():
@@ -175,7 +201,7 @@ class Repository:
             meta.mkdir(parents=True, exist_ok=True)
             store_url = store or str(meta / "store")
             s = open_store(store_url, create=True)
-            runner = asyncio.Runner()
+            runner = _Runner(s)
             try:
                 runner.run(Repo(s, name).ensure())
                 runner.run(s.close())
@@ -226,7 +252,7 @@ class Repository:
         if st.session is not None:
             raise InvalidInput(f"session {st.session} is already open here; land or abandon it first")
         check_text(goal, "goal")
-        ensure_clean(self._changes_vs_base(), "cannot start a session")
+        # edits made before the session started are adopted: they are recorded at its first event
         session = self._run(self.repo.sessions.start(goal, author or default_author(), role or default_role(), st.position))
         st.session = session.id
         self.work.write_state(st)
@@ -402,6 +428,17 @@ class Repository:
     # -- landing, sync, goto -----------------------------------------------------------------
 
     def land(self, *, role: str | None = None, author: str | None = None) -> LandResult:
+        sid = self.session_id
+        if sid is not None:
+            done = self._run(self.repo.sessions.load(sid))
+            if done.state == "landed":
+                # an earlier `hif land` was interrupted after landing: report that landing (once) and
+                # finish moving the working copy, so a rerun completes the job instead of failing
+                self._ensure_index()
+                old_tree = self._run(self._session_tree(done))
+                result = self._run(land(self.repo, done))
+                self._run(self._move_to(old_tree, result.tree, result.position, session=None))
+                return result
         s = self._open_session()
         self._ensure_index()
         self._record(s, author=author, role=role)
@@ -607,6 +644,8 @@ class Repository:
         return self._run(self.repo.mainline.tree_at(pos))
 
     def cat(self, path: str, *, at: int | None = None) -> bytes:
+        if not path:
+            raise InvalidInput("the top directory is not a file (use hif ls)")
         tree = self._tree_at(at)
         entry = self._run(lookup(self.repo.objects, tree, path))
         if entry is None:
@@ -663,7 +702,9 @@ class Repository:
             before_entry = await lookup_file(db, rec.parent_tree, path)
             before = split_lines(await db.get_blob(before_entry.oid)) if before_entry else []
             sess = touched[-1]
-            sm = difflib.SequenceMatcher(None, before, version, autojunk=False)
+            # a line that only gained a final newline (text appended after it) is not a changed line
+            sm = difflib.SequenceMatcher(None, [x.removesuffix(b"\n") for x in before],
+                                         [x.removesuffix(b"\n") for x in version], autojunk=False)
             kept: dict[int, int] = {}
             for blk in sm.get_matching_blocks():
                 for k in range(blk.size):
@@ -684,7 +725,7 @@ class Repository:
     # -- workspaces --------------------------------------------------------------------------
 
     def add_workspace(self, path: str | os.PathLike[str]) -> Repository:
-        root = Path(path).absolute()
+        root = Path(os.path.abspath(path))  # absolute and without ".." components
         if root.exists() and any(root.iterdir()):
             raise InvalidInput(f"{root} exists and is not empty")
         (root / META).mkdir(parents=True, exist_ok=True)

@@ -57,7 +57,8 @@ async def apply(db: ObjectDB, tree_id: bytes, changes: Changes) -> bytes:
         base = current.oid if current is not None and current.kind == DIR else EMPTY_TREE
         new_id = await apply(db, base, sub)
         if new_id == EMPTY_TREE:
-            tree.pop(name, None)
+            if current is not None and current.kind == DIR:
+                del tree[name]  # a directory left empty disappears; a file there (e.g. just set) stays
         else:
             tree[name] = Entry(DIR, new_id)
     if not tree:
