@@ -229,14 +229,17 @@ class _Agent:
         self.repo = self._boot()
 
     async def retry(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        last: StoreError | None = None
         for attempt in range(self.sim.max_retries):
             try:
                 return await fn(*args)
-            except StoreError:
+            except StoreError as e:
+                last = e
                 self.sim.retries += 1
                 await asyncio.sleep(self.rng.uniform(0, 0.01 * min(attempt + 1, 10)))
         raise AssertionError(
-            f"seed {self.sim.seed}: agent {self.index} gave up after {self.sim.max_retries} store errors"
+            f"seed {self.sim.seed}: agent {self.index} gave up on {getattr(fn, '__name__', fn)} "
+            f"after {self.sim.max_retries} store errors (last: {last})"
         )
 
     async def run(self) -> None:
@@ -391,13 +394,17 @@ def run_simulation(
         store = EmbeddedStore(Path(tmp) / "store", create=True, fsync=False)
         sim = _Sim(seed, store, **cfg)
 
-        async def main() -> tuple[SimReport, float]:
-            await sim.run()
+        async def main() -> SimReport:
+            try:
+                await sim.run()
+            except (AssertionError, SimulatedCrash):
+                raise
+            except Exception as e:  # any unexpected error is a finding too: name the seed
+                raise AssertionError(f"seed {seed}: unexpected {type(e).__name__}: {e}") from e
             await check_invariants(sim)
-            return _report(sim), asyncio.get_running_loop().time()
+            return _report(sim)
 
-        report, _ = run_virtual(main())
-        return report
+        return run_virtual(main())
 
 
 def _report(sim: _Sim) -> SimReport:
