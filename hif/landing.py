@@ -160,7 +160,9 @@ async def resolve(
     return final, merged, conflicts
 
 
-async def land(repo: Repo, session: Session, *, max_attempts: int = MAX_ATTEMPTS) -> LandResult:
+async def land(
+    repo: Repo, session: Session, *, max_attempts: int = MAX_ATTEMPTS, rng: random.Random | None = None
+) -> LandResult:
     """Land an open session; idempotent: landing a session that already landed reports that landing."""
     sid = session.id
     state = await repo.sessions.state(sid)
@@ -180,7 +182,7 @@ async def land(repo: Repo, session: Session, *, max_attempts: int = MAX_ATTEMPTS
         raise InvalidInput(f"session base {session.base} is ahead of the mainline ({head})")
     scan = Scan(checked=session.base, paths=list(ours))
     snapshot: bytes | None = None
-    rng = random.Random()
+    rng = rng or random.Random(sid)  # seeded, so a simulation replays exactly
     for attempt in range(1, max_attempts + 1):
         await scan_since(repo, sid, scan, head)
         if scan.landed_at is not None:

@@ -176,31 +176,52 @@ class WorkTree:
 
     def _safe_parent(self, path: str) -> Path:
         """Create the parent directories of ``path``, refusing to write through a symlink."""
+        return Path(self._make_parents(path))
+
+    def _make_parents(self, path: str) -> str:
+        root = str(self.root)
         for d in parent_dirs(path):
-            p = self.root / d
-            if p.is_symlink():
+            p = f"{root}/{d}"
+            try:
+                st = os.lstat(p)
+            except FileNotFoundError:
+                os.mkdir(p)
+                continue
+            if stat_mod.S_ISLNK(st.st_mode):
                 raise InvalidPath(f"refusing to write through symbolic link {d}")
-            if p.exists() and not p.is_dir():
-                p.unlink()
+            if not stat_mod.S_ISDIR(st.st_mode):
+                os.unlink(p)
                 self.index.forget_work(d)
-            if not p.exists():
-                p.mkdir()
-        return self.root / path
+                os.mkdir(p)
+        return f"{root}/{path}"
 
     def write_file(self, path: str, entry: Entry, content: bytes) -> None:
-        full = self._safe_parent(path)
-        if full.is_symlink() or full.is_file():
-            full.unlink()
-        elif full.is_dir():
-            _rmtree(full)
+        full = self._make_parents(path)
+        try:
+            old = os.lstat(full)
+        except FileNotFoundError:
+            pass
+        else:  # a file is replaced atomically below; a directory or (for a link) anything must go first
+            if stat_mod.S_ISDIR(old.st_mode):
+                _rmtree(Path(full))
+            elif entry.kind == LINK:
+                os.unlink(full)
         if entry.kind == LINK:
             os.symlink(os.fsdecode(content), full)
+            st = os.lstat(full)
         else:
-            tmp = full.with_name(f".{full.name}.hif-tmp")
-            tmp.write_bytes(content)
-            os.chmod(tmp, 0o755 if entry.kind == EXEC else 0o644)
+            head, name = os.path.split(full)
+            tmp = f"{head}/.{name}.hif-tmp"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                view = memoryview(content)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fchmod(fd, 0o755 if entry.kind == EXEC else 0o644)
+                st = os.fstat(fd)  # what lstat gives after the rename: same inode, size, mode, mtime
+            finally:
+                os.close(fd)
             os.replace(tmp, full)
-        st = os.lstat(full)
         self.index.remember(path, st, entry)
 
     def remove_file(self, path: str) -> None:

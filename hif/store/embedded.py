@@ -17,7 +17,6 @@ import fcntl
 import hashlib
 import json
 import os
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,6 +46,9 @@ class EmbeddedStore(ObjectStore):
         self._tmp = self.root / "tmp"
         self._locks = self.root / "locks"
         self._made_dirs: set[str] = set()
+        # plain strings on the hot paths: pathlib costs more than the system calls themselves
+        self._data_s, self._tmp_s, self._locks_s = str(self._data), str(self._tmp), str(self._locks)
+        self._pid = os.getpid()
         if not (self.root / MARKER).exists():
             if not create:
                 raise StoreError(f"no hif store at {self.root}")
@@ -54,20 +56,20 @@ class EmbeddedStore(ObjectStore):
                 d.mkdir(parents=True, exist_ok=True)
             marker = json.dumps({"format": "hif-embedded", "version": 1}).encode()
             tmp = self._tmp_path()
-            tmp.write_bytes(marker)
+            Path(tmp).write_bytes(marker)
             with contextlib.suppress(FileExistsError):
                 os.link(tmp, self.root / MARKER)
-            tmp.unlink()
+            os.unlink(tmp)
 
     # -- helpers -----------------------------------------------------------------------------
 
-    def _path(self, key: str) -> Path:
-        return self._data / check_key(key)
+    def _path(self, key: str) -> str:
+        return f"{self._data_s}/{check_key(key)}"
 
-    def _tmp_path(self) -> Path:
-        return self._tmp / f"{os.getpid()}-{secrets.token_hex(8)}"
+    def _tmp_path(self) -> str:
+        return f"{self._tmp_s}/{self._pid}-{os.urandom(8).hex()}"
 
-    def _write_tmp(self, data: bytes) -> Path:
+    def _write_tmp(self, data: bytes) -> str:
         tmp = self._tmp_path()
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
@@ -81,16 +83,17 @@ class EmbeddedStore(ObjectStore):
             os.close(fd)
         return tmp
 
-    def _ensure_parent(self, path: Path) -> None:
-        parent = str(path.parent)
+    def _ensure_parent(self, path: str) -> None:
+        parent = os.path.dirname(path)
         if parent not in self._made_dirs:
-            os.makedirs(parent, exist_ok=True)
+            if not os.path.isdir(parent):  # a stat is far cheaper than a failing mkdir
+                os.makedirs(parent, exist_ok=True)
             self._made_dirs.add(parent)
 
-    def _sync_dir(self, path: Path) -> None:
+    def _sync_dir(self, path: str) -> None:
         if not self.fsync:
             return
-        fd = os.open(path.parent, os.O_RDONLY)
+        fd = os.open(os.path.dirname(path), os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
@@ -99,7 +102,7 @@ class EmbeddedStore(ObjectStore):
     @contextlib.contextmanager
     def _locked(self, key: str) -> Iterator[None]:
         name = hashlib.sha256(key.encode()).hexdigest()
-        fd = os.open(self._locks / name, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(f"{self._locks_s}/{name}", os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -140,6 +143,9 @@ class EmbeddedStore(ObjectStore):
         if_match: str | None = None,
     ) -> str:
         path = self._path(key)
+        if if_none_match and os.path.lexists(path):
+            # fails now without writing (and syncing) a copy; link() below still decides any race
+            raise PreconditionFailed(f"key exists: {key}")
         self._ensure_parent(path)
         tmp = self._write_tmp(data)
         try:
@@ -150,7 +156,7 @@ class EmbeddedStore(ObjectStore):
                     raise PreconditionFailed(f"key exists: {key}") from None
                 except FileNotFoundError:
                     # the parent directory was removed by a concurrent delete; recreate once
-                    self._made_dirs.discard(str(path.parent))
+                    self._made_dirs.discard(os.path.dirname(path))
                     self._ensure_parent(path)
                     try:
                         os.link(tmp, path)
