@@ -43,9 +43,10 @@ class Index:
             return cls(dirty=True)
         entries: dict[str, IndexEntry] = {}
         for p, (bk, bo, st, wk, wo) in raw["entries"].items():
-            entries[p] = IndexEntry(
-                Entry(bk, bo) if bk else None, tuple(st) if st else None, Entry(wk, wo) if wk else None
-            )
+            base = Entry(bk, bo) if bk else None
+            # an unchanged file (the common case) shares one Entry: half the objects to build
+            work = base if wk == bk and wo == bo else Entry(wk, wo) if wk else None
+            entries[p] = IndexEntry(base, tuple(st) if st else None, work)
         return cls(raw["position"], raw["tree"], raw["written_ns"], entries)
 
     def save(self, path: Path) -> None:

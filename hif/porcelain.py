@@ -381,8 +381,7 @@ class Repository:
 
     def _changes_vs_base(self) -> dict[str, Entry | None]:
         self._ensure_index()
-        scanned = self.work.scan()
-        changes = self.work.changes_against(self.work.index.base_entries(), scanned)
+        changes = self.work.changes_vs_index()  # one pass; scan() + changes_against() build 2 big dicts
         self.work.save_index()
         return changes
 
@@ -407,13 +406,14 @@ class Repository:
 
     def status(self) -> Status:
         changes = self._changes_vs_base()
-        base = self.work.index.base_entries()
+        entries = self.work.index.entries
+        base = {p: entries[p].base if p in entries else None for p in changes}  # only the changed paths
         sid = self.session_id
         session = self._run(self.repo.sessions.load(sid)) if sid else None
         return Status(
             self.position,
             session,
-            [FileChange(p, _action(base.get(p), e), base.get(p), e) for p, e in sorted(changes.items())],
+            [FileChange(p, _action(base[p], e), base[p], e) for p, e in sorted(changes.items())],
         )
 
     def diff(self) -> list[tuple[FileChange, str, tuple[int, int]]]:

@@ -1,0 +1,164 @@
+"""Shared helpers for the benchmarks: running a command with its own peak memory, timing, tables.
+
+Peak memory of a subprocess is taken from ``os.wait4`` (the child's rusage, in KiB on Linux), so two
+tools run in one benchmark process never mix their figures (``RUSAGE_CHILDREN`` would only give the
+largest child of the whole run).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+HIF = str(ROOT / ".venv" / "bin" / "hif")
+if not os.path.exists(HIF):  # an installed hif on PATH, e.g. outside the dev checkout
+    HIF = shutil.which("hif") or HIF
+HIF = os.environ.get("HIF_BENCH_BIN", HIF)  # e.g. a wrapper that profiles each call
+
+
+class CommandFailed(RuntimeError):
+    pass
+
+
+@dataclass
+class Run:
+    rc: int
+    out: str
+    maxrss_kib: int
+    seconds: float
+    cpu: float  # user + system seconds of the process (and the children it waited for)
+
+
+def run(cmd: Sequence[str], cwd: str | os.PathLike[str], env: dict[str, str] | None = None,
+        check: bool = True) -> Run:
+    """Run ``cmd`` (stdout and stderr merged) and return its exit code, output and peak RSS."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen(list(cmd), cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert p.stdout is not None
+    out = p.stdout.read()
+    p.stdout.close()
+    _, status, ru = os.wait4(p.pid, 0)
+    p.returncode = rc = os.waitstatus_to_exitcode(status)  # tell Popen the child is reaped
+    took = time.perf_counter() - t0
+    text = out.decode("utf-8", "replace")
+    if check and rc != 0:
+        raise CommandFailed(f"{' '.join(cmd)} (in {cwd}) exited {rc}:\n{text}")
+    return Run(rc, text, ru.ru_maxrss, took, ru.ru_utime + ru.ru_stime)
+
+
+class Stats:
+    """Calls, CPU seconds and peak memory of one tool's commands (thread-safe)."""
+
+    def __init__(self) -> None:
+        self.maxrss_kib = 0
+        self.calls = 0
+        self.cpu = 0.0
+        self._lock = threading.Lock()
+
+    def add(self, r: Run) -> Run:
+        with self._lock:
+            self.calls += 1
+            self.cpu += r.cpu
+            self.maxrss_kib = max(self.maxrss_kib, r.maxrss_kib)
+        return r
+
+
+def self_maxrss_kib() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def mib(kib: int) -> str:
+    return f"{kib / 1024:.1f} MiB"
+
+
+def secs(s: float) -> str:
+    return f"{s * 1000:.0f} ms" if s < 1 else f"{s:.2f} s"
+
+
+def median(xs: Sequence[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b > 0 else "n/a"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = []
+    for n, r in enumerate(cells):
+        lines.append("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))))
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def parse_ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+@contextmanager
+def workdir(prefix: str, keep: bool = False) -> Iterator[Path]:
+    d = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield d
+    finally:
+        if keep:
+            print(f"(kept {d})", file=sys.stderr)
+        else:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def git_env(home: Path) -> dict[str, str]:
+    """A git environment independent of the user's configuration."""
+    env = dict(os.environ)
+    env.update({
+        "HOME": str(home),
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": os.devnull,
+        "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@localhost",
+        "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@localhost",
+        "GIT_TERMINAL_PROMPT": "0",
+    })
+    return env
+
+
+_PYC_DIR = tempfile.mkdtemp(prefix="hif-bench-pyc-")
+
+
+def _drop_pyc_dir() -> None:
+    shutil.rmtree(_PYC_DIR, ignore_errors=True)
+
+
+atexit.register(_drop_pyc_dir)
+
+
+def hif_env(author: str = "bench") -> dict[str, str]:
+    """The environment for ``hif`` subprocesses. Byte code is cached (in a temporary directory, so
+    nothing is written to the checkout) even if PYTHONDONTWRITEBYTECODE is set: an installed hif has
+    its .pyc files, and compiling every module on every call would measure the compiler instead."""
+    env = dict(os.environ)
+    env.update({"HIF_AUTHOR": author, "HIF_ROLE": "agent", "PYTHONPYCACHEPREFIX": _PYC_DIR})
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env.pop("HIF_DEBUG", None)
+    return env
+
+
+def machine() -> str:
+    git = subprocess.run(["git", "--version"], capture_output=True, text=True).stdout.strip()
+    return f"{os.cpu_count()} CPU(s), Python {sys.version.split()[0]}, {git}"
