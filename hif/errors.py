@@ -66,6 +66,26 @@ class DirtyWorkingCopy(HifError):
     http_status = 409
 
 
+class AuthRequired(HifError):
+    """The forge wants credentials (none given, or the token is unknown, expired or revoked)."""
+
+    exit_code = 4
+    http_status = 401
+
+
+class PermissionDenied(HifError):
+    """The credentials are valid but do not allow this (scope, role, or an agent token's session)."""
+
+    exit_code = 4
+    http_status = 403
+
+
+class RemoteError(HifError):
+    """The forge could not be reached or answered something hif cannot use."""
+
+    http_status = 502
+
+
 class ConflictError(HifError):
     """Landing found true overlaps with sessions landed since the session's base."""
 

@@ -19,7 +19,7 @@ _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
 
 def check_repo_name(name: str) -> str:
     parts = name.split("/")
-    if len(parts) != 2 or not all(_NAME.match(p) for p in parts):
+    if len(parts) != 2 or not all(_NAME.fullmatch(p) for p in parts):
         raise InvalidInput(f"repository names look like owner/name (letters, digits, . _ -), not {name!r}")
     return name
 

@@ -241,6 +241,14 @@ class SessionStore:
         }
         return await self.objects.put_value("snapshot", value)
 
+    async def abandon(self, s: Session, event: dict[str, Any], reason: str) -> Session:
+        """Append the ``abandon`` event, freeze the session and record the outcome."""
+        s.events.append(await self.append(s.id, event, s.next_seq))
+        snap = await self.write_snapshot(s, s.changes)
+        await self.close(s.id, {"state": "abandoned", "snapshot": snap, "reason": reason})
+        s.state, s.snapshot = "abandoned", snap
+        return s
+
     async def close(self, sid: str, state: dict[str, Any]) -> None:
         """Record the outcome (first writer wins) and drop the open marker; best effort after landing."""
         with contextlib.suppress(PreconditionFailed):

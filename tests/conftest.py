@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from forge import Forge, start_forge
 from s3server import start_s3_server, stop_s3_server
 
 from hif.store import EmbeddedStore, ObjectStore
@@ -50,3 +51,14 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], O
         )
 
     return make_s3
+
+
+@pytest.fixture
+def forge(tmp_path: Path) -> Iterator[Forge]:
+    """A running forge node (``micelio serve`` on loopback) over a fresh embedded store, with a site
+    admin ``admin`` whose admin-scope token is ``forge.admin_token``."""
+    node = start_forge(tmp_path / "forge")
+    try:
+        yield node
+    finally:
+        node.stop()

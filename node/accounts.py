@@ -1,0 +1,597 @@
+"""Users, organisations, repository registrations, tokens and permissions, over :class:`AuthDB`.
+
+This is the one domain API the HTTP layer and the ``micelio admin`` CLI use; neither touches SQL.
+Every change is a function of the database alone (it may be re-applied after a lost race, see
+:meth:`AuthDB.write`), so expensive or random work (password hashing, token secrets) happens before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import nacl.exceptions
+import nacl.pwhash.argon2id as argon2id
+import sqlite_utils
+
+from hif.errors import InvalidInput, NotFound
+from hif.repo import check_repo_name
+from node.authdb import AuthDB
+from node.errors import Exists
+
+ROLES = ("reader", "writer", "maintainer", "owner")  # ordered: each includes the ones before
+SCOPES = ("read", "write", "admin")  # ordered likewise
+TOKEN_PREFIX = "mcl_"
+_SECRET_LEN = len(TOKEN_PREFIX) + 32
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,38}$")
+_REPO = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}/[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
+_MAX_PASSWORD = 1024
+# Expired or revoked tokens are listed for this long (seconds), then deleted on the next token write.
+FORGET_DEAD_TOKENS_AFTER = 30 * 86400.0
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is asking, as far as a request is concerned: a user through one token, or nobody."""
+
+    user: str | None  # None = anonymous
+    admin: bool = False
+    scope: str | None = None  # None for anonymous
+    repo: str | None = None  # token bound to one repository
+    session: str | None = None  # agent token: bound to one session of `repo`
+    token_id: str | None = None
+    expires: float | None = None
+
+
+ANONYMOUS = Principal(None)
+
+
+# -- pure helpers ----------------------------------------------------------------------------------
+
+
+def check_name(name: object, what: str = "name") -> str:
+    """User and organisation names (one namespace): letters, digits, ``_ . -``, at most 39."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise InvalidInput(
+            f"invalid {what} {name!r}: use 1-39 letters, digits, '_', '.' or '-' (not first)"
+        )
+    return name
+
+
+def check_repo(name: object) -> str:
+    """``owner/name``, as :func:`hif.repo.check_repo_name`, and refusing a trailing newline, which
+    that function's ``$`` lets through."""
+    if not isinstance(name, str) or not _REPO.fullmatch(name):
+        raise InvalidInput(f"repository names look like owner/name (letters, digits, . _ -), not {name!r}")
+    return check_repo_name(name)
+
+
+def check_role(role: object) -> str:
+    if role not in ROLES:
+        raise InvalidInput(f"unknown role {role!r} (one of {', '.join(ROLES)})")
+    return role  # type: ignore[return-value]
+
+
+def check_scope(scope: object) -> str:
+    if scope not in SCOPES:
+        raise InvalidInput(f"unknown scope {scope!r} (one of {', '.join(SCOPES)})")
+    return scope  # type: ignore[return-value]
+
+
+def role_rank(role: str | None) -> int:
+    """-1 for no role, else the role's place in :data:`ROLES`."""
+    return -1 if role is None else ROLES.index(check_role(role))
+
+
+def scope_rank(scope: str | None) -> int:
+    return -1 if scope is None else SCOPES.index(check_scope(scope))
+
+
+def max_role(*roles: str | None) -> str | None:
+    best: str | None = None
+    for r in roles:
+        if role_rank(r) > role_rank(best):
+            best = r
+    return best
+
+
+def allowed(p: Principal, role: str | None, need_role: str, need_scope: str, repo: str) -> bool:
+    """May ``p``, whose role on ``repo`` is ``role`` (from :meth:`Accounts.role_on`), do something
+    that needs ``need_role`` and a token scope of ``need_scope``? The lower of role and scope wins.
+
+    Anonymous callers (no scope) may only read. A token bound to another repository may do nothing
+    here. An agent token's session is checked by the HTTP layer, which knows the store.
+    """
+    need_r, need_s = role_rank(need_role), scope_rank(need_scope)
+    if role_rank(role) < need_r:
+        return False
+    if p.scope is None:
+        return need_s == 0  # anonymous, or no token: read only
+    if scope_rank(p.scope) < need_s:
+        return False
+    return p.repo is None or p.repo == repo
+
+
+def hash_token(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _user_row(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": row["name"],
+        "admin": bool(row["admin"]),
+        "created": row["created"],
+        "disabled": bool(row["disabled"]),
+    }
+
+
+def _token_row(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: row[k] for k in ("id", "name", "scope", "repo", "session", "created", "expires", "revoked")}
+
+
+def _repo_row(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": row["name"],
+        "private": bool(row["private"]),
+        "description": row["description"] or "",
+        "owner": row["owner"],
+        "created": row["created"],
+    }
+
+
+def _one(db: sqlite_utils.Database, sql: str, params: tuple[Any, ...]) -> dict[str, Any] | None:
+    return next(iter(db.query(sql, params)), None)
+
+
+def _refuse_taken(db: sqlite_utils.Database, name: str) -> None:
+    taken = _name_taken(db, name)
+    if taken is not None:
+        raise Exists(f"the name {name} is taken" + ("" if taken == name else f" (by {taken})"))
+
+
+def _name_taken(db: sqlite_utils.Database, name: str) -> str | None:
+    """The existing user or org whose name equals ``name`` ignoring case, if any.
+
+    Case-insensitive so that ``Alice`` cannot pose as ``alice`` and so repository paths cannot
+    collide on a case-insensitive file system.
+    """
+    row = _one(
+        db,
+        "select name from users where name = ? collate nocase"
+        " union all select name from orgs where name = ? collate nocase limit 1",
+        (name, name),
+    )
+    return None if row is None else row["name"]
+
+
+def _need_user(db: sqlite_utils.Database, name: str) -> dict[str, Any]:
+    row = _one(db, "select * from users where name = ?", (name,))
+    if row is None:
+        raise NotFound(f"no user {name}")
+    return row
+
+
+def _need_org(db: sqlite_utils.Database, name: str) -> None:
+    if _one(db, "select name from orgs where name = ?", (name,)) is None:
+        raise NotFound(f"no organisation {name}")
+
+
+def _need_repo(db: sqlite_utils.Database, name: str) -> dict[str, Any]:
+    row = _one(db, "select * from repos where name = ?", (name,))
+    if row is None:
+        raise NotFound(f"no repository {name}")
+    return row
+
+
+def _org_role(db: sqlite_utils.Database, org: str, user: str) -> str | None:
+    row = _one(db, "select role from org_members where org = ? and user = ?", (org, user))
+    return None if row is None else row["role"]
+
+
+def _role_on(db: sqlite_utils.Database, user: str | None, repo: str) -> str | None:
+    row = _one(db, "select owner, private from repos where name = ?", (repo,))
+    if row is None:
+        return None
+    public = None if row["private"] else "reader"
+    if user is None:
+        return public
+    u = _one(db, "select admin, disabled from users where name = ?", (user,))
+    if u is None or u["disabled"]:
+        return public
+    if u["admin"] or row["owner"] == user:
+        return "owner"
+    member = _one(db, "select role from repo_members where repo = ? and user = ?", (repo, user))
+    return max_role(public, _org_role(db, row["owner"], user), None if member is None else member["role"])
+
+
+# -- the domain API --------------------------------------------------------------------------------
+
+
+class Accounts:
+    """Users, orgs, repositories, tokens and roles; every method reads or writes the AuthDB.
+
+    ``opslimit``/``memlimit`` set the argon2id cost of new password hashes (verification reads the
+    cost from each hash); tests lower them.
+    """
+
+    def __init__(
+        self,
+        db: AuthDB,
+        *,
+        clock: Callable[[], float] = time.time,
+        opslimit: int = argon2id.OPSLIMIT_INTERACTIVE,
+        memlimit: int = argon2id.MEMLIMIT_INTERACTIVE,
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.opslimit = opslimit
+        self.memlimit = memlimit
+        self._dummy_hash: bytes | None = None
+
+    # -- passwords ------------------------------------------------------------------------------
+
+    async def _hash(self, password: str) -> str:
+        if not isinstance(password, str) or not password:
+            raise InvalidInput("the password must not be empty")
+        if len(password) > _MAX_PASSWORD:
+            raise InvalidInput(f"the password is longer than {_MAX_PASSWORD} characters")
+        # argon2 takes tens of milliseconds on purpose: keep it off the event loop
+        h = await asyncio.to_thread(argon2id.str, password.encode(), self.opslimit, self.memlimit)
+        return h.decode()
+
+    @staticmethod
+    def _verify(hashed: bytes, password: str) -> bool:
+        try:
+            return argon2id.verify(hashed, password.encode())
+        except (nacl.exceptions.CryptoError, ValueError, TypeError):
+            return False
+
+    async def create_user(self, name: str, password: str | None = None, *, admin: bool = False) -> str:
+        """Create a user; return the password (a generated one, 24 characters, when None)."""
+        check_name(name, "user name")
+        password = secrets.token_urlsafe(18) if password is None else password
+        hashed = await self._hash(password)
+        now = self.clock()
+
+        def change(db: sqlite_utils.Database) -> None:
+            _refuse_taken(db, name)
+            db["users"].insert(
+                {"name": name, "password_hash": hashed, "admin": int(admin), "created": now, "disabled": 0}
+            )
+
+        await self.db.write(change)
+        return password
+
+    async def set_password(self, name: str, password: str) -> None:
+        hashed = await self._hash(password)
+
+        def change(db: sqlite_utils.Database) -> None:
+            _need_user(db, name)
+            db["users"].update(name, {"password_hash": hashed})
+
+        await self.db.write(change)
+
+    async def set_disabled(self, name: str, disabled: bool = True) -> None:
+        """Disable (or re-enable) a user: their password and tokens stop working at once."""
+
+        def change(db: sqlite_utils.Database) -> None:
+            _need_user(db, name)
+            db["users"].update(name, {"disabled": int(disabled)})
+
+        await self.db.write(change)
+
+    async def set_admin(self, name: str, admin: bool = True) -> None:
+        def change(db: sqlite_utils.Database) -> None:
+            _need_user(db, name)
+            db["users"].update(name, {"admin": int(admin)})
+
+        await self.db.write(change)
+
+    async def check_password(self, name: str, password: str) -> bool:
+        """argon2id verification; an unknown or disabled user costs the same work and is False."""
+        db = await self.db.read()
+        row = _one(db, "select password_hash, disabled from users where name = ?", (name,))
+        if row is None or not isinstance(password, str):
+            if self._dummy_hash is None:
+                self._dummy_hash = (await self._hash("not a password")).encode()
+            await asyncio.to_thread(self._verify, self._dummy_hash, str(password))
+            return False
+        ok = await asyncio.to_thread(self._verify, row["password_hash"].encode(), password)
+        return ok and not row["disabled"]
+
+    # -- users ----------------------------------------------------------------------------------
+
+    async def get_user(self, name: str) -> dict[str, Any] | None:
+        """``{"name", "admin", "created", "disabled"}`` (never the password hash) or None."""
+        row = _one(await self.db.read(), "select * from users where name = ?", (name,))
+        return None if row is None else _user_row(row)
+
+    async def list_users(self) -> list[dict[str, Any]]:
+        db = await self.db.read()
+        return [_user_row(r) for r in db.query("select * from users order by name")]
+
+    # -- tokens ---------------------------------------------------------------------------------
+
+    async def create_token(
+        self,
+        user: str,
+        *,
+        scope: str,
+        repo: str | None = None,
+        session: str | None = None,
+        name: str = "",
+        expires_in: float | None = None,
+    ) -> tuple[str, str]:
+        """Create a token; return (id, secret). Only the secret's SHA-256 is stored."""
+        check_scope(scope)
+        if repo is not None:
+            check_repo(repo)
+        if session is not None and (repo is None or not isinstance(session, str) or not session):
+            raise InvalidInput("an agent token needs a repository and a session")
+        if expires_in is not None and not expires_in > 0:
+            raise InvalidInput("a token's lifetime must be positive")
+        if not isinstance(name, str) or len(name) > 200:
+            raise InvalidInput("a token's name is at most 200 characters")
+        token_id = secrets.token_hex(8)
+        secret = TOKEN_PREFIX + secrets.token_urlsafe(24)
+        now = self.clock()
+        row = {
+            "id": token_id,
+            "user": user,
+            "hash": hash_token(secret),
+            "name": name,
+            "scope": scope,
+            "repo": repo,
+            "session": session,
+            "created": now,
+            "expires": None if expires_in is None else now + expires_in,
+            "revoked": None,
+        }
+
+        def change(db: sqlite_utils.Database) -> None:
+            _need_user(db, user)
+            # every login adds a token: forget long-dead ones so the shared file stays small
+            db.execute(
+                "delete from tokens where expires < ? or revoked < ?",
+                (now - FORGET_DEAD_TOKENS_AFTER, now - FORGET_DEAD_TOKENS_AFTER),
+            )
+            db["tokens"].insert(row)
+
+        await self.db.write(change)
+        return token_id, secret
+
+    async def revoke_token(self, token_id: str, *, by: Principal | None = None) -> None:
+        """Revoke a token. ``by=None`` is the operator; others may revoke their own (admins any)."""
+        now = self.clock()
+
+        def change(db: sqlite_utils.Database) -> None:
+            row = _one(db, "select user, revoked from tokens where id = ?", (token_id,))
+            if row is None or (by is not None and not by.admin and row["user"] != by.user):
+                raise NotFound(f"no token {token_id}")
+            if row["revoked"] is None:
+                db["tokens"].update(token_id, {"revoked": now})
+
+        await self.db.write(change)
+
+    async def list_tokens(self, user: str) -> list[dict[str, Any]]:
+        """The user's tokens, oldest first, without their hashes."""
+        db = await self.db.read()
+        rows = db.query("select * from tokens where user = ? order by created, id", (user,))
+        return [_token_row(r) for r in rows]
+
+    async def authenticate(self, secret: str) -> Principal | None:
+        """The principal a bearer token stands for, or None (unknown, expired, revoked, disabled).
+
+        An unknown token triggers one refresh: it may have been created on another replica a
+        moment ago, and must work at once.
+        """
+        if not isinstance(secret, str) or len(secret) != _SECRET_LEN or not secret.startswith(TOKEN_PREFIX):
+            return None
+        digest = hash_token(secret)
+        sql = (
+            "select t.*, u.admin as user_admin, u.disabled as user_disabled from tokens t"
+            " join users u on u.name = t.user where t.hash = ?"
+        )
+        row = _one(await self.db.read(), sql, (digest,))
+        if row is None:
+            await self.db.refresh()
+            row = _one(await self.db.read(), sql, (digest,))
+        if row is None or row["revoked"] is not None or row["user_disabled"]:
+            return None
+        if row["expires"] is not None and row["expires"] <= self.clock():
+            return None
+        return Principal(
+            user=row["user"],
+            admin=bool(row["user_admin"]),
+            scope=row["scope"],
+            repo=row["repo"],
+            session=row["session"],
+            token_id=row["id"],
+            expires=row["expires"],
+        )
+
+    # -- organisations --------------------------------------------------------------------------
+
+    async def create_org(self, name: str, owner: str) -> None:
+        """Create an organisation with ``owner`` as its first owner."""
+        check_name(name, "organisation name")
+        now = self.clock()
+
+        def change(db: sqlite_utils.Database) -> None:
+            _need_user(db, owner)
+            _refuse_taken(db, name)
+            db["orgs"].insert({"name": name, "created": now})
+            db["org_members"].insert({"org": name, "user": owner, "role": "owner"})
+
+        await self.db.write(change)
+
+    async def get_org(self, name: str) -> dict[str, Any] | None:
+        """``{"name", "created", "members": {user: role}}`` or None."""
+        db = await self.db.read()
+        row = _one(db, "select * from orgs where name = ?", (name,))
+        if row is None:
+            return None
+        members = db.query("select user, role from org_members where org = ? order by user", (name,))
+        return {**row, "members": {m["user"]: m["role"] for m in members}}
+
+    async def org_role(self, org: str, user: str | None) -> str | None:
+        """``user``'s role in ``org`` (what managing its members needs), None when not a member."""
+        if user is None:
+            return None
+        return _org_role(await self.db.read(), org, user)
+
+    async def set_org_member(self, org: str, user: str, role: str) -> None:
+        check_role(role)
+
+        def change(db: sqlite_utils.Database) -> None:
+            _need_org(db, org)
+            _need_user(db, user)
+            if role != "owner":
+                self._keep_an_owner(db, org, user)
+            db["org_members"].upsert({"org": org, "user": user, "role": role}, pk=("org", "user"))
+
+        await self.db.write(change)
+
+    async def remove_org_member(self, org: str, user: str) -> None:
+        def change(db: sqlite_utils.Database) -> None:
+            _need_org(db, org)
+            if _org_role(db, org, user) is None:
+                raise NotFound(f"{user} is not a member of {org}")
+            self._keep_an_owner(db, org, user)
+            db.execute("delete from org_members where org = ? and user = ?", (org, user))
+
+        await self.db.write(change)
+
+    @staticmethod
+    def _keep_an_owner(db: sqlite_utils.Database, org: str, leaving: str) -> None:
+        """Refuse to demote or remove an organisation's last owner (it could not be managed)."""
+        others = _one(
+            db,
+            "select count(*) as n from org_members where org = ? and role = 'owner' and user != ?",
+            (org, leaving),
+        )
+        if _org_role(db, org, leaving) == "owner" and others is not None and others["n"] == 0:
+            raise InvalidInput(f"{leaving} is the last owner of {org}")
+
+    # -- repositories ---------------------------------------------------------------------------
+
+    async def register_repo(
+        self, name: str, *, private: bool, owner_user: str | None, description: str = ""
+    ) -> dict[str, Any]:
+        """Register ``owner/name``; the owner namespace must be an existing user or organisation
+        (else a user created later under that name would own it). ``owner_user``, when given and
+        not the namespace itself, becomes an explicit owner of the repository."""
+        check_repo(name)
+        if not isinstance(description, str) or len(description) > 1000:
+            raise InvalidInput("a description is a string of at most 1000 characters")
+        owner = name.split("/")[0]
+        row = {"name": name, "private": int(bool(private)), "description": description, "owner": owner,
+               "created": self.clock()}
+
+        def change(db: sqlite_utils.Database) -> None:
+            taken = _one(db, "select name from repos where name = ? collate nocase", (name,))
+            if taken is not None:
+                raise Exists(f"repository {taken['name']} exists")
+            is_user = _one(db, "select name from users where name = ?", (owner,)) is not None
+            is_org = _one(db, "select name from orgs where name = ?", (owner,)) is not None
+            if not (is_user or is_org):
+                raise NotFound(f"no user or organisation {owner}")
+            if owner_user is not None:
+                _need_user(db, owner_user)
+            db["repos"].insert(row)
+            if owner_user is not None and owner_user != owner:
+                db["repo_members"].insert({"repo": name, "user": owner_user, "role": "owner"})
+
+        await self.db.write(change)
+        return _repo_row(row)
+
+    async def get_repo(self, name: str) -> dict[str, Any] | None:
+        """``{"name", "private", "description", "owner", "created"}`` or None."""
+        row = _one(await self.db.read(), "select * from repos where name = ?", (name,))
+        return None if row is None else _repo_row(row)
+
+    async def set_repo_private(self, name: str, private: bool) -> None:
+        def change(db: sqlite_utils.Database) -> None:
+            _need_repo(db, name)
+            db["repos"].update(name, {"private": int(private)})
+
+        await self.db.write(change)
+
+    async def set_repo_member(self, repo: str, user: str, role: str) -> None:
+        check_role(role)
+
+        def change(db: sqlite_utils.Database) -> None:
+            _need_repo(db, repo)
+            _need_user(db, user)
+            db["repo_members"].upsert({"repo": repo, "user": user, "role": role}, pk=("repo", "user"))
+
+        await self.db.write(change)
+
+    async def remove_repo_member(self, repo: str, user: str) -> None:
+        def change(db: sqlite_utils.Database) -> None:
+            _need_repo(db, repo)
+            if _one(db, "select 1 as x from repo_members where repo = ? and user = ?", (repo, user)) is None:
+                raise NotFound(f"{user} is not a member of {repo}")
+            db.execute("delete from repo_members where repo = ? and user = ?", (repo, user))
+
+        await self.db.write(change)
+
+    async def repo_members(self, repo: str) -> dict[str, str]:
+        """Explicit repository members and their roles (organisation roles not included)."""
+        db = await self.db.read()
+        rows = db.query("select user, role from repo_members where repo = ? order by user", (repo,))
+        return {r["user"]: r["role"] for r in rows}
+
+    # -- permissions ----------------------------------------------------------------------------
+
+    async def role_on(self, user: str | None, repo: str) -> str | None:
+        """The highest of: site admin or owner namespace → owner; org role; repository role;
+        ``reader`` on a public repository (anonymous too). None for an unregistered repository."""
+        return _role_on(await self.db.read(), user, repo)
+
+    async def visible_repos(
+        self, p: Principal, *, limit: int = 100, after: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Repositories ``p`` can read, by name, ``limit`` (1-1000) at a time after ``after``."""
+        if not isinstance(limit, int) or not 1 <= limit <= 1000:
+            raise InvalidInput("limit is between 1 and 1000")
+        where, params = ["(? is null or name > ?)"], [after, after]
+        if p.repo is not None:
+            where.append("name = ?")
+            params.append(p.repo)
+        db = await self.db.read()
+        user = None
+        if p.user is not None:
+            u = _one(db, "select admin, disabled from users where name = ?", (p.user,))
+            user = None if u is None or u["disabled"] else (p.user, bool(u["admin"]))
+        if user is None:
+            where.append("private = 0")
+        elif not user[1]:
+            where.append(
+                "(private = 0 or owner = ? or owner in (select org from org_members where user = ?)"
+                " or name in (select repo from repo_members where user = ?))"
+            )
+            params += [p.user, p.user, p.user]
+        sql = f"select * from repos where {' and '.join(where)} order by name limit ?"
+        return [_repo_row(r) for r in db.query(sql, (*params, limit))]
+
+    async def can_create_repo(self, p: Principal, name: str) -> bool:
+        """Own namespace, an org where ``p`` is maintainer or owner, or anywhere for a site admin;
+        always through a write (or admin) token that is not bound to a repository."""
+        check_repo(name)
+        if p.user is None or p.repo is not None or p.session is not None:
+            return False
+        if scope_rank(p.scope) < scope_rank("write"):
+            return False
+        if p.admin:
+            return True
+        owner = name.split("/")[0]
+        if owner == p.user:
+            return True
+        return role_rank(_org_role(await self.db.read(), owner, p.user)) >= role_rank("maintainer")

@@ -1,0 +1,635 @@
+"""The hif HTTP API (docs/api.md): CBOR in, CBOR out, every route declared once in ``ROUTES``.
+
+Each route states the access it needs; :func:`route` authenticates, resolves the repository and
+checks role and scope before the handler runs, so no handler can forget a check. The matrix test
+walks ``ROUTES`` to prove it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from quart import Blueprint, current_app, g, request
+
+from hif.blame import blame
+from hif.errors import CorruptObject, NotFound, PreconditionFailed, SessionClosed
+from hif.landing import land
+from hif.mainline import log_key
+from hif.objects import DIR, EXEC, FILE, FILE_KINDS, LINK, decode, digest, parse_tree_rows, unpack
+from hif.paths import check_path
+from hif.repo import Repo, check_repo_name
+from hif.rollups import query_items
+from hif.session import ROLES, Session, check_session_id, check_text, make_event
+from hif.tree import lookup
+from node.accounts import ANONYMOUS, Principal, allowed
+from node.app import Node, node_of
+from node.errors import AuthRequired, Exists, InvalidInput, PermissionDenied
+from node.wire import DEFAULT_LIMIT, MiB, cbor_response, field, query_int, read_body
+
+bp = Blueprint("api", __name__)
+
+# What each access level needs: (role on the repository, token scope).
+NEEDS = {"read": ("reader", "read"), "write": ("writer", "write"), "admin": ("maintainer", "admin")}
+LOGIN_DAYS = 30
+MAX_HAVE = 10_000
+MAX_GET = 1_000
+MAX_LOG = 500
+EVENT_TYPES = ("say", "decide", "write", "delete", "checkpoint", "sync")
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    rule: str
+    access: str  # public | user | read | write | admin
+    limit: int
+    agent: bool  # may an agent token (bound to one session) use it?
+
+
+ROUTES: list[Route] = []
+
+
+@dataclass
+class Ctx:
+    """What a handler gets: the node, the caller, the request body and, for repository routes, the
+    repository and the caller's role on it."""
+
+    node: Node
+    principal: Principal
+    body: dict[str, Any]
+    repo: Repo | None = None
+    role: str | None = None
+
+    @property
+    def r(self) -> Repo:
+        assert self.repo is not None
+        return self.repo
+
+    @property
+    def user(self) -> str:
+        assert self.principal.user is not None
+        return self.principal.user
+
+
+Handler = Callable[..., Awaitable[Any]]
+
+
+def route(method: str, rule: str, access: str, *, limit: int = DEFAULT_LIMIT, agent: bool = False,
+          status: int = 200) -> Callable[[Handler], Handler]:
+    def deco(fn: Handler) -> Handler:
+        ROUTES.append(Route(method, rule, access, limit, agent))
+
+        @functools.wraps(fn)
+        async def view(**kw: str) -> Any:
+            node = node_of(current_app)  # type: ignore[arg-type]
+            principal = await _principal(node)
+            ctx = Ctx(node, principal, {})
+            if "owner" in kw:
+                name = f"{kw.pop('owner')}/{kw.pop('name')}"
+                await _authorize_repo(ctx, name, access, agent, kw.get("sid"))
+            elif access != "public" and principal.user is None:
+                raise AuthRequired("this needs a token (Authorization: Bearer ...)")
+            elif access != "public" and principal.session is not None and not agent:
+                raise PermissionDenied("an agent token only works on its own session")
+            if method in ("POST", "PUT"):  # read only once the caller may send it
+                ctx.body = await read_body(limit)
+            return cbor_response(await fn(ctx, **kw), status)
+
+        bp.add_url_rule(rule, endpoint=fn.__name__, view_func=view, methods=[method])
+        return fn
+
+    return deco
+
+
+async def _principal(node: Node) -> Principal:
+    header = request.headers.get("Authorization")
+    if not header:
+        return ANONYMOUS
+    scheme, _, secret = header.partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        raise AuthRequired("use Authorization: Bearer <token>")
+    p = await node.auth.authenticate(secret.strip())
+    if p is None:
+        raise AuthRequired("the token is unknown, expired or revoked")
+    g.user = p.user
+    return p
+
+
+async def _authorize_repo(ctx: Ctx, name: str, access: str, agent_ok: bool, sid: str | None) -> None:
+    p = ctx.principal
+    try:
+        check_repo_name(name)
+    except InvalidInput:
+        raise NotFound(f"no repository {name}") from None
+    need_role, need_scope = NEEDS[access]
+    info, role = await _repo_role(ctx, p, name)
+    if info is None or not allowed(p, role, need_role, need_scope, name):
+        # a replica's copy of the auth database may lag a change made through another replica:
+        # check the latest version before refusing (granting on a copy is bounded by its max age)
+        await ctx.node.auth.db.refresh()
+        info, role = await _repo_role(ctx, p, name)
+    if p.user is None and (role is None or access != "read"):
+        # anonymous: a missing and a private repository answer alike, so existence does not leak
+        raise AuthRequired("this needs a token (Authorization: Bearer ...)")
+    if info is None or role is None:
+        raise NotFound(f"no repository {name}")
+    if not allowed(p, role, need_role, need_scope, name):
+        raise PermissionDenied(f"{access} access to {name} needs the {need_role} role and a {need_scope} token")
+    repo = ctx.node.repo(name)
+    if p.session is not None:
+        if p.repo != name:
+            raise PermissionDenied("this agent token is for another repository")
+        if await repo.sessions.state(p.session) is not None:
+            raise AuthRequired(f"this agent token's session {p.session} has ended")
+        if access != "read" and (not agent_ok or (sid is not None and sid != p.session)):
+            raise PermissionDenied(f"an agent token only works on its own session {p.session}")
+    ctx.repo, ctx.role = repo, role
+
+
+async def _repo_role(ctx: Ctx, p: Principal, name: str) -> tuple[dict[str, Any] | None, str | None]:
+    info = await ctx.node.auth.get_repo(name)
+    return info, (await ctx.node.auth.role_on(p.user, name) if info is not None else None)
+
+
+# -- node routes -------------------------------------------------------------------------------
+
+
+@route("GET", "/api/v1/whoami", "user", agent=True)
+async def whoami(ctx: Ctx) -> dict[str, Any]:
+    p = ctx.principal
+    return {"user": p.user, "admin": p.admin, "scope": p.scope, "repo": p.repo, "session": p.session,
+            "expires": p.expires}
+
+
+@route("POST", "/api/v1/login", "public")
+async def login(ctx: Ctx) -> dict[str, Any]:
+    user = field(ctx.body, "user", str)
+    password = field(ctx.body, "password", str)
+    address = request.remote_addr or "?"
+    ctx.node.limiter.check(user, address)
+    if not await ctx.node.auth.check_password(user, password):
+        ctx.node.limiter.failure(user, address)
+        raise AuthRequired("wrong user name or password")
+    ctx.node.limiter.success(user, address)
+    tid, secret = await ctx.node.auth.create_token(user, scope="write", name="login",
+                                                   expires_in=LOGIN_DAYS * 86400)
+    return {"id": tid, "token": secret, "expires_days": LOGIN_DAYS}
+
+
+@route("GET", "/api/v1/tokens", "user")
+async def list_tokens(ctx: Ctx) -> dict[str, Any]:
+    return {"tokens": await ctx.node.auth.list_tokens(ctx.user)}
+
+
+@route("POST", "/api/v1/tokens", "user", status=201)
+async def create_token(ctx: Ctx) -> dict[str, Any]:
+    p = ctx.principal
+    scope = field(ctx.body, "scope", str)
+    repo = field(ctx.body, "repo", str, default=None)
+    days = field(ctx.body, "expires_days", (int, float), default=None)
+    if scope not in NEEDS:
+        raise InvalidInput("scope must be read, write or admin")
+    if not _scope_ge(p.scope, scope) or (p.repo is not None and repo != p.repo):
+        raise PermissionDenied("a token cannot grant more than the token that creates it")
+    if repo is not None:
+        check_repo_name(repo)
+    if days is not None and days <= 0:
+        raise InvalidInput("expires_days must be positive")
+    tid, secret = await ctx.node.auth.create_token(
+        ctx.user, scope=scope, repo=repo, name=field(ctx.body, "name", str, default=""),
+        expires_in=days * 86400 if days is not None else None,
+    )
+    return {"id": tid, "token": secret, "scope": scope, "repo": repo}
+
+
+@route("DELETE", "/api/v1/tokens/<tid>", "user")
+async def revoke_token(ctx: Ctx, tid: str) -> dict[str, Any]:
+    await ctx.node.auth.revoke_token(tid, by=ctx.principal)
+    return {"revoked": tid}
+
+
+@route("POST", "/api/v1/orgs", "user", status=201)
+async def create_org(ctx: Ctx) -> dict[str, Any]:
+    _need_scope(ctx.principal, "write")
+    name = field(ctx.body, "name", str)
+    await ctx.node.auth.create_org(name, ctx.user)
+    return {"name": name, "owner": ctx.user}
+
+
+@route("PUT", "/api/v1/orgs/<org>/members/<user>", "user")
+async def set_org_member(ctx: Ctx, org: str, user: str) -> dict[str, Any]:
+    await _need_org_admin(ctx, org)
+    role = field(ctx.body, "role", str)
+    await ctx.node.auth.set_org_member(org, user, role)
+    return {"org": org, "user": user, "role": role}
+
+
+@route("DELETE", "/api/v1/orgs/<org>/members/<user>", "user")
+async def remove_org_member(ctx: Ctx, org: str, user: str) -> dict[str, Any]:
+    await _need_org_admin(ctx, org)
+    await ctx.node.auth.remove_org_member(org, user)
+    return {"removed": user}
+
+
+def _scope_ge(have: str | None, need: str) -> bool:
+    order = list(NEEDS)
+    return have is not None and order.index(have) >= order.index(need)
+
+
+def _need_scope(p: Principal, scope: str) -> None:
+    if not _scope_ge(p.scope, scope) or p.repo is not None:
+        raise PermissionDenied(f"this needs a {scope} token not bound to one repository")
+
+
+async def _need_org_admin(ctx: Ctx, org: str) -> None:
+    _need_scope(ctx.principal, "admin")
+    role = await ctx.node.auth.org_role(org, ctx.user) if not ctx.principal.admin else "owner"
+    if role not in ("maintainer", "owner"):
+        raise NotFound(f"no organisation {org} that you manage")
+
+
+# -- repositories ------------------------------------------------------------------------------
+
+REPO = "/api/v1/repos/<owner>/<name>"
+
+
+async def _meta(ctx: Ctx, info: dict[str, Any], repo: Repo) -> dict[str, Any]:
+    return {
+        "name": info["name"],
+        "private": bool(info["private"]),
+        "description": info.get("description") or "",
+        "created": info.get("created"),
+        "head": await repo.mainline.head(),
+    }
+
+
+@route("GET", "/api/v1/repos", "public")
+async def list_repos(ctx: Ctx) -> dict[str, Any]:
+    limit = query_int("limit", 100, lo=1, hi=500) or 100
+    after = request.args.get("after") or None
+    infos = await ctx.node.auth.visible_repos(ctx.principal, limit=limit + 1, after=after)
+    more = len(infos) > limit
+    infos = infos[:limit]
+    repos = [await _meta(ctx, i, ctx.node.repo(i["name"])) for i in infos]
+    return {"repos": repos, "next": infos[-1]["name"] if more and infos else None}
+
+
+@route("POST", "/api/v1/repos", "user", status=201)
+async def create_repo(ctx: Ctx) -> dict[str, Any]:
+    p = ctx.principal
+    name = check_repo_name(field(ctx.body, "name", str))
+    private = field(ctx.body, "private", bool, default=False)
+    description = field(ctx.body, "description", str, default="")
+    check_text(description or "-", "description")
+    _need_scope(p, "write")
+    if not await ctx.node.auth.can_create_repo(p, name):
+        raise PermissionDenied(f"you cannot create repositories under {name.split('/')[0]}")
+    owner = name.split("/")[0]
+    if p.admin and owner != p.user and await ctx.node.auth.get_user(owner) is None:
+        with contextlib.suppress(Exists):
+            await ctx.node.auth.create_org(owner, ctx.user)
+    if await ctx.node.auth.get_repo(name) is not None:
+        raise Exists(f"repository {name} already exists")
+    repo = ctx.node.repo(name)
+    # the store part first: a crash between the two leaves an unlisted repository that a retry adopts
+    with contextlib.suppress(PreconditionFailed):
+        await repo.create(description=description)
+    info = await ctx.node.auth.register_repo(name, private=private, owner_user=ctx.user,
+                                            description=description)
+    return await _meta(ctx, info, repo)
+
+
+@route("GET", REPO, "read", agent=True)
+async def repo_meta(ctx: Ctx) -> dict[str, Any]:
+    info = await ctx.node.auth.get_repo(ctx.r.name)
+    assert info is not None
+    return await _meta(ctx, info, ctx.r)
+
+
+@route("PUT", REPO + "/members/<user>", "admin")
+async def set_repo_member(ctx: Ctx, user: str) -> dict[str, Any]:
+    role = field(ctx.body, "role", str)
+    await ctx.node.auth.set_repo_member(ctx.r.name, user, role)
+    return {"repo": ctx.r.name, "user": user, "role": role}
+
+
+@route("DELETE", REPO + "/members/<user>", "admin")
+async def remove_repo_member(ctx: Ctx, user: str) -> dict[str, Any]:
+    await ctx.node.auth.remove_repo_member(ctx.r.name, user)
+    return {"removed": user}
+
+
+# -- objects -----------------------------------------------------------------------------------
+
+
+def _ids(body: dict[str, Any], most: int) -> list[bytes]:
+    ids = field(body, "ids", list)
+    if len(ids) > most:
+        raise InvalidInput(f"at most {most} ids per request")
+    if not all(isinstance(i, bytes) and len(i) == 32 for i in ids):
+        raise InvalidInput("ids must be 32-byte strings")
+    return ids
+
+
+@route("POST", REPO + "/objects/have", "read", agent=True)
+async def objects_have(ctx: Ctx) -> dict[str, Any]:
+    ids = _ids(ctx.body, MAX_HAVE)
+    return {"missing": [i for i in ids if not await ctx.r.objects.has(i)]}
+
+
+@route("POST", REPO + "/objects/get", "read", agent=True)
+async def objects_get(ctx: Ctx) -> dict[str, Any]:
+    ids = _ids(ctx.body, MAX_GET)
+    out = []
+    for oid in ids:
+        try:
+            out.append([oid, await ctx.r.store.get(ctx.r.objects.key(oid))])
+        except NotFound:
+            raise NotFound(f"object {oid.hex()} is missing") from None
+    return {"objects": out}
+
+
+def check_stored_object(stored: bytes) -> bytes:
+    """Verify an uploaded object: it decodes, and a tree names only safe entries. Returns its id."""
+    canonical = unpack(stored)
+    value = decode(canonical)
+    if not isinstance(value, list) or len(value) != 2 or not isinstance(value[0], str):
+        raise CorruptObject("an object is a [kind, value] pair")
+    oid = digest(canonical)
+    if value[0] == "tree":
+        parse_tree_rows(value[1], oid)  # raises InvalidPath / CorruptObject
+    return oid
+
+
+@route("POST", REPO + "/objects/put", "write", limit=64 * MiB, agent=True)
+async def objects_put(ctx: Ctx) -> dict[str, Any]:
+    objects = field(ctx.body, "objects", list)
+    if not all(isinstance(o, bytes) for o in objects):
+        raise InvalidInput("objects must be byte strings")
+    checked = [(check_stored_object(o), o) for o in objects]  # all checked before any is kept
+    for oid, stored in checked:
+        with contextlib.suppress(PreconditionFailed):
+            await ctx.r.store.put(ctx.r.objects.key(oid), stored, if_none_match=True)
+    return {"ids": [oid for oid, _ in checked]}
+
+
+# -- mainline ----------------------------------------------------------------------------------
+
+
+@route("GET", REPO + "/head", "read", agent=True)
+async def head(ctx: Ctx) -> dict[str, Any]:
+    return {"position": await ctx.r.mainline.head()}
+
+
+@route("GET", REPO + "/log", "read", agent=True)
+async def log(ctx: Ctx) -> dict[str, Any]:
+    top = await ctx.r.mainline.head()
+    limit = query_int("limit", 100, lo=1, hi=MAX_LOG) or 100
+    order = request.args.get("order", "asc")
+    if order not in ("asc", "desc"):
+        raise InvalidInput("order is asc or desc")
+    if order == "asc":
+        start = query_int("start", 1, lo=1) or 1
+        positions = list(range(start, min(top, start + limit - 1) + 1))
+        nxt = positions[-1] + 1 if positions and positions[-1] < top else None
+    else:
+        start = min(query_int("start", top, lo=0) or 0, top)
+        positions = list(range(start, max(0, start - limit), -1))
+        nxt = positions[-1] - 1 if positions and positions[-1] > 1 else None
+    records = [[pos, await ctx.r.store.get(log_key(ctx.r.prefix, pos))] for pos in positions]
+    return {"head": top, "records": records, "next": nxt}
+
+
+async def _position(ctx: Ctx) -> int:
+    top = await ctx.r.mainline.head()
+    at = query_int("at", top, lo=0)
+    assert at is not None
+    if at > top:
+        raise NotFound(f"no position {at} (the head is {top})")
+    return at
+
+
+def _path_arg() -> str:
+    path = request.args.get("path", "").strip("/")
+    return check_path(path) if path else ""
+
+
+@route("GET", REPO + "/tree", "read", agent=True)
+async def tree(ctx: Ctx) -> dict[str, Any]:
+    at = await _position(ctx)
+    path = _path_arg()
+    root = await ctx.r.mainline.tree_at(at)
+    entry = await lookup(ctx.r.objects, root, path) if path else None
+    oid, kind = (entry.oid, entry.kind) if entry else (root, DIR)
+    if path and entry is None:
+        raise NotFound(f"no {path} at position {at}")
+    out: dict[str, Any] = {"position": at, "path": path, "id": oid, "kind": kind}
+    if kind == DIR:
+        entries = await ctx.r.objects.get_tree(oid)
+        out["entries"] = [[n, e.kind, e.oid] for n, e in sorted(entries.items(), key=lambda kv: kv[0].encode())]
+    return out
+
+
+@route("GET", REPO + "/blame", "read", agent=True)
+async def blame_route(ctx: Ctx) -> dict[str, Any]:
+    at = await _position(ctx)
+    path = _path_arg()
+    if not path:
+        raise InvalidInput("blame needs ?path=")
+    lines = await blame(ctx.r, path, at)
+    return {"position": at, "path": path,
+            "lines": [[ln.position, ln.session, ln.goal, ln.author, ln.text] for ln in lines]}
+
+
+@route("POST", REPO + "/scan", "read", agent=True)
+async def scan(ctx: Ctx) -> dict[str, Any]:
+    since = field(ctx.body, "since", int)
+    until = field(ctx.body, "until", int)
+    top = await ctx.r.mainline.head()
+    if not 0 <= since <= until <= top:
+        raise InvalidInput(f"need 0 <= since <= until <= head ({top})")
+    if "items" in ctx.body:
+        items = field(ctx.body, "items", list)
+    else:
+        items = sorted(query_items(field(ctx.body, "session", str), field(ctx.body, "paths", list)))
+    if len(items) > MAX_HAVE or not all(isinstance(i, str) for i in items):
+        raise InvalidInput(f"items: at most {MAX_HAVE} strings")
+    return {"positions": await ctx.r.rollups.candidates(since, until, set(items))}
+
+
+# -- sessions ----------------------------------------------------------------------------------
+
+SESSION = REPO + "/sessions/<sid>"
+
+
+async def _load_session(ctx: Ctx, sid: str) -> Session:
+    if not _is_session_id(sid):
+        raise NotFound(f"no session {sid}")
+    return await ctx.r.sessions.load(sid)
+
+
+def _is_session_id(sid: str) -> bool:
+    try:
+        check_session_id(sid)
+    except InvalidInput:
+        return False
+    return True
+
+
+@route("GET", REPO + "/sessions", "read", agent=True)
+async def list_sessions(ctx: Ctx) -> dict[str, Any]:
+    out = []
+    for sid in (await ctx.r.sessions.list_open())[:1000]:
+        data = await ctx.r.store.get_or_none(f"{ctx.r.prefix}open/{sid}")
+        if data is None:
+            continue  # closed meanwhile
+        marker = decode(data)
+        out.append({"id": sid, "goal": marker.get("goal"), "author": marker.get("author"),
+                    "started": marker.get("time")})
+    return {"sessions": out}
+
+
+@route("POST", REPO + "/sessions", "write", status=201)
+async def start_session(ctx: Ctx) -> dict[str, Any]:
+    goal = check_text(field(ctx.body, "goal", str), "goal")
+    base = field(ctx.body, "base", int, default=None)
+    top = await ctx.r.mainline.head()
+    base = top if base is None else base
+    if not 0 <= base <= top:
+        raise InvalidInput(f"base must be between 0 and the head ({top})")
+    role = _role(ctx)
+    author = field(ctx.body, "author", str, default=ctx.user)
+    check_text(author, "author")
+    s = await ctx.r.sessions.start(goal, author, role, base)
+    return {"id": s.id, "event": s.events[0]}
+
+
+def _role(ctx: Ctx, body: dict[str, Any] | None = None) -> str:
+    role = field(body if body is not None else ctx.body, "role", str, default="human")
+    if ctx.principal.session is not None:
+        return "agent"  # an agent token speaks as an agent, whatever it claims
+    if role not in ROLES:
+        raise InvalidInput(f"role must be one of {', '.join(ROLES)}")
+    return role
+
+
+@route("GET", SESSION, "read", agent=True)
+async def get_session(ctx: Ctx, sid: str) -> dict[str, Any]:
+    s = await _load_session(ctx, sid)
+    since = query_int("since", -1, lo=-1)
+    events = [e for e in s.events if e.get("seq", 0) > (since if since is not None else -1)]
+    return {
+        "id": s.id, "goal": s.goal, "author": s.author, "role": s.role, "base": s.base,
+        "state": s.state, "position": s.position, "snapshot": s.snapshot, "events": events,
+        "changes": [[p, e.kind if e else None, e.oid if e else None] for p, e in sorted(s.changes.items())],
+    }
+
+
+async def _check_event(ctx: Ctx, raw: Any, top: int) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise InvalidInput("each event is a map")
+    etype = field(raw, "type", str)
+    if etype not in EVENT_TYPES:
+        raise InvalidInput(f"event type must be one of {', '.join(EVENT_TYPES)}")
+    author = field(raw, "author", str, default=ctx.user)
+    check_text(author, "author")
+    fields: dict[str, Any] = {}
+    if etype == "say":
+        fields["text"] = check_text(field(raw, "text", str), "message")
+    elif etype == "decide":
+        fields["decision"] = check_text(field(raw, "decision", str), "decision")
+        fields["why"] = check_text(field(raw, "why", str), "rationale")
+        alts = field(raw, "alternatives", list, default=[])
+        fields["alternatives"] = [check_text(a, "alternative") for a in alts if isinstance(a, str)]
+        if len(fields["alternatives"]) != len(alts):
+            raise InvalidInput("alternatives are strings")
+    elif etype in ("write", "delete"):
+        fields["path"] = field(raw, "path", str)
+        if etype == "write":
+            fields["kind"] = field(raw, "kind", str)
+            if fields["kind"] not in FILE_KINDS:
+                raise InvalidInput(f"kind must be {FILE}, {EXEC} or {LINK}")
+            fields["blob"] = await _existing(ctx, field(raw, "blob", bytes))
+    elif etype == "checkpoint":
+        fields["note"] = check_text(field(raw, "note", str), "checkpoint note")
+        fields["tree"] = await _existing(ctx, field(raw, "tree", bytes))
+        fields["iteration"] = field(raw, "iteration", int)
+    elif etype == "sync":
+        fields["base"] = field(raw, "base", int)
+        if not 0 <= fields["base"] <= top:
+            raise InvalidInput(f"sync base must be between 0 and the head ({top})")
+        fields["merged"] = [check_path(p) for p in field(raw, "merged", list, default=[])]
+        fields["conflicts"] = [check_path(p) for p in field(raw, "conflicts", list, default=[])]
+    when = field(raw, "time", (int, float), default=None)
+    event = make_event(etype, author, _role(ctx, raw), float(when) if when is not None else
+                       ctx.r.clock(), **fields)
+    event["user"] = ctx.user
+    return event
+
+
+async def _existing(ctx: Ctx, oid: bytes) -> bytes:
+    if len(oid) != 32:
+        raise InvalidInput("object ids are 32 bytes")
+    if not await ctx.r.objects.has(oid):
+        raise CorruptObject(f"the event refers to object {oid.hex()}, which the node does not have")
+    return oid
+
+
+@route("POST", SESSION + "/events", "write", agent=True)
+async def append_events(ctx: Ctx, sid: str) -> dict[str, Any]:
+    s = await _load_session(ctx, sid)
+    if not s.is_open:
+        raise SessionClosed(f"session {sid} was {s.state}")
+    raw = field(ctx.body, "events", list)
+    if not raw or len(raw) > 1000:
+        raise InvalidInput("send between 1 and 1000 events")
+    top = await ctx.r.mainline.head()
+    events = [await _check_event(ctx, e, top) for e in raw]  # all checked before any is appended
+    next_seq = field(ctx.body, "next_seq", int, default=s.next_seq)
+    if next_seq < 1:
+        raise InvalidInput("next_seq starts at 1 (0 is the start event)")
+    out = []
+    for event in events:
+        stamped = await ctx.r.sessions.append(sid, event, next_seq)
+        out.append(stamped)
+        next_seq = stamped["seq"] + 1
+    return {"events": out}
+
+
+@route("POST", SESSION + "/land", "write", agent=True)
+async def land_session(ctx: Ctx, sid: str) -> dict[str, Any]:
+    s = await _load_session(ctx, sid)
+    result = await land(ctx.r, s)
+    return {"position": result.position, "session": result.session, "tree": result.tree,
+            "merged": result.merged, "already_landed": result.already, "attempts": result.attempts}
+
+
+@route("POST", SESSION + "/abandon", "write", agent=True)
+async def abandon_session(ctx: Ctx, sid: str) -> dict[str, Any]:
+    s = await _load_session(ctx, sid)
+    if not s.is_open:
+        raise SessionClosed(f"session {sid} was {s.state}")
+    reason = check_text(field(ctx.body, "reason", str, default="abandoned"), "reason")
+    event = make_event("abandon", ctx.user, _role(ctx), ctx.r.clock(), reason=reason)
+    event["user"] = ctx.user
+    await ctx.r.sessions.abandon(s, event, reason)
+    return {"id": sid, "state": "abandoned"}
+
+
+@route("POST", SESSION + "/tokens", "write", status=201)
+async def agent_token(ctx: Ctx, sid: str) -> dict[str, Any]:
+    s = await _load_session(ctx, sid)
+    if not s.is_open:
+        raise SessionClosed(f"session {sid} was {s.state}")
+    days = field(ctx.body, "expires_days", (int, float), default=7)
+    if days <= 0:
+        raise InvalidInput("expires_days must be positive")
+    tid, secret = await ctx.node.auth.create_token(ctx.user, scope="write", repo=ctx.r.name, session=sid,
+                                                   name=f"agent for {sid}", expires_in=days * 86400)
+    return {"id": tid, "token": secret, "session": sid}
+
+

@@ -1,0 +1,52 @@
+"""Node configuration: flags win over ``MICELIO_*`` environment variables, which win over defaults."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_STORE = "./data"
+
+
+@dataclass
+class Config:
+    """Everything a node needs to start; replicas of one node share ``store`` and nothing else."""
+
+    store: str = DEFAULT_STORE
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # Where this replica keeps its local copy of the auth database (a cache: safe to delete).
+    cache_dir: Path = field(default_factory=lambda: Path(".micelio-cache"))
+    # URL the node is reached at (links, federation); defaults to http://host:port.
+    public_url: str | None = None
+    # How stale a replica's copy of the auth database may be before it checks the store again.
+    auth_max_age: float = 1.0
+    access_log: bool = True
+    workers: int = 1
+
+    @property
+    def url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Config:
+        """Defaults, then the environment, then explicit (non-None) overrides such as CLI flags."""
+        env = os.environ
+        cfg = cls()
+        if "MICELIO_STORE" in env:
+            cfg.store = env["MICELIO_STORE"]
+        if "MICELIO_HOST" in env:
+            cfg.host = env["MICELIO_HOST"]
+        if "MICELIO_PORT" in env:
+            cfg.port = int(env["MICELIO_PORT"])
+        if "MICELIO_CACHE_DIR" in env:
+            cfg.cache_dir = Path(env["MICELIO_CACHE_DIR"])
+        if "MICELIO_PUBLIC_URL" in env:
+            cfg.public_url = env["MICELIO_PUBLIC_URL"]
+        if "MICELIO_AUTH_MAX_AGE" in env:
+            cfg.auth_max_age = float(env["MICELIO_AUTH_MAX_AGE"])
+        for key, value in overrides.items():
+            if value is not None:
+                setattr(cfg, key, Path(value) if key == "cache_dir" else value)
+        return cfg

@@ -1,0 +1,34 @@
+"""Errors only the node raises; everything else is a :class:`hif.errors.HifError` with its status."""
+
+from __future__ import annotations
+
+from hif.errors import AuthRequired, HifError, InvalidInput, NotFound, PermissionDenied
+
+__all__ = [
+    "AuthRequired",
+    "Exists",
+    "HifError",
+    "InvalidInput",
+    "NotFound",
+    "PayloadTooLarge",
+    "PermissionDenied",
+    "RateLimited",
+]
+
+
+class PayloadTooLarge(HifError):
+    http_status = 413
+
+
+class Exists(HifError):
+    """A repository, organisation or user with that name already exists."""
+
+    http_status = 409
+
+
+class RateLimited(HifError):
+    http_status = 429
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -1,0 +1,750 @@
+"""The auth layer over real stores: AuthDB replication, accounts, tokens, roles and the login limiter.
+
+Replicas are separate AuthDB instances (separate caches) over one store, as separate node
+processes would be; the multi-process case runs real processes. Replication cases run against the
+embedded store and S3 (moto over HTTP); the rest use the embedded store only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import textwrap
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import nacl.pwhash.argon2id as argon2id
+import pytest
+import sqlite_utils
+
+from hif.errors import InvalidInput, NotFound, PreconditionFailed, StoreError
+from hif.store import EmbeddedStore, ObjectStore
+from node.accounts import (
+    ANONYMOUS,
+    FORGET_DEAD_TOKENS_AFTER,
+    ROLES,
+    SCOPES,
+    Accounts,
+    Principal,
+    allowed,
+    hash_token,
+)
+from node.authdb import KEY, AuthDB, _decode
+from node.errors import Exists, RateLimited
+from node.ratelimit import LoginLimiter
+
+T = TypeVar("T")
+MakeStore = Callable[[], ObjectStore]
+FAST = {"opslimit": argon2id.OPSLIMIT_MIN, "memlimit": argon2id.MEMLIMIT_MIN}
+
+
+class Clock:
+    """A settable clock, for expiry and cache age."""
+
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def run_on(store_factory: MakeStore, body: Callable[[ObjectStore], Awaitable[T]]) -> T:
+    async def main() -> T:
+        store = store_factory()
+        try:
+            return await body(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(main())
+
+
+@pytest.fixture
+def embedded(tmp_path: Path) -> MakeStore:
+    return lambda: EmbeddedStore(tmp_path / f"store-{uuid.uuid4().hex}", create=True)
+
+
+def accounts_on(store: ObjectStore, cache: Path, **kw: Any) -> Accounts:
+    clock = kw.pop("clock", None)
+    db = AuthDB(store, cache, **kw)
+    return Accounts(db, **FAST) if clock is None else Accounts(db, clock=clock, **FAST)
+
+
+async def stored_image(store: ObjectStore) -> bytes:
+    return _decode(await store.get(KEY))
+
+
+# -- AuthDB --------------------------------------------------------------------------------------
+
+
+def test_read_creates_schema_locally_without_writing(embedded: MakeStore, tmp_path: Path) -> None:
+    async def body(store: ObjectStore) -> None:
+        db = AuthDB(store, tmp_path / "fresh" / "nested" / "cache")
+        rdb = await db.read()
+        assert set(rdb.table_names()) >= {"users", "orgs", "org_members", "repos", "repo_members", "tokens"}
+        assert await store.head(KEY) is None
+        assert (tmp_path / "fresh" / "nested" / "cache").is_dir()
+        assert db.etag is None
+        # the hash column is unique and indexed, members have composite keys
+        assert rdb["tokens"].pks == ["id"]
+        assert rdb["org_members"].pks == ["org", "user"]
+        assert rdb["repo_members"].pks == ["repo", "user"]
+        assert any(ix.unique and ix.columns == ["hash"] for ix in rdb["tokens"].indexes)
+
+    run_on(embedded, body)
+
+
+def test_write_publishes_and_a_failed_change_uploads_nothing(embedded: MakeStore, tmp_path: Path) -> None:
+    async def body(store: ObjectStore) -> None:
+        db = AuthDB(store, tmp_path / "c")
+        n = await db.write(lambda d: d["orgs"].insert({"name": "x", "created": 1.0}).count)
+        assert n == 1
+        info = await store.head(KEY)
+        assert info is not None and info.etag == db.etag
+
+        def bad(d: sqlite_utils.Database) -> None:
+            d["orgs"].insert({"name": "y", "created": 1.0})
+            raise InvalidInput("nope")
+
+        with pytest.raises(InvalidInput):
+            await db.write(bad)
+        assert (await store.head(KEY)).etag == info.etag  # type: ignore[union-attr]
+        assert [r["name"] for r in (await db.read())["orgs"].rows] == ["x"]
+        # the stored bytes are an SQLite image (compressed)
+        with sqlite_utils.Database(memory=True) as mem:
+            mem.conn.deserialize(await stored_image(store))
+            assert [r["name"] for r in mem["orgs"].rows] == ["x"]
+
+    run_on(embedded, body)
+
+
+def test_lost_races_are_bounded(embedded: MakeStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def body(store: ObjectStore) -> None:
+        db = AuthDB(store, tmp_path / "c")
+        calls = 0
+
+        async def always_lose(*a: Any, **kw: Any) -> str:
+            nonlocal calls
+            calls += 1
+            raise PreconditionFailed("lost")
+
+        monkeypatch.setattr(store, "put", always_lose)
+        monkeypatch.setattr("node.authdb.random.uniform", lambda a, b: 0.0)
+        with pytest.raises(StoreError, match="50 attempts"):
+            await db.write(lambda d: d["orgs"].insert({"name": "x", "created": 1.0}))
+        assert calls == 50
+
+    run_on(embedded, body)
+
+
+def test_cache_is_one_file_and_reused_and_a_bad_copy_is_ignored(embedded: MakeStore, tmp_path: Path) -> None:
+    async def body(store: ObjectStore) -> None:
+        cache = tmp_path / "shared-cache"
+        a = AuthDB(store, cache)
+        for i in range(5):
+            await a.write(lambda d, i=i: d["orgs"].insert({"name": f"o{i}", "created": 1.0}))
+        files = sorted(p.name for p in cache.iterdir())
+        assert len(files) == 1 and files[0].startswith("auth-") and files[0].endswith(".sqlite")
+
+        # a second instance over the same cache directory uses the cached version: no download
+        gets = 0
+        real_get = store.get_with_etag
+
+        async def counting(key: str) -> tuple[bytes, str]:
+            nonlocal gets
+            gets += 1
+            return await real_get(key)
+
+        store.get_with_etag = counting  # type: ignore[method-assign]
+        b = AuthDB(store, cache)
+        assert (await b.read())["orgs"].count == 5
+        assert gets == 0
+        # a damaged copy is not trusted: downloaded again
+        (cache / files[0]).write_bytes(b"garbage" * 100)
+        c = AuthDB(store, cache)
+        assert (await c.read())["orgs"].count == 5
+        assert gets == 1
+        for x in (a, b, c):
+            x.close()
+
+    run_on(embedded, body)
+
+
+def test_read_is_at_most_max_age_stale(embedded: MakeStore, tmp_path: Path) -> None:
+    async def body(store: ObjectStore) -> None:
+        clock = Clock(0.0)
+        a = AuthDB(store, tmp_path / "a")
+        b = AuthDB(store, tmp_path / "b", max_age=5.0, clock=clock)
+        assert (await b.read())["orgs"].count == 0
+        await a.write(lambda d: d["orgs"].insert({"name": "x", "created": 1.0}))
+        clock.now = 4.9
+        assert (await b.read())["orgs"].count == 0  # still within max_age: no store round trip
+        clock.now = 5.0
+        assert (await b.read())["orgs"].count == 1
+
+    run_on(embedded, body)
+
+
+def test_two_replicas_token_works_at_once_and_concurrent_writes_all_kept(
+    make_store: MakeStore, tmp_path: Path
+) -> None:
+    async def body(store: ObjectStore) -> None:
+        a = accounts_on(store, tmp_path / f"a-{uuid.uuid4().hex}")
+        b = accounts_on(store, tmp_path / f"b-{uuid.uuid4().hex}", max_age=3600.0)
+        await b.db.read()  # b has a copy, fresh for an hour
+        await a.create_user("alice", "pw-alice")
+        _, secret = await a.create_token("alice", scope="write")
+        p = await b.authenticate(secret)  # a miss refreshes once
+        assert p is not None and p.user == "alice" and p.scope == "write"
+
+        # concurrent writers on both replicas: every change is kept
+        async def add(acc: Accounts, tag: str, i: int) -> str:
+            token_id, _ = await acc.create_token("alice", scope="read", name=f"{tag}{i}")
+            return token_id
+
+        ids = await asyncio.gather(*[add(acc, tag, i) for i in range(12) for acc, tag in ((a, "a"), (b, "b"))])
+        await a.db.refresh()
+        await b.db.refresh()
+        for acc in (a, b):
+            names = {t["name"] for t in await acc.list_tokens("alice")}
+            assert names >= {f"a{i}" for i in range(12)} | {f"b{i}" for i in range(12)}
+            assert {t["id"] for t in await acc.list_tokens("alice")} >= set(ids)
+        assert a.db.etag == b.db.etag
+
+    run_on(make_store, body)
+
+
+_WORKER = textwrap.dedent(
+    """
+    import asyncio, os, sys
+    from pathlib import Path
+    import nacl.pwhash.argon2id as argon2id
+    from hif.store import open_store
+    from node.accounts import Accounts
+    from node.authdb import AuthDB
+
+    async def main(url, cache, tag, n):
+        store = open_store(url)
+        try:
+            acc = Accounts(AuthDB(store, Path(cache)), opslimit=argon2id.OPSLIMIT_MIN,
+                           memlimit=argon2id.MEMLIMIT_MIN)
+            for i in range(n):
+                await acc.create_token("alice", scope="read", name=f"{tag}-{i}")
+                await acc.create_org(f"{tag}-org-{i}", "alice")
+        finally:
+            await store.close()
+
+    asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])))
+    """
+)
+
+
+def store_env(url: str, request: pytest.FixtureRequest) -> dict[str, str]:
+    """Environment for a process that opens ``url`` (S3: the moto server the fixture started)."""
+    env = dict(os.environ)
+    if url.startswith("s3://"):
+        env.update(AWS_ENDPOINT_URL=request.getfixturevalue("s3_server"), AWS_ACCESS_KEY_ID="test",
+                   AWS_SECRET_ACCESS_KEY="test", AWS_DEFAULT_REGION="us-east-1")
+    return env
+
+
+@pytest.mark.slow
+def test_two_processes_write_concurrently_nothing_lost(
+    make_store: MakeStore, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    n = 10
+    store = make_store()  # kept open across the processes' run; each process opens its own
+
+    async def setup() -> None:
+        try:
+            await accounts_on(store, tmp_path / "setup").create_user("alice", "pw")
+        finally:
+            await store.close()  # connections belong to this event loop; the check opens new ones
+
+    asyncio.run(setup())
+    script = tmp_path / "worker.py"
+    script.write_text(_WORKER)
+    env = store_env(store.url, request)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), store.url, str(tmp_path / f"cache-{tag}"), tag, str(n)],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for tag in ("p", "q")
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=180)
+        assert proc.returncode == 0, err
+
+    async def check() -> None:
+        try:
+            acc = accounts_on(store, tmp_path / "check")
+            names = {t["name"] for t in await acc.list_tokens("alice")}
+            assert names == {f"{t}-{i}" for t in "pq" for i in range(n)}
+            db = await acc.db.read()
+            assert {r["name"] for r in db["orgs"].rows} == {f"{t}-org-{i}" for t in "pq" for i in range(n)}
+        finally:
+            await store.close()
+
+    asyncio.run(check())
+
+
+# -- users and passwords ---------------------------------------------------------------------------
+
+
+def test_users_and_passwords(embedded: MakeStore, tmp_path: Path) -> None:
+    async def body(store: ObjectStore) -> None:
+        acc = accounts_on(store, tmp_path / "c")
+        generated = await acc.create_user("alice")
+        assert len(generated) >= 20
+        assert await acc.create_user("bob", "correct horse", admin=True) == "correct horse"
+        assert await acc.check_password("alice", generated)
+        assert await acc.check_password("bob", "correct horse")
+        assert not await acc.check_password("bob", "wrong")
+        assert not await acc.check_password("nobody", "correct horse")
+        # an argon2id hash is stored, never the password
+        image = await stored_image(store)
+        assert b"correct horse" not in image and generated.encode() not in image
+        row = (await acc.db.read())["users"].get("bob")
+        assert row["password_hash"].startswith("$argon2id$")
+        assert await acc.get_user("bob") == {"name": "bob", "admin": True, "created": row["created"],
+                                             "disabled": False}
+        assert "password_hash" not in (await acc.get_user("alice") or {})
+        assert [u["name"] for u in await acc.list_users()] == ["alice", "bob"]
+        assert await acc.get_user("nobody") is None
+
+        await acc.set_password("alice", "new one")
+        assert await acc.check_password("alice", "new one")
+        assert not await acc.check_password("alice", generated)
+        with pytest.raises(NotFound):
+            await acc.set_password("nobody", "x")
+        with pytest.raises(InvalidInput):
+            await acc.set_password("alice", "")
+
+        with pytest.raises(Exists):
+            await acc.create_user("alice")
+        with pytest.raises(Exists):
+            await acc.create_user("ALICE")  # one namespace, case-insensitively
+
+        await acc.set_disabled("alice")
+        assert not await acc.check_password("alice", "new one")
+
+    run_on(embedded, body)
+
+
+def test_default_password_cost_is_interactive(embedded: MakeStore, tmp_path: Path) -> None:
+    async def body(store: ObjectStore) -> None:
+        acc = Accounts(AuthDB(store, tmp_path / "c"))
+        await acc.create_user("alice", "pw")
+        row = (await acc.db.read())["users"].get("alice")
+        assert f"m={argon2id.MEMLIMIT_INTERACTIVE // 1024},t={argon2id.OPSLIMIT_INTERACTIVE}" in row["password_hash"]
+        assert await acc.check_password("alice", "pw")
+
+    run_on(embedded, body)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["", "-alice", ".alice", "a b", "a/b", "ü", "x" * 40, "alice\n", "a:b"],
+)
+def test_bad_names_are_refused(embedded: MakeStore, tmp_path: Path, name: str) -> None:
+    async def body(store: ObjectStore) -> None:
+        acc = accounts_on(store, tmp_path / "c")
+        await acc.create_user("owner", "pw")
+        with pytest.raises(InvalidInput):
+            await acc.create_user(name, "pw")
+        with pytest.raises(InvalidInput):
+            await acc.create_org(name, "owner")
+
+    run_on(embedded, body)
+
+
+def test_good_names(embedded: MakeStore, tmp_path: Path) -> None:
+    async def body(store: ObjectStore) -> None:
+        acc = accounts_on(store, tmp_path / "c")
+        for name in ["a", "_x", "9lives", "a.b-c_d", "x" * 39]:
+            await acc.create_user(name, "pw")
+        assert len(await acc.list_users()) == 5
+
+    run_on(embedded, body)
+
+
+def test_users_and_orgs_share_one_namespace(embedded: MakeStore, tmp_path: Path) -> None:
+    async def body(store: ObjectStore) -> None:
+        acc = accounts_on(store, tmp_path / "c")
+        await acc.create_user("alice", "pw")
+        await acc.create_org("acme", "alice")
+        with pytest.raises(Exists):
+            await acc.create_org("alice", "alice")
+        with pytest.raises(Exists):
+            await acc.create_user("acme", "pw")
+        with pytest.raises(Exists):
+            await acc.create_org("Acme", "alice")
+        with pytest.raises(NotFound):
+            await acc.create_org("other", "nobody")
+        org = await acc.get_org("acme")
+        assert org is not None and org["members"] == {"alice": "owner"}
+        assert await acc.get_org("alice") is None
+
+    run_on(embedded, body)
+
+
+# -- tokens ----------------------------------------------------------------------------------------
+
+
+def test_tokens_store_only_a_hash_and_authenticate(embedded: MakeStore, tmp_path: Path) -> None:
+    async def body(store: ObjectStore) -> None:
+        clock = Clock()
+        acc = accounts_on(store, tmp_path / "c", clock=clock)
+        await acc.create_user("alice", "pw")
+        await acc.create_user("root", "pw", admin=True)
+        token_id, secret = await acc.create_token("alice", scope="write", name="laptop")
+        assert secret.startswith("mcl_") and len(secret) == 36
+        image = await stored_image(store)
+        assert secret.encode() not in image and secret[4:].encode() not in image
+        assert hash_token(secret).encode() in image
+        p = await acc.authenticate(secret)
+        assert p == Principal("alice", admin=False, scope="write", token_id=token_id, expires=None)
+        root = await acc.authenticate((await acc.create_token("root", scope="admin"))[1])
+        assert root is not None and root.admin and root.scope == "admin"
+
+        tokens = await acc.list_tokens("alice")
+        assert tokens == [{"id": token_id, "name": "laptop", "scope": "write", "repo": None, "session": None,
+                           "created": clock.now, "expires": None, "revoked": None}]
+        assert await acc.list_tokens("nobody") == []
+
+        for bad in ["", "mcl_", secret[:-1], secret + "x", "xyz_" + secret[4:], secret[:-1] + "A"]:
+            if bad != secret:
+                assert await acc.authenticate(bad) is None
+
+        with pytest.raises(InvalidInput):
+            await acc.create_token("alice", scope="repo:write")
+        with pytest.raises(InvalidInput):
+            await acc.create_token("alice", scope="root")
+        with pytest.raises(NotFound):
+            await acc.create_token("nobody", scope="read")
+        with pytest.raises(InvalidInput):
+            await acc.create_token("alice", scope="write", session="s1")  # an agent token needs its repo
+        with pytest.raises(InvalidInput):
+            await acc.create_token("alice", scope="read", repo="not-a-repo")
+        with pytest.raises(InvalidInput):
+            await acc.create_token("alice", scope="read", expires_in=0)
+
+    run_on(embedded, body)
+
+
+def test_token_expiry_revocation_binding_and_disabled_users(embedded: MakeStore, tmp_path: Path) -> None:
+    async def body(store: ObjectStore) -> None:
+        clock = Clock()
+        acc = accounts_on(store, tmp_path / "c", clock=clock)
+        for name in ("alice", "bob"):
+            await acc.create_user(name, "pw")
+        await acc.create_user("root", "pw", admin=True)
+        start = clock.now
+        _, short = await acc.create_token("alice", scope="read", expires_in=60)
+        clock.now = start + 59.9
+        p = await acc.authenticate(short)
+        assert p is not None and p.expires == start + 60
+        clock.now = start + 60
+        assert await acc.authenticate(short) is None
+
+        bound_id, bound = await acc.create_token("alice", scope="write", repo="acme/api", session="S1")
+        p = await acc.authenticate(bound)
+        assert p is not None and (p.repo, p.session, p.scope) == ("acme/api", "S1", "write")
+
+        # revoking: someone else's token looks unknown; the owner and admins may; the operator may
+        alice = await acc.authenticate(bound)
+        bob = Principal("bob", scope="write")
+        with pytest.raises(NotFound):
+            await acc.revoke_token(bound_id, by=bob)
+        assert await acc.authenticate(bound) is not None
+        await acc.revoke_token(bound_id, by=alice)
+        assert await acc.authenticate(bound) is None
+        await acc.revoke_token(bound_id, by=alice)  # idempotent
+        (revoked,) = [t for t in await acc.list_tokens("alice") if t["id"] == bound_id]
+        assert revoked["revoked"] == clock.now
+
+        other_id, other = await acc.create_token("bob", scope="read")
+        await acc.revoke_token(other_id, by=Principal("root", admin=True, scope="admin"))
+        assert await acc.authenticate(other) is None
+        third_id, third = await acc.create_token("bob", scope="read")
+        await acc.revoke_token(third_id)
+        assert await acc.authenticate(third) is None
+        with pytest.raises(NotFound):
+            await acc.revoke_token("no-such-token")
+
+        _, bobs = await acc.create_token("bob", scope="read")
+        assert await acc.authenticate(bobs) is not None
+        # dead tokens are listed for a while, then forgotten (the shared file must not grow forever)
+        assert {t["id"] for t in await acc.list_tokens("bob")} >= {other_id, third_id}
+        clock.now += FORGET_DEAD_TOKENS_AFTER + 1
+        await acc.create_token("alice", scope="read")
+        assert other_id not in {t["id"] for t in await acc.list_tokens("bob")}
+        assert len(await acc.list_tokens("alice")) == 1
+        assert await acc.authenticate(bobs) is not None
+        await acc.set_disabled("bob")
+        assert await acc.authenticate(bobs) is None
+        await acc.set_disabled("bob", False)
+        assert await acc.authenticate(bobs) is not None
+
+    run_on(embedded, body)
+
+
+# -- roles and permissions -------------------------------------------------------------------------
+
+ROLE_MATRIX: list[tuple[str | None, str, str | None]] = [
+    # (user, repo, role_on)
+    (None, "alice/pub", "reader"),
+    (None, "alice/secret", None),
+    (None, "acme/api", None),
+    (None, "acme/site", "reader"),
+    (None, "nobody/none", None),
+    ("alice", "alice/pub", "owner"),
+    ("alice", "alice/secret", "owner"),
+    ("alice", "acme/api", "owner"),  # org owner
+    ("root", "alice/secret", "owner"),  # site admin
+    ("root", "acme/api", "owner"),
+    ("root", "nobody/none", None),  # unregistered: nothing to own
+    ("maint", "acme/api", "maintainer"),
+    ("maint", "acme/site", "maintainer"),
+    ("maint", "alice/secret", None),
+    ("carol", "acme/api", "writer"),  # repository member
+    ("carol", "acme/site", "reader"),  # public
+    ("dave", "acme/api", "writer"),  # org reader, repository writer: the higher wins
+    ("dave", "acme/site", "reader"),
+    ("erin", "acme/api", "maintainer"),  # org maintainer, repository reader: the higher wins
+    ("eve", "alice/secret", None),
+    ("eve", "alice/pub", "reader"),
+    ("ghost", "alice/pub", "reader"),  # unknown user: like anonymous
+    ("ghost", "alice/secret", None),
+]
+
+
+async def _world(acc: Accounts) -> None:
+    for name in ("alice", "maint", "carol", "dave", "erin", "eve"):
+        await acc.create_user(name, "pw")
+    await acc.create_user("root", "pw", admin=True)
+    await acc.create_org("acme", "alice")
+    await acc.set_org_member("acme", "maint", "maintainer")
+    await acc.set_org_member("acme", "dave", "reader")
+    await acc.set_org_member("acme", "erin", "maintainer")
+    await acc.register_repo("alice/pub", private=False, owner_user="alice")
+    await acc.register_repo("alice/secret", private=True, owner_user="alice", description="shh")
+    await acc.register_repo("acme/api", private=True, owner_user="alice")
+    await acc.register_repo("acme/site", private=False, owner_user=None)
+    await acc.set_repo_member("acme/api", "carol", "writer")
+    await acc.set_repo_member("acme/api", "dave", "writer")
+    await acc.set_repo_member("acme/api", "erin", "reader")
+
+
+def test_role_on_matrix(embedded: MakeStore, tmp_path: Path) -> None:
+    async def body(store: ObjectStore) -> None:
+        acc = accounts_on(store, tmp_path / "c")
+        await _world(acc)
+        got = [(u, r, await acc.role_on(u, r)) for u, r, _ in ROLE_MATRIX]
+        assert got == ROLE_MATRIX
+
+        # membership changes take effect; a disabled user is anonymous
+        await acc.remove_repo_member("acme/api", "carol")
+        assert await acc.role_on("carol", "acme/api") is None
+        await acc.set_org_member("acme", "carol", "writer")
+        assert await acc.role_on("carol", "acme/api") == "writer"
+        await acc.remove_org_member("acme", "carol")
+        assert await acc.role_on("carol", "acme/api") is None
+        await acc.set_disabled("alice")
+        assert await acc.role_on("alice", "alice/secret") is None
+        assert await acc.role_on("alice", "alice/pub") == "reader"
+        with pytest.raises(NotFound):
+            await acc.remove_repo_member("acme/api", "carol")
+        with pytest.raises(InvalidInput):
+            await acc.set_repo_member("acme/api", "carol", "god")
+        with pytest.raises(NotFound):
+            await acc.set_repo_member("acme/nope", "carol", "reader")
+
+    run_on(embedded, body)
+
+
+def test_org_keeps_an_owner(embedded: MakeStore, tmp_path: Path) -> None:
+    async def body(store: ObjectStore) -> None:
+        acc = accounts_on(store, tmp_path / "c")
+        await acc.create_user("alice", "pw")
+        await acc.create_user("bob", "pw")
+        await acc.create_org("acme", "alice")
+        with pytest.raises(InvalidInput):
+            await acc.remove_org_member("acme", "alice")
+        with pytest.raises(InvalidInput):
+            await acc.set_org_member("acme", "alice", "maintainer")
+        await acc.set_org_member("acme", "bob", "owner")
+        await acc.set_org_member("acme", "alice", "reader")
+        assert await acc.org_role("acme", "alice") == "reader"
+        with pytest.raises(NotFound):
+            await acc.set_org_member("nope", "bob", "reader")
+        with pytest.raises(NotFound):
+            await acc.set_org_member("acme", "nobody", "reader")
+
+    run_on(embedded, body)
+
+
+def _allowed_cases() -> list[tuple[Principal, str | None, str, str, bool]]:
+    """Every role × scope × need, for an unbound token, plus the special principals."""
+    cases: list[tuple[Principal, str | None, str, str, bool]] = []
+    for role in (None, *ROLES):
+        for scope in SCOPES:
+            for need_role in ROLES:
+                for need_scope in SCOPES:
+                    rank_ok = role is not None and ROLES.index(role) >= ROLES.index(need_role)
+                    expect = rank_ok and SCOPES.index(scope) >= SCOPES.index(need_scope)
+                    cases.append((Principal("u", scope=scope), role, need_role, need_scope, expect))
+    read, write, admin = ("reader", "read"), ("writer", "write"), ("maintainer", "admin")
+    cases += [
+        (ANONYMOUS, "reader", *read, True),
+        (ANONYMOUS, "reader", *write, False),
+        (ANONYMOUS, None, *read, False),
+        (ANONYMOUS, "owner", *write, False),  # no token, no writing
+        (Principal("u", scope="write", repo="a/x"), "owner", *write, True),
+        (Principal("u", scope="write", repo="a/y"), "owner", *write, False),  # bound elsewhere
+        (Principal("u", scope="write", repo="a/y"), "reader", *read, False),
+        (Principal("u", scope="write", repo="a/x", session="S"), "writer", *write, True),
+        (Principal("u", scope="write", repo="a/x", session="S"), "writer", *admin, False),
+        (Principal("root", admin=True, scope="read"), "owner", *write, False),  # scope still limits
+        (Principal("root", admin=True, scope="admin"), "owner", *admin, True),
+    ]
+    return cases
+
+
+@pytest.mark.parametrize(("p", "role", "need_role", "need_scope", "expect"), _allowed_cases())
+def test_allowed_matrix(p: Principal, role: str | None, need_role: str, need_scope: str, expect: bool) -> None:
+    assert allowed(p, role, need_role, need_scope, "a/x") is expect
+
+
+def test_allowed_refuses_unknown_names() -> None:
+    with pytest.raises(InvalidInput):
+        allowed(Principal("u", scope="read"), "reader", "viewer", "read", "a/x")
+    with pytest.raises(InvalidInput):
+        allowed(Principal("u", scope="read"), "reader", "reader", "repo:read", "a/x")
+
+
+def test_visible_repos_and_pagination(embedded: MakeStore, tmp_path: Path) -> None:
+    async def body(store: ObjectStore) -> None:
+        acc = accounts_on(store, tmp_path / "c")
+        await _world(acc)
+
+        async def names(p: Principal, **kw: Any) -> list[str]:
+            return [r["name"] for r in await acc.visible_repos(p, **kw)]
+
+        everything = ["acme/api", "acme/site", "alice/pub", "alice/secret"]
+        assert await names(ANONYMOUS) == ["acme/site", "alice/pub"]
+        assert await names(Principal("eve", scope="read")) == ["acme/site", "alice/pub"]
+        assert await names(Principal("carol", scope="read")) == ["acme/api", "acme/site", "alice/pub"]
+        assert await names(Principal("maint", scope="read")) == ["acme/api", "acme/site", "alice/pub"]
+        assert await names(Principal("alice", scope="read")) == everything
+        assert await names(Principal("root", admin=True, scope="read")) == everything
+        assert await names(Principal("alice", scope="read", repo="alice/secret")) == ["alice/secret"]
+        assert await names(Principal("eve", scope="read", repo="alice/secret")) == []
+        # every visible repository is readable per role_on, and pages tile the list
+        for user in ("alice", "carol", "eve", None):
+            for r in await acc.visible_repos(Principal(user, scope="read") if user else ANONYMOUS):
+                assert await acc.role_on(user, r["name"]) is not None
+        assert await names(Principal("alice", scope="read"), limit=3) == everything[:3]
+        assert await names(Principal("alice", scope="read"), limit=3, after="alice/pub") == everything[3:]
+        assert await names(Principal("alice", scope="read"), after="alice/secret") == []
+        with pytest.raises(InvalidInput):
+            await acc.visible_repos(ANONYMOUS, limit=0)
+        meta = await acc.get_repo("alice/secret")
+        assert meta is not None
+        assert meta == {"name": "alice/secret", "private": True, "description": "shh", "owner": "alice",
+                        "created": meta["created"]}
+        assert await acc.get_repo("alice/none") is None
+
+    run_on(embedded, body)
+
+
+def test_register_and_create_repos(embedded: MakeStore, tmp_path: Path) -> None:
+    async def body(store: ObjectStore) -> None:
+        acc = accounts_on(store, tmp_path / "c")
+        await _world(acc)
+        with pytest.raises(Exists):
+            await acc.register_repo("alice/pub", private=False, owner_user="alice")
+        with pytest.raises(Exists):
+            await acc.register_repo("alice/PUB", private=False, owner_user="alice")
+        with pytest.raises(NotFound):  # a later user named "ghost" must not inherit it
+            await acc.register_repo("ghost/x", private=False, owner_user="alice")
+        with pytest.raises(NotFound):
+            await acc.register_repo("alice/x", private=False, owner_user="ghost")
+        for bad in ("no-slash", "alice/x\n", "alice/x/y", "alice/.x", "alice/", "/x"):
+            with pytest.raises(InvalidInput):
+                await acc.register_repo(bad, private=False, owner_user="alice")
+        meta = await acc.register_repo("acme/new", private=True, owner_user="eve")
+        assert meta["owner"] == "acme" and meta["private"] is True
+        assert await acc.role_on("eve", "acme/new") == "owner"  # the creator owns what they make
+        assert await acc.repo_members("acme/new") == {"eve": "owner"}
+
+        w = lambda user, **kw: Principal(user, scope="write", **kw)  # noqa: E731
+        cases = [
+            (w("alice"), "alice/x", True),
+            (w("alice"), "acme/x", True),  # org owner
+            (w("maint"), "acme/x", True),  # org maintainer
+            (w("dave"), "acme/x", False),  # org reader
+            (w("eve"), "acme/x", False),
+            (w("eve"), "alice/x", False),
+            (w("root", admin=True), "anyone/x", True),
+            (Principal("alice", scope="read"), "alice/x", False),  # a read token creates nothing
+            (w("alice", repo="alice/pub"), "alice/x", False),  # neither does a bound one
+            (ANONYMOUS, "alice/x", False),
+        ]
+        for p, name, expect in cases:
+            assert await acc.can_create_repo(p, name) is expect, (p, name)
+        with pytest.raises(InvalidInput):
+            await acc.can_create_repo(w("alice"), "alice/../x")
+
+    run_on(embedded, body)
+
+
+# -- the login limiter -----------------------------------------------------------------------------
+
+
+def test_login_limiter() -> None:
+    clock = Clock(0.0)
+    lim = LoginLimiter(max_failures=3, window=100.0, clock=clock)
+    for _ in range(3):
+        lim.check("alice", "1.2.3.4")
+        lim.failure("alice", "1.2.3.4")
+        clock.now += 10
+    with pytest.raises(RateLimited) as e:
+        lim.check("alice", "9.9.9.9")  # the user is limited from any address
+    assert e.value.retry_after == 100 - 30
+    assert e.value.http_status == 429
+    with pytest.raises(RateLimited):
+        lim.check("bob", "1.2.3.4")  # and the address for any user
+    lim.check("bob", "5.6.7.8")
+    clock.now = 100.0  # the first failure left the window
+    lim.check("alice", "1.2.3.4")
+    lim.failure("alice", "1.2.3.4")
+    with pytest.raises(RateLimited):
+        lim.check("alice", None)
+    lim.success("alice", "1.2.3.4")  # clears the user, not the address
+    lim.check("alice", "7.7.7.7")
+    with pytest.raises(RateLimited):
+        lim.check("carol", "1.2.3.4")
+    clock.now = 1000.0
+    lim.check("carol", "1.2.3.4")
+
+
+def test_login_limiter_memory_is_bounded() -> None:
+    clock = Clock(0.0)
+    lim = LoginLimiter(max_failures=5, window=10.0, clock=clock, max_keys=100)
+    for i in range(10_000):
+        lim.failure(f"user{i}", f"10.0.{i // 256}.{i % 256}")
+        clock.now += 0.01
+    assert len(lim._failures) <= 100
+    for _ in range(50):
+        lim.failure("mallory", "6.6.6.6")
+    assert max(len(v) for v in lim._failures.values()) <= 5
+    clock.now += 1000
+    for _ in range(20):
+        lim.failure("x", "y")  # sweeping drops expired keys as new failures come
+    assert len(lim._failures) < 100

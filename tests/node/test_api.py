@@ -1,0 +1,246 @@
+"""Every route of docs/api.md doing its job, over HTTP against ``micelio serve`` on loopback."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import httpx
+from forge import Forge
+
+from hif.mainline import LandingRecord
+from hif.objects import DIR, FILE, blob_bytes, digest, encode, pack, tree_bytes
+from hif.objects import Entry as E
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def blob(content: bytes) -> tuple[bytes, bytes]:
+    canonical = blob_bytes(content)
+    return digest(canonical), pack(canonical)
+
+
+def put(forge: Forge, token: str, repo: str, *stored: bytes) -> list[bytes]:
+    r = forge.api("POST", f"/api/v1/repos/{repo}/objects/put", token, {"objects": list(stored)})
+    assert r.status_code == 200, r.data
+    return r.data["ids"]
+
+
+def start(forge: Forge, token: str, repo: str, goal: str, **extra: object) -> str:
+    r = forge.api("POST", f"/api/v1/repos/{repo}/sessions", token, {"goal": goal, "role": "human", **extra})
+    assert r.status_code == 201, r.data
+    return r.data["id"]
+
+
+def write_event(path: str, oid: bytes, **extra: object) -> dict[str, object]:
+    return {"type": "write", "path": path, "kind": FILE, "blob": oid, "role": "agent", **extra}
+
+
+def test_healthz_and_whoami(forge: Forge) -> None:
+    r = httpx.get(forge.url + "/healthz")
+    assert r.status_code == 200 and r.json()["ok"] is True and r.json()["store"] == "embedded"
+    r = forge.api("GET", "/api/v1/whoami", forge.admin_token)
+    assert r.status_code == 200
+    assert r.data["user"] == "admin" and r.data["admin"] is True and r.data["scope"] == "admin"
+
+
+def test_repository_objects_sessions_and_mainline(forge: Forge) -> None:
+    t = forge.admin_token
+    r = forge.api("POST", "/api/v1/repos", t, {"name": "acme/api", "description": "the API"})
+    assert r.status_code == 201 and r.data["head"] == 0 and r.data["private"] is False
+    assert forge.api("POST", "/api/v1/repos", t, {"name": "acme/api"}).data["error"] == "exists"
+    names = [m["name"] for m in forge.api("GET", "/api/v1/repos").data["repos"]]
+    assert names == ["acme/api"]  # anonymous callers list public repositories
+    assert forge.api("GET", "/api/v1/repos/acme/api", t).data["description"] == "the API"
+
+    # objects: put, have, get — in their stored form
+    hello_id, hello = blob(b"hello\n")
+    missing = digest(b"nothing")
+    assert put(forge, t, "acme/api", hello) == [hello_id]
+    assert forge.api("POST", "/api/v1/repos/acme/api/objects/have", t,
+                     {"ids": [hello_id, missing]}).data["missing"] == [missing]
+    got = forge.api("POST", "/api/v1/repos/acme/api/objects/get", t, {"ids": [hello_id]}).data
+    assert got["objects"] == [[hello_id, hello]]
+
+    # a session streamed event by event, then landed
+    sid = start(forge, t, "acme/api", "Add a greeting")
+    assert forge.api("GET", "/api/v1/repos/acme/api/sessions", t).data["sessions"][0]["id"] == sid
+    tree_canon = tree_bytes({"hello.txt": E(FILE, hello_id)})
+    (tree_id,) = put(forge, t, "acme/api", pack(tree_canon))
+    events = [
+        {"type": "say", "text": "Formal or casual?", "role": "agent", "author": "claude"},
+        {"type": "say", "text": "Casual", "role": "human"},
+        write_event("hello.txt", hello_id),
+        {"type": "checkpoint", "note": "first", "tree": tree_id, "iteration": 1},
+        {"type": "decide", "decision": "Casual", "why": "asked for", "alternatives": ["formal"]},
+    ]
+    r = forge.api("POST", f"/api/v1/repos/acme/api/sessions/{sid}/events", t, {"events": events})
+    assert r.status_code == 200, r.data
+    assert [e["seq"] for e in r.data["events"]] == [1, 2, 3, 4, 5]
+    assert all(e["user"] == "admin" for e in r.data["events"])
+    assert r.data["events"][0]["author"] == "claude" and r.data["events"][1]["author"] == "admin"
+    s = forge.api("GET", f"/api/v1/repos/acme/api/sessions/{sid}?since=3", t).data
+    assert [e["type"] for e in s["events"]] == ["checkpoint", "decide"]
+    assert s["state"] == "open" and s["changes"] == [["hello.txt", FILE, hello_id]]
+
+    r = forge.api("POST", f"/api/v1/repos/acme/api/sessions/{sid}/land", t, {})
+    assert r.status_code == 200 and r.data["position"] == 1 and r.data["already_landed"] is False
+    again = forge.api("POST", f"/api/v1/repos/acme/api/sessions/{sid}/land", t, {})
+    assert again.data["position"] == 1 and again.data["already_landed"] is True
+    assert forge.api("GET", f"/api/v1/repos/acme/api/sessions/{sid}", t).data["state"] == "landed"
+    assert forge.api("GET", "/api/v1/repos/acme/api/sessions", t).data["sessions"] == []
+
+    # the mainline: head, log both ways, tree, blame, scan
+    assert forge.api("GET", "/api/v1/repos/acme/api/head", t).data["position"] == 1
+    sid2 = start(forge, t, "acme/api", "Add a second line")
+    second_id, second = blob(b"hello\nworld\n")
+    put(forge, t, "acme/api", second)
+    forge.api("POST", f"/api/v1/repos/acme/api/sessions/{sid2}/events", t,
+              {"events": [write_event("hello.txt", second_id)]})
+    assert forge.api("POST", f"/api/v1/repos/acme/api/sessions/{sid2}/land", t, {}).data["position"] == 2
+    log = forge.api("GET", "/api/v1/repos/acme/api/log", t).data
+    assert log["head"] == 2 and [p for p, _ in log["records"]] == [1, 2] and log["next"] is None
+    rec = LandingRecord.from_bytes(log["records"][0][1], 1)
+    assert rec.sessions[0].session == sid and rec.sessions[0].goal == "Add a greeting"
+    desc = forge.api("GET", "/api/v1/repos/acme/api/log?order=desc&limit=1", t).data
+    assert [p for p, _ in desc["records"]] == [2] and desc["next"] == 1
+    tree = forge.api("GET", "/api/v1/repos/acme/api/tree?at=1", t).data
+    assert tree["kind"] == DIR and tree["entries"] == [["hello.txt", FILE, hello_id]]
+    f = forge.api("GET", "/api/v1/repos/acme/api/tree?path=hello.txt", t).data
+    assert f["kind"] == FILE and f["id"] == second_id and "entries" not in f
+    lines = forge.api("GET", "/api/v1/repos/acme/api/blame?path=hello.txt", t).data["lines"]
+    assert [(ln[0], ln[1], ln[4]) for ln in lines] == [(1, sid, "hello"), (2, sid2, "world")]
+    scan = forge.api("POST", "/api/v1/repos/acme/api/scan", t,
+                     {"since": 0, "until": 2, "session": "x" * 16, "paths": ["hello.txt"]}).data
+    assert scan["positions"] == [1, 2]
+    scan = forge.api("POST", "/api/v1/repos/acme/api/scan", t,
+                     {"since": 0, "until": 2, "session": "x" * 16, "paths": ["other.txt"]}).data
+    assert scan["positions"] == []  # the rollup over positions 1-2 rules both out
+
+
+def test_conflict_abandon_and_closed_sessions(forge: Forge) -> None:
+    t = forge.admin_token
+    forge.api("POST", "/api/v1/repos", t, {"name": "acme/c"})
+    a, b = start(forge, t, "acme/c", "A"), start(forge, t, "acme/c", "B")
+    ida, sa = blob(b"a\n")
+    idb, sb = blob(b"b\n")
+    put(forge, t, "acme/c", sa, sb)
+    forge.api("POST", f"/api/v1/repos/acme/c/sessions/{a}/events", t, {"events": [write_event("f", ida)]})
+    forge.api("POST", f"/api/v1/repos/acme/c/sessions/{b}/events", t, {"events": [write_event("f", idb)]})
+    assert forge.api("POST", f"/api/v1/repos/acme/c/sessions/{a}/land", t, {}).status_code == 200
+    r = forge.api("POST", f"/api/v1/repos/acme/c/sessions/{b}/land", t, {})
+    assert r.status_code == 409 and r.data["error"] == "conflict"
+    assert r.data["conflicts"][0]["path"] == "f"
+    assert r.data["conflicts"][0]["sessions"] == [{"position": 1, "session": a}]
+
+    r = forge.api("POST", f"/api/v1/repos/acme/c/sessions/{b}/abandon", t, {"reason": "superseded"})
+    assert r.status_code == 200 and r.data["state"] == "abandoned"
+    s = forge.api("GET", f"/api/v1/repos/acme/c/sessions/{b}", t).data
+    assert s["state"] == "abandoned" and s["events"][-1]["type"] == "abandon"
+    r = forge.api("POST", f"/api/v1/repos/acme/c/sessions/{b}/events", t,
+                  {"events": [{"type": "say", "text": "late"}]})
+    assert r.status_code == 409 and r.data["error"] == "session_closed"
+    assert forge.api("POST", f"/api/v1/repos/acme/c/sessions/{b}/abandon", t, {}).status_code == 409
+    assert forge.api("POST", f"/api/v1/repos/acme/c/sessions/{b}/land", t, {}).status_code == 409
+    assert forge.api("GET", "/api/v1/repos/acme/c/head", t).data["position"] == 1
+
+
+def test_agent_tokens_end_with_their_session(forge: Forge) -> None:
+    t = forge.admin_token
+    forge.api("POST", "/api/v1/repos", t, {"name": "acme/agents", "private": True})
+    sid, other = start(forge, t, "acme/agents", "Agent work"), start(forge, t, "acme/agents", "Other")
+    r = forge.api("POST", f"/api/v1/repos/acme/agents/sessions/{sid}/tokens", t, {})
+    assert r.status_code == 201 and r.data["session"] == sid
+    agent = r.data["token"]
+    assert forge.api("GET", "/api/v1/whoami", agent).data["session"] == sid
+    r = forge.api("POST", f"/api/v1/repos/acme/agents/sessions/{sid}/events", agent,
+                  {"events": [{"type": "say", "text": "on it", "role": "human"}]})
+    assert r.status_code == 200 and r.data["events"][0]["role"] == "agent"  # it speaks as an agent
+    assert forge.api("POST", f"/api/v1/repos/acme/agents/sessions/{other}/events", agent,
+                     {"events": [{"type": "say", "text": "x"}]}).status_code == 403
+    assert forge.api("POST", "/api/v1/repos/acme/agents/sessions", agent, {"goal": "more"}).status_code == 403
+    assert forge.api("POST", "/api/v1/tokens", agent, {"scope": "read"}).status_code == 403
+    assert forge.api("GET", "/api/v1/repos/acme/agents/head", agent).status_code == 200
+    oid, stored = blob(b"agent\n")
+    assert put(forge, agent, "acme/agents", stored) == [oid]
+    forge.api("POST", f"/api/v1/repos/acme/agents/sessions/{sid}/events", agent,
+              {"events": [write_event("a.txt", oid)]})
+    assert forge.api("POST", f"/api/v1/repos/acme/agents/sessions/{sid}/land", agent, {}).status_code == 200
+    r = forge.api("GET", "/api/v1/repos/acme/agents/head", agent)
+    assert r.status_code == 401 and "ended" in r.data["message"]  # landed: the token is dead
+
+
+def test_tokens_orgs_members_and_login(forge: Forge) -> None:
+    t = forge.admin_token
+    # API tokens: create, list, use, revoke
+    r = forge.api("POST", "/api/v1/tokens", t, {"scope": "read", "name": "ci", "expires_days": 1})
+    assert r.status_code == 201 and r.data["token"].startswith("mcl_")
+    ci, ci_id = r.data["token"], r.data["id"]
+    listed = forge.api("GET", "/api/v1/tokens", t).data["tokens"]
+    assert any(x["id"] == ci_id and x["name"] == "ci" for x in listed)
+    assert all("hash" not in x and "token" not in x for x in listed)
+    assert forge.api("GET", "/api/v1/whoami", ci).data["scope"] == "read"
+    assert forge.api("POST", "/api/v1/tokens", ci, {"scope": "write"}).status_code == 403
+    assert forge.api("DELETE", f"/api/v1/tokens/{ci_id}", t).data == {"revoked": ci_id}
+    assert forge.api("GET", "/api/v1/whoami", ci).status_code == 401
+
+    # organisations and members decide who reads a private repository
+    bob = forge.user("bob")
+    assert forge.api("POST", "/api/v1/orgs", t, {"name": "widgets"}).status_code == 201
+    forge.api("POST", "/api/v1/repos", t, {"name": "widgets/secret", "private": True})
+    assert forge.api("GET", "/api/v1/repos/widgets/secret", bob).status_code == 404
+    r = forge.api("PUT", "/api/v1/orgs/widgets/members/bob", t, {"role": "reader"})
+    assert r.status_code == 200 and r.data["role"] == "reader"
+    assert forge.api("GET", "/api/v1/repos/widgets/secret", bob).status_code == 200
+    assert forge.api("POST", "/api/v1/repos/widgets/secret/sessions", bob, {"goal": "x"}).status_code == 403
+    assert forge.api("DELETE", "/api/v1/orgs/widgets/members/bob", t).data == {"removed": "bob"}
+    assert forge.api("GET", "/api/v1/repos/widgets/secret", bob).status_code == 404
+    r = forge.api("PUT", "/api/v1/repos/widgets/secret/members/bob", t, {"role": "writer"})
+    assert r.status_code == 200
+    assert forge.api("POST", "/api/v1/repos/widgets/secret/sessions", bob, {"goal": "x"}).status_code == 201
+    assert forge.api("DELETE", "/api/v1/repos/widgets/secret/members/bob", t).status_code == 200
+    assert forge.api("GET", "/api/v1/repos/widgets/secret", bob).status_code == 404
+    # bob may create repositories under his own name only
+    assert forge.api("POST", "/api/v1/repos", bob, {"name": "bob/tools"}).status_code == 201
+    assert forge.api("POST", "/api/v1/repos", bob, {"name": "widgets/bobs"}).status_code == 403
+
+    # password login, and its brute-force limit
+    forge.micelio("admin", "user", "create", "carol", "--password-stdin", input="correct horse\n")
+    r = forge.api("POST", "/api/v1/login", None, {"user": "carol", "password": "correct horse"})
+    assert r.status_code == 200 and forge.api("GET", "/api/v1/whoami", r.data["token"]).data["user"] == "carol"
+    codes = [forge.api("POST", "/api/v1/login", None, {"user": "carol", "password": "guess"}).status_code
+             for _ in range(11)]
+    assert codes[:10] == [401] * 10 and codes[10] == 429
+    r = forge.api("POST", "/api/v1/login", None, {"user": "carol", "password": "correct horse"})
+    assert r.status_code == 429 and int(r.headers["Retry-After"]) > 0
+
+
+def test_tokens_never_reach_the_log(forge: Forge) -> None:
+    forge.api("GET", "/api/v1/whoami", forge.admin_token)
+    forge.api("GET", "/api/v1/repos?token=" + forge.admin_token, forge.admin_token)
+    forge.api("POST", "/api/v1/login", None, {"user": "admin", "password": "not-it"})
+    log = (forge.root / "node-0.log").read_text()
+    assert '"path": "/api/v1/whoami"' in log and '"user": "admin"' in log
+    assert forge.admin_token not in log and "not-it" not in log
+
+
+def test_docs_list_exactly_the_routes() -> None:
+    from node.api import ROUTES
+
+    doc = (ROOT / "docs/api.md").read_text()
+    documented = set(re.findall(r"^\| `(GET|POST|PUT|DELETE) (/[^`?]*)`", doc, re.M))
+    declared = {(r.method, re.sub(r"<owner>/<name>", "<repo>", r.rule)) for r in ROUTES}
+    declared |= {("GET", "/healthz")}
+    assert documented == declared
+
+
+def test_objects_are_checked_on_put(forge: Forge) -> None:
+    t = forge.admin_token
+    forge.api("POST", "/api/v1/repos", t, {"name": "acme/o"})
+    good_id, good = blob(b"fine")
+    bad_tree = pack(encode(["tree", [["..", FILE, good_id]]]))
+    for objects in ([good, bad_tree], [good, b"\x00not cbor"], [good, b"\x07???"]):
+        r = forge.api("POST", "/api/v1/repos/acme/o/objects/put", t, {"objects": objects})
+        assert r.status_code == 422, r.data
+    # nothing of a refused batch is kept
+    assert forge.api("POST", "/api/v1/repos/acme/o/objects/have", t, {"ids": [good_id]}).data["missing"] == [good_id]
