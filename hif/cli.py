@@ -1,7 +1,8 @@
 """The ``hif`` command line: a thin shell over :class:`hif.Repository`.
 
 Every command takes ``--json`` and then prints exactly one JSON document (errors too, as
-``{"error": {...}}``). Exit codes: 0 success, 1 error, 2 usage, 3 landing conflict.
+``{"error": {...}}``). Exit codes: 0 success, 1 error, 2 usage, 3 landing conflict, 4 the forge
+wants other credentials.
 """
 
 from __future__ import annotations
@@ -75,8 +76,71 @@ def fail(as_json: bool, e: HifError) -> None:
     sys.exit(e.exit_code)
 
 
-def repo() -> Repository:
-    return Repository.open(Path.cwd())
+class TransferBar:
+    """Object transfers with a forge as a rich progress display on stderr. It appears at the first
+    transfer (so commands that move nothing print nothing) and only on a terminal, never with --json."""
+
+    def __init__(self) -> None:
+        self._progress: Any = None
+        self._tasks: dict[str, Any] = {}
+
+    @staticmethod
+    def wanted(as_json: bool) -> bool:
+        return not as_json and sys.stderr.isatty()
+
+    def __call__(self, direction: str, objects: int, nbytes: int) -> None:
+        if self._progress is None:
+            from rich.console import Console
+            from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+            self._progress = Progress(
+                SpinnerColumn(), TextColumn("{task.description}"),
+                TextColumn("{task.completed:,.0f} objects"), TextColumn("{task.fields[size]}"),
+                TimeElapsedColumn(), console=Console(stderr=True), transient=True,
+            )
+            self._progress.start()
+        task = self._tasks.get(direction)
+        if task is None:
+            label = "fetching" if direction == "fetch" else "sending"
+            task = self._tasks[direction] = self._progress.add_task(label, total=None, size="", nbytes=0)
+        done = self._progress.tasks[task].fields["nbytes"] + nbytes
+        self._progress.update(task, advance=objects, nbytes=done, size=_size(done))
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1000
+    return f"{n} B"  # pragma: no cover
+
+
+class _Opened:
+    """``with repo(as_json) as r``: the working copy, with a progress bar on forge transfers."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.bar = TransferBar() if TransferBar.wanted(as_json) else None
+        self.repo: Repository | None = None
+
+    def __enter__(self) -> Repository:
+        self.repo = Repository.open(Path.cwd())
+        self.repo.set_progress(self.bar)
+        return self.repo
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.repo is not None:
+            self.repo.close()
+
+
+def repo(as_json: bool = False) -> _Opened:
+    return _Opened(as_json)
 
 
 role_option = click.option("--as", "role", type=click.Choice(ROLES), default=None,
@@ -113,8 +177,97 @@ def workspace() -> None:
 @click.argument("directory")
 def workspace_add(as_json: bool, directory: str) -> None:
     """Add another working copy of this repository in DIRECTORY (at the head)."""
-    with repo() as r, r.add_workspace(directory) as w:
+    with repo(as_json) as r, r.add_workspace(directory) as w:
         emit(as_json, {"root": str(w.root), "position": w.position}, f"workspace {w.root} at position {w.position}")
+
+
+# -- forges --------------------------------------------------------------------------------------
+
+
+@command(cli)
+@click.argument("url")
+@click.option("--token", prompt=True, hide_input=True, help="An API token (mcl_...) of the forge.")
+def login(as_json: bool, url: str, token: str) -> None:
+    """Check a token with the forge at URL and keep it for later commands (in credentials.json, 0600)."""
+    from hif.remote import login as remote_login
+
+    who = remote_login(url, token)
+    emit(as_json, who, f"logged in to {who['url']} as {who['user']}")
+
+
+@command(cli)
+@click.argument("url")
+def logout(as_json: bool, url: str) -> None:
+    """Forget the token kept for the forge at URL."""
+    from hif.remote import logout as remote_logout
+
+    out = remote_logout(url)
+    emit(as_json, out, f"logged out of {out['url']}" if out["removed"] else f"not logged in to {out['url']}")
+
+
+@cli.group("repo")
+def repo_group() -> None:
+    """Repositories on a forge."""
+
+
+remote_option = click.option("--remote", default=None,
+                             help="Forge URL (default: the only forge you are logged in to).")
+
+
+@command(repo_group, "create")
+@click.argument("name")
+@click.option("--private", is_flag=True, help="Only members can read it (default: public).")
+@click.option("--description", default=None, help="One line about the repository.")
+@remote_option
+def repo_create(as_json: bool, name: str, private: bool, description: str | None, remote: str | None) -> None:
+    """Create repository NAME (owner/name) on a forge."""
+    from hif.remote import create_repo
+
+    meta = create_repo(name, private=private, description=description, remote=remote)
+    emit(as_json, meta, f"created {'private' if meta.get('private') else 'public'} repository "
+                        f"{meta['name']} on {meta['remote']}\nclone it with: hif clone {meta['url']}")
+
+
+@command(repo_group, "list")
+@remote_option
+def repo_list(as_json: bool, remote: str | None) -> None:
+    """Repositories of a forge that you can read."""
+    from hif.remote import list_repos
+
+    base, repos = list_repos(remote)
+
+    def text() -> str:
+        if not repos:
+            return f"no repositories on {base}"
+        return "\n".join(f"{r['name']:<40} {'private' if r.get('private') else 'public ':<8} "
+                         f"head {r.get('head', 0):<6} {r.get('description') or ''}" for r in repos)
+
+    emit(as_json, {"remote": base, "repos": repos}, text)
+
+
+@command(cli)
+@click.argument("url")
+@click.argument("directory", required=False)
+def clone(as_json: bool, url: str, directory: str | None) -> None:
+    """Make a working copy of the forge repository at URL (http(s)://host/owner/name) in DIRECTORY.
+
+    Running it again on an interrupted clone fetches only what is still missing.
+    """
+    bar = TransferBar() if TransferBar.wanted(as_json) else None
+    try:
+        r = Repository.clone(url, directory, progress=bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    with r:
+        assert r.remote is not None
+        objs = r.remote.objects
+        doc = {"root": str(r.root), "repo": r.name, "remote": r.remote.client.base_url,
+               "position": r.position, "resumed": r.resumed, "fetched_objects": objs.fetched_objects,
+               "fetched_bytes": objs.fetched_bytes}
+        emit(as_json, doc, f"{'finished cloning' if r.resumed else 'cloned'} {r.name} into {r.root} at "
+                           f"position {r.position} ({objs.fetched_objects} objects, "
+                           f"{_size(objs.fetched_bytes)} fetched)")
 
 
 # -- sessions ------------------------------------------------------------------------------------
@@ -131,7 +284,7 @@ def session() -> None:
 @author_option
 def session_start(as_json: bool, goal: str, role: str | None, author: str | None) -> None:
     """Open a session with GOAL; file changes and conversation are recorded into it."""
-    with repo() as r:
+    with repo(as_json) as r:
         h = r.start_session(goal, role=role, author=author)
         emit(as_json, {"session": h.id, "goal": goal.strip(), "base": r.position},
              f"started session {h.id} at position {r.position}: {goal.strip()}")
@@ -140,7 +293,7 @@ def session_start(as_json: bool, goal: str, role: str | None, author: str | None
 @command(session, "list")
 def session_list(as_json: bool) -> None:
     """Open sessions of the repository (landed ones are in hif log)."""
-    with repo() as r:
+    with repo(as_json) as r:
         items = r.sessions()
         current = r.session_id
 
@@ -159,7 +312,7 @@ def session_list(as_json: bool) -> None:
 @click.argument("session_id", required=False)
 def session_show(as_json: bool, session_id: str | None) -> None:
     """Show a session (default: the open one)."""
-    with repo() as r:
+    with repo(as_json) as r:
         sid = session_id or r.session_id
         if sid is None:
             raise InvalidInput("no open session here; name one: hif session show ID")
@@ -175,7 +328,7 @@ def session_show(as_json: bool, session_id: str | None) -> None:
 @author_option
 def session_abandon(as_json: bool, reason: str, role: str | None, author: str | None) -> None:
     """Close the open session without landing; the working copy returns to its base."""
-    with repo() as r:
+    with repo(as_json) as r:
         s = r.abandon(reason, role=role, author=author)
         emit(as_json, {"session": s.id, "state": "abandoned"}, f"abandoned session {s.id}")
 
@@ -186,7 +339,7 @@ def session_abandon(as_json: bool, reason: str, role: str | None, author: str | 
 @author_option
 def say(as_json: bool, text: str, role: str | None, author: str | None) -> None:
     """Add a message to the open session's conversation."""
-    with repo() as r:
+    with repo(as_json) as r:
         e = r.say(text, role=role, author=author)
         emit(as_json, {"seq": e["seq"], "role": e["role"], "author": e["author"]}, "")
 
@@ -200,7 +353,7 @@ def say(as_json: bool, text: str, role: str | None, author: str | None) -> None:
 def decide(as_json: bool, decision: str, why: str, alternatives: tuple[str, ...], role: str | None,
            author: str | None) -> None:
     """Record a decision with its rationale and rejected alternatives."""
-    with repo() as r:
+    with repo(as_json) as r:
         e = r.decide(decision, why=why, alternatives=list(alternatives), role=role, author=author)
         emit(as_json, {"seq": e["seq"]}, "")
 
@@ -211,7 +364,7 @@ def decide(as_json: bool, decision: str, why: str, alternatives: tuple[str, ...]
 @author_option
 def checkpoint(as_json: bool, note: str, role: str | None, author: str | None) -> None:
     """Mark an iteration: the files as they are now, with a note."""
-    with repo() as r:
+    with repo(as_json) as r:
         e = r.checkpoint(note, role=role, author=author)
         emit(as_json, {"seq": e["seq"], "iteration": e["iteration"], "tree": e["tree"].hex()},
              f"iteration {e['iteration']}: {note}")
@@ -223,7 +376,7 @@ def checkpoint(as_json: bool, note: str, role: str | None, author: str | None) -
 @command(cli)
 def status(as_json: bool) -> None:
     """Changes in the working copy against its position, and the open session."""
-    with repo() as r:
+    with repo(as_json) as r:
         st = r.status()
 
         def text() -> str:
@@ -245,7 +398,7 @@ def status(as_json: bool) -> None:
 @click.option("--stat", "show_stat", is_flag=True, help="Only the number of changed lines per file.")
 def diff(as_json: bool, show_stat: bool) -> None:
     """The working copy's changes as a unified diff."""
-    with repo() as r:
+    with repo(as_json) as r:
         items = r.diff()
         doc = {"files": [{**c.to_json(), "added": a, "removed": d, **({} if show_stat else {"diff": t})}
                          for c, t, (a, d) in items]}
@@ -266,7 +419,7 @@ def diff(as_json: bool, show_stat: bool) -> None:
 @author_option
 def land(as_json: bool, role: str | None, author: str | None) -> None:
     """Land the open session on the mainline (exit 3 and the conflicting paths on conflict)."""
-    with repo() as r:
+    with repo(as_json) as r:
         sid = r.session_id
         res = r.land(role=role, author=author)
         extra = f" (merged: {', '.join(res.merged)})" if res.merged else ""
@@ -279,7 +432,7 @@ def land(as_json: bool, role: str | None, author: str | None) -> None:
 @author_option
 def sync(as_json: bool, role: str | None, author: str | None) -> None:
     """Bring the open session onto the latest mainline; conflicts are written with markers."""
-    with repo() as r:
+    with repo(as_json) as r:
         res = r.sync(role=role, author=author)
 
         def text() -> str:
@@ -300,7 +453,7 @@ def sync(as_json: bool, role: str | None, author: str | None) -> None:
 @click.argument("position", type=int)
 def goto(as_json: bool, position: int) -> None:
     """Move the working copy to an older (or newer) position."""
-    with repo() as r:
+    with repo(as_json) as r:
         changed = r.goto(position)
         emit(as_json, {"position": position, "changed": changed},
              f"at position {position} ({len(changed)} file(s) changed)")
@@ -309,7 +462,7 @@ def goto(as_json: bool, position: int) -> None:
 @command(cli)
 def pull(as_json: bool) -> None:
     """Bring a working copy without an open session to the latest position."""
-    with repo() as r:
+    with repo(as_json) as r:
         changed = r.pull()
         emit(as_json, {"position": r.position, "changed": changed},
              f"at position {r.position} ({len(changed)} file(s) changed)")
@@ -328,7 +481,7 @@ def record_summary(rec: LandingRecord) -> list[dict[str, Any]]:
 @click.option("-n", "limit", type=click.IntRange(min=1), default=None, help="At most N landings.")
 def log(as_json: bool, path: str | None, limit: int | None) -> None:
     """Landed sessions, newest first."""
-    with repo() as r:
+    with repo(as_json) as r:
         rel = r.work.to_repo_path(path) if path is not None else None
         recs = r.log(limit=limit, path=rel)
         rows = [row for rec in recs for row in record_summary(rec)]
@@ -392,7 +545,7 @@ def show_text(s: Session, rec: LandingRecord | None, diffs: list[Any]) -> str:
 @click.argument("ref")
 def show(as_json: bool, ref: str) -> None:
     """Show a landing (by POSITION) or a session (by id): goal, conversation, decisions, diff."""
-    with repo() as r:
+    with repo(as_json) as r:
         s, rec = r.resolve_ref(ref)
         diffs = r.session_diffs(s, rec)
         emit(as_json, show_doc(s, rec, diffs), lambda: show_text(s, rec, diffs))
@@ -403,7 +556,7 @@ def show(as_json: bool, ref: str) -> None:
 @click.option("--at", type=int, default=None, help="Position (default: the working copy's).")
 def cat(as_json: bool, path: str, at: int | None) -> None:
     """Print a file as it is at a position."""
-    with repo() as r:
+    with repo(as_json) as r:
         rel = r.work.to_repo_path(path)
         data = r.cat(rel, at=at)
         if as_json:
@@ -418,7 +571,7 @@ def cat(as_json: bool, path: str, at: int | None) -> None:
 @click.option("-r", "--recursive", is_flag=True, help="Every file below PATH.")
 def ls(as_json: bool, path: str, at: int | None, recursive: bool) -> None:
     """List a directory as it is at a position."""
-    with repo() as r:
+    with repo(as_json) as r:
         rel = r.work.to_repo_path(path)
         items = r.ls(rel, at=at, recursive=recursive)
         emit(as_json, {"entries": [{"path": p, **e.to_json()} for p, e in items]},
@@ -430,7 +583,7 @@ def ls(as_json: bool, path: str, at: int | None, recursive: bool) -> None:
 @click.option("--at", type=int, default=None, help="Position (default: the working copy's).")
 def blame(as_json: bool, path: str, at: int | None) -> None:
     """For each line, the session that last changed it, with its goal."""
-    with repo() as r:
+    with repo(as_json) as r:
         rel = r.work.to_repo_path(path)
         lines = r.blame(rel, at=at)
         emit(as_json, {"path": rel, "lines": [b.to_json() for b in lines]},

@@ -9,6 +9,7 @@ is safe and lands once) or a complete one (a retry finds it and reports the land
 
 from __future__ import annotations
 
+import contextlib
 import random
 import sys
 import time
@@ -16,10 +17,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from hif.errors import Conflict, ConflictError, InvalidInput, PreconditionFailed, SessionClosed
+from hif.errors import (
+    Conflict,
+    ConflictError,
+    CorruptObject,
+    InvalidInput,
+    InvalidPath,
+    PreconditionFailed,
+    SessionClosed,
+    StoreError,
+)
 from hif.mainline import LandedSession, LandingRecord
 from hif.merge import is_binary, merge3
-from hif.objects import DIR, EXEC, FILE, Entry
+from hif.objects import DIR, EXEC, FILE, Entry, decode, encode
 from hif.paths import parent_dirs
 from hif.repo import Repo
 from hif.rollups import query_items
@@ -27,6 +37,10 @@ from hif.session import Session
 from hif.tree import apply, lookup, lookup_file
 
 MAX_ATTEMPTS = 1000
+# Group landing: after losing a race, a lander publishes an intent and, when it wins a position,
+# brings up to GROUP - 1 other pending, non-conflicting sessions into the same record.
+GROUP = 32
+INTENTS_LISTED = 256
 
 
 async def _pause(seconds: float) -> None:
@@ -47,6 +61,8 @@ class LandResult:
     merged: list[str] = field(default_factory=list)
     already: bool = False
     attempts: int = 1
+    grouped: bool = False  # landed inside a record written by another session's lander
+    group: int = 1  # how many sessions the record holds
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -56,6 +72,8 @@ class LandResult:
             "merged": self.merged,
             "already_landed": self.already,
             "attempts": self.attempts,
+            "grouped": self.grouped,
+            "group": self.group,
         }
 
 
@@ -161,15 +179,25 @@ async def resolve(
 
 
 async def land(
-    repo: Repo, session: Session, *, max_attempts: int = MAX_ATTEMPTS, rng: random.Random | None = None
+    repo: Repo,
+    session: Session,
+    *,
+    max_attempts: int = MAX_ATTEMPTS,
+    rng: random.Random | None = None,
+    group: int = GROUP,
 ) -> LandResult:
-    """Land an open session; idempotent: landing a session that already landed reports that landing."""
+    """Land an open session; idempotent: landing a session that already landed reports that landing.
+
+    With ``group`` > 1, a lander that lost a race publishes an intent (``intents/<id>``) and, when it
+    wins a position, includes other published sessions that conflict with nothing; their landers find
+    themselves in the record and report it. Throughput is then no longer one landing per round trip.
+    """
     sid = session.id
     state = await repo.sessions.state(sid)
     if state is not None:
         if state["state"] == "landed":
             rec = await repo.mainline.record(state["position"])
-            return LandResult(state["position"], sid, rec.tree, already=True)
+            return LandResult(state["position"], sid, rec.tree, already=True, group=len(rec.sessions))
         raise SessionClosed(f"session {sid} was {state['state']}")
     ours = await effective_changes(repo, session)
     if any(
@@ -183,42 +211,130 @@ async def land(
     scan = Scan(checked=session.base, paths=list(ours))
     snapshot: bytes | None = None
     rng = rng or random.Random(sid)  # seeded, so a simulation replays exactly
-    for attempt in range(1, max_attempts + 1):
-        await scan_since(repo, sid, scan, head)
-        if scan.landed_at is not None:
-            return await _finish_already(repo, sid, scan.landed_at)
-        head_tree = await repo.mainline.tree_at(head)
-        final, merged, conflicts = await resolve(repo, ours, base_tree, head_tree, scan.touched)
-        if conflicts:
-            raise ConflictError(conflicts)
-        new_tree = await apply(repo.objects, head_tree, final)
-        if snapshot is None:
-            snapshot = await repo.sessions.write_snapshot(session, ours)
-        record = LandingRecord(
-            position=head + 1,
-            tree=new_tree,
-            parent_tree=head_tree,
-            time=repo.clock(),
-            sessions=[
-                LandedSession(sid, snapshot, session.goal, session.author, session.role, session.base, final)
-            ],
-        )
-        try:
-            await repo.mainline.append(record)
-        except PreconditionFailed:
-            head = await repo.mainline.head(known=head + 1)
-            if attempt > 8:  # heavy contention: spread retries out a little
-                await _pause(rng.uniform(0, min(0.05, 0.001 * attempt)))
+    intent: bytes | None = None
+    scans: dict[str, Scan] = {}  # other sessions' scans, kept across attempts
+    try:
+        for attempt in range(1, max_attempts + 1):
+            await scan_since(repo, sid, scan, head)
+            if scan.landed_at is not None:
+                return await _finish_already(repo, sid, scan.landed_at, grouped=intent is not None)
+            head_tree = await repo.mainline.tree_at(head)
+            final, merged, conflicts = await resolve(repo, ours, base_tree, head_tree, scan.touched)
+            if conflicts:
+                raise ConflictError(conflicts)
+            if snapshot is None:
+                snapshot = await repo.sessions.write_snapshot(session, ours)
+            members = [LandedSession(sid, snapshot, session.goal, session.author, session.role,
+                                     session.base, final)]
+            if group > 1 and attempt > 1:
+                if intent is None:
+                    intent = await _publish_intent(repo, session, snapshot, ours)
+                members += await _gather(repo, sid, head, head_tree, set(final), group - 1, scans)
+            changes: dict[str, Entry | None] = {}
+            for m in members:
+                changes.update(m.changes)
+            new_tree = await apply(repo.objects, head_tree, changes)
+            record = LandingRecord(
+                position=head + 1, tree=new_tree, parent_tree=head_tree, time=repo.clock(), sessions=members
+            )
+            try:
+                await repo.mainline.append(record)
+            except PreconditionFailed:
+                head = await repo.mainline.head(known=head + 1)
+                if attempt > 8:  # heavy contention: spread retries out a little
+                    await _pause(rng.uniform(0, min(0.05, 0.001 * attempt)))
+                continue
+            await repo.mainline.advance_hint(record.position)
+            await repo.rollups.extend(record.position)
+            await repo.sessions.close(sid, {"state": "landed", "position": record.position, "snapshot": snapshot})
+            for m in members[1:]:  # best effort: their landers (or a retry) close them too
+                await repo.sessions.close(m.session, {"state": "landed", "position": record.position,
+                                                      "snapshot": m.snapshot})
+                await _drop_intent(repo, m.session)
+            return LandResult(record.position, sid, new_tree, merged=sorted(merged), attempts=attempt,
+                              group=len(members))
+        raise InvalidInput(f"could not land session {sid} after {max_attempts} attempts (contention)")
+    finally:
+        if intent is not None:
+            await _drop_intent(repo, sid)
+
+
+def _intent_key(repo: Repo, sid: str) -> str:
+    return f"{repo.prefix}intents/{sid}"
+
+
+async def _publish_intent(repo: Repo, session: Session, snapshot: bytes, ours: dict[str, Entry | None]) -> bytes:
+    """What another lander needs to land this session for us: its effective changes and snapshot."""
+    body = {
+        "session": session.id, "snapshot": snapshot, "goal": session.goal, "author": session.author,
+        "role": session.role, "base": session.base,
+        "changes": [[p, e.kind if e else None, e.oid if e else None] for p, e in sorted(ours.items())],
+    }
+    await repo.store.put(_intent_key(repo, session.id), encode(body))
+    return snapshot
+
+
+async def _drop_intent(repo: Repo, sid: str) -> None:
+    with contextlib.suppress(StoreError):
+        await repo.store.delete(_intent_key(repo, sid))
+
+
+async def _gather(
+    repo: Repo, sid: str, head: int, head_tree: bytes, taken: set[str], room: int, scans: dict[str, Scan]
+) -> list[LandedSession]:
+    """Published sessions that can land in the same record: not landed, still open, touching no path
+    (or parent directory) another member touches, and merging cleanly onto ``head``. Best effort: a
+    store error skips a candidate (leaving one out is always safe) instead of failing our landing."""
+    out: list[LandedSession] = []
+    busy = set(taken) | {d for p in taken for d in parent_dirs(p)}
+    try:
+        keys = await repo.store.list_page(f"{repo.prefix}intents/", limit=INTENTS_LISTED)
+    except StoreError:
+        return out
+    for key in keys:
+        osid = key.rsplit("/", 1)[1]
+        if len(out) >= room or osid == sid:
             continue
-        await repo.mainline.advance_hint(record.position)
-        await repo.rollups.extend(record.position)
-        await repo.sessions.close(sid, {"state": "landed", "position": record.position, "snapshot": snapshot})
-        return LandResult(record.position, sid, new_tree, merged=sorted(merged), attempts=attempt)
-    raise InvalidInput(f"could not land session {sid} after {max_attempts} attempts (contention)")
+        try:
+            member = await _candidate(repo, osid, key, head, head_tree, busy, taken, scans)
+        except StoreError:
+            continue
+        if member is not None:
+            out.append(member)
+            taken |= set(member.changes)
+            busy |= set(member.changes) | {d for p in member.changes for d in parent_dirs(p)}
+    return out
 
 
-async def _finish_already(repo: Repo, sid: str, position: int) -> LandResult:
+async def _candidate(
+    repo: Repo, osid: str, key: str, head: int, head_tree: bytes, busy: set[str], taken: set[str],
+    scans: dict[str, Scan],
+) -> LandedSession | None:
+    raw = await repo.store.get_or_none(key)
+    if raw is None or await repo.sessions.state(osid) is not None:
+        return None
+    try:
+        published = LandedSession.from_cbor(decode(raw))
+    except (CorruptObject, KeyError, TypeError, ValueError, InvalidPath):
+        return None  # a damaged intent is ignored: its own lander still lands the session
+    paths = set(published.changes)
+    if published.session != osid or paths & busy or {d for p in paths for d in parent_dirs(p)} & taken:
+        return None
+    scan = scans.setdefault(osid, Scan(checked=published.base, paths=sorted(paths)))
+    await scan_since(repo, osid, scan, head)
+    if scan.landed_at is not None:
+        return None
+    base_tree = await repo.mainline.tree_at(published.base)
+    final, _merged, conflicts = await resolve(repo, published.changes, base_tree, head_tree, scan.touched)
+    if conflicts:
+        return None
+    return LandedSession(osid, published.snapshot, published.goal, published.author, published.role,
+                         published.base, final)
+
+
+async def _finish_already(repo: Repo, sid: str, position: int, *, grouped: bool = False) -> LandResult:
     record = await repo.mainline.record(position)
     snap = next(s.snapshot for s in record.sessions if s.session == sid)
     await repo.sessions.close(sid, {"state": "landed", "position": position, "snapshot": snap})
-    return LandResult(position, sid, record.tree, already=True)
+    return LandResult(position, sid, record.tree, already=not grouped, grouped=grouped,
+                      group=len(record.sessions))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -194,6 +195,13 @@ class ObjectDB:
         tree = parse_tree_rows(rows, oid)
         self._remember_tree(oid, tree)
         return tree
+
+    async def prefetch(self, ids: Iterable[bytes]) -> None:
+        """Make ``ids`` cheap to read. A store holds every object already; a forge clone's cache
+        (``hif.remote.RemoteObjectDB``) fetches the missing ones in batches."""
+
+    async def prefetch_diff(self, old: bytes, new: bytes) -> None:
+        """Make what moving from tree ``old`` to tree ``new`` reads cheap (see ``prefetch``)."""
 
     def _remember_tree(self, oid: bytes, tree: Tree) -> None:
         self._trees[oid] = tree

@@ -6,15 +6,16 @@ async plumbing on the repository's own event loop.
 
 from __future__ import annotations
 
-import difflib
 import getpass
+import json
 import os
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from hif.blame import BlameLine, blame
 from hif.errors import (
     HifError,
     InvalidInput,
@@ -26,8 +27,8 @@ from hif.errors import (
 )
 from hif.landing import LandResult, Scan, effective_changes, land, resolve, scan_since
 from hif.mainline import LandingRecord
-from hif.merge import diffstat, is_binary, split_lines, unified_diff
-from hif.objects import DIR, Entry
+from hif.merge import diffstat, split_lines, unified_diff
+from hif.objects import DIR, EMPTY_TREE, Entry
 from hif.repo import Repo, check_repo_name
 from hif.session import Session, check_role, check_session_id, check_text, make_event
 from hif.store import EmbeddedStore, ObjectStore, open_store
@@ -35,8 +36,12 @@ from hif.tree import apply, lookup, lookup_file, read_dir, walk
 from hif.tree import diff as tree_diff
 from hif.workspace import META, WorkState, WorkTree, ensure_clean, find_root
 
+if TYPE_CHECKING:
+    from hif.remote import RemoteRepo
+
 T = TypeVar("T")
 MARKER = b"<<<<<<< "
+CLONE_MARKER = "clone-incomplete.json"  # in .hif/ while a clone has not finished its checkout
 
 
 class _Runner:
@@ -107,17 +112,13 @@ class SyncResult:
         return {"position": self.position, "updated": self.updated, "merged": self.merged, "conflicts": self.conflicts}
 
 
-@dataclass
-class BlameLine:
-    line: int
-    text: str
-    position: int
-    session: str
-    goal: str
-    author: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("line", "text", "position", "session", "goal", "author")}
+def _fold_in(s: Session, stamped: dict[str, Any]) -> None:
+    """Keep the folded view current: land() right after _record() must see the new writes."""
+    s.events.append(stamped)
+    if stamped["type"] == "write":
+        s.changes[stamped["path"]] = Entry(stamped["kind"], stamped["blob"])
+    elif stamped["type"] == "delete":
+        s.changes[stamped["path"]] = None
 
 
 def _action(old: Entry | None, new: Entry | None) -> str:
@@ -177,9 +178,19 @@ class Repository:
         self.root = root
         cfg = self.work.config()
         self.config = cfg
-        self.store = open_store(cfg["store"])
+        # a clone of a forge repository: the forge holds the truth, .hif/cache a verified copy
+        self.remote: RemoteRepo | None = None
+        if "remote" in cfg:
+            from hif.remote import open_remote  # imported lazily: httpx costs 0.1 s of start-up
+
+            self.remote = open_remote(self.work.meta, cfg)
+            self.repo: Repo = self.remote
+            self.store = self.remote.store
+        else:
+            self.store = open_store(cfg["store"])
+            self.repo = Repo(self.store, cfg["repo"])
         self._runner = _Runner(self.store)
-        self.repo = Repo(self.store, cfg["repo"])
+        self.resumed = False  # set by clone() when it finished an interrupted clone
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -216,9 +227,74 @@ class Repository:
             raise
         return cls(root)
 
+    @classmethod
+    def clone(cls, url: str, path: str | os.PathLike[str] | None = None, *,
+              progress: Callable[[str, int, int], None] | None = None) -> Repository:
+        """A working copy of the forge repository at ``url`` (``<forge>/<owner>/<name>``), at its head.
+
+        Objects land in ``.hif/cache`` as they arrive and a marker stays in ``.hif`` until the files
+        are checked out, so running the same clone again after an interruption fetches only what is
+        missing. Counts of this run's transfers are in ``repo.remote.objects``.
+        """
+        from hif.remote import ForgeClient, parse_repo_url, token_for
+
+        base, name = parse_repo_url(url)
+        root = Path(os.path.abspath(path if path is not None else name.split("/")[1]))
+        marker = root / META / CLONE_MARKER
+        resumed = marker.exists()
+        if resumed:
+            try:
+                was = json.loads(marker.read_text()).get("url")
+            except (OSError, ValueError, AttributeError):
+                was = None
+            if was != f"{base}/{name}":
+                raise InvalidInput(f"{root} holds an unfinished clone of {was or 'another repository'}")
+        elif (root / META / "config.json").exists():
+            raise InvalidInput(f"{root} is already a hif working copy")
+        elif root.exists() and (not root.is_dir() or any(root.iterdir())):
+            raise InvalidInput(f"{root} exists and is not empty")
+        if not resumed:  # ask first, so a wrong URL or token leaves nothing behind
+            with ForgeClient(base, token_for(base)) as client:
+                try:
+                    client.get(f"repos/{name}")
+                except NotFound:
+                    raise NotFound(f"repository {name} not found at {base}") from None
+        created_dir = not root.exists()
+        try:
+            (root / META).mkdir(parents=True, exist_ok=True)
+            marker.write_text(json.dumps({"url": f"{base}/{name}"}) + "\n")
+            # a rerun starts the checkout afresh; the cached objects are what makes it cheap
+            (root / META / "index").unlink(missing_ok=True)
+            wt = WorkTree(root)
+            wt.write_config({"remote": base, "repo": name})
+            wt.write_state(WorkState())
+        except OSError:
+            if created_dir:
+                _remove_tree(root)
+            raise
+        r = cls(root)
+        try:
+            r.set_progress(progress)
+            head = r.head()
+            tree = r._run(r.repo.mainline.tree_at(head))
+            r._run(r._move_to(EMPTY_TREE, tree, head, session=None))
+            marker.unlink()
+        except BaseException:
+            r.close()
+            raise
+        r.resumed = resumed
+        return r
+
     def close(self) -> None:
         self._runner.run(self.store.close())
         self._runner.close()
+        if self.remote is not None:
+            self.remote.close()
+
+    def set_progress(self, progress: Callable[[str, int, int], None] | None) -> None:
+        """Report object transfers with a forge, ``(direction, objects, bytes)`` per batch."""
+        if self.remote is not None:
+            self.remote.objects.progress = progress
 
     def __enter__(self) -> Repository:
         return self
@@ -274,13 +350,22 @@ class Repository:
     def _append(self, s: Session, etype: str, *, author: str | None, role: str | None, **fields: Any) -> dict[str, Any]:
         event = make_event(etype, author or default_author(), role or default_role(), self.repo.clock(), **fields)
         stamped = self._run(self.repo.sessions.append(s.id, event, s.next_seq))
-        s.events.append(stamped)
-        # keep the folded view current: land() right after _record() must see the new writes
-        if etype == "write":
-            s.changes[stamped["path"]] = Entry(stamped["kind"], stamped["blob"])
-        elif etype == "delete":
-            s.changes[stamped["path"]] = None
+        _fold_in(s, stamped)
         return stamped
+
+    def _append_all(self, s: Session, items: list[tuple[str, dict[str, Any]]], *, author: str | None,
+                    role: str | None) -> None:
+        """Append several events; a forge gets them in one request (after the blobs they name)."""
+        if self.remote is None:
+            for etype, fields in items:
+                self._append(s, etype, author=author, role=role, **fields)
+            return
+        if not items:
+            return
+        who, as_role = author or default_author(), role or default_role()
+        events = [make_event(etype, who, as_role, self.repo.clock(), **fields) for etype, fields in items]
+        for stamped in self._run(self.remote.sessions.append_many(s.id, events, s.next_seq)):
+            _fold_in(s, stamped)
 
     def record(self, *, author: str | None = None, role: str | None = None) -> list[FileChange]:
         """Append write/delete events for every working-copy change the session has not seen yet."""
@@ -293,6 +378,7 @@ class Repository:
         base = self.work.index.base_entries()
         known: dict[str, Entry | None] = {**base, **s.changes}
         out: list[FileChange] = []
+        events: list[tuple[str, dict[str, Any]]] = []
         for path, (entry, content) in sorted(scanned.items()):
             if known.get(path) == entry:
                 continue
@@ -301,13 +387,14 @@ class Repository:
                 if entry2 is None or content is None:
                     continue
                 entry = entry2
-            self._run(self.repo.objects.put_blob(content))
-            self._append(s, "write", author=author, role=role, path=path, kind=entry.kind, blob=entry.oid)
+            self._run(self.repo.objects.put_blob(content))  # every blob is stored before its event
+            events.append(("write", {"path": path, "kind": entry.kind, "blob": entry.oid}))
             out.append(FileChange(path, _action(base.get(path), entry), base.get(path), entry))
         for path, entry in sorted(known.items()):
             if entry is not None and path not in scanned:
-                self._append(s, "delete", author=author, role=role, path=path)
+                events.append(("delete", {"path": path}))
                 out.append(FileChange(path, "deleted", base.get(path), None))
+        self._append_all(s, events, author=author, role=role)
         self.work.save_index()
         del base_tree
         return out
@@ -359,9 +446,12 @@ class Repository:
     def abandon(self, reason: str = "abandoned", *, role: str | None = None, author: str | None = None) -> Session:
         s = self._open_session()
         self._record(s, author=author, role=role)
-        self._append(s, "abandon", author=author, role=role, reason=reason)
-        snap = self._run(self.repo.sessions.write_snapshot(s, s.changes))
-        self._run(self.repo.sessions.close(s.id, {"state": "abandoned", "snapshot": snap, "reason": reason}))
+        if self.remote is not None:  # the forge appends the abandon event and closes the session
+            self._run(self.remote.abandon(s, reason, role or default_role()))
+        else:
+            self._append(s, "abandon", author=author, role=role, reason=reason)
+            snap = self._run(self.repo.sessions.write_snapshot(s, s.changes))
+            self._run(self.repo.sessions.close(s.id, {"state": "abandoned", "snapshot": snap, "reason": reason}))
         # the working copy goes back to its base, so nothing of the abandoned work is mixed into the next one
         st = self.state
         st.session = None
@@ -436,7 +526,7 @@ class Repository:
                 # finish moving the working copy, so a rerun completes the job instead of failing
                 self._ensure_index()
                 old_tree = self._run(self._session_tree(done))
-                result = self._run(land(self.repo, done))
+                result = self._run(self._land(done))
                 self._run(self._move_to(old_tree, result.tree, result.position, session=None))
                 return result
         s = self._open_session()
@@ -444,9 +534,15 @@ class Repository:
         self._record(s, author=author, role=role)
         self._refuse_markers(s)
         old_tree = self._run(self._session_tree(s))
-        result = self._run(land(self.repo, s))
+        result = self._run(self._land(s))
         self._run(self._move_to(old_tree, result.tree, result.position, session=None))
         return result
+
+    async def _land(self, s: Session) -> LandResult:
+        """The one seam between local and forge landing: a forge lands on its side."""
+        if self.remote is not None:
+            return await self.remote.land(s)
+        return await land(self.repo, s)
 
     def _refuse_markers(self, s: Session) -> None:
         syncs = s.of_type("sync")
@@ -464,6 +560,7 @@ class Repository:
         """Bring the working files from ``old_tree`` to ``new_tree`` and the stat cache with them."""
         changed: list[str] = []
         idx = self.work.index
+        await self.repo.objects.prefetch_diff(old_tree, new_tree)  # a forge clone: batched fetches
         async for path, _old, new in tree_diff(self.repo.objects, old_tree, new_tree):
             if new is None:
                 self.work.remove_file(path)
@@ -524,6 +621,7 @@ class Repository:
             raise SessionClosed(f"session {s.id} already landed at position {scan.landed_at}")
         base_tree = await self.repo.mainline.tree_at(s.base)
         head_tree = await self.repo.mainline.tree_at(head)
+        await self.repo.objects.prefetch_diff(base_tree, head_tree)  # what the merge and rebase read
         final, merged, conflicts = await resolve(
             self.repo, ours, base_tree, head_tree, scan.touched, write_markers=True
         )
@@ -677,50 +775,7 @@ class Repository:
         return [(prefix + n, entries[n]) for n in sorted(entries, key=str.encode)]
 
     def blame(self, path: str, *, at: int | None = None) -> list[BlameLine]:
-        return self._run(self._blame(path, self.position if at is None else at))
-
-    async def _blame(self, path: str, at: int) -> list[BlameLine]:
-        db = self.repo.objects
-        tree = await self.repo.mainline.tree_at(at)
-        entry = await lookup_file(db, tree, path)
-        if entry is None:
-            raise NotFound(f"no file {path} at position {at}")
-        data = await db.get_blob(entry.oid)
-        if is_binary(data):
-            raise InvalidInput(f"{path} is a binary file; blame works on text")
-        lines = split_lines(data)
-        owner: list[tuple[int, str, str, str] | None] = [None] * len(lines)
-        cur = {i: i for i in range(len(lines))}  # line of the version examined -> line of the file
-        version = lines
-        pos = at
-        while pos >= 1 and cur:
-            rec = await self.repo.mainline.record(pos)
-            touched = [s for s in rec.sessions if path in s.changes]
-            pos -= 1
-            if not touched:
-                continue
-            before_entry = await lookup_file(db, rec.parent_tree, path)
-            before = split_lines(await db.get_blob(before_entry.oid)) if before_entry else []
-            sess = touched[-1]
-            # a line that only gained a final newline (text appended after it) is not a changed line
-            sm = difflib.SequenceMatcher(None, [x.removesuffix(b"\n") for x in before],
-                                         [x.removesuffix(b"\n") for x in version], autojunk=False)
-            kept: dict[int, int] = {}
-            for blk in sm.get_matching_blocks():
-                for k in range(blk.size):
-                    kept[blk.b + k] = blk.a + k
-            nxt: dict[int, int] = {}
-            for v, o in cur.items():
-                if v in kept:
-                    nxt[kept[v]] = o
-                else:
-                    owner[o] = (rec.position, sess.session, sess.goal, sess.author)
-            cur, version = nxt, before
-        out = []
-        for i, text in enumerate(lines):
-            o = owner[i] or (0, "", "", "")
-            out.append(BlameLine(i + 1, text.decode("utf-8", "replace").rstrip("\n"), o[0], o[1], o[2], o[3]))
-        return out
+        return self._run(blame(self.repo, path, self.position if at is None else at))
 
     # -- workspaces --------------------------------------------------------------------------
 
@@ -729,11 +784,15 @@ class Repository:
         if root.exists() and any(root.iterdir()):
             raise InvalidInput(f"{root} exists and is not empty")
         (root / META).mkdir(parents=True, exist_ok=True)
-        store = self.config["store"]
-        if "://" not in store:
-            store = str(Path(store).absolute())
         wt = WorkTree(root)
-        wt.write_config({"store": store, "repo": self.name})
+        if self.remote is not None:  # same forge, and the same cache: nothing is fetched twice
+            cache = self.config.get("cache") or str(self.work.meta / "cache")
+            wt.write_config({"remote": self.config["remote"], "repo": self.name, "cache": cache})
+        else:
+            store = self.config["store"]
+            if "://" not in store:
+                store = str(Path(store).absolute())
+            wt.write_config({"store": store, "repo": self.name})
         wt.write_state(WorkState())
         other = Repository(root)
         other.goto(other.head())

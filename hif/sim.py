@@ -19,6 +19,7 @@ against an independent model, and raises ``AssertionError`` naming the seed.
 from __future__ import annotations
 
 import asyncio
+import functools
 import selectors
 import tempfile
 from collections.abc import Awaitable, Callable
@@ -167,7 +168,7 @@ class SimReport:
     """What happened, by ``(agent, n)``; two runs of one seed give equal reports."""
 
     seed: int
-    positions: dict[int, tuple[int, int]]  # mainline position -> (agent, session index)
+    positions: dict[int, list[tuple[int, int]]]  # mainline position -> (agent, session index)...
     conflicts: list[tuple[int, int]]
     already: list[tuple[int, int]]  # landings acknowledged as already=True (after a retry/crash)
     crashes: int
@@ -181,7 +182,8 @@ class SimReport:
 
     def summary(self) -> str:
         return (
-            f"seed {self.seed}: {len(self.positions)} positions, {len(self.conflicts)} conflicts, "
+            f"seed {self.seed}: {len(self.positions)} positions, "
+            f"{sum(map(len, self.positions.values()))} landed, {len(self.conflicts)} conflicts, "
             f"{self.crashes} crashes, {self.retries} retries, {self.injected_errors} errors, "
             f"{self.lost_replies} lost replies, {sum(self.store_calls.values())} store calls, "
             f"{self.virtual_seconds:.1f} virtual s"
@@ -303,7 +305,7 @@ class _Agent:
 
     async def land(self, out: _Outcome, s: Session) -> None:
         try:
-            result = await self.retry(land, self.repo, s)
+            result = await self.retry(functools.partial(land, group=self.sim.group), self.repo, s)
         except ConflictError as e:
             out.conflict = e
             return
@@ -371,6 +373,7 @@ def run_simulation(
     hot_rate: float = 0.2,
     latency: Latency | None = s3_latency,
     max_retries: int = 200,
+    group: int = 1,
     root: str | Path | None = None,
 ) -> SimReport:
     """Run one seeded simulation, check every invariant (AssertionError names the seed), report."""
@@ -389,6 +392,7 @@ def run_simulation(
         hot_rate=hot_rate,
         latency=latency,
         max_retries=max_retries,
+        group=group,
     )
     with tempfile.TemporaryDirectory(prefix="hif-sim-", dir=root) as tmp:
         store = EmbeddedStore(Path(tmp) / "store", create=True, fsync=False)
@@ -419,7 +423,7 @@ def _report(sim: _Sim) -> SimReport:
     landed = sorted((o for o in sim.outcomes if o.landed is not None), key=lambda o: o.landed or 0)
     return SimReport(
         seed=sim.seed,
-        positions={o.landed: (o.plan.agent, o.plan.n) for o in landed if o.landed is not None},
+        positions=_by_position(landed),
         conflicts=sorted((o.plan.agent, o.plan.n) for o in sim.outcomes if o.conflict is not None),
         already=sorted((o.plan.agent, o.plan.n) for o in sim.outcomes if o.already),
         crashes=sim.crashes,
@@ -431,6 +435,14 @@ def _report(sim: _Sim) -> SimReport:
         virtual_seconds=round(asyncio.get_running_loop().time(), 6),
         ids={o.sid: (o.plan.agent, o.plan.n) for o in sim.outcomes if o.sid is not None},
     )
+
+
+def _by_position(landed: list[_Outcome]) -> dict[int, list[tuple[int, int]]]:
+    out: dict[int, list[tuple[int, int]]] = {}
+    for o in landed:
+        if o.landed is not None:
+            out.setdefault(o.landed, []).append((o.plan.agent, o.plan.n))
+    return {p: sorted(v) for p, v in out.items()}
 
 
 # -- invariants --------------------------------------------------------------------------------
@@ -506,43 +518,43 @@ async def check_invariants(sim: _Sim) -> None:
     owner: dict[tuple[str, int], tuple[int, Plan]] = {}  # (path, line) -> last landed edit
     last_own: dict[str, tuple[int, bytes | None, Plan]] = {}  # own path -> last effective change
     for p in range(2, n + 1):
-        sid = records[p].sessions[0].session
-        o = by_sid[sid]
-        base = o.base or 0
-        for path, content in o.plan.own.items():
-            if files[base].get(path) == content:
-                continue  # a no-op against the session's base: not a change
-            last = last_own.get(path)
-            if last is not None and last[0] > base and last[1] != content:
-                fail(
-                    f"{o.plan.label} landed at {p} over {last[2].label}'s change of {path} "
-                    f"(at {last[0]}, after its base {base}) without a conflict"
+        for sid in [ls.session for ls in records[p].sessions]:
+            o = by_sid[sid]
+            base = o.base or 0
+            for path, content in o.plan.own.items():
+                if files[base].get(path) == content:
+                    continue  # a no-op against the session's base: not a change
+                last = last_own.get(path)
+                if last is not None and last[0] > base and last[1] != content:
+                    fail(
+                        f"{o.plan.label} landed at {p} over {last[2].label}'s change of {path} "
+                        f"(at {last[0]}, after its base {base}) without a conflict"
+                    )
+                last_own[path] = (p, content, o.plan)
+                if content is None:
+                    model.pop(path, None)
+                else:
+                    model[path] = content
+            for path in sorted({q for q, _, _ in o.plan.lines}):
+                model[path] = edit_lines(
+                    model[path], [(ln, t) for q, ln, t in o.plan.lines if q == path]
                 )
-            last_own[path] = (p, content, o.plan)
-            if content is None:
-                model.pop(path, None)
-            else:
-                model[path] = content
-        for path in sorted({q for q, _, _ in o.plan.lines}):
-            model[path] = edit_lines(
-                model[path], [(ln, t) for q, ln, t in o.plan.lines if q == path]
-            )
-        # no false "no conflict": nobody else changed our lines between our base and our landing
-        for path, ln, _ in o.plan.lines:
-            last_line = owner.get((path, ln))
-            if last_line is not None and last_line[0] > base:
-                fail(
-                    f"{o.plan.label} landed at {p} over {last_line[1].label}'s edit of {path}:{ln} "
-                    f"(at {last_line[0]}, after its base {base}) without a conflict"
-                )
-            owner[(path, ln)] = (p, o.plan)
+            # no false "no conflict": nobody else changed our lines between our base and our landing
+            for path, ln, _ in o.plan.lines:
+                last_line = owner.get((path, ln))
+                if last_line is not None and last_line[0] > base:
+                    fail(
+                        f"{o.plan.label} landed at {p} over {last_line[1].label}'s edit of {path}:{ln} "
+                        f"(at {last_line[0]}, after its base {base}) without a conflict"
+                    )
+                owner[(path, ln)] = (p, o.plan)
         if files[p] != model:
             diff = sorted(
                 k for k in model.keys() | files[p].keys() if model.get(k) != files[p].get(k)
             )
-            fail(f"tree at {p} ({o.plan.label}) differs from the model on {diff}")
+            fail(f"tree at {p} ({[ls.session for ls in records[p].sessions]}) differs from the model on {diff}")
     # 6. no false conflict: each reported conflict has a real overlapping landing after our base
-    landed_plans = {p: by_sid[s] for s, p in where.items() if p > 1}
+    landed_at = {s: p for s, p in where.items() if p > 1}
     for o in sim.outcomes:
         if o.conflict is None:
             continue
@@ -550,17 +562,17 @@ async def check_invariants(sim: _Sim) -> None:
             ours = {ln for q, ln, _ in o.plan.lines if q == c.path}
 
             def overlaps(
-                pos: int, path: str = c.path, ours: set[int] = ours, me: Plan = o.plan
+                sid: str, path: str = c.path, ours: set[int] = ours, me: Plan = o.plan
             ) -> bool:
-                theirs = landed_plans[pos].plan
+                theirs = by_sid[sid].plan
                 if path in me.own:  # an own file: any concurrent change of it is a real clash
                     return path in theirs.own
                 return bool(ours & {ln for q, ln, _ in theirs.lines if q == path})
 
             real = [
                 pos
-                for pos, _sid in c.sessions
-                if pos > (o.base or 0) and pos in landed_plans and overlaps(pos)
+                for pos, sid in c.sessions
+                if pos > (o.base or 0) and landed_at.get(sid) == pos and overlaps(sid)
             ]
             if not real:
                 fail(

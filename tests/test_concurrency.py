@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from hif.landing import GROUP
+
 pytestmark = pytest.mark.slow
 
 HIF = str(Path(sys.executable).with_name("hif"))
@@ -59,10 +61,11 @@ def add_workspace(main: Path, where: Path) -> Path:
 
 
 def check_log(ws: Path, expected_sessions: list[str]) -> list[dict[str, Any]]:
-    """The log is gap-free (1..N) and holds every expected session exactly once."""
+    """The log is gap-free (1..N) and holds every expected session exactly once (group landing may
+    put several sessions in one record)."""
     rows = hif_json(ws, "log")["landings"]
-    positions = sorted(r["position"] for r in rows)
-    assert positions == list(range(1, len(expected_sessions) + 1)), positions
+    positions = sorted({r["position"] for r in rows})
+    assert positions == list(range(1, len(positions) + 1)), positions
     counts = Counter(r["session"] for r in rows)
     assert all(c == 1 for c in counts.values()), [s for s, c in counts.items() if c > 1]
     assert set(counts) == set(expected_sessions)
@@ -124,7 +127,8 @@ def test_many_processes_land_distinct_files(tmp_path: Path) -> None:
     total = WORKERS * SESSIONS_PER_WORKER
     assert len(results) == total
     assert all(r["session"] == r["landed"] and not r["already"] for r in results)
-    assert len({r["position"] for r in results}) == total, "two sessions reported the same position"
+    by_position = Counter(r["position"] for r in results)
+    assert all(n == 1 or n <= GROUP for n in by_position.values())
 
     # a fresh working copy sees the whole history and the head tree
     fresh = add_workspace(main, tmp_path / "fresh")

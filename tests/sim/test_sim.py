@@ -29,6 +29,25 @@ def test_simulation_seed(sim_seed: int) -> None:
     assert len(report.positions) + len(report.conflicts) == 6 * 3, report.summary()
 
 
+GROUPED = dict(agents=16, sessions_per_agent=2, shared_files=64, hot_rate=0.0, group=8)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_group_landing_keeps_the_invariants(seed: int) -> None:
+    report = run_simulation(seed, **GROUPED, crash_rate=0.3)
+    landed = sum(map(len, report.positions.values()))
+    assert landed + len(report.conflicts) == 16 * 2, report.summary()
+
+
+def test_group_landing_puts_several_sessions_in_a_record() -> None:
+    report = run_simulation(0, **GROUPED, error_rate=0, lost_reply_rate=0, crash_rate=0)
+    landed = sum(map(len, report.positions.values()))
+    assert any(len(v) > 1 for v in report.positions.values()), report.summary()
+    assert len(report.positions) < landed, report.summary()
+    solo = run_simulation(0, **{**GROUPED, "group": 1}, error_rate=0, lost_reply_rate=0, crash_rate=0)
+    assert all(len(v) == 1 for v in solo.positions.values())
+
+
 def test_same_seed_same_report() -> None:
     first = run_simulation(7, **SMALL)
     second = run_simulation(7, **SMALL)

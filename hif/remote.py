@@ -1,0 +1,747 @@
+"""The client side of the forge's HTTP API (docs/api.md): a plumbing ``Repo`` whose mainline, sessions
+and rollups live on a forge, with objects and landing records cached in a local store.
+
+Requests are synchronous httpx calls made inside the ``async def`` plumbing interfaces. They never
+suspend a coroutine, so porcelain keeps driving the plumbing without an event loop (and the CLI
+never imports asyncio), exactly as over the embedded store. Landing and abandoning run on the forge:
+porcelain calls :meth:`RemoteRepo.land` / :meth:`RemoteRepo.abandon` instead of ``hif.landing``.
+
+Objects are content-addressed and immutable, and so are landing records, so the local cache never
+needs invalidating: a read falls back to the forge on a local miss (and re-verifies the hash), a
+write goes to the cache and is queued; :meth:`RemoteObjectDB.flush` uploads what the forge lacks,
+in batches, before any event that refers to those objects.
+
+Nothing here knows about click or the working copy; tokens never appear in messages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import cbor2
+import httpx
+
+from hif.errors import (
+    AuthRequired,
+    Conflict,
+    ConflictError,
+    CorruptObject,
+    HifError,
+    InvalidInput,
+    InvalidPath,
+    NotFound,
+    PermissionDenied,
+    PreconditionFailed,
+    RemoteError,
+    SessionClosed,
+)
+from hif.landing import LandResult
+from hif.mainline import LandingRecord, Mainline, log_key
+from hif.objects import DIR, EMPTY_TREE, Entry, ObjectDB, digest, encode, unpack
+from hif.repo import Repo, check_repo_name
+from hif.rollups import Rollups
+from hif.session import Session, SessionStore, check_session_id, check_text, fold
+from hif.store import EmbeddedStore, ObjectStore
+
+CBOR = "application/cbor"
+ATTEMPTS = 3  # per request, for requests that are safe to repeat
+GET_BATCH = 1_000  # objects per objects/get (the forge's limit)
+HAVE_BATCH = 10_000  # ids per objects/have (the forge's limit)
+PUT_BATCH = 1_000  # objects per objects/put
+PUT_BYTES = 32 << 20  # bytes per objects/put (the forge accepts 64 MiB)
+EVENT_BATCH = 500  # events per sessions/<id>/events (the forge accepts 1,000)
+EVENT_BYTES = 512 << 10  # bytes of events per request (the forge accepts 1 MiB bodies)
+LOG_PAGE = 100  # landing records per log request
+MAX_PAGES = 10_000  # bound on any paged listing
+
+# A transfer report: (direction "fetch" | "send", objects, bytes) after each batch.
+Progress = Callable[[str, int, int], None]
+
+
+# -- URLs and credentials ----------------------------------------------------------------------
+
+
+def normalize_url(url: str) -> str:
+    """``http(s)://host[:port][/prefix]`` without a trailing slash: the key credentials are kept under.
+
+    User info, queries and fragments are refused: a secret in a URL would end up in config files.
+    """
+    parts = urlsplit(url.strip())
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise InvalidInput(f"not a forge URL: {url!r} (use http(s)://host[:port])")
+    if "@" in parts.netloc or parts.query or parts.fragment:
+        raise InvalidInput("a forge URL must not carry user info, a query or a fragment")
+    try:
+        parts.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        raise InvalidInput(f"not a forge URL: {url!r} (bad port)") from None
+    path = parts.path.rstrip("/")
+    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), path, "", ""))
+
+
+def parse_repo_url(url: str) -> tuple[str, str]:
+    """``<base>/<owner>/<name>`` -> (base URL, ``owner/name``)."""
+    base = normalize_url(url)
+    parts = urlsplit(base)
+    segs = [s for s in parts.path.split("/") if s]
+    if len(segs) < 2:
+        raise InvalidInput(f"a repository URL looks like http(s)://host/owner/name, not {url!r}")
+    name = check_repo_name("/".join(segs[-2:]))
+    prefix = "/".join(segs[:-2])
+    root = urlunsplit((parts.scheme, parts.netloc, f"/{prefix}" if prefix else "", "", ""))
+    return root, name
+
+
+def config_dir() -> Path:
+    """``$HIF_CONFIG_DIR``, else ``$XDG_CONFIG_HOME/hif``, else ``~/.config/hif``."""
+    explicit = os.environ.get("HIF_CONFIG_DIR")
+    if explicit:
+        return Path(explicit)
+    xdg = os.environ.get("XDG_CONFIG_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".config") / "hif"
+
+
+def credentials_path() -> Path:
+    return config_dir() / "credentials.json"
+
+
+def load_credentials() -> dict[str, dict[str, str]]:
+    try:
+        raw = json.loads(credentials_path().read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:
+        raise InvalidInput(f"cannot read {credentials_path()}: {e}") from None
+    if not isinstance(raw, dict):
+        return {}
+    return {k: v for k, v in raw.items() if isinstance(v, dict) and isinstance(v.get("token"), str)}
+
+
+def save_credentials(creds: dict[str, dict[str, str]]) -> None:
+    """Write atomically with mode 0600 from the start: the file holds bearer tokens."""
+    path = credentials_path()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, (json.dumps(creds, indent=1, sort_keys=True) + "\n").encode())
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def token_for(base: str) -> str | None:
+    """``$HIF_TOKEN`` wins over the token stored by ``hif login``; None means anonymous."""
+    env = os.environ.get("HIF_TOKEN")
+    if env:
+        return env
+    entry = load_credentials().get(normalize_url(base))
+    return entry["token"] if entry else None
+
+
+def default_remote(remote: str | None) -> str:
+    """The forge to talk to: the one named, else the only one logged in to."""
+    if remote:
+        return normalize_url(remote)
+    forges = sorted(load_credentials())
+    if len(forges) == 1:
+        return forges[0]
+    if not forges:
+        raise InvalidInput("not logged in to any forge; run hif login URL, or name one with --remote URL")
+    raise InvalidInput(f"logged in to several forges ({', '.join(forges)}); choose one with --remote URL")
+
+
+def login(url: str, token: str) -> dict[str, Any]:
+    """Check the token with ``whoami`` and keep it for ``url``; returns ``{"url", "user"}``."""
+    base = normalize_url(url)
+    token = token.strip()
+    if not token:
+        raise InvalidInput("the token must not be empty")
+    with ForgeClient(base, token) as client:
+        who = client.get("whoami")
+    user = _field(who, "user", str)
+    creds = load_credentials()
+    creds[base] = {"token": token, "user": user}
+    save_credentials(creds)
+    return {"url": base, "user": user}
+
+
+def logout(url: str) -> dict[str, Any]:
+    base = normalize_url(url)
+    creds = load_credentials()
+    removed = creds.pop(base, None) is not None
+    if removed:
+        save_credentials(creds)
+    return {"url": base, "removed": removed}
+
+
+def create_repo(name: str, *, private: bool = False, description: str | None = None,
+                remote: str | None = None) -> dict[str, Any]:
+    """Create ``owner/name`` on a forge; returns its metadata plus ``remote`` and clone ``url``."""
+    check_repo_name(name)
+    base = default_remote(remote)
+    body: dict[str, Any] = {"name": name, "private": private}
+    if description:
+        body["description"] = check_text(description, "description")
+    with ForgeClient(base, token_for(base)) as client:
+        meta = client.post("repos", body)
+    if not isinstance(meta, dict):
+        raise RemoteError(f"{base} sent an answer hif cannot read")
+    return {**meta, "remote": base, "url": f"{base}/{name}"}
+
+
+def list_repos(remote: str | None = None) -> tuple[str, list[dict[str, Any]]]:
+    base = default_remote(remote)
+    out: list[dict[str, Any]] = []
+    after: str | None = None
+    with ForgeClient(base, token_for(base)) as client:
+        for _ in range(MAX_PAGES):
+            page = client.get("repos", limit=100, after=after)
+            out += _field(page, "repos", list)
+            after = page.get("next")
+            if not after:
+                break
+    return base, out
+
+
+# -- the HTTP client ---------------------------------------------------------------------------
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _field(doc: Any, name: str, kind: type | tuple[type, ...]) -> Any:
+    """A typed field of an answer; anything else is a forge hif cannot understand."""
+    if not isinstance(doc, dict) or not isinstance(doc.get(name), kind):
+        raise RemoteError(f"the forge sent an answer without a valid {name!r}")
+    return doc[name]
+
+
+class ForgeClient:
+    """CBOR requests to one forge with one (optional) bearer token; forge errors become hif errors.
+
+    Requests that are safe to repeat (reads, object transfers, landing, which is idempotent) are
+    retried a bounded number of times on connection failures and 5xx answers; any request is
+    retried when the connection could not even be opened, since then nothing was sent.
+    """
+
+    def __init__(self, base_url: str, token: str | None = None, *, timeout: float | None = None) -> None:
+        self.base_url = normalize_url(base_url)
+        headers = {"Accept": CBOR, "User-Agent": "hif"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        if timeout is None:
+            timeout = float(os.environ.get("HIF_REMOTE_TIMEOUT", "60"))
+        self._http = httpx.Client(base_url=self.base_url + "/api/v1/", headers=headers,
+                                  timeout=timeout, follow_redirects=False)
+        self.requests = 0
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> ForgeClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def get(self, path: str, **params: Any) -> Any:
+        return self.request("GET", path, params=params, idempotent=True)
+
+    def post(self, path: str, body: Any, *, idempotent: bool = False) -> Any:
+        return self.request("POST", path, body=body, idempotent=idempotent)
+
+    def request(self, method: str, path: str, *, body: Any = None, params: dict[str, Any] | None = None,
+                idempotent: bool = False) -> Any:
+        content = encode(body) if body is not None else None
+        headers = {"Content-Type": CBOR} if content is not None else {}
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        problem = "no answer"
+        for attempt in range(ATTEMPTS):
+            if attempt:
+                time.sleep(0.2 * 2 ** (attempt - 1) * (1 + random.random()))
+            self.requests += 1
+            try:
+                resp = self._http.request(method, path, content=content, params=query, headers=headers)
+            except httpx.ConnectError as e:  # nothing was sent: repeating is safe for any request
+                problem = _one_line(str(e) or type(e).__name__)
+                continue
+            except (httpx.HTTPError, httpx.InvalidURL) as e:
+                problem = _one_line(str(e) or type(e).__name__)
+                if idempotent:
+                    continue
+                break
+            if resp.status_code >= 500 and idempotent and attempt + 1 < ATTEMPTS:
+                problem = f"HTTP {resp.status_code}"
+                continue
+            return self._answer(resp)
+        raise RemoteError(f"cannot reach {self.base_url}: {problem}")
+
+    def _answer(self, resp: httpx.Response) -> Any:
+        status = resp.status_code
+        doc: Any = None
+        if resp.content:
+            try:
+                doc = cbor2.loads(resp.content)
+            except Exception:  # cbor2 raises several types; a proxy may answer HTML
+                doc = None
+        if 200 <= status < 300:
+            if doc is None and resp.content:
+                raise RemoteError(f"{self.base_url} sent an answer hif cannot read (HTTP {status})")
+            return doc if doc is not None else {}
+        raise self._error(status, doc if isinstance(doc, dict) else {}, resp)
+
+    def _error(self, status: int, doc: dict[str, Any], resp: httpx.Response) -> HifError:
+        code = doc.get("error") if isinstance(doc.get("error"), str) else ""
+        message = _one_line(doc.get("message")) if isinstance(doc.get("message"), str) else ""
+        message = message or f"HTTP {status}"
+        if status == 401:
+            return AuthRequired(f"{message} (log in with: hif login {self.base_url} --token ...)")
+        if status == 403:
+            return PermissionDenied(message)
+        if status == 404:
+            return NotFound(message)
+        if status == 409:
+            if code == "conflict" and isinstance(doc.get("conflicts"), list):
+                return ConflictError([_conflict(c) for c in doc["conflicts"]])
+            if code == "session_closed":
+                return SessionClosed(message)
+            return InvalidInput(message)
+        if status == 422:
+            return InvalidPath(message) if "path" in message.lower() else CorruptObject(message)
+        if status == 429:
+            wait = resp.headers.get("Retry-After")
+            return InvalidInput(f"{message} (try again in {wait} s)" if wait else message)
+        if status in (400, 413):
+            return InvalidInput(message)
+        if status >= 500:
+            return RemoteError(f"cannot reach {self.base_url}: HTTP {status} ({message})")
+        return RemoteError(f"{self.base_url} answered HTTP {status}: {message}")
+
+
+def _conflict(raw: Any) -> Conflict:
+    try:
+        return Conflict(raw["path"], [(int(s["position"]), str(s["session"])) for s in raw["sessions"]],
+                        str(raw["reason"]))
+    except (KeyError, TypeError, ValueError):
+        raise RemoteError("the forge sent a conflict hif cannot read") from None
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+# -- plumbing over the forge -------------------------------------------------------------------
+
+
+class RemoteObjectDB(ObjectDB):
+    """Objects in a local cache store, fetched from the forge on a miss, uploaded on :meth:`flush`."""
+
+    remote = True
+
+    def __init__(self, store: ObjectStore, prefix: str, client: ForgeClient, api: str) -> None:
+        super().__init__(store, prefix)
+        self.client = client
+        self.api = api + "objects/"
+        self._pending: dict[bytes, None] = {}  # written locally, not yet known to be on the forge
+        self._on_forge: set[bytes] = set()
+        self.progress: Progress | None = None
+        self.fetched_objects = 0
+        self.fetched_bytes = 0
+        self.sent_objects = 0
+        self.sent_bytes = 0
+
+    async def put_canonical(self, canonical: bytes) -> bytes:
+        oid = await super().put_canonical(canonical)
+        if oid not in self._on_forge:
+            self._pending[oid] = None
+        return oid
+
+    async def get_canonical(self, oid: bytes) -> bytes:
+        try:
+            return await super().get_canonical(oid)
+        except NotFound:
+            pass
+        except CorruptObject:
+            # the cache is written without fsync: a copy torn by a power cut is dropped and refetched
+            await self.store.delete(self.key(oid))
+            self._known.discard(oid)
+        await self._fetch([oid])
+        return await super().get_canonical(oid)
+
+    async def _local(self, oid: bytes) -> bool:
+        if oid in self._known:
+            return True
+        if await self.store.head(self.key(oid)) is not None:
+            self._known.add(oid)
+            return True
+        return False
+
+    async def prefetch(self, ids: Iterable[bytes]) -> None:
+        """Fetch the objects among ``ids`` that are not cached yet, ≤ 1,000 per request."""
+        wanted: dict[bytes, None] = {}
+        for oid in ids:
+            if oid != EMPTY_TREE and oid not in wanted and not await self._local(oid):
+                wanted[oid] = None
+        await self._fetch(list(wanted))
+
+    async def _fetch(self, ids: Sequence[bytes]) -> None:
+        for batch in _chunks(ids, GET_BATCH):
+            answer = self.client.post(self.api + "get", {"ids": list(batch)}, idempotent=True)
+            asked = set(batch)
+            n = size = 0
+            for row in _field(answer, "objects", list):
+                if not (isinstance(row, list) and len(row) == 2 and isinstance(row[1], bytes)):
+                    raise RemoteError("the forge sent a malformed object list")
+                oid, stored = row
+                if oid not in asked:
+                    raise RemoteError("the forge sent an object hif did not ask for")
+                # verified before it is cached: a bad object must not poison the cache
+                if digest(unpack(stored)) != oid:
+                    raise CorruptObject(f"object {oid.hex()} from the forge is corrupt (hash mismatch)")
+                with contextlib.suppress(PreconditionFailed):
+                    await self.store.put(self.key(oid), stored, if_none_match=True)
+                self._known.add(oid)
+                self._on_forge.add(oid)
+                n += 1
+                size += len(stored)
+            self.fetched_objects += n
+            self.fetched_bytes += size
+            if self.progress is not None:
+                self.progress("fetch", n, size)
+
+    async def prefetch_diff(self, old: bytes, new: bytes) -> None:
+        """Fetch what moving from tree ``old`` to tree ``new`` reads: the differing directories level
+        by level (one round trip per level, not per directory), then the new files' blobs."""
+        pairs = [(old, new)] if old != new else []
+        blobs: list[bytes] = []
+        while pairs:
+            await self.prefetch(n for _, n in pairs)
+            nxt: list[tuple[bytes, bytes]] = []
+            for o, n in pairs:
+                before = await self.get_tree(o) if o != EMPTY_TREE else {}
+                for name, entry in (await self.get_tree(n)).items():
+                    was = before.get(name)
+                    if was == entry:
+                        continue
+                    if entry.kind == DIR:
+                        nxt.append((was.oid if was is not None and was.kind == DIR else EMPTY_TREE, entry.oid))
+                    else:
+                        blobs.append(entry.oid)
+            pairs = nxt
+        await self.prefetch(blobs)
+
+    async def flush(self) -> None:
+        """Upload the objects written here that the forge lacks (have, then put in batches)."""
+        ids = list(self._pending)
+        if not ids:
+            return
+        missing: list[bytes] = []
+        for batch in _chunks(ids, HAVE_BATCH):
+            answer = self.client.post(self.api + "have", {"ids": list(batch)}, idempotent=True)
+            missing += _field(answer, "missing", list)
+        batch_objs: list[bytes] = []
+        size = 0
+        for oid in missing:
+            stored = await self.store.get(self.key(oid))
+            if digest(unpack(stored)) != oid:  # torn by a power cut: the next run writes it again
+                await self.store.delete(self.key(oid))
+                self._known.discard(oid)
+                raise CorruptObject(f"cached object {oid.hex()} was damaged and is dropped; run the "
+                                    "command again")
+            if batch_objs and (len(batch_objs) >= PUT_BATCH or size + len(stored) > PUT_BYTES):
+                self._send(batch_objs, size)
+                batch_objs, size = [], 0
+            batch_objs.append(stored)
+            size += len(stored)
+        if batch_objs:
+            self._send(batch_objs, size)
+        self._on_forge.update(ids)
+        for oid in ids:
+            self._pending.pop(oid, None)
+
+    def _send(self, objs: list[bytes], size: int) -> None:
+        self.client.post(self.api + "put", {"objects": objs}, idempotent=True)
+        self.sent_objects += len(objs)
+        self.sent_bytes += size
+        if self.progress is not None:
+            self.progress("send", len(objs), size)
+
+
+class RemoteMainline(Mainline):
+    """The forge's landing log; records are immutable, so each is fetched once and cached locally."""
+
+    def __init__(self, store: ObjectStore, prefix: str, client: ForgeClient, api: str) -> None:
+        super().__init__(store, prefix)
+        self.client = client
+        self.api = api
+        self._last: int | None = None  # the last position asked for: tells a backward walk
+
+    async def head(self, known: int | None = None) -> int:
+        pos = _field(self.client.get(self.api + "head"), "position", int)
+        return max(pos, known or 0)
+
+    async def record(self, position: int) -> LandingRecord:
+        if position < 1:
+            raise NotFound(f"no position {position}")
+        backwards = self._last == position + 1
+        self._last = position
+        rec = self._records.get(position) or await self._cached(position)
+        if rec is not None:
+            return rec
+        page = await self._page(position, "desc" if backwards else "asc", LOG_PAGE)
+        rec = page.get(position)
+        if rec is None:
+            raise NotFound(f"no landing at position {position}")
+        return rec
+
+    async def _cached(self, position: int) -> LandingRecord | None:
+        data = await self.store.get_or_none(log_key(self.prefix, position))
+        if data is None:
+            return None
+        try:
+            rec = LandingRecord.from_bytes(data, position)
+        except CorruptObject:  # torn (the cache is not fsynced): drop it, the forge has it
+            await self.store.delete(log_key(self.prefix, position))
+            return None
+        self._remember(rec)
+        return rec
+
+    def _remember(self, rec: LandingRecord) -> None:
+        if len(self._records) > 10000:
+            self._records.clear()
+        self._records[rec.position] = rec
+
+    async def _page(self, start: int, order: str, limit: int) -> dict[int, LandingRecord]:
+        answer = self.client.get(self.api + "log", start=start, limit=limit, order=order)
+        out: dict[int, LandingRecord] = {}
+        for row in _field(answer, "records", list):
+            if not (isinstance(row, list) and len(row) == 2 and isinstance(row[0], int)
+                    and isinstance(row[1], bytes)):
+                raise RemoteError("the forge sent a malformed landing log")
+            pos, data = row
+            rec = LandingRecord.from_bytes(data, pos)
+            with contextlib.suppress(PreconditionFailed):
+                await self.store.put(log_key(self.prefix, pos), data, if_none_match=True)
+            self._remember(rec)
+            out[pos] = rec
+        return out
+
+    async def exists(self, position: int) -> bool:
+        return position in self._records or 1 <= position <= await self.head()
+
+    async def iter_back(self, start: int, stop: int = 1) -> AsyncIterator[LandingRecord]:
+        """Newest first, a page of records per request (cached ones cost nothing)."""
+        pos = start
+        page: dict[int, LandingRecord] = {}
+        while pos >= max(stop, 1):
+            rec = page.get(pos) or self._records.get(pos) or await self._cached(pos)
+            if rec is None:
+                page = await self._page(pos, "desc", min(LOG_PAGE, pos - max(stop, 1) + 1))
+                rec = page.get(pos)
+                if rec is None:
+                    raise NotFound(f"no landing at position {pos}")
+            yield rec
+            pos -= 1
+
+    async def append(self, record: LandingRecord) -> None:
+        raise InvalidInput("landing runs on the forge")  # porcelain calls RemoteRepo.land
+
+    async def advance_hint(self, position: int) -> None:
+        return None
+
+
+class RemoteSessions(SessionStore):
+    """Sessions kept by the forge: every event is one request, so they stream as they happen."""
+
+    def __init__(self, store: ObjectStore, prefix: str, objects: RemoteObjectDB, client: ForgeClient,
+                 api: str, clock: Callable[[], float]) -> None:
+        super().__init__(store, prefix, objects, clock)
+        self.remote_objects = objects
+        self.client = client
+        self.api = api + "sessions"
+
+    async def start(self, goal: str, author: str, role: str, base: int) -> Session:
+        check_text(goal, "goal")
+        answer = self.client.post(self.api, {"goal": goal.strip(), "base": base, "role": role,
+                                             "author": author})
+        sid = check_session_id(_field(answer, "id", str))
+        return fold(sid, [_field(answer, "event", dict)])
+
+    async def append(self, sid: str, event: dict[str, Any], next_seq: int | None = None) -> dict[str, Any]:
+        return (await self.append_many(sid, [event], next_seq))[0]
+
+    async def append_many(self, sid: str, events: list[dict[str, Any]],
+                          next_seq: int | None = None) -> list[dict[str, Any]]:
+        """Upload the objects the events refer to, then append the events in order (batched)."""
+        await self.remote_objects.flush()
+        out: list[dict[str, Any]] = []
+        batch: list[dict[str, Any]] = []
+        size = 0
+        for event in [*events, None]:
+            n = len(encode(event)) if event is not None else 0
+            if batch and (event is None or len(batch) >= EVENT_BATCH or size + n > EVENT_BYTES):
+                body: dict[str, Any] = {"events": batch}
+                if next_seq is not None:
+                    body["next_seq"] = next_seq
+                stamped = _field(self.client.post(f"{self.api}/{sid}/events", body), "events", list)
+                if len(stamped) != len(batch) or not all(isinstance(e, dict) for e in stamped):
+                    raise RemoteError("the forge did not acknowledge every event")
+                out += stamped
+                next_seq = stamped[-1]["seq"] + 1
+                batch, size = [], 0
+            if event is not None:
+                batch.append(event)
+                size += n
+        return out
+
+    async def _get(self, sid: str) -> dict[str, Any]:
+        check_session_id(sid)
+        doc = self.client.get(f"{self.api}/{sid}")
+        _field(doc, "events", list)
+        _field(doc, "state", str)
+        return doc
+
+    async def events(self, sid: str) -> list[dict[str, Any]]:
+        return (await self._get(sid))["events"]
+
+    async def state(self, sid: str) -> dict[str, Any] | None:
+        doc = await self._get(sid)
+        if doc["state"] == "open":
+            return None
+        return {"state": doc["state"], "position": doc.get("position"), "snapshot": doc.get("snapshot")}
+
+    async def load(self, sid: str) -> Session:
+        doc = await self._get(sid)
+        s = fold(sid, doc["events"])
+        if doc["state"] != "open":
+            s.state, s.position, s.snapshot = doc["state"], doc.get("position"), doc.get("snapshot")
+            if isinstance(doc.get("changes"), list):
+                s.changes = {p: (Entry(k, o) if k else None) for p, k, o in doc["changes"]}
+        return s
+
+    async def list_open(self) -> list[str]:
+        answer = self.client.get(self.api, state="open")
+        return [x["id"] for x in _field(answer, "sessions", list) if isinstance(x, dict) and "id" in x]
+
+    async def write_snapshot(self, s: Session, changes: dict[str, Entry | None]) -> bytes:
+        raise InvalidInput("sessions are closed on the forge")  # RemoteRepo.land / .abandon
+
+    async def close(self, sid: str, state: dict[str, Any]) -> None:
+        raise InvalidInput("sessions are closed on the forge")
+
+
+class RemoteRollups(Rollups):
+    """The forge answers the rollup walk in one request (``POST scan``)."""
+
+    def __init__(self, mainline: RemoteMainline, client: ForgeClient, api: str) -> None:
+        super().__init__(mainline)
+        self.client = client
+        self.api = api + "scan"
+
+    async def candidates(self, lo: int, hi: int, items: set[str]) -> list[int]:
+        if hi <= lo:
+            return []
+        answer = self.client.post(self.api, {"since": lo, "until": hi, "items": sorted(items)},
+                                  idempotent=True)
+        positions = _field(answer, "positions", list)
+        return sorted({p for p in positions if isinstance(p, int) and lo < p <= hi})
+
+    async def extend(self, position: int, *, max_level: int = 16) -> None:
+        return None
+
+
+class RemoteRepo(Repo):
+    """A repository on a forge, seen through a local cache: duck-types ``Repo`` for porcelain and for
+    the landing helpers that run client-side (``effective_changes``, ``scan_since``, ``resolve``)."""
+
+    def __init__(self, client: ForgeClient, name: str, cache: ObjectStore, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        # Repo.__init__ is not called: every part is replaced by its forge-backed counterpart
+        self.client = client
+        self.store = cache
+        self.name = check_repo_name(name)
+        self.prefix = f"repos/{name}/"
+        self.api = f"repos/{name}/"
+        self.clock = clock
+        self.objects = RemoteObjectDB(cache, self.prefix, client, self.api)
+        self.mainline = RemoteMainline(cache, self.prefix, client, self.api)
+        self.sessions = RemoteSessions(cache, self.prefix, self.objects, client, self.api, clock)
+        self.rollups = RemoteRollups(self.mainline, client, self.api)
+
+    @property
+    def url(self) -> str:
+        return f"{self.client.base_url}/{self.name}"
+
+    async def meta(self) -> dict[str, Any]:
+        meta = self.client.get(self.api.rstrip("/"))
+        _field(meta, "head", int)
+        return meta
+
+    async def exists(self) -> bool:
+        try:
+            await self.meta()
+        except NotFound:
+            return False
+        return True
+
+    async def create(self, **meta: Any) -> dict[str, Any]:
+        raise InvalidInput("create forge repositories with: hif repo create NAME")
+
+    async def ensure(self, **meta: Any) -> None:
+        await self.meta()
+
+    async def land(self, session: Session) -> LandResult:
+        """Land on the forge (idempotent there, so a retry after a lost answer is safe)."""
+        await self.objects.flush()
+        a = self.client.post(f"{self.api}sessions/{session.id}/land", {}, idempotent=True)
+        return LandResult(
+            _field(a, "position", int), _field(a, "session", str), _field(a, "tree", bytes),
+            merged=list(a.get("merged") or []), already=bool(a.get("already_landed")),
+            attempts=int(a.get("attempts") or 1),
+        )
+
+    async def abandon(self, session: Session, reason: str, role: str) -> None:
+        """The forge appends the abandon event (as the token's user), freezes and closes the session."""
+        await self.objects.flush()
+        self.client.post(f"{self.api}sessions/{session.id}/abandon", {"reason": reason, "role": role})
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def open_remote(meta_dir: Path, config: dict[str, Any]) -> RemoteRepo:
+    """The ``RemoteRepo`` of a working copy whose ``config.json`` names a remote."""
+    base = normalize_url(config["remote"])
+    # no fsync: everything in the cache is verified on read and can be fetched again (see
+    # RemoteObjectDB.get_canonical); what only exists here is uploaded before anything refers to it
+    cache = EmbeddedStore(config.get("cache") or meta_dir / "cache", create=True, fsync=False)
+    return RemoteRepo(ForgeClient(base, token_for(base)), config["repo"], cache)
+
+
+__all__ = [
+    "ForgeClient",
+    "RemoteObjectDB",
+    "RemoteRepo",
+    "config_dir",
+    "create_repo",
+    "default_remote",
+    "list_repos",
+    "login",
+    "logout",
+    "normalize_url",
+    "open_remote",
+    "parse_repo_url",
+    "token_for",
+]
