@@ -248,14 +248,18 @@ def repo_list(as_json: bool, remote: str | None) -> None:
 @command(cli)
 @click.argument("url")
 @click.argument("directory", required=False)
-def clone(as_json: bool, url: str, directory: str | None) -> None:
+@click.option("--sparse", "sparse", multiple=True, metavar="DIR",
+              help="Check out only this directory (repeatable) and the root files.")
+def clone(as_json: bool, url: str, directory: str | None, sparse: tuple[str, ...]) -> None:
     """Make a working copy of the forge repository at URL (http(s)://host/owner/name) in DIRECTORY.
 
-    Running it again on an interrupted clone fetches only what is still missing.
+    Running it again on an interrupted clone fetches only what is still missing. With --sparse only
+    the tree objects and files inside those directories are fetched; other files are read on demand
+    (hif cat, hif ls) and cannot be changed from this working copy.
     """
     bar = TransferBar() if TransferBar.wanted(as_json) else None
     try:
-        r = Repository.clone(url, directory, progress=bar)
+        r = Repository.clone(url, directory, progress=bar, sparse=list(sparse) or None)
     finally:
         if bar is not None:
             bar.close()
@@ -264,6 +268,7 @@ def clone(as_json: bool, url: str, directory: str | None) -> None:
         objs = r.remote.objects
         doc = {"root": str(r.root), "repo": r.name, "remote": r.remote.client.base_url,
                "position": r.position, "resumed": r.resumed, "fetched_objects": objs.fetched_objects,
+               "sparse": r.cone.cones if r.cone else None,
                "fetched_bytes": objs.fetched_bytes}
         emit(as_json, doc, f"{'finished cloning' if r.resumed else 'cloned'} {r.name} into {r.root} at "
                            f"position {r.position} ({objs.fetched_objects} objects, "

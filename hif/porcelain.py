@@ -31,6 +31,7 @@ from hif.merge import diffstat, split_lines, unified_diff
 from hif.objects import DIR, EMPTY_TREE, Entry
 from hif.repo import Repo, check_repo_name
 from hif.session import Session, check_role, check_session_id, check_text, make_event
+from hif.sparse import Cone, parse_cones
 from hif.store import EmbeddedStore, ObjectStore, open_store
 from hif.tree import apply, lookup, lookup_file, read_dir, walk
 from hif.tree import diff as tree_diff
@@ -190,6 +191,7 @@ class Repository:
             self.store = open_store(cfg["store"])
             self.repo = Repo(self.store, cfg["repo"])
         self._runner = _Runner(self.store)
+        self.cone = Cone(cfg["sparse"]) if cfg.get("sparse") else None
         self.resumed = False  # set by clone() when it finished an interrupted clone
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -229,7 +231,8 @@ class Repository:
 
     @classmethod
     def clone(cls, url: str, path: str | os.PathLike[str] | None = None, *,
-              progress: Callable[[str, int, int], None] | None = None) -> Repository:
+              progress: Callable[[str, int, int], None] | None = None,
+              sparse: list[str] | None = None) -> Repository:
         """A working copy of the forge repository at ``url`` (``<forge>/<owner>/<name>``), at its head.
 
         Objects land in ``.hif/cache`` as they arrive and a marker stays in ``.hif`` until the files
@@ -266,7 +269,10 @@ class Repository:
             # a rerun starts the checkout afresh; the cached objects are what makes it cheap
             (root / META / "index").unlink(missing_ok=True)
             wt = WorkTree(root)
-            wt.write_config({"remote": base, "repo": name})
+            config: dict[str, Any] = {"remote": base, "repo": name}
+            if sparse:
+                config["sparse"] = parse_cones(sparse)
+            wt.write_config(config)
             wt.write_state(WorkState())
         except OSError:
             if created_dir:
@@ -394,6 +400,8 @@ class Repository:
             if entry is not None and path not in scanned:
                 events.append(("delete", {"path": path}))
                 out.append(FileChange(path, "deleted", base.get(path), None))
+        if self.cone is not None:
+            self.cone.check([e["path"] for _, e in events])
         self._append_all(s, events, author=author, role=role)
         self.work.save_index()
         del base_tree
@@ -481,7 +489,7 @@ class Repository:
         pos = self.position
         if idx.position == pos and idx.tree and not idx.dirty:
             return
-        tree = self._run(self.repo.mainline.tree_at(pos))
+        tree = self._run(self._view(self.repo.mainline.tree_at(pos)))
         if idx.position == pos and idx.tree == tree:
             return
 
@@ -556,10 +564,17 @@ class Repository:
             if any(line.startswith(MARKER) for line in split_lines(data)):
                 raise InvalidInput(f"{path} still has conflict markers; resolve them, then land")
 
+    async def _view(self, tree: bytes | Coroutine[Any, Any, bytes]) -> bytes:
+        """The tree as this working copy holds it: all of it, or its sparse projection."""
+        if not isinstance(tree, bytes):
+            tree = await tree
+        return tree if self.cone is None else await self.cone.project(self.repo.objects, tree)
+
     async def _move_to(self, old_tree: bytes, new_tree: bytes, position: int, *, session: str | None) -> list[str]:
         """Bring the working files from ``old_tree`` to ``new_tree`` and the stat cache with them."""
         changed: list[str] = []
         idx = self.work.index
+        old_tree, new_tree = await self._view(old_tree), await self._view(new_tree)
         await self.repo.objects.prefetch_diff(old_tree, new_tree)  # a forge clone: batched fetches
         async for path, _old, new in tree_diff(self.repo.objects, old_tree, new_tree):
             if new is None:
@@ -621,7 +636,8 @@ class Repository:
             raise SessionClosed(f"session {s.id} already landed at position {scan.landed_at}")
         base_tree = await self.repo.mainline.tree_at(s.base)
         head_tree = await self.repo.mainline.tree_at(head)
-        await self.repo.objects.prefetch_diff(base_tree, head_tree)  # what the merge and rebase read
+        # what the merge and the rebase read (within the cone, for a sparse working copy)
+        await self.repo.objects.prefetch_diff(await self._view(base_tree), await self._view(head_tree))
         final, merged, conflicts = await resolve(
             self.repo, ours, base_tree, head_tree, scan.touched, write_markers=True
         )
@@ -640,6 +656,7 @@ class Repository:
 
     async def _rebase_index(self, tree: bytes) -> None:
         idx = self.work.index
+        tree = await self._view(tree)
         for p in [p for p, e in idx.entries.items() if e.base is not None]:
             idx.set_base(p, None)
         async for path, entry in walk(self.repo.objects, tree):
