@@ -77,6 +77,57 @@ class Stats:
         return r
 
 
+_SPAWNER = r"""
+import json, os, subprocess, sys, time
+for line in sys.stdin:
+    req = json.loads(line)
+    t0 = time.perf_counter()
+    p = subprocess.Popen(req["cmd"], cwd=req["cwd"], env=req["env"], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out = p.stdout.read()
+    p.stdout.close()
+    _, status, ru = os.wait4(p.pid, 0)
+    p.returncode = rc = os.waitstatus_to_exitcode(status)
+    doc = {"rc": rc, "out": out.decode("utf-8", "replace"), "kib": ru.ru_maxrss,
+           "s": time.perf_counter() - t0, "cpu": ru.ru_utime + ru.ru_stime}
+    sys.stdout.write(json.dumps(doc) + "\n")
+    sys.stdout.flush()
+"""
+
+
+class Spawner:
+    """Runs commands from a small helper process, one at a time.
+
+    Linux carries a process's memory high-water mark into a child it forks across ``exec``, so a
+    command started by a benchmark that has grown big reports the benchmark's peak, not its own.
+    Start a Spawner while the benchmark is still small and run the measured commands through it.
+    """
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", _SPAWNER], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        atexit.register(self.close)
+
+    def run(self, cmd: Sequence[str], cwd: str | os.PathLike[str], env: dict[str, str] | None = None,
+            check: bool = True) -> Run:
+        import json
+
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        req = {"cmd": list(cmd), "cwd": str(cwd), "env": env if env is not None else dict(os.environ)}
+        self.proc.stdin.write(json.dumps(req) + "\n")
+        self.proc.stdin.flush()
+        doc = json.loads(self.proc.stdout.readline())
+        if check and doc["rc"] != 0:
+            raise CommandFailed(f"{' '.join(cmd)} (in {cwd}) exited {doc['rc']}:\n{doc['out']}")
+        return Run(doc["rc"], doc["out"], doc["kib"], doc["s"], doc["cpu"])
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+            self.proc.wait(timeout=10)
+
+
 def self_maxrss_kib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
