@@ -16,10 +16,12 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e .
+	bash scripts/fetch-htmx.sh
 	touch $@
 
 $(DEVSTAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
+	bash scripts/fetch-htmx.sh
 	bash scripts/install-test-deps.sh
 	touch $@ $(STAMP)
 

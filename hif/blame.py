@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hif.errors import InvalidInput, NotFound
+from hif.history import Walk
 from hif.merge import is_binary, split_lines
 from hif.repo import Repo
 from hif.tree import lookup_file
@@ -29,8 +30,9 @@ class BlameLine:
 
 
 async def blame(repo: Repo, path: str, at: int) -> list[BlameLine]:
-    """Attribute every line of ``path`` at position ``at``; stops as soon as every line has an owner,
-    so the cost follows the file's history, not the log's length."""
+    """Attribute every line of ``path`` at position ``at``; stops as soon as every line has an owner
+    and reads only the records that changed the path (found through the rollups), so the cost
+    follows the file's history, not the log's length."""
     db = repo.objects
     tree = await repo.mainline.tree_at(at)
     entry = await lookup_file(db, tree, path)
@@ -43,11 +45,11 @@ async def blame(repo: Repo, path: str, at: int) -> list[BlameLine]:
     owner: list[tuple[int, str, str, str] | None] = [None] * len(lines)
     cur = {i: i for i in range(len(lines))}  # line of the version examined -> line of the file
     version = lines
-    pos = at
-    while pos >= 1 and cur:
-        rec = await repo.mainline.record(pos)
+    # only records that changed the path matter: the rollups skip the others unread
+    async for rec in Walk(repo, at, items={"p:" + path}):
+        if not cur:
+            break
         touched = [s for s in rec.sessions if path in s.changes]
-        pos -= 1
         if not touched:
             continue
         before_entry = await lookup_file(db, rec.parent_tree, path)

@@ -596,6 +596,141 @@ def blame(as_json: bool, path: str, at: int | None) -> None:
                                for b in lines))
 
 
+# -- git interop ---------------------------------------------------------------------------------
+
+
+class CommitBar:
+    """Commits done of all, with commits/s, as a rich progress bar on stderr (a terminal only, never
+    with --json); it appears at the first commit."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self._progress: Any = None
+        self._task: Any = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self._progress is None:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+
+            class Rate(TextColumn):
+                def render(self, task: Any) -> Any:
+                    from rich.text import Text
+
+                    return Text(f"{task.speed or 0:,.0f} commits/s")
+
+            self._progress = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), Rate(""),
+                TimeElapsedColumn(), console=Console(stderr=True), transient=True,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task(self.label, total=total)
+        self._progress.update(self._task, completed=done, total=total)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
+@cli.group("import")
+def import_group() -> None:
+    """Bring history in from another version-control system."""
+
+
+@command(import_group, "git")
+@click.argument("source")
+@click.argument("directory", required=False)
+@click.option("--branch", default=None, help="Branch to import (default: the one HEAD names).")
+@click.option("--name", default=None, help="Repository name as owner/name (first run; default local/DIR).")
+@click.option("--store", default=None, help="Store URL (first run; default DIR/.hif/store).")
+@click.option("--no-checkout", is_flag=True, help="Import only; do not write the files.")
+@click.option("--max-commits", type=click.IntRange(min=1), default=None, hidden=True,
+              help="Stop after landing N commits (to test resuming).")
+def import_git(as_json: bool, source: str, directory: str | None, branch: str | None, name: str | None,
+               store: str | None, no_checkout: bool, max_commits: int | None) -> None:
+    """Import SOURCE (a git repository path or URL) as landed sessions into DIRECTORY.
+
+    Each commit of the branch's first-parent history becomes a session; the commits a merge brings
+    in become its iterations. Run it again to continue an interrupted import or to add new commits.
+    """
+    bar = CommitBar("importing") if TransferBar.wanted(as_json) else None
+    try:
+        r, res = Repository.import_git(source, directory, branch=branch, name=name, store=store,
+                                       checkout=not no_checkout, max_sessions=max_commits, progress=bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    with r:
+        doc = {"root": str(r.root), "repo": r.name, **res.to_json()}
+
+        def text() -> str:
+            where = f"{r.name} in {r.root}"
+            if res.complete and res.total == 0:
+                return f"{where} is up to date with {source} ({res.branch or res.tip}) at position {res.position}"
+            rate = f", {res.commits / res.seconds:,.0f} commits/s" if res.seconds else ""
+            out = (f"imported {res.commits:,} commit(s) of {source} ({res.branch or res.tip}) into {where}: "
+                   f"positions {res.start + 1}-{res.position} in {res.seconds:.1f} s{rate}")
+            if not res.complete:
+                out += "\nstopped early; run the same command again to continue"
+            if res.checked_out is False:
+                out += "\nthe working copy was not moved (open session or local changes): hif pull"
+            return out
+
+        emit(as_json, doc, text)
+
+
+@cli.group("export")
+def export_group() -> None:
+    """Write the mainline out for another version-control system."""
+
+
+@command(export_group, "git")
+@click.argument("directory")
+@click.option("--branch", default=None, help="Branch name (default: the imported one, else main).")
+@click.option("--bare", is_flag=True, help="A bare repository (no files checked out).")
+def export_git(as_json: bool, directory: str, branch: str | None, bare: bool) -> None:
+    """Write the mainline as a new git repository in DIRECTORY: one commit per position, the
+    sessions' conversation and decisions as notes (refs/notes/hif)."""
+    bar = CommitBar("exporting") if TransferBar.wanted(as_json) else None
+    with repo(as_json) as r:
+        try:
+            res = r.export_git(directory, branch=branch, bare=bare, progress=bar)
+        finally:
+            if bar is not None:
+                bar.close()
+        emit(as_json, res.to_json(),
+             f"exported {res.positions} position(s) as {res.commits} commit(s) to {res.path} "
+             f"(branch {res.branch}, notes in refs/notes/hif; {res.identical} of {res.original} "
+             f"imported commit(s) kept their id)")
+
+
+# -- federation: offering a session to a repository on another forge ----------------------------
+
+
+@command(cli)
+@click.argument("url")
+def offer(as_json: bool, url: str) -> None:
+    """Offer the open session to the repository at URL on another forge (your forge sends it,
+    signed); its maintainers land or reject it, and the outcome comes back to your forge."""
+    with repo(as_json) as r:
+        sid = r.session_id
+        if r.remote is None:
+            raise InvalidInput("hif offer needs a clone of a forge repository (hif clone URL)")
+        if sid is None:
+            raise InvalidInput("no open session to offer (hif session start GOAL)")
+        r.record()  # the working copy's changes go into the session first
+        doc = r.remote.offer(sid, url)
+        emit(as_json, doc, f"offered session {sid} to {doc.get('target', url)} (offer {doc.get('id')}); "
+                           "the outcome will show on your forge")
+
+
 def main() -> None:
     try:
         cli(prog_name="hif")

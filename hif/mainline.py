@@ -17,6 +17,7 @@ from hif.paths import check_path
 from hif.store.base import ObjectStore
 
 POS_WIDTH = 12
+RECORD_CACHE = 2048  # records kept per handle (immutable, so a cache; cleared when full)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +154,7 @@ class Mainline:
         except NotFound:
             raise NotFound(f"no landing at position {position}") from None
         rec = LandingRecord.from_bytes(data, position)
-        if len(self._records) > 10000:
+        if len(self._records) > RECORD_CACHE:
             self._records.clear()
         self._records[position] = rec
         return rec
@@ -204,6 +205,10 @@ class Mainline:
         await self.store.put(
             log_key(self.prefix, record.position), record.to_bytes(), if_none_match=True
         )
+        self._records[record.position] = record
+
+    def remember(self, record: LandingRecord) -> None:
+        """Cache a record this process wrote some other way (``hif import git`` writes in batches)."""
         self._records[record.position] = record
 
     async def advance_hint(self, position: int) -> None:

@@ -100,6 +100,29 @@ def parse_repo_url(url: str) -> tuple[str, str]:
     return root, name
 
 
+def parse_clone_url(url: str) -> tuple[str, str, str | None]:
+    """Like :func:`parse_repo_url`, but ``<base>/mirrors/<host>/<owner>/<name>`` names a forge's
+    read-only mirror of a remote repository: -> (base URL, ``owner/name``, mirrored host or None)."""
+    base = normalize_url(url)
+    parts = urlsplit(base)
+    segs = [s for s in parts.path.split("/") if s]
+    if len(segs) >= 4 and segs[-4] == "mirrors":
+        host = segs[-3].lower()
+        if not host or "/" in host or host in (".", ".."):
+            raise InvalidInput(f"not a mirror URL: {url!r}")
+        name = check_repo_name("/".join(segs[-2:]))
+        prefix = "/".join(segs[:-4])
+        root = urlunsplit((parts.scheme, parts.netloc, f"/{prefix}" if prefix else "", "", ""))
+        return root, name, host
+    root, name = parse_repo_url(url)
+    return root, name, None
+
+
+def repo_api(name: str, mirror: str | None = None) -> str:
+    """The API path of a repository (or of a forge's mirror of one), relative to ``/api/v1/``."""
+    return f"mirrors/{mirror}/{name}" if mirror else f"repos/{name}"
+
+
 def config_dir() -> Path:
     """``$HIF_CONFIG_DIR``, else ``$XDG_CONFIG_HOME/hif``, else ``~/.config/hif``."""
     explicit = os.environ.get("HIF_CONFIG_DIR")
@@ -345,6 +368,9 @@ def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
 # -- plumbing over the forge -------------------------------------------------------------------
 
 
+FRESH_BYTES = 64 << 20  # fetched objects kept in memory until their first read
+
+
 class RemoteObjectDB(ObjectDB):
     """Objects in a local cache store, fetched from the forge on a miss, uploaded on :meth:`flush`."""
 
@@ -361,6 +387,11 @@ class RemoteObjectDB(ObjectDB):
         self.fetched_bytes = 0
         self.sent_objects = 0
         self.sent_bytes = 0
+        # a brand-new cache holds nothing: no need to ask it about every object of a clone
+        self.cache_is_new = False
+        # canonical bytes of objects just fetched, read once more by the checkout that asked for them
+        self._fresh: dict[bytes, bytes] = {}
+        self._fresh_bytes = 0
 
     async def put_canonical(self, canonical: bytes) -> bytes:
         oid = await super().put_canonical(canonical)
@@ -369,6 +400,10 @@ class RemoteObjectDB(ObjectDB):
         return oid
 
     async def get_canonical(self, oid: bytes) -> bytes:
+        fresh = self._fresh.pop(oid, None)
+        if fresh is not None:  # verified when it arrived
+            self._fresh_bytes -= len(fresh)
+            return fresh
         try:
             return await super().get_canonical(oid)
         except NotFound:
@@ -383,6 +418,8 @@ class RemoteObjectDB(ObjectDB):
     async def _local(self, oid: bytes) -> bool:
         if oid in self._known:
             return True
+        if self.cache_is_new:
+            return False
         if await self.store.head(self.key(oid)) is not None:
             self._known.add(oid)
             return True
@@ -408,8 +445,12 @@ class RemoteObjectDB(ObjectDB):
                 if oid not in asked:
                     raise RemoteError("the forge sent an object hif did not ask for")
                 # verified before it is cached: a bad object must not poison the cache
-                if digest(unpack(stored)) != oid:
+                canonical = unpack(stored)
+                if digest(canonical) != oid:
                     raise CorruptObject(f"object {oid.hex()} from the forge is corrupt (hash mismatch)")
+                if self._fresh_bytes + len(canonical) <= FRESH_BYTES:
+                    self._fresh[oid] = canonical
+                    self._fresh_bytes += len(canonical)
                 with contextlib.suppress(PreconditionFailed):
                     await self.store.put(self.key(oid), stored, if_none_match=True)
                 self._known.add(oid)
@@ -571,9 +612,13 @@ class RemoteSessions(SessionStore):
         self.remote_objects = objects
         self.client = client
         self.api = api + "sessions"
+        self.read_only = api.startswith("mirrors/")
 
     async def start(self, goal: str, author: str, role: str, base: int) -> Session:
         check_text(goal, "goal")
+        if self.read_only:
+            raise InvalidInput("this is a read-only mirror: start the session on a repository of "
+                               "your own forge, then offer it to the origin (hif offer URL)")
         answer = self.client.post(self.api, {"goal": goal.strip(), "base": base, "role": role,
                                              "author": author})
         sid = check_session_id(_field(answer, "id", str))
@@ -667,13 +712,14 @@ class RemoteRepo(Repo):
     the landing helpers that run client-side (``effective_changes``, ``scan_since``, ``resolve``)."""
 
     def __init__(self, client: ForgeClient, name: str, cache: ObjectStore, *,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, mirror: str | None = None) -> None:
         # Repo.__init__ is not called: every part is replaced by its forge-backed counterpart
         self.client = client
         self.store = cache
         self.name = check_repo_name(name)
-        self.prefix = f"repos/{name}/"
-        self.api = f"repos/{name}/"
+        self.mirror = mirror  # the host whose repository this forge mirrors (read-only), if any
+        self.prefix = repo_api(name, mirror) + "/"
+        self.api = repo_api(name, mirror) + "/"
         self.clock = clock
         self.objects = RemoteObjectDB(cache, self.prefix, client, self.api)
         self.mainline = RemoteMainline(cache, self.prefix, client, self.api)
@@ -682,6 +728,8 @@ class RemoteRepo(Repo):
 
     @property
     def url(self) -> str:
+        if self.mirror:
+            return f"{self.client.base_url}/mirrors/{self.mirror}/{self.name}"
         return f"{self.client.base_url}/{self.name}"
 
     async def meta(self) -> dict[str, Any]:
@@ -717,6 +765,17 @@ class RemoteRepo(Repo):
         await self.objects.flush()
         self.client.post(f"{self.api}sessions/{session.id}/abandon", {"reason": reason, "role": role})
 
+    def offer(self, session_id: str, target: str) -> dict[str, Any]:
+        """Ask this forge to offer an open session (its events and objects already on the forge) to
+        the repository at ``target`` on another forge; the outcome arrives later (:meth:`offers`)."""
+        answer = self.client.post(f"{self.api}sessions/{session_id}/offer", {"target": target})
+        if not isinstance(answer, dict):
+            raise RemoteError(f"{self.client.base_url} sent an answer hif cannot read")
+        return answer
+
+    def offers(self, session_id: str) -> list[dict[str, Any]]:
+        return _field(self.client.get(f"{self.api}sessions/{session_id}/offers"), "offers", list)
+
     def close(self) -> None:
         self.client.close()
 
@@ -727,7 +786,8 @@ def open_remote(meta_dir: Path, config: dict[str, Any]) -> RemoteRepo:
     # no fsync: everything in the cache is verified on read and can be fetched again (see
     # RemoteObjectDB.get_canonical); what only exists here is uploaded before anything refers to it
     cache = EmbeddedStore(config.get("cache") or meta_dir / "cache", create=True, fsync=False)
-    return RemoteRepo(ForgeClient(base, token_for(base)), config["repo"], cache)
+    return RemoteRepo(ForgeClient(base, token_for(base)), config["repo"], cache,
+                      mirror=config.get("mirror"))
 
 
 __all__ = [
@@ -742,6 +802,8 @@ __all__ = [
     "logout",
     "normalize_url",
     "open_remote",
+    "parse_clone_url",
     "parse_repo_url",
+    "repo_api",
     "token_for",
 ]

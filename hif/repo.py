@@ -1,4 +1,5 @@
-"""One repository inside a store: its objects, mainline and sessions under ``repos/<owner>/<name>/``."""
+"""One repository inside a store: its objects, mainline and sessions under ``repos/<owner>/<name>/``
+(or another prefix: a forge keeps read-only mirrors of remote repositories under ``mirrors/``)."""
 
 from __future__ import annotations
 
@@ -27,10 +28,11 @@ def check_repo_name(name: str) -> str:
 class Repo:
     """Plumbing handle: no working copy, no CLI, no HTTP; everything is async over the store."""
 
-    def __init__(self, store: ObjectStore, name: str, *, clock: Clock = time.time) -> None:
+    def __init__(self, store: ObjectStore, name: str, *, clock: Clock = time.time,
+                 prefix: str | None = None) -> None:
         self.store = store
         self.name = check_repo_name(name)
-        self.prefix = f"repos/{name}/"
+        self.prefix = prefix if prefix is not None else f"repos/{name}/"
         self.clock = clock
         self.objects = ObjectDB(store, self.prefix)
         self.mainline = Mainline(store, self.prefix)

@@ -157,6 +157,10 @@ class SessionStore:
     def _state(self, sid: str) -> str:
         return f"{self.prefix}sessions/{sid}/state"
 
+    def state_key(self, sid: str) -> str:
+        """Where a closed session's outcome lives (bulk writers create it themselves)."""
+        return self._state(sid)
+
     def _open(self, sid: str) -> str:
         return f"{self.prefix}open/{sid}"
 

@@ -264,7 +264,9 @@ class WorkTree:
         try:
             old = os.lstat(full)
         except FileNotFoundError:
-            pass
+            if entry.kind != LINK:  # a new file: nothing to protect, so no temporary file and rename
+                self.index.remember(path, self._create(full, entry, content), entry)
+                return
         else:  # a file is replaced atomically below; a directory or (for a link) anything must go first
             if stat_mod.S_ISDIR(old.st_mode):
                 _rmtree(Path(full))
@@ -287,6 +289,22 @@ class WorkTree:
                 os.close(fd)
             os.replace(tmp, full)
         self.index.remember(path, st, entry)
+
+    @staticmethod
+    def _create(full: str, entry: Entry, content: bytes) -> os.stat_result:
+        fd = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o755 if entry.kind == EXEC else 0o644)
+        try:
+            view = memoryview(content)
+            while view:
+                view = view[os.write(fd, view):]
+            st = os.fstat(fd)
+            want = 0o755 if entry.kind == EXEC else 0o644
+            if stat_mod.S_IMODE(st.st_mode) != want:  # the umask took bits away
+                os.fchmod(fd, want)
+                st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        return st
 
     def remove_file(self, path: str) -> None:
         full = self.root / path

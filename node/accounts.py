@@ -55,12 +55,22 @@ ANONYMOUS = Principal(None)
 # -- pure helpers ----------------------------------------------------------------------------------
 
 
+# First path segments the node's own pages and protocols use: an account with one of these names
+# would have repositories no URL can reach.
+RESERVED = frozenset({
+    "account", "ap", "api", "assets", "healthz", "login", "logout", "mirrors", "nodeinfo",
+    "orgs", "search", "static",
+})
+
+
 def check_name(name: object, what: str = "name") -> str:
     """User and organisation names (one namespace): letters, digits, ``_ . -``, at most 39."""
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise InvalidInput(
             f"invalid {what} {name!r}: use 1-39 letters, digits, '_', '.' or '-' (not first)"
         )
+    if name.lower() in RESERVED:
+        raise InvalidInput(f"{what} {name!r} is reserved for the node's own pages")
     return name
 
 

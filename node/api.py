@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,15 +26,14 @@ from hif.repo import Repo, check_repo_name
 from hif.rollups import query_items
 from hif.session import ROLES, Session, check_session_id, check_text, make_event
 from hif.tree import lookup
-from node.accounts import ANONYMOUS, Principal, allowed
+from node.access import NEEDS, check_login, manages_org, may, need_scope, repo_access, scope_ge
+from node.accounts import ANONYMOUS, Principal
 from node.app import Node, node_of
 from node.errors import AuthRequired, Exists, InvalidInput, PermissionDenied
 from node.wire import DEFAULT_LIMIT, MiB, cbor_response, field, query_int, read_body
 
 bp = Blueprint("api", __name__)
 
-# What each access level needs: (role on the repository, token scope).
-NEEDS = {"read": ("reader", "read"), "write": ("writer", "write"), "admin": ("maintainer", "admin")}
 LOGIN_DAYS = 30
 MAX_HAVE = 10_000
 MAX_GET = 1_000
@@ -88,14 +88,20 @@ def route(method: str, rule: str, access: str, *, limit: int = DEFAULT_LIMIT, ag
             node = node_of(current_app)  # type: ignore[arg-type]
             principal = await _principal(node)
             ctx = Ctx(node, principal, {})
-            if "owner" in kw:
+            body_read = False
+            if "host" in kw:  # a read-only mirror: public, so the body may be read first
+                if method in ("POST", "PUT"):
+                    _refuse_bound(principal)
+                    ctx.body, body_read = await read_body(limit), True
+                await _authorize_mirror(ctx, kw.pop("host"), f"{kw.pop('owner')}/{kw.pop('name')}")
+            elif "owner" in kw:
                 name = f"{kw.pop('owner')}/{kw.pop('name')}"
                 await _authorize_repo(ctx, name, access, agent, kw.get("sid"))
             elif access != "public" and principal.user is None:
                 raise AuthRequired("this needs a token (Authorization: Bearer ...)")
             elif access != "public" and principal.session is not None and not agent:
                 raise PermissionDenied("an agent token only works on its own session")
-            if method in ("POST", "PUT"):  # read only once the caller may send it
+            if method in ("POST", "PUT") and not body_read:  # only once the caller may send it
                 ctx.body = await read_body(limit)
             return cbor_response(await fn(ctx, **kw), status)
 
@@ -125,20 +131,15 @@ async def _authorize_repo(ctx: Ctx, name: str, access: str, agent_ok: bool, sid:
         check_repo_name(name)
     except InvalidInput:
         raise NotFound(f"no repository {name}") from None
-    need_role, need_scope = NEEDS[access]
-    info, role = await _repo_role(ctx, p, name)
-    if info is None or not allowed(p, role, need_role, need_scope, name):
-        # a replica's copy of the auth database may lag a change made through another replica:
-        # check the latest version before refusing (granting on a copy is bounded by its max age)
-        await ctx.node.auth.db.refresh()
-        info, role = await _repo_role(ctx, p, name)
+    info, role = await repo_access(ctx.node.auth, p, name, access)
     if p.user is None and (role is None or access != "read"):
         # anonymous: a missing and a private repository answer alike, so existence does not leak
         raise AuthRequired("this needs a token (Authorization: Bearer ...)")
     if info is None or role is None:
         raise NotFound(f"no repository {name}")
-    if not allowed(p, role, need_role, need_scope, name):
-        raise PermissionDenied(f"{access} access to {name} needs the {need_role} role and a {need_scope} token")
+    if not may(p, role, access, name):
+        want_role, want_scope = NEEDS[access]
+        raise PermissionDenied(f"{access} access to {name} needs the {want_role} role and a {want_scope} token")
     repo = ctx.node.repo(name)
     if p.session is not None:
         if p.repo != name:
@@ -150,9 +151,28 @@ async def _authorize_repo(ctx: Ctx, name: str, access: str, agent_ok: bool, sid:
     ctx.repo, ctx.role = repo, role
 
 
-async def _repo_role(ctx: Ctx, p: Principal, name: str) -> tuple[dict[str, Any] | None, str | None]:
-    info = await ctx.node.auth.get_repo(name)
-    return info, (await ctx.node.auth.role_on(p.user, name) if info is not None else None)
+_HOST = re.compile(r"^[a-z0-9][a-z0-9.-]{0,252}(:[0-9]{1,5})?$|^\[[0-9a-f:.]+\](:[0-9]{1,5})?$")
+
+
+def _refuse_bound(p: Principal) -> None:
+    if p.repo is not None:
+        raise PermissionDenied(f"this token is bound to repository {p.repo}")
+
+
+async def _authorize_mirror(ctx: Ctx, host: str, name: str) -> None:
+    """Mirrors are public copies of public repositories: anyone may read them, but a token bound to
+    one repository (or an agent's session) is for that repository only."""
+    _refuse_bound(ctx.principal)
+    fed = current_app.extensions.get("federation")
+    try:
+        check_repo_name(name)
+        valid = fed is not None and _HOST.match(host) is not None
+    except InvalidInput:
+        valid = False
+    repo = fed.mirror(host, name) if valid else None
+    if repo is None or not await repo.exists():
+        raise NotFound(f"no mirror {host}/{name}")
+    ctx.repo, ctx.role = repo, "reader"
 
 
 # -- node routes -------------------------------------------------------------------------------
@@ -169,12 +189,8 @@ async def whoami(ctx: Ctx) -> dict[str, Any]:
 async def login(ctx: Ctx) -> dict[str, Any]:
     user = field(ctx.body, "user", str)
     password = field(ctx.body, "password", str)
-    address = request.remote_addr or "?"
-    ctx.node.limiter.check(user, address)
-    if not await ctx.node.auth.check_password(user, password):
-        ctx.node.limiter.failure(user, address)
+    if not await check_login(ctx.node.auth, ctx.node.limiter, user, password, request.remote_addr or "?"):
         raise AuthRequired("wrong user name or password")
-    ctx.node.limiter.success(user, address)
     tid, secret = await ctx.node.auth.create_token(user, scope="write", name="login",
                                                    expires_in=LOGIN_DAYS * 86400)
     return {"id": tid, "token": secret, "expires_days": LOGIN_DAYS}
@@ -193,7 +209,7 @@ async def create_token(ctx: Ctx) -> dict[str, Any]:
     days = field(ctx.body, "expires_days", (int, float), default=None)
     if scope not in NEEDS:
         raise InvalidInput("scope must be read, write or admin")
-    if not _scope_ge(p.scope, scope) or (p.repo is not None and repo != p.repo):
+    if not scope_ge(p.scope, scope) or (p.repo is not None and repo != p.repo):
         raise PermissionDenied("a token cannot grant more than the token that creates it")
     if repo is not None:
         check_repo_name(repo)
@@ -214,7 +230,7 @@ async def revoke_token(ctx: Ctx, tid: str) -> dict[str, Any]:
 
 @route("POST", "/api/v1/orgs", "user", status=201)
 async def create_org(ctx: Ctx) -> dict[str, Any]:
-    _need_scope(ctx.principal, "write")
+    need_scope(ctx.principal, "write")
     name = field(ctx.body, "name", str)
     await ctx.node.auth.create_org(name, ctx.user)
     return {"name": name, "owner": ctx.user}
@@ -235,20 +251,9 @@ async def remove_org_member(ctx: Ctx, org: str, user: str) -> dict[str, Any]:
     return {"removed": user}
 
 
-def _scope_ge(have: str | None, need: str) -> bool:
-    order = list(NEEDS)
-    return have is not None and order.index(have) >= order.index(need)
-
-
-def _need_scope(p: Principal, scope: str) -> None:
-    if not _scope_ge(p.scope, scope) or p.repo is not None:
-        raise PermissionDenied(f"this needs a {scope} token not bound to one repository")
-
-
 async def _need_org_admin(ctx: Ctx, org: str) -> None:
-    _need_scope(ctx.principal, "admin")
-    role = await ctx.node.auth.org_role(org, ctx.user) if not ctx.principal.admin else "owner"
-    if role not in ("maintainer", "owner"):
+    need_scope(ctx.principal, "admin")
+    if not await manages_org(ctx.node.auth, ctx.principal, org):
         raise NotFound(f"no organisation {org} that you manage")
 
 
@@ -285,7 +290,7 @@ async def create_repo(ctx: Ctx) -> dict[str, Any]:
     private = field(ctx.body, "private", bool, default=False)
     description = field(ctx.body, "description", str, default="")
     check_text(description or "-", "description")
-    _need_scope(p, "write")
+    need_scope(p, "write")
     if not await ctx.node.auth.can_create_repo(p, name):
         raise PermissionDenied(f"you cannot create repositories under {name.split('/')[0]}")
     owner = name.split("/")[0]
@@ -604,6 +609,9 @@ async def append_events(ctx: Ctx, sid: str) -> dict[str, Any]:
 async def land_session(ctx: Ctx, sid: str) -> dict[str, Any]:
     s = await _load_session(ctx, sid)
     result = await land(ctx.r, s)
+    fed = current_app.extensions.get("federation")
+    if fed is not None:  # deliver to followers now, not at the next poll
+        fed.landed(ctx.r.name)
     return {"position": result.position, "session": result.session, "tree": result.tree,
             "merged": result.merged, "already_landed": result.already, "attempts": result.attempts}
 
@@ -633,3 +641,4 @@ async def agent_token(ctx: Ctx, sid: str) -> dict[str, Any]:
     return {"id": tid, "token": secret, "session": sid}
 
 
+from node import federation_api  # noqa: E402,F401 - registers the federation routes in ROUTES

@@ -26,6 +26,9 @@ from node.ratelimit import LoginLimiter
 from node.wire import MiB, cbor_response, error_body, error_response
 
 VERSION = "0.1.0"
+# Repository handles kept per replica (each caches trees and records; bounded so that memory does not
+# grow with the number of repositories served).
+REPO_HANDLES = 32
 access_log = logging.getLogger("micelio.access")
 error_log = logging.getLogger("micelio.error")
 
@@ -64,7 +67,7 @@ class Node:
         repo = self._repos.get(name)
         if repo is None:
             repo = self._repos[name] = Repo(self.store, name)
-            if len(self._repos) > 256:
+            if len(self._repos) > REPO_HANDLES:
                 self._repos.popitem(last=False)
         else:
             self._repos.move_to_end(name)
@@ -78,13 +81,15 @@ def node_of(app: Quart) -> Node:
 def create_app(config: Config | None = None, *, store: ObjectStore | None = None) -> Quart:
     """Build a node app; ``store`` lets tests and embedders hand in an already open store."""
     from node.api import bp as api_bp
+    from ui.views import bp as ui_bp  # the web UI: pages, cookie sessions, HTML error pages
 
     config = config or Config.from_env()
-    app = Quart("micelio")
+    app = Quart("micelio", static_folder=None)  # the UI serves its own assets
     app.config["MAX_CONTENT_LENGTH"] = 64 * MiB
     node = Node(config, store)
     app.extensions["micelio"] = node
     app.register_blueprint(api_bp)
+    app.register_blueprint(ui_bp)
 
     @app.before_serving
     async def _start() -> None:
@@ -138,6 +143,9 @@ def create_app(config: Config | None = None, *, store: ObjectStore | None = None
             return {"ok": False, "version": VERSION, "store": kind, "error": str(e)}, 503
         return {"ok": True, "version": VERSION, "store": kind}, 200
 
+    from node.federation_api import install as install_federation  # after the store's start-up
+
+    install_federation(app, node)
     return app
 
 

@@ -386,6 +386,62 @@ def repo_create(as_json: bool, name: str, private: bool, owner_user: str | None,
     emit(as_json, meta, f"created repository {name} ({'private' if private else 'public'})")
 
 
+@command(repo, "import")
+@click.argument("name", metavar="OWNER/NAME")
+@click.argument("source", metavar="SOURCE")
+@click.option("--branch", default=None, help="Branch to import (default: the one HEAD names).")
+@click.option("--private", is_flag=True, help="Only members can read it (default: public).")
+@click.option("--owner", "owner_user", default=None, help="A user who becomes an owner of the repository.")
+@click.option("--description", default="", help="One line about it.")
+@click.option("--max-commits", type=click.IntRange(min=1), default=None, hidden=True,
+              help="Stop after landing N commits (to test resuming).")
+def repo_import(as_json: bool, name: str, source: str, branch: str | None, private: bool,
+                owner_user: str | None, description: str, max_commits: int | None) -> None:
+    """Import the history of a git repository (SOURCE: a path or URL) into OWNER/NAME.
+
+    The repository is created and registered if it does not exist yet; running the command again
+    continues an interrupted import or adds the commits made since (as ``hif import git`` does).
+    """
+    from hif.cli import CommitBar, TransferBar
+    from hif.gitinterop import GitSource, import_git
+
+    check_repo(name)
+    namespace = name.split("/")[0]
+    bar = CommitBar("importing") if TransferBar.wanted(as_json) else None
+
+    async def body(accounts: Accounts, store: ObjectStore) -> dict[str, Any]:
+        meta = await accounts.get_repo(name)
+        is_user = False
+        if meta is None:  # check first, so a refused command leaves the store as it was
+            is_user = await accounts.get_user(namespace) is not None
+            if not is_user and await accounts.get_org(namespace) is None:
+                raise NotFound(f"no user or organisation {namespace}")
+            if owner_user is not None and await accounts.get_user(owner_user) is None:
+                raise NotFound(f"no user {owner_user}")
+        with tempfile.TemporaryDirectory(prefix="micelio-import-") as tmp:
+            # a URL is cloned afresh into a temporary directory; a bad source is refused here
+            src = GitSource.open(source, branch, mirror=Path(tmp) / "source.git")
+            r = Repo(store, name)
+            if meta is None:
+                with contextlib.suppress(PreconditionFailed):  # the store part exists: register only
+                    await r.create(private=private, description=description)
+                owner = owner_user if owner_user is not None else (namespace if is_user else None)
+                meta = await accounts.register_repo(name, private=private, owner_user=owner,
+                                                    description=description)
+            result = await import_git(r, src, progress=bar, max_sessions=max_commits)
+        return {**meta, "import": result.to_json()}
+
+    try:
+        doc = run_admin(body)
+    finally:
+        if bar is not None:
+            bar.close()
+    res = doc["import"]
+    emit(as_json, doc, f"imported {res['commits']} commit(s) of {source} into {name}: positions "
+                       f"{res['start'] + 1}-{res['position']}" if res["commits"] else
+                       f"{name} is up to date with {source} at position {res['position']}")
+
+
 @command(repo, "member")
 @click.argument("name", metavar="OWNER/NAME")
 @click.argument("user_name", metavar="USER")
@@ -402,6 +458,96 @@ def repo_member(as_json: bool, name: str, user_name: str, role: str) -> None:
     run_admin(body)
     emit(as_json, {"repo": name, "user": user_name, "role": None if role == "none" else role},
          f"{user_name} is {'no longer a member' if role == 'none' else role} of {name}")
+
+
+# -- federation ------------------------------------------------------------------------------------
+
+
+def run_store(body: Callable[[ObjectStore], Awaitable[T]]) -> T:
+    """Open the store alone (federation state needs no auth database), run ``body``, close it."""
+    opts = click.get_current_context().find_object(AdminOptions)
+    assert opts is not None
+
+    async def main() -> T:
+        store = open_store(opts.store, create=True)
+        try:
+            return await body(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(main())
+
+
+@cli.group()
+@click.option("--store", default=None, help="Store URL: a path or s3://bucket/prefix (default $MICELIO_STORE or ./data).")
+@click.option("--cache-dir", default=None, hidden=True)
+@click.pass_context
+def federation(ctx: click.Context, store: str | None, cache_dir: str | None) -> None:
+    """Follow remote repositories and watch deliveries (on the store; the running node sends)."""
+    ctx.obj = AdminOptions(store=store or os.environ.get("MICELIO_STORE") or DEFAULT_STORE, cache_dir=None)
+
+
+@command(federation, "follow")
+@click.argument("url")
+def federation_follow(as_json: bool, url: str) -> None:
+    """Follow the repository at URL (http(s)://host/owner/name); its mirror fills once accepted."""
+    from federation import control
+
+    entry = run_store(lambda store: control.follow(store, url))
+    emit(as_json, entry, f"following {entry['name']} on {entry['host']} ({entry['state']}); "
+                         f"mirror: mirrors/{entry['host']}/{entry['name']}")
+
+
+@command(federation, "unfollow")
+@click.argument("url")
+def federation_unfollow(as_json: bool, url: str) -> None:
+    """Stop following; the mirror stays, read-only, as it was."""
+    from federation import control
+
+    entry = run_store(lambda store: control.unfollow(store, url))
+    emit(as_json, entry, f"unfollowed {entry['name']} on {entry['host']}")
+
+
+@command(federation, "followers")
+@click.argument("name", metavar="OWNER/NAME")
+def federation_followers(as_json: bool, name: str) -> None:
+    """Who follows a local repository."""
+    from federation import status
+
+    check_repo(name)
+    rows = run_store(lambda store: status.followers(store, name))
+    emit(as_json, {"repo": name, "followers": rows},
+         lambda: "\n".join(f"{r['actor']}  since {when(r['since'])}" for r in rows) or "no followers")
+
+
+@command(federation, "status")
+def federation_status(as_json: bool) -> None:
+    """Followed repositories, pending and failed deliveries, and peers whose circuit is open."""
+    from federation import status
+
+    doc = run_store(lambda store: status.summary(store))
+
+    def text() -> str:
+        lines = ["following:"]
+        for m in doc["following"]:
+            err = f"  error: {m['error']}" if m["error"] else ""
+            conflicts = f"  conflicts: {m['conflicts']}" if m["conflicts"] else ""
+            lines.append(f"  {m['host']}/{m['name']:<30} {m['state']:<10} head {m['head']:<6} "
+                         f"synced {when(m['last_sync'])}{conflicts}{err}")
+        lines.append(f"outbox: {len(doc['outbox'])} pending")
+        for d in doc["outbox"]:
+            lines.append(f"  {d['what']} -> {d['peer']}  tries {d['tries']}  due {when(d['due'])}"
+                         + (f"  last error: {d['error']}" if d["error"] else ""))
+        lines.append(f"failed: {len(doc['failed'])}")
+        for d in doc["failed"]:
+            lines.append(f"  {d['what']} -> {d['peer']}  {d['error']}")
+        for p in doc["peers"]:
+            if p["circuit"] == "open" or p["consecutive"]:
+                lines.append(f"peer {p['peer']}: {p['consecutive']} failures in a row, circuit "
+                             f"{p['circuit']}; last error: {p['last_error']}")
+        return "\n".join(lines)
+
+    emit(as_json, doc, text)
 
 
 def main() -> None:

@@ -112,6 +112,24 @@ def test_put_if_absent(make_store: MakeStore) -> None:
     run(make_store, body)
 
 
+def test_create_all_in_order_and_deferred_writes(make_store: MakeStore) -> None:
+    """The bulk path of ``hif import git``: deferred writes, then ordered put-if-absent batches."""
+
+    async def body(store: ObjectStore) -> None:
+        with store.deferred_sync():
+            await store.put("objects/a", b"blob", if_none_match=True)
+            await store.create_all([("log/1", b"one"), ("log/2", b"two"), ("state/x", b"s")])
+            with pytest.raises(PreconditionFailed):
+                await store.create_all([("log/3", b"three"), ("log/2", b"again")])
+        assert await store.get("log/2") == b"two"
+        assert [await store.get(k) for k in ("objects/a", "log/1", "state/x")] == [b"blob", b"one", b"s"]
+        await store.create_all([])
+        with pytest.raises(PreconditionFailed):  # put-if-absent semantics after the block too
+            await store.put("log/1", b"x", if_none_match=True)
+
+    run(make_store, body)
+
+
 def test_compare_and_swap(make_store: MakeStore) -> None:
     async def body(store: ObjectStore) -> None:
         old = await store.put("ref", b"v1")

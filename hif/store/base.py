@@ -11,9 +11,10 @@ Etags are opaque strings; only equality is meaningful.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 
 from hif.errors import InvalidInput, NotFound
@@ -82,6 +83,20 @@ class ObjectStore(ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; the default store holds none."""
+
+    async def create_all(self, items: Sequence[tuple[str, bytes]]) -> None:
+        """Put-if-absent of several keys, in order, stopping with PreconditionFailed at the first one
+        that exists (earlier ones may have been created). Every put is durable on return; a store may
+        make the batch cheaper (see ``EmbeddedStore``) but never reorders it."""
+        for key, data in items:
+            await self.put(key, data, if_none_match=True)
+
+    @contextlib.contextmanager
+    def deferred_sync(self) -> Iterator[None]:
+        """Bulk writers (``hif import git``) may skip per-write durability inside this block; only
+        ``create_all`` then makes things durable (together with everything written before it). Stores
+        whose every write is durable anyway ignore it."""
+        yield
 
     async def get_or_none(self, key: str) -> bytes | None:
         try:

@@ -59,12 +59,14 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
 
 ID = b"\x01" * 32
+MIRROR = "/api/v1/mirrors/<host>/<owner>/<name>"
 
 
 def CASES(w: World, repo: str) -> dict[tuple[str, str], tuple[str, dict[str, Any] | None]]:
     """One well-formed request per route: (path, body)."""
     base = f"/api/v1/repos/{repo}"
     s = f"{base}/sessions/{w.session}"
+    mirror = f"/api/v1/mirrors/127.0.0.1:9/{repo}"
     return {
         ("GET", "/api/v1/whoami"): ("/api/v1/whoami", None),
         ("POST", "/api/v1/login"): ("/api/v1/login", {"user": "admin", "password": "wrong"}),
@@ -95,6 +97,26 @@ def CASES(w: World, repo: str) -> dict[tuple[str, str], tuple[str, dict[str, Any
         ("POST", "/api/v1/repos/<owner>/<name>/sessions/<sid>/land"): (f"{s}/land", {}),
         ("POST", "/api/v1/repos/<owner>/<name>/sessions/<sid>/abandon"): (f"{s}/abandon", {}),
         ("POST", "/api/v1/repos/<owner>/<name>/sessions/<sid>/tokens"): (f"{s}/tokens", {}),
+        # federation: offers, mirrors (read-only, public), administration
+        ("GET", "/api/v1/repos/<owner>/<name>/offers"): (f"{base}/offers", None),
+        ("GET", "/api/v1/repos/<owner>/<name>/offers/<oid>"): (f"{base}/offers/{'0' * 20}", None),
+        ("POST", "/api/v1/repos/<owner>/<name>/offers/<oid>/land"): (f"{base}/offers/{'0' * 20}/land", {}),
+        ("POST", "/api/v1/repos/<owner>/<name>/offers/<oid>/reject"):
+            (f"{base}/offers/{'0' * 20}/reject", {"reason": "no"}),
+        ("POST", "/api/v1/repos/<owner>/<name>/sessions/<sid>/offer"):
+            (f"{s}/offer", {"target": "http://127.0.0.1:9/acme/x"}),
+        ("GET", "/api/v1/repos/<owner>/<name>/sessions/<sid>/offers"): (f"{s}/offers", None),
+        ("GET", "/api/v1/mirrors"): ("/api/v1/mirrors", None),
+        **{(method, MIRROR + suffix): (mirror + path, body) for method, suffix, path, body in (
+            ("GET", "", "", None), ("GET", "/head", "/head", None), ("GET", "/log", "/log", None),
+            ("GET", "/tree", "/tree", None), ("GET", "/blame", "/blame?path=f", None),
+            ("POST", "/objects/have", "/objects/have", {"ids": [ID]}),
+            ("POST", "/objects/get", "/objects/get", {"ids": [ID]}),
+            ("GET", "/sessions/<sid>", f"/sessions/{w.session}", None),
+            ("GET", "/verify", "/verify", None))},
+        ("GET", "/api/v1/federation"): ("/api/v1/federation", None),
+        ("POST", "/api/v1/federation/follow"): ("/api/v1/federation/follow", {"url": "http://127.0.0.1:9/a/b"}),
+        ("POST", "/api/v1/federation/unfollow"): ("/api/v1/federation/unfollow", {"url": "http://127.0.0.1:9/a/b"}),
     }
 
 

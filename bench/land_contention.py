@@ -1,0 +1,370 @@
+"""Landing at scale: N in-process agents landing onto one mainline, with and without group landing.
+
+Each agent is an asyncio task with its own ``Repo`` over one shared store (so each has its own caches,
+as separate processes would) and lands S sessions back to back: start a session at the current head,
+``put_blob`` one new small file at its own path (``agent/<i>/session/<j>.txt``), append the ``write``
+event, ``land``. Stores: ``embedded`` (on disk, fsync), ``s3`` (moto's S3 server on loopback, over
+HTTP), ``model`` (the embedded store, no fsync, behind ``FaultyStore`` with the ``s3_latency`` model:
+~60 ms per call, no faults). Group landing on (``group=32``) and off (``group=1``). Each configuration
+runs in its own worker process, so its peak RSS is its own (``VmHWM``).
+
+Baseline: git, N agents each pushing S commits from its own clone to one bare repository, rejected
+pushes rebased and retried (``land_concurrent.bench_git``), at 8 and 32 agents only.
+
+Run: ``.venv/bin/python bench/land_contention.py [--agents 8,32,128] [--sessions 2]``. The s3 store
+runs up to 32 agents unless ``--s3-max-agents 128``: moto on loopback is CPU-bound, and 128 agents
+take over 15 minutes per configuration on a 2-CPU machine.
+Targets (model store, group landing, 32 and 128 agents): >= 100 landings/s and p99 < 2 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _util import ROOT, machine, mib, parse_ints, ratio, secs, table, workdir  # noqa: E402
+
+if TYPE_CHECKING:
+    from hif.store.base import ObjectInfo, ObjectStore
+
+TARGET_RATE = 100.0  # landings/s
+TARGET_P99 = 2.0  # seconds
+TARGET_AGENTS = (32, 128)
+GIT_AGENTS = (8, 32)  # 128 clones pushing to one bare repo take many minutes on a small machine
+TICK = os.sysconf("SC_CLK_TCK")
+REPO = "bench/contention"
+
+
+# -- worker (one configuration, in its own process) --------------------------------------------
+
+
+def _counting(inner: ObjectStore, counts: Counter[str]) -> ObjectStore:
+    """Wrap ``inner`` to count store calls and writes of log records (won and lost), so contention
+    shows as log writes per landing whatever ``land()`` reports for grouped sessions."""
+    from hif.store.base import ObjectStore
+
+    class Counting(ObjectStore):
+        def __init__(self) -> None:
+            self.url = inner.url
+
+        async def get(self, key: str) -> bytes:
+            counts["calls"] += 1
+            return await inner.get(key)
+
+        async def get_with_etag(self, key: str) -> tuple[bytes, str]:
+            counts["calls"] += 1
+            return await inner.get_with_etag(key)
+
+        async def head(self, key: str) -> ObjectInfo | None:
+            counts["calls"] += 1
+            return await inner.head(key)
+
+        async def put(self, key: str, data: bytes, *, if_none_match: bool = False,
+                      if_match: str | None = None) -> str:
+            counts["calls"] += 1
+            if if_none_match and "/log/" in key:
+                counts["log_writes"] += 1
+            return await inner.put(key, data, if_none_match=if_none_match, if_match=if_match)
+
+        async def delete(self, key: str) -> None:
+            counts["calls"] += 1
+            await inner.delete(key)
+
+        async def list_page(self, prefix: str, *, start_after: str | None = None, limit: int = 1000) -> list[str]:
+            counts["calls"] += 1
+            return await inner.list_page(prefix, start_after=start_after, limit=limit)
+
+        async def list_children(self, prefix: str) -> list[str]:
+            counts["calls"] += 1
+            return await inner.list_children(prefix)
+
+    return Counting()
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def _path(i: int, j: int) -> str:
+    return f"agent/{i}/session/{j}.txt"
+
+
+def _content(i: int, j: int) -> bytes:
+    return f"agent {i} session {j}\n".encode() * 4
+
+
+async def _run_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Run one configuration; check the mainline afterwards (every session exactly once, every file)."""
+    from hif.errors import HifError
+    from hif.landing import land
+    from hif.objects import FILE
+    from hif.repo import Repo
+    from hif.session import fold, make_event
+    from hif.store import EmbeddedStore
+    from hif.store.faults import Faults, FaultyStore, s3_latency
+    from hif.tree import lookup_file
+
+    kind, n, sessions, group = cfg["store"], cfg["agents"], cfg["sessions"], cfg["group"]
+    raw: ObjectStore
+    if kind == "s3":
+        from hif.store.s3 import S3Store
+
+        raw = S3Store.from_url(cfg["url"], create=True, endpoint_url=cfg["endpoint"], access_key="test",
+                               secret_key="test", region="us-east-1")
+    else:
+        raw = EmbeddedStore(cfg["url"], create=True, fsync=kind == "embedded")
+    counts: Counter[str] = Counter()
+
+    def agent_store(i: int) -> ObjectStore:
+        if kind == "model":  # one latency wrapper per agent, as each process has its own connection
+            return _counting(FaultyStore(raw, Faults(latency=s3_latency), rng=random.Random(f"model-{i}")), counts)
+        return _counting(raw, counts)
+
+    await Repo(raw, REPO).ensure(description="land_contention")
+    rss_start = _status_kib("VmRSS")
+    lat: list[float] = []
+    attempts: list[int] = []
+    grouped = [0]
+    failures: list[str] = []
+    ids: dict[str, str] = {}  # session id -> path
+
+    async def agent(i: int) -> None:
+        repo = Repo(agent_store(i), REPO)
+        who = f"agent{i}"
+        for j in range(sessions):
+            s = await repo.sessions.start(f"agent {i}: task {j}", who, "agent", await repo.mainline.head())
+            oid = await repo.objects.put_blob(_content(i, j))
+            ev = make_event("write", who, "agent", repo.clock(), path=_path(i, j), kind=FILE, blob=oid)
+            stamped = await repo.sessions.append(s.id, ev, s.next_seq)
+            ids[s.id] = _path(i, j)
+            t0 = time.perf_counter()
+            try:
+                r = await land(repo, fold(s.id, [*s.events, stamped]), group=group)
+            except HifError as e:  # counted and reported; the run goes on
+                failures.append(f"{who}/{j}: {type(e).__name__}: {e}")
+                continue
+            lat.append(time.perf_counter() - t0)
+            attempts.append(r.attempts)
+            grouped[0] += r.grouped
+
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+    t0 = time.perf_counter()
+    await asyncio.gather(*(agent(i) for i in range(n)))
+    took = time.perf_counter() - t0
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    calls, log_writes = counts["calls"], counts["log_writes"]
+
+    check = Repo(raw, REPO)  # fresh caches, no latency wrapper
+    head = await check.mainline.head()
+    seen: Counter[str] = Counter()
+    sizes: list[int] = []
+    for pos in range(1, head + 1):
+        rec = await check.mainline.record(pos)
+        sizes.append(len(rec.sessions))
+        seen.update(m.session for m in rec.sessions)
+    problems = [f"session {sid} in {k} records" for sid, k in seen.items() if k != 1]
+    problems += [f"session {sid} not in the log" for sid in ids if sid not in seen and not failures]
+    tree = await check.mainline.tree_at(head)
+    for sid, path in ids.items():
+        if sid in seen and await lookup_file(check.objects, tree, path) is None:
+            problems.append(f"{path} missing from the head tree")
+    await raw.close()
+    return {
+        "landings": len(lat), "time": took, "lat": lat, "attempts": attempts, "grouped": grouped[0],
+        "failures": failures, "records": head, "max_group": max(sizes, default=0),
+        "calls": calls, "log_writes": log_writes, "problems": problems[:10],
+        "cpu": (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime),
+        "rss_start": rss_start, "rss_peak": _status_kib("VmHWM"),
+    }
+
+
+def worker(spec: str) -> None:
+    """``land_contention.py --worker JSON``: one configuration; its result as JSON on stdout."""
+    print(json.dumps(asyncio.run(_run_config(json.loads(spec)))))
+
+
+# -- driver ------------------------------------------------------------------------------------
+
+
+def percentile(xs: list[float], q: float) -> float:
+    if not xs:
+        return float("nan")
+    s = sorted(xs)
+    return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
+
+
+def proc_cpu(pid: int) -> float:
+    """User + system seconds of a running process (the moto server), from ``/proc``."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def run_config(cfg: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """One configuration in a fresh worker process (bounded by ``timeout``)."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(cfg)]
+    try:
+        p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                           stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    if p.returncode != 0:
+        tail = (p.stderr or p.stdout).strip().splitlines()[-5:]
+        return {"error": f"worker exited {p.returncode}: " + " | ".join(tail)}
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["--worker"]:
+        worker(sys.argv[2])
+        return
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--agents", type=parse_ints, default=[8, 32, 128], help="comma-separated agent counts")
+    ap.add_argument("--sessions", type=int, default=2, help="sessions landed per agent")
+    ap.add_argument("--stores", default="embedded,s3,model", help="comma-separated: embedded,s3,model")
+    ap.add_argument("--group", type=parse_ints, default=[1, 32], help="group sizes (1 = group landing off)")
+    ap.add_argument("--no-git", action="store_true", help="skip the git baseline")
+    ap.add_argument("--git-retries", type=int, default=1000, help="max rejected pushes per git commit")
+    ap.add_argument("--s3-max-agents", type=int, default=32,
+                    help="largest agent count run on the s3 store (moto is CPU-bound)")
+    ap.add_argument("--timeout", type=float, default=600.0, help="seconds allowed per configuration")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directories")
+    args = ap.parse_args()
+    stores = [s for s in args.stores.split(",") if s]
+    bad = set(stores) - {"embedded", "s3", "model"}
+    if bad or not stores:
+        raise SystemExit(f"--stores takes embedded,s3,model (not {', '.join(sorted(bad)) or 'nothing'})")
+
+    print(f"land_contention: {args.sessions} sessions per agent, one new file each, agents {args.agents}, "
+          f"group {args.group}; {machine()}", flush=True)
+    results: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    with workdir("hif-contention-", args.keep) as base:
+        for kind in stores:
+            server = None
+            endpoint = ""
+            if kind == "s3":
+                sys.path.insert(0, str(ROOT / "tests"))
+                from s3server import start_s3_server, stop_s3_server
+
+                server, endpoint = start_s3_server()
+            try:
+                for n in args.agents:
+                    if kind == "s3" and n > args.s3_max_agents:
+                        print(f"  s3 N={n}: skipped (--s3-max-agents {args.s3_max_agents})", flush=True)
+                        continue
+                    for g in args.group:  # interleaved, so a change in machine load hits both
+                        tag = f"{kind}-{n}-{g}"
+                        url = f"s3://c{uuid.uuid4().hex[:12]}/b" if kind == "s3" else str(base / tag)
+                        cfg = {"store": kind, "url": url, "endpoint": endpoint, "agents": n,
+                               "sessions": args.sessions, "group": g}
+                        mcpu = proc_cpu(server.pid) if server else float("nan")
+                        r = run_config(cfg, args.timeout)
+                        r["server_cpu"] = proc_cpu(server.pid) - mcpu if server else float("nan")
+                        results.append((cfg, r))
+                        if "error" in r:
+                            print(f"  {tag}: ERROR {r['error']}", flush=True)
+                        else:
+                            print(f"  {kind} N={n} group={g}: {r['landings']} landings in {secs(r['time'])}, "
+                                  f"{r['records']} records", flush=True)
+                        for msg in (r.get("failures") or [])[:3] + (r.get("problems") or []):
+                            print(f"    ! {msg}", flush=True)
+            finally:
+                if server is not None:
+                    stop_s3_server(server)
+
+        git: dict[int, dict[str, Any]] = {}
+        if not args.no_git:
+            import land_concurrent
+
+            for n in [n for n in args.agents if n in GIT_AGENTS]:
+                with workdir(f"git-contention-{n}-", args.keep) as d:
+                    git[n] = land_concurrent.bench_git(d, n, args.sessions, args.git_retries)
+                print(f"  git N={n}: {n * args.sessions} pushes in {secs(git[n]['time'])}", flush=True)
+
+    rows = []
+    for cfg, r in results:
+        if "error" in r:
+            rows.append([cfg["store"], cfg["agents"], cfg["group"], f"error: {r['error'][:40]}", *[""] * 12])
+            continue
+        k = max(r["landings"], 1)
+        cpu = f"{r['cpu']:.1f} s" + (f" + {r['server_cpu']:.1f} s" if r["server_cpu"] == r["server_cpu"] else "")
+        rows.append([
+            cfg["store"], cfg["agents"], cfg["group"],
+            f"{r['landings']}" + (f" ({len(r['failures'])} failed)" if r["failures"] else ""),
+            secs(r["time"]), f"{r['landings'] / r['time']:.1f}",
+            secs(percentile(r["lat"], 0.5)), secs(percentile(r["lat"], 0.99)), secs(max(r["lat"], default=0)),
+            f"{sum(r['attempts']) / k:.1f}", f"{r['log_writes'] / k:.1f}",
+            f"{r['records']} / {r['max_group']}", r["grouped"], f"{r['calls'] / k:.0f}",
+            cpu, f"{mib(r['rss_start'])} -> {mib(r['rss_peak'])}",
+        ])
+    print()
+    print(table(
+        ["store", "agents", "group", "landings", "wall", "landings/s", "land p50", "land p99", "land max",
+         "attempts", "log writes/landing", "records / largest", "grouped", "store calls/landing", "CPU",
+         "RSS start -> peak"],
+        rows,
+    ))
+
+    if git:
+        grows = []
+        for n, gr in git.items():
+            pushes = n * args.sessions
+            emb = [r for cfg, r in results if cfg["store"] == "embedded" and cfg["agents"] == n
+                   and cfg["group"] == max(args.group) and "error" not in r]
+            hif_rate = emb[0]["landings"] / emb[0]["time"] if emb else float("nan")
+            grows.append([n, pushes, secs(gr["time"]), f"{pushes / gr['time']:.1f}", secs(gr["op"]),
+                          gr["retries"], f"{gr['cpu']:.1f} s", mib(gr["rss"]),
+                          f"{hif_rate:.1f}", ratio(hif_rate, pushes / gr["time"])])
+        print()
+        print(table(
+            ["git agents", "pushes", "wall", "pushes/s", "push p50", "rejected", "CPU", "peak RSS",
+             f"hif embedded group={max(args.group)} landings/s", "hif/git"],
+            grows,
+        ))
+
+    print()
+    top = max(args.group)
+    checked = False
+    for cfg, r in results:
+        if cfg["store"] != "model" or cfg["group"] != top or top <= 1 or cfg["agents"] not in TARGET_AGENTS:
+            continue
+        checked = True
+        if "error" in r:
+            print(f"targets, model store, {cfg['agents']} agents, group={top}: NOT met ({r['error']})")
+            continue
+        rate, p99 = r["landings"] / r["time"], percentile(r["lat"], 0.99)
+        ok_rate = "met" if rate >= TARGET_RATE and not r["failures"] else "NOT met"
+        ok_p99 = "met" if p99 < TARGET_P99 and not r["failures"] else "NOT met"
+        print(f"model store, {cfg['agents']} agents, group={top}: target >= {TARGET_RATE:.0f} landings/s: "
+              f"{ok_rate} ({rate:.1f}); p99 < {TARGET_P99:.0f} s: {ok_p99} ({secs(p99)})")
+    if not checked:
+        print(f"(targets apply to the model store with group landing at {' and '.join(map(str, TARGET_AGENTS))} "
+              "agents: not run)")
+    print("(wall: all agents, first start to last landing; landings/s: landings / wall; land p50/p99/max: one "
+          "land() call; attempts: mean as land() reports it (a session landed inside another's record counts "
+          "1); log writes: put-if-absent of log records, won or lost; records / largest: mainline records "
+          "written and the most sessions in one; grouped: sessions landed by another lander; CPU: the worker "
+          "(+ the moto server for s3); RSS: the worker process after set-up and its peak (VmHWM); git: "
+          "land_concurrent's agents, push p50 incl. rebases and retries, peak RSS of the largest git process)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,223 @@
+"""Incoming activities: verified before anything else happens, then dispatched by type.
+
+Order of checks, each refusing before the next step costs anything: body size (by the route) →
+a signature is present and names a key → the key's domain is not blocked (403, no fetch) → the key is
+fetched through the guarded fetcher and bound to its owner on the same host → the RFC 9421
+signature verifies (components, recomputed digest, ±5 minutes) → the signature was not seen before
+(replay) → the JSON's actor is on the key's host and publishes that key → the activity's id and
+the objects it carries are on that host too. Only then is anything stored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+from federation import offers
+from federation.actors import AS, repo_actor_url
+from federation.httpsig import BadSignature, remember, signature_key_id, verify_request
+from federation.layout import announced_key, follower_key, following_key
+from federation.net import Refused
+from federation.service import PUSH_MAX, key_info, unb64
+from federation.settings import authority
+from hif.errors import HifError, InvalidInput, NotFound, PermissionDenied, PreconditionFailed
+from hif.objects import decode, encode
+from hif.repo import check_repo_name
+
+if TYPE_CHECKING:
+    from federation.service import Federation
+
+MAX_BODY = 1 << 20
+
+
+def _id(value: Any) -> str:
+    """An activity field that is an id or an object with one."""
+    if isinstance(value, dict):
+        value = value.get("id")
+    if not isinstance(value, str) or not value:
+        raise InvalidInput("the activity lacks an id where one is needed")
+    return value
+
+
+async def receive(fed: Federation, url: str, headers: list[tuple[str, str]], body: bytes,
+                  local: str | None = None) -> dict[str, Any]:
+    """Verify and handle one POST to an inbox (``local``: the repository whose inbox it is)."""
+    if len(body) > MAX_BODY:
+        from federation.net import TooLarge
+
+        raise TooLarge(f"an activity is at most {MAX_BODY} bytes")
+    key_id = signature_key_id(headers)
+    why = fed.settings.refuses(key_id)
+    if why:
+        raise Refused(why)
+    public = await _public(fed, key_id)
+    try:
+        verified = verify_request("POST", url, headers, body, key_id, public)
+    except BadSignature:
+        if not fed.directory.may_refetch(key_id):
+            raise
+        verified = verify_request("POST", url, headers, body, key_id,
+                                  await _public(fed, key_id, fresh=True))
+    await remember(fed.store, headers, verified.created)
+    try:
+        activity = json.loads(body)
+    except ValueError:
+        raise InvalidInput("the activity is not JSON") from None
+    if not isinstance(activity, dict) or not isinstance(activity.get("type"), str):
+        raise InvalidInput("an activity is a JSON object with a type")
+    actor = _id(activity.get("actor"))
+    if not await fed.directory.actor_uses_key(actor, key_id):
+        raise BadSignature(f"the key {key_id} does not belong to the activity's actor {actor}")
+    aid = activity.get("id")
+    if isinstance(aid, str) and authority(aid) != authority(actor):
+        raise PermissionDenied(f"the activity {aid} is not on its actor's host {authority(actor)}")
+    kind = activity["type"]
+    if kind == "Follow":
+        return await _follow(fed, activity, actor, local)
+    if kind == "Undo":
+        return await _undo(fed, activity, actor, local)
+    if kind in ("Accept", "Reject"):
+        return await _answer(fed, activity, actor, kind == "Accept")
+    if kind == "Push":
+        return await _push(fed, activity, actor, key_id)
+    if kind == "Offer":
+        return await offers.receive(fed, activity, actor, local)
+    raise InvalidInput(f"this node does not handle {kind} activities")
+
+
+async def _public(fed: Federation, key_id: str, *, fresh: bool = False) -> bytes:
+    try:
+        return (await fed.directory.key(key_id, fresh=fresh)).public
+    except Refused:
+        raise
+    except HifError as e:
+        raise BadSignature(f"cannot use the signing key {key_id}: {e}") from None
+
+
+def local_repo_of(fed: Federation, actor_url: str) -> str:
+    prefix = f"{fed.url}/ap/repos/"
+    if not actor_url.startswith(prefix):
+        raise NotFound(f"{actor_url} is not a repository of this node")
+    try:
+        return check_repo_name(actor_url[len(prefix):])
+    except InvalidInput:
+        raise NotFound(f"{actor_url} is not a repository of this node") from None
+
+
+async def public_repo(fed: Federation, name: str) -> dict[str, Any]:
+    info = await fed.repo_info(name)
+    if info is None or info.get("private"):
+        raise NotFound(f"no public repository {name} here")
+    return info
+
+
+async def _follow(fed: Federation, activity: dict[str, Any], actor: str, local: str | None) -> dict[str, Any]:
+    name = local_repo_of(fed, _id(activity.get("object")))
+    if local is not None and name != local:
+        raise InvalidInput("the Follow is for another repository than this inbox's")
+    await public_repo(fed, name)
+    doc = await fed.directory.actor(actor)
+    endpoints = doc.get("endpoints") if isinstance(doc.get("endpoints"), dict) else {}
+    inbox = endpoints.get("sharedInbox") or doc.get("inbox")
+    if not isinstance(inbox, str) or authority(inbox) != authority(actor):
+        raise InvalidInput(f"the actor {actor} has no inbox on its own host")
+    follow_id = activity.get("id") if isinstance(activity.get("id"), str) else None
+    await fed.store.put(follower_key(name, actor), encode({
+        "actor": actor, "inbox": inbox, "host": authority(actor), "since": time.time(),
+        "follow": follow_id,
+    }))
+    head = await fed.local_repo(name).mainline.head()
+    with contextlib.suppress(PreconditionFailed):  # later followers backfill up to the mark
+        await fed.store.put(announced_key(name), encode(head), if_none_match=True)
+    me = repo_actor_url(fed.url, name)
+    await fed.enqueue_activity({
+        "@context": AS, "id": f"{me}#accept-{int(time.time() * 1000)}", "type": "Accept",
+        "actor": me, "object": {"id": follow_id, "type": "Follow", "actor": actor, "object": me},
+    }, inbox=inbox)
+    return {"accepted": True, "repository": name, "head": head}
+
+
+async def _undo(fed: Federation, activity: dict[str, Any], actor: str, local: str | None) -> dict[str, Any]:
+    inner = activity.get("object")
+    if not isinstance(inner, dict) or inner.get("type") != "Follow":
+        raise InvalidInput("only an Undo of a Follow is understood")
+    if inner.get("actor") not in (None, actor):
+        raise PermissionDenied("an actor can only undo its own Follow")
+    name = local_repo_of(fed, _id(inner.get("object")))
+    await fed.store.delete(follower_key(name, actor))
+    return {"unfollowed": name}
+
+
+async def _answer(fed: Federation, activity: dict[str, Any], actor: str, accepted: bool) -> dict[str, Any]:
+    obj = _id(activity.get("object"))
+    follows = f"{fed.url}/ap/follows/"
+    if obj.startswith(follows):
+        rest = obj[len(follows):]
+        host, _, name = rest.partition("/")
+        key = following_key(host, check_repo_name(name))
+        if authority(actor) != host:
+            raise PermissionDenied(f"only {host} can answer that Follow")
+        data = await fed.store.get_or_none(key)
+        if data is None:
+            raise NotFound(f"this node does not follow {name} on {host}")
+        v = decode(data)
+        if v.get("state") in ("accepted", "rejected") and (v["state"] == "accepted") == accepted:
+            return {"ok": True}
+        v.update(state="accepted" if accepted else "rejected", answered=time.time(), actor=actor)
+        await fed.store.put(key, encode(v))
+        if accepted:
+            fed.resync_soon(host, name)
+        return {"ok": True}
+    if obj.startswith(f"{fed.url}/ap/offers/"):
+        return await offers.outcome(fed, activity, actor, obj, accepted)
+    raise NotFound(f"{obj} is nothing this node sent")
+
+
+async def _push(fed: Federation, activity: dict[str, Any], actor: str, key_id: str) -> dict[str, Any]:
+    obj = activity.get("object")
+    items = obj.get("orderedItems") if isinstance(obj, dict) else None
+    if not isinstance(items, list) or not items or len(items) > PUSH_MAX:
+        raise InvalidInput(f"a Push carries between 1 and {PUSH_MAX} landings")
+    wires: list[tuple[int, bytes | None, str]] = []
+    for item in items:
+        if not isinstance(item, dict) or not isinstance(item.get("position"), int):
+            raise InvalidInput("each landing names its position")
+        env = item.get("envelope")
+        wires.append((item["position"], unb64(env) if isinstance(env, str) else None, _id(item)))
+    # the repository: from the actor's name on our side (what we follow), never from the body alone
+    follow = await _following_by_actor(fed, actor)
+    if follow is None:
+        raise PermissionDenied(f"this node does not follow {actor}")
+    host, name, base = follow["host"], follow["name"], follow["base"]
+    if authority(key_id) != host or authority(actor) != host:
+        raise PermissionDenied("the Push is not signed by the repository's own host")
+    checked = []
+    for pos, wire, ref in sorted(wires, key=lambda w: w[0]):
+        if wire is None:
+            wire = await fed.fetch_envelope(ref, base)
+        checked.append(await fed.verify_landing(wire, base, name, pos))
+    if follow.get("state") != "accepted":  # the origin pushes only to followers it accepted
+        follow["state"] = "accepted"
+        key = follow.pop("key")
+        await fed.store.put(key, encode(follow))
+    repo = fed.mirror(host, name)
+    from federation.mirror import apply
+
+    async with fed.mirror_lock(host, name):
+        head = await repo.mainline.head()
+        first = checked[0][0].position
+        if first > head + 1:  # missed deliveries: fetch the gap from the origin's log first
+            await fed.backfill(follow, until=first - 1)
+        added = await apply(repo, [c[0] for c in checked], fed.fetcher,
+                            f"{base}/api/v1/repos/{name}", key_info(checked[-1][1]))
+    return {"applied": added, "head": await repo.mainline.head()}
+
+
+async def _following_by_actor(fed: Federation, actor: str) -> dict[str, Any] | None:
+    for f in await fed.following():
+        if f.get("actor") == actor and f.get("state") != "unfollowed":
+            return f
+    return None
+

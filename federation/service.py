@@ -1,0 +1,528 @@
+"""The federation side of a node: identity, the delivery worker, mirrors and the inbox, in one object.
+
+``Federation`` knows nothing of the node's HTTP layer or auth database: the node hands it the store,
+its public URL, the settings, and two callbacks (a local repository's registration, and the node's
+``Repo`` handle for a name). Every replica runs one, with three background loops:
+
+- **announce**: for each local repository with followers, deliver the positions after
+  ``_fed/announced/<repo>`` straight to each follower (one signed ``Push`` carrying the envelopes),
+  queue what failed in the outbox, then move the mark forward (compare-and-swap). A landing through
+  this replica wakes it at once; landings made elsewhere (another replica, a tool on the store) are
+  found by the periodic scan.
+- **outbox**: take due items under a lease and send them, with retries and circuit breaking.
+- **resync**: bring each followed mirror up to its origin's head from the paged envelope log (at
+  start, after an ``Accept``, and every ``resync`` seconds), which also heals missed deliveries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import cbor2
+
+from federation import delivery
+from federation.actors import (
+    ACTIVITY_JSON,
+    AS,
+    FORGEFED,
+    Directory,
+    RemoteKey,
+    is_error_permanent,
+    repo_actor_url,
+)
+from federation.envelope import Landing, check_landing, check_signature, landing_envelope, unseal
+from federation.httpsig import expire_replays, sign_headers
+from federation.identity import NodeKey, load_node_key
+from federation.layout import FOLLOWERS, announced_key, following_key
+from federation.mirror import apply, mirror_repo, write_sync
+from federation.net import CBOR_CAP, Fetcher, http_error
+from federation.settings import FedSettings, authority
+from hif.errors import (
+    CorruptObject,
+    HifError,
+    InvalidInput,
+    NotFound,
+    PreconditionFailed,
+    RemoteError,
+)
+from hif.objects import decode, encode
+from hif.repo import Repo
+from hif.store.base import ObjectStore
+
+log = logging.getLogger("micelio.federation")
+
+PUSH_MAX = 100  # envelopes per Push
+PUSH_BYTES = 512 << 10  # base64 envelope bytes per Push (the inbox accepts 1 MiB)
+PAGE = 100  # envelopes per backfill page
+OUTBOX_BATCH = 64
+
+RepoInfo = Callable[[str], Awaitable[dict[str, Any] | None]]
+
+
+class DeliveryFailed(RemoteError):
+    """A peer refused or failed a delivery; ``status`` is its HTTP status (0: not reached)."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def unb64(text: str) -> bytes:
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (ValueError, TypeError):
+        raise InvalidInput("malformed base64") from None
+
+
+class Federation:
+    def __init__(self, store: ObjectStore, url: str, settings: FedSettings, *,
+                 repo_info: RepoInfo, local_repo: Callable[[str], Repo],
+                 node_key: str | None = None) -> None:
+        self.store = store
+        self.url = url.rstrip("/")
+        self.settings = settings
+        self.repo_info = repo_info
+        self.local_repo = local_repo
+        self._configured_key = node_key
+        self._key: NodeKey | None = None
+        self.fetcher = Fetcher(settings)
+        self._directory: Directory | None = None
+        self.replica = os.urandom(6).hex()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._wake_announce = asyncio.Event()
+        self._wake_outbox = asyncio.Event()
+        self._wake_resync = asyncio.Event()
+        self._dirty: set[str] = set()
+        self._dirty_mirrors: set[tuple[str, str]] = set()
+        self._repo_locks: dict[str, asyncio.Lock] = {}
+        self._mirror_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._mirrors: dict[tuple[str, str], Repo] = {}
+        self.stopping = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self, *, worker: bool = True) -> None:
+        self._key = await load_node_key(self.store, self.url, self._configured_key)
+        self._directory = Directory(self.fetcher, self._key)
+        if worker:
+            for loop in (self._announce_loop, self._outbox_loop, self._resync_loop):
+                self._tasks.append(asyncio.create_task(self._guard(loop)))
+
+    async def stop(self) -> None:
+        self.stopping = True
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._tasks.clear()
+        await self.fetcher.close()
+
+    @property
+    def key(self) -> NodeKey:
+        assert self._key is not None, "federation has not started"
+        return self._key
+
+    @property
+    def directory(self) -> Directory:
+        assert self._directory is not None, "federation has not started"
+        return self._directory
+
+    def landed(self, name: str) -> None:
+        """A local landing happened: announce it now rather than at the next poll."""
+        self._dirty.add(name)
+        self._wake_announce.set()
+
+    def mirror(self, host: str, name: str) -> Repo:
+        repo = self._mirrors.get((host, name))
+        if repo is None:
+            if len(self._mirrors) > 256:
+                self._mirrors.clear()
+            repo = self._mirrors[(host, name)] = mirror_repo(self.store, host, name)
+        return repo
+
+    def mirror_lock(self, host: str, name: str) -> asyncio.Lock:
+        return self._mirror_locks.setdefault((host, name), asyncio.Lock())
+
+    def wake_outbox(self) -> None:
+        self._wake_outbox.set()
+
+    def resync_soon(self, host: str, name: str) -> None:
+        self._dirty_mirrors.add((host, name))
+        self._wake_resync.set()
+
+    async def _guard(self, loop: Callable[[], Awaitable[None]]) -> None:
+        """Keep a loop alive: an unexpected error is logged and the loop starts again shortly."""
+        while not self.stopping:
+            try:
+                await loop()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("federation loop %s failed; restarting", loop.__name__)
+                await asyncio.sleep(max(0.5, self.settings.poll))
+
+    async def _nap(self, event: asyncio.Event, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), seconds)
+        event.clear()
+
+    # -- sending -----------------------------------------------------------------------------
+
+    async def post(self, inbox: str, activity: dict[str, Any], *, timeout: float | None = None) -> None:
+        """Sign and deliver one activity; raises DeliveryFailed unless the peer answers 2xx."""
+        body = json.dumps(activity, separators=(",", ":")).encode()
+        headers = sign_headers(self.key, "POST", inbox, body,
+                               {"Content-Type": ACTIVITY_JSON, "Accept": ACTIVITY_JSON})
+        try:
+            a = await self.fetcher.request("POST", inbox, headers=headers, content=body,
+                                           timeout=timeout or max(60.0, self.settings.timeout))
+        except RemoteError as e:
+            raise DeliveryFailed(str(e)) from None
+        if not 200 <= a.status < 300:
+            text = a.body[:300].decode("utf-8", "replace")
+            with contextlib.suppress(ValueError, AttributeError):
+                text = json.loads(a.body).get("message") or text
+            raise DeliveryFailed(f"{authority(inbox)} answered HTTP {a.status}: {text}", a.status)
+
+    async def push(self, inbox: str, name: str, start: int, end: int) -> None:
+        """Deliver positions ``start..end`` of a local repository as signed ``Push`` activities.
+        On failure raises DeliveryFailed with ``position`` = the first position not delivered."""
+        repo = self.local_repo(name)
+        actor = repo_actor_url(self.url, name)
+        pos = start
+        while pos <= end:
+            items: list[dict[str, Any]] = []
+            size = 0
+            first = pos
+            while pos <= end and len(items) < PUSH_MAX:
+                wire = await landing_envelope(repo, self.key, pos)
+                text = b64(wire)
+                if items and size + len(text) > PUSH_BYTES:
+                    break
+                item: dict[str, Any] = {"type": "Landing", "id": f"{actor}/envelopes/{pos}",
+                                        "position": pos}
+                if len(text) <= PUSH_BYTES:
+                    item["envelope"] = text  # inline; a bigger one is fetched by its id
+                items.append(item)
+                size += len(text)
+                pos += 1
+            activity = {
+                "@context": [AS, FORGEFED], "id": f"{actor}/pushes/{first}-{pos - 1}",
+                "type": "Push", "actor": actor, "target": actor, "to": [f"{actor}/followers"],
+                "object": {"type": "OrderedCollection", "totalItems": len(items),
+                           "orderedItems": items},
+            }
+            try:
+                await self.post(inbox, activity)
+            except DeliveryFailed as e:
+                e.position = first  # type: ignore[attr-defined]
+                raise
+
+    # -- announce: local landings to followers -----------------------------------------------
+
+    async def followers(self, name: str) -> list[tuple[str, dict[str, Any]]]:
+        out = []
+        async for key in self.store.iter_keys(f"{FOLLOWERS}{name}/"):
+            data = await self.store.get_or_none(key)
+            if data is None:
+                continue
+            with contextlib.suppress(CorruptObject):
+                v = decode(data)
+                if isinstance(v, dict) and isinstance(v.get("inbox"), str):
+                    out.append((key, v))
+        return out
+
+    async def followed_repos(self) -> list[str]:
+        names = []
+        for owner in await self.store.list_children(FOLLOWERS):
+            for repo in await self.store.list_children(f"{FOLLOWERS}{owner}/"):
+                names.append(f"{owner}/{repo}")
+        return names
+
+    async def _announce_loop(self) -> None:
+        last_full = 0.0
+        while not self.stopping:
+            dirty, self._dirty = self._dirty, set()
+            full = time.monotonic() - last_full >= self.settings.poll
+            names = set(dirty)
+            if full:
+                names |= set(await self.followed_repos())
+                last_full = time.monotonic()
+            if names:
+                await asyncio.gather(*(self.announce(n) for n in sorted(names)))
+            if not self._dirty:
+                await self._nap(self._wake_announce, self.settings.poll)
+
+    async def announce(self, name: str) -> None:
+        """Deliver what followers of ``name`` have not been sent yet (at least once, idempotent)."""
+        lock = self._repo_locks.setdefault(name, asyncio.Lock())
+        if lock.locked():
+            self._dirty.add(name)  # the running one may have read the head already: go again
+            return
+        async with lock:
+            followers = await self.followers(name)
+            if not followers:
+                return
+            key = announced_key(name)
+            try:
+                data, etag = await self.store.get_with_etag(key)
+                done = decode(data)
+            except NotFound:
+                return  # set when the first follower was accepted
+            except CorruptObject:
+                done, etag = 0, None
+            if not isinstance(done, int):
+                done = 0
+            head = await self.local_repo(name).mainline.head()
+            if head <= done:
+                return
+            info = await self.repo_info(name)
+            if info is None or info.get("private"):
+                return  # private repositories never leave the node
+            await asyncio.gather(*(self._announce_to(fkey, f, name, done + 1, head)
+                                   for fkey, f in followers))
+            with contextlib.suppress(PreconditionFailed):
+                if etag is None:
+                    await self.store.put(key, encode(head))
+                else:
+                    await self.store.put(key, encode(head), if_match=etag)
+
+    async def _announce_to(self, fkey: str, f: dict[str, Any], name: str, start: int, end: int) -> None:
+        peer = authority(f["inbox"])
+        value = {"kind": "push", "peer": peer, "inbox": f["inbox"], "repo": name, "start": start,
+                 "end": end, "follower": fkey}
+        state = await delivery.peer_state(self.store, peer)
+        if delivery.circuit_open(state) is not None:
+            value["error"] = "circuit open"
+        else:
+            try:
+                await self.push(f["inbox"], name, start, end)
+                await delivery.peer_ok(self.store, peer, state)
+                return
+            except DeliveryFailed as e:
+                value["start"] = getattr(e, "position", start)
+                value["error"] = str(e)
+                if is_error_permanent(e):
+                    await delivery.record_failed(self.store, value)
+                    return
+                await delivery.peer_failed(self.store, peer, str(e), self.settings.retry_scale)
+        await delivery.enqueue(self.store, value, position=int(value["start"]),
+                               due=time.time() + delivery.retry_delay(1, self.settings.retry_scale))
+
+    # -- the outbox --------------------------------------------------------------------------
+
+    async def _outbox_loop(self) -> None:
+        while not self.stopping:
+            keys = await delivery.due_items(self.store, OUTBOX_BATCH)
+            items = []
+            for k in keys:
+                item = await delivery.lease(self.store, k, self.replica)
+                if item is not None:
+                    items.append(item)
+            by_peer: dict[str, list[delivery.Item]] = {}
+            for item in items:
+                by_peer.setdefault(str(item.value.get("peer")), []).append(item)
+            if by_peer:
+                await asyncio.gather(*(self._send_all(peer, its) for peer, its in by_peer.items()))
+            if len(keys) < OUTBOX_BATCH:
+                await self._nap(self._wake_outbox, self.settings.poll)
+
+    async def _send_all(self, peer: str, items: list[delivery.Item]) -> None:
+        for item in items:
+            state = await delivery.peer_state(self.store, peer)
+            until = delivery.circuit_open(state)
+            if until is not None:
+                await delivery.retry(self.store, item, item.value.get("error") or "circuit open",
+                                     scale=self.settings.retry_scale, count=False, until=until)
+                continue
+            try:
+                await self.send(item)
+            except HifError as e:
+                if is_error_permanent(e):
+                    await delivery.fail(self.store, item, str(e))
+                else:
+                    await delivery.peer_failed(self.store, peer, str(e), self.settings.retry_scale)
+                    await delivery.retry(self.store, item, str(e), scale=self.settings.retry_scale,
+                                         tries=self.settings.tries)
+                continue
+            await delivery.done(self.store, item)
+            await delivery.peer_ok(self.store, peer, state)
+
+    async def send(self, item: delivery.Item) -> None:
+        v = item.value
+        if v.get("kind") == "push":
+            try:
+                await self.push(v["inbox"], v["repo"], int(v["start"]), int(v["end"]))
+            except DeliveryFailed as e:
+                item.value["start"] = getattr(e, "position", v["start"])  # resume where it stopped
+                raise
+            return
+        activity = _fill(v.get("activity") or {}, self.url)
+        inbox = v.get("inbox")
+        target = v.get("target")
+        if target:  # a repository URL: find its actor and inbox now (the peer may have been down)
+            actor = await self.directory.repository(target)
+            inbox = actor.inbox
+            for name in v.get("resolve") or ():
+                activity[name] = actor.id
+            if v.get("following"):
+                await self._remember_actor(v["following"], actor.id, actor.inbox, actor.envelopes)
+        if not isinstance(inbox, str):
+            raise InvalidInput("the delivery has no inbox")
+        await self.post(inbox, activity)
+
+    async def _remember_actor(self, key: str, actor: str, inbox: str, envelopes: str) -> None:
+        data = await self.store.get_or_none(key)
+        if data is None:
+            return
+        v = decode(data)
+        if v.get("actor") != actor or v.get("envelopes") != envelopes:
+            v.update(actor=actor, inbox=inbox, envelopes=envelopes)
+            await self.store.put(key, encode(v))
+
+    async def enqueue_activity(self, activity: dict[str, Any], *, inbox: str | None = None,
+                               target: str | None = None, **extra: Any) -> None:
+        peer = authority(inbox or target or "")
+        await delivery.enqueue(self.store, {"kind": "activity", "peer": peer, "inbox": inbox,
+                                            "target": target, "activity": activity, **extra})
+        self.wake_outbox()
+
+    # -- mirrors: resync and backfill --------------------------------------------------------
+
+    async def following(self) -> list[dict[str, Any]]:
+        out = []
+        async for key in self.store.iter_keys("_fed/following/"):
+            data = await self.store.get_or_none(key)
+            if data is None:
+                continue
+            with contextlib.suppress(CorruptObject):
+                v = decode(data)
+                if isinstance(v, dict):
+                    out.append({**v, "key": key})
+        return out
+
+    async def get_following(self, host: str, name: str) -> dict[str, Any] | None:
+        data = await self.store.get_or_none(following_key(host, name))
+        if data is None:
+            return None
+        try:
+            v = decode(data)
+        except CorruptObject:
+            return None
+        return v if isinstance(v, dict) else None
+
+    async def _resync_loop(self) -> None:
+        last = 0.0
+        while not self.stopping:
+            due = time.monotonic() - last >= self.settings.resync
+            wanted, self._dirty_mirrors = self._dirty_mirrors, set()
+            if due:
+                last = time.monotonic()
+                with contextlib.suppress(HifError):
+                    await expire_replays(self.store)
+            for f in await self.following():
+                target = (f.get("host"), f.get("name"))
+                if f.get("state") == "accepted" and (due or target in wanted):
+                    try:
+                        await self.sync_mirror(f)
+                    except HifError as e:
+                        log.info("resync of %s/%s failed: %s", target[0], target[1], e)
+                        await write_sync(self.mirror(f["host"], f["name"]),
+                                         {"error": str(e), "error_at": time.time()})
+            if not self._dirty_mirrors:
+                await self._nap(self._wake_resync, min(self.settings.resync, 60.0))
+
+    async def sync_mirror(self, f: dict[str, Any], until: int | None = None) -> int:
+        """Backfill a mirror from its origin's paged envelope log; returns how many were added."""
+        async with self.mirror_lock(f["host"], f["name"]):
+            return await self.backfill(f, until)
+
+    async def backfill(self, f: dict[str, Any], until: int | None = None) -> int:
+        """(Caller holds the mirror lock.) Append envelopes from head + 1 up to ``until`` or the end."""
+        repo = self.mirror(f["host"], f["name"])
+        envelopes = f.get("envelopes")
+        if not isinstance(envelopes, str):
+            actor = await self.directory.repository(f["url"])
+            envelopes = actor.envelopes
+            await self._remember_actor(following_key(f["host"], f["name"]), actor.id, actor.inbox,
+                                       envelopes)
+        total = 0
+        while True:
+            head = await repo.mainline.head()
+            if until is not None and head >= until:
+                return total
+            limit = PAGE if until is None else max(1, min(PAGE, until - head))
+            url = f"{envelopes}?start={head + 1}&limit={limit}"
+            a = await self.fetcher.request("GET", url, headers={"Accept": "application/cbor"},
+                                           cap=CBOR_CAP)
+            if a.status != 200:
+                raise http_error(a, url)
+            try:
+                page = cbor2.loads(a.body)
+                wires = page["envelopes"]
+                assert isinstance(wires, list) and all(isinstance(w, bytes) for w in wires)
+            except Exception:  # cbor2 raises several types
+                raise RemoteError(f"{url} is not an envelope page") from None
+            if not wires:
+                return total
+            checked = [await self.verify_landing(w, f["base"], f["name"], head + 1 + i)
+                       for i, w in enumerate(wires)]
+            total += await apply(repo, [c[0] for c in checked], self.fetcher,
+                                 f"{f['base']}/api/v1/repos/{f['name']}", key_info(checked[-1][1]))
+            if page.get("next") is None:
+                return total
+
+    async def verify_landing(self, wire: bytes, base: str, name: str,
+                             position: int | None = None) -> tuple[Landing, RemoteKey]:
+        """A landing envelope from ``base``'s node for ``name``: signed by a key of that host."""
+        sealed = unseal(wire)
+        if authority(sealed.key_id) != authority(base):
+            raise InvalidInput(f"the envelope is signed by a key of {authority(sealed.key_id)}, "
+                               f"not of its origin {authority(base)}")
+        key = await self.directory.key(sealed.key_id)
+        try:
+            check_signature(sealed, key.public)
+        except CorruptObject:
+            if not self.directory.may_refetch(sealed.key_id):
+                raise
+            key = await self.directory.key(sealed.key_id, fresh=True)
+            check_signature(sealed, key.public)
+        return check_landing(sealed, origin=base, repo=name, position=position), key
+
+    async def fetch_envelope(self, url: str, base: str) -> bytes:
+        if authority(url) != authority(base):
+            raise InvalidInput(f"the envelope {url} is not on its origin {authority(base)}")
+        a = await self.fetcher.request("GET", url, headers={"Accept": "application/cbor"},
+                                       cap=CBOR_CAP)
+        if a.status != 200:
+            raise http_error(a, url)
+        return a.body
+
+
+def key_info(key: RemoteKey) -> dict[str, Any]:
+    """What a mirror records about the key its envelopes were verified with."""
+    return {"key_id": key.key_id, "public": key.public, "verified": time.time()}
+
+
+def _fill(value: Any, url: str) -> Any:
+    """Activities queued without knowing the node's URL (by ``micelio federation``) name it ``$node``."""
+    if isinstance(value, str):
+        return url + value[5:] if value.startswith("$node") else value
+    if isinstance(value, list):
+        return [_fill(v, url) for v in value]
+    if isinstance(value, dict):
+        return {k: _fill(v, url) for k, v in value.items()}
+    return value

@@ -1,0 +1,214 @@
+"""The web UI in a real browser: headless Chromium (Debian's) driven by Playwright against a seeded
+``micelio serve`` on loopback."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from playwright.sync_api import expect
+from ui_seed import PASSWORD, PRIVATE, PUBLIC, Seeded
+
+
+def log_in(page: Any, user: str = "ana", next_path: str = "/") -> None:
+    page.goto(f"/login?next={next_path}")
+    page.get_by_label("User name").fill(user)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("link", name=user, exact=True)).to_be_visible()
+
+
+def no_reload_marker(page: Any) -> None:
+    """Set a variable that a full page load would wipe out."""
+    page.evaluate("window.__still_here = 'yes'")
+
+
+def assert_not_reloaded(page: Any) -> None:
+    assert page.evaluate("window.__still_here") == "yes", "the page was reloaded"
+
+
+def test_log_in_browse_tree_file_and_blame(page: Any, seeded: Seeded) -> None:
+    page.goto("/login")
+    page.get_by_label("User name").fill("ana")
+    page.get_by_label("Password").fill("wrong")
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("alert")).to_contain_text("Wrong user name or password")
+    log_in(page)
+    # home: repositories (the private one too, ana is in acme) and recent landings
+    repos = page.locator(".repo-list")
+    expect(repos.get_by_role("link", name=PRIVATE)).to_be_visible()
+    expect(page.locator(".recent")).to_contain_text("Fix the spinner's off-by-one")
+
+    repos.get_by_role("link", name=PUBLIC).click()
+    expect(page).to_have_url(re.compile(f"/{PUBLIC}$"))
+    readme = page.locator("article.readme")
+    expect(readme.locator("h1")).to_have_text("Widgets")  # Markdown rendered
+    expect(readme).to_contain_text('<script>alert("this must show as text")</script>')  # HTML escaped
+    expect(page.locator("#open-h + ul")).to_contain_text("Document every widget")  # open right now
+
+    # the tree, one directory at a time
+    page.get_by_role("link", name="src/").click()
+    page.get_by_role("link", name="widgets/").click()
+    expect(page).to_have_url(re.compile(f"/{PUBLIC}/tree/src/widgets$"))
+    page.get_by_role("link", name="core.py").click()
+    expect(page).to_have_url(re.compile(f"/{PUBLIC}/blob/src/widgets/core.py$"))
+    code = page.locator("#code")
+    expect(code).to_contain_text("class Spinner(Widget):")
+    expect(code.locator("span.k").first).to_have_text("class")  # highlighted by pygments
+    expect(page.locator("aside.history li")).to_have_count(3)  # three sessions touched it
+
+    # blame: each line links to the session that wrote it, its goal on hover
+    page.get_by_role("link", name="Blame").click()
+    row = page.locator("#blame tr", has_text="self.FRAMES[self.tick % len(self.FRAMES)]")
+    link = row.locator("td.who a")
+    expect(link).to_have_attribute("title", re.compile("^Fix the spinner's off-by-one"))
+    first_line = page.locator("#L1 td.who a")
+    expect(first_line).to_have_attribute("title", re.compile("^Create the widget library"))
+    link.click()
+    expect(page.get_by_role("heading", level=1, name="Fix the spinner's off-by-one")).to_be_visible()
+
+    # older positions stay browsable
+    page.goto(f"/{PUBLIC}/blob/src/widgets/core.py?at=1")
+    expect(page.locator("#code")).not_to_contain_text("Spinner")
+
+
+def test_sessions_list_filters_in_place(page: Any, seeded: Seeded) -> None:
+    page.goto(f"/{PUBLIC}/sessions")
+    rows = page.locator("#results .session-row")
+    expect(rows).to_have_count(4)  # three landed, one open
+    no_reload_marker(page)
+
+    page.get_by_label("Role").select_option("agent")
+    expect(rows).to_have_count(2)
+    expect(page.locator("#results")).to_contain_text("Add a spinner widget")
+    expect(page.locator("#results")).to_contain_text("Document every widget")
+    assert_not_reloaded(page)
+    expect(page).to_have_url(re.compile(r"role=agent"))  # the filters stay in the address
+
+    page.get_by_label("Role").select_option("")
+    page.get_by_label("State").select_option("landed")
+    page.get_by_label("Search goals, conversation and decisions").fill("curses")  # a rejected alternative
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text("Create the widget library")
+    page.get_by_label("Search goals, conversation and decisions").fill("")
+    page.get_by_label("Path").fill("docs")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text("Add a spinner widget")
+    page.get_by_label("Author").fill("nobody")
+    expect(page.locator("#results")).to_contain_text("No landed session matches")
+    assert_not_reloaded(page)
+
+
+def test_session_page_conversation_decisions_and_diffs(page: Any, seeded: Seeded) -> None:
+    sid = seeded.sessions["Add a spinner widget"]
+    page.goto(f"/{PUBLIC}/sessions/{sid}")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Add a spinner widget")
+    timeline = page.locator("#timeline")
+    human = timeline.locator(".ev-say.role-human")
+    expect(human).to_contain_text("Start on the second frame, please")
+    expect(human.locator(".author")).to_have_text("ana")
+    expect(timeline.locator(".ev-say.role-agent .author").first).to_have_text("claude")
+    decisions = page.locator("#decisions")
+    expect(decisions).to_contain_text("Offset the frame index by one")
+    expect(decisions).to_contain_text("the human asked to start on the second frame")
+    expect(decisions.locator(".rejected li")).to_have_text("a configurable start frame")
+    expect(page.locator(".landing")).to_contain_text("not signed")
+
+    changes = page.locator("#changes")
+    expect(changes.locator(".diff-head h3")).to_have_text(["docs/guide.md", "src/widgets/core.py"])
+    expect(changes.locator("table.unified tr.add").first).to_be_visible()
+    changes.get_by_role("link", name="Side by side").click()
+    expect(page.locator("#changes table.split")).to_have_count(2)
+
+    # the diff between the two iterations: only the frame offset changed in core.py
+    page.locator("#iterations").get_by_role("link", name="diff with 1").click()
+    it = page.locator("#iterations")
+    expect(it.get_by_role("heading", name="From iteration 1 to iteration 2")).to_be_visible()
+    expect(it.locator("td.src.add").filter(has_text="+ 1]")).to_have_count(1)
+
+
+def test_open_session_receives_events_live(page: Any, seeded: Seeded) -> None:
+    sid = seeded.open_session
+    page.goto(f"/{PUBLIC}/sessions/{sid}")
+    expect(page.locator("#timeline .ev-say")).to_have_count(1)
+    no_reload_marker(page)
+    r = seeded.forge.api("POST", f"/api/v1/repos/{PUBLIC}/sessions/{sid}/events", seeded.ana, {"events": [
+        {"type": "say", "text": "Live from the test: the docstrings are done.", "role": "agent", "author": "claude"},
+        {"type": "decide", "decision": "One docstring per widget", "why": "short and findable",
+         "alternatives": ["a separate manual"], "role": "agent", "author": "claude"},
+    ]})
+    assert r.status_code == 200, r.data
+    expect(page.locator("#timeline")).to_contain_text("Live from the test", timeout=10_000)
+    expect(page.locator("#timeline .ev-decide")).to_contain_text("One docstring per widget")
+    assert_not_reloaded(page)
+    expect(page.locator("#timeline .event")).to_have_count(4)  # start, say, say, decide: no duplicates
+
+
+def test_create_and_revoke_a_token(page: Any, seeded: Seeded) -> None:
+    log_in(page, next_path="/account")
+    expect(page).to_have_url(re.compile("/account$"))
+    page.get_by_label("Name").fill("browser-made")
+    page.get_by_label("Scope").select_option("read")
+    page.get_by_role("button", name="Create token").click()
+    secret = page.locator("#new-token").inner_text()
+    assert secret.startswith("mcl_")
+    who = seeded.forge.api("GET", "/api/v1/whoami", secret)
+    assert who.status_code == 200 and who.data["user"] == "ana" and who.data["scope"] == "read"
+
+    row = page.locator("tr", has_text="browser-made")
+    row.get_by_role("button", name="Revoke").click()
+    expect(page.locator("tr", has_text="browser-made")).to_contain_text("revoked")
+    assert seeded.forge.api("GET", "/api/v1/whoami", secret).status_code == 401
+
+
+def test_private_repository_is_a_404_for_a_stranger(page: Any, seeded: Seeded) -> None:
+    r = page.goto(f"/{PRIVATE}")
+    assert r is not None and r.status == 404  # anonymous
+    log_in(page, "stranger")
+    expect(page.get_by_role("link", name=PRIVATE)).to_have_count(0)
+    for path in (f"/{PRIVATE}", f"/{PRIVATE}/blob/plan.md", f"/{PRIVATE}/sessions", "/acme/missing"):
+        r = page.goto(path)
+        assert r is not None and r.status == 404, path
+        expect(page.get_by_role("heading", level=1)).to_contain_text("Not found")
+    page.goto(f"/{PUBLIC}/settings")
+    expect(page.get_by_role("heading", level=1)).to_contain_text("Not allowed")
+
+
+def test_phone_width_and_keyboard(browser: Any, seeded: Seeded) -> None:
+    """Readable at 390 px (nothing wider than the screen but scrolling code), and the first Tab
+    reaches the skip link."""
+    context = browser.new_context(viewport={"width": 390, "height": 844}, base_url=seeded.forge.url)
+    page = context.new_page()
+    try:
+        for path in ("/", f"/{PUBLIC}", f"/{PUBLIC}/sessions", f"/{PUBLIC}/sessions/{seeded.sessions['Add a spinner widget']}"):
+            page.goto(path)
+            width = page.evaluate("document.documentElement.scrollWidth")
+            assert width <= 390, (path, width)
+        page.keyboard.press("Tab")
+        assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+    finally:
+        context.close()
+
+
+def test_everything_works_without_javascript(browser: Any, seeded: Seeded) -> None:
+    """Filters submit as a plain form, "older sessions" is a link, forms post normally."""
+    context = browser.new_context(java_script_enabled=False, base_url=seeded.forge.url)
+    page = context.new_page()
+    try:
+        log_in(page)
+        page.goto(f"/{PUBLIC}/sessions")
+        page.get_by_label("Role").select_option("human")
+        page.get_by_label("State").select_option("landed")
+        page.get_by_role("button", name="Filter").click()
+        expect(page).to_have_url(re.compile(r"role=human"))
+        rows = page.locator("#results .session-row")
+        expect(rows).to_have_count(2)
+        expect(rows.first).to_contain_text("Fix the spinner's off-by-one")
+        sid = seeded.sessions["Add a spinner widget"]
+        page.goto(f"/{PUBLIC}/sessions/{sid}")
+        page.get_by_label("Compare iteration").select_option("0")
+        page.get_by_label("with").select_option("2")
+        page.get_by_role("button", name="Compare").click()
+        expect(page.get_by_role("heading", name="From iteration 0 to iteration 2")).to_be_visible()
+    finally:
+        context.close()

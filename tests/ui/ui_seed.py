@@ -1,0 +1,259 @@
+"""Seeded data for the web UI's tests and screenshots, made the way users make it: over the HTTP API
+of a running node (``tests/forge.py``), plus one big repository written straight into the store.
+
+- ``acme/widgets`` (public): a README, directories, a Python file changed by three landed sessions
+  with conversation, decisions and checkpoints, and one open session;
+- ``acme/secret`` (private): readable by members of ``acme`` only;
+- ``acme/big`` (public): a directory of 10,000 files and a 1 MB Python file;
+- users ``ana`` (maintainer of ``acme``, password :data:`PASSWORD`) and ``stranger`` (no roles).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from forge import Forge
+
+from hif.landing import land
+from hif.objects import FILE, Entry, blob_bytes, digest, pack, tree_bytes
+from hif.repo import Repo
+from hif.store.embedded import EmbeddedStore
+
+PASSWORD = "correct horse battery"
+PUBLIC, PRIVATE, BIG = "acme/widgets", "acme/secret", "acme/big"
+BIG_DIR_ENTRIES = 10_000
+# Debian's Chromium, driven by Playwright (tests and scripts/screenshots.py)
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@dataclass
+class Seeded:
+    forge: Forge
+    ana: str  # ana's write token
+    stranger: str
+    sessions: dict[str, str] = field(default_factory=dict)  # goal -> id
+    open_session: str = ""
+    big_file_bytes: int = 0
+
+
+CORE_V1 = '''"""Widgets for terminal programs."""
+
+
+class Widget:
+    """Something that draws itself."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def render(self) -> str:
+        return f"[{self.name}]"
+'''
+
+CORE_V2 = CORE_V1 + '''
+
+class Spinner(Widget):
+    """A spinner that turns once per tick."""
+
+    FRAMES = "|/-\\\\"
+
+    def __init__(self) -> None:
+        super().__init__("spinner")
+        self.tick = 0
+
+    def render(self) -> str:
+        self.tick += 1
+        return self.FRAMES[self.tick % len(self.FRAMES) + 1]
+'''
+
+CORE_V3 = CORE_V2.replace("self.FRAMES[self.tick % len(self.FRAMES) + 1]",
+                          "self.FRAMES[self.tick % len(self.FRAMES)]")
+
+README = """# Widgets
+
+Small widgets for terminal programs, built by people **and** agents.
+
+- `Widget`: the base class
+- `Spinner`: turns once per tick
+
+```python
+from widgets.core import Spinner
+print(Spinner().render())
+```
+
+<script>alert("this must show as text")</script>
+"""
+
+
+def obj(content: bytes) -> tuple[bytes, bytes]:
+    canonical = blob_bytes(content)
+    return digest(canonical), pack(canonical)
+
+
+class Client:
+    """A few API calls, asserting success."""
+
+    def __init__(self, forge: Forge, token: str, repo: str) -> None:
+        self.forge, self.token, self.repo = forge, token, repo
+
+    def call(self, method: str, path: str, body: Any = None, status: int = 200) -> Any:
+        r = self.forge.api(method, f"/api/v1/repos/{self.repo}{path}", self.token, body)
+        assert r.status_code == status, (method, path, r.status_code, r.data)
+        return r.data
+
+    def start(self, goal: str, role: str = "human", author: str | None = None) -> str:
+        body: dict[str, Any] = {"goal": goal, "role": role}
+        if author:
+            body["author"] = author
+        return self.call("POST", "/sessions", body, 201)["id"]
+
+    def put(self, content: bytes) -> bytes:
+        oid, stored = obj(content)
+        self.call("POST", "/objects/put", {"objects": [stored]})
+        return oid
+
+    def tree(self, files: dict[str, bytes]) -> bytes:
+        """Upload the tree objects of a nested file map; return the root tree id."""
+        nested: dict[str, Any] = {}
+        for path, oid in files.items():
+            *dirs, name = path.split("/")
+            d = nested
+            for part in dirs:
+                d = d.setdefault(part, {})
+            d[name] = oid
+
+        def build(d: dict[str, Any]) -> bytes:
+            entries = {n: Entry("d", build(v)) if isinstance(v, dict) else Entry(FILE, v) for n, v in d.items()}
+            canonical = tree_bytes(entries)
+            self.call("POST", "/objects/put", {"objects": [pack(canonical)]})
+            return digest(canonical)
+
+        return build(nested)
+
+    def events(self, sid: str, *events: dict[str, Any]) -> list[dict[str, Any]]:
+        return self.call("POST", f"/sessions/{sid}/events", {"events": list(events)})["events"]
+
+    def land(self, sid: str) -> int:
+        return self.call("POST", f"/sessions/{sid}/land", {})["position"]
+
+
+def say(text: str, role: str, author: str) -> dict[str, Any]:
+    return {"type": "say", "text": text, "role": role, "author": author}
+
+
+def decide(decision: str, why: str, alternatives: list[str], role: str, author: str) -> dict[str, Any]:
+    return {"type": "decide", "decision": decision, "why": why, "alternatives": alternatives, "role": role,
+            "author": author}
+
+
+def write(path: str, oid: bytes, role: str, author: str) -> dict[str, Any]:
+    return {"type": "write", "path": path, "kind": FILE, "blob": oid, "role": role, "author": author}
+
+
+def seed(forge: Forge) -> Seeded:
+    a = forge.admin_token
+    for user in ("ana", "stranger"):
+        forge.micelio("admin", "user", "create", user, "--password-stdin", input=PASSWORD + "\n")
+    data = Seeded(forge, forge.user("ana"), forge.user("stranger"))
+    for name, private, desc in ((PUBLIC, False, "Terminal widgets, built by people and agents"),
+                                (PRIVATE, True, "Plans nobody else may see"),
+                                (BIG, False, "A big directory and a big file")):
+        r = forge.api("POST", "/api/v1/repos", a, {"name": name, "private": private, "description": desc})
+        assert r.status_code == 201, r.data
+    assert forge.api("PUT", "/api/v1/orgs/acme/members/ana", a, {"role": "maintainer"}).status_code == 200
+
+    c = Client(forge, data.ana, PUBLIC)
+    files: dict[str, bytes] = {}
+
+    # 1. a human starts the library with an agent's help
+    sid = c.start("Create the widget library")
+    files["README.md"] = c.put(README.encode())
+    files["src/widgets/__init__.py"] = c.put(b'"""Terminal widgets."""\n')
+    files["src/widgets/core.py"] = c.put(CORE_V1.encode())
+    c.events(sid,
+             say("Should widgets draw with curses or plain strings?", "agent", "claude"),
+             say("Plain strings: they are easy to test.", "human", "ana"),
+             write("README.md", files["README.md"], "agent", "claude"),
+             {"type": "checkpoint", "note": "README first", "iteration": 1, "role": "agent", "author": "claude",
+              "tree": c.tree({"README.md": files["README.md"]})},
+             write("src/widgets/__init__.py", files["src/widgets/__init__.py"], "agent", "claude"),
+             write("src/widgets/core.py", files["src/widgets/core.py"], "agent", "claude"),
+             {"type": "checkpoint", "note": "the base class", "iteration": 2, "role": "agent", "author": "claude",
+              "tree": c.tree(dict(files))},
+             decide("Render to plain strings", "strings can be asserted in tests without a terminal",
+                    ["curses windows", "ANSI escape sequences"], "human", "ana"))
+    c.land(sid)
+    data.sessions["Create the widget library"] = sid
+
+    # 2. an agent adds a spinner, with two iterations
+    sid = c.start("Add a spinner widget", role="agent", author="claude")
+    spinner_first = c.put(CORE_V2.replace(" + 1]", "]").encode())
+    files["docs/guide.md"] = c.put(b"# Guide\n\nCall `render()` once per tick.\n")
+    c.events(sid,
+             say("I will add a Spinner that cycles through four frames.", "agent", "claude"),
+             write("src/widgets/core.py", spinner_first, "agent", "claude"),
+             {"type": "checkpoint", "note": "first spinner", "iteration": 1, "role": "agent", "author": "claude",
+              "tree": c.tree({**files, "src/widgets/core.py": spinner_first})})
+    files["src/widgets/core.py"] = c.put(CORE_V2.encode())
+    c.events(sid,
+             say("Start on the second frame, please: the first looks idle.", "human", "ana"),
+             write("src/widgets/core.py", files["src/widgets/core.py"], "agent", "claude"),
+             write("docs/guide.md", files["docs/guide.md"], "agent", "claude"),
+             {"type": "checkpoint", "note": "start on the second frame", "iteration": 2, "role": "agent",
+              "author": "claude", "tree": c.tree(dict(files))},
+             decide("Offset the frame index by one", "the human asked to start on the second frame",
+                    ["a configurable start frame"], "agent", "claude"))
+    c.land(sid)
+    data.sessions["Add a spinner widget"] = sid
+
+    # 3. a human fixes the off-by-one the offset introduced
+    sid = c.start("Fix the spinner's off-by-one")
+    files["src/widgets/core.py"] = c.put(CORE_V3.encode())
+    c.events(sid,
+             say("The offset makes the index run past the last frame.", "human", "ana"),
+             write("src/widgets/core.py", files["src/widgets/core.py"], "human", "ana"),
+             decide("Drop the offset", "the index must stay inside FRAMES", ["wrap with a second modulo"],
+                    "human", "ana"))
+    c.land(sid)
+    data.sessions["Fix the spinner's off-by-one"] = sid
+
+    # 4. an open session, being worked on right now
+    sid = c.start("Document every widget", role="agent", author="claude")
+    c.events(sid, say("Starting with the Spinner's docstring.", "agent", "claude"))
+    data.open_session = sid
+
+    # the private repository
+    p = Client(forge, a, PRIVATE)
+    sid = p.start("Write the secret plan")
+    p.events(sid, write("plan.md", p.put(b"# The plan\n\nWorld domination, slowly.\n"), "human", "admin"))
+    p.land(sid)
+
+    # in a thread of its own: Playwright's sync API may already run an event loop in this one
+    with ThreadPoolExecutor(1) as pool:
+        data.big_file_bytes = pool.submit(asyncio.run, _seed_big(Path(forge.store))).result()
+    return data
+
+
+async def _seed_big(store_path: Path) -> int:
+    """``acme/big`` straight through the plumbing (10,000 write events over HTTP would take long):
+    one landed session with a directory of 10,000 files and a 1 MB Python file."""
+    store = EmbeddedStore(store_path, fsync=False)
+    try:
+        repo = Repo(store, BIG)
+        small = await repo.objects.put_blob(b"x = 1\n")
+        line = "def function_{n}(value: int) -> int:\n    return value * {n}  # a comment\n\n"
+        text = "".join(line.format(n=n) for n in range(14_000)).encode()
+        text = text[: text.rfind(b"\n", 0, 1_000_000) + 1]
+        big = await repo.objects.put_blob(text)
+        s = await repo.sessions.start("Add many files", "bot", "agent", 0)
+        s.changes = {f"many/file{n:05d}.py": Entry(FILE, small) for n in range(BIG_DIR_ENTRIES)}
+        s.changes["big.py"] = Entry(FILE, big)
+        await land(repo, s)
+        return len(text)
+    finally:
+        await store.close()

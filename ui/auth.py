@@ -1,0 +1,129 @@
+"""Browser sessions: a signed cookie holding the user name, keyed by a secret every replica shares,
+and CSRF tokens for every form.
+
+The signing key lives in the store (``_node/ui-secret``, created once with put-if-absent), never in
+one process: any replica must accept a cookie another one set, and a restart must not log everyone
+out. API requests (``/api/``, ``/healthz``) never open a cookie session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import secrets
+import time
+from datetime import timedelta
+from typing import Any
+
+from quart import Quart, current_app, g, session
+from quart.sessions import SecureCookieSession, SecureCookieSessionInterface
+from quart.wrappers import BaseRequestWebsocket
+
+from hif.errors import HifError, PreconditionFailed
+from node.accounts import ANONYMOUS, Principal
+from node.app import node_of
+
+SECRET_KEY = "_node/ui-secret"
+COOKIE = "micelio_session"
+LOGIN_DAYS = 30
+error_log = logging.getLogger("micelio.error")
+
+
+def is_api_path(path: str) -> bool:
+    """Paths that belong to the API, which answers in CBOR and authenticates by token only."""
+    return path.startswith("/api/") or path in ("/api", "/healthz")
+
+
+class StoreSecretSessions(SecureCookieSessionInterface):
+    """Quart's signed-cookie sessions with the signing key read from (or created in) the store."""
+
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+
+    async def _ensure_secret(self, app: Quart) -> None:
+        if app.secret_key:
+            return
+        async with self._lock:
+            if app.secret_key:
+                return
+            store = node_of(app).store
+            data = await store.get_or_none(SECRET_KEY)
+            if data is None:
+                with contextlib.suppress(PreconditionFailed):  # another replica was first: use theirs
+                    await store.put(SECRET_KEY, secrets.token_bytes(32), if_none_match=True)
+                data = await store.get(SECRET_KEY)
+            app.secret_key = data
+
+    async def open_session(self, app: Quart, request: BaseRequestWebsocket) -> SecureCookieSession | None:
+        if is_api_path(request.path):
+            return None
+        try:
+            await self._ensure_secret(app)
+        except HifError:
+            error_log.exception("cannot read the UI's session secret; pages are served without sessions")
+            return None
+        return await super().open_session(app, request)
+
+
+def configure(app: Quart) -> None:
+    """Cookie settings and the session interface, applied when the UI blueprint is registered."""
+    node = node_of(app)
+    app.session_interface = StoreSecretSessions()
+    app.config.update(
+        SESSION_COOKIE_NAME=COOKIE,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=node.config.url.startswith("https://"),
+        PERMANENT_SESSION_LIFETIME=timedelta(days=LOGIN_DAYS),
+    )
+
+
+def has_session() -> bool:
+    return not current_app.session_interface.is_null_session(session)
+
+
+def csrf_token() -> str:
+    """This browser session's CSRF token (created on first use): a hidden field of every form."""
+    token = session.get("csrf")
+    if not token:
+        token = session["csrf"] = secrets.token_urlsafe(24)
+    return str(token)
+
+
+def csrf_ok(sent: str | None) -> bool:
+    expected = session.get("csrf") if has_session() else None
+    return bool(expected) and bool(sent) and hmac.compare_digest(str(expected), str(sent))
+
+
+def log_in(user: str) -> None:
+    """Start a fresh browser session for ``user`` (a new CSRF token: nothing carries over)."""
+    session.clear()
+    session["user"] = user
+    session["since"] = time.time()
+    session["csrf"] = secrets.token_urlsafe(24)
+
+
+def log_out() -> None:
+    session.clear()
+
+
+async def viewer() -> Principal:
+    """Who is browsing: the logged-in user with the full rights of their roles (a password login
+    is the whole account, like the API's admin-scope token), or anonymous. A disabled or deleted
+    user is logged out on their next request."""
+    cached: Principal | None = getattr(g, "ui_viewer", None)
+    if cached is not None:
+        return cached
+    p = ANONYMOUS
+    name = session.get("user") if has_session() else None
+    if isinstance(name, str):
+        info: dict[str, Any] | None = await node_of(current_app).auth.get_user(name)  # type: ignore[arg-type]
+        if info is None or info["disabled"]:
+            log_out()
+        else:
+            p = Principal(user=name, admin=bool(info["admin"]), scope="admin")
+            g.user = name  # the access log names who asked
+    g.ui_viewer = p
+    return p

@@ -1,0 +1,246 @@
+"""Turning repository content into HTML: highlighted lines, Markdown, diffs, times.
+
+Highlighting is done per line (not one ``<pre>`` blob) so that the file view, blame and diffs share
+it and stay aligned line by line. Everything returned as :class:`Markup` is escaped here.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import posixpath
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from markdown_it import MarkdownIt
+from markupsafe import Markup, escape
+from pygments.lexer import Lexer
+from pygments.lexers import get_lexer_for_filename
+from pygments.token import STANDARD_TYPES, _TokenType
+from pygments.util import ClassNotFound
+
+from hif.merge import is_binary
+
+SHOW_MAX = 1 << 20  # bytes of a file shown on its page; the rest is behind "raw"
+HIGHLIGHT_MAX = 256 * 1024  # bigger texts are shown plain: highlighting costs ~3 s per MB
+DIFF_FILE_MAX = 512 * 1024  # a side bigger than this is not diffed line by line
+
+_md = MarkdownIt("commonmark", {"html": False}).enable(["table", "strikethrough"])
+
+
+def markdown(text: str) -> Markup:
+    """CommonMark with tables; raw HTML is escaped and unsafe link schemes are dropped."""
+    return Markup(_md.render(text))
+
+
+@functools.lru_cache(maxsize=512)
+def _lexer(name: str) -> Lexer | None:
+    try:
+        return get_lexer_for_filename(name, stripnl=False, ensurenl=False, stripall=False)
+    except ClassNotFound:
+        return None
+
+
+@functools.lru_cache(maxsize=1024)
+def _css_class(ttype: _TokenType) -> str:
+    while ttype not in STANDARD_TYPES:
+        ttype = ttype.parent
+    return STANDARD_TYPES[ttype]
+
+
+def text_of(data: bytes) -> str:
+    """Bytes as text with one kind of line ending (what the lexers expect)."""
+    return data.decode("utf-8", "replace").replace("\r\n", "\n").replace("\r", "\n")
+
+
+def split_text(text: str) -> list[str]:
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def highlight_lines(text: str, path: str, *, limit: int = HIGHLIGHT_MAX) -> list[Markup]:
+    """One piece of HTML per line of ``text``, highlighted by the lexer its file name suggests
+    (plain when none fits or the text is over ``limit`` characters)."""
+    lines = split_text(text)
+    lexer = _lexer(posixpath.basename(path)) if len(text) <= limit else None
+    if lexer is None:
+        return [escape(line) for line in lines]
+    out: list[Markup] = []
+    cur: list[str] = []
+    for ttype, value in lexer.get_tokens(text):
+        cls = _css_class(ttype)
+        for i, part in enumerate(value.split("\n")):
+            if i:
+                out.append(Markup("".join(cur)))
+                cur = []
+            if part:
+                cur.append(f'<span class="{cls}">{escape(part)}</span>' if cls else str(escape(part)))
+    if cur:
+        out.append(Markup("".join(cur)))
+    out = out[: len(lines)]  # the lexer saw the same text, so only a last empty line can differ
+    return out + [Markup("")] * (len(lines) - len(out))
+
+
+@dataclass
+class FileView:
+    """A file prepared for its page."""
+
+    size: int
+    binary: bool
+    truncated: bool = False
+    highlighted: bool = False
+    lines: list[Markup] = field(default_factory=list)
+
+
+def file_view(data: bytes, path: str) -> FileView:
+    """The first :data:`SHOW_MAX` bytes of a file (cut at a line end), highlighted when small."""
+    if is_binary(data):
+        return FileView(len(data), True)
+    shown = data
+    if len(data) > SHOW_MAX:
+        cut = data.rfind(b"\n", 0, SHOW_MAX)
+        shown = data[: cut + 1 if cut >= 0 else SHOW_MAX]
+    text = text_of(shown)
+    highlighted = len(text) <= HIGHLIGHT_MAX and _lexer(posixpath.basename(path)) is not None
+    return FileView(len(data), False, len(shown) < len(data), highlighted, highlight_lines(text, path))
+
+
+def code_rows(lines: list[Markup]) -> Markup:
+    """Table rows of a file view, built here rather than in a template loop: a 1 MB file has tens of
+    thousands of lines."""
+    return Markup("".join(
+        f'<tr id="L{n}"><td class="ln"><a href="#L{n}">{n}</a></td><td class="src">{html}</td></tr>'
+        for n, html in enumerate(lines, 1)
+    ))
+
+
+# -- diffs -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    """One line of a diff: kind is ctx, add, del or hunk (a ``@@`` separator with ``text``)."""
+
+    kind: str
+    old: int | None = None
+    new: int | None = None
+    html: Markup = Markup("")
+    text: str = ""
+
+
+@dataclass
+class SplitRow:
+    """One line of a side-by-side diff (either side may be empty)."""
+
+    left: Row | None
+    right: Row | None
+    hunk: str = ""
+
+
+@dataclass
+class FileDiff:
+    """A file's change ready to render: both sides' rows, or why there are none."""
+
+    path: str
+    action: str
+    rows: list[Row] = field(default_factory=list)
+    added: int = 0
+    removed: int = 0
+    note: str = ""  # binary, too large, not shown...
+
+    def split(self) -> list[SplitRow]:
+        """Pair deletions with the additions that follow them, for the side-by-side view."""
+        out: list[SplitRow] = []
+        dels: list[Row] = []
+        adds: list[Row] = []
+
+        def flush() -> None:
+            for i in range(max(len(dels), len(adds))):
+                out.append(SplitRow(dels[i] if i < len(dels) else None, adds[i] if i < len(adds) else None))
+            dels.clear()
+            adds.clear()
+
+        for row in self.rows:
+            if row.kind == "del":
+                if adds:
+                    flush()
+                dels.append(row)
+            elif row.kind == "add":
+                adds.append(row)
+            else:
+                flush()
+                if row.kind == "hunk":
+                    out.append(SplitRow(None, None, row.text))
+                else:
+                    out.append(SplitRow(row, row))
+        flush()
+        return out
+
+
+def file_diff(path: str, action: str, old: bytes | None, new: bytes | None, *, context: int = 3) -> FileDiff:
+    """Line diff of one file with both sides highlighted, hunks of ``context`` lines."""
+    fd = FileDiff(path, action)
+    if (old is not None and is_binary(old)) or (new is not None and is_binary(new)):
+        fd.note = f"binary file ({_size(old)} → {_size(new)})"
+        return fd
+    if len(old or b"") > DIFF_FILE_MAX or len(new or b"") > DIFF_FILE_MAX:
+        fd.note = f"too large to show here ({_size(old)} → {_size(new)})"
+        return fd
+    a_text, b_text = text_of(old or b""), text_of(new or b"")
+    a, b = split_text(a_text), split_text(b_text)
+    ah, bh = highlight_lines(a_text, path), highlight_lines(b_text, path)
+    sm = difflib.SequenceMatcher(None, a, b, autojunk=False)
+    for group in sm.get_grouped_opcodes(context):
+        i1, j1 = group[0][1], group[0][3]
+        i2, j2 = group[-1][2], group[-1][4]
+        fd.rows.append(Row("hunk", text=f"@@ -{i1 + 1},{i2 - i1} +{j1 + 1},{j2 - j1} @@"))
+        for tag, x1, x2, y1, y2 in group:
+            if tag == "equal":
+                fd.rows += [Row("ctx", x + 1, y + 1, bh[y]) for x, y in zip(range(x1, x2), range(y1, y2), strict=True)]
+                continue
+            fd.rows += [Row("del", x + 1, None, ah[x]) for x in range(x1, x2)]
+            fd.rows += [Row("add", None, y + 1, bh[y]) for y in range(y1, y2)]
+            fd.removed += x2 - x1
+            fd.added += y2 - y1
+    if not fd.rows and old != new:
+        fd.note = "only line endings or the final newline changed"
+    return fd
+
+
+def _size(data: bytes | None) -> str:
+    return "absent" if data is None else human_size(len(data))
+
+
+def human_size(n: int) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} bytes"  # pragma: no cover
+
+
+# -- times -----------------------------------------------------------------------------------------
+
+
+def iso(t: float | None) -> str:
+    return "" if t is None else datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")
+
+
+def absolute(t: float | None) -> str:
+    return "" if t is None else datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def ago(t: float | None, now: float | None = None) -> str:
+    """A short relative time ("3 minutes ago"); the exact time goes in the title."""
+    if t is None:
+        return ""
+    delta = max(0.0, (now if now is not None else time.time()) - t)
+    for size, unit in ((86400 * 365, "year"), (86400 * 30, "month"), (86400, "day"), (3600, "hour"),
+                       (60, "minute")):
+        if delta >= size:
+            n = int(delta // size)
+            return f"{n} {unit}{'s' if n > 1 else ''} ago"
+    return "just now"

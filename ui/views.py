@@ -1,0 +1,779 @@
+"""The web UI: server-rendered pages over the same plumbing as the API, htmx as an optional speed-up.
+
+Every page reads only what it shows: one tree object for a directory, the records of one page of
+the log (walked back from a cursor with a budget), one session's events. Access is decided by
+:mod:`node.access`, exactly as for the API; a repository the viewer cannot read is a 404, the same
+answer as a missing one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import cbor2
+from markupsafe import Markup
+from quart import Blueprint, Response, current_app, redirect, render_template, request, url_for
+from quart.blueprints import BlueprintSetupState
+from werkzeug.exceptions import HTTPException
+
+from hif import history
+from hif.blame import blame
+from hif.errors import HifError, InvalidInput, InvalidPath, NotFound, PermissionDenied
+from hif.mainline import LandingRecord
+from hif.merge import is_binary
+from hif.objects import DIR, LINK, Entry, decode
+from hif.paths import check_path
+from hif.repo import Repo, check_repo_name
+from hif.session import ROLES, Session, check_session_id
+from hif.tree import lookup
+from node.access import NEEDS, check_login, manages_org, may, repo_access
+from node.accounts import ROLES as MEMBER_ROLES
+from node.accounts import Principal
+from node.app import Node, node_of
+from node.errors import RateLimited
+from node.wire import CBOR, cbor_response, error_body
+from ui import auth, render
+from ui.auth import csrf_ok, csrf_token, viewer
+from ui.render import FileView, code_rows, file_diff, file_view, human_size, markdown
+from ui.signature import verify_record
+
+bp = Blueprint("ui", __name__, template_folder="templates", static_folder="static",
+               static_url_path="/assets")
+error_log = logging.getLogger("micelio.error")
+
+PAGE = 25  # sessions per page
+BUDGET = 2000  # records one sessions-list request may examine
+TEXT_BUDGET = 300  # ... when a text filter makes it read snapshots too
+OPEN_CAP = 100  # open sessions listed at most
+DIFF_FILES = 100  # files whose diff a session page renders
+DIFF_BYTES = 4 << 20  # total bytes of content diffed on one page
+BLAME_MAX = 512 * 1024
+README_NAMES = ("readme.md", "readme.markdown", "readme", "readme.txt", "readme.rst")
+HTMX = Path(__file__).parent / "static" / "vendor" / "htmx.min.js"
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; "
+                               "script-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
+
+@bp.record_once
+def _setup(state: BlueprintSetupState) -> None:
+    auth.configure(state.app)  # type: ignore[arg-type]
+    env = state.app.jinja_env
+    env.filters.update(ago=render.ago, absolute=render.absolute, iso=render.iso, size=human_size)
+    env.globals.update(csrf_token=csrf_token, htmx=HTMX.exists(), short=lambda oid: oid.hex()[:12])
+
+
+def node() -> Node:
+    return node_of(current_app)  # type: ignore[arg-type]
+
+
+@bp.app_context_processor
+async def _context() -> dict[str, Any]:
+    try:
+        p = await viewer()
+    except HifError:  # the store is failing: an error page must still render
+        return {"me": None, "is_admin": False}
+    return {"me": p.user, "is_admin": p.admin}
+
+
+# -- errors: HTML pages for people, CBOR for the API -------------------------------------------------
+
+
+async def error_page(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    if auth.is_api_path(request.path):
+        return cbor_response(error_body(status, message), status, headers)
+    titles = {400: "Bad request", 401: "Log in needed", 403: "Not allowed", 404: "Not found",
+              405: "Method not allowed", 409: "Conflict", 413: "Too large", 422: "Cannot do that",
+              429: "Too many attempts", 500: "Something went wrong", 503: "Unavailable"}
+    body = await render_template("error.html", status=status, title=titles.get(status, "Error"),
+                                 message=message)
+    return Response(body, status=status, headers=headers, content_type="text/html; charset=utf-8")
+
+
+@bp.errorhandler(HifError)
+async def _hif_error(e: HifError) -> Response:
+    status = 409 if e.http_status == 412 else e.http_status
+    headers = {"Retry-After": str(e.retry_after)} if isinstance(e, RateLimited) else None
+    return await error_page(status, str(e), headers)
+
+
+@bp.errorhandler(HTTPException)
+async def _http_error(e: HTTPException) -> Response:
+    return await error_page(e.code or 500, e.description or e.name)
+
+
+@bp.errorhandler(Exception)
+async def _unexpected(e: Exception) -> Response:
+    error_log.exception("unhandled error on %s %s", request.method, request.path)
+    return await error_page(500, "The node hit an unexpected error; it is in the node's log.")
+
+
+@bp.after_app_request
+async def _finish(response: Response) -> Response:
+    """Pages get security headers; an error from outside the UI (an unknown URL, a wrong method)
+    is turned into a page unless it was asked of the API."""
+    if auth.is_api_path(request.path):
+        return response
+    if response.status_code >= 400 and response.mimetype == CBOR:
+        try:
+            message = cbor2.loads(await response.get_data())["message"]
+        except Exception:
+            message = "error"
+        keep = {k: v for k, v in response.headers.items() if k in ("Retry-After", "Allow")}
+        response = await error_page(response.status_code, message, keep)
+    if response.mimetype == "text/html":
+        for k, v in SECURITY_HEADERS.items():
+            response.headers.setdefault(k, v)
+        response.headers.setdefault("Cache-Control", "no-cache, private")
+        response.vary.update(("Cookie", "HX-Request", "HX-Target"))
+    return response
+
+
+@bp.before_request
+async def _csrf() -> Response | None:
+    if auth.is_api_path(request.path):
+        return await error_page(404, "not found")
+    if request.method == "POST":
+        form = await request.form
+        if not csrf_ok(form.get("csrf")):
+            return await error_page(403, "The form has expired or did not come from this site: "
+                                         "reload the page and try again.")
+    return None
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+def is_htmx(target: str | None = None) -> bool:
+    if request.headers.get("HX-Request") != "true":
+        return False
+    return target is None or request.headers.get("HX-Target") == target
+
+
+def query_int(name: str, default: int | None = None, *, lo: int = 0) -> int | None:
+    raw = request.args.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidInput(f"{name} must be a whole number") from None
+    if value < lo:
+        raise InvalidInput(f"{name} must be at least {lo}")
+    return value
+
+
+def safe_next(target: str | None) -> str:
+    """Only same-site paths: a login link must not become an open redirect."""
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return "/"
+
+
+def login_redirect() -> Response:
+    return redirect(url_for("ui.login", next=request.full_path.rstrip("?")))  # type: ignore[return-value]
+
+
+@dataclass
+class RepoView:
+    """A repository the viewer may read, and what the pages need to know about it."""
+
+    name: str
+    info: dict[str, Any]
+    role: str
+    p: Principal
+    repo: Repo
+    head: int
+
+    @property
+    def owner(self) -> str:
+        return self.name.split("/")[0]
+
+    @property
+    def short(self) -> str:
+        return self.name.split("/")[1]
+
+    @property
+    def can_admin(self) -> bool:
+        return may(self.p, self.role, "admin", self.name)
+
+    def url(self, *parts: str, **query: Any) -> str:
+        base = "/" + self.name + "".join("/" + x for x in parts if x)
+        q = {k: v for k, v in query.items() if v not in (None, "")}
+        return base + ("?" + urlencode(q) if q else "")
+
+    def position(self) -> int:
+        """``?at=N`` (the head by default); a position past the head is a 404."""
+        at = query_int("at", self.head)
+        assert at is not None
+        if at > self.head:
+            raise NotFound(f"no position {at} in {self.name} (the head is {self.head})")
+        return at
+
+
+async def open_repo(owner: str, name: str, access: str = "read") -> RepoView:
+    full = f"{owner}/{name}"
+    try:
+        check_repo_name(full)
+    except InvalidInput:
+        raise NotFound(f"no repository {full}") from None
+    p = await viewer()
+    info, role = await repo_access(node().auth, p, full, access)
+    if info is None or role is None or not may(p, role, "read", full):
+        raise NotFound(f"no repository {full}")  # private and missing look alike
+    if not may(p, role, access, full):
+        raise PermissionDenied(f"this needs the {NEEDS[access][0]} role on {full}")
+    repo = node().repo(full)
+    return RepoView(full, info, role, p, repo, await repo.mainline.head())
+
+
+def clean_path(path: str) -> str:
+    path = path.strip("/")
+    if not path:
+        return ""
+    try:
+        return check_path(path)
+    except InvalidPath:
+        raise NotFound(f"no such path: {path}") from None
+
+
+def crumbs(rv: RepoView, path: str, at: int | None) -> list[tuple[str, str]]:
+    """(name, tree URL) for each directory above ``path``, the repository first."""
+    out = [(rv.short, rv.url(at=at))]
+    parts = path.split("/") if path else []
+    for i in range(len(parts) - 1):
+        out.append((parts[i], rv.url("tree", "/".join(parts[: i + 1]), at=at)))
+    return out
+
+
+async def open_marker(repo: Repo, sid: str) -> dict[str, Any] | None:
+    """An open session's listing entry: goal, author and start time from its marker, the role from
+    its start event (two reads, whatever the session's length)."""
+    data = await repo.store.get_or_none(f"{repo.prefix}open/{sid}")
+    if data is None:
+        return None  # closed meanwhile
+    marker = decode(data)
+    start = await repo.store.get_or_none(f"{repo.prefix}sessions/{sid}/events/{0:08d}")
+    role = decode(start).get("role") if start is not None else None
+    return {"id": sid, "goal": marker.get("goal", ""), "author": marker.get("author", ""),
+            "time": marker.get("time"), "role": role, "state": "open", "files": None}
+
+
+async def open_sessions(repo: Repo, filters: history.Filters | None = None, *,
+                        cap: int = OPEN_CAP) -> list[dict[str, Any]]:
+    """Open sessions, newest first (ids sort by start time), at most ``cap``; filters other than
+    the author need the session's events, so they load each candidate."""
+    rows = []
+    for sid in sorted(await repo.sessions.list_open(), reverse=True)[:cap]:
+        row = await open_marker(repo, sid)
+        if row is None:
+            continue
+        f = filters
+        if f is not None:
+            if f.author and row["author"].casefold() != f.author.casefold():
+                continue
+            if f.role and row["role"] != f.role:
+                continue
+            if f.path or f.text:
+                try:
+                    s = await repo.sessions.load(sid)
+                except NotFound:
+                    continue
+                row["files"] = len(s.changes)
+                if f.path and not history.touches(s.changes, f.path):
+                    continue
+                if f.text and not history.matches_text(history.session_text(s.events), f.text):
+                    continue
+        rows.append(row)
+    return rows
+
+
+def landed_row(rec: LandingRecord, s: Any) -> dict[str, Any]:
+    return {"id": s.session, "goal": s.goal, "author": s.author, "role": s.role, "time": rec.time,
+            "state": "landed", "position": rec.position, "files": len(s.changes),
+            "group": len(rec.sessions)}
+
+
+# -- home and search -------------------------------------------------------------------------------
+
+
+@bp.get("/")
+async def home() -> str:
+    p = await viewer()
+    after = request.args.get("after") or None
+    infos = await node().auth.visible_repos(p, limit=51, after=after)
+    more = infos[50]["name"] if len(infos) > 50 else None
+    infos = infos[:50]
+    repos = []
+    heap: list[tuple[float, str, int]] = []
+    records: dict[tuple[str, int], LandingRecord] = {}
+    for info in infos:
+        repo = node().repo(info["name"])
+        head = await repo.mainline.head()
+        latest = await repo.mainline.record(head) if head else None
+        repos.append({**info, "head": head, "latest": latest})
+        if latest is not None:
+            records[(info["name"], head)] = latest
+            heapq.heappush(heap, (-latest.time, info["name"], head))
+    # recent landings across these repositories: a k-way merge that reads one record per item shown
+    recent = []
+    while heap and len(recent) < 12:
+        _, name, pos = heapq.heappop(heap)
+        rec = records.pop((name, pos))
+        recent.append((name, rec))
+        if pos > 1:
+            prev = await node().repo(name).mainline.record(pos - 1)
+            records[(name, pos - 1)] = prev
+            heapq.heappush(heap, (-prev.time, name, pos - 1))
+    return await render_template("home.html", repos=repos, recent=recent, more=more,
+                                 node_url=node().config.url)
+
+
+@bp.get("/search")
+async def search() -> str:
+    """Repositories whose name or description contains every word; sessions are searched per
+    repository (links below each result), where the walk can be bounded."""
+    q = request.args.get("q", "").strip()
+    p = await viewer()
+    found: list[dict[str, Any]] = []
+    scanned = 0
+    after = None
+    while q and scanned < 5000 and len(found) < 50:
+        batch = await node().auth.visible_repos(p, limit=500, after=after)
+        if not batch:
+            break
+        scanned += len(batch)
+        after = batch[-1]["name"]
+        found += [r for r in batch if history.matches_text(f"{r['name']} {r['description']}", q)]
+    return await render_template("search.html", q=q, found=found[:50])
+
+
+# -- log in, log out, account ---------------------------------------------------------------------
+
+
+@bp.get("/login")
+async def login() -> str:
+    return await render_template("login.html", next=safe_next(request.args.get("next")), error=None,
+                                 user="")
+
+
+@bp.post("/login")
+async def login_post() -> Response | tuple[str, int, dict[str, str]]:
+    form = await request.form
+    user, password = form.get("user", "").strip(), form.get("password", "")
+    nxt = safe_next(form.get("next"))
+    try:
+        ok = bool(user) and await check_login(node().auth, node().limiter, user, password,
+                                              request.remote_addr or "?")
+    except RateLimited as e:
+        page = await render_template("login.html", next=nxt, user=user,
+                                     error=f"Too many failed attempts: try again in {e.retry_after} s.")
+        return page, 429, {"Retry-After": str(e.retry_after)}
+    if not ok:
+        page = await render_template("login.html", next=nxt, user=user, error="Wrong user name or password.")
+        return page, 401, {}
+    auth.log_in(user)
+    return redirect(nxt)  # type: ignore[return-value]
+
+
+@bp.post("/logout")
+async def logout() -> Response:
+    auth.log_out()
+    return redirect("/")  # type: ignore[return-value]
+
+
+async def _account_page(created: dict[str, Any] | None = None, error: str | None = None,
+                        status: int = 200) -> tuple[str, int]:
+    p = await viewer()
+    assert p.user is not None
+    tokens = await node().auth.list_tokens(p.user)
+    now = node().auth.clock()
+    for t in tokens:
+        t["state"] = ("revoked" if t["revoked"] else
+                      "expired" if t["expires"] is not None and t["expires"] <= now else "active")
+    tokens.sort(key=lambda t: (t["state"] != "active", -t["created"]))
+    page = await render_template("account.html", tokens=tokens, created=created, error=error,
+                                 node_url=node().config.url)
+    return page, status
+
+
+@bp.get("/account")
+async def account() -> Response | tuple[str, int]:
+    if (await viewer()).user is None:
+        return login_redirect()
+    return await _account_page()
+
+
+@bp.post("/account/tokens")
+async def create_token() -> Response | tuple[str, int]:
+    p = await viewer()
+    if p.user is None:
+        return login_redirect()
+    form = await request.form
+    scope = form.get("scope", "read")
+    repo = form.get("repo", "").strip() or None
+    name = form.get("name", "").strip()
+    try:
+        if scope not in NEEDS:
+            raise InvalidInput("the scope is read, write or admin")
+        if repo is not None:
+            check_repo_name(repo)
+        days_text = form.get("expires_days", "").strip()
+        days = float(days_text) if days_text else None
+        if days is not None and days <= 0:
+            raise InvalidInput("a token's lifetime must be positive")
+        tid, secret = await node().auth.create_token(p.user, scope=scope, repo=repo, name=name,
+                                                     expires_in=days * 86400 if days else None)
+    except (InvalidInput, ValueError) as e:
+        message = str(e) if isinstance(e, InvalidInput) else "the lifetime is a number of days"
+        return await _account_page(error=message, status=400)
+    return await _account_page(created={"id": tid, "token": secret, "name": name, "scope": scope,
+                                        "repo": repo}, status=201)
+
+
+@bp.post("/account/tokens/<tid>/revoke")
+async def revoke_token(tid: str) -> Response:
+    p = await viewer()
+    if p.user is None:
+        return login_redirect()
+    await node().auth.revoke_token(tid, by=p)
+    return redirect(url_for("ui.account"))  # type: ignore[return-value]
+
+
+# -- organisations ---------------------------------------------------------------------------------
+
+
+@bp.get("/orgs/<org>")
+async def org_page(org: str) -> str:
+    return await _org_page(org)
+
+
+async def _org_page(org: str, error: str | None = None) -> str:
+    p = await viewer()
+    info = await node().auth.get_org(org)
+    if info is None:
+        raise NotFound(f"no organisation {org}")
+    repos = [r for r in await node().auth.visible_repos(p, limit=200, after=f"{org}/")
+             if r["name"].startswith(f"{org}/")]
+    member = p.user is not None and (p.admin or p.user in info["members"])
+    return await render_template("org.html", org=info, repos=repos, show_members=member,
+                                 manage=await manages_org(node().auth, p, org), roles=MEMBER_ROLES,
+                                 error=error)
+
+
+async def _need_org_manager(org: str) -> Principal:
+    p = await viewer()
+    if p.user is None or not await manages_org(node().auth, p, org):
+        raise NotFound(f"no organisation {org} that you manage")
+    return p
+
+
+@bp.post("/orgs/<org>/members")
+async def org_member_set(org: str) -> Response | tuple[str, int]:
+    await _need_org_manager(org)
+    form = await request.form
+    try:
+        await node().auth.set_org_member(org, form.get("user", "").strip(), form.get("role", ""))
+    except (InvalidInput, NotFound) as e:
+        return await _org_page(org, str(e)), 400
+    return redirect(url_for("ui.org_page", org=org))  # type: ignore[return-value]
+
+
+@bp.post("/orgs/<org>/members/<user>/remove")
+async def org_member_remove(org: str, user: str) -> Response | tuple[str, int]:
+    await _need_org_manager(org)
+    try:
+        await node().auth.remove_org_member(org, user)
+    except (InvalidInput, NotFound) as e:
+        return await _org_page(org, str(e)), 400
+    return redirect(url_for("ui.org_page", org=org))  # type: ignore[return-value]
+
+
+# -- repository pages ------------------------------------------------------------------------------
+
+
+@bp.get("/<owner>/<name>")
+async def repo_home(owner: str, name: str) -> Response | str:
+    return await _tree(owner, name, "")
+
+
+@bp.get("/<owner>/<name>/tree/<path:path>")
+async def tree(owner: str, name: str, path: str) -> Response | str:
+    return await _tree(owner, name, path)
+
+
+async def _tree(owner: str, name: str, path: str) -> Response | str:
+    rv = await open_repo(owner, name)
+    path = clean_path(path)
+    at = rv.position()
+    at_q = at if at != rv.head else None
+    root = await rv.repo.mainline.tree_at(at)
+    entry = await lookup(rv.repo.objects, root, path) if path else Entry(DIR, root)
+    if entry is None:
+        raise NotFound(f"no {path} at position {at}")
+    if entry.kind != DIR:
+        return redirect(rv.url("blob", path, at=at_q))  # type: ignore[return-value]
+    listing = await rv.repo.objects.get_tree(entry.oid)
+    entries = sorted(listing.items(), key=lambda kv: (kv[1].kind != DIR, kv[0].casefold(), kv[0]))
+    readme = None
+    for n, e in entries:
+        if e.kind != DIR and n.casefold() in README_NAMES:
+            data = await rv.repo.objects.get_blob(e.oid)
+            text = data[: 512 * 1024].decode("utf-8", "replace")
+            is_md = n.casefold().endswith((".md", ".markdown"))
+            readme = {"name": n, "html": await asyncio.to_thread(markdown, text) if is_md else None,
+                      "text": text}
+            break
+    recent: list[LandingRecord] = []
+    open_rows: list[dict[str, Any]] = []
+    if not path:
+        recent = [r async for r in rv.repo.mainline.iter_back(at, max(1, at - 9))] if at else []
+        open_rows = await open_sessions(rv.repo, cap=10)
+    return await render_template(
+        "tree.html", rv=rv, path=path, at=at, at_q=at_q, entries=entries, readme=readme,
+        crumbs=crumbs(rv, path, at_q), recent=recent, open_rows=open_rows, node_url=node().config.url,
+    )
+
+
+async def _file(rv: RepoView, path: str, at: int) -> Entry:
+    if not path:
+        raise NotFound("no file named")
+    root = await rv.repo.mainline.tree_at(at)
+    entry = await lookup(rv.repo.objects, root, path)
+    if entry is None:
+        raise NotFound(f"no {path} at position {at}")
+    return entry
+
+
+@bp.get("/<owner>/<name>/blob/<path:path>")
+async def blob(owner: str, name: str, path: str) -> Response | str:
+    rv = await open_repo(owner, name)
+    path = clean_path(path)
+    at = rv.position()
+    at_q = at if at != rv.head else None
+    entry = await _file(rv, path, at)
+    if entry.kind == DIR:
+        return redirect(rv.url("tree", path, at=at_q))  # type: ignore[return-value]
+    data = await rv.repo.objects.get_blob(entry.oid)
+    view: FileView | None = None
+    target = None
+    if entry.kind == LINK:
+        target = data.decode("utf-8", "replace")
+    else:
+        view = await asyncio.to_thread(file_view, data, path)
+    hist = await history.file_history(rv.repo, path, at, limit=10, budget=500)
+    return await render_template("blob.html", rv=rv, path=path, at=at, at_q=at_q, entry=entry, view=view,
+                                 target=target, history=hist, crumbs=crumbs(rv, path, at_q),
+                                 code_rows=code_rows(view.lines) if view else "")
+
+
+@bp.get("/<owner>/<name>/blame/<path:path>")
+async def blame_page(owner: str, name: str, path: str) -> Response | str:
+    rv = await open_repo(owner, name)
+    path = clean_path(path)
+    at = rv.position()
+    at_q = at if at != rv.head else None
+    entry = await _file(rv, path, at)
+    if entry.kind == DIR:
+        return redirect(rv.url("tree", path, at=at_q))  # type: ignore[return-value]
+    data = await rv.repo.objects.get_blob(entry.oid)
+    view = await asyncio.to_thread(file_view, data, path)
+    notice = None
+    rows: list[dict[str, Any]] = []
+    if entry.kind == LINK or view.binary:
+        notice = "Blame works on text files; this one is binary or a link."
+    elif len(data) > BLAME_MAX:
+        notice = f"Blame is shown for files up to {human_size(BLAME_MAX)}; this one is {human_size(len(data))}."
+    else:
+        lines = await blame(rv.repo, path, at)
+        prev = None
+        for ln, html in zip(lines, view.lines + [Markup("")] * (len(lines) - len(view.lines)), strict=False):
+            rows.append({"line": ln.line, "position": ln.position, "session": ln.session, "goal": ln.goal,
+                         "author": ln.author, "html": html, "first": ln.session != prev})
+            prev = ln.session
+    return await render_template("blame.html", rv=rv, path=path, at=at, at_q=at_q, rows=rows,
+                                 notice=notice, crumbs=crumbs(rv, path, at_q))
+
+
+@bp.get("/<owner>/<name>/raw/<path:path>")
+async def raw(owner: str, name: str, path: str) -> Response:
+    """The file's bytes, never interpreted by the browser as a page of this site."""
+    rv = await open_repo(owner, name)
+    path = clean_path(path)
+    at = rv.position()
+    entry = await _file(rv, path, at)
+    if entry.kind == DIR:
+        raise NotFound(f"{path} is a directory")
+    data = await rv.repo.objects.get_blob(entry.oid)
+    binary = is_binary(data)
+    headers = {"Content-Security-Policy": "sandbox; default-src 'none'", "X-Content-Type-Options": "nosniff",
+               "Cache-Control": "private, max-age=60"}
+    if binary:
+        headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(path.rsplit('/', 1)[-1], safe='')}"
+    return Response(data, content_type="application/octet-stream" if binary else "text/plain; charset=utf-8",
+                    headers=headers)
+
+
+# -- sessions --------------------------------------------------------------------------------------
+
+
+@bp.get("/<owner>/<name>/sessions")
+async def sessions(owner: str, name: str) -> str:
+    rv = await open_repo(owner, name)
+    args = request.args
+    state = args.get("state", "all")
+    if state not in ("all", "landed", "open"):
+        raise InvalidInput("state is all, landed or open")
+    role = args.get("role", "")
+    if role and role not in ROLES:
+        raise InvalidInput(f"role is one of {', '.join(ROLES)}")
+    path = args.get("path", "").strip().strip("/")
+    if path:
+        try:
+            check_path(path)
+        except InvalidPath as e:
+            raise InvalidInput(str(e)) from None
+    filters = history.Filters(author=args.get("author", "").strip(), role=role, path=path,
+                              text=args.get("q", "").strip())
+    before = query_int("before", None, lo=1)
+    rows: list[dict[str, Any]] = []
+    open_rows: list[dict[str, Any]] = []
+    page: history.Page | None = None
+    if state in ("all", "open") and before is None:
+        open_rows = await open_sessions(rv.repo, filters)
+    if state in ("all", "landed"):
+        start = rv.head if before is None else min(before - 1, rv.head)
+        page = await history.search_landed(rv.repo, start, filters, limit=PAGE,
+                                           budget=TEXT_BUDGET if filters.text else BUDGET)
+        rows = [landed_row(rec, s) for rec, s in page.rows]
+    query = {"author": filters.author, "role": filters.role, "path": filters.path, "q": filters.text,
+             "state": state if state != "all" else ""}
+    next_url = rv.url("sessions", **query, before=page.next + 1) if page and page.next else None
+    ctx = {"rv": rv, "rows": rows, "open_rows": open_rows, "page": page, "filters": filters,
+           "state": state, "before": before, "next_url": next_url, "roles": ROLES,
+           "filtered": any(query.values())}
+    if is_htmx("more"):
+        return await render_template("_session_rows.html", **ctx)
+    if is_htmx("results"):
+        return await render_template("_session_results.html", **ctx)
+    return await render_template("sessions.html", **ctx)
+
+
+async def _load_session(rv: RepoView, sid: str) -> Session:
+    try:
+        check_session_id(sid)
+    except InvalidInput:
+        raise NotFound(f"no session {sid}") from None
+    return await rv.repo.sessions.load(sid)
+
+
+async def _diffs(rv: RepoView, changes: list[history.Change]) -> tuple[list[Any], list[history.Change]]:
+    """Rendered diffs for the first files (bounded in count and bytes); the rest are only listed."""
+    out, rest, spent = [], [], 0
+    for c in changes:
+        if len(out) >= DIFF_FILES or spent > DIFF_BYTES:
+            rest.append(c)
+            continue
+        old = await history.blob_or_none(rv.repo, c.old)
+        new = await history.blob_or_none(rv.repo, c.new)
+        spent += len(old or b"") + len(new or b"")
+        out.append(await asyncio.to_thread(file_diff, c.path, c.action, old, new))
+    return out, rest
+
+
+@bp.get("/<owner>/<name>/sessions/<sid>")
+async def session_page(owner: str, name: str, sid: str) -> str:
+    rv = await open_repo(owner, name)
+    s = await _load_session(rv, sid)
+    rec = await history.session_record(rv.repo, s)
+    view = request.args.get("view", "unified")
+    if view not in ("unified", "split"):
+        view = "unified"
+    cps = history.iterations(s)
+    a, b = query_int("a"), query_int("b")
+    iter_diffs = None
+    if a is not None and b is not None:
+        iter_diffs = await _diffs(rv, await history.iteration_changes(rv.repo, s, a, b))
+    diffs = await _diffs(rv, await history.session_changes(rv.repo, s, rec))
+    verdict = await verify_record(rec) if rec is not None else None
+    say = [e for e in s.events if e["type"] == "say"]
+    decisions = s.of_type("decide")
+    last_seq = s.events[-1]["seq"] if s.events else 0
+    state_info = await rv.repo.sessions.state(sid) if s.state == "abandoned" else None
+    return await render_template(
+        "session.html", rv=rv, s=s, rec=rec, view=view, cps=cps, a=a, b=b, iter_diffs=iter_diffs,
+        diffs=diffs, verdict=verdict, says=len(say), decisions=decisions, last_seq=last_seq,
+        cp_index={e["seq"]: i for i, e in enumerate(cps, 1)},
+        reason=(state_info or {}).get("reason"),
+    )
+
+
+@bp.get("/<owner>/<name>/sessions/<sid>/events")
+async def session_events(owner: str, name: str, sid: str) -> Response | str:
+    """New events of a session after ``since``, as timeline items plus the poller for the next
+    ones (htmx swaps them in every 2 s); 204 when nothing is new, which htmx leaves alone."""
+    rv = await open_repo(owner, name)
+    try:
+        check_session_id(sid)
+    except InvalidInput:
+        raise NotFound(f"no session {sid}") from None
+    since = query_int("since", -1, lo=-1)
+    assert since is not None
+    events = await history.events_after(rv.repo, sid, since)
+    state = await rv.repo.sessions.state(sid)
+    if not events and state is None:
+        if since < 0:
+            raise NotFound(f"no session {sid}")
+        if is_htmx():
+            return Response("", status=204)
+    last = events[-1]["seq"] if events else since
+    return await render_template("_events.html", rv=rv, sid=sid, events=events, last_seq=last,
+                                 closed=state, live=state is None)
+
+
+# -- settings --------------------------------------------------------------------------------------
+
+
+async def _settings_page(rv: RepoView, error: str | None = None) -> str:
+    members = await node().auth.repo_members(rv.name)
+    org = await node().auth.get_org(rv.owner)
+    return await render_template("settings.html", rv=rv, members=members, org=org, roles=MEMBER_ROLES,
+                                 error=error)
+
+
+@bp.get("/<owner>/<name>/settings")
+async def settings(owner: str, name: str) -> Response | str:
+    if (await viewer()).user is None:
+        await open_repo(owner, name)  # a private or missing repository stays a 404
+        return login_redirect()
+    return await _settings_page(await open_repo(owner, name, "admin"))
+
+
+@bp.post("/<owner>/<name>/settings/members")
+async def settings_member_set(owner: str, name: str) -> Response | tuple[str, int]:
+    rv = await open_repo(owner, name, "admin")
+    form = await request.form
+    try:
+        await node().auth.set_repo_member(rv.name, form.get("user", "").strip(), form.get("role", ""))
+    except (InvalidInput, NotFound) as e:
+        return await _settings_page(rv, str(e)), 400
+    return redirect(rv.url("settings"))  # type: ignore[return-value]
+
+
+@bp.post("/<owner>/<name>/settings/members/<user>/remove")
+async def settings_member_remove(owner: str, name: str, user: str) -> Response | tuple[str, int]:
+    rv = await open_repo(owner, name, "admin")
+    try:
+        await node().auth.remove_repo_member(rv.name, user)
+    except NotFound as e:
+        return await _settings_page(rv, str(e)), 400
+    return redirect(rv.url("settings"))  # type: ignore[return-value]
