@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from hif.remote import RemoteRepo
 
 T = TypeVar("T")
+CHECKOUT_BATCH = 1000  # files per request when a clone checks out
 MARKER = b"<<<<<<< "
 CLONE_MARKER = "clone-incomplete.json"  # in .hif/ while a clone has not finished its checkout
 
@@ -270,8 +271,6 @@ class Repository:
         try:
             (root / META).mkdir(parents=True, exist_ok=True)
             marker.write_text(json.dumps({"url": ident}) + "\n")
-            # a rerun starts the checkout afresh; the cached objects are what makes it cheap
-            (root / META / "index").unlink(missing_ok=True)
             wt = WorkTree(root)
             config: dict[str, Any] = {"remote": base, "repo": name}
             if mirror:
@@ -291,7 +290,7 @@ class Repository:
             r.set_progress(progress)
             head = r.head()
             tree = r._run(r.repo.mainline.tree_at(head))
-            r._run(r._move_to(EMPTY_TREE, tree, head, session=None))
+            r._run(r._clone_checkout(tree, head))
             marker.unlink()
         except BaseException:
             r.close()
@@ -571,6 +570,45 @@ class Repository:
             data = self._run(self.repo.objects.get_blob(entry.oid))
             if any(line.startswith(MARKER) for line in split_lines(data)):
                 raise InvalidInput(f"{path} still has conflict markers; resolve them, then land")
+
+    async def _clone_checkout(self, tree: bytes, position: int) -> None:
+        """A clone's first checkout, in batches: each batch of files is fetched in one request and
+        written straight to the working copy, which is then the only local copy of those blobs (a
+        later read, say for a diff, fetches one again). The stat cache is saved after every batch, so
+        a resumed clone skips the files an interrupted one already wrote."""
+        assert self.remote is not None
+        db = self.remote.objects
+        tree = await self._view(tree)
+        await db.prefetch_trees(EMPTY_TREE, tree)
+        idx = self.work.index
+        todo: list[tuple[str, Entry]] = []
+        seen: set[str] = set()
+        async for path, entry in walk(db, tree):
+            seen.add(path)
+            idx.set_base(path, entry)
+            e = idx.entries[path]
+            if e.work == entry and e.stat is not None:
+                try:
+                    st = os.lstat(self.root / path)
+                except FileNotFoundError:
+                    pass
+                else:
+                    if e.stat == (st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode):
+                        continue  # written by the interrupted clone
+            todo.append((path, entry))
+        for path in [p for p in idx.entries if p not in seen]:  # the head moved since the interruption
+            self.work.remove_file(path)
+            idx.forget_work(path)
+            idx.set_base(path, None)
+        for start in range(0, len(todo), CHECKOUT_BATCH):
+            batch = todo[start:start + CHECKOUT_BATCH]
+            contents = await db.blob_contents([e.oid for _, e in batch])
+            for path, entry in batch:
+                self.work.write_file(path, entry, contents[entry.oid])
+            self.work.save_index()
+        idx.position, idx.tree, idx.dirty = position, tree, True
+        self.work.save_index()
+        self.work.write_state(WorkState(position, None))
 
     async def _view(self, tree: bytes | Coroutine[Any, Any, bytes]) -> bytes:
         """The tree as this working copy holds it: all of it, or its sparse projection."""

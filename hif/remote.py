@@ -45,7 +45,17 @@ from hif.errors import (
 )
 from hif.landing import LandResult
 from hif.mainline import LandingRecord, Mainline, log_key
-from hif.objects import DIR, EMPTY_TREE, Entry, ObjectDB, digest, encode, unpack
+from hif.objects import (
+    DIR,
+    EMPTY_TREE,
+    Entry,
+    ObjectDB,
+    check_object,
+    decode,
+    digest,
+    encode,
+    unpack,
+)
 from hif.repo import Repo, check_repo_name
 from hif.rollups import Rollups
 from hif.session import Session, SessionStore, check_session_id, check_text, fold
@@ -433,7 +443,10 @@ class RemoteObjectDB(ObjectDB):
                 wanted[oid] = None
         await self._fetch(list(wanted))
 
-    async def _fetch(self, ids: Sequence[bytes]) -> None:
+    async def _fetch(self, ids: Sequence[bytes], *, cache: bool = True) -> dict[bytes, bytes]:
+        """Fetch and verify; cache them (kept in memory too, until read once), or with ``cache=False``
+        only return their canonical bytes."""
+        out: dict[bytes, bytes] = {}
         for batch in _chunks(ids, GET_BATCH):
             answer = self.client.post(self.api + "get", {"ids": list(batch)}, idempotent=True)
             asked = set(batch)
@@ -448,23 +461,52 @@ class RemoteObjectDB(ObjectDB):
                 canonical = unpack(stored)
                 if digest(canonical) != oid:
                     raise CorruptObject(f"object {oid.hex()} from the forge is corrupt (hash mismatch)")
-                if self._fresh_bytes + len(canonical) <= FRESH_BYTES:
-                    self._fresh[oid] = canonical
-                    self._fresh_bytes += len(canonical)
-                with contextlib.suppress(PreconditionFailed):
-                    await self.store.put(self.key(oid), stored, if_none_match=True)
-                self._known.add(oid)
                 self._on_forge.add(oid)
                 n += 1
                 size += len(stored)
+                if not cache:
+                    out[oid] = canonical
+                    continue
+                if self._fresh_bytes + len(canonical) <= FRESH_BYTES:
+                    self._fresh[oid] = canonical
+                    self._fresh_bytes += len(canonical)
+                if isinstance(self.store, EmbeddedStore):  # verified on every read: see add_to_cache
+                    self.store.add_to_cache(self.key(oid), stored)
+                else:
+                    with contextlib.suppress(PreconditionFailed):
+                        await self.store.put(self.key(oid), stored, if_none_match=True)
+                self._known.add(oid)
             self.fetched_objects += n
             self.fetched_bytes += size
             if self.progress is not None:
                 self.progress("fetch", n, size)
+        return out
 
     async def prefetch_diff(self, old: bytes, new: bytes) -> None:
         """Fetch what moving from tree ``old`` to tree ``new`` reads: the differing directories level
         by level (one round trip per level, not per directory), then the new files' blobs."""
+        await self.prefetch(await self.prefetch_trees(old, new))
+
+    async def blob_contents(self, ids: Sequence[bytes]) -> dict[bytes, bytes]:
+        """The contents of these blobs, fetched in one request each 1,000 and *not* cached: a clone's
+        checkout writes them straight to the working files, which are then the local copy."""
+        missing = [oid for oid in dict.fromkeys(ids) if not await self._local(oid)]
+        got = await self._fetch(missing, cache=False) if missing else {}
+        out: dict[bytes, bytes] = {}
+        for oid in dict.fromkeys(ids):
+            canonical = got.get(oid)
+            if canonical is None:
+                out[oid] = await self.get_blob(oid)
+            else:
+                content = check_object("blob", decode(canonical))
+                if not isinstance(content, bytes):
+                    raise CorruptObject(f"object {oid.hex()} is not a blob")
+                out[oid] = content
+        return out
+
+    async def prefetch_trees(self, old: bytes, new: bytes) -> list[bytes]:
+        """Fetch the directories that differ between two trees, level by level; return the blob ids
+        of the files that differ (not fetched)."""
         pairs = [(old, new)] if old != new else []
         blobs: list[bytes] = []
         while pairs:
@@ -481,7 +523,7 @@ class RemoteObjectDB(ObjectDB):
                     else:
                         blobs.append(entry.oid)
             pairs = nxt
-        await self.prefetch(blobs)
+        return blobs
 
     async def flush(self) -> None:
         """Upload the objects written here that the forge lacks (have, then put in batches)."""
