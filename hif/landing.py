@@ -13,9 +13,9 @@ import contextlib
 import random
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from hif.errors import (
     Conflict,
@@ -36,11 +36,32 @@ from hif.rollups import query_items
 from hif.session import Session
 from hif.tree import apply, lookup, lookup_file
 
+T = TypeVar("T")
 MAX_ATTEMPTS = 1000
 # Group landing: after losing a race, a lander publishes an intent and, when it wins a position,
 # brings up to GROUP - 1 other pending, non-conflicting sessions into the same record.
 GROUP = 32
 INTENTS_LISTED = 256
+
+
+async def _together(coros: list[Coroutine[Any, Any, T]]) -> list[T | BaseException]:
+    """Await independent store calls concurrently under an event loop (one round trip of latency
+    instead of a chain), one by one when driven without one. Errors are returned, not raised, except
+    a BaseException that is not an Exception (a simulated crash), which is re-raised after all ended."""
+    aio = sys.modules.get("asyncio")
+    if aio is not None and aio._get_running_loop() is not None and len(coros) > 1:
+        results = await aio.gather(*coros, return_exceptions=True)
+    else:
+        results = []
+        for c in coros:
+            try:
+                results.append(await c)
+            except Exception as e:
+                results.append(e)
+    for r in results:
+        if isinstance(r, BaseException) and not isinstance(r, Exception):
+            raise r
+    return results
 
 
 async def _pause(seconds: float) -> None:
@@ -233,7 +254,12 @@ async def land(
             changes: dict[str, Entry | None] = {}
             for m in members:
                 changes.update(m.changes)
-            new_tree = await apply(repo.objects, head_tree, changes)
+            pending: list[bytes] = []
+            new_tree = await apply(repo.objects, head_tree, changes, pending=pending)
+            # the new trees do not depend on one another's writes: write them together
+            for failed in await _together([repo.objects.put_canonical(c) for c in pending]):
+                if isinstance(failed, BaseException):
+                    raise failed
             record = LandingRecord(
                 position=head + 1, tree=new_tree, parent_tree=head_tree, time=repo.clock(), sessions=members
             )
@@ -244,13 +270,18 @@ async def land(
                 if attempt > 8:  # heavy contention: spread retries out a little
                     await _pause(rng.uniform(0, min(0.05, 0.001 * attempt)))
                 continue
-            await repo.mainline.advance_hint(record.position)
-            await repo.rollups.extend(record.position)
-            await repo.sessions.close(sid, {"state": "landed", "position": record.position, "snapshot": snapshot})
-            for m in members[1:]:  # best effort: their landers (or a retry) close them too
-                await repo.sessions.close(m.session, {"state": "landed", "position": record.position,
-                                                      "snapshot": m.snapshot})
-                await _drop_intent(repo, m.session)
+            # independent of each other: one round trip instead of a chain. Only our own state marker
+            # must be written before we report the landing (a failure here makes the caller retry,
+            # which finds the record and writes it); the rest is best effort.
+            own, *_rest = await _together([
+                *(repo.sessions.close(m.session, {"state": "landed", "position": record.position,
+                                                  "snapshot": m.snapshot}) for m in members),
+                repo.mainline.advance_hint(record.position),
+                repo.rollups.extend(record.position),
+                *(_drop_intent(repo, m.session) for m in members[1:]),
+            ])
+            if isinstance(own, BaseException):
+                raise own
             return LandResult(record.position, sid, new_tree, merged=sorted(merged), attempts=attempt,
                               group=len(members))
         raise InvalidInput(f"could not land session {sid} after {max_attempts} attempts (contention)")
@@ -291,18 +322,21 @@ async def _gather(
         keys = await repo.store.list_page(f"{repo.prefix}intents/", limit=INTENTS_LISTED)
     except StoreError:
         return out
-    for key in keys:
-        osid = key.rsplit("/", 1)[1]
-        if len(out) >= room or osid == sid:
+    ids = [k for k in keys if k.rsplit("/", 1)[1] != sid][: 2 * room]
+    # each check costs a few round trips: check them all at once, then keep a disjoint set
+    checked = await _together([
+        _candidate(repo, k.rsplit("/", 1)[1], k, head, head_tree, busy, taken, scans) for k in ids
+    ])
+    for member in checked:
+        if len(out) >= room or not isinstance(member, LandedSession):
+            continue  # not landable now, or a store error: leaving it out is always safe
+        paths = set(member.changes)
+        dirs = {d for p in paths for d in parent_dirs(p)}
+        if paths & busy or dirs & taken:
             continue
-        try:
-            member = await _candidate(repo, osid, key, head, head_tree, busy, taken, scans)
-        except StoreError:
-            continue
-        if member is not None:
-            out.append(member)
-            taken |= set(member.changes)
-            busy |= set(member.changes) | {d for p in member.changes for d in parent_dirs(p)}
+        out.append(member)
+        taken |= paths
+        busy |= paths | dirs
     return out
 
 

@@ -179,7 +179,7 @@ class ObjectDB:
 
     async def put_tree(self, entries: Tree) -> bytes:
         oid = await self.put_canonical(tree_bytes(entries))
-        self._remember_tree(oid, entries)
+        self.remember_tree(oid, entries)
         return oid
 
     async def put_value(self, kind: str, value: Any) -> bytes:
@@ -221,7 +221,7 @@ class ObjectDB:
             return cached
         rows = await self.get_value("tree", oid)
         tree = parse_tree_rows(rows, oid)
-        self._remember_tree(oid, tree)
+        self.remember_tree(oid, tree)
         return tree
 
     async def prefetch(self, ids: Iterable[bytes]) -> None:
@@ -231,7 +231,7 @@ class ObjectDB:
     async def prefetch_diff(self, old: bytes, new: bytes) -> None:
         """Make what moving from tree ``old`` to tree ``new`` reads cheap (see ``prefetch``)."""
 
-    def _remember_tree(self, oid: bytes, tree: Tree) -> None:
+    def remember_tree(self, oid: bytes, tree: Tree) -> None:
         self._trees[oid] = tree
         if len(self._trees) > self._cache_size:
             self._trees.popitem(last=False)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 
-from hif.objects import DIR, EMPTY_TREE, Entry, ObjectDB, Tree
+from hif.objects import DIR, EMPTY_TREE, Entry, ObjectDB, Tree, digest, tree_bytes
 
 Changes = Mapping[str, Entry | None]  # path -> new file entry, or None to delete
 
@@ -29,8 +29,10 @@ async def lookup_file(db: ObjectDB, tree_id: bytes, path: str) -> Entry | None:
     return None if entry is None or entry.kind == DIR else entry
 
 
-async def apply(db: ObjectDB, tree_id: bytes, changes: Changes) -> bytes:
-    """Return the id of ``tree_id`` with ``changes`` applied; new tree objects are written to ``db``.
+async def apply(db: ObjectDB, tree_id: bytes, changes: Changes, *, pending: list[bytes] | None = None) -> bytes:
+    """Return the id of ``tree_id`` with ``changes`` applied; new tree objects are written to ``db``
+    (or, with ``pending``, appended there as canonical bytes for the caller to write together: a
+    tree's id needs only its children's ids, so the writes need not wait for one another).
 
     Setting a file where a directory stands replaces the directory, and a file under a path whose
     parent is a file replaces that file by a directory; directories left empty disappear.
@@ -55,7 +57,7 @@ async def apply(db: ObjectDB, tree_id: bytes, changes: Changes) -> bytes:
     for name, sub in nested.items():
         current = tree.get(name)
         base = current.oid if current is not None and current.kind == DIR else EMPTY_TREE
-        new_id = await apply(db, base, sub)
+        new_id = await apply(db, base, sub, pending=pending)
         if new_id == EMPTY_TREE:
             if current is not None and current.kind == DIR:
                 del tree[name]  # a directory left empty disappears; a file there (e.g. just set) stays
@@ -63,7 +65,13 @@ async def apply(db: ObjectDB, tree_id: bytes, changes: Changes) -> bytes:
             tree[name] = Entry(DIR, new_id)
     if not tree:
         return EMPTY_TREE
-    return await db.put_tree(tree)
+    if pending is None:
+        return await db.put_tree(tree)
+    canonical = tree_bytes(tree)
+    oid = digest(canonical)
+    db.remember_tree(oid, tree)
+    pending.append(canonical)
+    return oid
 
 
 async def walk(db: ObjectDB, tree_id: bytes, prefix: str = "") -> AsyncIterator[tuple[str, Entry]]:

@@ -18,7 +18,8 @@ from werkzeug.exceptions import HTTPException
 
 from hif.errors import HifError
 from hif.repo import Repo
-from hif.store import ObjectStore, open_store
+from hif.store import EmbeddedStore, ObjectStore, open_store
+from hif.store.threaded import ThreadedStore
 from node.accounts import Accounts
 from node.authdb import AuthDB
 from node.config import Config
@@ -45,7 +46,9 @@ class Node:
 
     async def start(self) -> None:
         if self._store is None:
-            self._store = open_store(self.config.store, create=True)
+            store = open_store(self.config.store, create=True)
+            # the embedded store blocks on the disk: in threads, requests overlap instead of queueing
+            self._store = ThreadedStore(store) if isinstance(store, EmbeddedStore) else store
         self.accounts = Accounts(AuthDB(self.store, self.config.cache_dir, max_age=self.config.auth_max_age))
 
     async def stop(self) -> None:
