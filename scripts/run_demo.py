@@ -95,7 +95,8 @@ Try it from another terminal (the commands are in {Path('.venv/bin').absolute()}
         print("Serving the existing demo-data/ (the admin token was printed on the first run;"
               " make another with: .venv/bin/micelio admin --store demo-data/store token create admin"
               " --scope admin)", flush=True)
-    print(f"API at {config.url}/api/v1 (docs/api.md), health at {config.url}/healthz", flush=True)
+    print(f"Open {config.url}/ in a browser (log in as admin); the API is at {config.url}/api/v1 "
+          f"(docs/api.md), health at {config.url}/healthz", flush=True)
     run(config)
 
 
