@@ -33,6 +33,8 @@ run: $(STAMP)
 
 test: $(DEVSTAMP)
 	$(BIN)/ruff check .
+	@if command -v nix-instantiate >/dev/null 2>&1; then nix-instantiate --parse flake.nix >/dev/null && echo "flake.nix: parses"; else echo "flake.nix: parse check skipped (nix-instantiate is not installed)"; fi
+	$(BIN)/python scripts/lint_dockerfile.py Dockerfile
 	$(BIN)/python -m pytest -q
 
 lint: $(DEVSTAMP)

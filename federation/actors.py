@@ -92,8 +92,11 @@ def nodeinfo_links(url: str) -> dict[str, Any]:
 def nodeinfo(repositories: int, open_registrations: bool = False) -> dict[str, Any]:
     return {
         "version": "2.1",
-        "software": {"name": "micelio", "version": VERSION,
-                     "repository": "https://github.com/micelio/micelio"},
+        "software": {
+            "name": "micelio",
+            "version": VERSION,
+            "repository": "https://github.com/micelio/micelio",
+        },
         "protocols": ["activitypub"],
         "services": {"inbound": [], "outbound": []},
         "openRegistrations": open_registrations,
@@ -134,8 +137,11 @@ class Directory:
 
     async def actor(self, url: str, *, fresh: bool = False) -> dict[str, Any]:
         if url == self.own.actor:
-            return {"id": self.own.actor, "inbox": f"{self.own.url}/ap/inbox",
-                    "publicKey": public_key_doc(self.own)}
+            return {
+                "id": self.own.actor,
+                "inbox": f"{self.own.url}/ap/inbox",
+                "publicKey": public_key_doc(self.own),
+            }
         hit = self._actors.get(url)
         now = time.monotonic()
         if hit is not None and hit[0] > now and not fresh:
@@ -196,23 +202,32 @@ class Directory:
         return any(isinstance(e, dict) and e.get("id") == key_id for e in entries)
 
     async def repository(self, url: str) -> RemoteRepoActor:
-        """Discover the actor of a repository's web URL (``https://host/owner/name``) by WebFinger."""
+        """The actor of a repository's web URL (``https://host/owner/name``), by WebFinger."""
         from hif.remote import parse_repo_url
 
         base, name = parse_repo_url(url)
-        finger = (f"{base}/.well-known/webfinger?resource="
-                  f"{quote(f'{base}/{name}', safe='')}")
+        finger = f"{base}/.well-known/webfinger?resource={quote(f'{base}/{name}', safe='')}"
         jrd = await self.fetcher.get_json(finger, accept="application/jrd+json")
         links = jrd.get("links") if isinstance(jrd, dict) else None
-        href = next((x.get("href") for x in links or [] if isinstance(x, dict)
-                     and x.get("rel") == "self" and isinstance(x.get("href"), str)), None)
+        href = next(
+            (
+                x.get("href")
+                for x in links or []
+                if isinstance(x, dict) and x.get("rel") == "self" and isinstance(x.get("href"), str)
+            ),
+            None,
+        )
         if href is None:
             raise RemoteError(f"{base} does not say where the actor of {name} is (WebFinger)")
         if authority(href) != authority(base):
             raise InvalidInput(f"the actor of {url} is on another host ({href})")
         doc = await self.actor(href)
         inbox, envelopes = doc.get("inbox"), doc.get("envelopes")
-        if doc.get("type") != "Repository" or not isinstance(inbox, str) or not isinstance(envelopes, str):
+        if (
+            doc.get("type") != "Repository"
+            or not isinstance(inbox, str)
+            or not isinstance(envelopes, str)
+        ):
             raise RemoteError(f"{href} is not a micelio repository actor")
         for u in (inbox, envelopes):
             if authority(u) != authority(base):

@@ -27,7 +27,9 @@ def parse_target(url: str) -> tuple[str, str, str]:
     return base, authority(base), name
 
 
-async def follow(store: ObjectStore, url: str, settings: FedSettings | None = None) -> dict[str, Any]:
+async def follow(
+    store: ObjectStore, url: str, settings: FedSettings | None = None
+) -> dict[str, Any]:
     """Start following a remote repository: a pending entry, an empty mirror, a queued Follow."""
     base, host, name = parse_target(url)
     why = (settings or FedSettings.from_env()).refuses(base)
@@ -39,18 +41,36 @@ async def follow(store: ObjectStore, url: str, settings: FedSettings | None = No
         v = decode(existing)
         if v.get("state") in ("pending", "accepted"):
             return v
-    entry = {"url": f"{base}/{name}", "base": base, "host": host, "name": name, "state": "pending",
-             "requested": time.time()}
+    entry = {
+        "url": f"{base}/{name}",
+        "base": base,
+        "host": host,
+        "name": name,
+        "state": "pending",
+        "requested": time.time(),
+    }
     await store.put(key, encode(entry))
     with contextlib.suppress(PreconditionFailed):
-        await mirror_repo(store, host, name).create(origin=base, url=f"{base}/{name}", host=host,
-                                                     mirror=True)
-    await delivery.enqueue(store, {
-        "kind": "activity", "peer": host, "target": f"{base}/{name}", "resolve": ["object"],
-        "following": key,
-        "activity": {"@context": AS, "id": f"$node/ap/follows/{host}/{name}", "type": "Follow",
-                     "actor": "$node/ap/node", "object": None},
-    })
+        await mirror_repo(store, host, name).create(
+            origin=base, url=f"{base}/{name}", host=host, mirror=True
+        )
+    await delivery.enqueue(
+        store,
+        {
+            "kind": "activity",
+            "peer": host,
+            "target": f"{base}/{name}",
+            "resolve": ["object"],
+            "following": key,
+            "activity": {
+                "@context": AS,
+                "id": f"$node/ap/follows/{host}/{name}",
+                "type": "Follow",
+                "actor": "$node/ap/node",
+                "object": None,
+            },
+        },
+    )
     return entry
 
 
@@ -65,13 +85,25 @@ async def unfollow(store: ObjectStore, url: str) -> dict[str, Any]:
     entry.update(state="unfollowed", unfollowed=time.time())
     await store.put(key, encode(entry))
     if entry.get("actor"):  # the origin knows us as a follower only if it ever answered
-        await delivery.enqueue(store, {
-            "kind": "activity", "peer": host, "target": f"{base}/{name}", "resolve": [],
-            "activity": {
-                "@context": AS, "id": f"$node/ap/follows/{host}/{name}#undo-{int(time.time())}",
-                "type": "Undo", "actor": "$node/ap/node",
-                "object": {"type": "Follow", "id": f"$node/ap/follows/{host}/{name}",
-                           "actor": "$node/ap/node", "object": entry["actor"]},
+        await delivery.enqueue(
+            store,
+            {
+                "kind": "activity",
+                "peer": host,
+                "target": f"{base}/{name}",
+                "resolve": [],
+                "activity": {
+                    "@context": AS,
+                    "id": f"$node/ap/follows/{host}/{name}#undo-{int(time.time())}",
+                    "type": "Undo",
+                    "actor": "$node/ap/node",
+                    "object": {
+                        "type": "Follow",
+                        "id": f"$node/ap/follows/{host}/{name}",
+                        "actor": "$node/ap/node",
+                        "object": entry["actor"],
+                    },
+                },
             },
-        })
+        )
     return entry

@@ -1,14 +1,15 @@
 """The durable outbox: deliveries queued in the store, retried with backoff, taken under a lease.
 
-One key per pending delivery, ``_fed/outbox/<due ms>-<position>-<id>``, so a listing comes out in due
-order. Any replica's worker may take an item: it compare-and-swaps a lease into it (``if_match``), so
-two replicas never send the same item at once; a lease left by a crashed replica expires. A failed
-try writes the item again under its next due time and removes the old key (a crash in between sends
-it twice: receivers are idempotent).
+One key per pending delivery, ``_fed/outbox/<due ms>-<position>-<id>``, so a listing comes out
+in due order. Any replica's worker may take an item: it compare-and-swaps a lease into it
+(``if_match``), so two replicas never send the same item at once; a lease left by a crashed
+replica expires. A failed try writes the item again under its next due time and removes the old
+key (a crash in between sends it twice: receivers are idempotent).
 
 Retry schedule (Mastodon's and Sidekiq's): before try n+1 wait ``n**4 + 15 + rand(30)·(n+1)``
-seconds; 16 tries span about 2.9 days (≈ 2.8 days without jitter). Most 4xx answers end the
-item at once; so do refusals by policy. Ended items stay in ``_fed/failed/`` for the operator.
+seconds: the first try and 16 retries (as Mastodon), the last one about 2.8 days after the first
+(2.9 with the average jitter). Most 4xx answers end the item at once; so do refusals by policy.
+Ended items stay in ``_fed/failed/`` for the operator.
 
 Per-peer circuit breaker in ``_fed/peers/<host>``: after 5 consecutive failures the peer is skipped
 for ``60 s · 2^(k-5)`` (at most an hour); its items are postponed without spending a try.
@@ -30,7 +31,7 @@ from hif.store.base import ObjectStore
 OUTBOX = "_fed/outbox/"
 FAILED = "_fed/failed/"
 PEERS = "_fed/peers/"
-TRIES = 16
+TRIES = 17  # the first try and 16 retries
 LEASE = 120.0  # seconds a replica holds an item while sending it
 BREAK_AFTER = 5
 
@@ -38,14 +39,14 @@ BREAK_AFTER = 5
 def retry_delay(tries: int, scale: float = 1.0, rng: random.Random | None = None) -> float:
     """Seconds to wait after ``tries`` failed tries (Sidekiq's formula, like Mastodon)."""
     r = rng or random
-    return (tries ** 4 + 15 + r.randrange(30) * (tries + 1)) * scale
+    return (tries**4 + 15 + r.randrange(30) * (tries + 1)) * scale
 
 
 def schedule_table(scale: float = 1.0) -> list[float]:
     """Cumulative seconds (without jitter) at which each try happens: for docs and ``status``."""
     out, t = [0.0], 0.0
     for n in range(1, TRIES):
-        t += (n ** 4 + 15) * scale
+        t += (n**4 + 15) * scale
         out.append(t)
     return out
 
@@ -62,11 +63,12 @@ class Item:
 
     @property
     def due(self) -> float:
-        return int(self.key[len(OUTBOX):].split("-", 1)[0]) / 1000
+        return int(self.key[len(OUTBOX) :].split("-", 1)[0]) / 1000
 
 
-async def enqueue(store: ObjectStore, value: dict[str, Any], *, due: float | None = None,
-                  position: int = 0) -> str:
+async def enqueue(
+    store: ObjectStore, value: dict[str, Any], *, due: float | None = None, position: int = 0
+) -> str:
     """Queue a delivery; ``value`` has ``kind`` and ``peer`` (the host it goes to)."""
     now = time.time()
     ident = value.get("id") or os.urandom(8).hex()
@@ -85,7 +87,7 @@ async def due_items(store: ObjectStore, limit: int, now: float | None = None) ->
 
 def _due_of(key: str) -> float:
     try:
-        return int(key[len(OUTBOX):].split("-", 1)[0]) / 1000
+        return int(key[len(OUTBOX) :].split("-", 1)[0]) / 1000
     except ValueError:
         return 0.0
 
@@ -116,8 +118,16 @@ async def done(store: ObjectStore, item: Item) -> None:
     await store.delete(item.key)
 
 
-async def retry(store: ObjectStore, item: Item, error: str, *, scale: float, tries: int = TRIES,
-                count: bool = True, until: float | None = None) -> str | None:
+async def retry(
+    store: ObjectStore,
+    item: Item,
+    error: str,
+    *,
+    scale: float,
+    tries: int = TRIES,
+    count: bool = True,
+    until: float | None = None,
+) -> str | None:
     """Put the item back for a later try (or end it after the last); returns the new key."""
     v = dict(item.value)
     v.pop("lease", None)
@@ -198,8 +208,12 @@ async def peer_failed(store: ObjectStore, peer: str, error: str, scale: float) -
 
 async def peer_ok(store: ObjectStore, peer: str, known: dict[str, Any] | None = None) -> None:
     s = known if known is not None else await peer_state(store, peer)
-    if s.get("consecutive") or s.get("open_until") or not s.get("last_success") \
-            or time.time() - s["last_success"] > 60:
+    if (
+        s.get("consecutive")
+        or s.get("open_until")
+        or not s.get("last_success")
+        or time.time() - s["last_success"] > 60
+    ):
         s.update(consecutive=0, open_until=None, last_success=time.time())
         with contextlib.suppress(StoreError):
             await store.put(_peer_key(peer), encode(s))

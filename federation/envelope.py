@@ -47,8 +47,12 @@ def unseal(wire: bytes) -> Sealed:
     try:
         outer = decode(wire)
         payload, sig, key_id = outer["payload"], outer["sig"], outer["key"]
-        if not (isinstance(payload, bytes) and isinstance(sig, bytes) and len(sig) == 64
-                and isinstance(key_id, str)):
+        if not (
+            isinstance(payload, bytes)
+            and isinstance(sig, bytes)
+            and len(sig) == 64
+            and isinstance(key_id, str)
+        ):
             raise TypeError
         body = decode(payload)
         if not isinstance(body, dict) or body.get("v") != 1:
@@ -87,12 +91,24 @@ async def landing_envelope(repo: Repo, key: NodeKey, position: int) -> bytes:
         raise NotFound(f"no landing at position {position}") from None
     record = LandingRecord.from_bytes(record_bytes, position)
     snapshots = [await repo.objects.get_canonical(s.snapshot) for s in record.sessions]
-    return seal(key, {"v": 1, "kind": "landing", "origin": key.url, "repo": repo.name,
-                      "position": position, "record": record_bytes, "snapshots": snapshots})
+    return seal(
+        key,
+        {
+            "v": 1,
+            "kind": "landing",
+            "origin": key.url,
+            "repo": repo.name,
+            "position": position,
+            "record": record_bytes,
+            "snapshots": snapshots,
+        },
+    )
 
 
-def check_landing(sealed: Sealed, *, origin: str, repo: str, position: int | None = None) -> Landing:
-    """The envelope's claims, checked against what the receiver expects (signature checked before)."""
+def check_landing(
+    sealed: Sealed, *, origin: str, repo: str, position: int | None = None
+) -> Landing:
+    """The envelope's claims, checked against what the receiver expects (after the signature)."""
     b = sealed.body
     try:
         if b.get("kind") != "landing":
@@ -113,8 +129,12 @@ def check_landing(sealed: Sealed, *, origin: str, repo: str, position: int | Non
         snaps: dict[bytes, bytes] = {}
         for canonical in b["snapshots"]:
             value = decode(canonical)
-            if not (isinstance(value, list) and len(value) == 2 and value[0] == "snapshot"
-                    and isinstance(value[1], dict)):
+            if not (
+                isinstance(value, list)
+                and len(value) == 2
+                and value[0] == "snapshot"
+                and isinstance(value[1], dict)
+            ):
                 raise CorruptObject("an envelope snapshot is not a snapshot object")
             snaps[digest(canonical)] = canonical
         if set(snaps) != {s.snapshot for s in record.sessions}:

@@ -85,15 +85,29 @@ class _OneKey(HTTPSignatureKeyResolver):
         return None
 
 
-def sign_headers(key: NodeKey, method: str, url: str, body: bytes | None,
-                 headers: dict[str, str] | None = None, *, created: float | None = None) -> dict[str, str]:
-    """The request's headers plus ``Content-Digest`` (with a body), ``Signature-Input``, ``Signature``."""
+def sign_headers(
+    key: NodeKey,
+    method: str,
+    url: str,
+    body: bytes | None,
+    headers: dict[str, str] | None = None,
+    *,
+    created: float | None = None,
+) -> dict[str, str]:
+    """The headers plus ``Content-Digest`` (with a body), ``Signature-Input`` and ``Signature``."""
     msg = _Message(method.upper(), url, _Headers((headers or {}).items()))
     signer = HTTPMessageSigner(signature_algorithm=ED25519, key_resolver=_OneKey(key))
-    when = datetime.datetime.fromtimestamp(time.time() if created is None else created,
-                                           tz=datetime.UTC)
-    signer.sign(msg, key_id=key.key_id, created=when, label=LABEL,
-                covered_component_ids=("@method", "@target-uri"), body=body)
+    when = datetime.datetime.fromtimestamp(
+        time.time() if created is None else created, tz=datetime.UTC
+    )
+    signer.sign(
+        msg,
+        key_id=key.key_id,
+        created=when,
+        label=LABEL,
+        covered_component_ids=("@method", "@target-uri"),
+        body=body,
+    )
     return dict(msg.headers.pairs)
 
 
@@ -114,25 +128,35 @@ def signature_key_id(headers: Iterable[tuple[str, str]]) -> str:
         raise BadSignature("malformed Signature-Input") from None
     if not isinstance(parsed, dict) or len(parsed) != 1:
         raise BadSignature("exactly one signature is expected")
-    (_members, params), = parsed.values()
+    ((_members, params),) = parsed.values()
     key_id = params.get("keyid") if isinstance(params, dict) else None
     if not isinstance(key_id, str) or not key_id:
         raise BadSignature("the signature names no keyid")
     return key_id
 
 
-def verify_request(method: str, url: str, headers: Iterable[tuple[str, str]], body: bytes,
-                   key_id: str, public: bytes, *, now: float | None = None) -> Verified:
+def verify_request(
+    method: str,
+    url: str,
+    headers: Iterable[tuple[str, str]],
+    body: bytes,
+    key_id: str,
+    public: bytes,
+    *,
+    now: float | None = None,
+) -> Verified:
     """Check the signature with ``public`` (the key of ``key_id``): components, digest, window."""
     msg = _Message(method.upper(), url, _Headers(headers))
     pub = ed25519.Ed25519PublicKey.from_public_bytes(public)
-    verifier = HTTPMessageVerifier(signature_algorithm=ED25519,
-                                   key_resolver=MappingKeyResolver(public_keys={key_id: pub},
-                                                                   private_keys={}))
+    verifier = HTTPMessageVerifier(
+        signature_algorithm=ED25519,
+        key_resolver=MappingKeyResolver(public_keys={key_id: pub}, private_keys={}),
+    )
     verifier.max_clock_skew = datetime.timedelta(seconds=WINDOW)
     try:
-        results = verifier.verify(msg, max_age=datetime.timedelta(0), require_components=COVERED,
-                                  body=body)
+        results = verifier.verify(
+            msg, max_age=datetime.timedelta(0), require_components=COVERED, body=body
+        )
     except (InvalidSignature, HTTPMessageSignaturesException) as e:
         raise BadSignature(f"the request signature does not verify: {e}") from None
     created = results[0].parameters.get("created")

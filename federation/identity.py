@@ -1,4 +1,4 @@
-"""The node's Ed25519 identity: one key per node, shared by all its replicas, stable across restarts.
+"""The node's Ed25519 identity: one key per node, shared by its replicas, stable across restarts.
 
 The seed comes from ``MICELIO_NODE_KEY`` (base64 of 32 bytes) when the operator manages keys, or
 else from the store key ``_node/identity``, created exactly once with put-if-absent (two replicas
@@ -54,7 +54,7 @@ class NodeKey:
         return self.signing.sign(data).signature
 
     def private_key(self) -> ed25519.Ed25519PrivateKey:
-        """The same key for the ``http-message-signatures`` library (which uses ``cryptography``)."""
+        """The same key for ``http-message-signatures`` (which uses ``cryptography``)."""
         return ed25519.Ed25519PrivateKey.from_private_bytes(self.seed)
 
     def public_pem(self) -> str:
@@ -63,12 +63,13 @@ class NodeKey:
 
 def public_pem(raw: bytes) -> str:
     key = ed25519.Ed25519PublicKey.from_public_bytes(raw)
-    return key.public_bytes(serialization.Encoding.PEM,
-                            serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    return key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
 
 
 def public_from_pem(pem: str) -> bytes:
-    """Raw 32 bytes of an Ed25519 public key in PEM (SubjectPublicKeyInfo); anything else is refused."""
+    """Raw 32 bytes of an Ed25519 public key in PEM (SubjectPublicKeyInfo); nothing else."""
     try:
         key = serialization.load_pem_public_key(pem.encode())
     except (ValueError, TypeError):
@@ -112,6 +113,8 @@ async def load_node_key(store: ObjectStore, url: str, configured: str | None = N
     except (CorruptObject, KeyError, TypeError):
         seed = None
     if not isinstance(seed, bytes) or len(seed) != 32:
-        raise CorruptObject(f"the node key at {IDENTITY_KEY} is damaged; restore it from a backup "
-                            "(peers know this node by it) or set MICELIO_NODE_KEY")
+        raise CorruptObject(
+            f"the node key at {IDENTITY_KEY} is damaged; restore it from a backup "
+            "(peers know this node by it) or set MICELIO_NODE_KEY"
+        )
     return NodeKey(seed, url.rstrip("/"))

@@ -1,8 +1,8 @@
 """Incoming activities: verified before anything else happens, then dispatched by type.
 
 Order of checks, each refusing before the next step costs anything: body size (by the route) →
-a signature is present and names a key → the key's domain is not blocked (403, no fetch) → the key is
-fetched through the guarded fetcher and bound to its owner on the same host → the RFC 9421
+a signature is present and names a key → the key's domain is not blocked (403, no fetch) → the key
+is fetched through the guarded fetcher and bound to its owner on the same host → the RFC 9421
 signature verifies (components, recomputed digest, ±5 minutes) → the signature was not seen before
 (replay) → the JSON's actor is on the key's host and publishes that key → the activity's id and
 the objects it carries are on that host too. Only then is anything stored.
@@ -41,8 +41,9 @@ def _id(value: Any) -> str:
     return value
 
 
-async def receive(fed: Federation, url: str, headers: list[tuple[str, str]], body: bytes,
-                  local: str | None = None) -> dict[str, Any]:
+async def receive(
+    fed: Federation, url: str, headers: list[tuple[str, str]], body: bytes, local: str | None = None
+) -> dict[str, Any]:
     """Verify and handle one POST to an inbox (``local``: the repository whose inbox it is)."""
     if len(body) > MAX_BODY:
         from federation.net import TooLarge
@@ -58,8 +59,9 @@ async def receive(fed: Federation, url: str, headers: list[tuple[str, str]], bod
     except BadSignature:
         if not fed.directory.may_refetch(key_id):
             raise
-        verified = verify_request("POST", url, headers, body, key_id,
-                                  await _public(fed, key_id, fresh=True))
+        verified = verify_request(
+            "POST", url, headers, body, key_id, await _public(fed, key_id, fresh=True)
+        )
     await remember(fed.store, headers, verified.created)
     try:
         activity = json.loads(body)
@@ -101,7 +103,7 @@ def local_repo_of(fed: Federation, actor_url: str) -> str:
     if not actor_url.startswith(prefix):
         raise NotFound(f"{actor_url} is not a repository of this node")
     try:
-        return check_repo_name(actor_url[len(prefix):])
+        return check_repo_name(actor_url[len(prefix) :])
     except InvalidInput:
         raise NotFound(f"{actor_url} is not a repository of this node") from None
 
@@ -113,7 +115,9 @@ async def public_repo(fed: Federation, name: str) -> dict[str, Any]:
     return info
 
 
-async def _follow(fed: Federation, activity: dict[str, Any], actor: str, local: str | None) -> dict[str, Any]:
+async def _follow(
+    fed: Federation, activity: dict[str, Any], actor: str, local: str | None
+) -> dict[str, Any]:
     name = local_repo_of(fed, _id(activity.get("object")))
     if local is not None and name != local:
         raise InvalidInput("the Follow is for another repository than this inbox's")
@@ -124,22 +128,38 @@ async def _follow(fed: Federation, activity: dict[str, Any], actor: str, local: 
     if not isinstance(inbox, str) or authority(inbox) != authority(actor):
         raise InvalidInput(f"the actor {actor} has no inbox on its own host")
     follow_id = activity.get("id") if isinstance(activity.get("id"), str) else None
-    await fed.store.put(follower_key(name, actor), encode({
-        "actor": actor, "inbox": inbox, "host": authority(actor), "since": time.time(),
-        "follow": follow_id,
-    }))
+    await fed.store.put(
+        follower_key(name, actor),
+        encode(
+            {
+                "actor": actor,
+                "inbox": inbox,
+                "host": authority(actor),
+                "since": time.time(),
+                "follow": follow_id,
+            }
+        ),
+    )
     head = await fed.local_repo(name).mainline.head()
     with contextlib.suppress(PreconditionFailed):  # later followers backfill up to the mark
         await fed.store.put(announced_key(name), encode(head), if_none_match=True)
     me = repo_actor_url(fed.url, name)
-    await fed.enqueue_activity({
-        "@context": AS, "id": f"{me}#accept-{int(time.time() * 1000)}", "type": "Accept",
-        "actor": me, "object": {"id": follow_id, "type": "Follow", "actor": actor, "object": me},
-    }, inbox=inbox)
+    await fed.enqueue_activity(
+        {
+            "@context": AS,
+            "id": f"{me}#accept-{int(time.time() * 1000)}",
+            "type": "Accept",
+            "actor": me,
+            "object": {"id": follow_id, "type": "Follow", "actor": actor, "object": me},
+        },
+        inbox=inbox,
+    )
     return {"accepted": True, "repository": name, "head": head}
 
 
-async def _undo(fed: Federation, activity: dict[str, Any], actor: str, local: str | None) -> dict[str, Any]:
+async def _undo(
+    fed: Federation, activity: dict[str, Any], actor: str, local: str | None
+) -> dict[str, Any]:
     inner = activity.get("object")
     if not isinstance(inner, dict) or inner.get("type") != "Follow":
         raise InvalidInput("only an Undo of a Follow is understood")
@@ -150,11 +170,13 @@ async def _undo(fed: Federation, activity: dict[str, Any], actor: str, local: st
     return {"unfollowed": name}
 
 
-async def _answer(fed: Federation, activity: dict[str, Any], actor: str, accepted: bool) -> dict[str, Any]:
+async def _answer(
+    fed: Federation, activity: dict[str, Any], actor: str, accepted: bool
+) -> dict[str, Any]:
     obj = _id(activity.get("object"))
     follows = f"{fed.url}/ap/follows/"
     if obj.startswith(follows):
-        rest = obj[len(follows):]
+        rest = obj[len(follows) :]
         host, _, name = rest.partition("/")
         key = following_key(host, check_repo_name(name))
         if authority(actor) != host:
@@ -175,7 +197,9 @@ async def _answer(fed: Federation, activity: dict[str, Any], actor: str, accepte
     raise NotFound(f"{obj} is nothing this node sent")
 
 
-async def _push(fed: Federation, activity: dict[str, Any], actor: str, key_id: str) -> dict[str, Any]:
+async def _push(
+    fed: Federation, activity: dict[str, Any], actor: str, key_id: str
+) -> dict[str, Any]:
     obj = activity.get("object")
     items = obj.get("orderedItems") if isinstance(obj, dict) else None
     if not isinstance(items, list) or not items or len(items) > PUSH_MAX:
@@ -210,8 +234,13 @@ async def _push(fed: Federation, activity: dict[str, Any], actor: str, key_id: s
         first = checked[0][0].position
         if first > head + 1:  # missed deliveries: fetch the gap from the origin's log first
             await fed.backfill(follow, until=first - 1)
-        added = await apply(repo, [c[0] for c in checked], fed.fetcher,
-                            f"{base}/api/v1/repos/{name}", key_info(checked[-1][1]))
+        added = await apply(
+            repo,
+            [c[0] for c in checked],
+            fed.fetcher,
+            f"{base}/api/v1/repos/{name}",
+            key_info(checked[-1][1]),
+        )
     return {"applied": added, "head": await repo.mainline.head()}
 
 
@@ -220,4 +249,3 @@ async def _following_by_actor(fed: Federation, actor: str) -> dict[str, Any] | N
         if f.get("actor") == actor and f.get("state") != "unfollowed":
             return f
     return None
-

@@ -1,11 +1,11 @@
-"""Read-only mirrors of remote repositories: verified landing envelopes appended at the same positions.
+"""Read-only mirrors of remote repositories: verified landing envelopes at the same positions.
 
 A mirror lives under ``mirrors/<host>/<owner>/<name>/`` (the layout of a repository, plus
 ``envelopes/<position>`` and ``conflicts/``), so it never collides with a local repository. Applying
 envelopes checks, in order: each envelope's signature and claims (by the caller), that they continue
-the mirror's log (positions and the parent tree chain), then fetches the objects the mirror lacks from
-the origin's object API, verifying every hash, and writes objects (children before parents), the
-envelope, the landing record (put-if-absent) and the sessions' state markers. Everything is
+the mirror's log (positions and the parent tree chain), then fetches the objects the mirror lacks
+from the origin's object API, verifying every hash, and writes objects (children before parents),
+the envelope, the landing record (put-if-absent) and the sessions' state markers. Everything is
 idempotent: a position already held with the same bytes is skipped; with different bytes it is
 refused and recorded, never overwritten.
 """
@@ -55,7 +55,9 @@ async def record_conflict(repo: Repo, position: int, wire: bytes, reason: str) -
     h = hashlib.sha256(wire).hexdigest()[:16]
     body = encode({"position": position, "time": time.time(), "reason": reason, "envelope": wire})
     with contextlib.suppress(PreconditionFailed):
-        await repo.store.put(f"{repo.prefix}conflicts/{position:012d}-{h}", body, if_none_match=True)
+        await repo.store.put(
+            f"{repo.prefix}conflicts/{position:012d}-{h}", body, if_none_match=True
+        )
 
 
 def check_stored(stored: bytes) -> tuple[bytes, bytes, Any]:
@@ -71,13 +73,18 @@ def check_stored(stored: bytes) -> tuple[bytes, bytes, Any]:
 
 
 async def fetch_objects(fetcher: Fetcher, api: str, ids: Sequence[bytes]) -> dict[bytes, bytes]:
-    """Objects by id from a node's object API (``<api>/objects/get``), each verified: id -> canonical."""
+    """Objects by id from a node's object API (``<api>/objects/get``), each verified."""
     out: dict[bytes, bytes] = {}
     for i in range(0, len(ids), GET_BATCH):
-        batch = list(ids[i:i + GET_BATCH])
+        batch = list(ids[i : i + GET_BATCH])
         url = f"{api}/objects/get"
-        a = await fetcher.request("POST", url, content=encode({"ids": batch}), cap=CBOR_CAP,
-                                  headers={"Content-Type": CBOR_TYPE, "Accept": CBOR_TYPE})
+        a = await fetcher.request(
+            "POST",
+            url,
+            content=encode({"ids": batch}),
+            cap=CBOR_CAP,
+            headers={"Content-Type": CBOR_TYPE, "Accept": CBOR_TYPE},
+        )
         if a.status != 200:
             raise http_error(a, url)
         try:
@@ -90,8 +97,10 @@ async def fetch_objects(fetcher: Fetcher, api: str, ids: Sequence[bytes]) -> dic
                 raise RemoteError(f"{url} sent a malformed object list")
             oid, canonical, _ = check_stored(row[1])
             if oid != row[0] or oid not in asked:
-                raise CorruptObject(f"the origin sent object {row[0].hex() if isinstance(row[0], bytes) else '?'}"
-                                    " whose bytes do not match its id (hash mismatch)")
+                raise CorruptObject(
+                    f"the origin sent object {row[0].hex() if isinstance(row[0], bytes) else '?'}"
+                    " whose bytes do not match its id (hash mismatch)"
+                )
             out[oid] = canonical
         if not asked <= set(out):
             raise RemoteError(f"{url} left out objects it was asked for")
@@ -121,8 +130,9 @@ def snapshot_refs(canonical: bytes) -> list[bytes]:
     return refs
 
 
-async def closure(repo: Repo, roots: Iterable[bytes], fetch: Any,
-                  known: set[bytes] | None = None) -> list[tuple[bytes, bytes]]:
+async def closure(
+    repo: Repo, roots: Iterable[bytes], fetch: Any, known: set[bytes] | None = None
+) -> list[tuple[bytes, bytes]]:
     """What the repository lacks of the objects reachable from ``roots``, fetched with
     ``fetch(ids)`` and ordered children before parents (so a present tree always means a complete
     one, even after a crash halfway through writing)."""
@@ -180,8 +190,9 @@ async def create_all(store: ObjectStore, items: list[tuple[str, bytes]]) -> None
             await store.put(key, data, if_none_match=True)
 
 
-async def apply(repo: Repo, landings: list[Landing], fetcher: Fetcher, api: str,
-                key_info: dict[str, Any]) -> int:
+async def apply(
+    repo: Repo, landings: list[Landing], fetcher: Fetcher, api: str, key_info: dict[str, Any]
+) -> int:
     """Append verified envelopes (in position order) to the mirror; returns how many were new.
 
     Positions the mirror holds must match byte for byte (redelivery is a no-op; anything else is a
@@ -197,7 +208,9 @@ async def apply(repo: Repo, landings: list[Landing], fetcher: Fetcher, api: str,
             if held != e.record_bytes:
                 reason = f"position {e.position} is already held with other bytes"
                 await record_conflict(repo, e.position, e.wire, reason)
-                raise MirrorConflict(f"refused: the envelope for {reason} (recorded, not overwritten)")
+                raise MirrorConflict(
+                    f"refused: the envelope for {reason} (recorded, not overwritten)"
+                )
         else:
             fresh.append(e)
     if not fresh:
@@ -206,11 +219,15 @@ async def apply(repo: Repo, landings: list[Landing], fetcher: Fetcher, api: str,
     parent = await repo.mainline.tree_at(head)
     for e in fresh:
         if e.position != expected:
-            raise NotFound(f"gap: the mirror holds up to {expected - 1}, the envelope is for {e.position}")
+            raise NotFound(
+                f"gap: the mirror holds up to {expected - 1}, the envelope is for {e.position}"
+            )
         if e.record.parent_tree != parent:
             await record_conflict(repo, e.position, e.wire, "does not continue the mirror's log")
-            raise MirrorConflict(f"refused: the record at {e.position} does not continue the mirror's "
-                                 "log (parent tree differs)")
+            raise MirrorConflict(
+                f"refused: the record at {e.position} does not continue the mirror's "
+                "log (parent tree differs)"
+            )
         parent = e.record.tree
         expected += 1
 
@@ -235,23 +252,25 @@ async def apply(repo: Repo, landings: list[Landing], fetcher: Fetcher, api: str,
     for e in fresh:
         items.append((envelope_key(repo, e.position), e.wire))
         items.append((log_key(repo.prefix, e.position), e.record_bytes))
+    for e in fresh:  # the sessions' state markers, after the records (as landing writes them)
+        for s in e.record.sessions:
+            items.append(
+                (
+                    f"{repo.prefix}sessions/{s.session}/state",
+                    encode({"state": "landed", "position": e.position, "snapshot": s.snapshot}),
+                )
+            )
+    if key_info and (await read_sync(repo)).get("public") != key_info.get("public"):
+        await write_sync(repo, key_info)  # before the records: each one shows as verified at once
     await create_all(repo.store, items)
     for e in fresh:  # a racing replica may have written them: they must be these very bytes
         held = await repo.store.get(log_key(repo.prefix, e.position))
         if held != e.record_bytes:
             await record_conflict(repo, e.position, e.wire, "lost a race to other bytes")
             raise MirrorConflict(f"refused: position {e.position} was written with other bytes")
-    states = []
-    for e in fresh:
-        for s in e.record.sessions:
-            states.append((f"{repo.prefix}sessions/{s.session}/state",
-                           encode({"state": "landed", "position": e.position, "snapshot": s.snapshot})))
-    for key, data in states:
-        with contextlib.suppress(PreconditionFailed):
-            await repo.store.put(key, data, if_none_match=True)
     last = fresh[-1].position
     await repo.mainline.advance_hint(last)
-    await write_sync(repo, {"head": last, "last_sync": time.time(), "error": None, **key_info})
+    await write_sync(repo, {"head": last, "last_sync": time.time(), "error": None})
     return len(fresh)
 
 
@@ -270,7 +289,11 @@ async def write_sync(repo: Repo, update: dict[str, Any]) -> None:
             with contextlib.suppress(CorruptObject):
                 v = decode(data)
                 current = v if isinstance(v, dict) else {}
-        if "head" in update and isinstance(current.get("head"), int) and current["head"] > update["head"]:
+        if (
+            "head" in update
+            and isinstance(current.get("head"), int)
+            and current["head"] > update["head"]
+        ):
             update = {k: v for k, v in update.items() if k != "head"}
         current.update(update)
         try:

@@ -51,8 +51,14 @@ class Answer:
 def _forbidden(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
         addr = addr.ipv4_mapped
-    return (addr.is_private or addr.is_loopback or addr.is_link_local or addr.is_multicast
-            or addr.is_unspecified or addr.is_reserved)
+    return (
+        addr.is_private
+        or addr.is_loopback
+        or addr.is_link_local
+        or addr.is_multicast
+        or addr.is_unspecified
+        or addr.is_reserved
+    )
 
 
 class Fetcher:
@@ -95,7 +101,8 @@ class Fetcher:
         except ValueError:
             try:
                 infos = await asyncio.wait_for(
-                    loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), self.settings.timeout)
+                    loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), self.settings.timeout
+                )
             except (OSError, TimeoutError) as e:
                 raise RemoteError(f"cannot resolve {host}: {e}") from None
             addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
@@ -103,16 +110,25 @@ class Fetcher:
             raise RemoteError(f"cannot resolve {host}")
         for a in addresses:  # every answer must be allowed: one bad record refuses the host
             if _forbidden(ipaddress.ip_address(a)) and not self.settings.private_allowed(host, a):
-                raise Refused(f"refusing to connect to {host} ({a}): a private or reserved address "
-                              "(the operator can allow it with MICELIO_FEDERATION_ALLOW_PRIVATE)")
+                raise Refused(
+                    f"refusing to connect to {host} ({a}): a private or reserved address "
+                    "(the operator can allow it with MICELIO_FEDERATION_ALLOW_PRIVATE)"
+                )
         if len(self._dns) > 4096:
             self._dns.clear()
         self._dns[(host, port)] = (now + 60.0, addresses[0])
         return addresses[0]
 
-    async def request(self, method: str, url: str, *, headers: dict[str, str] | None = None,
-                      content: bytes | None = None, cap: int = JSON_CAP,
-                      timeout: float | None = None) -> Answer:
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: dict[str, str] | None = None,
+        content: bytes | None = None,
+        cap: int = JSON_CAP,
+        timeout: float | None = None,
+    ) -> Answer:
         """Send one request to the resolved address; the answer body is read up to ``cap`` bytes."""
         address = await self.resolve(url)
         parts = urlsplit(url)
@@ -124,14 +140,21 @@ class Fetcher:
         if parts.scheme == "https":
             extensions["sni_hostname"] = parts.hostname
         if timeout is not None:
-            extensions["timeout"] = {"connect": min(5.0, timeout), "read": timeout,
-                                     "write": timeout, "pool": timeout}
-        req = self._http.build_request(method, pinned, headers=hdrs, content=content,
-                                       extensions=extensions)
+            extensions["timeout"] = {
+                "connect": min(5.0, timeout),
+                "read": timeout,
+                "write": timeout,
+                "pool": timeout,
+            }
+        req = self._http.build_request(
+            method, pinned, headers=hdrs, content=content, extensions=extensions
+        )
         try:
             resp = await self._http.send(req, stream=True)
         except httpx.HTTPError as e:
-            raise RemoteError(f"cannot reach {parts.netloc}: {type(e).__name__} {e}".strip()) from None
+            raise RemoteError(
+                f"cannot reach {parts.netloc}: {type(e).__name__} {e}".strip()
+            ) from None
         try:
             length = resp.headers.get("content-length")
             if length is not None and length.isdigit() and int(length) > cap:

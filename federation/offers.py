@@ -69,7 +69,9 @@ def _load(data: bytes | None) -> dict[str, Any] | None:
 # -- the contributor's side (B) ----------------------------------------------------------------
 
 
-async def make_offer(fed: Federation, repo: Repo, sid: str, target: str, user: str) -> dict[str, Any]:
+async def make_offer(
+    fed: Federation, repo: Repo, sid: str, target: str, user: str
+) -> dict[str, Any]:
     """Bundle an open session and queue its ``Offer`` to the repository at ``target``."""
     from hif.remote import parse_repo_url
 
@@ -90,34 +92,77 @@ async def make_offer(fed: Federation, repo: Repo, sid: str, target: str, user: s
         was = await lookup_file(repo.objects, base_tree, path)
         if was != entry:
             effective[path] = entry
-            changes.append([path, was.kind if was else None, was.oid if was else None,
-                            entry.kind if entry else None, entry.oid if entry else None])
+            changes.append(
+                [
+                    path,
+                    was.kind if was else None,
+                    was.oid if was else None,
+                    entry.kind if entry else None,
+                    entry.oid if entry else None,
+                ]
+            )
     if not changes:
         raise InvalidInput("the session changes nothing yet: there is nothing to offer")
     snap_id = await repo.sessions.write_snapshot(s, effective)
     snapshot = await repo.objects.get_canonical(snap_id)
-    refs = [r[2] for r in changes if r[2]] + [r[4] for r in changes if r[4]] + snapshot_refs(snapshot)
+    refs = (
+        [r[2] for r in changes if r[2]] + [r[4] for r in changes if r[4]] + snapshot_refs(snapshot)
+    )
     objects = await _collect(repo, refs)
     oid = _new_id()
-    body = {"v": 1, "kind": "offer", "origin": fed.url, "repo": repo.name, "session": sid,
-            "offer": oid, "target": target_url, "goal": s.goal, "author": s.author, "role": s.role,
-            "snapshot": snapshot, "changes": changes, "objects": objects}
+    body = {
+        "v": 1,
+        "kind": "offer",
+        "origin": fed.url,
+        "repo": repo.name,
+        "session": sid,
+        "offer": oid,
+        "target": target_url,
+        "goal": s.goal,
+        "author": s.author,
+        "role": s.role,
+        "snapshot": snapshot,
+        "changes": changes,
+        "objects": objects,
+    }
     bundle = seal(fed.key, body)
     if len(bundle) > MAX_BUNDLE:
-        raise InvalidInput(f"the session is too large to offer ({len(bundle)} bytes; at most {MAX_BUNDLE})")
+        raise InvalidInput(
+            f"the session is too large to offer ({len(bundle)} bytes; at most {MAX_BUNDLE})"
+        )
     await fed.store.put(BUNDLES + oid, bundle)
-    record = {"id": oid, "repo": repo.name, "session": sid, "target": target_url, "state": "sent",
-              "created": time.time(), "by": user, "goal": s.goal}
+    record = {
+        "id": oid,
+        "repo": repo.name,
+        "session": sid,
+        "target": target_url,
+        "state": "sent",
+        "created": time.time(),
+        "by": user,
+        "goal": s.goal,
+    }
     await fed.store.put(offer_sent_key(repo.prefix, sid, oid), encode(record))
     await fed.store.put(OFFERS_OUT + oid, encode({"repo": repo.name, "session": sid}))
     me = fed.key.actor
-    await fed.enqueue_activity({
-        "@context": [AS, FORGEFED], "id": f"{fed.url}/ap/offers/{oid}#offer", "type": "Offer",
-        "actor": me, "target": None,
-        "object": {"type": "Patch", "id": f"{fed.url}/ap/offers/{oid}", "attributedTo": me,
-                   "name": s.goal, "mediaType": "application/cbor",
-                   "bundle": f"{fed.url}/ap/offers/{oid}/bundle"},
-    }, target=target_url, resolve=["target"])
+    await fed.enqueue_activity(
+        {
+            "@context": [AS, FORGEFED],
+            "id": f"{fed.url}/ap/offers/{oid}#offer",
+            "type": "Offer",
+            "actor": me,
+            "target": None,
+            "object": {
+                "type": "Patch",
+                "id": f"{fed.url}/ap/offers/{oid}",
+                "attributedTo": me,
+                "name": s.goal,
+                "mediaType": "application/cbor",
+                "bundle": f"{fed.url}/ap/offers/{oid}/bundle",
+            },
+        },
+        target=target_url,
+        resolve=["target"],
+    )
     return record
 
 
@@ -148,10 +193,11 @@ async def _collect(repo: Repo, refs: list[bytes]) -> list[bytes]:
     return out
 
 
-async def outcome(fed: Federation, activity: dict[str, Any], actor: str, obj: str,
-                  accepted: bool) -> dict[str, Any]:
+async def outcome(
+    fed: Federation, activity: dict[str, Any], actor: str, obj: str, accepted: bool
+) -> dict[str, Any]:
     """The target answered an offer: record it next to the offered session."""
-    oid = obj[len(f"{fed.url}/ap/offers/"):].split("/")[0].split("#")[0]
+    oid = obj[len(f"{fed.url}/ap/offers/") :].split("/")[0].split("#")[0]
     pointer = _load(await fed.store.get_or_none(OFFERS_OUT + oid))
     if pointer is None:
         raise NotFound(f"no offer {oid} was sent from here")
@@ -165,8 +211,12 @@ async def outcome(fed: Federation, activity: dict[str, Any], actor: str, obj: st
     result = activity.get("result") if isinstance(activity.get("result"), dict) else {}
     rec.update(state="landed" if accepted else "rejected", answered=time.time(), answered_by=actor)
     if accepted:
-        rec["position"] = result.get("position") if isinstance(result.get("position"), int) else None
-        rec["remote_session"] = result.get("session") if isinstance(result.get("session"), str) else None
+        rec["position"] = (
+            result.get("position") if isinstance(result.get("position"), int) else None
+        )
+        rec["remote_session"] = (
+            result.get("session") if isinstance(result.get("session"), str) else None
+        )
     else:
         summary = activity.get("summary")
         rec["reason"] = summary if isinstance(summary, str) else ""
@@ -186,7 +236,9 @@ async def sent_offers(repo: Repo, sid: str) -> list[dict[str, Any]]:
 # -- the target's side (A) ---------------------------------------------------------------------
 
 
-async def receive(fed: Federation, activity: dict[str, Any], actor: str, local: str | None) -> dict[str, Any]:
+async def receive(
+    fed: Federation, activity: dict[str, Any], actor: str, local: str | None
+) -> dict[str, Any]:
     """Fetch and verify the offered bundle, keep its objects and the offered session."""
     from federation.inbox import _id, local_repo_of, public_repo
 
@@ -207,8 +259,9 @@ async def receive(fed: Federation, activity: dict[str, Any], actor: str, local: 
     key = offer_key(repo.prefix, lid)
     if await fed.store.head(key) is not None:
         return {"offer": lid, "already": True}  # redelivery
-    a = await fed.fetcher.request("GET", bundle_url, headers={"Accept": "application/cbor"},
-                                  cap=CBOR_CAP)
+    a = await fed.fetcher.request(
+        "GET", bundle_url, headers={"Accept": "application/cbor"}, cap=CBOR_CAP
+    )
     if a.status != 200:
         raise http_error(a, bundle_url)
     sealed = unseal(a.body)
@@ -225,8 +278,12 @@ async def receive(fed: Federation, activity: dict[str, Any], actor: str, local: 
         if b["target"] != f"{fed.url}/{name}":
             raise InvalidInput(f"the bundle offers to {b['target']}, not to {fed.url}/{name}")
         snapshot = decode(b["snapshot"])
-        if not (isinstance(snapshot, list) and snapshot[0] == "snapshot"
-                and isinstance(snapshot[1], dict) and snapshot[1].get("id") == b["session"]):
+        if not (
+            isinstance(snapshot, list)
+            and snapshot[0] == "snapshot"
+            and isinstance(snapshot[1], dict)
+            and snapshot[1].get("id") == b["session"]
+        ):
             raise CorruptObject("the bundle's snapshot is not the offered session's")
         objects = {}
         for canonical in b["objects"]:
@@ -253,11 +310,23 @@ async def receive(fed: Federation, activity: dict[str, Any], actor: str, local: 
     reply = endpoints.get("sharedInbox") or doc.get("inbox")
     if not isinstance(reply, str) or authority(reply) != authority(actor):
         raise InvalidInput(f"the actor {actor} has no inbox on its own host")
-    record = {"id": lid, "state": "offered", "from": actor, "origin": origin, "source_repo": b["repo"],
-              "session": b["session"], "goal": goal, "author": author,
-              "role": role if role in ROLES else "human", "snapshot": snap_id, "changes": changes,
-              "received": time.time(), "reply": reply, "object": obj_id,
-              "activity": activity.get("id")}
+    record = {
+        "id": lid,
+        "state": "offered",
+        "from": actor,
+        "origin": origin,
+        "source_repo": b["repo"],
+        "session": b["session"],
+        "goal": goal,
+        "author": author,
+        "role": role if role in ROLES else "human",
+        "snapshot": snap_id,
+        "changes": changes,
+        "received": time.time(),
+        "reply": reply,
+        "object": obj_id,
+        "activity": activity.get("id"),
+    }
     with contextlib.suppress(PreconditionFailed):
         await fed.store.put(key, encode(record), if_none_match=True)
     return {"offer": lid}
@@ -273,8 +342,23 @@ async def list_offers(repo: Repo) -> list[dict[str, Any]]:
 
 
 def _summary(rec: dict[str, Any]) -> dict[str, Any]:
-    keep = ("id", "state", "from", "origin", "source_repo", "session", "goal", "author", "role",
-            "received", "position", "landed_session", "landed_by", "reason", "error")
+    keep = (
+        "id",
+        "state",
+        "from",
+        "origin",
+        "source_repo",
+        "session",
+        "goal",
+        "author",
+        "role",
+        "received",
+        "position",
+        "landed_session",
+        "landed_by",
+        "reason",
+        "error",
+    )
     return {k: rec.get(k) for k in keep}
 
 
@@ -291,10 +375,21 @@ async def get_offer(repo: Repo, lid: str) -> dict[str, Any]:
         text = ""
         if len(old or b"") + len(new or b"") <= MAX_DIFF:
             text = unified_diff(old, new, path)
-        diff.append({"path": path, "action": "delete" if nk is None else ("add" if bk is None else "modify"),
-                     "base": [bk, bo], "new": [nk, no], "diff": text})
-    return {**_summary(rec), "events": snapshot.get("events", []), "changes": rec["changes"],
-            "diff": diff}
+        diff.append(
+            {
+                "path": path,
+                "action": "delete" if nk is None else ("add" if bk is None else "modify"),
+                "base": [bk, bo],
+                "new": [nk, no],
+                "diff": text,
+            }
+        )
+    return {
+        **_summary(rec),
+        "events": snapshot.get("events", []),
+        "changes": rec["changes"],
+        "diff": diff,
+    }
 
 
 async def _claim(repo: Repo, lid: str, user: str) -> tuple[dict[str, Any], str]:
@@ -338,17 +433,34 @@ async def land_offer(fed: Federation, repo: Repo, lid: str, user: str) -> dict[s
                 await repo.sessions.abandon(s, ev, "offer did not land")
         raise
     sid = started[0]
-    rec.update(state="landed", position=result.position, landed_session=sid, landed_by=user,
-               landed_at=time.time(), error=None)
+    rec.update(
+        state="landed",
+        position=result.position,
+        landed_session=sid,
+        landed_by=user,
+        landed_at=time.time(),
+        error=None,
+    )
     await repo.store.put(key, encode(rec))
     fed.landed(repo.name)
     me = repo_actor_url(fed.url, repo.name)
-    await fed.enqueue_activity({
-        "@context": AS, "id": f"{me}#offer-accept-{lid}", "type": "Accept", "actor": me,
-        "object": rec["object"],
-        "result": {"type": "Landing", "id": f"{me}/envelopes/{result.position}",
-                   "position": result.position, "session": sid, "url": f"{fed.url}/{repo.name}"},
-    }, inbox=rec["reply"])
+    await fed.enqueue_activity(
+        {
+            "@context": AS,
+            "id": f"{me}#offer-accept-{lid}",
+            "type": "Accept",
+            "actor": me,
+            "object": rec["object"],
+            "result": {
+                "type": "Landing",
+                "id": f"{me}/envelopes/{result.position}",
+                "position": result.position,
+                "session": sid,
+                "url": f"{fed.url}/{repo.name}",
+            },
+        },
+        inbox=rec["reply"],
+    )
     return _summary(rec)
 
 
@@ -364,7 +476,12 @@ async def _land(repo: Repo, rec: dict[str, Any], user: str, started: list[str]) 
         theirs = await lookup_file(repo.objects, head_tree, path)
         if theirs in (new, base):
             continue
-        if new is None or theirs is None or new.kind not in (FILE, EXEC) or theirs.kind not in (FILE, EXEC):
+        if (
+            new is None
+            or theirs is None
+            or new.kind not in (FILE, EXEC)
+            or theirs.kind not in (FILE, EXEC)
+        ):
             conflicts.append(Conflict(path, [], "changed here and in the offer"))
             continue
         base_bytes = await repo.objects.get_blob(base.oid) if base else b""
@@ -383,10 +500,21 @@ async def _land(repo: Repo, rec: dict[str, Any], user: str, started: list[str]) 
     s = await repo.sessions.start(rec["goal"], f"{rec['author']}@{host}", rec["role"], head)
     started.append(s.id)
     now = repo.clock()
-    events = [make_event("say", user, "human", now,
-                         text=f"offered from {rec['origin']}/{rec['source_repo']} (session {rec['session']})",
-                         offered_from={"origin": rec["origin"], "repo": rec["source_repo"],
-                                       "session": rec["session"], "offer": rec["object"]})]
+    events = [
+        make_event(
+            "say",
+            user,
+            "human",
+            now,
+            text=f"offered from {rec['origin']}/{rec['source_repo']} (session {rec['session']})",
+            offered_from={
+                "origin": rec["origin"],
+                "repo": rec["source_repo"],
+                "session": rec["session"],
+                "offer": rec["object"],
+            },
+        )
+    ]
     for e in snapshot.get("events", []):
         if not isinstance(e, dict) or e.get("type") not in COPIED:
             continue
@@ -398,14 +526,17 @@ async def _land(repo: Repo, rec: dict[str, Any], user: str, started: list[str]) 
             check_path(copy.get("path", ""))
         events.append(copy)
     for path, kind, blob in merged:
-        events.append(make_event("write", user, "human", now, path=path, kind=kind, blob=blob,
-                                 merged=True))
+        events.append(
+            make_event("write", user, "human", now, path=path, kind=kind, blob=blob, merged=True)
+        )
     for event in events:
         await repo.sessions.append(s.id, event)
     return await land(repo, await repo.sessions.load(s.id))
 
 
-async def reject_offer(fed: Federation, repo: Repo, lid: str, user: str, reason: str) -> dict[str, Any]:
+async def reject_offer(
+    fed: Federation, repo: Repo, lid: str, user: str, reason: str
+) -> dict[str, Any]:
     rec, etag = await _claim(repo, lid, user)
     if rec["state"] == "rejected":
         return _summary(rec)
@@ -414,13 +545,19 @@ async def reject_offer(fed: Federation, repo: Repo, lid: str, user: str, reason:
     rec.update(state="rejected", reason=reason, rejected_by=user, rejected_at=time.time())
     await repo.store.put(offer_key(repo.prefix, lid), encode(rec), if_match=etag)
     me = repo_actor_url(fed.url, repo.name)
-    await fed.enqueue_activity({
-        "@context": AS, "id": f"{me}#offer-reject-{lid}", "type": "Reject", "actor": me,
-        "object": rec["object"], "summary": reason,
-    }, inbox=rec["reply"])
+    await fed.enqueue_activity(
+        {
+            "@context": AS,
+            "id": f"{me}#offer-reject-{lid}",
+            "type": "Reject",
+            "actor": me,
+            "object": rec["object"],
+            "summary": reason,
+        },
+        inbox=rec["reply"],
+    )
     return _summary(rec)
 
 
 def bundle_key(oid: str) -> str:
     return BUNDLES + oid
-

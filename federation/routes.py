@@ -37,9 +37,17 @@ from hif.repo import check_repo_name
 
 CBOR = "application/cbor"
 OUTBOX_PAGE = 50
-_CODES = {400: "bad_request", 401: "auth_required", 403: "forbidden", 404: "not_found",
-          409: "conflict", 413: "too_large", 422: "unprocessable", 502: "bad_gateway",
-          503: "unavailable"}
+_CODES = {
+    400: "bad_request",
+    401: "auth_required",
+    403: "forbidden",
+    404: "not_found",
+    409: "conflict",
+    413: "too_large",
+    422: "unprocessable",
+    502: "bad_gateway",
+    503: "unavailable",
+}
 
 
 class BodyTooLarge(HifError):
@@ -80,8 +88,9 @@ def blueprint(get: Callable[[], Federation]) -> Blueprint:
     @bp.errorhandler(HifError)
     async def _error(e: HifError) -> Response:
         status = e.http_status if e.http_status != 412 else 409
-        return _json({"error": _CODES.get(status, "error"), "message": str(e)}, status,
-                     "application/json")
+        return _json(
+            {"error": _CODES.get(status, "error"), "message": str(e)}, status, "application/json"
+        )
 
     async def public_repo(owner: str, name: str) -> tuple[Federation, str, dict[str, Any]]:
         fed = get()
@@ -102,12 +111,13 @@ def blueprint(get: Callable[[], Federation]) -> Blueprint:
         if resource in (f"acct:node@{host}", fed.url, fed.key.actor):
             doc = webfinger(resource, fed.key.actor, [fed.url, fed.key.actor])
         else:
-            name = resource[len(fed.url) + 1:] if resource.startswith(fed.url + "/") else ""
+            name = resource[len(fed.url) + 1 :] if resource.startswith(fed.url + "/") else ""
             if resource.startswith(f"{fed.url}/ap/repos/"):
-                name = resource[len(f"{fed.url}/ap/repos/"):]
+                name = resource[len(f"{fed.url}/ap/repos/") :]
             if not name:
                 raise NotFound(f"no resource {resource!r} here")
-            _, full, _ = await public_repo(*(name.split("/", 1) + [""])[:2])
+            owner, _, rest = name.partition("/")
+            _, full, _ = await public_repo(owner, rest)
             actor = repo_actor_url(fed.url, full)
             doc = webfinger(resource, actor, [f"{fed.url}/{full}", actor])
         return _json(doc, content_type="application/jrd+json")
@@ -120,8 +130,12 @@ def blueprint(get: Callable[[], Federation]) -> Blueprint:
     async def nodeinfo_doc() -> Response:
         fed = get()
         following = len(await fed.store.list_page(FOLLOWING, limit=10_000))
-        return _json(nodeinfo(following), content_type=(
-            'application/json; profile="http://nodeinfo.diaspora.software/ns/schema/2.1#"'))
+        return _json(
+            nodeinfo(following),
+            content_type=(
+                'application/json; profile="http://nodeinfo.diaspora.software/ns/schema/2.1#"'
+            ),
+        )
 
     @bp.get("/ap/node")
     async def node_doc() -> Response:
@@ -130,8 +144,15 @@ def blueprint(get: Callable[[], Federation]) -> Blueprint:
     @bp.get("/ap/outbox")
     async def node_outbox() -> Response:
         fed = get()
-        return _json({"@context": AS, "id": f"{fed.url}/ap/outbox", "type": "OrderedCollection",
-                      "totalItems": 0, "orderedItems": []})
+        return _json(
+            {
+                "@context": AS,
+                "id": f"{fed.url}/ap/outbox",
+                "type": "OrderedCollection",
+                "totalItems": 0,
+                "orderedItems": [],
+            }
+        )
 
     @bp.post("/ap/inbox")
     async def shared_inbox() -> Response:
@@ -163,18 +184,36 @@ def blueprint(get: Callable[[], Federation]) -> Blueprint:
         head = await fed.local_repo(full).mainline.head()
         pages = max(1, -(-head // OUTBOX_PAGE))
         if "page" not in request.args:
-            return _json({"@context": AS, "id": f"{actor}/outbox", "type": "OrderedCollection",
-                          "totalItems": head, "first": f"{actor}/outbox?page=1",
-                          "last": f"{actor}/outbox?page={pages}"})
+            return _json(
+                {
+                    "@context": AS,
+                    "id": f"{actor}/outbox",
+                    "type": "OrderedCollection",
+                    "totalItems": head,
+                    "first": f"{actor}/outbox?page=1",
+                    "last": f"{actor}/outbox?page={pages}",
+                }
+            )
         page = _int_arg("page", 1, 1, pages)
         top = head - (page - 1) * OUTBOX_PAGE
-        items = [{"@context": [AS, FORGEFED], "id": f"{actor}/pushes/{p}-{p}", "type": "Push",
-                  "actor": actor, "target": actor,
-                  "object": {"type": "Landing", "id": f"{actor}/envelopes/{p}", "position": p}}
-                 for p in range(top, max(0, top - OUTBOX_PAGE), -1)]
-        doc: dict[str, Any] = {"@context": AS, "id": f"{actor}/outbox?page={page}",
-                               "type": "OrderedCollectionPage", "partOf": f"{actor}/outbox",
-                               "orderedItems": items}
+        items = [
+            {
+                "@context": [AS, FORGEFED],
+                "id": f"{actor}/pushes/{p}-{p}",
+                "type": "Push",
+                "actor": actor,
+                "target": actor,
+                "object": {"type": "Landing", "id": f"{actor}/envelopes/{p}", "position": p},
+            }
+            for p in range(top, max(0, top - OUTBOX_PAGE), -1)
+        ]
+        doc: dict[str, Any] = {
+            "@context": AS,
+            "id": f"{actor}/outbox?page={page}",
+            "type": "OrderedCollectionPage",
+            "partOf": f"{actor}/outbox",
+            "orderedItems": items,
+        }
         if page < pages:
             doc["next"] = f"{actor}/outbox?page={page + 1}"
         if page > 1:
@@ -188,8 +227,15 @@ def blueprint(get: Callable[[], Federation]) -> Blueprint:
 
         actors = [f["actor"] for f in await followers(fed.store, full)]
         actor = repo_actor_url(fed.url, full)
-        return _json({"@context": AS, "id": f"{actor}/followers", "type": "OrderedCollection",
-                      "totalItems": len(actors), "orderedItems": actors})
+        return _json(
+            {
+                "@context": AS,
+                "id": f"{actor}/followers",
+                "type": "OrderedCollection",
+                "totalItems": len(actors),
+                "orderedItems": actors,
+            }
+        )
 
     @bp.get("/ap/repos/<owner>/<name>/envelopes")
     async def envelope_page(owner: str, name: str) -> Response:

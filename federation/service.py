@@ -1,4 +1,4 @@
-"""The federation side of a node: identity, the delivery worker, mirrors and the inbox, in one object.
+"""The federation side of a node: identity, delivery, mirrors and the inbox, in one object.
 
 ``Federation`` knows nothing of the node's HTTP layer or auth database: the node hands it the store,
 its public URL, the settings, and two callbacks (a local repository's registration, and the node's
@@ -87,9 +87,16 @@ def unb64(text: str) -> bytes:
 
 
 class Federation:
-    def __init__(self, store: ObjectStore, url: str, settings: FedSettings, *,
-                 repo_info: RepoInfo, local_repo: Callable[[str], Repo],
-                 node_key: str | None = None) -> None:
+    def __init__(
+        self,
+        store: ObjectStore,
+        url: str,
+        settings: FedSettings,
+        *,
+        repo_info: RepoInfo,
+        local_repo: Callable[[str], Repo],
+        node_key: str | None = None,
+    ) -> None:
         self.store = store
         self.url = url.rstrip("/")
         self.settings = settings
@@ -181,14 +188,22 @@ class Federation:
 
     # -- sending -----------------------------------------------------------------------------
 
-    async def post(self, inbox: str, activity: dict[str, Any], *, timeout: float | None = None) -> None:
+    async def post(
+        self, inbox: str, activity: dict[str, Any], *, timeout: float | None = None
+    ) -> None:
         """Sign and deliver one activity; raises DeliveryFailed unless the peer answers 2xx."""
         body = json.dumps(activity, separators=(",", ":")).encode()
-        headers = sign_headers(self.key, "POST", inbox, body,
-                               {"Content-Type": ACTIVITY_JSON, "Accept": ACTIVITY_JSON})
+        headers = sign_headers(
+            self.key, "POST", inbox, body, {"Content-Type": ACTIVITY_JSON, "Accept": ACTIVITY_JSON}
+        )
         try:
-            a = await self.fetcher.request("POST", inbox, headers=headers, content=body,
-                                           timeout=timeout or max(60.0, self.settings.timeout))
+            a = await self.fetcher.request(
+                "POST",
+                inbox,
+                headers=headers,
+                content=body,
+                timeout=timeout or max(60.0, self.settings.timeout),
+            )
         except RemoteError as e:
             raise DeliveryFailed(str(e)) from None
         if not 200 <= a.status < 300:
@@ -212,18 +227,28 @@ class Federation:
                 text = b64(wire)
                 if items and size + len(text) > PUSH_BYTES:
                     break
-                item: dict[str, Any] = {"type": "Landing", "id": f"{actor}/envelopes/{pos}",
-                                        "position": pos}
+                item: dict[str, Any] = {
+                    "type": "Landing",
+                    "id": f"{actor}/envelopes/{pos}",
+                    "position": pos,
+                }
                 if len(text) <= PUSH_BYTES:
                     item["envelope"] = text  # inline; a bigger one is fetched by its id
                 items.append(item)
                 size += len(text)
                 pos += 1
             activity = {
-                "@context": [AS, FORGEFED], "id": f"{actor}/pushes/{first}-{pos - 1}",
-                "type": "Push", "actor": actor, "target": actor, "to": [f"{actor}/followers"],
-                "object": {"type": "OrderedCollection", "totalItems": len(items),
-                           "orderedItems": items},
+                "@context": [AS, FORGEFED],
+                "id": f"{actor}/pushes/{first}-{pos - 1}",
+                "type": "Push",
+                "actor": actor,
+                "target": actor,
+                "to": [f"{actor}/followers"],
+                "object": {
+                    "type": "OrderedCollection",
+                    "totalItems": len(items),
+                    "orderedItems": items,
+                },
             }
             try:
                 await self.post(inbox, activity)
@@ -292,18 +317,28 @@ class Federation:
             info = await self.repo_info(name)
             if info is None or info.get("private"):
                 return  # private repositories never leave the node
-            await asyncio.gather(*(self._announce_to(fkey, f, name, done + 1, head)
-                                   for fkey, f in followers))
+            await asyncio.gather(
+                *(self._announce_to(fkey, f, name, done + 1, head) for fkey, f in followers)
+            )
             with contextlib.suppress(PreconditionFailed):
                 if etag is None:
                     await self.store.put(key, encode(head))
                 else:
                     await self.store.put(key, encode(head), if_match=etag)
 
-    async def _announce_to(self, fkey: str, f: dict[str, Any], name: str, start: int, end: int) -> None:
+    async def _announce_to(
+        self, fkey: str, f: dict[str, Any], name: str, start: int, end: int
+    ) -> None:
         peer = authority(f["inbox"])
-        value = {"kind": "push", "peer": peer, "inbox": f["inbox"], "repo": name, "start": start,
-                 "end": end, "follower": fkey}
+        value = {
+            "kind": "push",
+            "peer": peer,
+            "inbox": f["inbox"],
+            "repo": name,
+            "start": start,
+            "end": end,
+            "follower": fkey,
+        }
         state = await delivery.peer_state(self.store, peer)
         if delivery.circuit_open(state) is not None:
             value["error"] = "circuit open"
@@ -313,14 +348,17 @@ class Federation:
                 await delivery.peer_ok(self.store, peer, state)
                 return
             except DeliveryFailed as e:
-                value["start"] = getattr(e, "position", start)
-                value["error"] = str(e)
+                value.update(start=getattr(e, "position", start), error=str(e), tries=1)
                 if is_error_permanent(e):
                     await delivery.record_failed(self.store, value)
                     return
                 await delivery.peer_failed(self.store, peer, str(e), self.settings.retry_scale)
-        await delivery.enqueue(self.store, value, position=int(value["start"]),
-                               due=time.time() + delivery.retry_delay(1, self.settings.retry_scale))
+        await delivery.enqueue(
+            self.store,
+            value,
+            position=int(value["start"]),
+            due=time.time() + delivery.retry_delay(1, self.settings.retry_scale),
+        )
 
     # -- the outbox --------------------------------------------------------------------------
 
@@ -341,12 +379,19 @@ class Federation:
                 await self._nap(self._wake_outbox, self.settings.poll)
 
     async def _send_all(self, peer: str, items: list[delivery.Item]) -> None:
+        items = await self._coalesce(items)
         for item in items:
             state = await delivery.peer_state(self.store, peer)
             until = delivery.circuit_open(state)
             if until is not None:
-                await delivery.retry(self.store, item, item.value.get("error") or "circuit open",
-                                     scale=self.settings.retry_scale, count=False, until=until)
+                await delivery.retry(
+                    self.store,
+                    item,
+                    item.value.get("error") or "circuit open",
+                    scale=self.settings.retry_scale,
+                    count=False,
+                    until=until,
+                )
                 continue
             try:
                 await self.send(item)
@@ -355,11 +400,47 @@ class Federation:
                     await delivery.fail(self.store, item, str(e))
                 else:
                     await delivery.peer_failed(self.store, peer, str(e), self.settings.retry_scale)
-                    await delivery.retry(self.store, item, str(e), scale=self.settings.retry_scale,
-                                         tries=self.settings.tries)
+                    await delivery.retry(
+                        self.store,
+                        item,
+                        str(e),
+                        scale=self.settings.retry_scale,
+                        tries=self.settings.tries,
+                    )
                 continue
             await delivery.done(self.store, item)
             await delivery.peer_ok(self.store, peer, state)
+
+    async def _coalesce(self, items: list[delivery.Item]) -> list[delivery.Item]:
+        """Pushes queued for one follower and repository (one per landing that found it down) go as
+        one range: the first item takes the union, the others are dropped."""
+        out: list[delivery.Item] = []
+        first: dict[tuple[str, str], delivery.Item] = {}
+        merged: dict[tuple[str, str], list[delivery.Item]] = {}
+        for item in items:
+            v = item.value
+            if v.get("kind") != "push":
+                out.append(item)
+                continue
+            key = (str(v.get("inbox")), str(v.get("repo")))
+            head = first.get(key)
+            if head is None:
+                first[key] = item
+                out.append(item)
+                continue
+            head.value["start"] = min(int(head.value["start"]), int(v["start"]))
+            head.value["end"] = max(int(head.value["end"]), int(v["end"]))
+            merged.setdefault(key, []).append(item)
+        for key, rest in merged.items():
+            head = first[key]
+            try:  # the union is stored before the others go: a crash in between loses nothing
+                head.etag = await self.store.put(head.key, encode(head.value), if_match=head.etag)
+            except PreconditionFailed:
+                out.remove(head)  # our lease was lost: leave all of them to whoever holds it
+                continue
+            for item in rest:
+                await delivery.done(self.store, item)
+        return out
 
     async def send(self, item: delivery.Item) -> None:
         v = item.value
@@ -393,11 +474,26 @@ class Federation:
             v.update(actor=actor, inbox=inbox, envelopes=envelopes)
             await self.store.put(key, encode(v))
 
-    async def enqueue_activity(self, activity: dict[str, Any], *, inbox: str | None = None,
-                               target: str | None = None, **extra: Any) -> None:
+    async def enqueue_activity(
+        self,
+        activity: dict[str, Any],
+        *,
+        inbox: str | None = None,
+        target: str | None = None,
+        **extra: Any,
+    ) -> None:
         peer = authority(inbox or target or "")
-        await delivery.enqueue(self.store, {"kind": "activity", "peer": peer, "inbox": inbox,
-                                            "target": target, "activity": activity, **extra})
+        await delivery.enqueue(
+            self.store,
+            {
+                "kind": "activity",
+                "peer": peer,
+                "inbox": inbox,
+                "target": target,
+                "activity": activity,
+                **extra,
+            },
+        )
         self.wake_outbox()
 
     # -- mirrors: resync and backfill --------------------------------------------------------
@@ -440,8 +536,10 @@ class Federation:
                         await self.sync_mirror(f)
                     except HifError as e:
                         log.info("resync of %s/%s failed: %s", target[0], target[1], e)
-                        await write_sync(self.mirror(f["host"], f["name"]),
-                                         {"error": str(e), "error_at": time.time()})
+                        await write_sync(
+                            self.mirror(f["host"], f["name"]),
+                            {"error": str(e), "error_at": time.time()},
+                        )
             if not self._dirty_mirrors:
                 await self._nap(self._wake_resync, min(self.settings.resync, 60.0))
 
@@ -451,14 +549,15 @@ class Federation:
             return await self.backfill(f, until)
 
     async def backfill(self, f: dict[str, Any], until: int | None = None) -> int:
-        """(Caller holds the mirror lock.) Append envelopes from head + 1 up to ``until`` or the end."""
+        """(Caller holds the mirror lock.) Append envelopes from head + 1 up to ``until``."""
         repo = self.mirror(f["host"], f["name"])
         envelopes = f.get("envelopes")
         if not isinstance(envelopes, str):
             actor = await self.directory.repository(f["url"])
             envelopes = actor.envelopes
-            await self._remember_actor(following_key(f["host"], f["name"]), actor.id, actor.inbox,
-                                       envelopes)
+            await self._remember_actor(
+                following_key(f["host"], f["name"]), actor.id, actor.inbox, envelopes
+            )
         total = 0
         while True:
             head = await repo.mainline.head()
@@ -466,8 +565,9 @@ class Federation:
                 return total
             limit = PAGE if until is None else max(1, min(PAGE, until - head))
             url = f"{envelopes}?start={head + 1}&limit={limit}"
-            a = await self.fetcher.request("GET", url, headers={"Accept": "application/cbor"},
-                                           cap=CBOR_CAP)
+            a = await self.fetcher.request(
+                "GET", url, headers={"Accept": "application/cbor"}, cap=CBOR_CAP
+            )
             if a.status != 200:
                 raise http_error(a, url)
             try:
@@ -478,20 +578,30 @@ class Federation:
                 raise RemoteError(f"{url} is not an envelope page") from None
             if not wires:
                 return total
-            checked = [await self.verify_landing(w, f["base"], f["name"], head + 1 + i)
-                       for i, w in enumerate(wires)]
-            total += await apply(repo, [c[0] for c in checked], self.fetcher,
-                                 f"{f['base']}/api/v1/repos/{f['name']}", key_info(checked[-1][1]))
+            checked = [
+                await self.verify_landing(w, f["base"], f["name"], head + 1 + i)
+                for i, w in enumerate(wires)
+            ]
+            total += await apply(
+                repo,
+                [c[0] for c in checked],
+                self.fetcher,
+                f"{f['base']}/api/v1/repos/{f['name']}",
+                key_info(checked[-1][1]),
+            )
             if page.get("next") is None:
                 return total
 
-    async def verify_landing(self, wire: bytes, base: str, name: str,
-                             position: int | None = None) -> tuple[Landing, RemoteKey]:
+    async def verify_landing(
+        self, wire: bytes, base: str, name: str, position: int | None = None
+    ) -> tuple[Landing, RemoteKey]:
         """A landing envelope from ``base``'s node for ``name``: signed by a key of that host."""
         sealed = unseal(wire)
         if authority(sealed.key_id) != authority(base):
-            raise InvalidInput(f"the envelope is signed by a key of {authority(sealed.key_id)}, "
-                               f"not of its origin {authority(base)}")
+            raise InvalidInput(
+                f"the envelope is signed by a key of {authority(sealed.key_id)}, "
+                f"not of its origin {authority(base)}"
+            )
         key = await self.directory.key(sealed.key_id)
         try:
             check_signature(sealed, key.public)
@@ -505,8 +615,9 @@ class Federation:
     async def fetch_envelope(self, url: str, base: str) -> bytes:
         if authority(url) != authority(base):
             raise InvalidInput(f"the envelope {url} is not on its origin {authority(base)}")
-        a = await self.fetcher.request("GET", url, headers={"Accept": "application/cbor"},
-                                       cap=CBOR_CAP)
+        a = await self.fetcher.request(
+            "GET", url, headers={"Accept": "application/cbor"}, cap=CBOR_CAP
+        )
         if a.status != 200:
             raise http_error(a, url)
         return a.body
@@ -518,7 +629,7 @@ def key_info(key: RemoteKey) -> dict[str, Any]:
 
 
 def _fill(value: Any, url: str) -> Any:
-    """Activities queued without knowing the node's URL (by ``micelio federation``) name it ``$node``."""
+    """Activities queued without the node's URL (``micelio federation``) name it ``$node``."""
     if isinstance(value, str):
         return url + value[5:] if value.startswith("$node") else value
     if isinstance(value, list):

@@ -56,7 +56,7 @@ class FedSettings:
     retry_scale: float = 1.0  # multiplies the retry schedule (tests shrink it)
     resync: float = 300.0  # seconds between checks that a mirror is up to date with its origin
     timeout: float = 10.0  # per outgoing request
-    tries: int = 16
+    tries: int = 17  # the first and 16 retries (federation.delivery)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> FedSettings:
@@ -66,8 +66,12 @@ class FedSettings:
             allow=_split(e.get("MICELIO_FEDERATION_ALLOW")),
             allow_private=_split(e.get("MICELIO_FEDERATION_ALLOW_PRIVATE")),
         )
-        for name, attr in (("POLL", "poll"), ("RETRY_SCALE", "retry_scale"), ("RESYNC", "resync"),
-                           ("TIMEOUT", "timeout")):
+        for name, attr in (
+            ("POLL", "poll"),
+            ("RETRY_SCALE", "retry_scale"),
+            ("RESYNC", "resync"),
+            ("TIMEOUT", "timeout"),
+        ):
             raw = e.get(f"MICELIO_FEDERATION_{name}")
             if raw:
                 try:

@@ -192,7 +192,15 @@ def login(as_json: bool, url: str, token: str) -> None:
     from hif.remote import login as remote_login
 
     who = remote_login(url, token)
-    emit(as_json, who, f"logged in to {who['url']} as {who['user']}")
+    from hif.keys import register_on_forge  # the key that signs attestations (hif check)
+
+    note = ""
+    try:
+        who["public_key"] = register_on_forge(who["url"]).hex()
+    except HifError as e:  # a read-only token, an older forge: logging in still worked
+        who["public_key"] = None
+        note = f"\nthe signing key was not registered ({e}); hif check attestations will be refused"
+    emit(as_json, who, f"logged in to {who['url']} as {who['user']}{note}")
 
 
 @command(cli)
@@ -473,6 +481,33 @@ def pull(as_json: bool) -> None:
              f"at position {r.position} ({len(changed)} file(s) changed)")
 
 
+@command(cli)
+@click.argument("names", nargs=-1)
+@role_option
+@author_option
+def check(as_json: bool, names: tuple[str, ...], role: str | None, author: str | None) -> None:
+    """Run the checks hif.toml declares (all, or NAMES) on the open session's tree: a cached result
+    is reused, each result is signed and attached to the session. Exit 1 if one failed."""
+    with repo(as_json) as r:
+        run = r.check(list(names) or None, role=role, author=author)
+
+        def text() -> str:
+            lines = [f"note: {n}" for n in run.notes]
+            for c in run.reports:
+                how = "cached" if c.cached else "ran"
+                lines.append(f"{c.status.upper():6} {c.check}  ({how}, {c.duration:.2f} s, exit {c.exit}, "
+                             f"log {c.log.hex()[:12]})")
+                if c.status == "failed" and c.output:
+                    tail = c.output.decode(errors="replace").rstrip("\n").splitlines()[-20:]
+                    lines += [f"  | {line}" for line in tail]
+            lines.append(f"attested for tree {run.tree.hex()[:12]} of session {run.session}")
+            return "\n".join(lines)
+
+        emit(as_json, run.to_json(), text)
+        if not run.ok:
+            sys.exit(1)
+
+
 # -- history -------------------------------------------------------------------------------------
 
 
@@ -504,6 +539,12 @@ def log(as_json: bool, path: str | None, limit: int | None) -> None:
         emit(as_json, {"landings": rows}, text)
 
 
+def _attest_summary(s: Session) -> list[dict[str, Any]]:
+    from hif.checks import attest_summary  # imported lazily: only sessions with checks need it
+
+    return attest_summary(s) if s.of_type("attest") else []
+
+
 def show_doc(s: Session, rec: LandingRecord | None, diffs: list[Any]) -> dict[str, Any]:
     return {
         "session": s.to_json(),
@@ -514,6 +555,7 @@ def show_doc(s: Session, rec: LandingRecord | None, diffs: list[Any]) -> dict[st
                        "author": e["author"], "role": e["role"]} for e in s.of_type("decide")],
         "iterations": [{"iteration": e["iteration"], "note": e["note"], "tree": e["tree"].hex()}
                        for e in s.of_type("checkpoint")],
+        "checks": _attest_summary(s),
         "changes": [{**c.to_json(), "diff": t} for c, t in diffs],
     }
 
@@ -537,6 +579,10 @@ def show_text(s: Session, rec: LandingRecord | None, diffs: list[Any]) -> str:
     cps = s.of_type("checkpoint")
     if cps:
         out += ["", "iterations:"] + [f"  {e['iteration']}. {e['note']}" for e in cps]
+    if s.of_type("attest"):
+        out += ["", "checks:"] + [
+            f"  {a['status']:6} {a['check']} ({'cached, ' if a['cached'] else ''}{a['duration']} s) "
+            f"tree {str(a['tree'])[:12]} signed by {a['signer']}" for a in _attest_summary(s)]
     mark = {"added": "A", "modified": "M", "deleted": "D"}
     out += ["", "changes:"] + [f"  {mark[c.action]} {c.path}" for c, _ in diffs]
     if not diffs:
@@ -727,8 +773,8 @@ def offer(as_json: bool, url: str) -> None:
             raise InvalidInput("no open session to offer (hif session start GOAL)")
         r.record()  # the working copy's changes go into the session first
         doc = r.remote.offer(sid, url)
-        emit(as_json, doc, f"offered session {sid} to {doc.get('target', url)} (offer {doc.get('id')}); "
-                           "the outcome will show on your forge")
+        emit(as_json, doc, f"offered session {sid} to {doc.get('target', url)} "
+                           f"(offer {doc.get('id')}); the outcome will show on your forge")
 
 
 def main() -> None:

@@ -312,10 +312,9 @@ def repo_path(raw: bytes, commit: str) -> str:
 
 
 class FastExport:
-    """A ``git fast-export`` process and a parser of its stream (the documented fast-import format).
-
-    ``blob`` yields the mark and bytes; ``commit`` a :class:`Commit` whose changes name the blob
-    ids the caller returned for the marks (``on_blob``)."""
+    """A ``git fast-export`` process and a parser of its stream (the documented fast-import format):
+    ``events`` hands each blob to the caller as it arrives and yields each :class:`Commit`, whose
+    changes name the ids the caller returned for those blobs."""
 
     def __init__(self, source: GitSource, last: str | None) -> None:
         args = ["fast-export", "--reencode=no", "--show-original-ids", "--signed-tags=strip",

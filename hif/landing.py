@@ -21,6 +21,7 @@ from hif.errors import (
     Conflict,
     ConflictError,
     CorruptObject,
+    HifError,
     InvalidInput,
     InvalidPath,
     PreconditionFailed,
@@ -206,8 +207,14 @@ async def land(
     max_attempts: int = MAX_ATTEMPTS,
     rng: random.Random | None = None,
     group: int = GROUP,
+    policy: Any = None,
 ) -> LandResult:
     """Land an open session; idempotent: landing a session that already landed reports that landing.
+
+    ``policy(repo, session, effective changes, base tree)`` (default ``repo.land_policy``) may refuse
+    the landing by raising, or return True to *pin* it: the landed tree must then be exactly the
+    session's own tree (checks attested it), so the landing is refused if the mainline moved past
+    the session's base, and no other session joins its record.
 
     With ``group`` > 1, a lander that lost a race publishes an intent (``intents/<id>``) and, when it
     wins a position, includes other published sessions that conflict with nothing; their landers find
@@ -229,6 +236,10 @@ async def land(
     head = await repo.mainline.head()
     if head < session.base:
         raise InvalidInput(f"session base {session.base} is ahead of the mainline ({head})")
+    policy = policy if policy is not None else repo.land_policy
+    pinned = bool(await policy(repo, session, ours, base_tree)) if policy is not None else False
+    if pinned:
+        group = 1
     scan = Scan(checked=session.base, paths=list(ours))
     snapshot: bytes | None = None
     rng = rng or random.Random(sid)  # seeded, so a simulation replays exactly
@@ -239,6 +250,8 @@ async def land(
             await scan_since(repo, sid, scan, head)
             if scan.landed_at is not None:
                 return await _finish_already(repo, sid, scan.landed_at, grouped=intent is not None)
+            if pinned and head != session.base:
+                raise _moved(session.base, head)
             head_tree = await repo.mainline.tree_at(head)
             final, merged, conflicts = await resolve(repo, ours, base_tree, head_tree, scan.touched)
             if conflicts:
@@ -288,6 +301,13 @@ async def land(
     finally:
         if intent is not None:
             await _drop_intent(repo, sid)
+
+
+def _moved(base: int, head: int) -> HifError:
+    from hif.checks import ChecksRequired  # only reached under require_checks
+
+    return ChecksRequired(f"the mainline moved from the session's base {base} to {head}, so the "
+                          "landed tree would not be the checked one: sync, re-run checks, land")
 
 
 def _intent_key(repo: Repo, sid: str) -> str:

@@ -39,6 +39,7 @@ from hif.tree import diff as tree_diff
 from hif.workspace import META, WorkState, WorkTree, ensure_clean, find_root
 
 if TYPE_CHECKING:
+    from hif.checks import CheckRun
     from hif.gitinterop import ExportResult, ImportResult
     from hif.remote import RemoteRepo
 
@@ -220,6 +221,9 @@ class Repository:
             runner = _Runner(s)
             try:
                 runner.run(Repo(s, name).ensure())
+                from hif import keys  # the user's signing key, trusted by this store (hif check)
+
+                runner.run(keys.trust(s, default_author(), keys.public_key()))
                 runner.run(s.close())
             finally:
                 runner.close()
@@ -557,7 +561,16 @@ class Repository:
         """The one seam between local and forge landing: a forge lands on its side."""
         if self.remote is not None:
             return await self.remote.land(s)
-        return await land(self.repo, s)
+        from hif.checks import local_policy  # require_checks in the base tree's hif.toml
+
+        return await land(self.repo, s, policy=local_policy())
+
+    def check(self, names: list[str] | None = None, *, role: str | None = None,
+              author: str | None = None) -> CheckRun:
+        """Run the declared checks on the open session's tree (cached), attesting each result."""
+        from hif.checks import run_checks
+
+        return run_checks(self, names, author=author, role=role)
 
     def _refuse_markers(self, s: Session) -> None:
         syncs = s.of_type("sync")

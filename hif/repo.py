@@ -28,6 +28,9 @@ def check_repo_name(name: str) -> str:
 class Repo:
     """Plumbing handle: no working copy, no CLI, no HTTP; everything is async over the store."""
 
+    # called by hif.landing.land before landing (a forge sets it: hif.checks' require_checks rule)
+    land_policy: Any = None
+
     def __init__(self, store: ObjectStore, name: str, *, clock: Clock = time.time,
                  prefix: str | None = None) -> None:
         self.store = store

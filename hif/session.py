@@ -23,7 +23,7 @@ from hif.paths import check_path
 from hif.store.base import ObjectStore
 
 ROLES = ("human", "agent")
-EVENT_TYPES = ("start", "say", "decide", "write", "delete", "checkpoint", "sync", "abandon")
+EVENT_TYPES = ("start", "say", "decide", "write", "delete", "checkpoint", "sync", "abandon", "attest")
 SEQ_WIDTH = 8
 MAX_TEXT = 1 << 20
 _ID = re.compile(r"^[a-z2-7]{16}$")

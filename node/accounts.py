@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import re
 import secrets
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -321,6 +322,27 @@ class Accounts:
         """``{"name", "admin", "created", "disabled"}`` (never the password hash) or None."""
         row = _one(await self.db.read(), "select * from users where name = ?", (name,))
         return None if row is None else _user_row(row)
+
+    async def add_key(self, user: str, public_key: bytes) -> None:
+        """Register an Ed25519 public key on ``user`` (idempotent): it may sign attestations."""
+        if len(public_key) != 32:
+            raise InvalidInput("a public key is 32 bytes (Ed25519)")
+        now = self.clock()
+
+        def change(db: sqlite_utils.Database) -> None:
+            _need_user(db, user)
+            db["keys"].insert({"user": user, "public_key": public_key.hex(), "created": now},
+                              ignore=True)
+
+        await self.db.write(change)
+
+    async def user_keys(self, user: str) -> list[bytes]:
+        db = await self.db.read()
+        try:
+            rows = db.query("select public_key from keys where user = ?", (user,))
+            return [bytes.fromhex(r["public_key"]) for r in rows]
+        except sqlite3.OperationalError:  # a database written before keys existed
+            return []
 
     async def list_users(self) -> list[dict[str, Any]]:
         db = await self.db.read()

@@ -641,4 +641,5 @@ async def agent_token(ctx: Ctx, sid: str) -> dict[str, Any]:
     return {"id": tid, "token": secret, "session": sid}
 
 
+import node.checks_api  # noqa: E402,F401 - registers the checks routes in ROUTES
 from node import federation_api  # noqa: E402,F401 - registers the federation routes in ROUTES

@@ -70,6 +70,7 @@ class Node:
         repo = self._repos.get(name)
         if repo is None:
             repo = self._repos[name] = Repo(self.store, name)
+            repo.land_policy = getattr(self, "land_policy", None)  # node.checks_api
             if len(self._repos) > REPO_HANDLES:
                 self._repos.popitem(last=False)
         else:
@@ -149,6 +150,7 @@ def create_app(config: Config | None = None, *, store: ObjectStore | None = None
     from node.federation_api import install as install_federation  # after the store's start-up
 
     install_federation(app, node)
+    __import__("node.checks_api").checks_api.install(app, node)  # require_checks on landing
     return app
 
 

@@ -81,6 +81,9 @@ def create_schema(db: sqlite_utils.Database) -> None:
         defaults={"name": ""},
         if_not_exists=True,
     )
+    db["keys"].create(  # Ed25519 public keys (hex) that sign check attestations (hif check)
+        {"user": str, "public_key": str, "created": float}, pk=("user", "public_key"), if_not_exists=True
+    )
     db["tokens"].create_index(["hash"], unique=True, if_not_exists=True)
     db["tokens"].create_index(["user"], if_not_exists=True)
     db["org_members"].create_index(["user"], if_not_exists=True)

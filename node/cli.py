@@ -400,7 +400,7 @@ def repo_import(as_json: bool, name: str, source: str, branch: str | None, priva
     """Import the history of a git repository (SOURCE: a path or URL) into OWNER/NAME.
 
     The repository is created and registered if it does not exist yet; running the command again
-    continues an interrupted import or adds the commits made since (as ``hif import git`` does).
+    continues an interrupted import or adds the commits made since (as hif import git does).
     """
     from hif.cli import CommitBar, TransferBar
     from hif.gitinterop import GitSource, import_git
@@ -479,12 +479,14 @@ def run_store(body: Callable[[ObjectStore], Awaitable[T]]) -> T:
 
 
 @cli.group()
-@click.option("--store", default=None, help="Store URL: a path or s3://bucket/prefix (default $MICELIO_STORE or ./data).")
+@click.option("--store", default=None,
+              help="Store URL: a path or s3://bucket/prefix (default $MICELIO_STORE or ./data).")
 @click.option("--cache-dir", default=None, hidden=True)
 @click.pass_context
 def federation(ctx: click.Context, store: str | None, cache_dir: str | None) -> None:
     """Follow remote repositories and watch deliveries (on the store; the running node sends)."""
-    ctx.obj = AdminOptions(store=store or os.environ.get("MICELIO_STORE") or DEFAULT_STORE, cache_dir=None)
+    ctx.obj = AdminOptions(store=store or os.environ.get("MICELIO_STORE") or DEFAULT_STORE,
+                           cache_dir=None)
 
 
 @command(federation, "follow")
@@ -517,7 +519,74 @@ def federation_followers(as_json: bool, name: str) -> None:
     check_repo(name)
     rows = run_store(lambda store: status.followers(store, name))
     emit(as_json, {"repo": name, "followers": rows},
-         lambda: "\n".join(f"{r['actor']}  since {when(r['since'])}" for r in rows) or "no followers")
+         lambda: "\n".join(f"{r['actor']}  since {when(r['since'])}" for r in rows)
+         or "no followers")
+
+
+def run_federation(body: Callable[[Any, ObjectStore], Awaitable[T]]) -> T:
+    """Run ``body`` with a worker-less ``Federation`` over the store: what it queues names the node
+    as ``$node`` and the running node's worker fills in its URL when it sends."""
+    from federation.service import Federation
+    from federation.settings import FedSettings
+
+    async def with_fed(store: ObjectStore) -> T:
+        async def no_info(name: str) -> None:
+            return None
+
+        fed = Federation(store, "$node", FedSettings.from_env(), repo_info=no_info,
+                         local_repo=lambda name: Repo(store, name),
+                         node_key=os.environ.get("MICELIO_NODE_KEY"))
+        await fed.start(worker=False)
+        try:
+            return await body(fed, store)
+        finally:
+            await fed.stop()
+
+    return run_store(with_fed)
+
+
+@command(federation, "offers")
+@click.argument("name", metavar="OWNER/NAME")
+def federation_offers(as_json: bool, name: str) -> None:
+    """Sessions other nodes offered to a local repository."""
+    from federation import offers
+
+    check_repo(name)
+    rows = run_store(lambda store: offers.list_offers(Repo(store, name)))
+    emit(as_json, {"repo": name, "offers": rows}, lambda: "\n".join(
+        f"{o['id']}  {o['state']:<9} {o['author']}@{o['origin']}  {o['goal']}"
+        + (f"  (position {o['position']})" if o.get("position") else "") for o in rows)
+        or "no offers")
+
+
+@command(federation, "land-offer")
+@click.argument("name", metavar="OWNER/NAME")
+@click.argument("offer_id", metavar="ID")
+@click.option("--as", "user_name", required=True, help="The maintainer landing it (recorded).")
+def federation_land_offer(as_json: bool, name: str, offer_id: str, user_name: str) -> None:
+    """Land an offered session; the outcome is delivered back to the offering node."""
+    from federation import offers
+
+    check_repo(name)
+    doc = run_federation(lambda fed, store: offers.land_offer(fed, Repo(store, name), offer_id,
+                                                              user_name))
+    emit(as_json, doc, f"landed offer {offer_id} at position {doc['position']}")
+
+
+@command(federation, "reject-offer")
+@click.argument("name", metavar="OWNER/NAME")
+@click.argument("offer_id", metavar="ID")
+@click.option("--as", "user_name", required=True, help="The maintainer rejecting it (recorded).")
+@click.option("--reason", default="rejected", help="Told to the offering node.")
+def federation_reject_offer(as_json: bool, name: str, offer_id: str, user_name: str,
+                            reason: str) -> None:
+    """Reject an offered session; the offering node is told why."""
+    from federation import offers
+
+    check_repo(name)
+    doc = run_federation(lambda fed, store: offers.reject_offer(fed, Repo(store, name), offer_id,
+                                                                user_name, reason))
+    emit(as_json, doc, f"rejected offer {offer_id}")
 
 
 @command(federation, "status")

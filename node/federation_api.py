@@ -46,8 +46,14 @@ def install(app: Quart, node: Node) -> None:
 
     @app.while_serving
     async def _federation() -> AsyncIterator[None]:
-        fed = Federation(node.store, node.config.url, FedSettings.from_env(), repo_info=repo_info,
-                         local_repo=node.repo, node_key=os.environ.get("MICELIO_NODE_KEY"))
+        fed = Federation(
+            node.store,
+            node.config.url,
+            FedSettings.from_env(),
+            repo_info=repo_info,
+            local_repo=node.repo,
+            node_key=os.environ.get("MICELIO_NODE_KEY"),
+        )
         await fed.start()
         app.extensions["federation"] = fed
         try:
@@ -58,8 +64,10 @@ def install(app: Quart, node: Node) -> None:
 
     @app.route("/api/v1/mirrors/<path:rest>", methods=["POST", "PUT", "DELETE", "PATCH"])
     async def _mirror_writes(rest: str) -> Any:
-        return cbor_response(error_body(403, "mirrors are read-only: offer sessions to the origin "
-                                             "(hif offer URL)"), 403)
+        return cbor_response(
+            error_body(403, "mirrors are read-only: offer sessions to the origin (hif offer URL)"),
+            403,
+        )
 
 
 def fed_of(app: Quart | None = None) -> Federation:
@@ -79,9 +87,26 @@ def _host(ctx: Ctx) -> str:
 @route("GET", "/api/v1/mirrors", "public")
 async def list_mirrors(ctx: Ctx) -> dict[str, Any]:
     rows = await status.mirrors(ctx.node.store)
-    return {"mirrors": [{k: r[k] for k in ("host", "name", "url", "origin", "state", "head",
-                                           "last_sync", "key_id", "error", "conflicts")}
-                        for r in rows]}
+    return {
+        "mirrors": [
+            {
+                k: r[k]
+                for k in (
+                    "host",
+                    "name",
+                    "url",
+                    "origin",
+                    "state",
+                    "head",
+                    "last_sync",
+                    "key_id",
+                    "error",
+                    "conflicts",
+                )
+            }
+            for r in rows
+        ]
+    }
 
 
 @route("GET", MIRROR, "public")
@@ -90,10 +115,21 @@ async def mirror_meta(ctx: Ctx) -> dict[str, Any]:
     sync = await read_sync(ctx.r)
     host = _host(ctx)
     f = await fed_of().get_following(host, ctx.r.name) or {}
-    return {"name": ctx.r.name, "mirror": True, "host": host, "origin": meta.get("origin"),
-            "url": meta.get("url"), "private": False, "description": "", "created": meta.get("created"),
-            "head": await ctx.r.mainline.head(), "state": f.get("state"),
-            "last_sync": sync.get("last_sync"), "key_id": sync.get("key_id"), "error": sync.get("error")}
+    return {
+        "name": ctx.r.name,
+        "mirror": True,
+        "host": host,
+        "origin": meta.get("origin"),
+        "url": meta.get("url"),
+        "private": False,
+        "description": "",
+        "created": meta.get("created"),
+        "head": await ctx.r.mainline.head(),
+        "state": f.get("state"),
+        "last_sync": sync.get("last_sync"),
+        "key_id": sync.get("key_id"),
+        "error": sync.get("error"),
+    }
 
 
 def _alias(fn: Any, name: str) -> Any:
@@ -188,8 +224,12 @@ def _admin(ctx: Ctx) -> None:
 async def federation_status(ctx: Ctx) -> dict[str, Any]:
     _admin(ctx)
     fed = fed_of()
-    return {"node": fed.url, "actor": fed.key.actor, "key_id": fed.key.key_id,
-            **await status.summary(ctx.node.store)}
+    return {
+        "node": fed.url,
+        "actor": fed.key.actor,
+        "key_id": fed.key.key_id,
+        **await status.summary(ctx.node.store),
+    }
 
 
 @route("POST", "/api/v1/federation/follow", "user", status=201)

@@ -13,6 +13,12 @@ from s3server import start_s3_server, stop_s3_server
 from hif.store import EmbeddedStore, ObjectStore
 
 
+@pytest.fixture(autouse=True)
+def _hif_config(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Keep hif's config (credentials, the signing key ``hif init`` creates) out of the real home."""
+    monkeypatch.setenv("HIF_CONFIG_DIR", str(tmp_path_factory.getbasetemp() / "hif-config"))
+
+
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[str]:
     """Endpoint URL of a moto S3 server shared by the whole test session."""

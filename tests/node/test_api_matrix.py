@@ -97,6 +97,13 @@ def CASES(w: World, repo: str) -> dict[tuple[str, str], tuple[str, dict[str, Any
         ("POST", "/api/v1/repos/<owner>/<name>/sessions/<sid>/land"): (f"{s}/land", {}),
         ("POST", "/api/v1/repos/<owner>/<name>/sessions/<sid>/abandon"): (f"{s}/abandon", {}),
         ("POST", "/api/v1/repos/<owner>/<name>/sessions/<sid>/tokens"): (f"{s}/tokens", {}),
+        # checks: the result cache, attestations, users' keys
+        ("GET", "/api/v1/repos/<owner>/<name>/cache/checks/<hash>"): (f"{base}/cache/checks/{'0' * 64}", None),
+        ("PUT", "/api/v1/repos/<owner>/<name>/cache/checks/<hash>"):
+            (f"{base}/cache/checks/{'0' * 64}", {"result": b"", "log": b""}),
+        ("POST", "/api/v1/repos/<owner>/<name>/sessions/<sid>/attest"):
+            (f"{s}/attest", {"attestation": {}, "signature": b""}),
+        ("PUT", "/api/v1/keys"): ("/api/v1/keys", {"public_key": ID}),
         # federation: offers, mirrors (read-only, public), administration
         ("GET", "/api/v1/repos/<owner>/<name>/offers"): (f"{base}/offers", None),
         ("GET", "/api/v1/repos/<owner>/<name>/offers/<oid>"): (f"{base}/offers/{'0' * 20}", None),

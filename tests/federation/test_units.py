@@ -1,0 +1,115 @@
+"""The pure parts of federation: schedule, policy, address checks, envelopes, object ordering."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from pathlib import Path
+
+import pytest
+
+from federation import delivery
+from federation.envelope import check_landing, check_signature, seal, unseal
+from federation.identity import NodeKey
+from federation.mirror import closure
+from federation.net import Fetcher, Refused
+from federation.settings import FedSettings, authority
+from hif.errors import CorruptObject, InvalidInput
+from hif.objects import DIR, FILE, Entry, blob_bytes, digest, tree_bytes
+from hif.repo import Repo
+from hif.store import EmbeddedStore
+
+
+def test_retry_schedule_spans_about_three_days() -> None:
+    table = delivery.schedule_table()
+    assert len(table) == delivery.TRIES == 17  # the first try and 16 retries, like Mastodon
+    assert 2.7 * 86400 < table[-1] < 2.9 * 86400
+    rng = random.Random(1)
+    for n in (1, 5, 15):
+        d = delivery.retry_delay(n, rng=rng)
+        assert n**4 + 15 <= d <= n**4 + 15 + 29 * (n + 1)
+    assert delivery.retry_delay(3, 0.01, random.Random(1)) < 2
+
+
+def test_authority_and_domain_policy() -> None:
+    assert authority("https://A.example:443/x") == "a.example"
+    assert authority("http://a.example:8000/x") == "a.example:8000"
+    with pytest.raises(InvalidInput):
+        authority("ftp://a.example/")
+    s = FedSettings(block=("bad.example",), allow=())
+    assert s.refuses("https://bad.example/x") and s.refuses("https://sub.bad.example/x")
+    assert s.refuses("https://notbad.example/x") is None
+    allow = FedSettings(allow=("good.example",))
+    assert allow.refuses("https://good.example/") is None and allow.refuses("https://other.example/")
+
+
+@pytest.mark.parametrize("url", ["http://0.0.0.0/", "http://127.0.0.1:1/", "http://10.0.0.1/",
+                                 "http://169.254.169.254/latest", "http://[::1]/", "http://192.168.1.1/",
+                                 "http://[::ffff:10.0.0.1]/", "http://localhost/"])
+def test_private_addresses_are_refused_unless_allowed(url: str) -> None:
+    async def go(settings: FedSettings) -> str:
+        f = Fetcher(settings)
+        try:
+            return await f.resolve(url)
+        finally:
+            await f.close()
+
+    with pytest.raises(Refused):
+        asyncio.run(go(FedSettings()))
+    if "127.0.0.1" in url or "localhost" in url:
+        assert asyncio.run(go(FedSettings(allow_private=("127.0.0.1",)))) == "127.0.0.1"
+
+
+def test_envelope_signature_and_claims(tmp_path: Path) -> None:
+    async def go() -> None:
+        store = EmbeddedStore(tmp_path / "s", create=True)
+        repo = Repo(store, "acme/api")
+        key = NodeKey(b"\x01" * 32, "http://a.example")
+        from hif.landing import land
+        from hif.session import make_event
+
+        s = await repo.sessions.start("goal", "ana", "human", 0)
+        blob = await repo.objects.put_blob(b"x\n")
+        await repo.sessions.append(s.id, make_event("write", "ana", "human", 1.0, path="f", kind=FILE,
+                                                    blob=blob))
+        await land(repo, await repo.sessions.load(s.id))
+        from federation.envelope import landing_envelope
+
+        wire = await landing_envelope(repo, key, 1)
+        sealed = unseal(wire)
+        check_signature(sealed, key.public)
+        e = check_landing(sealed, origin="http://a.example", repo="acme/api", position=1)
+        assert e.record.sessions[0].session == s.id
+        with pytest.raises(InvalidInput):  # replayed into another repository
+            check_landing(sealed, origin="http://a.example", repo="acme/other")
+        with pytest.raises(InvalidInput):  # or claimed by another origin
+            check_landing(sealed, origin="http://b.example", repo="acme/api")
+        with pytest.raises(CorruptObject):
+            check_signature(sealed, NodeKey(b"\x02" * 32, "http://a.example").public)
+        forged = seal(NodeKey(b"\x02" * 32, "http://a.example"), sealed.body)
+        with pytest.raises(CorruptObject):
+            check_signature(unseal(forged), key.public)
+        await store.close()
+
+    asyncio.run(go())
+
+
+def test_closure_writes_children_before_parents(tmp_path: Path) -> None:
+    async def go() -> None:
+        store = EmbeddedStore(tmp_path / "s", create=True)
+        repo = Repo(store, "acme/api", prefix="mirrors/x/acme/api/")
+        b1, b2 = blob_bytes(b"1"), blob_bytes(b"2")
+        sub = tree_bytes({"b": Entry(FILE, digest(b2))})
+        root = tree_bytes({"a": Entry(FILE, digest(b1)), "d": Entry(DIR, digest(sub))})
+        objects = {digest(o): o for o in (b1, b2, sub, root)}
+
+        async def fetch(ids: list[bytes]) -> dict[bytes, bytes]:
+            return {i: objects[i] for i in ids}
+
+        order = [oid for oid, _ in await closure(repo, [digest(root)], fetch)]
+        assert set(order) == set(objects)
+        assert order.index(digest(sub)) < order.index(digest(root))
+        assert order.index(digest(b2)) < order.index(digest(sub))
+        await store.close()
+
+    asyncio.run(go())
