@@ -22,6 +22,7 @@ from quart import Blueprint, Response, current_app, redirect, render_template, r
 from quart.blueprints import BlueprintSetupState
 from werkzeug.exceptions import HTTPException
 
+from federation import status as federation_status
 from hif import history
 from hif.blame import blame
 from hif.errors import HifError, InvalidInput, InvalidPath, NotFound, PermissionDenied
@@ -334,7 +335,10 @@ async def home() -> str:
             prev = await node().repo(name).mainline.record(pos - 1)
             records[(name, pos - 1)] = prev
             heapq.heappush(heap, (-prev.time, name, pos - 1))
-    return await render_template("home.html", repos=repos, recent=recent, more=more,
+    # repositories this node follows on other nodes: read-only mirrors, with where they come from
+    mirrors = [m for m in await federation_status.mirrors(node().store, limit=50)
+               if m["state"] in ("accepted", "pending")] if after is None else []
+    return await render_template("home.html", repos=repos, recent=recent, more=more, mirrors=mirrors,
                                  node_url=node().config.url)
 
 

@@ -173,8 +173,12 @@ def test_replication_from_a_to_b_and_c(trio: Trio) -> None:
     assert r.status_code == 202 and r.json()["applied"] == 0, r.text
     assert log_records(b, f"/api/v1/mirrors/{host(a)}/{REPO}") == origin
 
-    # a mirror lists in the node's mirrors, and writing to it is refused
+    # a mirror lists in the node's mirrors (and on its home page, with its origin), and writing to
+    # it is refused
     assert any(m["name"] == REPO for m in b.api("GET", "/api/v1/mirrors").data["mirrors"])
+    page = httpx.get(b.url + "/").text
+    assert "Mirrored from other nodes" in page and f"mirror of {host(a)}" in page
+    assert f"/mirrors/{host(a)}/{REPO}" in page and "signatures verified" in page
     r = b.api("POST", f"/api/v1/mirrors/{host(a)}/{REPO}/sessions", b.admin_token, {"goal": "x"})
     assert r.status_code == 403 and "read-only" in r.data["message"]
 
