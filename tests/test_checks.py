@@ -285,6 +285,7 @@ def test_checks_through_a_forge(forge: Forge, tmp_path: Path) -> None:
     landed = forge.api("GET", f"{base}/sessions/{shown['session']['id']}", t).data
     page = forge.api("GET", f"/acme/api/sessions/{shown['session']['id']}", t).text
     assert "Check test" in page and "passed" in page and "cached" in page
+    assert "Check logs" in page and "print(3)" in page  # the check's output (it prints app.py)
     att_event = [e for e in landed["events"] if e["type"] == "attest"][-1]
     att = {**att_event["attestation"], "session": sid}  # replayed onto another session
     r = forge.api("POST", f"{base}/sessions/{sid}/attest", t,

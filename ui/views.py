@@ -717,8 +717,30 @@ async def session_page(owner: str, name: str, sid: str) -> str:
         "session.html", rv=rv, s=s, rec=rec, view=view, cps=cps, a=a, b=b, iter_diffs=iter_diffs,
         diffs=diffs, verdict=verdict, says=len(say), decisions=decisions, last_seq=last_seq,
         cp_index={e["seq"]: i for i, e in enumerate(cps, 1)},
-        reason=(state_info or {}).get("reason"),
+        reason=(state_info or {}).get("reason"), check_logs=await _check_logs(rv.repo, s),
     )
+
+
+CHECK_LOG_SHOWN = 64 * 1024
+
+
+async def _check_logs(repo: Repo, s: Session) -> list[tuple[str, int, str]]:
+    """The log of each attested check (its first 64 KiB), by event seq: the result object names
+    the log blob. A missing or damaged one is simply not shown."""
+    out: list[tuple[str, int, str]] = []
+    for e in s.of_type("attest"):
+        att = e.get("attestation")
+        if not isinstance(att, dict) or not isinstance(att.get("result"), bytes):
+            continue
+        try:
+            result = await repo.objects.get_value("check", att["result"])
+            log = await repo.objects.get_blob(result["log"])
+        except (HifError, KeyError, TypeError):
+            continue
+        text = log[:CHECK_LOG_SHOWN].decode("utf-8", "replace")
+        more = "\n… (log truncated)" if len(log) > CHECK_LOG_SHOWN else ""
+        out.append((str(att.get("check", "?")), int(att.get("exit", -1)), text + more))
+    return out
 
 
 @bp.get("/<owner>/<name>/sessions/<sid>/events")
