@@ -684,14 +684,17 @@ async def import_git(repo: Repo, source: GitSource, *, progress: Progress | None
 
 async def _repair_states(repo: Repo, head: int) -> None:
     """A crash between a batch's records and its state markers leaves sessions that landed without a
-    marker; write the missing ones (newest first, stopping at the first that has one)."""
+    marker. Markers are written in position order, so the missing ones are a suffix: find where it
+    starts (newest first) and write them oldest first, so that a crash here keeps that true."""
+    missing: list[tuple[int, LandedSession]] = []
     for pos in range(head, 0, -1):
         rec = await repo.mainline.record(pos)
-        missing = [s for s in rec.sessions if await repo.store.head(repo.sessions.state_key(s.session)) is None]
-        for s in missing:
-            await repo.sessions.close(s.session, {"state": "landed", "position": pos, "snapshot": s.snapshot})
-        if not missing:
-            return
+        gaps = [s for s in rec.sessions if await repo.store.head(repo.sessions.state_key(s.session)) is None]
+        if not gaps:
+            break
+        missing += [(pos, s) for s in gaps]
+    for pos, s in reversed(missing):
+        await repo.sessions.close(s.session, {"state": "landed", "position": pos, "snapshot": s.snapshot})
 
 
 # -- export ----------------------------------------------------------------------------------

@@ -339,8 +339,16 @@ def test_resume_after_max_commits_and_incremental(tmp_path: Path) -> None:
     assert fourth["sessions"] == 1 and fourth["commits"] == 2
     shown = hjs(tmp_path / "w", "show", str(fourth["position"]))
     assert [it["note"] for it in shown["iterations"]] == ["Late branch, more"]
+    # a crash between a batch's records and its state markers: the next run writes the markers
+    data = tmp_path / "w" / ".hif" / "store" / "data" / "repos" / "local" / "w" / "sessions"
+    newest = [x["session"] for x in hjs(tmp_path / "w", "log", "-n", "3")["landings"]]
+    for sid in newest:
+        (data / sid / "state").unlink()
+    assert hif(tmp_path / "w", "show", newest[0], ok=False).returncode == 1
     again = hjs(tmp_path, "import", "git", "src", "w")
     assert again["up_to_date"] and again["sessions"] == 0
+    for sid in newest:
+        assert hjs(tmp_path / "w", "show", sid)["session"]["state"] == "landed"
     assert "is up to date with" in hif(tmp_path, "import", "git", "src", "w").stdout
     exp = hjs(tmp_path / "w", "export", "git", str(tmp_path / "out"))
     out = Git(tmp_path / "out", tmp_path)
