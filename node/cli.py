@@ -403,33 +403,14 @@ def repo_import(as_json: bool, name: str, source: str, branch: str | None, priva
     continues an interrupted import or adds the commits made since (as hif import git does).
     """
     from hif.cli import CommitBar, TransferBar
-    from hif.gitinterop import GitSource, import_git
+    from node.imports import import_repository
 
-    check_repo(name)
-    namespace = name.split("/")[0]
     bar = CommitBar("importing") if TransferBar.wanted(as_json) else None
 
     async def body(accounts: Accounts, store: ObjectStore) -> dict[str, Any]:
-        meta = await accounts.get_repo(name)
-        is_user = False
-        if meta is None:  # check first, so a refused command leaves the store as it was
-            is_user = await accounts.get_user(namespace) is not None
-            if not is_user and await accounts.get_org(namespace) is None:
-                raise NotFound(f"no user or organisation {namespace}")
-            if owner_user is not None and await accounts.get_user(owner_user) is None:
-                raise NotFound(f"no user {owner_user}")
-        with tempfile.TemporaryDirectory(prefix="micelio-import-") as tmp:
-            # a URL is cloned afresh into a temporary directory; a bad source is refused here
-            src = GitSource.open(source, branch, mirror=Path(tmp) / "source.git")
-            r = Repo(store, name)
-            if meta is None:
-                with contextlib.suppress(PreconditionFailed):  # the store part exists: register only
-                    await r.create(private=private, description=description)
-                owner = owner_user if owner_user is not None else (namespace if is_user else None)
-                meta = await accounts.register_repo(name, private=private, owner_user=owner,
-                                                    description=description)
-            result = await import_git(r, src, progress=bar, max_sessions=max_commits)
-        return {**meta, "import": result.to_json()}
+        return await import_repository(accounts, store, name, source, branch=branch, private=private,
+                                       owner_user=owner_user, description=description,
+                                       max_commits=max_commits, progress=bar)
 
     try:
         doc = run_admin(body)

@@ -38,6 +38,7 @@ from node.accounts import ROLES as MEMBER_ROLES
 from node.accounts import Principal
 from node.app import Node, node_of
 from node.errors import RateLimited
+from node.imports import import_repository
 from node.wire import CBOR, cbor_response, error_body
 from ui import auth, render
 from ui.auth import csrf_ok, csrf_token, viewer
@@ -408,6 +409,39 @@ async def _account_page(created: dict[str, Any] | None = None, error: str | None
     page = await render_template("account.html", tokens=tokens, created=created, error=error,
                                  node_url=node().config.url)
     return page, status
+
+
+@bp.get("/import")
+async def import_form() -> Response | tuple[str, int]:
+    p = await viewer()
+    if p.user is None:
+        return login_redirect()
+    if not p.admin:
+        raise NotFound("no such page")  # site admins only, and nobody else learns it exists
+    return await render_template("import.html", form={}, error=None), 200
+
+
+@bp.post("/import")
+async def import_run() -> Response | tuple[str, int]:
+    """Import a git repository into this node (site admins). The import runs within the request:
+    fine for the histories one imports from a browser; the CLI is there for big ones."""
+    p = await viewer()
+    if p.user is None:
+        return login_redirect()
+    if not p.admin:
+        raise NotFound("no such page")
+    form = await request.form
+    name, source = form.get("name", "").strip(), form.get("source", "").strip()
+    try:
+        if not name or not source:
+            raise InvalidInput("both the repository name and the source are needed")
+        await import_repository(node().auth, node().store, name, source,
+                                branch=form.get("branch", "").strip() or None,
+                                private=form.get("private") == "1", owner_user=p.user)
+    except HifError as e:
+        page = await render_template("import.html", form=form, error=str(e))
+        return page, e.http_status if e.http_status != 401 else 400
+    return redirect("/" + name), 302  # type: ignore[return-value]
 
 
 @bp.get("/account")

@@ -3,8 +3,11 @@ replicas, private repositories, big directories and files, and htmx's partial an
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -250,3 +253,28 @@ def test_big_directory_and_big_file(seeded: Seeded) -> None:
     r = get(seeded, f"/{BIG}/blame/big.py")
     assert r.status_code == 200 and "Blame is shown for files up to" in r.text
     assert tree_seconds < 10 and file_seconds < 10, (tree_seconds, file_seconds)
+
+
+def test_admins_import_a_git_repository_from_the_ui(seeded: Seeded, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    env = {"GIT_AUTHOR_NAME": "Ann", "GIT_AUTHOR_EMAIL": "ann@example.org", "GIT_COMMITTER_NAME": "Ann",
+           "GIT_COMMITTER_EMAIL": "ann@example.org", "HOME": str(tmp_path), "PATH": os.environ["PATH"]}
+    subprocess.run(["git", "init", "-q", "-b", "main", str(src)], check=True, env=env)
+    (src / "notes.txt").write_text("imported from git\n")
+    subprocess.run(["git", "add", "-A"], cwd=src, check=True, env=env)
+    subprocess.run(["git", "commit", "-q", "-m", "First notes\n\nBecause we needed them."], cwd=src,
+                   check=True, env=env)
+    assert get(seeded, "/import", logged_in(seeded)).status_code == 404  # ana is no site admin
+    seeded.forge.micelio("admin", "user", "create", "root", "--admin", "--password-stdin",
+                         input=PASSWORD + "\n")
+    c = logged_in(seeded, "root")
+    page = c.get("/import")
+    assert page.status_code == 200 and "Import a git repository" in page.text
+    bad = c.post("/import", data={"name": "root/imported", "source": str(tmp_path / "nothing"),
+                                  "csrf": csrf_of(page.text)})
+    assert bad.status_code in (400, 404) and "git" in bad.text.lower()
+    r = c.post("/import", data={"name": "root/imported", "source": str(src), "csrf": csrf_of(page.text)})
+    assert r.status_code == 302 and r.headers["location"] == "/root/imported", r.text
+    repo = c.get("/root/imported").text
+    assert "notes.txt" in repo and "First notes" in repo
+    assert c.post("/import", data={"name": "x/y", "source": str(src)}).status_code == 403  # no CSRF
