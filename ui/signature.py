@@ -1,14 +1,17 @@
-"""Whether a landing record's node signature verifies: the one seam the federation work fills in.
+"""Whether a landing record's node signature verifies.
 
-Records are not signed yet. Federation will add a ``signature`` field to the record's extra fields
-and implement :func:`verify_record`; the pages already render its three outcomes.
+A node's own records are signed when they are sent to followers (the envelope is made on demand), so
+locally they show as "signed on delivery". A mirror keeps the origin's signed envelope for every
+position and the page checks it again (``federation.status.mirror_positions``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from federation import status as federation_status
 from hif.mainline import LandingRecord
+from hif.store.base import ObjectStore
 
 
 @dataclass(frozen=True)
@@ -19,13 +22,13 @@ class Verdict:
     detail: str = ""
 
 
-async def verify_record(record: LandingRecord) -> Verdict:
-    """Check the node signature on ``record``.
-
-    Until federation implements verification, a present signature cannot be checked and so is
-    reported as failed: a badge must never claim more than was verified.
-    """
-    signature = record.extra.get("signature")
-    if signature is None:
-        return Verdict("unsigned", "records are not signed yet")
-    return Verdict("failed", "this node cannot verify signatures yet")
+async def verify_record(record: LandingRecord, *, store: ObjectStore | None = None,
+                        mirror: tuple[str, str] | None = None) -> Verdict:
+    """Check the origin's signature on a mirrored record (``mirror`` = (host, owner/name)); a local
+    record is signed by this node when it federates. A badge never claims more than was verified."""
+    if mirror is None or store is None:
+        return Verdict("unsigned", "this node's own landing: signed when sent to followers")
+    rows = await federation_status.mirror_positions(store, mirror[0], mirror[1], record.position, 1)
+    if rows and rows[0]["verified"]:
+        return Verdict("verified", f"signed by {rows[0]['key_id']}")
+    return Verdict("failed", (rows[0]["error"] if rows else None) or "no signed envelope")

@@ -18,11 +18,12 @@ from urllib.parse import quote, urlencode
 
 import cbor2
 from markupsafe import Markup
-from quart import Blueprint, Response, current_app, redirect, render_template, request, url_for
+from quart import Blueprint, Response, current_app, g, redirect, render_template, request, url_for
 from quart.blueprints import BlueprintSetupState
 from werkzeug.exceptions import HTTPException
 
 from federation import status as federation_status
+from federation.mirror import mirror_repo
 from hif import history
 from hif.blame import blame
 from hif.errors import HifError, InvalidInput, InvalidPath, NotFound, PermissionDenied
@@ -195,6 +196,8 @@ class RepoView:
     p: Principal
     repo: Repo
     head: int
+    base: str = ""  # URL prefix: "/owner/name", or "/mirrors/host/owner/name" for a mirror
+    mirror: str | None = None  # the origin host of a mirrored repository
 
     @property
     def owner(self) -> str:
@@ -209,7 +212,7 @@ class RepoView:
         return may(self.p, self.role, "admin", self.name)
 
     def url(self, *parts: str, **query: Any) -> str:
-        base = "/" + self.name + "".join("/" + x for x in parts if x)
+        base = (self.base or "/" + self.name) + "".join("/" + x for x in parts if x)
         q = {k: v for k, v in query.items() if v not in (None, "")}
         return base + ("?" + urlencode(q) if q else "")
 
@@ -228,6 +231,9 @@ async def open_repo(owner: str, name: str, access: str = "read") -> RepoView:
         check_repo_name(full)
     except InvalidInput:
         raise NotFound(f"no repository {full}") from None
+    host = g.get("mirror_host")
+    if host is not None:
+        return await open_mirror(host, full, access)
     p = await viewer()
     info, role = await repo_access(node().auth, p, full, access)
     if info is None or role is None or not may(p, role, "read", full):
@@ -236,6 +242,30 @@ async def open_repo(owner: str, name: str, access: str = "read") -> RepoView:
         raise PermissionDenied(f"this needs the {NEEDS[access][0]} role on {full}")
     repo = node().repo(full)
     return RepoView(full, info, role, p, repo, await repo.mainline.head())
+
+
+async def open_mirror(host: str, full: str, access: str) -> RepoView:
+    """A repository this node follows on ``host``: public and read-only, like its API."""
+    followed = {(m["host"], m["name"]) for m in await federation_status.mirrors(node().store)}
+    if (host, full) not in followed:
+        raise NotFound(f"no mirror {host}/{full}")
+    if access != "read":
+        raise PermissionDenied("mirrors are read-only")
+    repo = mirror_repo(node().store, host, full)
+    info = {"name": full, "private": False, "description": f"mirror of {host}", "origin": host}
+    return RepoView(full, info, "reader", await viewer(), repo, await repo.mainline.head(),
+                    base=f"/mirrors/{host}/{full}", mirror=host)
+
+
+def _mirrored(rule: str, endpoint: str, view: Any) -> None:
+    """Serve a repository page for mirrors too, under ``/mirrors/<host>``: the same view, with
+    ``open_repo`` reading the host from the request."""
+
+    async def mirrored(host: str, **kw: Any) -> Any:
+        g.mirror_host = host
+        return await view(**kw)
+
+    bp.add_url_rule("/mirrors/<host>" + rule, endpoint=endpoint, view_func=mirrored, methods=["GET"])
 
 
 def clean_path(path: str) -> str:
@@ -742,7 +772,9 @@ async def session_page(owner: str, name: str, sid: str) -> str:
     if a is not None and b is not None:
         iter_diffs = await _diffs(rv, await history.iteration_changes(rv.repo, s, a, b))
     diffs = await _diffs(rv, await history.session_changes(rv.repo, s, rec))
-    verdict = await verify_record(rec) if rec is not None else None
+    verdict = (await verify_record(rec, store=node().store,
+                                   mirror=(rv.mirror, rv.name) if rv.mirror else None)
+               if rec is not None else None)
     say = [e for e in s.events if e["type"] == "say"]
     decisions = s.of_type("decide")
     last_seq = s.events[-1]["seq"] if s.events else 0
@@ -837,3 +869,16 @@ async def settings_member_remove(owner: str, name: str, user: str) -> Response |
     except NotFound as e:
         return await _settings_page(rv, str(e)), 400
     return redirect(rv.url("settings"))  # type: ignore[return-value]
+
+
+for _rule, _endpoint, _view in (
+    ("/<owner>/<name>", "mirror_home", repo_home),
+    ("/<owner>/<name>/tree/<path:path>", "mirror_tree", tree),
+    ("/<owner>/<name>/blob/<path:path>", "mirror_blob", blob),
+    ("/<owner>/<name>/blame/<path:path>", "mirror_blame", blame_page),
+    ("/<owner>/<name>/raw/<path:path>", "mirror_raw", raw),
+    ("/<owner>/<name>/sessions", "mirror_sessions", sessions),
+    ("/<owner>/<name>/sessions/<sid>", "mirror_session", session_page),
+    ("/<owner>/<name>/sessions/<sid>/events", "mirror_session_events", session_events),
+):
+    _mirrored(_rule, _endpoint, _view)

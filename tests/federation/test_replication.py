@@ -179,6 +179,19 @@ def test_replication_from_a_to_b_and_c(trio: Trio) -> None:
     page = httpx.get(b.url + "/").text
     assert "Mirrored from other nodes" in page and f"mirror of {host(a)}" in page
     assert f"/mirrors/{host(a)}/{REPO}" in page and "signatures verified" in page
+    # and its pages browse like a local repository's, read-only, each landing's signature checked
+    ui = f"{b.url}/mirrors/{host(a)}/{REPO}"
+    tree_page = httpx.get(ui)
+    assert tree_page.status_code == 200 and "mod2.py" not in tree_page.text and "src" in tree_page.text
+    blob_page = httpx.get(f"{ui}/blob/src/app.py")
+    assert blob_page.status_code == 200 and f"/mirrors/{host(a)}/{REPO}/blame/src/app.py" in blob_page.text
+    assert httpx.get(f"{ui}/raw/src/app.py").content == b"print('hi')\n"
+    listing = httpx.get(f"{ui}/sessions").text
+    assert "change 2" in listing and f"/mirrors/{host(a)}/{REPO}/sessions/" in listing
+    session_page = httpx.get(f"{ui}/sessions/{rec.sessions[0].session}").text
+    assert "verified" in session_page and f"signed by {node_key(a).key_id}" in session_page
+    assert httpx.get(f"{ui}/settings").status_code == 404
+    assert httpx.get(f"{b.url}/mirrors/{host(a)}/acme/nothing").status_code == 404
     r = b.api("POST", f"/api/v1/mirrors/{host(a)}/{REPO}/sessions", b.admin_token, {"goal": "x"})
     assert r.status_code == 403 and "read-only" in r.data["message"]
 
