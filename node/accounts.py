@@ -59,7 +59,8 @@ ANONYMOUS = Principal(None)
 # First path segments the node's own pages and protocols use: an account with one of these names
 # would have repositories no URL can reach.
 RESERVED = frozenset({
-    "account", "ap", "api", "assets", "healthz", "import", "login", "logout", "mirrors", "nodeinfo",
+    "account", "ap", "api", "assets", "federation", "healthz", "import", "login", "logout", "mirrors",
+    "nodeinfo",
     "orgs", "search", "static",
 })
 

@@ -22,6 +22,7 @@ from quart import Blueprint, Response, current_app, g, redirect, render_template
 from quart.blueprints import BlueprintSetupState
 from werkzeug.exceptions import HTTPException
 
+from federation import control as federation_control
 from federation import status as federation_status
 from federation.mirror import mirror_repo
 from hif import history
@@ -439,6 +440,47 @@ async def _account_page(created: dict[str, Any] | None = None, error: str | None
     page = await render_template("account.html", tokens=tokens, created=created, error=error,
                                  node_url=node().config.url)
     return page, status
+
+
+async def _federation_page(done: str | None = None, error: str | None = None,
+                           status: int = 200) -> tuple[str, int]:
+    summary = await federation_status.summary(node().store)
+    return await render_template("federation.html", s=summary, done=done, error=error), status
+
+
+async def _site_admin() -> Response | None:
+    p = await viewer()
+    if p.user is None:
+        return login_redirect()
+    if not p.admin:
+        raise NotFound("no such page")  # site admins only, and nobody else learns it exists
+    return None
+
+
+@bp.get("/federation")
+async def federation_page() -> Response | tuple[str, int]:
+    """Followed repositories, deliveries waiting or given up, peers' circuits (site admins)."""
+    return await _site_admin() or await _federation_page()
+
+
+@bp.post("/federation/<action>")
+async def federation_action(action: str) -> Response | tuple[str, int]:
+    refused = await _site_admin()
+    if refused is not None:
+        return refused
+    if action not in ("follow", "unfollow"):
+        raise NotFound("no such page")
+    url = (await request.form).get("url", "").strip()
+    try:
+        fed = current_app.extensions["federation"]
+        if action == "follow":
+            await federation_control.follow(node().store, url, fed.settings)
+        else:
+            await federation_control.unfollow(node().store, url)
+        fed.wake_outbox()
+    except HifError as e:
+        return await _federation_page(error=str(e), status=e.http_status if e.http_status != 401 else 400)
+    return await _federation_page(done=f"{'Following' if action == 'follow' else 'Stopped following'} {url}")
 
 
 @bp.get("/import")

@@ -438,3 +438,35 @@ def test_unfollow_stops_deliveries_and_keeps_the_mirror(trio: Trio) -> None:
     land(a, REPO, {"after.txt": "after\n"}, "after unfollowing")
     time.sleep(1)
     assert mirror_head(c, a, REPO) == head  # frozen, still readable
+
+
+def test_admins_follow_and_watch_federation_from_the_ui(trio: Trio) -> None:
+    import re
+
+    a, b = trio.a, trio.b
+    make_repo(a, "acme/ui-followed")
+    land(a, "acme/ui-followed", {"notes.md": "from the UI\n"}, "seed")
+    b.micelio("admin", "user", "create", "fedroot", "--admin", "--password-stdin", input="long-password-1\n")
+    b.micelio("admin", "user", "create", "plain", "--password-stdin", input="long-password-1\n")
+
+    def logged_in(user: str) -> httpx.Client:
+        c = httpx.Client(base_url=b.url, timeout=60)
+        token = re.search(r'name="csrf" value="([^"]+)"', c.get("/login").text).group(1)  # type: ignore[union-attr]
+        r = c.post("/login", data={"user": user, "password": "long-password-1", "csrf": token, "next": "/"})
+        assert r.status_code == 302, r.text
+        return c
+
+    assert logged_in("plain").get("/federation").status_code == 404  # site admins only
+    c = logged_in("fedroot")
+    page = c.get("/federation")
+    assert page.status_code == 200 and "Followed repositories" in page.text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+    r = c.post("/federation/follow", data={"url": f"{a.url}/acme/ui-followed", "csrf": csrf})
+    assert r.status_code == 200 and "Following" in r.text, r.text
+    wait_for(lambda: mirror_head(b, a, "acme/ui-followed") == 1, "the UI follow to backfill")
+    page = c.get("/federation").text
+    assert "acme/ui-followed" in page and "accepted" in page and "verified" in page
+    r = c.post("/federation/follow", data={"url": "not a url", "csrf": csrf})
+    assert r.status_code == 400 and 'role="alert"' in r.text
+    r = c.post("/federation/unfollow", data={"url": f"{a.url}/acme/ui-followed", "csrf": csrf})
+    assert r.status_code == 200 and "Stopped following" in r.text
