@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from federation.layout import load_map
 from hif.errors import CorruptObject, NotFound, PreconditionFailed, StoreError
 from hif.objects import decode, encode
 from hif.store.base import ObjectStore
@@ -174,14 +175,7 @@ def _peer_key(peer: str) -> str:
 
 
 async def peer_state(store: ObjectStore, peer: str) -> dict[str, Any]:
-    data = await store.get_or_none(_peer_key(peer))
-    if data is None:
-        return {}
-    try:
-        v = decode(data)
-    except CorruptObject:
-        return {}
-    return v if isinstance(v, dict) else {}
+    return load_map(await store.get_or_none(_peer_key(peer))) or {}
 
 
 def circuit_open(state: dict[str, Any], now: float | None = None) -> float | None:

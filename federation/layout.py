@@ -20,6 +20,10 @@ repos/<owner>/<name>/offers-sent/<session>/<id>   offers made from a local sessi
 from __future__ import annotations
 
 import hashlib
+from typing import Any
+
+from hif.errors import CorruptObject
+from hif.objects import decode
 
 FOLLOWERS = "_fed/followers/"
 FOLLOWING = "_fed/following/"
@@ -46,3 +50,15 @@ def offer_key(prefix: str, offer_id: str) -> str:
 
 def offer_sent_key(prefix: str, session: str, offer_id: str) -> str:
     return f"{prefix}offers-sent/{session}/{offer_id}"
+
+
+def load_map(data: bytes | None) -> dict[str, Any] | None:
+    """A stored CBOR map, or None when it is absent or damaged (federation state is rebuilt or
+    refetched, never trusted blindly)."""
+    if data is None:
+        return None
+    try:
+        v = decode(data)
+    except CorruptObject:
+        return None
+    return v if isinstance(v, dict) else None

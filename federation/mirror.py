@@ -21,10 +21,17 @@ from typing import Any
 import cbor2
 
 from federation.envelope import Landing
+from federation.layout import load_map
 from federation.net import CBOR_CAP, Fetcher, http_error
 from hif.errors import CorruptObject, HifError, NotFound, PreconditionFailed, RemoteError
 from hif.mainline import log_key
-from hif.objects import EMPTY_TREE, decode, digest, encode, pack, parse_tree_rows, unpack
+from hif.objects import (
+    EMPTY_TREE,
+    check_stored,
+    decode,
+    encode,
+    pack,
+)
 from hif.repo import Repo
 from hif.store.base import ObjectStore
 
@@ -58,18 +65,6 @@ async def record_conflict(repo: Repo, position: int, wire: bytes, reason: str) -
         await repo.store.put(
             f"{repo.prefix}conflicts/{position:012d}-{h}", body, if_none_match=True
         )
-
-
-def check_stored(stored: bytes) -> tuple[bytes, bytes, Any]:
-    """An object as a peer sent it: (id, canonical bytes, decoded value), or CorruptObject."""
-    canonical = unpack(stored)
-    value = decode(canonical)
-    if not isinstance(value, list) or len(value) != 2 or not isinstance(value[0], str):
-        raise CorruptObject("an object is a [kind, value] pair")
-    oid = digest(canonical)
-    if value[0] == "tree":
-        parse_tree_rows(value[1], oid)
-    return oid, canonical, value
 
 
 async def fetch_objects(fetcher: Fetcher, api: str, ids: Sequence[bytes]) -> dict[bytes, bytes]:
@@ -309,11 +304,4 @@ async def write_sync(repo: Repo, update: dict[str, Any]) -> None:
 
 
 async def read_sync(repo: Repo) -> dict[str, Any]:
-    data = await repo.store.get_or_none(f"{repo.prefix}sync")
-    if data is None:
-        return {}
-    try:
-        v = decode(data)
-    except CorruptObject:
-        return {}
-    return v if isinstance(v, dict) else {}
+    return load_map(await repo.store.get_or_none(f"{repo.prefix}sync")) or {}

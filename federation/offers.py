@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from federation.actors import AS, FORGEFED, repo_actor_url
 from federation.envelope import check_signature, seal, unseal
-from federation.layout import BUNDLES, OFFERS_OUT, offer_key, offer_sent_key
-from federation.mirror import check_stored, snapshot_refs
+from federation.layout import BUNDLES, OFFERS_OUT, load_map, offer_key, offer_sent_key
+from federation.mirror import snapshot_refs
 from federation.net import CBOR_CAP, Refused, http_error
 from federation.settings import authority
 from hif.errors import (
@@ -38,7 +38,7 @@ from hif.errors import (
 )
 from hif.landing import land
 from hif.merge import is_binary, merge3, unified_diff
-from hif.objects import EXEC, FILE, FILE_KINDS, Entry, decode, encode
+from hif.objects import EXEC, FILE, FILE_KINDS, Entry, check_stored, decode, encode
 from hif.paths import check_path
 from hif.repo import Repo
 from hif.session import ROLES, make_event
@@ -56,14 +56,6 @@ def _new_id() -> str:
     return base64.b32encode(os.urandom(15)).decode().lower()
 
 
-def _load(data: bytes | None) -> dict[str, Any] | None:
-    if data is None:
-        return None
-    try:
-        v = decode(data)
-    except CorruptObject:
-        return None
-    return v if isinstance(v, dict) else None
 
 
 # -- the contributor's side (B) ----------------------------------------------------------------
@@ -198,12 +190,12 @@ async def outcome(
 ) -> dict[str, Any]:
     """The target answered an offer: record it next to the offered session."""
     oid = obj[len(f"{fed.url}/ap/offers/") :].split("/")[0].split("#")[0]
-    pointer = _load(await fed.store.get_or_none(OFFERS_OUT + oid))
+    pointer = load_map(await fed.store.get_or_none(OFFERS_OUT + oid))
     if pointer is None:
         raise NotFound(f"no offer {oid} was sent from here")
     repo = fed.local_repo(pointer["repo"])
     key = offer_sent_key(repo.prefix, pointer["session"], oid)
-    rec = _load(await fed.store.get_or_none(key))
+    rec = load_map(await fed.store.get_or_none(key))
     if rec is None:
         raise NotFound(f"no offer {oid} was sent from here")
     if authority(actor) != authority(rec["target"]):
@@ -227,7 +219,7 @@ async def outcome(
 async def sent_offers(repo: Repo, sid: str) -> list[dict[str, Any]]:
     out = []
     async for key in repo.store.iter_keys(f"{repo.prefix}offers-sent/{sid}/"):
-        rec = _load(await repo.store.get_or_none(key))
+        rec = load_map(await repo.store.get_or_none(key))
         if rec is not None:
             out.append(rec)
     return out
@@ -335,7 +327,7 @@ async def receive(
 async def list_offers(repo: Repo) -> list[dict[str, Any]]:
     out = []
     async for key in repo.store.iter_keys(f"{repo.prefix}offers/"):
-        rec = _load(await repo.store.get_or_none(key))
+        rec = load_map(await repo.store.get_or_none(key))
         if rec is not None:
             out.append(_summary(rec))
     return out
@@ -364,7 +356,7 @@ def _summary(rec: dict[str, Any]) -> dict[str, Any]:
 
 async def get_offer(repo: Repo, lid: str) -> dict[str, Any]:
     """An offered session: its summary, every event (conversation, decisions) and its diff."""
-    rec = _load(await repo.store.get_or_none(offer_key(repo.prefix, lid)))
+    rec = load_map(await repo.store.get_or_none(offer_key(repo.prefix, lid)))
     if rec is None:
         raise NotFound(f"no offer {lid}")
     snapshot = decode(await repo.objects.get_canonical(rec["snapshot"]))[1]

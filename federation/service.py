@@ -41,7 +41,7 @@ from federation.actors import (
 from federation.envelope import Landing, check_landing, check_signature, landing_envelope, unseal
 from federation.httpsig import expire_replays, sign_headers
 from federation.identity import NodeKey, load_node_key
-from federation.layout import FOLLOWERS, announced_key, following_key
+from federation.layout import FOLLOWERS, announced_key, following_key, load_map
 from federation.mirror import apply, mirror_repo, write_sync
 from federation.net import CBOR_CAP, Fetcher, http_error
 from federation.settings import FedSettings, authority
@@ -511,14 +511,7 @@ class Federation:
         return out
 
     async def get_following(self, host: str, name: str) -> dict[str, Any] | None:
-        data = await self.store.get_or_none(following_key(host, name))
-        if data is None:
-            return None
-        try:
-            v = decode(data)
-        except CorruptObject:
-            return None
-        return v if isinstance(v, dict) else None
+        return load_map(await self.store.get_or_none(following_key(host, name)))
 
     async def _resync_loop(self) -> None:
         last = 0.0

@@ -16,22 +16,11 @@ from typing import Any
 
 from federation import delivery
 from federation.envelope import check_landing, check_signature, unseal
-from federation.layout import FOLLOWERS, FOLLOWING
+from federation.layout import FOLLOWERS, FOLLOWING, load_map
 from federation.mirror import envelope_key, mirror_repo, read_sync
 from hif.errors import CorruptObject, HifError
 from hif.mainline import log_key
-from hif.objects import decode
 from hif.store.base import ObjectStore
-
-
-def _load(data: bytes | None) -> dict[str, Any] | None:
-    if data is None:
-        return None
-    try:
-        v = decode(data)
-    except CorruptObject:
-        return None
-    return v if isinstance(v, dict) else None
 
 
 async def mirrors(store: ObjectStore, limit: int = 500) -> list[dict[str, Any]]:
@@ -40,7 +29,7 @@ async def mirrors(store: ObjectStore, limit: int = 500) -> list[dict[str, Any]]:
     ``conflicts``."""
     out = []
     async for key in store.iter_keys(FOLLOWING):
-        f = _load(await store.get_or_none(key))
+        f = load_map(await store.get_or_none(key))
         if f is None:
             continue
         repo = mirror_repo(store, f["host"], f["name"])
@@ -107,7 +96,7 @@ async def outbox(store: ObjectStore, limit: int = 100) -> list[dict[str, Any]]:
     """Pending deliveries, soonest first: kind, peer, tries, due time, last error."""
     out = []
     for key in await store.list_page(delivery.OUTBOX, limit=limit):
-        v = _load(await store.get_or_none(key))
+        v = load_map(await store.get_or_none(key))
         if v is None:
             continue
         out.append(_delivery(v, due=int(key[len(delivery.OUTBOX) :].split("-", 1)[0]) / 1000))
@@ -119,7 +108,7 @@ async def failed(store: ObjectStore, limit: int = 100) -> list[dict[str, Any]]:
     keys = await store.list_page(delivery.FAILED, limit=10_000)
     out = []
     for key in keys[-limit:]:
-        v = _load(await store.get_or_none(key))
+        v = load_map(await store.get_or_none(key))
         if v is not None:
             out.append(_delivery(v, due=None))
     return out
@@ -169,7 +158,7 @@ async def peers(store: ObjectStore) -> list[dict[str, Any]]:
 async def followers(store: ObjectStore, repo: str) -> list[dict[str, Any]]:
     out = []
     async for key in store.iter_keys(f"{FOLLOWERS}{repo}/"):
-        v = _load(await store.get_or_none(key))
+        v = load_map(await store.get_or_none(key))
         if v is not None:
             out.append(
                 {

@@ -19,8 +19,9 @@ from hif.store.base import ObjectStore
 KEY_FILE = "key"
 
 
-def _config_dir() -> Path:
-    """Same rule as ``hif.remote.config_dir`` (not imported: httpx is slow to import)."""
+def config_dir() -> Path:
+    """``$HIF_CONFIG_DIR``, else ``$XDG_CONFIG_HOME/hif``, else ``~/.config/hif``: where hif keeps
+    the user's signing key and forge credentials (here, not in hif.remote: httpx is slow to import)."""
     explicit = os.environ.get("HIF_CONFIG_DIR")
     if explicit:
         return Path(explicit)
@@ -29,7 +30,7 @@ def _config_dir() -> Path:
 
 
 def key_path() -> Path:
-    return _config_dir() / KEY_FILE
+    return config_dir() / KEY_FILE
 
 
 def signing_key() -> Any:

@@ -237,6 +237,20 @@ class ObjectDB:
             self._trees.popitem(last=False)
 
 
+def check_stored(stored: bytes) -> tuple[bytes, bytes, Any]:
+    """An object in its stored form as another party sent it: (id, canonical bytes, decoded value).
+    It must decode to a ``[kind, value]`` pair, and a tree may name only safe entries; raises
+    CorruptObject or InvalidPath otherwise (the id is computed, so it cannot lie)."""
+    canonical = unpack(stored)
+    value = decode(canonical)
+    if not isinstance(value, list) or len(value) != 2 or not isinstance(value[0], str):
+        raise CorruptObject("an object is a [kind, value] pair")
+    oid = digest(canonical)
+    if value[0] == "tree":
+        parse_tree_rows(value[1], oid)
+    return oid, canonical, value
+
+
 def parse_tree_rows(rows: Any, oid: bytes) -> Tree:
     if not isinstance(rows, list):
         raise CorruptObject(f"tree {oid.hex()} is malformed")

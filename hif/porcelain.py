@@ -34,6 +34,7 @@ from hif.repo import Repo, check_repo_name
 from hif.session import Session, check_role, check_session_id, check_text, make_event
 from hif.sparse import Cone, parse_cones
 from hif.store import EmbeddedStore, ObjectStore, open_store
+from hif.store.base import drive
 from hif.tree import apply, lookup, lookup_file, read_dir, walk
 from hif.tree import diff as tree_diff
 from hif.workspace import META, WorkState, WorkTree, ensure_clean, find_root
@@ -64,12 +65,7 @@ class _Runner:
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         if self._loop is not None:
             return self._loop.run(coro)
-        try:
-            coro.send(None)
-        except StopIteration as done:
-            return done.value
-        coro.close()
-        raise RuntimeError("a store operation waited outside an event loop")
+        return drive(coro)
 
     def close(self) -> None:
         if self._loop is not None:

@@ -43,6 +43,7 @@ from hif.errors import (
     RemoteError,
     SessionClosed,
 )
+from hif.keys import config_dir
 from hif.landing import LandResult
 from hif.mainline import LandingRecord, Mainline, log_key
 from hif.objects import (
@@ -131,15 +132,6 @@ def parse_clone_url(url: str) -> tuple[str, str, str | None]:
 def repo_api(name: str, mirror: str | None = None) -> str:
     """The API path of a repository (or of a forge's mirror of one), relative to ``/api/v1/``."""
     return f"mirrors/{mirror}/{name}" if mirror else f"repos/{name}"
-
-
-def config_dir() -> Path:
-    """``$HIF_CONFIG_DIR``, else ``$XDG_CONFIG_HOME/hif``, else ``~/.config/hif``."""
-    explicit = os.environ.get("HIF_CONFIG_DIR")
-    if explicit:
-        return Path(explicit)
-    xdg = os.environ.get("XDG_CONFIG_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".config") / "hif"
 
 
 def credentials_path() -> Path:

@@ -21,7 +21,15 @@ from hif.blame import blame
 from hif.errors import CorruptObject, NotFound, PreconditionFailed, SessionClosed
 from hif.landing import land
 from hif.mainline import log_key
-from hif.objects import DIR, EXEC, FILE, FILE_KINDS, LINK, decode, digest, parse_tree_rows, unpack
+from hif.objects import (
+    DIR,
+    EXEC,
+    FILE,
+    FILE_KINDS,
+    LINK,
+    check_stored,
+    decode,
+)
 from hif.paths import check_path
 from hif.repo import Repo, check_repo_name
 from hif.rollups import query_items
@@ -358,24 +366,12 @@ async def objects_get(ctx: Ctx) -> dict[str, Any]:
     return {"objects": [[oid, data] for oid, data in zip(ids, found, strict=True)]}
 
 
-def check_stored_object(stored: bytes) -> bytes:
-    """Verify an uploaded object: it decodes, and a tree names only safe entries. Returns its id."""
-    canonical = unpack(stored)
-    value = decode(canonical)
-    if not isinstance(value, list) or len(value) != 2 or not isinstance(value[0], str):
-        raise CorruptObject("an object is a [kind, value] pair")
-    oid = digest(canonical)
-    if value[0] == "tree":
-        parse_tree_rows(value[1], oid)  # raises InvalidPath / CorruptObject
-    return oid
-
-
 @route("POST", REPO + "/objects/put", "write", limit=64 * MiB, agent=True)
 async def objects_put(ctx: Ctx) -> dict[str, Any]:
     objects = field(ctx.body, "objects", list)
     if not all(isinstance(o, bytes) for o in objects):
         raise InvalidInput("objects must be byte strings")
-    checked = [(check_stored_object(o), o) for o in objects]  # all checked before any is kept
+    checked = [(check_stored(o)[0], o) for o in objects]  # all checked before any is kept
     for oid, stored in checked:
         with contextlib.suppress(PreconditionFailed):
             await ctx.r.store.put(ctx.r.objects.key(oid), stored, if_none_match=True)

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import json
 import os
 import re
 import sys
@@ -23,7 +21,8 @@ from typing import Any, TypeVar
 
 import click
 
-from hif.errors import HifError, InvalidInput, NotFound, PreconditionFailed
+from hif.cli import command, emit
+from hif.errors import InvalidInput, NotFound, PreconditionFailed
 from hif.repo import Repo
 from hif.store import ObjectStore, open_store
 from node.accounts import Accounts, check_name, check_repo, check_scope
@@ -43,44 +42,6 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 def when(t: float | None) -> str:
     return "never" if t is None else time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t))
-
-
-def emit(as_json: bool, doc: Any, text: str | Callable[[], str]) -> None:
-    if as_json:
-        click.echo(json.dumps(doc, indent=2, sort_keys=True, default=str))
-    else:
-        out = text() if callable(text) else text
-        if out:
-            click.echo(out.rstrip("\n"))
-
-
-def fail(as_json: bool, e: HifError) -> None:
-    if as_json:
-        click.echo(json.dumps({"error": {"type": type(e).__name__, "message": str(e)}}, sort_keys=True))
-    else:
-        click.echo(f"error: {e}", err=True)
-    sys.exit(e.exit_code)
-
-
-def command(group: click.Group, name: str | None = None, **kw: Any) -> Callable[[F], click.Command]:
-    """Register a command with ``--json`` and the one error handler every command shares."""
-
-    def deco(fn: F) -> click.Command:
-        @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-        @functools.wraps(fn)
-        def wrapper(as_json: bool, **kwargs: Any) -> None:
-            try:
-                fn(as_json, **kwargs)
-            except HifError as e:
-                fail(as_json, e)
-            except KeyboardInterrupt:
-                fail(as_json, HifError("interrupted"))
-            except OSError as e:
-                fail(as_json, HifError(f"{e.strerror or e}: {e.filename}" if e.filename else str(e)))
-
-        return group.command(name, **kw)(wrapper)
-
-    return deco
 
 
 def parse_scope(value: str) -> str:

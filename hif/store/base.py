@@ -14,10 +14,13 @@ from __future__ import annotations
 import contextlib
 import re
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from hif.errors import InvalidInput, NotFound
+
+T = TypeVar("T")
 
 _KEY_COMPONENT = re.compile(r"^[^/\x00]+$")
 
@@ -37,6 +40,17 @@ def check_key(key: str) -> str:
         if part in (".", "..") or not _KEY_COMPONENT.match(part):
             raise InvalidInput(f"invalid store key: {key!r}")
     return key
+
+
+def drive(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine that never suspends to completion, without an event loop: the embedded
+    store's methods are async in name only, so the CLI (and a worker thread) can call them directly."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value
+    coro.close()
+    raise RuntimeError("a store operation waited outside an event loop")
 
 
 class ObjectStore(ABC):

@@ -14,19 +14,9 @@ from collections.abc import Coroutine, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from hif.store.base import ObjectInfo, ObjectStore
+from hif.store.base import ObjectInfo, ObjectStore, drive
 
 T = TypeVar("T")
-
-
-def _drive(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine that never suspends (a blocking store's method) to completion."""
-    try:
-        coro.send(None)
-    except StopIteration as done:
-        return done.value
-    coro.close()
-    raise RuntimeError("a threaded store's call suspended; wrap only blocking stores")
 
 
 class ThreadedStore(ObjectStore):
@@ -36,7 +26,7 @@ class ThreadedStore(ObjectStore):
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="store")
 
     async def _call(self, coro: Coroutine[Any, Any, T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, _drive, coro)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, drive, coro)
 
     async def get(self, key: str) -> bytes:
         return await self._call(self.inner.get(key))
