@@ -389,20 +389,14 @@ def checkpoint(as_json: bool, note: str, role: str | None, author: str | None) -
 @command(cli)
 def status(as_json: bool) -> None:
     """Changes in the working copy against its position, and the open session."""
+    from hif.quickstatus import status_text  # the ``hif`` command's quick path prints the same
+
     with repo(as_json) as r:
         st = r.status()
 
         def text() -> str:
-            lines = [f"position {st.position}"]
-            if st.session:
-                lines.append(f"session {st.session.id}: {st.session.goal}")
-            else:
-                lines.append("no open session")
-            mark = {"added": "A", "modified": "M", "deleted": "D"}
-            lines += [f"  {mark[c.action]} {c.path}" for c in st.changes]
-            if not st.changes:
-                lines.append("  no changes")
-            return "\n".join(lines)
+            session = f"{st.session.id}: {st.session.goal}" if st.session else None
+            return status_text(st.position, session, [(c.action, c.path) for c in st.changes])
 
         emit(as_json, st.to_json(), text)
 

@@ -10,13 +10,13 @@ is safe and lands once) or a complete one (a retry finds it and reports the land
 from __future__ import annotations
 
 import contextlib
+import functools
 import random
-import sys
-import time
-from collections.abc import Coroutine, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
+from hif.aio import RttEstimate, hedged, pause, together
 from hif.errors import (
     Conflict,
     ConflictError,
@@ -24,55 +24,34 @@ from hif.errors import (
     HifError,
     InvalidInput,
     InvalidPath,
+    NotFound,
     PreconditionFailed,
     SessionClosed,
     StoreError,
 )
 from hif.mainline import LandedSession, LandingRecord
 from hif.merge import is_binary, merge3
-from hif.objects import DIR, EXEC, FILE, Entry, decode, encode
+from hif.objects import DIR, EXEC, FILE, Entry, decode, digest, encode
 from hif.paths import parent_dirs
 from hif.repo import Repo
 from hif.rollups import query_items
 from hif.session import Session
-from hif.tree import apply, lookup, lookup_file
+from hif.tree import apply, cached_apply, lookup, lookup_file, prefetch
 
-T = TypeVar("T")
 MAX_ATTEMPTS = 1000
-# Group landing: after losing a race, a lander publishes an intent and, when it wins a position,
-# brings up to GROUP - 1 other pending, non-conflicting sessions into the same record.
-GROUP = 32
+# Group landing: a lander that sees others waiting publishes an intent; per position a couple of the
+# waiting landers (ranked by a hash of the position and their ids) build a record holding up to GROUP
+# sessions while the rest wait to find themselves in it. By Little's law the group must hold about as
+# many sessions as arrive during one record's round trips (128 agents on S3: most of them).
+GROUP = 128
+LEADERS = 1
 INTENTS_LISTED = 256
-
-
-async def _together(coros: list[Coroutine[Any, Any, T]]) -> list[T | BaseException]:
-    """Await independent store calls concurrently under an event loop (one round trip of latency
-    instead of a chain), one by one when driven without one. Errors are returned, not raised, except
-    a BaseException that is not an Exception (a simulated crash), which is re-raised after all ended."""
-    aio = sys.modules.get("asyncio")
-    if aio is not None and aio._get_running_loop() is not None and len(coros) > 1:
-        results = await aio.gather(*coros, return_exceptions=True)
-    else:
-        results = []
-        for c in coros:
-            try:
-                results.append(await c)
-            except Exception as e:
-                results.append(e)
-    for r in results:
-        if isinstance(r, BaseException) and not isinstance(r, Exception):
-            raise r
-    return results
-
-
-async def _pause(seconds: float) -> None:
-    """Back off: ``asyncio.sleep`` under an event loop; a plain sleep when driven without one (the CLI
-    over the embedded store never imports asyncio, see ``hif.porcelain``)."""
-    aio = sys.modules.get("asyncio")
-    if aio is not None and aio._get_running_loop() is not None:
-        await aio.sleep(seconds)
-    else:
-        time.sleep(seconds)
+EMBED_SNAPSHOT = 256 * 1024  # an intent carries its session's snapshot up to this size
+DIRECT_SCAN = 8  # a gap this small is read record by record (together), not walked through rollups
+PATIENCE = 30  # round trips a follower waits for the next record before building one itself
+MIN_PATIENCE = 0.05  # seconds
+MIN_POLL = 0.005  # seconds between a follower's reads of the next position, at least
+HEDGE = 2.0  # round trips after which an idempotent write is sent a second time
 
 
 @dataclass
@@ -99,9 +78,11 @@ class LandResult:
         }
 
 
-async def effective_changes(repo: Repo, session: Session) -> dict[str, Entry | None]:
+async def effective_changes(repo: Repo, session: Session, base_tree: bytes | None = None) -> dict[str, Entry | None]:
     """The session's changes minus no-ops (a write equal to the base, a delete of an absent file)."""
-    base_tree = await repo.mainline.tree_at(session.base)
+    if base_tree is None:
+        base_tree = await repo.mainline.tree_at(session.base)
+    await prefetch(repo.objects, base_tree, session.changes)
     out: dict[str, Entry | None] = {}
     for path, entry in sorted(session.changes.items()):
         if await lookup_file(repo.objects, base_tree, path) != entry:
@@ -121,17 +102,29 @@ class Scan:
 
 async def scan_since(repo: Repo, sid: str, scan: Scan, head: int) -> None:
     """Read the records after ``scan.checked`` that may touch the session's paths (or be the session
-    itself), found through the rollups in O(log n) reads when nothing overlaps."""
+    itself): a few records directly, together; a longer stretch through the rollups, in O(log n) reads
+    when nothing overlaps."""
     if head <= scan.checked:
         return
-    candidates = await repo.rollups.candidates(scan.checked, head, query_items(sid, scan.paths))
-    for pos in candidates:
-        record = await repo.mainline.record(pos)
-        for landed in record.sessions:
-            if landed.session == sid:
-                scan.landed_at = pos
-            for path in landed.changes:
-                scan.touched.setdefault(path, []).append((pos, landed.session))
+    if head - scan.checked <= DIRECT_SCAN:
+        positions = list(range(scan.checked + 1, head + 1))
+    else:
+        positions = await repo.rollups.candidates(scan.checked, head, query_items(sid, scan.paths))
+    for i in range(0, len(positions), 64):
+        chunk = positions[i:i + 64]
+        cached = [repo.mainline.cached(pos) for pos in chunk]
+        if any(r is None for r in cached):
+            records = await together([repo.mainline.record(pos) for pos in chunk])
+        else:
+            records = cached
+        for pos, record in zip(chunk, records, strict=True):
+            if isinstance(record, BaseException):
+                raise record
+            for landed in record.sessions:
+                if landed.session == sid:
+                    scan.landed_at = pos
+                for path in landed.changes:
+                    scan.touched.setdefault(path, []).append((pos, landed.session))
     scan.checked = max(scan.checked, head)
 
 
@@ -216,91 +209,378 @@ async def land(
     session's own tree (checks attested it), so the landing is refused if the mainline moved past
     the session's base, and no other session joins its record.
 
-    With ``group`` > 1, a lander that lost a race publishes an intent (``intents/<id>``) and, when it
-    wins a position, includes other published sessions that conflict with nothing; their landers find
-    themselves in the record and report it. Throughput is then no longer one landing per round trip.
+    With ``group`` > 1 (group landing, see docs/architecture.md), a lander that finds others waiting
+    publishes an intent (``intents/<id>``); per position a couple of the waiting landers build a record
+    with up to ``group`` of the published sessions while the others wait to find themselves in it.
+    Throughput is then no longer one landing per round trip.
     """
     sid = session.id
-    state = await repo.sessions.state(sid)
-    if state is not None:
-        if state["state"] == "landed":
-            rec = await repo.mainline.record(state["position"])
-            return LandResult(state["position"], sid, rec.tree, already=True, group=len(rec.sessions))
-        raise SessionClosed(f"session {sid} was {state['state']}")
-    ours = await effective_changes(repo, session)
+    rtt = RttEstimate(repo.clock)
+    policy = policy if policy is not None else repo.land_policy
+    checked = policy is not None
+    if checked:  # a forge's rule must not judge a session that already landed or was closed
+        state = await rtt.timed(repo.sessions.state(sid))
+        if state is not None:
+            return await _closed(repo, sid, state)
+    try:
+        base_tree = await repo.mainline.tree_at(session.base)
+    except NotFound:
+        raise InvalidInput(f"session base {session.base} is ahead of the mainline") from None
+    ours = await effective_changes(repo, session, base_tree)
     if any(
         p.split("/")[0] == ".hif" for p in ours
     ):  # pragma: no cover - paths are checked on write; defence in depth
         raise InvalidInput("session writes hif's own files")
-    base_tree = await repo.mainline.tree_at(session.base)
-    head = await repo.mainline.head()
-    if head < session.base:
-        raise InvalidInput(f"session base {session.base} is ahead of the mainline ({head})")
-    policy = policy if policy is not None else repo.land_policy
     pinned = bool(await policy(repo, session, ours, base_tree)) if policy is not None else False
-    if pinned:
-        group = 1
-    scan = Scan(checked=session.base, paths=list(ours))
-    snapshot: bytes | None = None
-    rng = rng or random.Random(sid)  # seeded, so a simulation replays exactly
-    intent: bytes | None = None
-    scans: dict[str, Scan] = {}  # other sessions' scans, kept across attempts
-    try:
-        for attempt in range(1, max_attempts + 1):
-            await scan_since(repo, sid, scan, head)
-            if scan.landed_at is not None:
-                return await _finish_already(repo, sid, scan.landed_at, grouped=intent is not None)
-            if pinned and head != session.base:
-                raise _moved(session.base, head)
-            head_tree = await repo.mainline.tree_at(head)
-            final, merged, conflicts = await resolve(repo, ours, base_tree, head_tree, scan.touched)
-            if conflicts:
-                raise ConflictError(conflicts)
-            if snapshot is None:
-                snapshot = await repo.sessions.write_snapshot(session, ours)
-            members = [LandedSession(sid, snapshot, session.goal, session.author, session.role,
-                                     session.base, final)]
-            if group > 1 and attempt > 1:
-                if intent is None:
-                    intent = await _publish_intent(repo, session, snapshot, ours)
-                members += await _gather(repo, sid, head, head_tree, set(final), group - 1, scans)
-            changes: dict[str, Entry | None] = {}
-            for m in members:
-                changes.update(m.changes)
-            pending: list[bytes] = []
-            new_tree = await apply(repo.objects, head_tree, changes, pending=pending)
-            # the new trees do not depend on one another's writes: write them together
-            for failed in await _together([repo.objects.put_canonical(c) for c in pending]):
-                if isinstance(failed, BaseException):
-                    raise failed
-            record = LandingRecord(
-                position=head + 1, tree=new_tree, parent_tree=head_tree, time=repo.clock(), sessions=members
-            )
-            try:
-                await repo.mainline.append(record)
-            except PreconditionFailed:
-                head = await repo.mainline.head(known=head + 1)
-                if attempt > 8:  # heavy contention: spread retries out a little
-                    await _pause(rng.uniform(0, min(0.05, 0.001 * attempt)))
-                continue
-            # independent of each other: one round trip instead of a chain. Only our own state marker
-            # must be written before we report the landing (a failure here makes the caller retry,
-            # which finds the record and writes it); the rest is best effort.
-            own, *_rest = await _together([
-                *(repo.sessions.close(m.session, {"state": "landed", "position": record.position,
-                                                  "snapshot": m.snapshot}) for m in members),
-                repo.mainline.advance_hint(record.position),
-                repo.rollups.extend(record.position),
-                *(_drop_intent(repo, m.session) for m in members[1:]),
+    lander = _Lander(repo, session, ours, base_tree, 1 if pinned else group, rng or random.Random(sid), rtt)
+    return await lander.run(max_attempts, pinned, state_checked=checked)
+
+
+async def _closed(repo: Repo, sid: str, state: dict[str, Any]) -> LandResult:
+    """Landing a session that is no longer open: report its landing, or refuse."""
+    if state["state"] == "landed":
+        rec = await repo.mainline.record(state["position"])
+        return LandResult(state["position"], sid, rec.tree, already=True, group=len(rec.sessions))
+    raise SessionClosed(f"session {sid} was {state['state']}")
+
+
+@dataclass
+class _Pool:
+    """What a lander learned about the other landers' intents, kept across its attempts."""
+
+    intents: dict[str, LandedSession] = field(default_factory=dict)  # published, as read
+    closed: set[str] = field(default_factory=set)  # intent gone, session closed, or unusable
+    landed: set[str] = field(default_factory=set)  # seen in a record read while landing
+    scans: dict[str, Scan] = field(default_factory=dict)
+    snapshots: dict[str, bytes] = field(default_factory=dict)  # carried by intents, written when landed
+
+
+class _Lander:
+    """One ``land()`` call's state across its attempts (see ``land``)."""
+
+    def __init__(self, repo: Repo, session: Session, ours: dict[str, Entry | None], base_tree: bytes,
+                 group: int, rng: random.Random, rtt: RttEstimate) -> None:
+        self.repo, self.session, self.sid = repo, session, session.id
+        self.ours, self.base_tree, self.group, self.rng, self.rtt = ours, base_tree, group, rng, rtt
+        self.scan = Scan(checked=session.base, paths=list(ours))
+        self.noted = session.base  # records up to here are in pool.landed (when cached)
+        self.snapshot_bytes = repo.sessions.snapshot_bytes(session, ours)
+        self.snapshot = digest(self.snapshot_bytes)
+        self.snapshot_stored = False
+        self.intent = False  # our intent is published
+        self.pool = _Pool()
+
+    @property
+    def hedge(self) -> float:
+        return max(HEDGE * self.rtt.estimate, 0.002)
+
+    async def run(self, max_attempts: int, pinned: bool, *, state_checked: bool) -> LandResult:
+        repo, sid = self.repo, self.sid
+        try:
+            # one round trip: is the session still open, where is the head (see Mainline.head), and our
+            # intent published
+            state, head, _ = await together([
+                self.rtt.timed(repo.sessions.state(sid)) if not state_checked else _none(),
+                repo.mainline.head(),
+                self._enter(),
             ])
-            if isinstance(own, BaseException):
-                raise own
-            return LandResult(record.position, sid, new_tree, merged=sorted(merged), attempts=attempt,
-                              group=len(members))
-        raise InvalidInput(f"could not land session {sid} after {max_attempts} attempts (contention)")
-    finally:
-        if intent is not None:
-            await _drop_intent(repo, sid)
+            if isinstance(state, BaseException):
+                raise state
+            if state is not None:
+                return await _closed(repo, sid, state)
+            if isinstance(head, BaseException):
+                raise head
+            if head < self.session.base:
+                raise InvalidInput(f"session base {self.session.base} is ahead of the mainline ({head})")
+            for attempt in range(1, max_attempts + 1):
+                await scan_since(repo, sid, self.scan, head)
+                self._note_landed(head)
+                if self.scan.landed_at is not None:
+                    return await self._finish_included(self.scan.landed_at)
+                if pinned and head != self.session.base:
+                    raise _moved(self.session.base, head)
+                head_tree = await repo.mainline.tree_at(head)
+                listing: list[str] = []
+                if self.group > 1:
+                    # whether others are waiting is learnt while preparing: no extra round trip
+                    found, prepared = await together([self._list(), self._prepare(head_tree)])
+                    listing = found if isinstance(found, list) else []
+                else:
+                    (prepared,) = await together([self._prepare(head_tree)])
+                if isinstance(prepared, BaseException):
+                    raise prepared
+                final, merged = prepared
+                if self.group > 1:
+                    waiting = self._waiting(listing)
+                    leaders = self._leaders(waiting)
+                    follow = self.intent and bool(waiting) and self.sid not in leaders
+                    if follow:
+                        # on a timeout the leader was passed over (``stale``): ask again who leads now,
+                        # rather than every follower building at once
+                        if await self._await_record(head + 1, leaders) is not None:
+                            head += 1
+                        continue
+                members = [LandedSession(sid, self.snapshot, self.session.goal, self.session.author,
+                                         self.session.role, self.session.base, final)]
+                if self.intent:
+                    members += await self._gather(head, head_tree, set(final), listing)
+                changes: dict[str, Entry | None] = {}
+                for m in members:
+                    changes.update(m.changes)
+                # the members' snapshots their intents carried go with the trees: a record never names
+                # a missing object, whatever became of the member's own lander
+                pending = [self.pool.snapshots[m.session] for m in members[1:] if m.session in self.pool.snapshots]
+                if not self.snapshot_stored:
+                    pending.append(self.snapshot_bytes)
+                new_tree = await apply(repo.objects, head_tree, changes, pending=pending)
+                # the new trees do not depend on one another's writes: write them together
+                hedge = self.hedge
+                for failed in await together([
+                    hedged(functools.partial(repo.objects.put_canonical, c), hedge) for c in pending
+                ]):
+                    if isinstance(failed, BaseException):
+                        raise failed
+                self.snapshot_stored = True
+                record = LandingRecord(position=head + 1, tree=new_tree, parent_tree=head_tree,
+                                       time=repo.clock(), sessions=members)
+                publish = self.group > 1 and not self.intent  # useful only if we lose: overlap it
+                outcome = (await together([
+                    self.rtt.timed(repo.mainline.append(record)), *([self._publish()] if publish else [])
+                ]))[0]
+                if isinstance(outcome, PreconditionFailed):
+                    head = await self._after_loss(head + 1)
+                    if self.group == 1 and attempt > 8:  # heavy contention: spread retries out a little
+                        await pause(self.rng.uniform(0, min(0.05, 0.001 * attempt)))
+                    continue
+                if isinstance(outcome, BaseException):
+                    raise outcome
+                return await self._finish_won(record, members, sorted(merged), attempt)
+            raise InvalidInput(f"could not land session {sid} after {max_attempts} attempts (contention)")
+        finally:
+            if self.intent:
+                self.intent = False
+                await _drop_intent(repo, sid)
+
+    async def _prepare(self, head_tree: bytes) -> tuple[dict[str, Entry | None], list[str]]:
+        """Our changes resolved onto the head (3-way merges), and the snapshot written once."""
+        repo = self.repo
+        await prefetch(repo.objects, head_tree, self.ours)
+        final, merged, conflicts = await resolve(repo, self.ours, self.base_tree, head_tree, self.scan.touched)
+        if conflicts:
+            raise ConflictError(conflicts)
+        return final, merged
+
+    async def _enter(self) -> None:
+        """With group landing, publish the intent. It carries the snapshot when small, and whoever
+        lands the session (us included) writes the snapshot with the record's trees; a larger one is
+        stored first, so that a record never names a missing object."""
+        if self.group <= 1:
+            return
+        if len(self.snapshot_bytes) > EMBED_SNAPSHOT:
+            await hedged(functools.partial(self.repo.objects.put_canonical, self.snapshot_bytes), self.hedge)
+            self.snapshot_stored = True
+        await self._publish()
+
+    async def _list(self) -> list[str]:
+        """Session ids with a published intent, oldest first (session ids are time-ordered)."""
+        try:
+            keys = await self.repo.store.list_page(_intent_key(self.repo, ""), limit=INTENTS_LISTED)
+        except StoreError:
+            return []
+        return [k.rsplit("/", 1)[1] for k in keys]
+
+    def _waiting(self, listing: list[str]) -> list[str]:
+        pool = self.pool
+        return [o for o in listing if o != self.sid and o not in pool.landed and o not in pool.closed]
+
+    def _leaders(self, waiting: list[str]) -> list[str]:
+        """Who builds the next record: the longest-waiting landers (session ids are time-ordered), so
+        the roles agree without anyone talking: a lander's listing may miss intents published after
+        it was taken, but the oldest live lander never sees an older one than itself, so it leads.
+        Intents whose lander let a follower time out are passed over from then on (``stale``)."""
+        stale = self.repo.stale_intents
+        return sorted(o for o in [*waiting, self.sid] if o not in stale or o == self.sid)[:LEADERS]
+
+    async def _await_record(self, position: int, leaders: list[str]) -> LandingRecord | None:
+        """Wait, bounded, for someone to write ``position`` (a leader, probably with us in it). If
+        nobody does, the leaders we waited for are taken for dead: their intents stay valid requests
+        to land those sessions, but they are not waited for again."""
+        clock = self.repo.clock
+        patience = max(MIN_PATIENCE, PATIENCE * self.rtt.estimate) * self.rng.uniform(1.0, 1.5)
+        deadline = clock() + patience
+        while True:
+            try:
+                record = await self.rtt.timed(self.repo.mainline.peek(position))
+            except StoreError:
+                record = None
+            if record is not None:
+                return record
+            if clock() >= deadline:
+                stale = self.repo.stale_intents
+                if len(stale) > 4096:
+                    stale.clear()
+                stale.update(leaders)
+                return None
+            await pause(max(self.rtt.estimate, MIN_POLL))
+
+    async def _after_loss(self, position: int) -> int:
+        """We lost ``position``: read it (to learn whether it holds us) and any beyond it."""
+        record, nxt = await together([self.repo.mainline.record(position), self.repo.mainline.peek(position + 1)])
+        if isinstance(record, BaseException):
+            raise record
+        head = position
+        while isinstance(nxt, LandingRecord):
+            head += 1
+            nxt = await self.repo.mainline.peek(head + 1)
+        return head
+
+    def _replay(self, record: LandingRecord) -> None:
+        """Apply a record to the trees we know: when its directories are cached, the new head's are
+        then known without a read, so a lander that leads the next record (or merely prepares) does
+        not wait depth round trips to read what it can compute. CPU only."""
+        changes: dict[str, Entry | None] = {}
+        for m in record.sessions:
+            changes.update(m.changes)
+        cached_apply(self.repo.objects, record.parent_tree, changes)
+
+    def _note_landed(self, head: int) -> None:
+        """Take in the records up to ``head`` that we have read: their sessions are no longer waiting,
+        and replaying them keeps our cached trees those of the head."""
+        for pos in range(max(self.noted + 1, head - DIRECT_SCAN + 1), head + 1):
+            record = self.repo.mainline.cached(pos)
+            if record is not None:
+                self.pool.landed.update(m.session for m in record.sessions)
+                self._replay(record)
+        self.noted = max(self.noted, head)
+
+    async def _publish(self) -> None:
+        """What another lander needs to land this session for us: its effective changes and snapshot
+        (the bytes when small, else the id of one already stored). Best effort."""
+        s, ours = self.session, self.ours
+        body = {
+            "session": s.id, "snapshot": self.snapshot, "goal": s.goal, "author": s.author,
+            "role": s.role, "base": s.base,
+            "changes": [[p, e.kind if e else None, e.oid if e else None] for p, e in sorted(ours.items())],
+        }
+        if len(self.snapshot_bytes) <= EMBED_SNAPSHOT:
+            body["snapshot_bytes"] = self.snapshot_bytes
+        with contextlib.suppress(StoreError):
+            await self.repo.store.put(_intent_key(self.repo, s.id), encode(body))
+            self.intent = True
+
+    async def _read_intent(self, osid: str) -> None:
+        repo, pool = self.repo, self.pool
+        raw, state = await together([repo.store.get_or_none(_intent_key(repo, osid)), repo.sessions.state(osid)])
+        if isinstance(raw, BaseException) or isinstance(state, BaseException):
+            return  # unknown for now: asked again next time
+        if raw is None or state is not None:
+            pool.closed.add(osid)
+            return
+        try:
+            published = LandedSession.from_cbor(decode(raw))
+        except (CorruptObject, KeyError, TypeError, ValueError, InvalidPath):
+            pool.closed.add(osid)  # a damaged intent is ignored: its own lander still lands the session
+            return
+        embedded = decode(raw).get("snapshot_bytes")
+        if published.session != osid or (embedded is not None and (
+                not isinstance(embedded, bytes) or digest(embedded) != published.snapshot)):
+            pool.closed.add(osid)
+            return
+        pool.intents[osid] = published
+        if embedded is not None:
+            pool.snapshots[osid] = embedded
+
+    async def _gather(self, head: int, head_tree: bytes, taken: set[str], listing: list[str]) -> list[LandedSession]:
+        """Published sessions that can land in our record, oldest first: not landed, still open,
+        touching no path (or parent directory) another member touches, and merging cleanly onto
+        ``head``. Best effort: an error leaves a candidate out, which is always safe."""
+        repo, pool, room = self.repo, self.pool, self.group - 1
+        waiting = self._waiting(listing)
+        await together([self._read_intent(o) for o in waiting if o not in pool.intents])
+        busy = set(taken) | {d for p in taken for d in parent_dirs(p)}
+        candidates: list[LandedSession] = []
+        for o in waiting:
+            c = pool.intents.get(o)
+            if c is None or o in pool.closed:
+                continue
+            paths = set(c.changes)
+            if paths & busy or {d for p in paths for d in parent_dirs(p)} & taken:
+                continue
+            candidates.append(c)
+            if len(candidates) >= 2 * room:
+                break
+        scans = [pool.scans.setdefault(c.session, Scan(checked=c.base, paths=sorted(c.changes))) for c in candidates]
+        checked = await together([
+            *(scan_since(repo, c.session, sc, head) for c, sc in zip(candidates, scans, strict=True)),
+            *(repo.mainline.record(b) for b in {c.base for c in candidates if c.base > 0}),
+            prefetch(repo.objects, head_tree, {p for c in candidates for p in c.changes}),
+        ])
+        out: list[LandedSession] = []
+        for c, sc, ok in zip(candidates, scans, checked, strict=False):
+            if len(out) >= room:
+                break
+            if isinstance(ok, BaseException):
+                continue
+            if sc.landed_at is not None:
+                pool.landed.add(c.session)
+                continue
+            paths = set(c.changes)
+            dirs = {d for p in paths for d in parent_dirs(p)}
+            if paths & busy or dirs & taken:
+                continue
+            try:
+                base_tree = await repo.mainline.tree_at(c.base)
+                final, _merged, conflicts = await resolve(repo, c.changes, base_tree, head_tree, sc.touched)
+            except HifError:
+                continue
+            if conflicts:
+                continue
+            out.append(LandedSession(c.session, c.snapshot, c.goal, c.author, c.role, c.base, final))
+            taken |= paths
+            busy |= paths | dirs
+        return out
+
+    async def _finish_won(self, record: LandingRecord, members: list[LandedSession], merged: list[str],
+                          attempt: int) -> LandResult:
+        # independent of each other: one round trip instead of a chain. Only our own state marker
+        # must be written before we report the landing (a failure here makes the caller retry,
+        # which finds the record and writes it); the rest is best effort.
+        repo = self.repo
+        drops = [m.session for m in members[1:]] + ([self.sid] if self.intent else [])
+        self.intent = False
+        own, *_rest = await together([
+            *(repo.sessions.close(m.session, {"state": "landed", "position": record.position,
+                                              "snapshot": m.snapshot}) for m in members),
+            repo.mainline.advance_hint(record.position),
+            repo.rollups.extend(record.position),
+            *(_drop_intent(repo, o) for o in drops),
+        ])
+        if isinstance(own, BaseException):
+            raise own
+        return LandResult(record.position, self.sid, record.tree, merged=merged, attempts=attempt,
+                          group=len(members))
+
+    async def _finish_included(self, position: int) -> LandResult:
+        """Our session is in the record at ``position``: written by an earlier call of ours (a lost
+        reply) or by another lander that took our intent."""
+        repo, sid = self.repo, self.sid
+        record = await repo.mainline.record(position)
+        snap = next(s.snapshot for s in record.sessions if s.session == sid)
+        drop = self.intent
+        self.intent = False
+        own, *_ = await together([
+            repo.sessions.close(sid, {"state": "landed", "position": position, "snapshot": snap}),
+            *([_drop_intent(repo, sid)] if drop else []),
+        ])
+        if isinstance(own, BaseException):
+            raise own
+        grouped = record.sessions[0].session != sid
+        return LandResult(position, sid, record.tree, already=not grouped, grouped=grouped,
+                          group=len(record.sessions))
+
+
+async def _none() -> None:
+    return None
 
 
 def _moved(base: int, head: int) -> HifError:
@@ -314,81 +594,6 @@ def _intent_key(repo: Repo, sid: str) -> str:
     return f"{repo.prefix}intents/{sid}"
 
 
-async def _publish_intent(repo: Repo, session: Session, snapshot: bytes, ours: dict[str, Entry | None]) -> bytes:
-    """What another lander needs to land this session for us: its effective changes and snapshot."""
-    body = {
-        "session": session.id, "snapshot": snapshot, "goal": session.goal, "author": session.author,
-        "role": session.role, "base": session.base,
-        "changes": [[p, e.kind if e else None, e.oid if e else None] for p, e in sorted(ours.items())],
-    }
-    await repo.store.put(_intent_key(repo, session.id), encode(body))
-    return snapshot
-
-
 async def _drop_intent(repo: Repo, sid: str) -> None:
     with contextlib.suppress(StoreError):
         await repo.store.delete(_intent_key(repo, sid))
-
-
-async def _gather(
-    repo: Repo, sid: str, head: int, head_tree: bytes, taken: set[str], room: int, scans: dict[str, Scan]
-) -> list[LandedSession]:
-    """Published sessions that can land in the same record: not landed, still open, touching no path
-    (or parent directory) another member touches, and merging cleanly onto ``head``. Best effort: a
-    store error skips a candidate (leaving one out is always safe) instead of failing our landing."""
-    out: list[LandedSession] = []
-    busy = set(taken) | {d for p in taken for d in parent_dirs(p)}
-    try:
-        keys = await repo.store.list_page(f"{repo.prefix}intents/", limit=INTENTS_LISTED)
-    except StoreError:
-        return out
-    ids = [k for k in keys if k.rsplit("/", 1)[1] != sid][: 2 * room]
-    # each check costs a few round trips: check them all at once, then keep a disjoint set
-    checked = await _together([
-        _candidate(repo, k.rsplit("/", 1)[1], k, head, head_tree, busy, taken, scans) for k in ids
-    ])
-    for member in checked:
-        if len(out) >= room or not isinstance(member, LandedSession):
-            continue  # not landable now, or a store error: leaving it out is always safe
-        paths = set(member.changes)
-        dirs = {d for p in paths for d in parent_dirs(p)}
-        if paths & busy or dirs & taken:
-            continue
-        out.append(member)
-        taken |= paths
-        busy |= paths | dirs
-    return out
-
-
-async def _candidate(
-    repo: Repo, osid: str, key: str, head: int, head_tree: bytes, busy: set[str], taken: set[str],
-    scans: dict[str, Scan],
-) -> LandedSession | None:
-    raw = await repo.store.get_or_none(key)
-    if raw is None or await repo.sessions.state(osid) is not None:
-        return None
-    try:
-        published = LandedSession.from_cbor(decode(raw))
-    except (CorruptObject, KeyError, TypeError, ValueError, InvalidPath):
-        return None  # a damaged intent is ignored: its own lander still lands the session
-    paths = set(published.changes)
-    if published.session != osid or paths & busy or {d for p in paths for d in parent_dirs(p)} & taken:
-        return None
-    scan = scans.setdefault(osid, Scan(checked=published.base, paths=sorted(paths)))
-    await scan_since(repo, osid, scan, head)
-    if scan.landed_at is not None:
-        return None
-    base_tree = await repo.mainline.tree_at(published.base)
-    final, _merged, conflicts = await resolve(repo, published.changes, base_tree, head_tree, scan.touched)
-    if conflicts:
-        return None
-    return LandedSession(osid, published.snapshot, published.goal, published.author, published.role,
-                         published.base, final)
-
-
-async def _finish_already(repo: Repo, sid: str, position: int, *, grouped: bool = False) -> LandResult:
-    record = await repo.mainline.record(position)
-    snap = next(s.snapshot for s in record.sessions if s.session == sid)
-    await repo.sessions.close(sid, {"state": "landed", "position": position, "snapshot": snap})
-    return LandResult(position, sid, record.tree, already=not grouped, grouped=grouped,
-                      group=len(record.sessions))

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from hif.aio import together
 from hif.errors import CorruptObject, NotFound, PreconditionFailed
 from hif.objects import EMPTY_TREE, Entry, decode, encode
 from hif.paths import check_path
@@ -145,14 +146,24 @@ class Mainline:
     async def record(self, position: int) -> LandingRecord:
         if position < 1:
             raise NotFound(f"no position {position}")
+        rec = await self.peek(position)
+        if rec is None:
+            raise NotFound(f"no landing at position {position}")
+        return rec
+
+    def cached(self, position: int) -> LandingRecord | None:
+        return self._records.get(position)
+
+    async def peek(self, position: int) -> LandingRecord | None:
+        """The record at ``position`` if it exists yet: one read that both probes and fetches (a lander
+        waiting for the next position, or learning who beat it there)."""
         cached = self._records.get(position)
-        if cached is not None:
+        if cached is not None or position < 1:
             return cached
         self.reads += 1
-        try:
-            data = await self.store.get(log_key(self.prefix, position))
-        except NotFound:
-            raise NotFound(f"no landing at position {position}") from None
+        data = await self.store.get_or_none(log_key(self.prefix, position))
+        if data is None:
+            return None
         rec = LandingRecord.from_bytes(data, position)
         if len(self._records) > RECORD_CACHE:
             self._records.clear()
@@ -176,7 +187,18 @@ class Mainline:
         return value if isinstance(value, int) and value >= 0 else 0
 
     async def head(self, known: int | None = None) -> int:
-        """The latest position: start from the hint (or ``known``) and probe until absent."""
+        """The latest position: start from ``known``, or from the hint and the newest record this
+        process has seen, and probe until absent. A process that keeps landing (an agent, a forge
+        node) usually knows the head already: the hint is then read together with the one probe
+        that confirms it, so finding the head costs one round trip."""
+        if known is None and self._records:
+            latest = max(self._records)
+            hint, ahead = await together([self.head_hint(), self.exists(latest + 1)])
+            if isinstance(ahead, BaseException):
+                raise ahead
+            if not ahead:
+                return latest
+            known = max(latest + 1, hint if isinstance(hint, int) else 0)
         low = max(known or 0, await self.head_hint() if known is None else 0)
         if low > 0 and not await self.exists(low):
             low = 0  # a hint ahead of the log cannot happen unless the store was tampered with

@@ -231,6 +231,9 @@ class ObjectDB:
     async def prefetch_diff(self, old: bytes, new: bytes) -> None:
         """Make what moving from tree ``old`` to tree ``new`` reads cheap (see ``prefetch``)."""
 
+    def cached_tree(self, oid: bytes) -> Tree | None:
+        return {} if oid == EMPTY_TREE else self._trees.get(oid)
+
     def remember_tree(self, oid: bytes, tree: Tree) -> None:
         self._trees[oid] = tree
         if len(self._trees) > self._cache_size:

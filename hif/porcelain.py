@@ -45,7 +45,6 @@ if TYPE_CHECKING:
     from hif.remote import RemoteRepo
 
 T = TypeVar("T")
-CHECKOUT_BATCH = 1000  # files per request when a clone checks out
 MARKER = b"<<<<<<< "
 CLONE_MARKER = "clone-incomplete.json"  # in .hif/ while a clone has not finished its checkout
 
@@ -290,7 +289,10 @@ class Repository:
             r.set_progress(progress)
             head = r.head()
             tree = r._run(r.repo.mainline.tree_at(head))
-            r._run(r._clone_checkout(tree, head))
+            from hif.checkout import paused_gc
+
+            with paused_gc():
+                r._run(r._clone_checkout(tree, head))
             marker.unlink()
         except BaseException:
             r.close()
@@ -511,8 +513,8 @@ class Repository:
 
     def status(self) -> Status:
         changes = self._changes_vs_base()
-        entries = self.work.index.entries
-        base = {p: entries[p].base if p in entries else None for p in changes}  # only the changed paths
+        idx = self.work.index
+        base = {p: idx.base_of(p) for p in changes}  # only the changed paths: the cache stays packed
         sid = self.session_id
         session = self._run(self.repo.sessions.load(sid)) if sid else None
         return Status(
@@ -581,10 +583,11 @@ class Repository:
                 raise InvalidInput(f"{path} still has conflict markers; resolve them, then land")
 
     async def _clone_checkout(self, tree: bytes, position: int) -> None:
-        """A clone's first checkout, in batches: each batch of files is fetched in one request and
-        written straight to the working copy, which is then the only local copy of those blobs (a
-        later read, say for a diff, fetches one again). The stat cache is saved after every batch, so
-        a resumed clone skips the files an interrupted one already wrote."""
+        """A clone's first checkout: the trees level by level, then every file's blob in one streamed
+        answer (per 50,000 files), written straight to the working copy on other threads while the
+        next ones arrive; the files are then the only local copy of those blobs (a later read, say for
+        a diff, fetches one again). The stat cache is saved along the way, so a resumed clone skips
+        the files an interrupted one already wrote."""
         assert self.remote is not None
         db = self.remote.objects
         tree = await self._view(tree)
@@ -609,12 +612,9 @@ class Repository:
             self.work.remove_file(path)
             idx.forget_work(path)
             idx.set_base(path, None)
-        for start in range(0, len(todo), CHECKOUT_BATCH):
-            batch = todo[start:start + CHECKOUT_BATCH]
-            contents = await db.blob_contents([e.oid for _, e in batch])
-            for path, entry in batch:
-                self.work.write_file(path, entry, contents[entry.oid])
-            self.work.save_index()
+        from hif.checkout import check_out
+
+        check_out(self.work, todo, db.stream_blobs)  # streamed; files written on other threads
         idx.position, idx.tree, idx.dirty = position, tree, True
         self.work.save_index()
         self.work.write_state(WorkState(position, None))

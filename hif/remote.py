@@ -7,8 +7,9 @@ never imports asyncio), exactly as over the embedded store. Landing and abandoni
 porcelain calls :meth:`RemoteRepo.land` / :meth:`RemoteRepo.abandon` instead of ``hif.landing``.
 
 Objects are content-addressed and immutable, and so are landing records, so the local cache never
-needs invalidating: a read falls back to the forge on a local miss (and re-verifies the hash), a
-write goes to the cache and is queued; :meth:`RemoteObjectDB.flush` uploads what the forge lacks,
+needs invalidating: a read falls back to the forge on a local miss (and re-verifies the hash;
+missing objects come down in one streamed ``objects/stream`` answer per 100,000), a write goes to the
+cache and is queued; :meth:`RemoteObjectDB.flush` uploads what the forge lacks,
 in batches, before any event that refers to those objects.
 
 Nothing here knows about click or the working copy; tokens never appear in messages.
@@ -17,17 +18,18 @@ Nothing here knows about click or the working copy; tokens never appear in messa
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import random
+import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import cbor2
-import httpx
 
 from hif.errors import (
     AuthRequired,
@@ -62,9 +64,15 @@ from hif.rollups import Rollups
 from hif.session import Session, SessionStore, check_session_id, check_text, fold
 from hif.store import EmbeddedStore, ObjectStore
 
+# httpx imports its own command-line client (rich, pygments: 30 ms of every hif command's start-up)
+# and carries on without it when that import fails; hif never runs it, so the import is refused
+sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+import httpx  # noqa: E402
+
 CBOR = "application/cbor"
 ATTEMPTS = 3  # per request, for requests that are safe to repeat
-GET_BATCH = 1_000  # objects per objects/get (the forge's limit)
+STREAM_BATCH = 100_000  # ids per objects/stream (the forge's limit)
+STREAM_REPORT = 512  # objects between two progress reports while an answer streams
 HAVE_BATCH = 10_000  # ids per objects/have (the forge's limit)
 PUT_BATCH = 1_000  # objects per objects/put
 PUT_BYTES = 32 << 20  # bytes per objects/put (the forge accepts 64 MiB)
@@ -267,8 +275,10 @@ class ForgeClient:
             headers["Authorization"] = f"Bearer {token}"
         if timeout is None:
             timeout = float(os.environ.get("HIF_REMOTE_TIMEOUT", "60"))
-        self._http = httpx.Client(base_url=self.base_url + "/api/v1/", headers=headers,
-                                  timeout=timeout, follow_redirects=False)
+        # a plain-HTTP forge never speaks TLS here (redirects are not followed): no need to load the
+        # system's certificates, which costs a CLI command 30 ms per client
+        self._http = httpx.Client(base_url=self.base_url + "/api/v1/", headers=headers, timeout=timeout,
+                                  follow_redirects=False, verify=self.base_url.startswith("https:"))
         self.requests = 0
 
     def close(self) -> None:
@@ -312,6 +322,24 @@ class ForgeClient:
             return self._answer(resp)
         raise RemoteError(f"cannot reach {self.base_url}: {problem}")
 
+    def stream(self, path: str, body: Any) -> Iterator[bytes]:
+        """POST ``body`` and yield the answer's bytes as they arrive, so that a large answer is used
+        while it is still coming. An error answer raises as :meth:`request` does; a connection that
+        fails or a 5xx raises :class:`StreamCut`, after which asking again for the rest is safe."""
+        self.requests += 1
+        try:
+            with self._http.stream("POST", path, content=encode(body),
+                                   headers={"Content-Type": CBOR}) as resp:
+                if resp.status_code != 200:
+                    resp.read()
+                    if resp.status_code >= 500:
+                        raise StreamCut(f"cannot reach {self.base_url}: HTTP {resp.status_code}")
+                    self._answer(resp)  # raises the forge's error
+                    raise RemoteError(f"{self.base_url} sent an answer hif cannot read")
+                yield from resp.iter_bytes()
+        except (httpx.HTTPError, httpx.InvalidURL) as e:
+            raise StreamCut(f"cannot reach {self.base_url}: {_one_line(str(e) or type(e).__name__)}") from None
+
     def _answer(self, resp: httpx.Response) -> Any:
         status = resp.status_code
         doc: Any = None
@@ -352,6 +380,57 @@ class ForgeClient:
         if status >= 500:
             return RemoteError(f"cannot reach {self.base_url}: HTTP {status} ({message})")
         return RemoteError(f"{self.base_url} answered HTTP {status}: {message}")
+
+
+class StreamCut(RemoteError):
+    """A streamed answer stopped early (connection lost, or the node failed): ask again for the rest."""
+
+
+def cbor_objects(chunks: Iterable[bytes]) -> Iterator[tuple[bytes, bytes] | dict[str, Any]]:
+    """The items of an ``objects/stream`` answer (a CBOR sequence, RFC 8742) as the bytes arrive:
+    ``(id, stored)`` for each ``[id, stored]`` pair, then the closing map. Only that shape is read, by
+    hand: a general decoder would need the whole answer, or a file-like wrapper and a call per item."""
+    buf = bytearray()
+    at = 0
+    for chunk in chunks:
+        if at:
+            del buf[:at]
+            at = 0
+        buf += chunk
+        end = len(buf)
+        while at < end:
+            if buf[at] != 0x82:  # not a pair: the closing map, decoded once the answer is complete
+                break
+            if end - at < 36:
+                break
+            if buf[at + 1] != 0x58 or buf[at + 2] != 0x20 or buf[at + 35] >> 5 != 2:
+                raise RemoteError("the forge sent a malformed object stream")
+            info = buf[at + 35] & 31
+            if info < 24:
+                head, size = 1, info
+            elif info <= 27:
+                head = 1 + (1 << (info - 24))
+                if end - at < 35 + head:
+                    break
+                size = int.from_bytes(buf[at + 36:at + 35 + head], "big")
+            else:
+                raise RemoteError("the forge sent a malformed object stream")
+            stop = at + 35 + head + size
+            if stop > end:
+                break
+            yield bytes(buf[at + 3:at + 35]), bytes(buf[at + 35 + head:stop])
+            at = stop
+    rest = bytes(buf[at:])
+    if not rest:
+        raise StreamCut("the forge's answer stopped early")
+    fp = io.BytesIO(rest)
+    try:
+        closing = cbor2.CBORDecoder(fp).decode()
+    except Exception:  # cbor2 raises several types; a cut answer ends in half an item
+        raise StreamCut("the forge's answer stopped early") from None
+    if not isinstance(closing, dict) or fp.tell() != len(rest):
+        raise RemoteError("the forge sent a malformed object stream")
+    yield closing
 
 
 def _conflict(raw: Any) -> Conflict:
@@ -439,62 +518,93 @@ class RemoteObjectDB(ObjectDB):
         """Fetch and verify; cache them (kept in memory too, until read once), or with ``cache=False``
         only return their canonical bytes."""
         out: dict[bytes, bytes] = {}
-        for batch in _chunks(ids, GET_BATCH):
-            answer = self.client.post(self.api + "get", {"ids": list(batch)}, idempotent=True)
-            asked = set(batch)
-            n = size = 0
-            for row in _field(answer, "objects", list):
-                if not (isinstance(row, list) and len(row) == 2 and isinstance(row[1], bytes)):
-                    raise RemoteError("the forge sent a malformed object list")
-                oid, stored = row
-                if oid not in asked:
-                    raise RemoteError("the forge sent an object hif did not ask for")
-                # verified before it is cached: a bad object must not poison the cache
-                canonical = unpack(stored)
-                if digest(canonical) != oid:
-                    raise CorruptObject(f"object {oid.hex()} from the forge is corrupt (hash mismatch)")
-                self._on_forge.add(oid)
-                n += 1
-                size += len(stored)
-                if not cache:
-                    out[oid] = canonical
-                    continue
-                if self._fresh_bytes + len(canonical) <= FRESH_BYTES:
-                    self._fresh[oid] = canonical
-                    self._fresh_bytes += len(canonical)
-                if isinstance(self.store, EmbeddedStore):  # verified on every read: see add_to_cache
-                    self.store.add_to_cache(self.key(oid), stored)
-                else:
-                    with contextlib.suppress(PreconditionFailed):
-                        await self.store.put(self.key(oid), stored, if_none_match=True)
-                self._known.add(oid)
+        for oid, stored, canonical in self.stream(ids):
+            self._on_forge.add(oid)
+            if not cache:
+                out[oid] = canonical
+                continue
+            if self._fresh_bytes + len(canonical) <= FRESH_BYTES:
+                self._fresh[oid] = canonical
+                self._fresh_bytes += len(canonical)
+            if isinstance(self.store, EmbeddedStore):  # verified on every read: see add_to_cache
+                self.store.add_to_cache(self.key(oid), stored)
+            else:
+                with contextlib.suppress(PreconditionFailed):
+                    await self.store.put(self.key(oid), stored, if_none_match=True)
+            self._known.add(oid)
+        return out
+
+    def stream(self, ids: Sequence[bytes]) -> Iterator[tuple[bytes, bytes, bytes]]:
+        """``(id, stored, canonical)`` for each of ``ids`` in order, each verified against its id, from
+        one streamed ``objects/stream`` answer per 100,000 ids: no round trip per batch, and the
+        caller uses each object as it arrives. A cut answer is asked again from where it stopped
+        (a bounded number of times without progress). Nothing is cached here."""
+        at = failures = 0
+        while at < len(ids):
+            batch = ids[at:at + STREAM_BATCH]
+            got = n = size = 0
+            chunks = self.client.stream(self.api + "stream", {"ids": list(batch)})
+            try:
+                closing: dict[str, Any] = {}
+                for item in cbor_objects(chunks):
+                    if isinstance(item, dict):
+                        closing = item
+                        break
+                    oid, stored = item
+                    if got >= len(batch) or oid != batch[got]:
+                        raise RemoteError("the forge sent an object hif did not ask for")
+                    # verified before anyone uses it: a bad object must not reach the cache or a file
+                    canonical = unpack(stored)
+                    if digest(canonical) != oid:
+                        raise CorruptObject(f"object {oid.hex()} from the forge is corrupt (hash mismatch)")
+                    got += 1
+                    n += 1
+                    size += len(stored)
+                    if n >= STREAM_REPORT:
+                        self._count(n, size)
+                        n = size = 0
+                    yield oid, stored, canonical
+                self._count(n, size)
+                n = size = 0
+                if "error" in closing:
+                    message = _one_line(str(closing.get("message") or closing["error"]))
+                    if closing["error"] == "not_found":
+                        raise NotFound(message)
+                    raise StreamCut(f"{self.client.base_url}: {message}")
+                if got != len(batch):
+                    raise RemoteError("the forge's answer lacks objects hif asked for")
+            except StreamCut as e:
+                self._count(n, size)
+                at += got
+                failures = 1 if got else failures + 1
+                if failures >= ATTEMPTS:
+                    raise RemoteError(str(e)) from None
+                time.sleep(0.2 * 2 ** (failures - 1) * (1 + random.random()))
+                continue
+            finally:
+                chunks.close()
+            at += len(batch)
+
+    def _count(self, n: int, size: int) -> None:
+        if n:
             self.fetched_objects += n
             self.fetched_bytes += size
             if self.progress is not None:
                 self.progress("fetch", n, size)
-        return out
+
+    def stream_blobs(self, ids: Sequence[bytes]) -> Iterator[tuple[bytes, bytes]]:
+        """``(id, content)`` of each blob in order, verified and *not* cached: a clone's checkout
+        writes each straight to its working files, which are then the local copy."""
+        for oid, _stored, canonical in self.stream(ids):
+            content = check_object("blob", decode(canonical))
+            if not isinstance(content, bytes):
+                raise CorruptObject(f"object {oid.hex()} is not a blob")
+            yield oid, content
 
     async def prefetch_diff(self, old: bytes, new: bytes) -> None:
         """Fetch what moving from tree ``old`` to tree ``new`` reads: the differing directories level
         by level (one round trip per level, not per directory), then the new files' blobs."""
         await self.prefetch(await self.prefetch_trees(old, new))
-
-    async def blob_contents(self, ids: Sequence[bytes]) -> dict[bytes, bytes]:
-        """The contents of these blobs, fetched in one request each 1,000 and *not* cached: a clone's
-        checkout writes them straight to the working files, which are then the local copy."""
-        missing = [oid for oid in dict.fromkeys(ids) if not await self._local(oid)]
-        got = await self._fetch(missing, cache=False) if missing else {}
-        out: dict[bytes, bytes] = {}
-        for oid in dict.fromkeys(ids):
-            canonical = got.get(oid)
-            if canonical is None:
-                out[oid] = await self.get_blob(oid)
-            else:
-                content = check_object("blob", decode(canonical))
-                if not isinstance(content, bytes):
-                    raise CorruptObject(f"object {oid.hex()} is not a blob")
-                out[oid] = content
-        return out
 
     async def prefetch_trees(self, old: bytes, new: bytes) -> list[bytes]:
         """Fetch the directories that differ between two trees, level by level; return the blob ids

@@ -33,6 +33,10 @@ class Repo:
 
     def __init__(self, store: ObjectStore, name: str, *, clock: Clock = time.time,
                  prefix: str | None = None) -> None:
+        if store.hedge_reads:
+            from hif.store.hedged import HedgedStore
+
+            store = HedgedStore(store)
         self.store = store
         self.name = check_repo_name(name)
         self.prefix = prefix if prefix is not None else f"repos/{name}/"
@@ -41,6 +45,8 @@ class Repo:
         self.mainline = Mainline(store, self.prefix)
         self.sessions = SessionStore(store, self.prefix, self.objects, clock)
         self.rollups = Rollups(self.mainline)
+        # group landing: sessions whose landers let a follower wait in vain (hif.landing, a hint only)
+        self.stale_intents: set[str] = set()
 
     async def create(self, **meta: Any) -> dict[str, Any]:
         """Create the repository's metadata; raises PreconditionFailed if it already exists."""

@@ -231,8 +231,10 @@ class SessionStore:
     async def list_open(self) -> list[str]:
         return [n for n in await self.store.list_children(self.prefix + "open/") if _ID.match(n)]
 
-    async def write_snapshot(self, s: Session, changes: dict[str, Entry | None]) -> bytes:
-        """Freeze the session: its events and its effective changes, as one immutable object."""
+    @staticmethod
+    def snapshot_bytes(s: Session, changes: dict[str, Entry | None]) -> bytes:
+        """The canonical bytes of the session's snapshot (its id is their digest): a lander can name
+        the snapshot, or hand it to another lander in its intent, before it is stored."""
         value = {
             "id": s.id,
             "goal": s.goal,
@@ -243,7 +245,11 @@ class SessionStore:
             "events": s.events,
             "changes": [[p, e.kind if e else None, e.oid if e else None] for p, e in sorted(changes.items())],
         }
-        return await self.objects.put_value("snapshot", value)
+        return encode(["snapshot", value])
+
+    async def write_snapshot(self, s: Session, changes: dict[str, Entry | None]) -> bytes:
+        """Freeze the session: its events and its effective changes, as one immutable object."""
+        return await self.objects.put_canonical(self.snapshot_bytes(s, changes))
 
     async def abandon(self, s: Session, event: dict[str, Any], reason: str) -> Session:
         """Append the ``abandon`` event, freeze the session and record the outcome."""

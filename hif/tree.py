@@ -7,9 +7,11 @@ size of the change, never the size of the repository.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 
+from hif.aio import together
 from hif.objects import DIR, EMPTY_TREE, Entry, ObjectDB, Tree, digest, tree_bytes
+from hif.store.base import drive
 
 Changes = Mapping[str, Entry | None]  # path -> new file entry, or None to delete
 
@@ -126,3 +128,56 @@ async def read_dir(db: ObjectDB, tree_id: bytes, path: str = "") -> Tree | None:
     if entry is None or entry.kind != DIR:
         return None
     return await db.get_tree(entry.oid)
+
+
+async def prefetch(db: ObjectDB, tree_id: bytes, paths: Iterable[str]) -> None:
+    """Read the directories on ``paths`` (and the path itself if it is one) one level at a time, each
+    level's reads together: depth round trips for any number of paths instead of depth per path.
+    ``lookup`` and ``apply`` on those paths then find every tree in the cache."""
+    children: dict[str, set[str]] = {}  # directory -> names below it on some path
+    for path in paths:
+        parent = ""
+        for name in path.split("/"):
+            children.setdefault(parent, set()).add(name)
+            parent = f"{parent}/{name}" if parent else name
+    frontier: dict[str, bytes] = {"": tree_id}  # directories of one depth -> their tree ids
+    while frontier:
+        known = {d: db.cached_tree(oid) for d, oid in frontier.items()}
+        missing = [d for d, t in known.items() if t is None]  # usually none: no tasks to make then
+        for d, t in zip(missing, await together([db.get_tree(frontier[d]) for d in missing]), strict=True):
+            known[d] = None if isinstance(t, BaseException) else t
+        below: dict[str, bytes] = {}
+        for dirpath, tree in known.items():
+            if tree is None:
+                continue  # a failed read is the caller's to report, when it reads the same tree
+            for name in children.get(dirpath, ()):
+                entry = tree.get(name)
+                child = f"{dirpath}/{name}" if dirpath else name
+                if entry is not None and entry.kind == DIR and child in children:
+                    below[child] = entry.oid
+        frontier = below
+
+
+def cached_apply(db: ObjectDB, tree_id: bytes, changes: Changes) -> bytes | None:
+    """``apply`` from the tree cache alone, or None when a directory it needs is not cached: a lander
+    replays each record it sees onto the tree it already knows, so the new head's directories are
+    known without reading them (the result is checked against the record's tree by the caller)."""
+    children: dict[str, set[str]] = {}
+    for path in changes:
+        parent = ""
+        for name in path.split("/")[:-1]:
+            children.setdefault(parent, set()).add(name)
+            parent = f"{parent}/{name}" if parent else name
+    frontier: dict[str, bytes] = {"": tree_id}
+    while frontier:
+        below: dict[str, bytes] = {}
+        for dirpath, oid in frontier.items():
+            tree = db.cached_tree(oid)
+            if tree is None:
+                return None
+            for name in children.get(dirpath, ()):
+                entry = tree.get(name)
+                if entry is not None and entry.kind == DIR:
+                    below[f"{dirpath}/{name}" if dirpath else name] = entry.oid
+        frontier = below
+    return drive(apply(db, tree_id, changes, pending=[]))

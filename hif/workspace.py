@@ -11,23 +11,42 @@ import contextlib
 import json
 import os
 import stat as stat_mod
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections import deque
 from pathlib import Path
-from typing import Any
 
 from hif.errors import DirtyWorkingCopy, InvalidPath, NotARepository
-from hif.index import RACY_NS, Index
-from hif.objects import DIR, EXEC, FILE, LINK, Entry, blob_bytes, digest
+from hif.index import CLEAN, RACY_NS, Index, fast_candidates, verify_dirs_parallel
 from hif.paths import RESERVED, check_path, parent_dirs
 
+TYPE_CHECKING = False  # without importing typing, dataclasses or hif.objects (cbor2, zstandard):
+if TYPE_CHECKING:  # `hif status` on a clean tree needs none of them
+    from collections.abc import Iterator
+    from typing import Any
+
+    from hif.objects import Entry
+
 META = RESERVED
+FILE, EXEC, LINK, DIR = "f", "x", "l", "d"  # hif.objects' entry kinds (a test checks they agree)
 
 
-@dataclass
 class WorkState:
-    position: int = 0
-    session: str | None = None
+    """``state.json``: the working copy's position and open session."""
+
+    __slots__ = ("position", "session")
+
+    def __init__(self, position: int = 0, session: str | None = None) -> None:
+        self.position = position
+        self.session = session
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, WorkState):
+            return NotImplemented
+        return (self.position, self.session) == (other.position, other.session)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        return f"WorkState(position={self.position!r}, session={self.session!r})"
 
     def to_json(self) -> dict[str, Any]:
         return {"position": self.position, "session": self.session}
@@ -158,6 +177,8 @@ class WorkTree:
             except (FileNotFoundError, PermissionError, IsADirectoryError):
                 return None, b""
             kind = EXEC if st.st_mode & stat_mod.S_IXUSR else FILE
+        from hif.objects import Entry, blob_bytes, digest  # here: only a changed file needs them
+
         return Entry(kind, digest(blob_bytes(content))), content
 
     def changes_against(
@@ -175,66 +196,118 @@ class WorkTree:
     def changes_vs_index(self) -> dict[str, Entry | None]:
         """``changes_against(index.base_entries(), scan())`` in one pass, without building either.
 
-        The hot path of ``hif status`` on a large unchanged tree: per file one ``lstat`` (from
-        ``scandir``), one dict look-up and one tuple comparison; only files the stat cache does not
-        vouch for are checked, read and hashed.
+        The hot path of ``hif status`` on a large unchanged tree. Directories the cache holds
+        unchanged since it was loaded are checked whole against its packed rows (``verify_dirs``,
+        split over processes on a large tree), without building a cache entry per path. The rest
+        (new, changed, racy or unopenable directories, and everything when the cache was rebuilt)
+        go file by file; only files the stat cache does not vouch for are read and hashed.
         """
         idx = self.index
-        entries = idx.entries
-        racy = idx.written_ns - RACY_NS
+        snap = idx.snapshot
+        root = str(self.root)
+        ok: set[int] = set()
+        if snap is not None:
+            cand = fast_candidates(idx)
+            bad, learned = verify_dirs_parallel(root, snap, cand, idx.written_ns - RACY_NS)
+            ok = set(cand).difference(bad)
+            idx.learn_dirs(learned)
         out: dict[str, Entry | None] = {}
         seen: set[str] = set()
-        is_reg, is_lnk = stat_mod.S_ISREG, stat_mod.S_ISLNK
-        stack: list[tuple[str, str]] = [(str(self.root), "")]
-        while stack:
-            directory, rel = stack.pop()
-            try:
-                it = os.scandir(directory)
-            except (FileNotFoundError, NotADirectoryError, PermissionError):
+        failed: set[str] = set()  # directories that could not be opened: gone, or not a directory now
+        known = snap.dir_id if snap is not None else {}
+        # parents before children (a prefix sorts first), so a directory below one that is gone is
+        # never read: it could only be reached through what replaced it, a symlink say
+        todo = deque(sorted(d for d, i in known.items() if i not in ok))
+        if "" not in known:
+            todo.appendleft("")
+        while todo:
+            d = todo.popleft()
+            if _below(d, failed):
+                failed.add(d)
                 continue
-            with it:
-                for dentry in it:
-                    name = dentry.name
-                    if not rel and name == META:
-                        continue
-                    path = rel + name
-                    if dentry.is_dir(follow_symlinks=False):
-                        stack.append((dentry.path, path + "/"))
-                        continue
-                    try:
-                        st = dentry.stat(follow_symlinks=False)
-                    except FileNotFoundError:
-                        continue
-                    mode = st.st_mode
-                    e = entries.get(path)
-                    if (
-                        e is not None
-                        and e.work is not None
-                        and e.stat == (st.st_size, st.st_mtime_ns, st.st_ino, mode)
-                        and st.st_mtime_ns < racy
-                    ):  # what Index.cached checks, inline
-                        seen.add(path)
-                        if e.work is not e.base and e.work != e.base:
+            if not self._scan_dir(d, known, out, seen, todo):
+                continue
+            failed.add(d)
+            if not d:
+                continue
+            parent = d.rpartition("/")[0]
+            if known.get(parent, -1) in ok:  # its listing changed: the name may be a file now
+                ok.discard(known[parent])
+                todo.appendleft(parent)
+            with contextlib.suppress(OSError):
+                self._check_file(d, os.lstat(f"{root}/{d}"), out, seen)
+        if failed and snap is not None:  # everything below a directory that is gone is gone too
+            ok = {i for i in ok if not _below(snap.dirs[i], failed)}
+        if snap is not None:
+            for i in ok:
+                if not snap.flags[i] & CLEAN:
+                    for path, e in snap.dir_entries(i):
+                        if e.work != e.base:
                             out[path] = e.work
-                        continue
-                    if not (is_reg(mode) or is_lnk(mode)):
-                        continue
-                    try:
-                        check_path(path)
-                    except InvalidPath:
-                        continue
-                    entry, _ = self.read_file(path, st)
-                    if entry is None:
-                        continue
-                    idx.remember(path, st, entry)
-                    seen.add(path)
-                    e = entries[path]
-                    if entry != e.base:
-                        out[path] = entry
-        for path, e in entries.items():
+        for path, e in idx.iter_entries(ok):
             if e.base is not None and path not in seen:
                 out[path] = None
         return out
+
+    def _scan_dir(self, d: str, known: dict[str, int], out: dict[str, Entry | None], seen: set[str],
+                  todo: deque[str]) -> bool:
+        """Check directory ``d`` file by file, queueing new subdirectories; True if it cannot be
+        opened as a directory (gone)."""
+        root = str(self.root)
+        try:
+            fd = os.open(f"{root}/{d}" if d else root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError:
+            return True
+        try:
+            names = os.listdir(fd)
+            prefix = d + "/" if d else ""
+            for name in names:
+                if not d and name == META:
+                    continue
+                path = prefix + name
+                try:
+                    st = os.lstat(name, dir_fd=fd)
+                except FileNotFoundError:
+                    continue
+                if stat_mod.S_ISDIR(st.st_mode):
+                    if path not in known:  # a cached directory is checked on its own
+                        todo.append(path)
+                    continue
+                if path not in seen:  # seen: a directory that became this file, already checked
+                    self._check_file(path, st, out, seen)
+        finally:
+            os.close(fd)
+        return False
+
+    def _check_file(self, path: str, st: os.stat_result, out: dict[str, Entry | None], seen: set[str]) -> None:
+        """One file against its cached entry: trusted if the stat matches outside the racy window,
+        else read and hashed (and remembered)."""
+        idx = self.index
+        e = idx.get(path)
+        mode = st.st_mode
+        if (
+            e is not None
+            and e.work is not None
+            and e.stat == (st.st_size, st.st_mtime_ns, st.st_ino, mode)
+            and st.st_mtime_ns < idx.written_ns - RACY_NS
+        ):  # what Index.cached checks, inline
+            seen.add(path)
+            if e.work != e.base:
+                out[path] = e.work
+            return
+        if not (stat_mod.S_ISREG(mode) or stat_mod.S_ISLNK(mode)):
+            return
+        try:
+            check_path(path)
+        except InvalidPath:
+            return
+        entry, _ = self.read_file(path, st)
+        if entry is None:
+            return
+        idx.remember(path, st, entry)
+        seen.add(path)
+        if entry != (e.base if e is not None else None):
+            out[path] = entry
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -319,6 +392,16 @@ class WorkTree:
                 (self.root / d).rmdir()
             except OSError:
                 break
+
+
+def _below(d: str, dirs: set[str]) -> bool:
+    """Whether ``d`` or one of its ancestors (the root ``""`` included) is in ``dirs``."""
+    while True:
+        if d in dirs:
+            return True
+        if not d:
+            return False
+        d = d.rpartition("/")[0]
 
 
 def _rmtree(p: Path) -> None:

@@ -11,14 +11,15 @@ import asyncio
 import contextlib
 import functools
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from quart import Blueprint, current_app, g, request
+import cbor2
+from quart import Blueprint, Response, current_app, g, request
 
 from hif.blame import blame
-from hif.errors import CorruptObject, NotFound, PreconditionFailed, SessionClosed
+from hif.errors import CorruptObject, HifError, NotFound, PreconditionFailed, SessionClosed
 from hif.landing import land
 from hif.mainline import log_key
 from hif.objects import (
@@ -39,13 +40,26 @@ from node.access import NEEDS, check_login, manages_org, may, need_scope, repo_a
 from node.accounts import ANONYMOUS, Principal
 from node.app import Node, node_of
 from node.errors import AuthRequired, Exists, InvalidInput, PermissionDenied
-from node.wire import DEFAULT_LIMIT, MiB, cbor_response, field, query_int, read_body
+from node.wire import (
+    CBOR_SEQ,
+    DEFAULT_LIMIT,
+    MiB,
+    cbor_response,
+    error_body,
+    field,
+    query_int,
+    read_body,
+)
 
 bp = Blueprint("api", __name__)
 
 LOGIN_DAYS = 30
 MAX_HAVE = 10_000
 MAX_GET = 1_000
+MAX_STREAM = 100_000  # ids per objects/stream (3.4 MB of request body)
+STREAM_FIRST = 64  # objects read before the answer starts (so a missing one is still a 404)
+STREAM_MAX_BATCH = 512  # objects per read while streaming
+STREAM_BYTES = 4 * MiB  # about this much object data read ahead of the connection
 MAX_LOG = 500
 EVENT_TYPES = ("say", "decide", "write", "delete", "checkpoint", "sync")
 
@@ -112,7 +126,8 @@ def route(method: str, rule: str, access: str, *, limit: int = DEFAULT_LIMIT, ag
                 raise PermissionDenied("an agent token only works on its own session")
             if method in ("POST", "PUT") and not body_read:  # only once the caller may send it
                 ctx.body = await read_body(limit)
-            return cbor_response(await fn(ctx, **kw), status)
+            answer = await fn(ctx, **kw)
+            return answer if isinstance(answer, Response) else cbor_response(answer, status)
 
         bp.add_url_rule(rule, endpoint=fn.__name__, view_func=view, methods=[method])
         return fn
@@ -364,6 +379,54 @@ async def objects_get(ctx: Ctx) -> dict[str, Any]:
         if data is None:
             raise NotFound(f"object {oid.hex()} is missing")
     return {"objects": [[oid, data] for oid, data in zip(ids, found, strict=True)]}
+
+
+@route("POST", REPO + "/objects/stream", "read", limit=4 * MiB, agent=True)
+async def objects_stream(ctx: Ctx) -> Response:
+    """Many objects in one streamed answer (a clone's whole checkout in one request instead of one per
+    1,000): read a bounded batch ahead while the last one is sent, so memory stays flat at any size."""
+    ids = _ids(ctx.body, MAX_STREAM)
+    store, key = ctx.r.store, ctx.r.objects.key
+
+    async def read(batch: list[bytes]) -> list[bytes | None]:
+        return await store.get_many([key(oid) for oid in batch])
+
+    first = ids[:STREAM_FIRST]
+    found = await read(first)
+    _check_found(first, found)  # a missing object still answers 404 before anything is sent
+
+    async def body() -> AsyncIterator[bytes]:
+        batch, got, at, sent = first, found, len(first), 0
+        while True:
+            size = sum(len(d) for d in got if d is not None)
+            sent += len(batch)
+            # the next batch is read while this one goes out; its length keeps about STREAM_BYTES in hand
+            n = max(1, min(STREAM_MAX_BATCH, STREAM_BYTES * len(batch) // max(size, 1)))
+            nxt = ids[at:at + n]
+            pending = asyncio.ensure_future(read(nxt)) if nxt else None
+            try:
+                _check_found(batch, got)
+                yield b"".join(cbor2.dumps([oid, data]) for oid, data in zip(batch, got, strict=True))
+                if pending is None:
+                    break
+                batch, got, at = nxt, await pending, at + len(nxt)
+            except HifError as e:  # too late for a status: the last item says what went wrong
+                yield cbor2.dumps(error_body(e.http_status, str(e)))
+                return
+            finally:
+                if pending is not None and not pending.done():
+                    pending.cancel()
+        yield cbor2.dumps({"count": sent})
+
+    resp = Response(body(), status=200, content_type=CBOR_SEQ)
+    resp.timeout = None  # a large checkout may stream for longer than Quart's default minute
+    return resp
+
+
+def _check_found(ids: list[bytes], found: list[bytes | None]) -> None:
+    for oid, data in zip(ids, found, strict=True):
+        if data is None:
+            raise NotFound(f"object {oid.hex()} is missing")
 
 
 @route("POST", REPO + "/objects/put", "write", limit=64 * MiB, agent=True)

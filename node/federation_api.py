@@ -147,6 +147,7 @@ for _method, _suffix, _fn in (
     ("GET", "/blame", api.blame_route),
     ("POST", "/objects/have", api.objects_have),
     ("POST", "/objects/get", api.objects_get),
+    ("POST", "/objects/stream", api.objects_stream),
     ("GET", "/sessions/<sid>", api.get_session),
 ):
     route(_method, MIRROR + _suffix, "public")(_alias(_fn, f"mirror_{_fn.__name__}"))

@@ -12,6 +12,7 @@ from hif.objects import encode
 from node.errors import Exists, InvalidInput, PayloadTooLarge, RateLimited
 
 CBOR = "application/cbor"
+CBOR_SEQ = "application/cbor-seq"  # RFC 8742: CBOR items one after another (objects/stream)
 KiB = 1024
 MiB = 1024 * KiB
 DEFAULT_LIMIT = 1 * MiB

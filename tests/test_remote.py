@@ -371,3 +371,20 @@ def test_bad_input(forge: Forge, hif: Hif, tmp_path: Path) -> None:
     assert hif.js(a, "status")["position"] == 0  # reading the working copy needs no forge
     (a / ".hif" / "config.json").write_text(json.dumps(cfg))
     assert land(hif, a, "Online", {"x": "x\n"})["position"] == 1
+
+
+def test_object_stream_parsing_and_cut_answers() -> None:
+    """objects/stream answers are read as they arrive, however the bytes are split; an answer that
+    stops before its closing item is a cut (the client asks again for the rest), not a success."""
+    import cbor2
+
+    from hif.remote import StreamCut, cbor_objects
+
+    items = [(bytes([i]) * 32, bytes([i]) * size) for i, size in enumerate((0, 5, 23, 24, 255, 256, 70_000))]
+    data = b"".join(cbor2.dumps([oid, stored]) for oid, stored in items) + cbor2.dumps({"count": len(items)})
+    for step in (1, 7, 4096, len(data)):
+        chunks = [data[i:i + step] for i in range(0, len(data), step)]
+        assert list(cbor_objects(chunks)) == [*items, {"count": len(items)}]
+    for cut in (0, 10, 40, len(data) - 3):
+        with pytest.raises(StreamCut):
+            list(cbor_objects([data[:cut]]))

@@ -88,6 +88,22 @@ def test_missing_key(make_store: MakeStore) -> None:
     run(make_store, body)
 
 
+def test_get_many(make_store: MakeStore) -> None:
+    """Several values in order, None where a key is missing (a prefix is not a key); values of
+    exactly the size of a first read and larger come back whole."""
+
+    async def body(store: ObjectStore) -> None:
+        sizes = {"m/a": 0, "m/b": 5, "m/c": 64 << 10, "m/d": (64 << 10) + 1, "m/e": 3 << 20}
+        values = {k: os.urandom(n) for k, n in sizes.items()}
+        for k, v in values.items():
+            await store.put(k, v)
+        keys = ["m/e", "m/missing", "m/a", "m", "m/d", "m/b", "m/c", "m/b"]
+        assert await store.get_many(keys) == [values.get(k) for k in keys]
+        assert await store.get_many([]) == []
+
+    run(make_store, body)
+
+
 def test_head(make_store: MakeStore) -> None:
     async def body(store: ObjectStore) -> None:
         etag = await store.put("d/k", b"12345")

@@ -57,6 +57,8 @@ class ObjectStore(ABC):
     """Async key/value store with conditional writes and ordered prefix listing."""
 
     url: str = ""
+    # a store with a long latency tail (S3): ``Repo`` re-sends its slow reads (``hif.store.hedged``)
+    hedge_reads: bool = False
 
     @abstractmethod
     async def get(self, key: str) -> bytes:
@@ -117,6 +119,13 @@ class ObjectStore(ABC):
             return await self.get(key)
         except NotFound:
             return None
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """The values of several keys (None where absent), in order. Concurrent by default, since on
+        S3 each read is a round trip; a local store overrides it to read them in one go."""
+        import asyncio  # here: the CLI drives the embedded store without ever importing asyncio
+
+        return list(await asyncio.gather(*(self.get_or_none(k) for k in keys)))
 
     async def iter_keys(self, prefix: str, *, page: int = 1000) -> AsyncIterator[str]:
         """Every key under ``prefix`` in order, fetched a page at a time so memory stays bounded."""

@@ -23,6 +23,9 @@ from pathlib import Path
 from hif.errors import NotFound, PreconditionFailed, StoreError
 from hif.store.base import ObjectInfo, ObjectStore, check_key
 
+_READ = 64 << 10  # the first read of a value: most objects fit
+_READ_MORE = 1 << 20
+
 MARKER = "hif-store.json"
 
 
@@ -129,13 +132,28 @@ class EmbeddedStore(ObjectStore):
             os.close(fd)  # closing releases the flock
 
     def _read(self, key: str) -> bytes:
+        """The file's bytes through plain system calls: half the cost of ``open().read()`` (no
+        buffered file object, no fstat to size the buffer), which a clone pays once per object."""
         try:
-            with open(self._path(key), "rb") as f:
-                return f.read()
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            fd = os.open(self._path(key), os.O_RDONLY | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError):
             raise NotFound(f"no such key: {key}") from None
         except OSError as e:
             raise StoreError(f"cannot read {key}: {e.strerror}") from e
+        try:
+            data = os.read(fd, _READ)
+            if len(data) == _READ:  # a large value: read on to the end
+                chunks = [data]
+                while more := os.read(fd, _READ_MORE):
+                    chunks.append(more)
+                data = b"".join(chunks)
+            return data
+        except IsADirectoryError:
+            raise NotFound(f"no such key: {key}") from None
+        except OSError as e:
+            raise StoreError(f"cannot read {key}: {e.strerror}") from e
+        finally:
+            os.close(fd)
 
     def _syncfs(self) -> None:
         """Flush every dirty file and directory entry of the store's file system: one call for a whole
@@ -151,6 +169,10 @@ class EmbeddedStore(ObjectStore):
 
     async def get(self, key: str) -> bytes:
         return self._read(key)
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """One after another: reading a file never waits on anything a second read could overlap."""
+        return [await self.get_or_none(k) for k in keys]
 
     async def get_with_etag(self, key: str) -> tuple[bytes, str]:
         data = self._read(key)

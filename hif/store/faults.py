@@ -66,6 +66,11 @@ def s3_latency(rng: random.Random) -> float:
 class FaultyStore(ObjectStore):
     """Wrap ``inner``, injecting seeded errors, lost replies, latency and a crash point."""
 
+    @property  # type: ignore[override]
+    def hedge_reads(self) -> bool:
+        """A latency model stands for S3: treat it like S3."""
+        return self.faults.latency is not None
+
     def __init__(
         self,
         inner: ObjectStore,

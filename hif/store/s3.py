@@ -84,6 +84,8 @@ class _CallState:
 class S3Store(ObjectStore):
     """ObjectStore on an S3 bucket, optionally under a key prefix (``s3://bucket/prefix``)."""
 
+    hedge_reads = True
+
     def __init__(
         self,
         bucket: str,

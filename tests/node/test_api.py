@@ -244,3 +244,34 @@ def test_objects_are_checked_on_put(forge: Forge) -> None:
         assert r.status_code == 422, r.data
     # nothing of a refused batch is kept
     assert forge.api("POST", "/api/v1/repos/acme/o/objects/have", t, {"ids": [good_id]}).data["missing"] == [good_id]
+
+
+def test_objects_stream(forge: Forge) -> None:
+    """Many objects in one streamed CBOR sequence, in the order asked, closed by a count; a missing
+    object is a 404 while the status can still say so, and the closing item afterwards."""
+    from hif.remote import cbor_objects
+
+    t = forge.admin_token
+    forge.api("POST", "/api/v1/repos", t, {"name": "acme/s", "private": True})
+    pairs = [blob(f"file {i}\n".encode() * (i % 7 + 1)) for i in range(700)]  # several read batches
+    put(forge, t, "acme/s", *(stored for _, stored in pairs))
+    ids = [oid for oid, _ in reversed(pairs)]
+    url = forge.url + "/api/v1/repos/acme/s/objects/stream"
+    headers = {"Authorization": f"Bearer {t}", "Content-Type": "application/cbor"}
+    with httpx.stream("POST", url, headers=headers, content=encode({"ids": ids}), timeout=60) as r:
+        assert r.status_code == 200 and r.headers["content-type"] == "application/cbor-seq"
+        items = list(cbor_objects(r.iter_bytes()))
+    assert items[:-1] == [(oid, stored) for oid, stored in reversed(pairs)]
+    assert items[-1] == {"count": 700}
+
+    missing = digest(b"nothing")
+    r = forge.api("POST", "/api/v1/repos/acme/s/objects/stream", t, {"ids": [ids[0], missing]})
+    assert r.status_code == 404 and missing.hex() in r.data["message"]
+    late = httpx.post(url, headers=headers, content=encode({"ids": [*ids, missing]}), timeout=60)
+    assert late.status_code == 200
+    items = list(cbor_objects([late.content]))
+    assert len(items) < 702 and items[-1]["error"] == "not_found" and missing.hex() in items[-1]["message"]
+    # a private repository's objects stream only to its readers
+    assert forge.api("POST", "/api/v1/repos/acme/s/objects/stream", None, {"ids": ids[:1]}).status_code == 401
+    too_many = forge.api("POST", "/api/v1/repos/acme/s/objects/stream", t, {"ids": [missing] * 100_001})
+    assert too_many.status_code == 400
