@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from hif.aio import RttEstimate, hedged, pause, together
+from hif.aio import RttEstimate, hedged, pause, running_loop, together
 from hif.errors import (
     Conflict,
     ConflictError,
@@ -39,18 +39,20 @@ from hif.session import Session
 from hif.tree import apply, cached_apply, lookup, lookup_file, prefetch
 
 MAX_ATTEMPTS = 1000
-# Group landing: a lander that sees others waiting publishes an intent; per position a couple of the
-# waiting landers (ranked by a hash of the position and their ids) build a record holding up to GROUP
-# sessions while the rest wait to find themselves in it. By Little's law the group must hold about as
-# many sessions as arrive during one record's round trips (128 agents on S3: most of them).
+# Group landing: every lander publishes an intent on entry; when others are waiting, the oldest of them
+# (LEADERS) builds the next record with up to GROUP sessions while the rest wait to find themselves in
+# it. By Little's law the group must hold about as many sessions as arrive during one record's round
+# trips (128 agents on S3: most of them).
 GROUP = 128
 LEADERS = 1
 INTENTS_LISTED = 256
+GROUP_MAX_CHANGES = 4096  # a session changing more paths lands on its own (no intent)
 EMBED_SNAPSHOT = 256 * 1024  # an intent carries its session's snapshot up to this size
 DIRECT_SCAN = 8  # a gap this small is read record by record (together), not walked through rollups
-PATIENCE = 30  # round trips a follower waits for the next record before building one itself
+PATIENCE = 30  # round trips a follower waits for the next record before passing its leader over
 MIN_PATIENCE = 0.05  # seconds
-MIN_POLL = 0.005  # seconds between a follower's reads of the next position, at least
+MIN_POLL = 0.02  # seconds between a follower's reads of the next position, at least (a lander
+# in the same process wakes it at once, see Mainline.wait_for)
 HEDGE = 2.0  # round trips after which an idempotent write is sent a second time
 
 
@@ -209,10 +211,10 @@ async def land(
     session's own tree (checks attested it), so the landing is refused if the mainline moved past
     the session's base, and no other session joins its record.
 
-    With ``group`` > 1 (group landing, see docs/architecture.md), a lander that finds others waiting
-    publishes an intent (``intents/<id>``); per position a couple of the waiting landers build a record
-    with up to ``group`` of the published sessions while the others wait to find themselves in it.
-    Throughput is then no longer one landing per round trip.
+    With ``group`` > 1 (group landing, see docs/architecture.md), a lander publishes an intent
+    (``intents/<id>``); when others are waiting, the oldest of them builds a record with up to
+    ``group`` of the published sessions while the others wait to find themselves in it. Throughput
+    is then no longer one landing per round trip.
     """
     sid = session.id
     rtt = RttEstimate(repo.clock)
@@ -232,7 +234,9 @@ async def land(
     ):  # pragma: no cover - paths are checked on write; defence in depth
         raise InvalidInput("session writes hif's own files")
     pinned = bool(await policy(repo, session, ours, base_tree)) if policy is not None else False
-    lander = _Lander(repo, session, ours, base_tree, 1 if pinned else group, rng or random.Random(sid), rtt)
+    if pinned or len(ours) > GROUP_MAX_CHANGES:
+        group = 1  # pinned: nothing may join; huge: an intent listing every path would cost more than it saves
+    lander = _Lander(repo, session, ours, base_tree, group, rng or random.Random(sid), rtt)
     return await lander.run(max_attempts, pinned, state_checked=checked)
 
 
@@ -279,10 +283,11 @@ class _Lander:
         try:
             # one round trip: is the session still open, where is the head (see Mainline.head), and our
             # intent published
+            # (without an event loop, the CLI, calls run one after another: publishing waits for a lost race)
             state, head, _ = await together([
                 self.rtt.timed(repo.sessions.state(sid)) if not state_checked else _none(),
                 repo.mainline.head(),
-                self._enter(),
+                self._enter() if running_loop() is not None else _none(),
             ])
             if isinstance(state, BaseException):
                 raise state
@@ -313,7 +318,9 @@ class _Lander:
                 if self.group > 1:
                     waiting = self._waiting(listing)
                     leaders = self._leaders(waiting)
-                    follow = self.intent and bool(waiting) and self.sid not in leaders
+                    # without an event loop (the CLI) a leader writes its record one call at a time, so
+                    # waiting for it costs more than racing it: every lander builds, gathering others
+                    follow = self.intent and bool(waiting) and self.sid not in leaders and running_loop() is not None
                     if follow:
                         # on a timeout the leader was passed over (``stale``): ask again who leads now,
                         # rather than every follower building at once
@@ -343,7 +350,8 @@ class _Lander:
                 self.snapshot_stored = True
                 record = LandingRecord(position=head + 1, tree=new_tree, parent_tree=head_tree,
                                        time=repo.clock(), sessions=members)
-                publish = self.group > 1 and not self.intent  # useful only if we lose: overlap it
+                # useful only if we lose: overlapped with the log write (after a first loss in the CLI)
+                publish = self.group > 1 and not self.intent and (attempt > 1 or running_loop() is not None)
                 outcome = (await together([
                     self.rtt.timed(repo.mainline.append(record)), *([self._publish()] if publish else [])
                 ]))[0]
@@ -421,7 +429,7 @@ class _Lander:
                     stale.clear()
                 stale.update(leaders)
                 return None
-            await pause(max(self.rtt.estimate, MIN_POLL))
+            await self.repo.mainline.wait_for(position, max(self.rtt.estimate, MIN_POLL))
 
     async def _after_loss(self, position: int) -> int:
         """We lost ``position``: read it (to learn whether it holds us) and any beyond it."""

@@ -7,11 +7,12 @@ from the hint, exponentially then by bisection, so finding it costs O(log lag) r
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from hif.aio import together
+from hif.aio import pause, running_loop, together
 from hif.errors import CorruptObject, NotFound, PreconditionFailed
 from hif.objects import EMPTY_TREE, Entry, decode, encode
 from hif.paths import check_path
@@ -141,6 +142,7 @@ class Mainline:
         self.store = store
         self.prefix = prefix
         self._records: dict[int, LandingRecord] = {}  # records are immutable: safe to cache
+        self._waiters: dict[int, list[Any]] = {}  # position -> futures of landers waiting for it
         self.reads = 0
 
     async def record(self, position: int) -> LandingRecord:
@@ -168,6 +170,7 @@ class Mainline:
         if len(self._records) > RECORD_CACHE:
             self._records.clear()
         self._records[position] = rec
+        self._wake(position)
         return rec
 
     async def exists(self, position: int) -> bool:
@@ -228,10 +231,40 @@ class Mainline:
             log_key(self.prefix, record.position), record.to_bytes(), if_none_match=True
         )
         self._records[record.position] = record
+        self._wake(record.position)
+
+    async def wait_for(self, position: int, seconds: float) -> None:
+        """Sleep up to ``seconds``, less if this process writes or reads ``position`` meanwhile: landers
+        sharing this mainline (a forge node's requests) learn of a record the moment one of them
+        writes it, instead of at their next read of the store."""
+        loop = running_loop()
+        if loop is None or position in self._records:
+            if position not in self._records:
+                await pause(seconds)
+            return
+        waiter = loop.create_future()
+        self._waiters.setdefault(position, []).append(waiter)
+        handle = loop.call_later(seconds, lambda: waiter.done() or waiter.set_result(None))
+        try:
+            await waiter
+        finally:
+            handle.cancel()
+            waiting = self._waiters.get(position)
+            if waiting is not None:
+                with contextlib.suppress(ValueError):
+                    waiting.remove(waiter)
+                if not waiting:
+                    del self._waiters[position]
+
+    def _wake(self, position: int) -> None:
+        for waiter in self._waiters.pop(position, ()):
+            if not waiter.done():
+                waiter.set_result(None)
 
     def remember(self, record: LandingRecord) -> None:
         """Cache a record this process wrote some other way (``hif import git`` writes in batches)."""
         self._records[record.position] = record
+        self._wake(record.position)
 
     async def advance_hint(self, position: int) -> None:
         """Best effort: move the head hint forward (never back)."""
