@@ -275,8 +275,10 @@ class _Lander:
         self.pool = _Pool()
 
     @property
-    def hedge(self) -> float:
-        return max(HEDGE * self.rtt.estimate, 0.002)
+    def hedge(self) -> float | None:
+        """When to send a content-addressed write a second time: only over a store with a latency
+        tail (S3); on disk a second copy is just another fsync."""
+        return max(HEDGE * self.rtt.estimate, 0.002) if self.repo.hedged else None
 
     async def run(self, max_attempts: int, pinned: bool, *, state_checked: bool) -> LandResult:
         repo, sid = self.repo, self.sid
@@ -446,6 +448,8 @@ class _Lander:
         """Apply a record to the trees we know: when its directories are cached, the new head's are
         then known without a read, so a lander that leads the next record (or merely prepares) does
         not wait depth round trips to read what it can compute. CPU only."""
+        if self.repo.objects.cached_tree(record.tree) is not None:
+            return  # known already (landers sharing this Repo: one of them replayed or wrote it)
         changes: dict[str, Entry | None] = {}
         for m in record.sessions:
             changes.update(m.changes)

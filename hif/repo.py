@@ -33,6 +33,7 @@ class Repo:
 
     def __init__(self, store: ObjectStore, name: str, *, clock: Clock = time.time,
                  prefix: str | None = None) -> None:
+        self.hedged = store.hedge_reads  # a store with a latency tail: slow calls are sent twice
         if store.hedge_reads:
             from hif.store.hedged import HedgedStore
 
