@@ -15,7 +15,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from hif.blame import BlameLine, blame
 from hif.errors import (
     DirtyWorkingCopy,
     HifError,
@@ -40,6 +39,7 @@ from hif.tree import diff as tree_diff
 from hif.workspace import META, WorkState, WorkTree, ensure_clean, find_root
 
 if TYPE_CHECKING:
+    from hif.blame import BlameLine
     from hif.checks import CheckRun
     from hif.gitinterop import ExportResult, ImportResult
     from hif.remote import RemoteRepo
@@ -847,6 +847,9 @@ class Repository:
         return [(prefix + n, entries[n]) for n in sorted(entries, key=str.encode)]
 
     def blame(self, path: str, *, at: int | None = None) -> list[BlameLine]:
+        # imported here: starting or landing a session does not need the history walk
+        from hif.blame import blame
+
         return self._run(blame(self.repo, path, self.position if at is None else at))
 
     # -- git interop -------------------------------------------------------------------------
