@@ -77,6 +77,50 @@ class Stats:
         return r
 
 
+# A child's ru_maxrss starts from its parent's high-water mark (kept across exec), so commands are
+# spawned by this small launcher (``python -S``, ~8 MiB): peak RSS and CPU of the command alone, and
+# for a pipeline (argv split at ``--|--``) the larger peak and the summed CPU of both sides.
+_SPAWN = """
+import os, sys, time
+out, argv = sys.argv[1], sys.argv[2:]
+t0 = time.perf_counter()
+if "--|--" in argv:
+    i = argv.index("--|--")
+    r, w = os.pipe()
+    a = os.posix_spawnp(argv[0], argv[:i], os.environ, file_actions=[(os.POSIX_SPAWN_DUP2, w, 1),
+                        (os.POSIX_SPAWN_CLOSE, r), (os.POSIX_SPAWN_CLOSE, w)])
+    b = os.posix_spawnp(argv[i + 1], argv[i + 1:], os.environ, file_actions=[(os.POSIX_SPAWN_DUP2, r, 0),
+                        (os.POSIX_SPAWN_CLOSE, r), (os.POSIX_SPAWN_CLOSE, w)])
+    os.close(r)
+    os.close(w)
+    pids = [a, b]
+else:
+    pids = [os.posix_spawnp(argv[0], argv, os.environ)]
+rss, cpu, code = 0, 0.0, 0
+for pid in pids:
+    _, status, ru = os.wait4(pid, 0)
+    rss, cpu = max(rss, ru.ru_maxrss), cpu + ru.ru_utime + ru.ru_stime
+    code = code or os.waitstatus_to_exitcode(status)
+took = time.perf_counter() - t0
+with open(out, "w") as f:
+    f.write(f"{rss} {cpu} {took}")
+sys.exit(code & 255)
+"""
+
+
+def run_lean(cmd: list[str], cwd: Path, env: dict[str, str]) -> Run:
+    """``run(cmd)`` through the launcher: peak RSS, CPU and wall time of ``cmd`` alone."""
+    fd, result = tempfile.mkstemp(prefix="hif-bench-rusage-")
+    os.close(fd)
+    try:
+        r = run([sys.executable, "-S", "-c", _SPAWN, result, *cmd], cwd=cwd, env=env)
+        rss, cpu, took = Path(result).read_text().split()
+    finally:
+        os.unlink(result)
+    return Run(r.rc, r.out, int(rss), float(took), float(cpu))
+
+
+
 _SPAWNER = r"""
 import json, os, subprocess, sys, time
 for line in sys.stdin:

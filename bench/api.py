@@ -33,7 +33,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -50,7 +49,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _util import (  # noqa: E402
     HIF,
     ROOT,
-    Run,
     git_env,
     hif_env,
     machine,
@@ -58,6 +56,7 @@ from _util import (  # noqa: E402
     mib,
     ratio,
     run,
+    run_lean,
     secs,
     table,
     workdir,
@@ -79,34 +78,6 @@ LAND_TARGET = 0.5
 START_TIMEOUT = 30.0
 CBOR = "application/cbor"
 TICK = os.sysconf("SC_CLK_TCK")
-
-
-# A child's ru_maxrss includes the RSS of the process that spawned it (Linux keeps the old memory's
-# high-water mark across exec), so a command run straight from this process could never report less
-# than this process's own size. Commands whose peak memory is reported are spawned by this small
-# launcher (``python -S``, ~8 MiB) instead, which also times the command without its own start-up.
-_SPAWN = """
-import os, sys, time
-t0 = time.perf_counter()
-pid = os.posix_spawnp(sys.argv[2], sys.argv[2:], os.environ)
-_, status, ru = os.wait4(pid, 0)
-took = time.perf_counter() - t0
-with open(sys.argv[1], "w") as f:
-    f.write(f"{ru.ru_maxrss} {ru.ru_utime + ru.ru_stime} {took}")
-sys.exit(os.waitstatus_to_exitcode(status) & 255)
-"""
-
-
-def run_lean(cmd: list[str], cwd: Path, env: dict[str, str]) -> Run:
-    """``run(cmd)`` through the launcher: peak RSS, CPU and wall time of ``cmd`` alone."""
-    fd, result = tempfile.mkstemp(prefix="hif-bench-rusage-")
-    os.close(fd)
-    try:
-        r = run([sys.executable, "-S", "-c", _SPAWN, result, *cmd], cwd=cwd, env=env)
-        rss, cpu, took = Path(result).read_text().split()
-    finally:
-        os.unlink(result)
-    return Run(r.rc, r.out, int(rss), float(took), float(cpu))
 
 
 # -- fixture content ---------------------------------------------------------------------------

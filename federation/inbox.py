@@ -115,13 +115,20 @@ async def public_repo(fed: Federation, name: str) -> dict[str, Any]:
     return info
 
 
+async def addressed_repo(fed: Federation, ref: Any, local: str | None, what: str) -> str:
+    """The public repository an activity addresses (``ref``: its object or target), which must be
+    the inbox's own when it came to a repository's inbox."""
+    name = local_repo_of(fed, _id(ref))
+    if local is not None and name != local:
+        raise InvalidInput(f"the {what} is for another repository than this inbox's")
+    await public_repo(fed, name)
+    return name
+
+
 async def _follow(
     fed: Federation, activity: dict[str, Any], actor: str, local: str | None
 ) -> dict[str, Any]:
-    name = local_repo_of(fed, _id(activity.get("object")))
-    if local is not None and name != local:
-        raise InvalidInput("the Follow is for another repository than this inbox's")
-    await public_repo(fed, name)
+    name = await addressed_repo(fed, activity.get("object"), local, "Follow")
     doc = await fed.directory.actor(actor)
     endpoints = doc.get("endpoints") if isinstance(doc.get("endpoints"), dict) else {}
     inbox = endpoints.get("sharedInbox") or doc.get("inbox")

@@ -232,12 +232,9 @@ async def receive(
     fed: Federation, activity: dict[str, Any], actor: str, local: str | None
 ) -> dict[str, Any]:
     """Fetch and verify the offered bundle, keep its objects and the offered session."""
-    from federation.inbox import _id, local_repo_of, public_repo
+    from federation.inbox import _id, addressed_repo
 
-    name = local_repo_of(fed, _id(activity.get("target")))
-    if local is not None and name != local:
-        raise InvalidInput("the Offer is for another repository than this inbox's")
-    await public_repo(fed, name)
+    name = await addressed_repo(fed, activity.get("target"), local, "Offer")
     obj = activity.get("object")
     obj_id = _id(obj)
     bundle_url = obj.get("bundle") if isinstance(obj, dict) else None

@@ -530,10 +530,14 @@ async def scan(ctx: Ctx) -> dict[str, Any]:
 SESSION = REPO + "/sessions/<sid>"
 
 
-async def _load_session(ctx: Ctx, sid: str) -> Session:
+async def _load_session(ctx: Ctx, sid: str, *, open_only: bool = False) -> Session:
+    """The session ``sid`` of the request's repository; with ``open_only``, refused once closed."""
     if not _is_session_id(sid):
         raise NotFound(f"no session {sid}")
-    return await ctx.r.sessions.load(sid)
+    s = await ctx.r.sessions.load(sid)
+    if open_only and not s.is_open:
+        raise SessionClosed(f"session {sid} was {s.state}")
+    return s
 
 
 def _is_session_id(sid: str) -> bool:
@@ -645,9 +649,7 @@ async def _existing(ctx: Ctx, oid: bytes) -> bytes:
 
 @route("POST", SESSION + "/events", "write", agent=True)
 async def append_events(ctx: Ctx, sid: str) -> dict[str, Any]:
-    s = await _load_session(ctx, sid)
-    if not s.is_open:
-        raise SessionClosed(f"session {sid} was {s.state}")
+    s = await _load_session(ctx, sid, open_only=True)
     raw = field(ctx.body, "events", list)
     if not raw or len(raw) > 1000:
         raise InvalidInput("send between 1 and 1000 events")
@@ -677,9 +679,7 @@ async def land_session(ctx: Ctx, sid: str) -> dict[str, Any]:
 
 @route("POST", SESSION + "/abandon", "write", agent=True)
 async def abandon_session(ctx: Ctx, sid: str) -> dict[str, Any]:
-    s = await _load_session(ctx, sid)
-    if not s.is_open:
-        raise SessionClosed(f"session {sid} was {s.state}")
+    s = await _load_session(ctx, sid, open_only=True)
     reason = check_text(field(ctx.body, "reason", str, default="abandoned"), "reason")
     event = make_event("abandon", ctx.user, _role(ctx), ctx.r.clock(), reason=reason)
     event["user"] = ctx.user
@@ -689,9 +689,7 @@ async def abandon_session(ctx: Ctx, sid: str) -> dict[str, Any]:
 
 @route("POST", SESSION + "/tokens", "write", status=201)
 async def agent_token(ctx: Ctx, sid: str) -> dict[str, Any]:
-    s = await _load_session(ctx, sid)
-    if not s.is_open:
-        raise SessionClosed(f"session {sid} was {s.state}")
+    await _load_session(ctx, sid, open_only=True)
     days = field(ctx.body, "expires_days", (int, float), default=7)
     if days <= 0:
         raise InvalidInput("expires_days must be positive")

@@ -25,7 +25,6 @@ from hif.errors import (
     NotFound,
     PermissionDenied,
     PreconditionFailed,
-    SessionClosed,
 )
 from hif.objects import check_object, decode, encode, unpack
 from hif.repo import Repo
@@ -94,9 +93,7 @@ async def put_cached(ctx: Ctx, hash: str) -> dict[str, Any]:
 
 @route("POST", SESSION + "/attest", "write", agent=True)
 async def attest(ctx: Ctx, sid: str) -> dict[str, Any]:
-    s = await _load_session(ctx, sid)
-    if not s.is_open:
-        raise SessionClosed(f"session {sid} was {s.state}")
+    await _load_session(ctx, sid, open_only=True)
     att = field(ctx.body, "attestation", dict)
     sig = field(ctx.body, "signature", bytes)
     problem = attestation_problem(att, sig, repo=ctx.r.name, session=sid, tree=att.get("tree"))
