@@ -130,16 +130,24 @@ async def read_dir(db: ObjectDB, tree_id: bytes, path: str = "") -> Tree | None:
     return await db.get_tree(entry.oid)
 
 
+def _names_on(paths: Iterable[str], *, leaves: bool) -> dict[str, set[str]]:
+    """Directory ('' for the root) -> the names below it on some path (the last name too with
+    ``leaves``): the directories a prefetch or a cache-only apply must look into."""
+    children: dict[str, set[str]] = {}
+    for path in paths:
+        parent = ""
+        names = path.split("/")
+        for name in names if leaves else names[:-1]:
+            children.setdefault(parent, set()).add(name)
+            parent = f"{parent}/{name}" if parent else name
+    return children
+
+
 async def prefetch(db: ObjectDB, tree_id: bytes, paths: Iterable[str]) -> None:
     """Read the directories on ``paths`` (and the path itself if it is one) one level at a time, each
     level's reads together: depth round trips for any number of paths instead of depth per path.
     ``lookup`` and ``apply`` on those paths then find every tree in the cache."""
-    children: dict[str, set[str]] = {}  # directory -> names below it on some path
-    for path in paths:
-        parent = ""
-        for name in path.split("/"):
-            children.setdefault(parent, set()).add(name)
-            parent = f"{parent}/{name}" if parent else name
+    children = _names_on(paths, leaves=True)
     frontier: dict[str, bytes] = {"": tree_id}  # directories of one depth -> their tree ids
     while frontier:
         known = {d: db.cached_tree(oid) for d, oid in frontier.items()}
@@ -162,12 +170,7 @@ def cached_apply(db: ObjectDB, tree_id: bytes, changes: Changes) -> bytes | None
     """``apply`` from the tree cache alone, or None when a directory it needs is not cached: a lander
     replays each record it sees onto the tree it already knows, so the new head's directories are
     known without reading them (the result is checked against the record's tree by the caller)."""
-    children: dict[str, set[str]] = {}
-    for path in changes:
-        parent = ""
-        for name in path.split("/")[:-1]:
-            children.setdefault(parent, set()).add(name)
-            parent = f"{parent}/{name}" if parent else name
+    children = _names_on(changes, leaves=False)
     frontier: dict[str, bytes] = {"": tree_id}
     while frontier:
         below: dict[str, bytes] = {}

@@ -654,6 +654,30 @@ async def _tree(owner: str, name: str, path: str) -> Response | str:
     )
 
 
+@dataclass
+class FilePage:
+    """What the file and blame pages start from: the file at the asked position, and its bytes."""
+
+    rv: RepoView
+    path: str
+    at: int
+    at_q: int | None  # the position for links, None at the head
+    entry: Entry
+    data: bytes
+
+
+async def _file_page(owner: str, name: str, path: str) -> FilePage | Response:
+    """The file ``path`` of a repository at ``?at=`` (or the head); a directory redirects to its tree."""
+    rv = await open_repo(owner, name)
+    path = clean_path(path)
+    at = rv.position()
+    at_q = at if at != rv.head else None
+    entry = await _file(rv, path, at)
+    if entry.kind == DIR:
+        return redirect(rv.url("tree", path, at=at_q))  # type: ignore[return-value]
+    return FilePage(rv, path, at, at_q, entry, await rv.repo.objects.get_blob(entry.oid))
+
+
 async def _file(rv: RepoView, path: str, at: int) -> Entry:
     if not path:
         raise NotFound("no file named")
@@ -666,14 +690,10 @@ async def _file(rv: RepoView, path: str, at: int) -> Entry:
 
 @bp.get("/<owner>/<name>/blob/<path:path>")
 async def blob(owner: str, name: str, path: str) -> Response | str:
-    rv = await open_repo(owner, name)
-    path = clean_path(path)
-    at = rv.position()
-    at_q = at if at != rv.head else None
-    entry = await _file(rv, path, at)
-    if entry.kind == DIR:
-        return redirect(rv.url("tree", path, at=at_q))  # type: ignore[return-value]
-    data = await rv.repo.objects.get_blob(entry.oid)
+    page = await _file_page(owner, name, path)
+    if not isinstance(page, FilePage):
+        return page
+    rv, path, at, at_q, entry, data = page.rv, page.path, page.at, page.at_q, page.entry, page.data
     view: FileView | None = None
     target = None
     if entry.kind == LINK:
@@ -688,14 +708,10 @@ async def blob(owner: str, name: str, path: str) -> Response | str:
 
 @bp.get("/<owner>/<name>/blame/<path:path>")
 async def blame_page(owner: str, name: str, path: str) -> Response | str:
-    rv = await open_repo(owner, name)
-    path = clean_path(path)
-    at = rv.position()
-    at_q = at if at != rv.head else None
-    entry = await _file(rv, path, at)
-    if entry.kind == DIR:
-        return redirect(rv.url("tree", path, at=at_q))  # type: ignore[return-value]
-    data = await rv.repo.objects.get_blob(entry.oid)
+    page = await _file_page(owner, name, path)
+    if not isinstance(page, FilePage):
+        return page
+    rv, path, at, at_q, entry, data = page.rv, page.path, page.at, page.at_q, page.entry, page.data
     view = await asyncio.to_thread(file_view, data, path)
     notice = None
     rows: list[dict[str, Any]] = []
