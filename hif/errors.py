@@ -8,6 +8,7 @@ class HifError(Exception):
 
     exit_code = 1
     http_status = 400
+    session: str | None = None  # the open session it concerns, when the caller could not know its id
 
 
 class StoreError(HifError):

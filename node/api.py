@@ -34,7 +34,7 @@ from hif.objects import (
 from hif.paths import check_path
 from hif.repo import Repo, check_repo_name
 from hif.rollups import query_items
-from hif.session import ROLES, Session, check_session_id, check_text, make_event
+from hif.session import ROLES, Session, check_session_id, check_text, fold, make_event
 from hif.tree import lookup
 from node.access import NEEDS, check_login, manages_org, may, need_scope, repo_access, scope_ge
 from node.accounts import ANONYMOUS, Principal
@@ -431,14 +431,18 @@ def _check_found(ids: list[bytes], found: list[bytes | None]) -> None:
 
 @route("POST", REPO + "/objects/put", "write", limit=64 * MiB, agent=True)
 async def objects_put(ctx: Ctx) -> dict[str, Any]:
-    objects = field(ctx.body, "objects", list)
+    return {"ids": await _put_objects(ctx, field(ctx.body, "objects", list))}
+
+
+async def _put_objects(ctx: Ctx, objects: list[Any]) -> list[bytes]:
+    """Keep stored objects, each verified against its id first: none is kept if any is bad."""
     if not all(isinstance(o, bytes) for o in objects):
         raise InvalidInput("objects must be byte strings")
-    checked = [(check_stored(o)[0], o) for o in objects]  # all checked before any is kept
+    checked = [(check_stored(o)[0], o) for o in objects]
     for oid, stored in checked:
         with contextlib.suppress(PreconditionFailed):
             await ctx.r.store.put(ctx.r.objects.key(oid), stored, if_none_match=True)
-    return {"ids": [oid for oid, _ in checked]}
+    return [oid for oid, _ in checked]
 
 
 # -- mainline ----------------------------------------------------------------------------------
@@ -563,6 +567,13 @@ async def list_sessions(ctx: Ctx) -> dict[str, Any]:
 
 @route("POST", REPO + "/sessions", "write", status=201)
 async def start_session(ctx: Ctx) -> dict[str, Any]:
+    opening = await _opening(ctx)
+    s = await ctx.r.sessions.start(*opening)
+    return {"id": s.id, "event": s.events[0]}
+
+
+async def _opening(ctx: Ctx) -> tuple[str, str, str, int]:
+    """The checked goal, author, role and base of a session the request starts."""
     goal = check_text(field(ctx.body, "goal", str), "goal")
     base = field(ctx.body, "base", int, default=None)
     top = await ctx.r.mainline.head()
@@ -572,8 +583,7 @@ async def start_session(ctx: Ctx) -> dict[str, Any]:
     role = _role(ctx)
     author = field(ctx.body, "author", str, default=ctx.user)
     check_text(author, "author")
-    s = await ctx.r.sessions.start(goal, author, role, base)
-    return {"id": s.id, "event": s.events[0]}
+    return goal, author, role, base
 
 
 def _role(ctx: Ctx, body: dict[str, Any] | None = None) -> str:
@@ -651,30 +661,62 @@ async def _existing(ctx: Ctx, oid: bytes) -> bytes:
 async def append_events(ctx: Ctx, sid: str) -> dict[str, Any]:
     s = await _load_session(ctx, sid, open_only=True)
     raw = field(ctx.body, "events", list)
-    if not raw or len(raw) > 1000:
+    if not raw:
         raise InvalidInput("send between 1 and 1000 events")
-    top = await ctx.r.mainline.head()
-    events = [await _check_event(ctx, e, top) for e in raw]  # all checked before any is appended
+    events = await _checked_events(ctx, raw)
     next_seq = field(ctx.body, "next_seq", int, default=s.next_seq)
     if next_seq < 1:
         raise InvalidInput("next_seq starts at 1 (0 is the start event)")
+    return {"events": await _append(ctx, sid, events, next_seq)}
+
+
+async def _checked_events(ctx: Ctx, raw: list[Any]) -> list[dict[str, Any]]:
+    """Every event checked before any is appended, so a bad one leaves the session as it was."""
+    if len(raw) > 1000:
+        raise InvalidInput("send between 1 and 1000 events")
+    top = await ctx.r.mainline.head() if raw else 0
+    return [await _check_event(ctx, e, top) for e in raw]
+
+
+async def _append(ctx: Ctx, sid: str, events: list[dict[str, Any]], next_seq: int) -> list[dict[str, Any]]:
     out = []
     for event in events:
         stamped = await ctx.r.sessions.append(sid, event, next_seq)
         out.append(stamped)
         next_seq = stamped["seq"] + 1
-    return {"events": out}
+    return out
 
 
 @route("POST", SESSION + "/land", "write", agent=True)
 async def land_session(ctx: Ctx, sid: str) -> dict[str, Any]:
-    s = await _load_session(ctx, sid)
+    return await _land(ctx, await _load_session(ctx, sid))
+
+
+async def _land(ctx: Ctx, s: Session) -> dict[str, Any]:
     result = await land(ctx.r, s)
     fed = current_app.extensions.get("federation")
     if fed is not None:  # deliver to followers now, not at the next poll
         fed.landed(ctx.r.name)
     return {"position": result.position, "session": result.session, "tree": result.tree,
             "merged": result.merged, "already_landed": result.already, "attempts": result.attempts}
+
+
+@route("POST", REPO + "/land", "write", limit=64 * MiB)
+async def land_whole(ctx: Ctx) -> dict[str, Any]:
+    """A whole session in one request (start, objects, events, land): for an agent that worked
+    offline and has nothing to stream, one round trip instead of four. Everything is checked before
+    the session starts; a refused landing (a conflict) leaves it open and names it (``session``) for a
+    sync or an abandon."""
+    opening = await _opening(ctx)
+    await _put_objects(ctx, field(ctx.body, "objects", list, default=[]))
+    events = await _checked_events(ctx, field(ctx.body, "events", list, default=[]))
+    s = await ctx.r.sessions.start(*opening)
+    try:
+        stamped = await _append(ctx, s.id, events, 1)
+        return await _land(ctx, fold(s.id, [*s.events, *stamped]))
+    except HifError as e:  # refused (a conflict, missing checks) or failed: the session stays open
+        e.session = s.id
+        raise
 
 
 @route("POST", SESSION + "/abandon", "write", agent=True)

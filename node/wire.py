@@ -44,6 +44,8 @@ def error_body(status: int, message: str, **extra: Any) -> dict[str, Any]:
 def error_response(e: HifError) -> Response:
     status = e.http_status
     body = error_body(status, str(e))
+    if e.session is not None:
+        body["session"] = e.session
     headers: dict[str, str] = {}
     if isinstance(e, ConflictError):
         body["conflicts"] = [c.to_json() for c in e.conflicts]

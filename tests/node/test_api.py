@@ -145,6 +145,47 @@ def test_conflict_abandon_and_closed_sessions(forge: Forge) -> None:
     assert forge.api("GET", "/api/v1/repos/acme/c/head", t).data["position"] == 1
 
 
+def test_a_whole_session_lands_in_one_request(forge: Forge) -> None:
+    t = forge.admin_token
+    forge.api("POST", "/api/v1/repos", t, {"name": "acme/one"})
+    base = "/api/v1/repos/acme/one"
+    ida, sa = blob(b"a\n")
+    idb, sb = blob(b"b\n")
+    r = forge.api("POST", f"{base}/land", t, {
+        "goal": "Add a", "role": "agent", "objects": [sa],
+        "events": [{"type": "say", "text": "adding a"}, write_event("a.txt", ida),
+                   {"type": "decide", "decision": "plain text", "why": "simplest"}]})
+    assert r.status_code == 200, r.data
+    assert r.data["position"] == 1 and r.data["already_landed"] is False
+    sid = r.data["session"]
+    s = forge.api("GET", f"{base}/sessions/{sid}", t).data
+    assert s["state"] == "landed" and s["goal"] == "Add a" and s["role"] == "agent"
+    assert [e["type"] for e in s["events"]] == ["start", "say", "write", "decide"]
+    assert all(e["user"] == "admin" for e in s["events"][1:])
+    tree = forge.api("GET", f"{base}/tree?path=a.txt", t).data
+    assert tree["id"] == ida
+
+    # bad input is refused before anything starts: no session is left behind
+    for body, status in (({"goal": "", "events": []}, 400),
+                         ({"goal": "g", "events": [write_event("b.txt", idb)]}, 422),  # object not sent
+                         ({"goal": "g", "events": [{"type": "delete", "path": "../x"}]}, 422),
+                         ({"goal": "g", "objects": [sb[:1] + b"\xff\xfe"]}, 422),  # undecodable
+                         ({"goal": "g", "base": 7}, 400)):
+        r = forge.api("POST", f"{base}/land", t, body)
+        assert r.status_code == status, (body, r.data)
+        assert "session" not in r.data
+    assert forge.api("GET", f"{base}/sessions?state=open", t).data["sessions"] == []
+
+    # a conflict leaves the session open and names it, for a sync or an abandon
+    r = forge.api("POST", f"{base}/land", t, {"goal": "Other a", "base": 0, "objects": [sb],
+                                                "events": [write_event("a.txt", idb)]})
+    assert r.status_code == 409 and r.data["error"] == "conflict", r.data
+    assert r.data["conflicts"][0]["sessions"] == [{"position": 1, "session": sid}]
+    open_ = forge.api("GET", f"{base}/sessions?state=open", t).data["sessions"]
+    assert [o["id"] for o in open_] == [r.data["session"]]
+    assert forge.api("GET", f"{base}/head", t).data["position"] == 1
+
+
 def test_agent_tokens_end_with_their_session(forge: Forge) -> None:
     t = forge.admin_token
     forge.api("POST", "/api/v1/repos", t, {"name": "acme/agents", "private": True})

@@ -96,6 +96,7 @@ def CASES(w: World, repo: str) -> dict[tuple[str, str], tuple[str, dict[str, Any
         ("POST", "/api/v1/repos/<owner>/<name>/sessions/<sid>/events"):
             (f"{s}/events", {"events": [{"type": "say", "text": "hi"}]}),
         ("POST", "/api/v1/repos/<owner>/<name>/sessions/<sid>/land"): (f"{s}/land", {}),
+        ("POST", "/api/v1/repos/<owner>/<name>/land"): (f"{base}/land", {"goal": "g"}),
         ("POST", "/api/v1/repos/<owner>/<name>/sessions/<sid>/abandon"): (f"{s}/abandon", {}),
         ("POST", "/api/v1/repos/<owner>/<name>/sessions/<sid>/tokens"): (f"{s}/tokens", {}),
         # checks: the result cache, attestations, users' keys
