@@ -45,7 +45,7 @@ from node.wire import CBOR, cbor_response, error_body
 from ui import auth, render
 from ui.auth import csrf_ok, csrf_token, viewer
 from ui.render import FileView, code_rows, file_diff, file_view, human_size, markdown
-from ui.signature import verify_record
+from ui.signature import verify_mirrored, verify_record
 
 bp = Blueprint("ui", __name__, template_folder="templates", static_folder="static",
                static_url_path="/assets")
@@ -247,13 +247,16 @@ async def open_repo(owner: str, name: str, access: str = "read") -> RepoView:
 
 async def open_mirror(host: str, full: str, access: str) -> RepoView:
     """A repository this node follows on ``host``: public and read-only, like its API."""
-    followed = {(m["host"], m["name"]) for m in await federation_status.mirrors(node().store)}
-    if (host, full) not in followed:
+    row = next((m for m in await federation_status.mirrors(node().store)
+                if (m["host"], m["name"]) == (host, full)), None)
+    if row is None:
         raise NotFound(f"no mirror {host}/{full}")
     if access != "read":
         raise PermissionDenied("mirrors are read-only")
     repo = mirror_repo(node().store, host, full)
-    info = {"name": full, "private": False, "description": f"mirror of {host}", "origin": host}
+    # where it comes from and how fresh it is, shown in every page's header
+    info = {"name": full, "private": False, "description": f"mirror of {host}", "origin": host,
+            "origin_url": row["url"], "last_sync": row["last_sync"], "sync_error": row["error"]}
     return RepoView(full, info, "reader", await viewer(), repo, await repo.mainline.head(),
                     base=f"/mirrors/{host}/{full}", mirror=host)
 
@@ -781,6 +784,9 @@ async def sessions(owner: str, name: str) -> str:
         page = await history.search_landed(rv.repo, start, filters, limit=PAGE,
                                            budget=TEXT_BUDGET if filters.text else BUDGET)
         rows = [landed_row(rec, s) for rec, s in page.rows]
+        if rv.mirror is not None:  # each mirrored landing's origin signature, checked again
+            for row in rows:
+                row["signature"] = await verify_mirrored(node().store, rv.mirror, rv.name, row["position"])
     query = {"author": filters.author, "role": filters.role, "path": filters.path, "q": filters.text,
              "state": state if state != "all" else ""}
     next_url = rv.url("sessions", **query, before=page.next + 1) if page and page.next else None
@@ -830,7 +836,8 @@ async def session_page(owner: str, name: str, sid: str) -> str:
     if a is not None and b is not None:
         iter_diffs = await _diffs(rv, await history.iteration_changes(rv.repo, s, a, b))
     diffs = await _diffs(rv, await history.session_changes(rv.repo, s, rec))
-    verdict = (await verify_record(rec, store=node().store,
+    fed = current_app.extensions.get("federation")
+    verdict = (await verify_record(rec, store=node().store, repo=rv.repo, key=fed.key if fed else None,
                                    mirror=(rv.mirror, rv.name) if rv.mirror else None)
                if rec is not None else None)
     say = [e for e in s.events if e["type"] == "say"]

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from forge import start_forge
-from ui_seed import CHROMIUM, CHROMIUM_ARGS, Seeded, seed
+from ui_seed import CHROMIUM, CHROMIUM_ARGS, FED_ENV, Seeded, seed
 
 from ui.views import HTMX
 
@@ -18,7 +18,8 @@ from ui.views import HTMX
 def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
     """A ``micelio serve`` on loopback with the data of ``ui_seed``; shared by every UI test, which
     only add to it (a token, an event) and never change what another test looks at."""
-    forge = start_forge(tmp_path_factory.mktemp("ui-node"))
+    # loopback peers allowed: test_ui_mirror follows this node from a second one
+    forge = start_forge(tmp_path_factory.mktemp("ui-node"), env=FED_ENV)
     try:
         yield seed(forge)
     finally:

@@ -112,7 +112,10 @@ def test_session_page_conversation_decisions_and_diffs(page: Any, seeded: Seeded
     expect(decisions).to_contain_text("Offset the frame index by one")
     expect(decisions).to_contain_text("the human asked to start on the second frame")
     expect(decisions.locator(".rejected li")).to_have_text("a configurable start frame")
-    expect(page.locator(".landing")).to_contain_text("not signed")
+    landing = page.locator(".landing")  # position, and this node's signature, checked
+    expect(landing).to_contain_text("#2")
+    expect(landing.locator(".badge.verified")).to_have_text("verified")
+    expect(landing).to_contain_text(f"signed by {seeded.forge.url}/ap/node#main-key")
 
     changes = page.locator("#changes")
     expect(changes.locator(".diff-head h3")).to_have_text(["docs/guide.md", "src/widgets/core.py"])
@@ -212,3 +215,54 @@ def test_everything_works_without_javascript(browser: Any, seeded: Seeded) -> No
         expect(page.get_by_role("heading", name="From iteration 0 to iteration 2")).to_be_visible()
     finally:
         context.close()
+
+
+def background(page: Any, selector: str = "body") -> str:
+    return page.evaluate(f"getComputedStyle(document.querySelector('{selector}')).backgroundColor")
+
+
+def test_themes_follow_the_system_setting(browser: Any, seeded: Seeded) -> None:
+    """The same page in a light and a dark system theme: page and code colours both switch."""
+    seen = {}
+    for scheme in ("light", "dark"):
+        context = browser.new_context(color_scheme=scheme, base_url=seeded.forge.url)
+        page = context.new_page()
+        try:
+            page.goto(f"/{PUBLIC}/blob/src/widgets/core.py")
+            keyword = page.locator("#code span.k").first
+            seen[scheme] = (background(page), page.evaluate("getComputedStyle(document.body).color"),
+                            keyword.evaluate("e => getComputedStyle(e).color"))
+        finally:
+            context.close()
+    assert seen["light"][0] == "rgb(255, 255, 255)" and seen["dark"][0] == "rgb(13, 17, 23)", seen
+    assert all(a != b for a, b in zip(seen["light"], seen["dark"], strict=True)), seen
+
+
+def test_wide_screen_keeps_a_readable_column(browser: Any, seeded: Seeded) -> None:
+    context = browser.new_context(viewport={"width": 2560, "height": 1440}, base_url=seeded.forge.url)
+    page = context.new_page()
+    try:
+        for path in ("/", f"/{PUBLIC}", f"/{PUBLIC}/sessions/{seeded.sessions['Add a spinner widget']}"):
+            page.goto(path)
+            box = page.locator("main").bounding_box()
+            assert box is not None and box["width"] <= 1280 and box["x"] > 500, (path, box)  # centred
+            assert page.evaluate("document.documentElement.scrollWidth") <= 2560, path
+    finally:
+        context.close()
+
+
+def test_sessions_filter_by_keyboard_only(page: Any, seeded: Seeded) -> None:
+    """Tab reaches the filters with a visible focus ring; typing and Enter filter the list."""
+    page.goto(f"/{PUBLIC}/sessions")
+    for _ in range(40):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.labels?.[0]?.textContent ?? ''").strip() == "Author":
+            break
+    else:
+        raise AssertionError("Tab never reached the Author filter")
+    assert page.evaluate("getComputedStyle(document.activeElement).outlineStyle") == "solid"
+    page.keyboard.type("ana")
+    page.keyboard.press("Enter")
+    rows = page.locator("#results .session-row")
+    expect(rows).to_have_count(2)  # the two sessions ana started and landed
+    expect(page.locator("#results")).not_to_contain_text("Add a spinner widget")

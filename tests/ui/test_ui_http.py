@@ -46,7 +46,8 @@ def test_pages_render_without_javascript(seeded: Seeded) -> None:
         f"/{PUBLIC}/blame/src/widgets/core.py": ['title="Create the widget library', "#1"],
         f"/{PUBLIC}/sessions": ["Create the widget library", "Document every widget", 'name="role"'],
         f"/{PUBLIC}/sessions/{sid}": ["Start on the second frame", "Offset the frame index by one",
-                                      "a configurable start frame", "not signed", 'class="diff"'],
+                                      "a configurable start frame", 'class="badge verified"',
+                                      f"signed by {seeded.forge.url}/ap/node#main-key", 'class="diff"'],
         f"/{PUBLIC}/sessions/{sid}?view=split&a=1&b=2": ["table class=\"code hl split\"", "From iteration 1"],
         "/search?q=widgets": ["acme/widgets"],
         "/orgs/acme": ["acme/widgets"],
@@ -278,3 +279,34 @@ def test_admins_import_a_git_repository_from_the_ui(seeded: Seeded, tmp_path: Pa
     repo = c.get("/root/imported").text
     assert "notes.txt" in repo and "First notes" in repo
     assert c.post("/import", data={"name": "x/y", "source": str(src)}).status_code == 403  # no CSRF
+
+
+def test_sessions_list_rows_and_conversation_search(seeded: Seeded) -> None:
+    """Each row shows goal, author, human/agent, files changed and time; the text search finds words
+    said only in a conversation; the final diff is highlighted."""
+    page = get(seeded, f"/{PUBLIC}/sessions?state=landed").text
+    rows = re.findall(r'<li class="session-row">(.*?)</li>', page, re.S)
+    spinner = next(r for r in rows if "Add a spinner widget" in r)
+    assert "#2" in spinner and '<span class="author">claude</span>' in spinner
+    assert "role-agent" in spinner and '<span class="files">2 files</span>' in spinner
+    assert re.search(r'<time datetime="\d{4}-\d\d-\d\dT', spinner)
+    found = get(seeded, f"/{PUBLIC}/sessions", params={"q": "the first looks idle"}).text  # said by ana
+    assert found.count('class="session-row"') == 1 and "Add a spinner widget" in found
+    assert get(seeded, f"/{PUBLIC}/sessions", params={"q": "looks idle nowhere"}).text.count('class="session-row"') == 0
+    sid = seeded.sessions["Add a spinner widget"]
+    changes = get(seeded, f"/{PUBLIC}/sessions/{sid}").text.split('id="changes"', 1)[1]
+    assert '<span class="k">class</span>' in changes  # pygments inside the diff
+
+
+def test_empty_states_say_what_to_do(seeded: Seeded) -> None:
+    r = seeded.forge.api("POST", "/api/v1/repos", seeded.forge.admin_token, {"name": "acme/empty", "private": False})
+    assert r.status_code == 201, r.data
+    page = get(seeded, "/acme/empty").text
+    assert "This repository is empty" in page and f"hif clone {seeded.forge.url}/acme/empty" in page
+    assert "hif land" in page
+    page = get(seeded, "/acme/empty/sessions").text
+    assert "Nothing has landed yet" in page and 'hif session start "goal"' in page
+    page = get(seeded, "/search?q=zzzz-no-such-thing").text
+    assert "No repository matches" in page and "Try fewer words" in page
+    page = get(seeded, f"/{PUBLIC}/sessions?author=nobody").text
+    assert "No landed session matches these filters" in page and "Clear them" in page

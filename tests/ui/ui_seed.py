@@ -30,6 +30,8 @@ BIG_DIR_ENTRIES = 10_000
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+# nodes of the UI tests may fetch from each other on loopback (federation refuses private addresses)
+FED_ENV = {"MICELIO_FEDERATION_ALLOW_PRIVATE": "127.0.0.1", "MICELIO_FEDERATION_TIMEOUT": "5"}
 
 
 @dataclass
