@@ -347,22 +347,24 @@ def repo_create(as_json: bool, name: str, private: bool, owner_user: str | None,
     emit(as_json, meta, f"created repository {name} ({'private' if private else 'public'})")
 
 
-@command(repo, "import")
-@click.argument("name", metavar="OWNER/NAME")
-@click.argument("source", metavar="SOURCE")
-@click.option("--branch", default=None, help="Branch to import (default: the one HEAD names).")
-@click.option("--private", is_flag=True, help="Only members can read it (default: public).")
-@click.option("--owner", "owner_user", default=None, help="A user who becomes an owner of the repository.")
-@click.option("--description", default="", help="One line about it.")
-@click.option("--max-commits", type=click.IntRange(min=1), default=None, hidden=True,
-              help="Stop after landing N commits (to test resuming).")
-def repo_import(as_json: bool, name: str, source: str, branch: str | None, private: bool,
-                owner_user: str | None, description: str, max_commits: int | None) -> None:
-    """Import the history of a git repository (SOURCE: a path or URL) into OWNER/NAME.
+def _import_options(fn: F) -> F:
+    """The arguments and options ``micelio import`` and ``micelio admin repo import`` share."""
+    for deco in reversed([
+        click.argument("name", metavar="OWNER/NAME"),
+        click.argument("source", metavar="SOURCE"),
+        click.option("--branch", default=None, help="Branch to import (default: the one HEAD names)."),
+        click.option("--private", is_flag=True, help="Only members can read it (default: public)."),
+        click.option("--owner", "owner_user", default=None, help="A user who becomes an owner of the repository."),
+        click.option("--description", default="", help="One line about it."),
+        click.option("--max-commits", type=click.IntRange(min=1), default=None, hidden=True,
+                     help="Stop after landing N commits (to test resuming)."),
+    ]):
+        fn = deco(fn)
+    return fn
 
-    The repository is created and registered if it does not exist yet; running the command again
-    continues an interrupted import or adds the commits made since (as hif import git does).
-    """
+
+def _import(as_json: bool, name: str, source: str, branch: str | None, private: bool,
+            owner_user: str | None, description: str, max_commits: int | None) -> None:
     from hif.cli import CommitBar, TransferBar
     from node.imports import import_repository
 
@@ -382,6 +384,39 @@ def repo_import(as_json: bool, name: str, source: str, branch: str | None, priva
     emit(as_json, doc, f"imported {res['commits']} commit(s) of {source} into {name}: positions "
                        f"{res['start'] + 1}-{res['position']}" if res["commits"] else
                        f"{name} is up to date with {source} at position {res['position']}")
+
+
+@command(repo, "import")
+@_import_options
+def repo_import(as_json: bool, name: str, source: str, branch: str | None, private: bool,
+                owner_user: str | None, description: str, max_commits: int | None) -> None:
+    """Import the history of a git repository (SOURCE: a path or URL) into OWNER/NAME.
+
+    The repository is created and registered if it does not exist yet; running the command again
+    continues an interrupted import or adds the commits made since (as hif import git does).
+    """
+    _import(as_json, name, source, branch, private, owner_user, description, max_commits)
+
+
+@command(cli, "import")
+@click.option("--store", default=None, help="Store URL: a path or s3://bucket/prefix (default $MICELIO_STORE or ./data).")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Local cache of the auth database (default $MICELIO_CACHE_DIR, else a temporary one).")
+@_import_options
+def import_git_repo(as_json: bool, store: str | None, cache_dir: Path | None, name: str, source: str,
+                    branch: str | None, private: bool, owner_user: str | None, description: str,
+                    max_commits: int | None) -> None:
+    """Import a git repository (SOURCE: a path or URL) into OWNER/NAME on this node's store.
+
+    The same as micelio admin repo import: the repository is created and registered if needed,
+    and a rerun continues an interrupted import or adds the commits made since.
+    """
+    env_cache = os.environ.get("MICELIO_CACHE_DIR")
+    click.get_current_context().obj = AdminOptions(
+        store=store or os.environ.get("MICELIO_STORE") or DEFAULT_STORE,
+        cache_dir=cache_dir or (Path(env_cache) if env_cache else None),
+    )
+    _import(as_json, name, source, branch, private, owner_user, description, max_commits)
 
 
 @command(repo, "member")

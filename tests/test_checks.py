@@ -14,7 +14,14 @@ from forge import Forge
 from test_remote import Hif, setup_repo
 
 from hif import Repository
-from hif.checks import CheckError, ChecksRequired, glob_matcher, parse_config, parse_timeout
+from hif.checks import (
+    CheckError,
+    ChecksRequired,
+    glob_matcher,
+    parse_config,
+    parse_timeout,
+    run_command,
+)
 from hif.errors import InvalidInput
 from hif.objects import decode, encode
 
@@ -146,11 +153,18 @@ def test_tampered_attestation_and_unknown_key_are_refused(tmp_path: Path) -> Non
     assert r.land().position == 2
 
 
-def test_missing_command_and_hanging_check_cache_nothing(tmp_path: Path) -> None:
+def test_missing_command_and_hanging_check_cache_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     r = repo_with(tmp_path, toml("no-such-command-hif --flag", require=False))
     r.start_session("bad")
     with pytest.raises(CheckError, match="command not found: no-such-command-hif"):
         r.check()
+    # under Nix the command runs as `nix develop --command ...`: without nix that is what is missing
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    spec = parse_config(f'[check.t]\ncommand = "{PY} -V"\n'.encode()).checks["t"]
+    assert run_command(spec, tmp_path, nix=False)[0] == 0
+    with pytest.raises(CheckError, match="command not found: nix"):
+        run_command(spec, tmp_path, nix=True)
+    monkeypatch.undo()
     (r.root / "hif.toml").write_text(toml(f"{PY} -c 'import time; time.sleep(60)'", timeout="0.5s"))
     with pytest.raises(CheckError, match="timed out after 0.5 s"):
         r.check()
@@ -191,6 +205,91 @@ async def _input_of(r: Repository) -> bytes:
     config = await read_config(r.repo, tree)
     assert config is not None
     return await input_hash(r.repo, tree, config.checks["test"], nix=False)
+
+
+def test_input_hash_covers_what_is_declared(tmp_path: Path) -> None:
+    """The input hash changes with the declared inputs' files, the command, the declared variables,
+    the tools' output, flake.lock (only with a flake.nix) and Nix; and with nothing else."""
+    from hif.checks import input_hash
+    from hif.objects import EMPTY_TREE, FILE, Entry
+    from hif.repo import Repo
+    from hif.store import EmbeddedStore
+    from hif.tree import apply
+
+    version = tmp_path / "tool-version"
+    version.write_text("1.0\n")
+    spec = parse_config(
+        f'[check.t]\ncommand = "make test"\ninputs = ["src/**", "flake.lock"]\nenv = ["CC"]\n'
+        f'tools = ["cat {version}"]\n'.encode()).checks["t"]
+
+    async def main() -> None:
+        store = EmbeddedStore(tmp_path / "store", create=True)
+        try:
+            repo = Repo(store, "local/h")
+            await repo.ensure()
+
+            async def tree(files: dict[str, str]) -> bytes:
+                return await apply(repo.objects, EMPTY_TREE, {
+                    p: Entry(FILE, await repo.objects.put_blob(t.encode())) for p, t in files.items()})
+
+            async def h(t: bytes, *, env: dict[str, str] | None = None, nix: bool = False, s: Any = spec) -> bytes:
+                return await input_hash(repo, t, s, nix=nix, environ={"CC": "gcc"} if env is None else env)
+
+            src = {"src/a.c": "int a;\n", "README": "x\n"}
+            base = await tree(src)
+            h0 = await h(base)
+            assert h0 == await h(base) and len(h0) == 32
+            assert await h(await tree({**src, "README": "changed\n"})) == h0  # not an input
+            assert await h(await tree({**src, "src/a.c": "int b;\n"})) != h0
+            assert await h(base, env={"CC": "gcc", "OTHER": "1"}) == h0  # an undeclared variable
+            assert await h(base, env={"CC": "clang"}) != h0
+            assert await h(base, env={}) != h0  # unset is not empty
+            assert await h(base, nix=True) != h0
+            other_cmd = parse_config(f'[check.t]\ncommand = "make check"\ninputs = ["src/**", "flake.lock"]\n'
+                                     f'env = ["CC"]\ntools = ["cat {version}"]\n'.encode()).checks["t"]
+            assert await h(base, s=other_cmd) != h0
+            version.write_text("2.0\n")  # the tool changed
+            assert await h(base) != h0
+            version.write_text("1.0\n")
+            assert await h(base) == h0
+            # flake.lock counts when the tree has a flake.nix, even outside the declared inputs
+            narrow = parse_config(b'[check.t]\ncommand = "make test"\ninputs = ["src/**"]\n').checks["t"]
+            flake = {**src, "flake.nix": "{ }\n", "flake.lock": '{"v": 1}\n'}
+            f1 = await h(await tree(flake), s=narrow)
+            assert await h(await tree({**flake, "flake.lock": '{"v": 2}\n'}), s=narrow) != f1
+            assert await h(await tree({**flake, "flake.nix": "{ x = 1; }\n"}), s=narrow) == f1
+            no_flake = {**src, "flake.lock": '{"v": 1}\n'}
+            assert await h(await tree(no_flake), s=narrow) == await h(
+                await tree({**no_flake, "flake.lock": '{"v": 2}\n'}), s=narrow)
+        finally:
+            await store.close()
+
+    import asyncio
+
+    asyncio.run(main())
+
+
+def test_flake_without_nix_runs_directly_and_says_so(tmp_path: Path) -> None:
+    """A flake.nix where no nix is installed: the check runs directly, the report says why, and a
+    change of flake.lock is a cache miss (the lock is part of the input hash)."""
+    hif = Hif(tmp_path / "config")
+    counter = tmp_path / "runs"
+    r = repo_with(tmp_path, toml(counting(counter), require=False))
+    with r.start_session("a flake") as s:
+        s.write("flake.nix", "{ outputs = { self }: { }; }\n")
+        s.write("flake.lock", '{"version": 7}\n')
+    r.close()
+    no_nix = str(Path(PY).parent)  # PATH without nix: only the virtual environment's commands
+    hif.run(r.root, "session", "start", "check it")
+    doc = hif.js(r.root, "check", PATH=no_nix)
+    assert doc["ok"] and doc["nix"] is False and doc["checks"][0]["nix"] is False
+    assert doc["notes"] == ["running without Nix (nix is not installed)"]
+    assert counter.read_text() == "run\n"
+    assert hif.js(r.root, "check", PATH=no_nix)["checks"][0]["cached"] is True
+    (r.root / "flake.lock").write_text('{"version": 8}\n')
+    again = hif.js(r.root, "check", PATH=no_nix)
+    assert again["checks"][0]["cached"] is False and again["checks"][0]["input"] != doc["checks"][0]["input"]
+    assert counter.read_text() == "run\nrun\n"
 
 
 def test_config_parsing() -> None:
@@ -294,3 +393,14 @@ def test_checks_through_a_forge(forge: Forge, tmp_path: Path) -> None:
     r = forge.api("POST", f"{base}/sessions/{sid}/events", t,
                   {"events": [{"type": "attest", "attestation": att}]})
     assert r.status_code == 400
+
+    # an attestation for another tree than the one being landed: the forge refuses the landing
+    hif.run(a, "pull")
+    hif.run(a, "session", "start", "checked, then changed")
+    (a / "src" / "app.py").write_text("print(4)\n")
+    assert hif.js(a, "check")["ok"]
+    (a / "src" / "app.py").write_text("print(5)\n")
+    refused = hif.run(a, "land", ok=False)
+    assert "for the session's tree" in refused.stderr
+    assert hif.js(a, "check")["ok"]
+    assert hif.js(a, "land")["position"] == 4

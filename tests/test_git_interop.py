@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pty
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -236,12 +238,16 @@ def test_commits_become_sessions_in_order(rich: dict[str, Any]) -> None:
     assert doc["commits"] == doc["total"] == len(everything)
     assert doc["complete"] and not doc["resumed"] and doc["checked_out"]
     assert doc["branch"] == "main" and doc["tip"] == chain[-1]
+    assert doc["commits_per_second"] > 0
     log = hjs(work, "log")["landings"]
     assert [x["position"] for x in log] == list(range(len(chain), 0, -1))
     for pos, sha in enumerate(chain, 1):
         shown = hjs(work, "show", str(pos))
         assert shown["session"]["goal"] == (g("log", "-1", "--format=%s", sha) or "(no commit message)")
         assert shown["session"]["author"] == "Ada Lovelace <ada@example.org>"
+        # the author date starts the session, the committer date is the landing's time
+        assert shown["session"]["started"] == int(g("log", "-1", "--format=%at", sha))
+        assert log[len(chain) - pos]["time"] == int(g("log", "-1", "--format=%ct", sha))
         assert shown["session"]["events"][0]["git"] == {"commit": sha}
         body = g("log", "-1", "--format=%b", sha).strip()
         assert [d["decision"] for d in shown["decisions"]] == ([body] if body else [])
@@ -378,6 +384,39 @@ def fast_history(path: Path, home: Path, commits: int) -> Git:
     assert p.returncode == 0, p.stderr
     g("reset", "-q", "--hard")
     return g
+
+
+def test_progress_bar_shows_commits_per_second(tmp_path: Path) -> None:
+    """On a terminal, the import draws a progress bar on stderr: commits done of all, and commits/s."""
+    n = 400
+    fast_history(tmp_path / "src", tmp_path, n)
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([HIF, "import", "git", "src", "w", "--no-checkout"], cwd=tmp_path,
+                            env={**ENV, "TERM": "xterm", "COLUMNS": "120"}, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=follower)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 1 << 16)
+        except OSError:  # EIO: the import exited and closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    assert proc.stdout is not None
+    out = proc.stdout.read().decode()
+    assert proc.wait(timeout=300) == 0
+    drawn = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode("utf-8", "replace"))
+    assert "importing" in drawn and "commits/s" in drawn, drawn
+    assert re.search(rf"\b\d+/{n}\b", drawn), drawn
+    # and the summary on stdout gives the rate of the whole run
+    assert re.search(rf"imported {n} commit\(s\) of src .* positions 1-{n} in [0-9.]+ s, [0-9,]+ commits/s", out), out
+    # without a terminal (and with --json) nothing is drawn
+    again = subprocess.run([HIF, "import", "git", "src", "w2", "--no-checkout", "--json"], cwd=tmp_path,
+                           env=ENV, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and again.stderr == ""
 
 
 @pytest.mark.slow
@@ -588,10 +627,16 @@ def test_micelio_repo_import(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["name"] == "alice/proj" and doc["owner"] == "alice" and doc["import"]["position"] == 2
-    r = micelio(store, "repo", "import", "alice/proj", str(tmp_path / "src"), "--json")
+    # `micelio import` (the top-level spelling, store from the environment) continues it
+    r = subprocess.run([MICELIO, "import", "alice/proj", str(tmp_path / "src"), "--json"], capture_output=True,
+                       text=True, timeout=120, env={**os.environ, "MICELIO_STORE": str(store)})
     assert r.returncode == 0, r.stderr
     chain = g("rev-list", "--first-parent", "main").split()
-    assert json.loads(r.stdout)["import"]["position"] == len(chain)
+    doc = json.loads(r.stdout)["import"]
+    assert doc["start"] == 2 and doc["position"] == len(chain) and doc["resumed"] and doc["complete"]
+    r = subprocess.run([MICELIO, "import", "--store", str(store), "alice/proj", str(tmp_path / "src")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and f"up to date with {tmp_path / 'src'} at position {len(chain)}" in r.stdout
     assert micelio(store, "repo", "import", "nobody/proj", str(tmp_path / "src")).stderr.startswith(
         "error: no user or organisation nobody")
 
