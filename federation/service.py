@@ -21,6 +21,7 @@ import base64
 import contextlib
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -278,7 +279,7 @@ class Federation:
         return names
 
     async def _announce_loop(self) -> None:
-        last_full = 0.0
+        last_full = -math.inf  # the first pass scans at once (monotonic time may start near 0)
         while not self.stopping:
             dirty, self._dirty = self._dirty, set()
             full = time.monotonic() - last_full >= self.settings.poll
@@ -514,7 +515,7 @@ class Federation:
         return load_map(await self.store.get_or_none(following_key(host, name)))
 
     async def _resync_loop(self) -> None:
-        last = 0.0
+        last = -math.inf  # resync at start even on a machine booted moments ago
         while not self.stopping:
             due = time.monotonic() - last >= self.settings.resync
             wanted, self._dirty_mirrors = self._dirty_mirrors, set()

@@ -109,6 +109,25 @@ def wait_for(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
     raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
+def ui_admin(node: Forge, user: str = "fedroot") -> httpx.Client:
+    """A browser-like client logged in to ``node``'s web UI as a site admin (created if new)."""
+    import re
+
+    if f'"{user}"' not in node.micelio("admin", "user", "list", "--json").stdout:
+        node.micelio(
+            "admin", "user", "create", user, "--admin", "--password-stdin", input="long-password-1\n"
+        )
+    c = httpx.Client(base_url=node.url, timeout=60)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', c.get("/login").text)
+    assert csrf is not None
+    r = c.post(
+        "/login",
+        data={"user": user, "password": "long-password-1", "csrf": csrf.group(1), "next": "/"},
+    )
+    assert r.status_code == 302, r.text
+    return c
+
+
 def make_repo(node: Forge, name: str, *, private: bool = False) -> None:
     r = node.api("POST", "/api/v1/repos", node.admin_token, {"name": name, "private": private})
     assert r.status_code == 201, r.data
@@ -238,8 +257,9 @@ class Peer:
         self.server.server_close()
 
 
-def start_peer(host_name: str = "127.0.0.1") -> Peer:
-    port = free_port()
+def start_peer(host_name: str = "127.0.0.1", port: int | None = None) -> Peer:
+    """A fake peer on ``port`` (a free one by default)."""
+    port = port or free_port()
     seed = os.urandom(32)
     peer: Peer
 

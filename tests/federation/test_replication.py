@@ -30,6 +30,7 @@ from fedkit import (
     signed_post,
     start_node,
     stop,
+    ui_admin,
     wait_for,
 )
 from forge import Forge, start_forge
@@ -256,6 +257,12 @@ def test_c_catches_up_after_downtime_by_backfill(trio: Trio) -> None:
     status = json.loads(a.micelio("federation", "status", "--json").stdout)
     pending = [d for d in status["outbox"] if d["peer"] == host(c)]
     assert pending and all(d["error"] for d in pending), status["outbox"]
+    # every failed try counted against C: its circuit opened (5 in a row) and the operator sees it
+    tripped = {p["peer"]: p for p in status["peers"]}[host(c)]
+    assert tripped["consecutive"] >= 5 and "cannot reach" in tripped["last_error"], tripped
+    page = ui_admin(a).get("/federation")
+    assert page.status_code == 200 and f"{host(c)}: circuit" in page.text
+    assert "cannot reach" in page.text and f"Push {REPO}" in page.text
     restart(c)
     wait_for(lambda: mirror_head(c, a, REPO) == head, "C to catch up", timeout=60)
     path = f"/api/v1/mirrors/{host(a)}/{REPO}"
@@ -278,6 +285,10 @@ def test_c_catches_up_after_downtime_by_backfill(trio: Trio) -> None:
         "A's outbox to drain",
         timeout=60,
     )
+    healed = {p["peer"]: p for p in json.loads(a.micelio("federation", "status", "--json").stdout)["peers"]}
+    assert healed[host(c)]["circuit"] == "closed" and healed[host(c)]["consecutive"] == 0
+    assert not [d for d in json.loads(a.micelio("federation", "status", "--json").stdout)["failed"]
+                if d["peer"] == host(c)]  # nothing given up on
 
 
 def test_follow_while_the_origin_is_down(tmp_path: Path) -> None:
@@ -446,18 +457,13 @@ def test_admins_follow_and_watch_federation_from_the_ui(trio: Trio) -> None:
     a, b = trio.a, trio.b
     make_repo(a, "acme/ui-followed")
     land(a, "acme/ui-followed", {"notes.md": "from the UI\n"}, "seed")
-    b.micelio("admin", "user", "create", "fedroot", "--admin", "--password-stdin", input="long-password-1\n")
     b.micelio("admin", "user", "create", "plain", "--password-stdin", input="long-password-1\n")
-
-    def logged_in(user: str) -> httpx.Client:
-        c = httpx.Client(base_url=b.url, timeout=60)
-        token = re.search(r'name="csrf" value="([^"]+)"', c.get("/login").text).group(1)  # type: ignore[union-attr]
-        r = c.post("/login", data={"user": user, "password": "long-password-1", "csrf": token, "next": "/"})
-        assert r.status_code == 302, r.text
-        return c
-
-    assert logged_in("plain").get("/federation").status_code == 404  # site admins only
-    c = logged_in("fedroot")
+    plain = httpx.Client(base_url=b.url, timeout=60)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', plain.get("/login").text).group(1)  # type: ignore[union-attr]
+    r = plain.post("/login", data={"user": "plain", "password": "long-password-1", "csrf": csrf, "next": "/"})
+    assert r.status_code == 302, r.text
+    assert plain.get("/federation").status_code == 404  # site admins only
+    c = ui_admin(b)
     page = c.get("/federation")
     assert page.status_code == 200 and "Followed repositories" in page.text
     csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
