@@ -607,7 +607,7 @@ async def get_session(ctx: Ctx, sid: str) -> dict[str, Any]:
     }
 
 
-async def _check_event(ctx: Ctx, raw: Any, top: int) -> dict[str, Any]:
+async def _check_event(ctx: Ctx, raw: Any, top: int, known: frozenset[bytes]) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise InvalidInput("each event is a map")
     etype = field(raw, "type", str)
@@ -631,10 +631,10 @@ async def _check_event(ctx: Ctx, raw: Any, top: int) -> dict[str, Any]:
             fields["kind"] = field(raw, "kind", str)
             if fields["kind"] not in FILE_KINDS:
                 raise InvalidInput(f"kind must be {FILE}, {EXEC} or {LINK}")
-            fields["blob"] = await _existing(ctx, field(raw, "blob", bytes))
+            fields["blob"] = await _existing(ctx, field(raw, "blob", bytes), known)
     elif etype == "checkpoint":
         fields["note"] = check_text(field(raw, "note", str), "checkpoint note")
-        fields["tree"] = await _existing(ctx, field(raw, "tree", bytes))
+        fields["tree"] = await _existing(ctx, field(raw, "tree", bytes), known)
         fields["iteration"] = field(raw, "iteration", int)
     elif etype == "sync":
         fields["base"] = field(raw, "base", int)
@@ -649,10 +649,10 @@ async def _check_event(ctx: Ctx, raw: Any, top: int) -> dict[str, Any]:
     return event
 
 
-async def _existing(ctx: Ctx, oid: bytes) -> bytes:
+async def _existing(ctx: Ctx, oid: bytes, known: frozenset[bytes]) -> bytes:
     if len(oid) != 32:
         raise InvalidInput("object ids are 32 bytes")
-    if not await ctx.r.objects.has(oid):
+    if oid not in known and not await ctx.r.objects.has(oid):
         raise CorruptObject(f"the event refers to object {oid.hex()}, which the node does not have")
     return oid
 
@@ -670,12 +670,14 @@ async def append_events(ctx: Ctx, sid: str) -> dict[str, Any]:
     return {"events": await _append(ctx, sid, events, next_seq)}
 
 
-async def _checked_events(ctx: Ctx, raw: list[Any]) -> list[dict[str, Any]]:
-    """Every event checked before any is appended, so a bad one leaves the session as it was."""
+async def _checked_events(ctx: Ctx, raw: list[Any], known: frozenset[bytes] = frozenset()) -> list[dict[str, Any]]:
+    """Every event checked before any is appended, so a bad one leaves the session as it was.
+    ``known``: objects the request itself stored (no need to ask the store for them)."""
     if len(raw) > 1000:
         raise InvalidInput("send between 1 and 1000 events")
-    top = await ctx.r.mainline.head() if raw else 0
-    return [await _check_event(ctx, e, top) for e in raw]
+    syncs = any(isinstance(e, dict) and e.get("type") == "sync" for e in raw)
+    top = await ctx.r.mainline.head() if syncs else 0  # only a sync names a position
+    return [await _check_event(ctx, e, top, known) for e in raw]
 
 
 async def _append(ctx: Ctx, sid: str, events: list[dict[str, Any]], next_seq: int) -> list[dict[str, Any]]:
@@ -708,8 +710,8 @@ async def land_whole(ctx: Ctx) -> dict[str, Any]:
     the session starts; a refused landing (a conflict) leaves it open and names it (``session``) for a
     sync or an abandon."""
     opening = await _opening(ctx)
-    await _put_objects(ctx, field(ctx.body, "objects", list, default=[]))
-    events = await _checked_events(ctx, field(ctx.body, "events", list, default=[]))
+    stored = await _put_objects(ctx, field(ctx.body, "objects", list, default=[]))
+    events = await _checked_events(ctx, field(ctx.body, "events", list, default=[]), frozenset(stored))
     s = await ctx.r.sessions.start(*opening)
     try:
         stamped = await _append(ctx, s.id, events, 1)

@@ -11,6 +11,7 @@ from forge import Forge, start_forge
 from s3server import start_s3_server, stop_s3_server
 
 from hif.store import EmbeddedStore, ObjectStore
+from hif.store.threaded import ThreadedStore
 
 
 @pytest.fixture(autouse=True)
@@ -29,17 +30,20 @@ def s3_server() -> Iterator[str]:
         stop_s3_server(proc)
 
 
-@pytest.fixture(params=["embedded", "s3"])
+@pytest.fixture(params=["embedded", "threaded", "s3"])
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], ObjectStore]:
     """A factory of fresh, empty stores; the test's coroutine uses each store and closes it.
 
     Only constructs (no I/O), so it can be called outside the event loop; the S3 server is started
-    only when an S3 case actually runs.
+    only when an S3 case actually runs. ``threaded`` is the embedded store as a node serves it, its
+    calls run by worker threads.
     """
-    if request.param == "embedded":
+    if request.param in ("embedded", "threaded"):
+        threaded = request.param == "threaded"
 
         def make_embedded() -> ObjectStore:
-            return EmbeddedStore(tmp_path / f"store-{uuid.uuid4().hex}", create=True)
+            store = EmbeddedStore(tmp_path / f"store-{uuid.uuid4().hex}", create=True)
+            return ThreadedStore(store) if threaded else store
 
         return make_embedded
 

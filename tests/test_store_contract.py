@@ -299,6 +299,41 @@ def test_concurrent_cas_increments(make_store: MakeStore) -> None:
     run(make_store, body)
 
 
+# -- the threaded store (a node's embedded store) -------------------------------------------------
+
+
+def test_threaded_store_runs_calls_concurrently_and_survives_cancellation(tmp_path: Path) -> None:
+    """Many calls at once each get their own answer (errors included) and run in parallel threads;
+    a call cancelled while queued or running leaves the store usable and the loop clean."""
+    from hif.store.threaded import ThreadedStore
+
+    async def main() -> None:
+        inner = EmbeddedStore(tmp_path / "s", create=True)
+        store = ThreadedStore(inner, workers=4)
+        try:
+            await asyncio.gather(*(store.put(f"k/{i:03d}", str(i).encode()) for i in range(200)))
+            got = await asyncio.gather(*(store.get(f"k/{i:03d}") for i in range(200)))
+            assert got == [str(i).encode() for i in range(200)]
+            outcomes = await asyncio.gather(*(store.put("once", b"x", if_none_match=True) for _ in range(20)),
+                                            return_exceptions=True)
+            assert sum(o is not None and not isinstance(o, BaseException) for o in outcomes) == 1
+            assert all(isinstance(o, PreconditionFailed) for o in outcomes if isinstance(o, BaseException))
+            assert len(store._threads) <= 4  # bounded, however many calls wait
+            tasks = [asyncio.ensure_future(store.put(f"c/{i}", b"y")) for i in range(50)]
+            await asyncio.sleep(0)
+            for t in tasks[::2]:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            with pytest.raises(NotFound):
+                await store.get("missing")
+            assert await store.get("k/007") == b"7"
+        finally:
+            await store.close()
+        assert store._threads == []
+
+    asyncio.run(main())
+
+
 # -- embedded store: many processes on one directory -------------------------------------------
 
 WORKER = textwrap.dedent(

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import queue
+import threading
 from collections.abc import Callable, Coroutine, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from hif.store.base import ObjectInfo, ObjectStore, drive
@@ -19,15 +20,59 @@ from hif.store.base import ObjectInfo, ObjectStore, drive
 T = TypeVar("T")
 
 
+_Job = tuple[Callable[[], Coroutine[Any, Any, Any]], asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
+
+
 class ThreadedStore(ObjectStore):
+    """A node makes tens of store calls per landing, so the hop to a worker and back is kept small:
+    a plain queue and one ``call_soon_threadsafe`` per call (``run_in_executor`` builds a
+    concurrent future, a condition and a chained asyncio future for each, and was a third of a
+    node's CPU)."""
+
     def __init__(self, inner: ObjectStore, *, workers: int = 16) -> None:
         self.inner = inner
         self.url = inner.url
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="store")
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._workers = workers
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._idle = 0  # workers waiting for a job (under _lock)
+        self._queued = 0  # jobs not yet taken by a worker (under _lock)
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                self._idle += 1
+            job = self._jobs.get()
+            with self._lock:
+                self._idle -= 1
+                self._queued -= 1
+            if job is None:
+                return
+            call, loop, fut = job
+            if fut.cancelled():  # cancelled before it started: the coroutine is never made
+                continue
+            try:
+                result, error = drive(call()), None
+            except BaseException as e:  # handed to the awaiting coroutine
+                result, error = None, e
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
+                loop.call_soon_threadsafe(_settle, fut, result, error)
 
     async def _call(self, call: Callable[[], Coroutine[Any, Any, T]]) -> T:
         # the coroutine is made in the worker: a call cancelled before it starts leaves none unawaited
-        return await asyncio.get_running_loop().run_in_executor(self._pool, lambda: drive(call()))
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        with self._lock:
+            self._queued += 1
+            grow = self._queued > self._idle and len(self._threads) < self._workers
+            if grow:
+                t = threading.Thread(target=self._work, name=f"store-{len(self._threads)}", daemon=True)
+                self._threads.append(t)
+        if grow:
+            t.start()
+        self._jobs.put((call, loop, fut))
+        return await fut
 
     async def get(self, key: str) -> bytes:
         return await self._call(lambda: self.inner.get(key))
@@ -64,5 +109,20 @@ class ThreadedStore(ObjectStore):
             yield
 
     async def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        for _ in self._threads:
+            with self._lock:
+                self._queued += 1
+            self._jobs.put(None)
+        for t in self._threads:
+            await asyncio.to_thread(t.join)
+        self._threads.clear()
         await self.inner.close()
+
+
+def _settle(fut: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if fut.done():  # cancelled while the worker ran
+        return
+    if error is not None:
+        fut.set_exception(error)
+    else:
+        fut.set_result(result)
