@@ -116,6 +116,7 @@ def _content(i: int, j: int) -> bytes:
 
 async def _run_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """Run one configuration; check the mainline afterwards (every session exactly once, every file)."""
+    from hif.aio import together
     from hif.errors import HifError, PreconditionFailed
     from hif.landing import land
     from hif.objects import FILE
@@ -159,9 +160,16 @@ async def _run_config(cfg: dict[str, Any]) -> dict[str, Any]:
     async def agent(i: int) -> None:
         repo = Repo(agent_store(i), REPO)
         who = f"agent{i}"
+        base: int | None = None  # as a working copy: the next session starts where the last one landed
         for j in range(sessions):
-            s = await repo.sessions.start(f"agent {i}: task {j}", who, "agent", await repo.mainline.head())
-            oid = await repo.objects.put_blob(_content(i, j))
+            # the session's start and its file's blob do not depend on each other: one round trip
+            s, oid = await together([
+                repo.sessions.start(f"agent {i}: task {j}", who, "agent",
+                                    base if base is not None else await repo.mainline.head()),
+                repo.objects.put_blob(_content(i, j))])
+            if isinstance(s, BaseException) or isinstance(oid, BaseException):
+                failures.append(f"{who}/{j}: could not start: {s if isinstance(s, BaseException) else oid}")
+                continue
             ev = make_event("write", who, "agent", repo.clock(), path=_path(i, j), kind=FILE, blob=oid)
             stamped = await repo.sessions.append(s.id, ev, s.next_seq)
             ids[s.id] = _path(i, j)
@@ -172,6 +180,7 @@ async def _run_config(cfg: dict[str, Any]) -> dict[str, Any]:
                 failures.append(f"{who}/{j}: {type(e).__name__}: {e}")
                 continue
             lat.append(time.perf_counter() - t0)
+            base = r.position
             done.append(time.time())
             attempts.append(r.attempts)
             grouped[0] += r.grouped

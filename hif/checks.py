@@ -58,6 +58,7 @@ from hif.objects import (
     pack,
     unpack,
 )
+from hif.paths import CHECKS_CONFIG
 from hif.repo import Repo
 from hif.session import Session
 from hif.tree import apply, lookup_file, walk
@@ -66,7 +67,7 @@ if TYPE_CHECKING:
     from hif.porcelain import Repository
     from hif.remote import RemoteRepo
 
-CONFIG = "hif.toml"
+CONFIG = CHECKS_CONFIG
 RESULT = "check"  # object kind of a check result
 DEFAULT_TIMEOUT = 30 * 60.0
 TOOL_TIMEOUT = 60.0

@@ -58,6 +58,8 @@ HEDGE = 2.0  # round trips after which an idempotent write is sent a second time
 
 @dataclass
 class LandResult:
+    """What ``land`` reports: where the session landed and how."""
+
     position: int
     session: str
     tree: bytes

@@ -74,6 +74,8 @@ class LandedSession:
 
 @dataclass(frozen=True, slots=True)
 class LandingRecord:
+    """One position of the log: the tree it makes, the tree it was built on, and the sessions in it."""
+
     position: int
     tree: bytes
     parent_tree: bytes

@@ -1,8 +1,10 @@
-"""Line-based three-way merge and git-like diffs, so hif can land sessions and show what changed."""
+"""Line-based three-way merge and git-like diffs, so hif can land sessions and show what changed.
+
+difflib is imported by the functions that use it: landing imports this module, and most landings
+merge nothing (each ``hif`` command is a process of its own, whose start-up is most of its CPU)."""
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -54,6 +56,8 @@ class _Hunk:
 
 def _hunks(base: Sequence[bytes], other: Sequence[bytes], side: int) -> list[_Hunk]:
     """The non-equal opcodes of base -> other; difflib keeps them strictly separated by equal lines."""
+    import difflib
+
     matcher = difflib.SequenceMatcher(None, base, other, autojunk=False)
     return [
         _Hunk(i1, i2, tuple(other[j1:j2]), side)
@@ -182,6 +186,8 @@ def unified_diff(old: bytes | None, new: bytes | None, path: str, *, context: in
     from_file = "/dev/null" if old is None else f"a/{path}"
     to_file = "/dev/null" if new is None else f"b/{path}"
     out = [f"--- {from_file}\n", f"+++ {to_file}\n"]
+    import difflib
+
     body = list(difflib.unified_diff(_text_lines(old), _text_lines(new), n=context))
     # body[:2] are difflib's own file headers; ours above carry the a/ and b/ prefixes.
     for line in body[2:]:
@@ -200,6 +206,8 @@ def diffstat(old: bytes | None, new: bytes | None) -> tuple[int, int]:
         return (0, 0)
     if (old is not None and is_binary(old)) or (new is not None and is_binary(new)):
         return (0, 0)
+    import difflib
+
     added = removed = 0
     matcher = difflib.SequenceMatcher(None, _text_lines(old), _text_lines(new))
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():

@@ -9,6 +9,7 @@ from __future__ import annotations
 from hif.errors import InvalidPath
 
 RESERVED = ".hif"
+CHECKS_CONFIG = "hif.toml"  # where a repository declares its checks (hif.checks)
 
 
 def check_name(name: str) -> str:

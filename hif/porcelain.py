@@ -6,7 +6,6 @@ async plumbing on the repository's own event loop.
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
 from collections.abc import Callable, Coroutine
@@ -25,10 +24,8 @@ from hif.errors import (
     NotFound,
     SessionClosed,
 )
-from hif.landing import LandResult, Scan, effective_changes, land, resolve, scan_since
-from hif.mainline import LandingRecord
-from hif.merge import diffstat, split_lines, unified_diff
 from hif.objects import DIR, EMPTY_TREE, Entry
+from hif.paths import CHECKS_CONFIG
 from hif.repo import Repo, check_repo_name
 from hif.session import Session, check_role, check_session_id, check_text, make_event
 from hif.sparse import Cone, parse_cones
@@ -38,10 +35,15 @@ from hif.tree import apply, lookup, lookup_file, read_dir, walk
 from hif.tree import diff as tree_diff
 from hif.workspace import META, WorkState, WorkTree, ensure_clean, find_root
 
+# Imported where used, not here (each command is a process of its own, and start-up is most of a
+# short one's CPU): hif.landing and hif.merge (landing, sync, diffs), hif.checks (a repository whose
+# hif.toml declares checks), hif.remote (forge clones), blame, gitinterop, checkout, getpass.
 if TYPE_CHECKING:
     from hif.blame import BlameLine
     from hif.checks import CheckRun
     from hif.gitinterop import ExportResult, ImportResult
+    from hif.landing import LandResult
+    from hif.mainline import LandingRecord
     from hif.remote import RemoteRepo
 
 T = TypeVar("T")
@@ -71,8 +73,12 @@ class _Runner:
             self._loop.close()
 
 
+# (each dataclass has a docstring: without one, @dataclass builds one from inspect.signature, a
+# cost every command would pay at import)
 @dataclass
 class FileChange:
+    """One file's change against the base: added, modified or deleted, with both entries."""
+
     path: str
     action: str  # added | modified | deleted
     old: Entry | None
@@ -89,6 +95,8 @@ class FileChange:
 
 @dataclass
 class Status:
+    """``hif status``: the position, the open session (if any) and the working copy's changes."""
+
     position: int
     session: Session | None
     changes: list[FileChange]
@@ -103,6 +111,8 @@ class Status:
 
 @dataclass
 class SyncResult:
+    """``hif sync``: the new base position and the files updated, merged and in conflict."""
+
     position: int
     updated: list[str] = field(default_factory=list)
     merged: list[str] = field(default_factory=list)
@@ -126,7 +136,12 @@ def _action(old: Entry | None, new: Entry | None) -> str:
 
 
 def default_author() -> str:
-    return os.environ.get("HIF_AUTHOR") or getpass.getuser()
+    author = os.environ.get("HIF_AUTHOR")
+    if author:
+        return author
+    import getpass
+
+    return getpass.getuser()
 
 
 def default_role() -> str:
@@ -525,6 +540,8 @@ class Repository:
 
     def diff(self) -> list[tuple[FileChange, str, tuple[int, int]]]:
         """Working copy against its base: (change, unified diff, (added, removed)) per file."""
+        from hif.merge import diffstat, unified_diff
+
         out = []
         for ch in self.status().changes:
             old = self._run(self.repo.objects.get_blob(ch.old.oid)) if ch.old else None
@@ -559,9 +576,9 @@ class Repository:
         """The one seam between local and forge landing: a forge lands on its side."""
         if self.remote is not None:
             return await self.remote.land(s)
-        from hif.checks import local_policy  # require_checks in the base tree's hif.toml
+        from hif.landing import land
 
-        return await land(self.repo, s, policy=local_policy())
+        return await land(self.repo, s, policy=_local_policy)
 
     def check(self, names: list[str] | None = None, *, role: str | None = None,
               author: str | None = None) -> CheckRun:
@@ -574,6 +591,8 @@ class Repository:
         syncs = s.of_type("sync")
         if not syncs:
             return
+        from hif.merge import split_lines
+
         for path in syncs[-1].get("conflicts", []):
             entry = s.changes.get(path)
             if entry is None:
@@ -681,6 +700,8 @@ class Repository:
         return result
 
     async def _sync(self, s: Session, *, author: str | None, role: str | None) -> SyncResult:
+        from hif.landing import Scan, effective_changes, resolve, scan_since
+
         head = await self.repo.mainline.head()
         if head == s.base:
             return SyncResult(head)
@@ -765,6 +786,8 @@ class Repository:
         return self._run(self._session_diffs(s, rec))
 
     async def _session_diffs(self, s: Session, rec: LandingRecord | None) -> list[tuple[FileChange, str]]:
+        from hif.merge import unified_diff
+
         db = self.repo.objects
         if rec is not None:
             before = rec.parent_tree
@@ -787,6 +810,8 @@ class Repository:
         return self._run(self._iteration_diff(s, a, b))
 
     async def _iteration_diff(self, s: Session, a: int, b: int) -> list[tuple[str, str]]:
+        from hif.merge import unified_diff
+
         cps = s.of_type("checkpoint")
         start = s.events[0]["base"]
 
@@ -933,6 +958,16 @@ class Repository:
         other = Repository(root)
         other.goto(other.head())
         return other
+
+
+async def _local_policy(repo: Repo, s: Session, ours: dict[str, Entry | None], base_tree: bytes) -> bool:
+    """Landing in a local store: ``require_checks`` in the base tree's hif.toml
+    (:func:`hif.checks.local_policy`). hif.checks is imported only for a base tree that has one."""
+    if await lookup_file(repo.objects, base_tree, CHECKS_CONFIG) is None:
+        return False
+    from hif.checks import local_policy
+
+    return await local_policy()(repo, s, ours, base_tree)
 
 
 def _slug(name: str) -> str:

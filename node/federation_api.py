@@ -176,23 +176,23 @@ async def list_offers(ctx: Ctx) -> dict[str, Any]:
 
 @route("GET", REPO + "/offers/<oid>", "read", agent=True)
 async def get_offer(ctx: Ctx, oid: str) -> dict[str, Any]:
-    return await offers.get_offer(ctx.r, _offer_id(oid))
+    return await offers.get_offer(ctx.r, offer_id(oid))
 
 
 @route("POST", REPO + "/offers/<oid>/land", "write")
 async def land_offer(ctx: Ctx, oid: str) -> dict[str, Any]:
     _maintainer(ctx)
-    return await offers.land_offer(fed_of(), ctx.r, _offer_id(oid), ctx.user)
+    return await offers.land_offer(fed_of(), ctx.r, offer_id(oid), ctx.user)
 
 
 @route("POST", REPO + "/offers/<oid>/reject", "write")
 async def reject_offer(ctx: Ctx, oid: str) -> dict[str, Any]:
     _maintainer(ctx)
     reason = check_text(field(ctx.body, "reason", str, default="rejected"), "reason")
-    return await offers.reject_offer(fed_of(), ctx.r, _offer_id(oid), ctx.user, reason)
+    return await offers.reject_offer(fed_of(), ctx.r, offer_id(oid), ctx.user, reason)
 
 
-def _offer_id(oid: str) -> str:
+def offer_id(oid: str) -> str:
     if not (len(oid) == 20 and all(c in "0123456789abcdef" for c in oid)):
         raise NotFound(f"no offer {oid}")
     return oid

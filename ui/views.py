@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 import cbor2
 from markupsafe import Markup
@@ -23,23 +23,33 @@ from quart.blueprints import BlueprintSetupState
 from werkzeug.exceptions import HTTPException
 
 from federation import control as federation_control
+from federation import offers as federation_offers
 from federation import status as federation_status
+from federation.layout import offer_key
 from federation.mirror import mirror_repo
 from hif import history
 from hif.blame import blame
-from hif.errors import HifError, InvalidInput, InvalidPath, NotFound, PermissionDenied
+from hif.errors import (
+    ConflictError,
+    HifError,
+    InvalidInput,
+    InvalidPath,
+    NotFound,
+    PermissionDenied,
+)
 from hif.mainline import LandingRecord
 from hif.merge import is_binary
 from hif.objects import DIR, LINK, Entry, decode
 from hif.paths import check_path
 from hif.repo import Repo, check_repo_name
-from hif.session import ROLES, Session, check_session_id
-from hif.tree import lookup
+from hif.session import ROLES, Session, check_session_id, check_text
+from hif.tree import lookup, lookup_file
 from node.access import NEEDS, check_login, manages_org, may, repo_access
 from node.accounts import ROLES as MEMBER_ROLES
 from node.accounts import Principal
 from node.app import Node, node_of
 from node.errors import RateLimited
+from node.federation_api import fed_of, offer_id
 from node.imports import import_repository
 from node.wire import CBOR, cbor_response, error_body
 from ui import auth, render
@@ -199,6 +209,7 @@ class RepoView:
     head: int
     base: str = ""  # URL prefix: "/owner/name", or "/mirrors/host/owner/name" for a mirror
     mirror: str | None = None  # the origin host of a mirrored repository
+    offers: int = 0  # sessions other nodes offered here, for the tab (counted by the pages that show it)
 
     @property
     def owner(self) -> str:
@@ -651,6 +662,7 @@ async def _tree(owner: str, name: str, path: str) -> Response | str:
     if not path:
         recent = [r async for r in rv.repo.mainline.iter_back(at, max(1, at - 9))] if at else []
         open_rows = await open_sessions(rv.repo, cap=10)
+        await count_offers(rv)
     return await render_template(
         "tree.html", rv=rv, path=path, at=at, at_q=at_q, entries=entries, readme=readme,
         crumbs=crumbs(rv, path, at_q), recent=recent, open_rows=open_rows, node_url=node().config.url,
@@ -758,6 +770,7 @@ async def raw(owner: str, name: str, path: str) -> Response:
 @bp.get("/<owner>/<name>/sessions")
 async def sessions(owner: str, name: str) -> str:
     rv = await open_repo(owner, name)
+    await count_offers(rv)
     args = request.args
     state = args.get("state", "all")
     if state not in ("all", "landed", "open"):
@@ -849,7 +862,35 @@ async def session_page(owner: str, name: str, sid: str) -> str:
         diffs=diffs, verdict=verdict, says=len(say), decisions=decisions, last_seq=last_seq,
         cp_index={e["seq"]: i for i, e in enumerate(cps, 1)},
         reason=(state_info or {}).get("reason"), check_logs=await _check_logs(rv.repo, s),
+        sent_offers=await _sent_offers(rv, sid),
     )
+
+
+def web_link(url: Any) -> str | None:
+    """``url`` if it is an http(s) address: a peer's strings become links only when harmless."""
+    if not isinstance(url, str):
+        return None
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    return url if parts.scheme in ("http", "https") and parts.netloc else None
+
+
+async def _sent_offers(rv: RepoView, sid: str) -> list[dict[str, Any]]:
+    """Offers made from this session to other nodes and what they answered (what
+    ``GET .../sessions/<sid>/offers`` returns), newest first; mirrors hold none."""
+    if rv.mirror is not None:
+        return []
+    rows = sorted(await federation_offers.sent_offers(rv.repo, sid),
+                  key=lambda o: o.get("created") or 0, reverse=True)
+    for o in rows:
+        target = web_link(o.get("target"))
+        o["target_href"] = target or "#"
+        remote = o.get("remote_session")
+        o["remote_url"] = (f"{target}/sessions/{remote}" if target and isinstance(remote, str)
+                           and remote.isalnum() else None)
+    return rows
 
 
 CHECK_LOG_SHOWN = 64 * 1024
@@ -895,6 +936,100 @@ async def session_events(owner: str, name: str, sid: str) -> Response | str:
     last = events[-1]["seq"] if events else since
     return await render_template("_events.html", rv=rv, sid=sid, events=events, last_seq=last,
                                  closed=state, live=state is None)
+
+
+# -- offered sessions (federation: sessions other nodes offer to a local repository) -------------------
+
+
+async def count_offers(rv: RepoView) -> None:
+    """Fill ``rv.offers`` for the repository's tab: one listing, no record read."""
+    if rv.mirror is None:
+        rv.offers = len(await rv.repo.store.list_page(offer_key(rv.repo.prefix, ""), limit=1000))
+
+
+def _origin_link(o: dict[str, Any]) -> None:
+    """The contributor's session on its home node, as a link when the origin is a web address."""
+    origin = web_link(o.get("origin"))
+    o["origin_href"] = (f"{origin}/{o['source_repo']}/sessions/{o['session']}"
+                        if origin and isinstance(o.get("source_repo"), str)
+                        and isinstance(o.get("session"), str) else None)
+
+
+@bp.get("/<owner>/<name>/offers")
+async def offers_page(owner: str, name: str) -> str:
+    """Sessions other nodes offered to this repository, newest first, in every state."""
+    rv = await open_repo(owner, name)
+    if rv.mirror is not None:
+        raise NotFound("offers go to the origin of a mirror")
+    rows = sorted(await federation_offers.list_offers(rv.repo),
+                  key=lambda o: o.get("received") or 0, reverse=True)
+    for o in rows:
+        _origin_link(o)
+    rv.offers = len(rows)
+    return await render_template("offers.html", rv=rv, rows=rows, node_url=node().config.url)
+
+
+async def _offer_page(rv: RepoView, oid: str, *, error: str | None = None,
+                      conflicts: list[dict[str, Any]] | None = None, status: int = 200) -> tuple[str, int]:
+    """One offered session as the API reads it (``offers.get_offer``), its diff rendered like a
+    session's; ``error`` and ``conflicts`` come from a land or reject that failed."""
+    o = await federation_offers.get_offer(rv.repo, offer_id(oid))
+    _origin_link(o)
+    await count_offers(rv)
+    view = request.args.get("view", "unified")
+    if view not in ("unified", "split"):
+        view = "unified"
+    changes = [history.Change(path, Entry(bk, bo) if bk else None, Entry(nk, no) if nk else None)
+               for path, bk, bo, nk, no in o["changes"]]
+    # files this repository changed since the offer's base: landing 3-way merges them
+    head_tree = await rv.repo.mainline.tree_at(rv.head)
+    moved = [c.path for c in changes
+             if await lookup_file(rv.repo.objects, head_tree, c.path) not in (c.old, c.new)]
+    events = [e for e in o["events"] if isinstance(e, dict) and e.get("type") != "start"]
+    decisions = [e for e in events if e.get("type") == "decide"]
+    open_ = o["state"] in ("offered", "landing")
+    page = await render_template(
+        "offer.html", rv=rv, o=o, events=events, decisions=decisions, view=view,
+        says=sum(1 for e in events if e.get("type") == "say"),
+        diffs=await _diffs(rv, changes), moved=moved, error=error, conflicts=conflicts or [],
+        can_decide=open_ and rv.can_admin,
+    )
+    return page, status
+
+
+@bp.get("/<owner>/<name>/offers/<oid>")
+async def offer_page(owner: str, name: str, oid: str) -> tuple[str, int]:
+    rv = await open_repo(owner, name)
+    if rv.mirror is not None:
+        raise NotFound("offers go to the origin of a mirror")
+    return await _offer_page(rv, oid)
+
+
+@bp.post("/<owner>/<name>/offers/<oid>/<action>")
+async def offer_action(owner: str, name: str, oid: str, action: str) -> Response | tuple[str, int]:
+    """Land or reject an offered session (maintainers), through the same functions as the API's
+    ``POST .../offers/<oid>/land|reject``; a refusal re-renders the page with the reason (a
+    conflict: 409 and the conflicting paths), a success goes back to the offer's page."""
+    if action not in ("land", "reject"):
+        raise NotFound("no such page")
+    rv = await open_repo(owner, name, "admin")  # unreadable: 404; not a maintainer: 403
+    assert rv.p.user is not None  # a maintainer is logged in
+    lid = offer_id(oid)
+    try:
+        if action == "land":
+            await federation_offers.land_offer(fed_of(), rv.repo, lid, rv.p.user)
+        else:
+            reason = (await request.form).get("reason", "").strip() or "rejected"
+            await federation_offers.reject_offer(fed_of(), rv.repo, lid, rv.p.user,
+                                                 check_text(reason, "reason"))
+    except ConflictError as e:
+        return await _offer_page(rv, lid, error=str(e), status=409,
+                                 conflicts=[c.to_json() for c in e.conflicts])
+    except HifError as e:
+        if isinstance(e, NotFound):
+            raise
+        return await _offer_page(rv, lid, error=str(e), status=409 if e.http_status == 412 else e.http_status)
+    return redirect(rv.url("offers", lid))  # type: ignore[return-value]
 
 
 # -- settings --------------------------------------------------------------------------------------

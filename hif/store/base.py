@@ -27,6 +27,8 @@ _KEY_COMPONENT = re.compile(r"^[^/\x00]+$")
 
 @dataclass(frozen=True, slots=True)
 class ObjectInfo:
+    """A stored object's key, entity tag and size in bytes."""
+
     key: str
     etag: str
     size: int

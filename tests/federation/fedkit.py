@@ -111,11 +111,23 @@ def wait_for(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
 
 def ui_admin(node: Forge, user: str = "fedroot") -> httpx.Client:
     """A browser-like client logged in to ``node``'s web UI as a site admin (created if new)."""
+    return ui_login(node, user, admin=True)
+
+
+def ui_login(node: Forge, user: str, *, admin: bool = False) -> httpx.Client:
+    """A browser-like client logged in to ``node``'s web UI as ``user`` (created if new, with a
+    password)."""
     import re
 
     if f'"{user}"' not in node.micelio("admin", "user", "list", "--json").stdout:
         node.micelio(
-            "admin", "user", "create", user, "--admin", "--password-stdin", input="long-password-1\n"
+            "admin",
+            "user",
+            "create",
+            user,
+            *(["--admin"] if admin else []),
+            "--password-stdin",
+            input="long-password-1\n",
         )
     c = httpx.Client(base_url=node.url, timeout=60)
     csrf = re.search(r'name="csrf" value="([^"]+)"', c.get("/login").text)
@@ -151,16 +163,23 @@ def api(node: Forge, method: str, path: str, token: str | None = None, body: Any
     return r.status_code, data
 
 
-def land(
-    node: Forge, repo: str, files: dict[str, str], goal: str = "change", token: str | None = None
-) -> int:
-    """One session through the API: upload, write, a message and a decision, land."""
+def open_session(
+    node: Forge,
+    repo: str,
+    files: dict[str, str],
+    goal: str = "change",
+    token: str | None = None,
+    *,
+    say: str | None = None,
+    decide: dict[str, Any] | None = None,
+) -> str:
+    """Start a session through the API with a message, the files written and a decision; its id."""
     t = token or node.admin_token
     base = f"/api/v1/repos/{repo}"
     status, data = api(node, "POST", f"{base}/sessions", t, {"goal": goal})
     assert status == 201, data
     sid = data["id"]
-    events: list[dict[str, Any]] = [{"type": "say", "text": f"working on {goal}"}]
+    events: list[dict[str, Any]] = [{"type": "say", "text": say or f"working on {goal}"}]
     stored = []
     for path, text in files.items():
         content = text.encode()
@@ -168,10 +187,21 @@ def land(
         events.append(
             {"type": "write", "path": path, "kind": FILE, "blob": digest(blob_bytes(content))}
         )
-    events.append({"type": "decide", "decision": "do it", "why": "because", "alternatives": []})
+    events.append(
+        {"type": "decide", **(decide or {"decision": "do it", "why": "because", "alternatives": []})}
+    )
     assert api(node, "POST", f"{base}/objects/put", t, {"objects": stored})[0] == 200
     assert api(node, "POST", f"{base}/sessions/{sid}/events", t, {"events": events})[0] == 200
-    status, data = api(node, "POST", f"{base}/sessions/{sid}/land", t, {})
+    return sid
+
+
+def land(
+    node: Forge, repo: str, files: dict[str, str], goal: str = "change", token: str | None = None
+) -> int:
+    """One session through the API: upload, write, a message and a decision, land."""
+    t = token or node.admin_token
+    sid = open_session(node, repo, files, goal, t)
+    status, data = api(node, "POST", f"/api/v1/repos/{repo}/sessions/{sid}/land", t, {})
     assert status == 200, data
     return data["position"]
 
