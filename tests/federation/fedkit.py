@@ -237,6 +237,29 @@ def follow(follower: Forge, origin: Forge, repo: str, *, wait: bool = True) -> N
         )
 
 
+def push_of(origin: Forge, repo: str, position: int, name: str) -> dict[str, Any]:
+    """A Push activity from ``origin``'s repository carrying its signed envelope at ``position``, as
+    the origin's delivery sends it (fetched from its envelope page)."""
+    import base64
+
+    actor = f"{origin.url}/ap/repos/{repo}"
+    wire = httpx.get(f"{actor}/envelopes/{position}").content
+    return {
+        "id": f"{actor}/pushes/{name}",
+        "type": "Push",
+        "actor": actor,
+        "object": {
+            "type": "OrderedCollection",
+            "orderedItems": [{
+                "type": "Landing",
+                "id": f"{actor}/envelopes/{position}",
+                "position": position,
+                "envelope": base64.urlsafe_b64encode(wire).decode().rstrip("="),
+            }],
+        },
+    }
+
+
 def signed_post(
     key: NodeKey,
     url: str,

@@ -8,7 +8,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import httpx
 import pytest
 from fedkit import (
     Peer,
@@ -19,6 +18,7 @@ from fedkit import (
     make_repo,
     mirror_head,
     node_key,
+    push_of,
     signed_post,
     start_node,
     start_peer,
@@ -75,26 +75,7 @@ def test_a_push_past_the_head_backfills_the_gap_first(pair: Pair) -> None:
     time.sleep(1.0)
     assert mirror_head(b, a, REPO) == 1  # nothing arrived: no delivery, no periodic resync
     # then only position 4 is delivered: B fetches 2..3 from A's signed log, then applies 4
-    wire = httpx.get(f"{a.url}/ap/repos/{REPO}/envelopes/4").content
-    import base64
-
-    repo_actor = f"{a.url}/ap/repos/{REPO}"
-    push = {
-        "id": f"{repo_actor}/pushes/4-4",
-        "type": "Push",
-        "actor": repo_actor,
-        "object": {
-            "type": "OrderedCollection",
-            "orderedItems": [
-                {
-                    "type": "Landing",
-                    "id": f"{repo_actor}/envelopes/4",
-                    "position": 4,
-                    "envelope": base64.urlsafe_b64encode(wire).decode().rstrip("="),
-                }
-            ],
-        },
-    }
+    push = push_of(a, REPO, 4, "4-4")
     r = signed_post(node_key(a), f"{b.url}/ap/inbox", push)
     assert r.status_code == 202 and r.json() == {"applied": 1, "head": 4}, r.text
     path = f"/api/v1/mirrors/{host(a)}/{REPO}"

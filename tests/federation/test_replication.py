@@ -26,6 +26,7 @@ from fedkit import (
     make_repo,
     mirror_head,
     node_key,
+    push_of,
     restart,
     signed_post,
     start_node,
@@ -151,25 +152,7 @@ def test_replication_from_a_to_b_and_c(trio: Trio) -> None:
         assert sorted(e[0] for e in tree["entries"]) == ["app.py", "mod0.py", "mod1.py", "mod2.py"]
 
     # redelivery is a no-op: the same landing, signed by A again, changes nothing
-    env = httpx.get(f"{a.url}/ap/repos/{REPO}/envelopes/4").content
-    import base64
-
-    push = {
-        "id": f"{a.url}/ap/repos/{REPO}/pushes/again",
-        "type": "Push",
-        "actor": f"{a.url}/ap/repos/{REPO}",
-        "object": {
-            "type": "OrderedCollection",
-            "orderedItems": [
-                {
-                    "type": "Landing",
-                    "id": f"{a.url}/ap/repos/{REPO}/envelopes/4",
-                    "position": 4,
-                    "envelope": base64.urlsafe_b64encode(env).decode().rstrip("="),
-                }
-            ],
-        },
-    }
+    push = push_of(a, REPO, 4, "again")
     r = signed_post(node_key(a), f"{b.url}/ap/inbox", push)
     assert r.status_code == 202 and r.json()["applied"] == 0, r.text
     assert log_records(b, f"/api/v1/mirrors/{host(a)}/{REPO}") == origin
