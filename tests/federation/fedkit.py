@@ -7,12 +7,13 @@ holding a key would; everything else goes through HTTP and the CLIs.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -235,6 +236,21 @@ def follow(follower: Forge, origin: Forge, repo: str, *, wait: bool = True) -> N
             lambda: follower.api("GET", path).data.get("state") == "accepted",
             f"{origin.url} to accept {follower.url}'s Follow",
         )
+
+
+@contextlib.contextmanager
+def two_nodes(root: Path, *, a_env: dict[str, str] | None = None,
+              b_env: dict[str, str] | None = None) -> Iterator[tuple[Forge, Forge, Peer]]:
+    """Nodes A and B on loopback and a peer for requests from a third host, all stopped after."""
+    a = start_node(root / "a", env=a_env)
+    b = start_node(root / "b", env=b_env)
+    peer = start_peer()
+    try:
+        yield a, b, peer
+    finally:
+        peer.close()
+        a.stop()
+        b.stop()
 
 
 def push_of(origin: Forge, repo: str, position: int, name: str) -> dict[str, Any]:

@@ -20,8 +20,7 @@ from fedkit import (
     node_key,
     push_of,
     signed_post,
-    start_node,
-    start_peer,
+    two_nodes,
     wait_for,
 )
 from forge import Forge
@@ -43,15 +42,8 @@ class Pair:
 def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     root = tmp_path_factory.mktemp("gaps")
     slow = {"MICELIO_FEDERATION_RESYNC": "3600"}
-    a = start_node(root / "a", env=slow)
-    b = start_node(root / "b", env={**slow, "MICELIO_FEDERATION_ALLOW": "127.0.0.1"})
-    peer = start_peer()
-    try:
+    with two_nodes(root, a_env=slow, b_env={**slow, "MICELIO_FEDERATION_ALLOW": "127.0.0.1"}) as (a, b, peer):
         yield Pair(a, b, peer)
-    finally:
-        peer.close()
-        a.stop()
-        b.stop()
 
 
 def test_a_push_past_the_head_backfills_the_gap_first(pair: Pair) -> None:

@@ -28,8 +28,7 @@ from fedkit import (
     mirror_head,
     node_key,
     signed_post,
-    start_node,
-    start_peer,
+    two_nodes,
     wait_for,
 )
 from forge import Forge
@@ -53,10 +52,7 @@ class World:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     root = tmp_path_factory.mktemp("sec")
-    a = start_node(root / "a")
-    b = start_node(root / "b", env={"MICELIO_FEDERATION_BLOCK": "localhost"})
-    peer = start_peer()
-    try:
+    with two_nodes(root, b_env={"MICELIO_FEDERATION_BLOCK": "localhost"}) as (a, b, peer):
         make_repo(a, REPO)
         make_repo(a, "acme/hidden", private=True)
         land(a, REPO, {"a.txt": "one\n"}, "one")
@@ -64,10 +60,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         follow(b, a, REPO)
         wait_for(lambda: mirror_head(b, a, REPO) == 2, "B's mirror")
         yield World(a, b, peer)
-    finally:
-        peer.close()
-        a.stop()
-        b.stop()
 
 
 def followers(node: Forge, repo: str = REPO) -> set[str]:
