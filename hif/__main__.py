@@ -42,11 +42,6 @@ def _exit(e: SystemExit) -> NoReturn:
 
     quiet = sys.getprofile() is None and sys.gettrace() is None
     if quiet and isinstance(code, int) and threading.active_count() == 1:
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        except (OSError, ValueError):
-            raise e from None
         import atexit
 
         atexit._run_exitfuncs()

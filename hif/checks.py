@@ -67,7 +67,6 @@ if TYPE_CHECKING:
     from hif.porcelain import Repository
     from hif.remote import RemoteRepo
 
-CONFIG = CHECKS_CONFIG
 RESULT = "check"  # object kind of a check result
 DEFAULT_TIMEOUT = 30 * 60.0
 TOOL_TIMEOUT = 60.0
@@ -137,13 +136,13 @@ def parse_config(data: bytes) -> Config:
     try:
         doc = tomllib.loads(data.decode())
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-        raise InvalidInput(f"{CONFIG}: {e}") from None
+        raise InvalidInput(f"{CHECKS_CONFIG}: {e}") from None
     table = doc.get("check", {})
     if not isinstance(table, dict):
-        raise InvalidInput(f"{CONFIG}: [check] must be a table of named checks")
+        raise InvalidInput(f"{CHECKS_CONFIG}: [check] must be a table of named checks")
     checks: dict[str, CheckSpec] = {}
     for name, raw in table.items():
-        where = f"{CONFIG} [check.{name}]"
+        where = f"{CHECKS_CONFIG} [check.{name}]"
         if not isinstance(raw, dict) or not isinstance(raw.get("command"), str) or not raw["command"].strip():
             raise InvalidInput(f"{where} needs a command")
         try:
@@ -155,12 +154,12 @@ def parse_config(data: bytes) -> Config:
             _strings(raw.get("env"), f"{where} env"), _strings(raw.get("tools"), f"{where} tools"),
             parse_timeout(raw.get("timeout", DEFAULT_TIMEOUT), where),
         )
-    require = _strings(doc.get("require_checks"), f"{CONFIG} require_checks")
+    require = _strings(doc.get("require_checks"), f"{CHECKS_CONFIG} require_checks")
     return Config(checks, require)
 
 
 async def read_config(repo: Repo, tree: bytes) -> Config | None:
-    entry = await lookup_file(repo.objects, tree, CONFIG)
+    entry = await lookup_file(repo.objects, tree, CHECKS_CONFIG)
     if entry is None or entry.kind == LINK:
         return None
     return parse_config(await repo.objects.get_blob(entry.oid))
@@ -411,7 +410,7 @@ def make_policy(trusted: Trust) -> Policy:
     """The landing rule of ``require_checks`` with a way to trust keys (local store or forge)."""
 
     async def policy(repo: Repo, s: Session, ours: dict[str, Entry | None], base_tree: bytes) -> bool:
-        entry = await lookup_file(repo.objects, base_tree, CONFIG)
+        entry = await lookup_file(repo.objects, base_tree, CHECKS_CONFIG)
         if entry is None:
             return False  # the common case costs one tree lookup
         config = parse_config(await repo.objects.get_blob(entry.oid))
@@ -499,12 +498,12 @@ def run_checks(r: Repository, names: list[str] | None = None, *, author: str | N
         if base is not None and name in base.checks:
             config.checks[name] = base.checks[name]
     if not config.checks:
-        raise InvalidInput(f"no checks declared: add a [check.NAME] table to {CONFIG} at the "
+        raise InvalidInput(f"no checks declared: add a [check.NAME] table to {CHECKS_CONFIG} at the "
                            "repository root")
     todo = list(names) if names else list(config.checks)
     unknown = [n for n in todo if n not in config.checks]
     if unknown:
-        raise InvalidInput(f"no check named {', '.join(unknown)} in {CONFIG} "
+        raise InvalidInput(f"no check named {', '.join(unknown)} in {CHECKS_CONFIG} "
                            f"(declared: {', '.join(config.checks)})")
     has_flake = r._run(lookup_file(r.repo.objects, tree, "flake.nix")) is not None
     nix = has_flake and shutil.which("nix") is not None

@@ -660,21 +660,19 @@ async def _existing(ctx: Ctx, oid: bytes, known: frozenset[bytes]) -> bytes:
 @route("POST", SESSION + "/events", "write", agent=True)
 async def append_events(ctx: Ctx, sid: str) -> dict[str, Any]:
     s = await _load_session(ctx, sid, open_only=True)
-    raw = field(ctx.body, "events", list)
-    if not raw:
-        raise InvalidInput("send between 1 and 1000 events")
-    events = await _checked_events(ctx, raw)
+    events = await _checked_events(ctx, field(ctx.body, "events", list), at_least=1)
     next_seq = field(ctx.body, "next_seq", int, default=s.next_seq)
     if next_seq < 1:
         raise InvalidInput("next_seq starts at 1 (0 is the start event)")
     return {"events": await _append(ctx, sid, events, next_seq)}
 
 
-async def _checked_events(ctx: Ctx, raw: list[Any], known: frozenset[bytes] = frozenset()) -> list[dict[str, Any]]:
+async def _checked_events(ctx: Ctx, raw: list[Any], *, at_least: int,
+                          known: frozenset[bytes] = frozenset()) -> list[dict[str, Any]]:
     """Every event checked before any is appended, so a bad one leaves the session as it was.
     ``known``: objects the request itself stored (no need to ask the store for them)."""
-    if len(raw) > 1000:
-        raise InvalidInput("send between 1 and 1000 events")
+    if not at_least <= len(raw) <= 1000:
+        raise InvalidInput(f"send between {at_least} and 1000 events")
     syncs = any(isinstance(e, dict) and e.get("type") == "sync" for e in raw)
     top = await ctx.r.mainline.head() if syncs else 0  # only a sync names a position
     return [await _check_event(ctx, e, top, known) for e in raw]
@@ -711,7 +709,8 @@ async def land_whole(ctx: Ctx) -> dict[str, Any]:
     sync or an abandon."""
     opening = await _opening(ctx)
     stored = await _put_objects(ctx, field(ctx.body, "objects", list, default=[]))
-    events = await _checked_events(ctx, field(ctx.body, "events", list, default=[]), frozenset(stored))
+    events = await _checked_events(ctx, field(ctx.body, "events", list, default=[]), at_least=0,
+                                   known=frozenset(stored))
     s = await ctx.r.sessions.start(*opening)
     try:
         stamped = await _append(ctx, s.id, events, 1)

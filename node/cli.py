@@ -121,18 +121,28 @@ def serve(as_json: bool, store: str | None, host: str | None, port: int | None, 
     server.run(config)
 
 
-@cli.group()
-@click.option("--store", default=None, help="Store URL: a path or s3://bucket/prefix (default $MICELIO_STORE or ./data).")
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Local cache of the auth database (default $MICELIO_CACHE_DIR, else a temporary one).")
-@click.pass_context
-def admin(ctx: click.Context, store: str | None, cache_dir: Path | None) -> None:
-    """Manage users, tokens, organisations and repositories directly in the store."""
+def _store_options(fn: F) -> F:
+    """``--store`` and ``--cache-dir`` of the commands that work on the store directly."""
+    fn = click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                      help="Local cache of the auth database (default $MICELIO_CACHE_DIR, else a temporary one).")(fn)
+    return click.option("--store", default=None,
+                        help="Store URL: a path or s3://bucket/prefix (default $MICELIO_STORE or ./data).")(fn)
+
+
+def _admin_options(store: str | None, cache_dir: Path | None) -> AdminOptions:
     env_cache = os.environ.get("MICELIO_CACHE_DIR")
-    ctx.obj = AdminOptions(
+    return AdminOptions(
         store=store or os.environ.get("MICELIO_STORE") or DEFAULT_STORE,
         cache_dir=cache_dir or (Path(env_cache) if env_cache else None),
     )
+
+
+@cli.group()
+@_store_options
+@click.pass_context
+def admin(ctx: click.Context, store: str | None, cache_dir: Path | None) -> None:
+    """Manage users, tokens, organisations and repositories directly in the store."""
+    ctx.obj = _admin_options(store, cache_dir)
 
 
 # -- users -----------------------------------------------------------------------------------------
@@ -399,9 +409,7 @@ def repo_import(as_json: bool, name: str, source: str, branch: str | None, priva
 
 
 @command(cli, "import")
-@click.option("--store", default=None, help="Store URL: a path or s3://bucket/prefix (default $MICELIO_STORE or ./data).")
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Local cache of the auth database (default $MICELIO_CACHE_DIR, else a temporary one).")
+@_store_options
 @_import_options
 def import_git_repo(as_json: bool, store: str | None, cache_dir: Path | None, name: str, source: str,
                     branch: str | None, private: bool, owner_user: str | None, description: str,
@@ -411,11 +419,7 @@ def import_git_repo(as_json: bool, store: str | None, cache_dir: Path | None, na
     The same as micelio admin repo import: the repository is created and registered if needed,
     and a rerun continues an interrupted import or adds the commits made since.
     """
-    env_cache = os.environ.get("MICELIO_CACHE_DIR")
-    click.get_current_context().obj = AdminOptions(
-        store=store or os.environ.get("MICELIO_STORE") or DEFAULT_STORE,
-        cache_dir=cache_dir or (Path(env_cache) if env_cache else None),
-    )
+    click.get_current_context().obj = _admin_options(store, cache_dir)
     _import(as_json, name, source, branch, private, owner_user, description, max_commits)
 
 
