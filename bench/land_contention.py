@@ -106,12 +106,15 @@ def _status_kib(field: str) -> int:
     return 0
 
 
-def _path(i: int, j: int) -> str:
-    return f"agent/{i}/session/{j}.txt"
+FILES = 3  # files per session: the issue's "disjoint 3-file sessions"
 
 
-def _content(i: int, j: int) -> bytes:
-    return f"agent {i} session {j}\n".encode() * 4
+def _path(i: int, j: int, k: int) -> str:
+    return f"agent/{i}/session-{j}/{k}.txt"
+
+
+def _content(i: int, j: int, k: int) -> bytes:
+    return f"agent {i} session {j} file {k}\n".encode() * 4
 
 
 async def _run_config(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -155,27 +158,40 @@ async def _run_config(cfg: dict[str, Any]) -> dict[str, Any]:
     attempts: list[int] = []
     grouped = [0]
     failures: list[str] = []
-    ids: dict[str, str] = {}  # session id -> path
+    ids: dict[str, list[str]] = {}  # session id -> paths
+    # "process": the agents of this worker share one Repo (the in-process SDK's handle on the
+    # repository: one cache, one decoding of each record); "agent": each its own, as separate
+    # processes would have
+    shared = Repo(agent_store(cfg.get("first", 0)), REPO) if cfg.get("repos") == "process" else None
 
     async def agent(i: int) -> None:
-        repo = Repo(agent_store(i), REPO)
+        repo = shared or Repo(agent_store(i), REPO)
         who = f"agent{i}"
         base: int | None = None  # as a working copy: the next session starts where the last one landed
         for j in range(sessions):
-            # the session's start and its file's blob do not depend on each other: one round trip
-            s, oid = await together([
+            paths = [_path(i, j, k) for k in range(FILES)]
+            # the session's start and its files' blobs do not depend on each other: one round trip
+            s, *oids = await together([
                 repo.sessions.start(f"agent {i}: task {j}", who, "agent",
                                     base if base is not None else await repo.mainline.head()),
-                repo.objects.put_blob(_content(i, j))])
-            if isinstance(s, BaseException) or isinstance(oid, BaseException):
-                failures.append(f"{who}/{j}: could not start: {s if isinstance(s, BaseException) else oid}")
+                *(repo.objects.put_blob(_content(i, j, k)) for k in range(FILES))])
+            bad = [x for x in (s, *oids) if isinstance(x, BaseException)]
+            if bad or isinstance(s, BaseException):
+                failures.append(f"{who}/{j}: could not start: {bad[0]}")
                 continue
-            ev = make_event("write", who, "agent", repo.clock(), path=_path(i, j), kind=FILE, blob=oid)
-            stamped = await repo.sessions.append(s.id, ev, s.next_seq)
-            ids[s.id] = _path(i, j)
+            # the write events at known sequence numbers, together
+            stamped = await together([
+                repo.sessions.append(s.id, make_event("write", who, "agent", repo.clock(), path=p, kind=FILE,
+                                                      blob=oid), s.next_seq + k)
+                for k, (p, oid) in enumerate(zip(paths, oids, strict=True))])
+            bad = [x for x in stamped if isinstance(x, BaseException)]
+            if bad:
+                failures.append(f"{who}/{j}: could not write: {bad[0]}")
+                continue
+            ids[s.id] = paths
             t0 = time.perf_counter()
             try:
-                r = await land(repo, fold(s.id, [*s.events, stamped]), group=group)
+                r = await land(repo, fold(s.id, [*s.events, *stamped]), group=group)  # type: ignore[list-item]
             except HifError as e:  # counted and reported; the run goes on
                 failures.append(f"{who}/{j}: {type(e).__name__}: {e}")
                 continue
@@ -206,7 +222,7 @@ async def _run_config(cfg: dict[str, Any]) -> dict[str, Any]:
     return {**part, **await _check(raw, ids, failures)}
 
 
-async def _check(raw: ObjectStore, ids: dict[str, str], failures: list[str]) -> dict[str, Any]:
+async def _check(raw: ObjectStore, ids: dict[str, list[str]], failures: list[str]) -> dict[str, Any]:
     """The mainline after a run: every session exactly once, every file in the head tree."""
     from hif.repo import Repo
     from hif.tree import lookup_file
@@ -222,9 +238,10 @@ async def _check(raw: ObjectStore, ids: dict[str, str], failures: list[str]) -> 
     problems = [f"session {sid} in {k} records" for sid, k in seen.items() if k != 1]
     problems += [f"session {sid} not in the log" for sid in ids if sid not in seen and not failures]
     tree = await check.mainline.tree_at(head)
-    for sid, path in ids.items():
-        if sid in seen and await lookup_file(check.objects, tree, path) is None:
-            problems.append(f"{path} missing from the head tree")
+    for sid, paths in ids.items():
+        for path in paths if sid in seen else []:
+            if await lookup_file(check.objects, tree, path) is None:
+                problems.append(f"{path} missing from the head tree")
     await raw.close()
     return {"records": head, "max_group": max(sizes, default=0), "problems": problems[:10]}
 
@@ -346,6 +363,8 @@ def main() -> None:
                     help="largest agent count run on the s3 store (moto is CPU-bound)")
     ap.add_argument("--procs", type=int, default=os.cpu_count() or 1,
                     help="worker processes sharing the agents (model store; default: one per CPU)")
+    ap.add_argument("--repos", default="agent,process",
+                    help="model store: each agent its own Repo (agent), or one per worker process (process)")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds allowed per configuration")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directories")
     args = ap.parse_args()
@@ -353,8 +372,11 @@ def main() -> None:
     bad = set(stores) - {"embedded", "s3", "model"}
     if bad or not stores:
         raise SystemExit(f"--stores takes embedded,s3,model (not {', '.join(sorted(bad)) or 'nothing'})")
+    repos = [r for r in args.repos.split(",") if r]
+    if set(repos) - {"agent", "process"} or not repos:
+        raise SystemExit(f"--repos takes agent,process (not {args.repos!r})")
 
-    print(f"land_contention: {args.sessions} sessions per agent, one new file each, agents {args.agents}, "
+    print(f"land_contention: {args.sessions} sessions per agent, {FILES} new files each, agents {args.agents}, "
           f"group {args.group}; {machine()}", flush=True)
     results: list[tuple[dict[str, Any], dict[str, Any]]] = []
     with workdir("hif-contention-", args.keep) as base:
@@ -371,11 +393,13 @@ def main() -> None:
                     if kind == "s3" and n > args.s3_max_agents:
                         print(f"  s3 N={n}: skipped (--s3-max-agents {args.s3_max_agents})", flush=True)
                         continue
-                    for g in args.group:  # interleaved, so a change in machine load hits both
-                        tag = f"{kind}-{n}-{g}"
+                    # interleaved, so a change in machine load hits every variant
+                    for g, share in [(gs, r) for gs in args.group
+                                     for r in (repos if kind == "model" and gs > 1 else ["agent"])]:
+                        tag = f"{kind}-{n}-{g}-{share}"
                         url = f"s3://c{uuid.uuid4().hex[:12]}/b" if kind == "s3" else str(base / tag)
                         cfg = {"store": kind, "url": url, "endpoint": endpoint, "agents": n,
-                               "sessions": args.sessions, "group": g}
+                               "sessions": args.sessions, "group": g, "repos": share}
                         mcpu = proc_cpu(server.pid) if server else float("nan")
                         r = run_config(cfg, args.timeout, args.procs if kind != "embedded" else 1)
                         r["server_cpu"] = proc_cpu(server.pid) - mcpu if server else float("nan")
@@ -383,7 +407,7 @@ def main() -> None:
                         if "error" in r:
                             print(f"  {tag}: ERROR {r['error']}", flush=True)
                         else:
-                            print(f"  {kind} N={n} group={g}: {r['landings']} landings in {secs(r['time'])}, "
+                            print(f"  {kind} N={n} group={g} repos={share}: {r['landings']} landings in {secs(r['time'])}, "
                                   f"{r['records']} records", flush=True)
                         for msg in (r.get("failures") or [])[:3] + (r.get("problems") or []):
                             print(f"    ! {msg}", flush=True)
@@ -403,12 +427,13 @@ def main() -> None:
     rows = []
     for cfg, r in results:
         if "error" in r:
-            rows.append([cfg["store"], cfg["agents"], cfg["group"], f"error: {r['error'][:40]}", *[""] * 13])
+            rows.append([cfg["store"], cfg["agents"], cfg["group"], cfg["repos"], f"error: {r['error'][:40]}",
+                         *[""] * 13])
             continue
         k = max(r["landings"], 1)
         cpu = f"{r['cpu']:.1f} s" + (f" + {r['server_cpu']:.1f} s" if r["server_cpu"] == r["server_cpu"] else "")
         rows.append([
-            cfg["store"], cfg["agents"], cfg["group"],
+            cfg["store"], cfg["agents"], cfg["group"], cfg["repos"],
             f"{r['landings']}" + (f" ({len(r['failures'])} failed)" if r["failures"] else ""),
             secs(r["time"]), f"{r['landings'] / r['time']:.1f}", f"{sustained(r['done']):.1f}",
             secs(percentile(r["lat"], 0.5)), secs(percentile(r["lat"], 0.99)), secs(max(r["lat"], default=0)),
@@ -418,7 +443,7 @@ def main() -> None:
         ])
     print()
     print(table(
-        ["store", "agents", "group", "landings", "wall", "landings/s", "sustained/s", "land p50", "land p99", "land max",
+        ["store", "agents", "group", "repos", "landings", "wall", "landings/s", "sustained/s", "land p50", "land p99", "land max",
          "attempts", "log writes/landing", "records / largest", "grouped", "store calls/landing", "CPU",
          "RSS start -> peak"],
         rows,
@@ -429,7 +454,7 @@ def main() -> None:
         for n, gr in git.items():
             pushes = n * args.sessions
             emb = [r for cfg, r in results if cfg["store"] == "embedded" and cfg["agents"] == n
-                   and cfg["group"] == max(args.group) and "error" not in r]
+                   and cfg["group"] == max(args.group) and cfg["repos"] == "agent" and "error" not in r]
             hif_rate = emb[0]["landings"] / emb[0]["time"] if emb else float("nan")
             grows.append([n, pushes, secs(gr["time"]), f"{pushes / gr['time']:.1f}", secs(gr["op"]),
                           gr["retries"], f"{gr['cpu']:.1f} s", mib(gr["rss"]),
@@ -449,12 +474,13 @@ def main() -> None:
             continue
         checked = True
         if "error" in r:
-            print(f"targets, model store, {cfg['agents']} agents, group={top}: NOT met ({r['error']})")
+            print(f"targets, model store, {cfg['agents']} agents, group={top}, repos={cfg['repos']}: NOT met "
+                  f"({r['error']})")
             continue
         rate, p99 = sustained(r["done"]), percentile(r["lat"], 0.99)
         ok_rate = "met" if rate >= TARGET_RATE and not r["failures"] else "NOT met"
         ok_p99 = "met" if p99 < TARGET_P99 and not r["failures"] else "NOT met"
-        print(f"model store, {cfg['agents']} agents, group={top}: target >= {TARGET_RATE:.0f} landings/s "
+        print(f"model store, {cfg['agents']} agents, group={top}, one Repo per {cfg['repos']}: target >= {TARGET_RATE:.0f} landings/s "
               f"sustained: {ok_rate} ({rate:.1f}; {r['landings'] / r['time']:.1f} over the whole wall); "
               f"p99 < {TARGET_P99:.0f} s: {ok_p99} ({secs(p99)})")
     if not checked:

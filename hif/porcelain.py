@@ -6,6 +6,7 @@ async plumbing on the repository's own event loop.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable, Coroutine
@@ -493,8 +494,11 @@ class Repository:
         return s
 
     def sessions(self) -> list[Session]:
-        ids = self._run(self.repo.sessions.list_open())
-        return [self._run(self.repo.sessions.load(i)) for i in ids]
+        out = []
+        for sid in self._run(self.repo.sessions.list_open()):
+            with contextlib.suppress(NotFound):  # a marker whose first event is missing (a crash)
+                out.append(self._run(self.repo.sessions.load(sid)))
+        return out
 
     def load_session(self, sid: str) -> Session:
         return self._run(self.repo.sessions.load(check_session_id(sid)))

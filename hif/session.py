@@ -17,7 +17,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from hif.errors import CorruptObject, InvalidInput, NotFound, PreconditionFailed, SessionClosed
+from hif.aio import together
+from hif.errors import (
+    CorruptObject,
+    InvalidInput,
+    NotFound,
+    PreconditionFailed,
+    SessionClosed,
+    StoreError,
+)
 from hif.objects import Entry, ObjectDB, decode, encode
 from hif.paths import check_path
 from hif.store.base import ObjectStore
@@ -165,31 +173,65 @@ class SessionStore:
         return f"{self.prefix}open/{sid}"
 
     async def start(self, goal: str, author: str, role: str, base: int) -> Session:
+        """Create the session: its first event and its open marker, written together (one round trip).
+        Both are put-if-absent, so an id collision (astronomically unlikely) never overwrites; a
+        marker without its first event (a crash between the two) is skipped by its readers."""
         check_text(goal, "goal")
         now = self.clock()
         for _ in range(5):
             sid = new_session_id(now)
             event = make_event("start", author, role, now, goal=goal.strip(), base=base, seq=0)
-            try:
-                await self.store.put(self._events(sid) + f"{0:0{SEQ_WIDTH}d}", encode(event), if_none_match=True)
-            except PreconditionFailed:
-                continue  # id collision: astronomically unlikely, but never overwrite
-            await self.store.put(self._open(sid), encode({"goal": goal.strip(), "author": author, "time": now}))
-            return fold(sid, [event])
+            first, marker = self._events(sid) + f"{0:0{SEQ_WIDTH}d}", self._open(sid)
+            results = await together([
+                self.store.put(first, encode(event), if_none_match=True),
+                self.store.put(marker, encode({"goal": goal.strip(), "author": author, "time": now}),
+                               if_none_match=True),
+            ])
+            failed = [r for r in results if isinstance(r, BaseException)]
+            if not failed:
+                return fold(sid, [event])
+            # undo what this attempt created, best effort (a PreconditionFailed means the key was not ours)
+            await together([self.store.delete(key) for key, r in zip((first, marker), results, strict=True)
+                            if not isinstance(r, BaseException)])
+            if not all(isinstance(r, PreconditionFailed) for r in failed):
+                raise next(r for r in failed if not isinstance(r, PreconditionFailed))
         raise InvalidInput("could not allocate a session id")
 
     async def append(self, sid: str, event: dict[str, Any], next_seq: int | None = None) -> dict[str, Any]:
-        """Append ``event`` at the next free sequence number; returns it with its ``seq``."""
-        if await self.store.head(self._state(sid)) is not None:
-            raise SessionClosed(f"session {sid} is closed")
-        seq = next_seq if next_seq is not None else await self._last_seq(sid) + 1
+        """Append ``event`` at the next free sequence number; returns it with its ``seq``.
+
+        With ``next_seq`` known, whether the session is still open is asked while the event is
+        written (one round trip); an event that reached a closed session is taken back."""
+        state = self._state(sid)
+        if next_seq is None:
+            closed, last = await together([self.store.head(state), self._last_seq(sid)])
+            for r in (closed, last):
+                if isinstance(r, BaseException):
+                    raise r
+            if closed is not None:
+                raise SessionClosed(f"session {sid} is closed")
+            seq, ask = int(last) + 1, False  # type: ignore[call-overload]
+        else:
+            seq, ask = next_seq, True
         for _ in range(1000):
             stamped = {**event, "seq": seq}
-            try:
-                await self.store.put(self._events(sid) + f"{seq:0{SEQ_WIDTH}d}", encode(stamped), if_none_match=True)
+            key = self._events(sid) + f"{seq:0{SEQ_WIDTH}d}"
+            written, *asked = await together([self.store.put(key, encode(stamped), if_none_match=True),
+                                              *([self.store.head(state)] if ask else [])])
+            if ask:
+                ask = False
+                if isinstance(asked[0], BaseException) and isinstance(written, BaseException):
+                    raise asked[0]
+                if asked[0] is not None and not isinstance(asked[0], BaseException):
+                    if not isinstance(written, BaseException):
+                        with contextlib.suppress(StoreError):
+                            await self.store.delete(key)
+                    raise SessionClosed(f"session {sid} is closed")
+            if not isinstance(written, BaseException):
                 return stamped
-            except PreconditionFailed:
-                seq = max(seq + 1, await self._last_seq(sid) + 1)
+            if not isinstance(written, PreconditionFailed):
+                raise written
+            seq = max(seq + 1, await self._last_seq(sid) + 1)
         raise InvalidInput(f"session {sid}: too much contention appending events")
 
     async def _last_seq(self, sid: str) -> int:
@@ -261,6 +303,10 @@ class SessionStore:
 
     async def close(self, sid: str, state: dict[str, Any]) -> None:
         """Record the outcome (first writer wins) and drop the open marker; best effort after landing."""
-        with contextlib.suppress(PreconditionFailed):
-            await self.store.put(self._state(sid), encode(state), if_none_match=True)
-        await self.store.delete(self._open(sid))
+        # together: one round trip. The marker only lists open sessions; a session whose state is
+        # written is closed whatever became of its marker
+        recorded, dropped = await together([self.store.put(self._state(sid), encode(state), if_none_match=True),
+                                            self.store.delete(self._open(sid))])
+        for r in (recorded, dropped):
+            if isinstance(r, BaseException) and not isinstance(r, PreconditionFailed):
+                raise r
