@@ -29,7 +29,7 @@ from hif.errors import (
     SessionClosed,
     StoreError,
 )
-from hif.mainline import LandedSession, LandingRecord
+from hif.mainline import LandedSession, LandingRecord, RecordTouches
 from hif.merge import is_binary, merge3
 from hif.objects import DIR, EXEC, FILE, Entry, decode, digest, encode
 from hif.paths import parent_dirs
@@ -102,6 +102,23 @@ class Scan:
     paths: Iterable[str]
     touched: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
     landed_at: int | None = None
+    ours: frozenset[str] = field(init=False)
+    interest: frozenset[str] = field(init=False)  # our paths and the directories above them
+
+    def __post_init__(self) -> None:
+        self.paths = list(self.paths)
+        self.ours = frozenset(self.paths)
+        self.interest = self.ours | {d for p in self.ours for d in parent_dirs(p)}
+
+    def take(self, pos: int, touches: RecordTouches) -> None:
+        """Note what a record did to our paths (``resolve`` reads it): a path of ours, a directory
+        above one, or a path below one (ours became a directory)."""
+        hits = touches.paths.keys() & self.interest
+        below = self.ours & touches.dirs
+        if below:
+            hits |= {p for p in touches.paths if any(p.startswith(o + "/") for o in below)}
+        for path in sorted(hits):
+            self.touched.setdefault(path, []).extend((pos, who) for who in touches.paths[path])
 
 
 async def scan_since(repo: Repo, sid: str, scan: Scan, head: int) -> None:
@@ -124,11 +141,10 @@ async def scan_since(repo: Repo, sid: str, scan: Scan, head: int) -> None:
         for pos, record in zip(chunk, records, strict=True):
             if isinstance(record, BaseException):
                 raise record
-            for landed in record.sessions:
-                if landed.session == sid:
-                    scan.landed_at = pos
-                for path in landed.changes:
-                    scan.touched.setdefault(path, []).append((pos, landed.session))
+            touches = record.touches
+            if sid in touches.sessions:
+                scan.landed_at = pos
+            scan.take(pos, touches)
     scan.checked = max(scan.checked, head)
 
 
@@ -523,7 +539,10 @@ class _Lander:
             candidates.append(c)
             if len(candidates) >= 2 * room:
                 break
-        scans = [pool.scans.setdefault(c.session, Scan(checked=c.base, paths=sorted(c.changes))) for c in candidates]
+        for c in candidates:
+            if c.session not in pool.scans:
+                pool.scans[c.session] = Scan(checked=c.base, paths=sorted(c.changes))
+        scans = [pool.scans[c.session] for c in candidates]
         checked = await together([
             *(scan_since(repo, c.session, sc, head) for c, sc in zip(candidates, scans, strict=True)),
             *(repo.mainline.record(b) for b in {c.base for c in candidates if c.base > 0}),

@@ -15,7 +15,7 @@ from typing import Any
 from hif.aio import pause, running_loop, together
 from hif.errors import CorruptObject, NotFound, PreconditionFailed
 from hif.objects import EMPTY_TREE, Entry, decode, encode
-from hif.paths import check_path
+from hif.paths import check_path, parent_dirs
 from hif.store.base import ObjectStore
 
 POS_WIDTH = 12
@@ -73,6 +73,16 @@ class LandedSession:
 
 
 @dataclass(frozen=True, slots=True)
+class RecordTouches:
+    """A landing record's sessions, changed paths (each with the sessions that changed it, in record
+    order) and the directories above those paths."""
+
+    sessions: frozenset[str]
+    paths: dict[str, list[str]]
+    dirs: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
 class LandingRecord:
     """One position of the log: the tree it makes, the tree it was built on, and the sessions in it."""
 
@@ -82,10 +92,25 @@ class LandingRecord:
     time: float
     sessions: list[LandedSession]
     extra: dict[str, Any] = field(default_factory=dict)  # bloom, signature... (later layers)
+    _touches: RecordTouches | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def paths(self) -> set[str]:
         return {p for s in self.sessions for p in s.changes}
+
+    @property
+    def touches(self) -> RecordTouches:
+        """What the record touches, built once per record object: every lander waiting on a record
+        checks its own few paths against it, by set intersection instead of a walk of every change."""
+        if self._touches is None:
+            by_path: dict[str, list[str]] = {}
+            for s in self.sessions:
+                for p in s.changes:
+                    by_path.setdefault(p, []).append(s.session)
+            dirs = frozenset(d for p in by_path for d in parent_dirs(p))
+            object.__setattr__(self, "_touches", RecordTouches(
+                frozenset(s.session for s in self.sessions), by_path, dirs))
+        return self._touches  # type: ignore[return-value]
 
     def changes(self) -> dict[str, Entry | None]:
         out: dict[str, Entry | None] = {}
