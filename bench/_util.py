@@ -208,8 +208,8 @@ def parse_ints(text: str) -> list[int]:
 
 
 @contextmanager
-def workdir(prefix: str, keep: bool = False) -> Iterator[Path]:
-    d = Path(tempfile.mkdtemp(prefix=prefix))
+def workdir(prefix: str, keep: bool = False, parent: Path | None = None) -> Iterator[Path]:
+    d = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     try:
         yield d
     finally:

@@ -170,6 +170,7 @@ class Mainline:
         self.prefix = prefix
         self._records: dict[int, LandingRecord] = {}  # records are immutable: safe to cache
         self._waiters: dict[int, list[Any]] = {}  # position -> futures of landers waiting for it
+        self._reading: dict[int, Any] = {}  # position -> the read in flight (``peek``)
         self.reads = 0
 
     async def record(self, position: int) -> LandingRecord:
@@ -185,14 +186,36 @@ class Mainline:
 
     async def peek(self, position: int) -> LandingRecord | None:
         """The record at ``position`` if it exists yet: one read that both probes and fetches (a lander
-        waiting for the next position, or learning who beat it there)."""
+        waiting for the next position, or learning who beat it there). Under an event loop, callers
+        asking for the same position at once share one read: the landers of one process waiting for
+        the next record poll the store once between them, not once each."""
         cached = self._records.get(position)
         if cached is not None or position < 1:
             return cached
+        loop = running_loop()
+        if loop is None:
+            return await self._read(position)
+        import asyncio
+
+        pending = self._reading.get(position)
+        if pending is None:
+            pending = self._reading[position] = loop.create_task(self._read(position))
+            pending.add_done_callback(lambda t: self._read_done(position, t))
+        return await asyncio.shield(pending)  # a caller that gives up does not cancel the others' read
+
+    def _read_done(self, position: int, task: Any) -> None:
+        self._reading.pop(position, None)
+        if not task.cancelled():
+            task.exception()  # retrieved: a read whose callers all gave up is not reported as lost
+
+    async def _read(self, position: int) -> LandingRecord | None:
         self.reads += 1
         data = await self.store.get_or_none(log_key(self.prefix, position))
         if data is None:
             return None
+        cached = self._records.get(position)  # read meanwhile by another caller: decode once
+        if cached is not None:
+            return cached
         rec = LandingRecord.from_bytes(data, position)
         if len(self._records) > RECORD_CACHE:
             self._records.clear()

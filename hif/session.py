@@ -13,7 +13,7 @@ import contextlib
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +33,7 @@ from hif.store.base import ObjectStore
 ROLES = ("human", "agent")
 EVENT_TYPES = ("start", "say", "decide", "write", "delete", "checkpoint", "sync", "abandon", "attest")
 SEQ_WIDTH = 8
+EVENTS_TOGETHER = 64  # a session's events read at once
 MAX_TEXT = 1 << 20
 _ID = re.compile(r"^[a-z2-7]{16}$")
 
@@ -172,26 +173,27 @@ class SessionStore:
     def _open(self, sid: str) -> str:
         return f"{self.prefix}open/{sid}"
 
-    async def start(self, goal: str, author: str, role: str, base: int) -> Session:
-        """Create the session: its first event and its open marker, written together (one round trip).
-        Both are put-if-absent, so an id collision (astronomically unlikely) never overwrites; a
-        marker without its first event (a crash between the two) is skipped by its readers."""
+    async def start(self, goal: str, author: str, role: str, base: int,
+                    events: Sequence[dict[str, Any]] = ()) -> Session:
+        """Create the session: its start event, its open marker and any first ``events`` (numbered
+        from 1), written together: one round trip. Every write is put-if-absent, so an id collision
+        (astronomically unlikely) never overwrites; what a crash between them leaves without the
+        start event is no session to its readers (``load`` says not found, listings skip it)."""
         check_text(goal, "goal")
         now = self.clock()
         for _ in range(5):
             sid = new_session_id(now)
             event = make_event("start", author, role, now, goal=goal.strip(), base=base, seq=0)
-            first, marker = self._events(sid) + f"{0:0{SEQ_WIDTH}d}", self._open(sid)
-            results = await together([
-                self.store.put(first, encode(event), if_none_match=True),
-                self.store.put(marker, encode({"goal": goal.strip(), "author": author, "time": now}),
-                               if_none_match=True),
-            ])
+            stamped = [{**e, "seq": i} for i, e in enumerate(events, 1)]
+            writes = [(self._events(sid) + f"{0:0{SEQ_WIDTH}d}", encode(event)),
+                      (self._open(sid), encode({"goal": goal.strip(), "author": author, "time": now})),
+                      *((self._events(sid) + f"{e['seq']:0{SEQ_WIDTH}d}", encode(e)) for e in stamped)]
+            results = await together([self.store.put(key, data, if_none_match=True) for key, data in writes])
             failed = [r for r in results if isinstance(r, BaseException)]
             if not failed:
-                return fold(sid, [event])
+                return fold(sid, [event, *stamped])
             # undo what this attempt created, best effort (a PreconditionFailed means the key was not ours)
-            await together([self.store.delete(key) for key, r in zip((first, marker), results, strict=True)
+            await together([self.store.delete(key) for (key, _), r in zip(writes, results, strict=True)
                             if not isinstance(r, BaseException)])
             if not all(isinstance(r, PreconditionFailed) for r in failed):
                 raise next(r for r in failed if not isinstance(r, PreconditionFailed))
@@ -243,9 +245,22 @@ class SessionStore:
         return last
 
     async def events(self, sid: str) -> list[dict[str, Any]]:
-        out = []
+        """The session's events in order, read a page at a time, each page's events together."""
+        out: list[dict[str, Any]] = []
+        keys: list[str] = []
         async for key in self.store.iter_keys(self._events(sid)):
-            out.append(decode(await self.store.get(key)))
+            keys.append(key)
+            if len(keys) == EVENTS_TOGETHER:
+                out += await self._read_events(keys)
+                keys = []
+        return out + await self._read_events(keys)
+
+    async def _read_events(self, keys: list[str]) -> list[dict[str, Any]]:
+        out = []
+        for r in await together([self.store.get(k) for k in keys]):
+            if isinstance(r, BaseException):
+                raise r
+            out.append(decode(r))
         return out
 
     async def state(self, sid: str) -> dict[str, Any] | None:
@@ -261,7 +276,7 @@ class SessionStore:
             s.changes = {p: (Entry(k, o) if k else None) for p, k, o in snap["changes"]}
         else:
             events = await self.events(sid)
-            if not events:
+            if not events or events[0].get("seq") != 0:  # none, or a start that never completed
                 raise NotFound(f"no session {sid}")
             s = fold(sid, events)
         if state is not None:

@@ -34,7 +34,7 @@ from hif.objects import (
 from hif.paths import check_path
 from hif.repo import Repo, check_repo_name
 from hif.rollups import query_items
-from hif.session import ROLES, Session, check_session_id, check_text, fold, make_event
+from hif.session import ROLES, Session, check_session_id, check_text, make_event
 from hif.tree import lookup
 from node.access import NEEDS, check_login, manages_org, may, need_scope, repo_access, scope_ge
 from node.accounts import ANONYMOUS, Principal
@@ -711,10 +711,9 @@ async def land_whole(ctx: Ctx) -> dict[str, Any]:
     stored = await _put_objects(ctx, field(ctx.body, "objects", list, default=[]))
     events = await _checked_events(ctx, field(ctx.body, "events", list, default=[]), at_least=0,
                                    known=frozenset(stored))
-    s = await ctx.r.sessions.start(*opening)
+    s = await ctx.r.sessions.start(*opening, events=events)  # the start and the events: one round trip
     try:
-        stamped = await _append(ctx, s.id, events, 1)
-        return await _land(ctx, fold(s.id, [*s.events, *stamped]))
+        return await _land(ctx, s)
     except HifError as e:  # refused (a conflict, missing checks) or failed: the session stays open
         e.session = s.id
         raise
