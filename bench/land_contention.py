@@ -148,6 +148,12 @@ async def _run_config(cfg: dict[str, Any]) -> dict[str, Any]:
 
     with contextlib.suppress(PreconditionFailed):  # every worker process ensures it; one creates it
         await Repo(raw, REPO).ensure(description="land_contention")
+    # on virtual time (--virtual: hif.sim's loop, where only the modelled latency passes and CPU
+    # costs nothing) every clock is the loop's
+    loop = asyncio.get_running_loop()
+    virtual = bool(cfg.get("virtual"))
+    clock = loop.time if virtual else time.time
+    timer = loop.time if virtual else time.perf_counter
     first, count = cfg.get("first", 0), cfg.get("count", n)
     rss_start = _status_kib("VmRSS")
     lat: list[float] = []
@@ -159,10 +165,10 @@ async def _run_config(cfg: dict[str, Any]) -> dict[str, Any]:
     # "process": the agents of this worker share one Repo (the in-process SDK's handle on the
     # repository: one cache, one decoding of each record); "agent": each its own, as separate
     # processes would have
-    shared = Repo(agent_store(cfg.get("first", 0)), REPO) if cfg.get("repos") == "process" else None
+    shared = Repo(agent_store(first), REPO, clock=clock) if cfg.get("repos") == "process" else None
 
     async def agent(i: int) -> None:
-        repo = shared or Repo(agent_store(i), REPO)
+        repo = shared or Repo(agent_store(i), REPO, clock=clock)
         who = f"agent{i}"
         base: int | None = None  # as a working copy: the next session starts where the last one landed
         for j in range(sessions):
@@ -180,24 +186,24 @@ async def _run_config(cfg: dict[str, Any]) -> dict[str, Any]:
                 failures.append(f"{who}/{j}: could not start: {bad[0]}")
                 continue
             ids[s.id] = paths
-            t0 = time.perf_counter()
+            t0 = timer()
             try:
                 r = await land(repo, s, group=group)
             except HifError as e:  # counted and reported; the run goes on
                 failures.append(f"{who}/{j}: {type(e).__name__}: {e}")
                 continue
-            lat.append(time.perf_counter() - t0)
+            lat.append(timer() - t0)
             base = r.position
-            done.append(time.time())
+            done.append(clock())
             attempts.append(r.attempts)
             grouped[0] += r.grouped
 
     if cfg.get("start_at"):  # worker processes start their agents together
         await asyncio.sleep(max(0.0, cfg["start_at"] - time.time()))
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
-    t0, wall0 = time.perf_counter(), time.time()
+    t0, wall0 = timer(), clock()
     await asyncio.gather(*(agent(i) for i in range(first, first + count)))
-    took = time.perf_counter() - t0
+    took = timer() - t0
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     calls, log_writes = counts["calls"], counts["log_writes"]
     part = {
@@ -246,12 +252,20 @@ def worker(spec: str) -> None:
 
         raw = EmbeddedStore(cfg["url"])
         result = asyncio.run(_check(raw, json.loads(Path(cfg["check"]).read_text()), cfg["failures"]))
+    elif cfg.get("virtual"):
+        from hif.sim import run_virtual
+
+        result = run_virtual(_run_config(cfg))
     else:
         result = asyncio.run(_run_config(cfg))
     print(json.dumps(result))
 
 
 # -- driver ------------------------------------------------------------------------------------
+
+
+def _label(cfg: dict[str, Any]) -> str:
+    return f"{cfg['store']} (virtual time)" if cfg.get("virtual") else cfg["store"]
 
 
 def _memory_dir() -> Path | None:
@@ -315,7 +329,7 @@ def run_config(cfg: dict[str, Any], timeout: float, procs: int = 1) -> dict[str,
     (every agent reads and replays every record) rather than the landing protocol."""
     deadline = time.monotonic() + timeout
     n = cfg["agents"]
-    procs = max(1, min(procs, n)) if cfg["store"] != "s3" else 1
+    procs = max(1, min(procs, n)) if cfg["store"] != "s3" and not cfg.get("virtual") else 1
     if procs == 1:
         return _collect(_spawn(cfg), deadline)
     start_at = time.time() + 2.0 + 0.2 * procs  # after every worker has imported and set up
@@ -364,6 +378,8 @@ def main() -> None:
                     help="worker processes sharing the agents (model store; default: one per CPU)")
     ap.add_argument("--repos", default="agent,process",
                     help="model store: each agent its own Repo (agent), or one per worker process (process)")
+    ap.add_argument("--virtual", action="store_true",
+                    help="also run the model store's group-landing rows on virtual time (no CPU cost)")
     ap.add_argument("--model-dir", type=Path, default=_memory_dir(),
                     help="where the model store keeps its files (default: /dev/shm when there is one)")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds allowed per configuration")
@@ -396,13 +412,16 @@ def main() -> None:
                         print(f"  s3 N={n}: skipped (--s3-max-agents {args.s3_max_agents})", flush=True)
                         continue
                     # interleaved, so a change in machine load hits every variant
-                    for g, share in [(gs, r) for gs in args.group
-                                     for r in (repos if kind == "model" and gs > 1 else ["agent"])]:
-                        tag = f"{kind}-{n}-{g}-{share}"
+                    for g, share, virtual in [
+                        (gs, r, v) for gs in args.group
+                        for r in (repos if kind == "model" and gs > 1 else ["agent"])
+                        for v in ([False, True] if kind == "model" and gs > 1 and args.virtual else [False])
+                    ]:
+                        tag = f"{kind}-{n}-{g}-{share}" + ("-virtual" if virtual else "")
                         url = (f"s3://c{uuid.uuid4().hex[:12]}/b" if kind == "s3"
                                else str((model_base if kind == "model" else base) / tag))
                         cfg = {"store": kind, "url": url, "endpoint": endpoint, "agents": n,
-                               "sessions": args.sessions, "group": g, "repos": share}
+                               "sessions": args.sessions, "group": g, "repos": share, "virtual": virtual}
                         mcpu = proc_cpu(server.pid) if server else float("nan")
                         r = run_config(cfg, args.timeout, args.procs if kind != "embedded" else 1)
                         r["server_cpu"] = proc_cpu(server.pid) - mcpu if server else float("nan")
@@ -410,7 +429,7 @@ def main() -> None:
                         if "error" in r:
                             print(f"  {tag}: ERROR {r['error']}", flush=True)
                         else:
-                            print(f"  {kind} N={n} group={g} repos={share}: {r['landings']} landings in {secs(r['time'])}, "
+                            print(f"  {_label(cfg)} N={n} group={g} repos={share}: {r['landings']} landings in {secs(r['time'])}, "
                                   f"{r['records']} records", flush=True)
                         for msg in (r.get("failures") or [])[:3] + (r.get("problems") or []):
                             print(f"    ! {msg}", flush=True)
@@ -430,13 +449,13 @@ def main() -> None:
     rows = []
     for cfg, r in results:
         if "error" in r:
-            rows.append([cfg["store"], cfg["agents"], cfg["group"], cfg["repos"], f"error: {r['error'][:40]}",
+            rows.append([_label(cfg), cfg["agents"], cfg["group"], cfg["repos"], f"error: {r['error'][:40]}",
                          *[""] * 13])
             continue
         k = max(r["landings"], 1)
         cpu = f"{r['cpu']:.1f} s" + (f" + {r['server_cpu']:.1f} s" if r["server_cpu"] == r["server_cpu"] else "")
         rows.append([
-            cfg["store"], cfg["agents"], cfg["group"], cfg["repos"],
+            _label(cfg), cfg["agents"], cfg["group"], cfg["repos"],
             f"{r['landings']}" + (f" ({len(r['failures'])} failed)" if r["failures"] else ""),
             secs(r["time"]), f"{r['landings'] / r['time']:.1f}", f"{sustained(r['done']):.1f}",
             secs(percentile(r["lat"], 0.5)), secs(percentile(r["lat"], 0.99)), secs(max(r["lat"], default=0)),
@@ -477,13 +496,13 @@ def main() -> None:
             continue
         checked = True
         if "error" in r:
-            print(f"targets, model store, {cfg['agents']} agents, group={top}, repos={cfg['repos']}: NOT met "
+            print(f"targets, {_label(cfg)}, {cfg['agents']} agents, group={top}, repos={cfg['repos']}: NOT met "
                   f"({r['error']})")
             continue
         rate, p99 = sustained(r["done"]), percentile(r["lat"], 0.99)
         ok_rate = "met" if rate >= TARGET_RATE and not r["failures"] else "NOT met"
         ok_p99 = "met" if p99 < TARGET_P99 and not r["failures"] else "NOT met"
-        print(f"model store, {cfg['agents']} agents, group={top}, one Repo per {cfg['repos']}: target >= {TARGET_RATE:.0f} landings/s "
+        print(f"{_label(cfg)}, {cfg['agents']} agents, group={top}, one Repo per {cfg['repos']}: target >= {TARGET_RATE:.0f} landings/s "
               f"sustained: {ok_rate} ({rate:.1f}; {r['landings'] / r['time']:.1f} over the whole wall); "
               f"p99 < {TARGET_P99:.0f} s: {ok_p99} ({secs(p99)})")
     if not checked:

@@ -46,6 +46,30 @@ async def together(coros: list[Coroutine[Any, Any, T]]) -> list[T | BaseExceptio
     return results
 
 
+async def detach(coro: Coroutine[Any, Any, Any], keep: set[Any]) -> None:
+    """Run best-effort work without waiting for it: under an event loop as a task held in ``keep``
+    until it ends (its outcome, an error included, is dropped); without one, right here."""
+    loop = running_loop()
+    if loop is None:
+        try:
+            await coro
+        except Exception:  # best effort: nobody waits for the answer
+            return
+        return
+    task = loop.create_task(coro)
+    keep.add(task)
+    task.add_done_callback(_forget(keep))
+
+
+def _forget(keep: set[Any]) -> Callable[[Any], None]:
+    def done(task: Any) -> None:
+        keep.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: not reported as lost
+
+    return done
+
+
 async def pause(seconds: float) -> None:
     """``asyncio.sleep`` under an event loop (virtual time in the simulation); a plain sleep without."""
     if running_loop() is not None:

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from hif.aio import RttEstimate, hedged, pause, running_loop, together
+from hif.aio import RttEstimate, detach, hedged, pause, running_loop, together
 from hif.errors import (
     Conflict,
     ConflictError,
@@ -578,18 +578,29 @@ class _Lander:
         # independent of each other: one round trip instead of a chain. Only our own state marker
         # must be written before we report the landing (a failure here makes the caller retry,
         # which finds the record and writes it); the rest is best effort.
+        # The members' own landers close their sessions and drop their intents too; ours are for a
+        # member whose lander died, so they are not waited for (a wide fan-out waits for its slowest
+        # call, and the leader's own landing would wait with it).
+        # Our own intent goes now: a lander that has not seen the record yet would take it for the
+        # oldest waiting one and wait for us to lead.
         repo = self.repo
-        drops = [m.session for m in members[1:]] + ([self.sid] if self.intent else [])
+        drops = [m.session for m in members[1:]]
+        mine = self.intent
         self.intent = False
         own, *_rest = await together([
-            *(repo.sessions.close(m.session, {"state": "landed", "position": record.position,
-                                              "snapshot": m.snapshot}) for m in members),
+            repo.sessions.close(self.sid, {"state": "landed", "position": record.position,
+                                           "snapshot": members[0].snapshot}),
             repo.mainline.advance_hint(record.position),
             repo.rollups.extend(record.position),
-            *(_drop_intent(repo, o) for o in drops),
+            *([_drop_intent(repo, self.sid)] if mine else []),
         ])
         if isinstance(own, BaseException):
             raise own
+        await detach(together([
+            *(repo.sessions.close(m.session, {"state": "landed", "position": record.position,
+                                              "snapshot": m.snapshot}) for m in members[1:]),
+            *(_drop_intent(repo, o) for o in drops),
+        ]), repo.background)
         return LandResult(record.position, self.sid, record.tree, merged=merged, attempts=attempt,
                           group=len(members))
 

@@ -48,6 +48,7 @@ class Repo:
         self.rollups = Rollups(self.mainline)
         # group landing: sessions whose landers let a follower wait in vain (hif.landing, a hint only)
         self.stale_intents: set[str] = set()
+        self.background: set[Any] = set()  # best-effort tasks not waited for (hif.aio.detach)
 
     async def create(self, **meta: Any) -> dict[str, Any]:
         """Create the repository's metadata; raises PreconditionFailed if it already exists."""
