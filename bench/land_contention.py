@@ -1,14 +1,17 @@
 """Landing at scale: N in-process agents landing onto one mainline, with and without group landing.
 
-Each agent is an asyncio task with its own ``Repo`` over one shared store (so each has its own caches,
-as separate processes would) and lands S sessions back to back: start a session at the current head,
-``put_blob`` one new small file at its own path (``agent/<i>/session/<j>.txt``), append the ``write``
-event, ``land``. Stores: ``embedded`` (on disk, fsync), ``s3`` (moto's S3 server on loopback, over
-HTTP), ``model`` (the embedded store, no fsync, behind ``FaultyStore`` with the ``s3_latency`` model:
-~60 ms per call, no faults; the server side's disk work in threads, off the agents' event loop). Group
-landing on (``group=128``, the default) and off (``group=1``). Each configuration runs in its own
-worker processes, so peak RSS is their own (``VmHWM``); on the model store the agents are shared out
-between ``--procs`` processes (default: one per CPU), since 128 agents are 128 processes in real life.
+Each agent is an asyncio task landing S sessions back to back, each the issue's disjoint 3-file
+session: start a session with its three ``write`` events (one round trip; at the current head for the
+first, then where the agent's last session landed) while ``put_blob`` stores the three new small files
+``agent/<i>/session-<j>/<k>.txt``, then ``land``. Stores: ``embedded`` (on disk, fsync), ``s3``
+(moto's S3 server on loopback, over HTTP), ``model`` (the embedded store, no fsync, on tmpfs, behind
+``FaultyStore`` with the ``s3_latency`` model: ~60 ms per call, no faults). Group landing on
+(``group=128``, the default) and off (``group=1``). On the model store with group landing, the agents
+either each hold their own ``Repo`` (``--repos agent``: own caches, as separate processes would) or
+share one per worker process (``process``: how the in-process SDK is used); ``--virtual`` also runs
+those rows on ``hif.sim``'s virtual-time loop, where CPU costs nothing. Each configuration runs in its
+own worker processes, so peak RSS is their own (``VmHWM``); on the model store the agents are shared
+out between ``--procs`` processes (default: one per CPU), since 128 agents are not one thread in real life.
 
 Baseline: git, N agents each pushing S commits from its own clone to one bare repository, rejected
 pushes rebased and retried (``land_concurrent.bench_git``), at 8 and 32 agents only.
