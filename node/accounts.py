@@ -307,8 +307,11 @@ class Accounts:
 
     async def check_password(self, name: str, password: str) -> bool:
         """argon2id verification; an unknown or disabled user costs the same work and is False."""
-        db = await self.db.read()
-        row = _one(db, "select password_hash, disabled from users where name = ?", (name,))
+        query = "select password_hash, disabled from users where name = ?"
+        row = _one(await self.db.read(), query, (name,))
+        if row is None:  # made on another replica or by `micelio admin` since we last looked
+            await self.db.refresh()
+            row = _one(await self.db.read(), query, (name,))
         if row is None or not isinstance(password, str):
             if self._dummy_hash is None:
                 self._dummy_hash = (await self._hash("not a password")).encode()

@@ -77,3 +77,30 @@ def test_two_replicas_over_s3(tmp_path: Path, s3_server: str) -> None:
         check_two_replicas(forge)
     finally:
         forge.stop()
+
+
+def test_a_user_made_elsewhere_logs_in_at_once(tmp_path: Path) -> None:
+    """A user created by ``micelio admin`` (or on another replica) while the node holds an auth
+    database it would not check again for an hour can log in at once: an unknown name makes the
+    node look at the store before it says no."""
+    import re
+
+    import httpx
+
+    forge = start_forge(tmp_path / "n", env={"MICELIO_AUTH_MAX_AGE": "3600"})
+    try:
+        client = httpx.Client(base_url=forge.url, timeout=60)
+
+        def log_in() -> httpx.Response:
+            page = client.get("/login").text
+            csrf = re.search(r'name="csrf" value="([^"]+)"', page)
+            assert csrf is not None
+            return client.post("/login", data={"user": "latecomer", "password": "long-password-1",
+                                               "csrf": csrf.group(1), "next": "/"})
+
+        assert log_in().status_code == 401  # unknown: the node has read its auth database now
+        forge.micelio("admin", "user", "create", "latecomer", "--password-stdin", input="long-password-1\n")
+        r = log_in()
+        assert r.status_code == 302, r.text[-500:]
+    finally:
+        forge.stop()
