@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import cbor2
@@ -238,15 +238,23 @@ def follow(follower: Forge, origin: Forge, repo: str, *, wait: bool = True) -> N
         )
 
 
+class TwoNodes(NamedTuple):
+    """Nodes A and B, and a peer that signs requests as a third host."""
+
+    a: Forge
+    b: Forge
+    peer: Peer
+
+
 @contextlib.contextmanager
 def two_nodes(root: Path, *, a_env: dict[str, str] | None = None,
-              b_env: dict[str, str] | None = None) -> Iterator[tuple[Forge, Forge, Peer]]:
+              b_env: dict[str, str] | None = None) -> Iterator[TwoNodes]:
     """Nodes A and B on loopback and a peer for requests from a third host, all stopped after."""
     a = start_node(root / "a", env=a_env)
     b = start_node(root / "b", env=b_env)
     peer = start_peer()
     try:
-        yield a, b, peer
+        yield TwoNodes(a, b, peer)
     finally:
         peer.close()
         a.stop()

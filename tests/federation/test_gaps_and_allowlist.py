@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 from fedkit import (
-    Peer,
+    TwoNodes,
     follow,
     host,
     land,
@@ -23,7 +22,6 @@ from fedkit import (
     two_nodes,
     wait_for,
 )
-from forge import Forge
 
 from federation.identity import NodeKey
 from hif.mainline import LandingRecord
@@ -31,22 +29,16 @@ from hif.mainline import LandingRecord
 REPO = "acme/gaps"
 
 
-@dataclass
-class Pair:
-    a: Forge
-    b: Forge
-    peer: Peer
-
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoNodes]:
     root = tmp_path_factory.mktemp("gaps")
     slow = {"MICELIO_FEDERATION_RESYNC": "3600"}
-    with two_nodes(root, a_env=slow, b_env={**slow, "MICELIO_FEDERATION_ALLOW": "127.0.0.1"}) as (a, b, peer):
-        yield Pair(a, b, peer)
+    with two_nodes(root, a_env=slow, b_env={**slow, "MICELIO_FEDERATION_ALLOW": "127.0.0.1"}) as nodes:
+        yield nodes
 
 
-def test_a_push_past_the_head_backfills_the_gap_first(pair: Pair) -> None:
+def test_a_push_past_the_head_backfills_the_gap_first(pair: TwoNodes) -> None:
     a, b = pair.a, pair.b
     make_repo(a, REPO)
     land(a, REPO, {"one.txt": "1\n"}, "one")
@@ -91,7 +83,7 @@ def _follow(actor_base: str, target: str) -> dict[str, str]:
     }
 
 
-def test_allowlist_mode_refuses_other_domains_before_any_key_fetch(pair: Pair) -> None:
+def test_allowlist_mode_refuses_other_domains_before_any_key_fetch(pair: TwoNodes) -> None:
     b, p = pair.b, pair.peer
     make_repo(b, "acme/local")
     target = f"{b.url}/ap/repos/acme/local"

@@ -11,7 +11,6 @@ import datetime
 import json
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import cbor2
@@ -19,7 +18,7 @@ import httpx
 import nacl.signing
 import pytest
 from fedkit import (
-    Peer,
+    TwoNodes,
     follow,
     host,
     land,
@@ -42,24 +41,19 @@ from hif.objects import blob_bytes, decode, digest, encode, pack
 REPO = "acme/sec"
 
 
-@dataclass
-class World:
-    a: Forge
-    b: Forge
-    peer: Peer
-
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoNodes]:
     root = tmp_path_factory.mktemp("sec")
-    with two_nodes(root, b_env={"MICELIO_FEDERATION_BLOCK": "localhost"}) as (a, b, peer):
+    with two_nodes(root, b_env={"MICELIO_FEDERATION_BLOCK": "localhost"}) as nodes:
+        a, b = nodes.a, nodes.b
         make_repo(a, REPO)
         make_repo(a, "acme/hidden", private=True)
         land(a, REPO, {"a.txt": "one\n"}, "one")
         land(a, REPO, {"b.txt": "two\n"}, "two")
         follow(b, a, REPO)
         wait_for(lambda: mirror_head(b, a, REPO) == 2, "B's mirror")
-        yield World(a, b, peer)
+        yield nodes
 
 
 def followers(node: Forge, repo: str = REPO) -> set[str]:
@@ -98,7 +92,7 @@ def push_activity(a: Forge, wires: list[tuple[int, bytes]]) -> dict:
     }
 
 
-def test_unsigned_request_is_401_and_nothing_is_stored(world: World) -> None:
+def test_unsigned_request_is_401_and_nothing_is_stored(world: TwoNodes) -> None:
     a, p = world.a, world.peer
     before = followers(a)
     body = json.dumps(follow_activity(p.url, f"{a.url}/ap/repos/{REPO}")).encode()
@@ -111,7 +105,7 @@ def test_unsigned_request_is_401_and_nothing_is_stored(world: World) -> None:
     assert followers(a) == before
 
 
-def test_badly_signed_request_is_401_and_nothing_is_stored(world: World) -> None:
+def test_badly_signed_request_is_401_and_nothing_is_stored(world: TwoNodes) -> None:
     a, p = world.a, world.peer
     before = followers(a)
     url = f"{a.url}/ap/repos/{REPO}/inbox"
@@ -135,7 +129,7 @@ def test_badly_signed_request_is_401_and_nothing_is_stored(world: World) -> None
     assert followers(a) == before
 
 
-def test_key_of_another_host_than_the_actor_is_rejected(world: World) -> None:
+def test_key_of_another_host_than_the_actor_is_rejected(world: TwoNodes) -> None:
     a, b, p = world.a, world.b, world.peer
     before = followers(a)
     # P's key, but the activity claims B's node as its actor
@@ -149,7 +143,7 @@ def test_key_of_another_host_than_the_actor_is_rejected(world: World) -> None:
     assert followers(a) == before
 
 
-def test_object_of_another_host_than_the_key_is_rejected(world: World) -> None:
+def test_object_of_another_host_than_the_key_is_rejected(world: TwoNodes) -> None:
     a, b, p = world.a, world.b, world.peer
     path = f"/api/v1/mirrors/{host(a)}/{REPO}"
     before = log_records(b, path)
@@ -174,7 +168,7 @@ def test_object_of_another_host_than_the_key_is_rejected(world: World) -> None:
     assert log_records(b, path)[:2] == before
 
 
-def test_signature_outside_five_minutes_is_rejected(world: World) -> None:
+def test_signature_outside_five_minutes_is_rejected(world: TwoNodes) -> None:
     a, p = world.a, world.peer
     before = followers(a)
     # 20 s past the window on either side: `created` is whole seconds and the request takes time,
@@ -188,7 +182,7 @@ def test_signature_outside_five_minutes_is_rejected(world: World) -> None:
     assert followers(a) == before
 
 
-def test_replayed_request_is_rejected(world: World) -> None:
+def test_replayed_request_is_rejected(world: TwoNodes) -> None:
     a, p = world.a, world.peer
     url = f"{a.url}/ap/repos/{REPO}/inbox"
     body = json.dumps(
@@ -211,7 +205,7 @@ def test_replayed_request_is_rejected(world: World) -> None:
     assert r.status_code == 401 and "replayed" in r.json()["message"]
 
 
-def test_tampered_envelope_is_rejected(world: World) -> None:
+def test_tampered_envelope_is_rejected(world: TwoNodes) -> None:
     a, b = world.a, world.b
     n = land(a, REPO, {"d.txt": "four\n"}, "four")
     wait_for(lambda: mirror_head(b, a, REPO) == n, "the genuine landing")
@@ -231,7 +225,7 @@ def test_tampered_envelope_is_rejected(world: World) -> None:
     assert mirror_head(b, a, REPO) == n
 
 
-def test_tampered_object_is_rejected(world: World) -> None:
+def test_tampered_object_is_rejected(world: TwoNodes) -> None:
     a, b = world.a, world.b
     make_repo(a, "acme/tamper")
     land(a, "acme/tamper", {"x.txt": "genuine\n"}, "genuine")
@@ -245,7 +239,7 @@ def test_tampered_object_is_rejected(world: World) -> None:
     assert "hash mismatch" in meta["error"] and meta["head"] == 0
 
 
-def test_conflicting_position_is_rejected_reported_and_not_overwritten(world: World) -> None:
+def test_conflicting_position_is_rejected_reported_and_not_overwritten(world: TwoNodes) -> None:
     a, b = world.a, world.b
     path = f"/api/v1/mirrors/{host(a)}/{REPO}"
     held = log_records(b, path)[0]
@@ -265,7 +259,7 @@ def test_conflicting_position_is_rejected_reported_and_not_overwritten(world: Wo
     assert "conflicts:" in status
 
 
-def test_body_over_the_limit_is_413(world: World) -> None:
+def test_body_over_the_limit_is_413(world: TwoNodes) -> None:
     a = world.a
     for path in ("/ap/inbox", f"/ap/repos/{REPO}/inbox"):
         r = httpx.post(
@@ -276,7 +270,7 @@ def test_body_over_the_limit_is_413(world: World) -> None:
         assert r.status_code == 413
 
 
-def test_key_fetch_to_a_forbidden_address_is_refused(world: World) -> None:
+def test_key_fetch_to_a_forbidden_address_is_refused(world: TwoNodes) -> None:
     a, p = world.a, world.peer
     for bad in ("http://0.0.0.0:9", "http://169.254.169.254", "http://10.1.2.3", "http://[::1]:9"):
         key = NodeKey(p.key.seed, bad)
@@ -285,7 +279,7 @@ def test_key_fetch_to_a_forbidden_address_is_refused(world: World) -> None:
         assert r.status_code == 403 and "private or reserved" in r.json()["message"], (bad, r.text)
 
 
-def test_object_fetch_to_a_forbidden_address_is_refused(world: World) -> None:
+def test_object_fetch_to_a_forbidden_address_is_refused(world: TwoNodes) -> None:
     b = world.b
     r = b.api("POST", "/api/v1/federation/follow", b.admin_token, {"url": "http://10.9.8.7/acme/x"})
     assert r.status_code == 201
@@ -300,7 +294,7 @@ def test_object_fetch_to_a_forbidden_address_is_refused(world: World) -> None:
     assert "private or reserved" in failed[0]["error"]
 
 
-def test_blocked_domain_is_403_before_any_key_fetch(world: World) -> None:
+def test_blocked_domain_is_403_before_any_key_fetch(world: TwoNodes) -> None:
     b, p = world.b, world.peer
     fetches = p.key_fetches
     blocked = NodeKey(p.key.seed, f"http://localhost:{p.port}")
@@ -312,7 +306,7 @@ def test_blocked_domain_is_403_before_any_key_fetch(world: World) -> None:
     assert r.status_code != 403 and p.key_fetches == fetches + 1
 
 
-def test_private_repositories_cannot_be_followed(world: World) -> None:
+def test_private_repositories_cannot_be_followed(world: TwoNodes) -> None:
     a, p = world.a, world.peer
     r = signed_post(
         p.key,
@@ -323,7 +317,7 @@ def test_private_repositories_cannot_be_followed(world: World) -> None:
     assert followers(a, "acme/hidden") == set()
 
 
-def test_outgoing_signatures_verify_with_the_library(world: World) -> None:
+def test_outgoing_signatures_verify_with_the_library(world: TwoNodes) -> None:
     """Our deliveries verify with an independent RFC 9421 implementation, and our envelopes with
     plain Ed25519 over the documented bytes."""
     a, p = world.a, world.peer
