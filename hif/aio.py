@@ -8,6 +8,7 @@ not, so one algorithm serves both.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections import deque
@@ -51,10 +52,8 @@ async def detach(coro: Coroutine[Any, Any, Any], keep: set[Any]) -> None:
     until it ends (its outcome, an error included, is dropped); without one, right here."""
     loop = running_loop()
     if loop is None:
-        try:
+        with contextlib.suppress(Exception):  # best effort: nobody waits for the answer
             await coro
-        except Exception:  # best effort: nobody waits for the answer
-            return
         return
     task = loop.create_task(coro)
     keep.add(task)

@@ -220,11 +220,9 @@ class SessionStore:
             key = self._events(sid) + f"{seq:0{SEQ_WIDTH}d}"
             written, *asked = await together([self.store.put(key, encode(stamped), if_none_match=True),
                                               *([self.store.head(state)] if ask else [])])
-            if ask:
-                ask = False
-                if isinstance(asked[0], BaseException) and isinstance(written, BaseException):
-                    raise asked[0]
-                if asked[0] is not None and not isinstance(asked[0], BaseException):
+            if ask:  # asked once; a question left unanswered leaves the write to speak
+                ask, closed = False, asked[0]
+                if closed is not None and not isinstance(closed, BaseException):
                     if not isinstance(written, BaseException):
                         with contextlib.suppress(StoreError):
                             await self.store.delete(key)
