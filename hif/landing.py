@@ -575,14 +575,11 @@ class _Lander:
 
     async def _finish_won(self, record: LandingRecord, members: list[LandedSession], merged: list[str],
                           attempt: int) -> LandResult:
-        # independent of each other: one round trip instead of a chain. Only our own state marker
-        # must be written before we report the landing (a failure here makes the caller retry,
-        # which finds the record and writes it); the rest is best effort.
-        # The members' own landers close their sessions and drop their intents too; ours are for a
-        # member whose lander died, so they are not waited for (a wide fan-out waits for its slowest
-        # call, and the leader's own landing would wait with it).
-        # Our own intent goes now: a lander that has not seen the record yet would take it for the
-        # oldest waiting one and wait for us to lead.
+        # Waited for, together: our own state (a failure makes the caller retry, which finds the
+        # record and writes it), the hint, the rollups, and our intent (a lander that has not seen
+        # the record yet would take it for the oldest waiting one and wait for us to lead). Not
+        # waited for: the members' closes and intent drops, which their own landers do too (ours
+        # are for a member whose lander died; a wide fan-out would hold our landing back).
         repo = self.repo
         drops = [m.session for m in members[1:]]
         mine = self.intent
