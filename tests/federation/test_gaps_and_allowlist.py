@@ -29,7 +29,6 @@ from hif.mainline import LandingRecord
 REPO = "acme/gaps"
 
 
-
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoNodes]:
     root = tmp_path_factory.mktemp("gaps")

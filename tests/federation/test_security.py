@@ -41,7 +41,6 @@ from hif.objects import blob_bytes, decode, digest, encode, pack
 REPO = "acme/sec"
 
 
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoNodes]:
     root = tmp_path_factory.mktemp("sec")
