@@ -6,7 +6,6 @@
 set -euo pipefail
 VERSION=2.0.11
 INTEGRITY="sha512-Thx/WtpeOQqSrqBCw/A1cwGJGg4UrVa3+sW0GmrM3p4gJgO89ecH4qtbnyzDDWFvBTqjnIMCgELTNt636dtamA=="
-TARBALL="https://registry.npmjs.org/htmx.org/-/htmx.org-${VERSION}.tgz"
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
 dest="$root/ui/static/vendor"
@@ -17,12 +16,12 @@ fi
 
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
-if command -v npm >/dev/null 2>&1; then
-  (cd "$tmp" && npm pack --silent "htmx.org@${VERSION}" >/dev/null)
-  mv "$tmp"/htmx.org-"${VERSION}".tgz "$tmp/htmx.tgz"
-else
-  curl -fsSL --retry 3 -o "$tmp/htmx.tgz" "$TARBALL"
+if ! command -v npm >/dev/null 2>&1; then
+  echo "htmx.org@${VERSION}: npm is needed to fetch it (install Node.js and npm)" >&2
+  exit 1
 fi
+(cd "$tmp" && npm pack --silent "htmx.org@${VERSION}" >/dev/null)
+mv "$tmp"/htmx.org-"${VERSION}".tgz "$tmp/htmx.tgz"
 
 got="sha512-$(openssl dgst -sha512 -binary "$tmp/htmx.tgz" | openssl base64 -A)"
 if [ "$got" != "$INTEGRITY" ]; then
