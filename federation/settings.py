@@ -57,6 +57,7 @@ class FedSettings:
     resync: float = 300.0  # seconds between checks that a mirror is up to date with its origin
     timeout: float = 10.0  # per outgoing request
     tries: int = 17  # the first and 16 retries (federation.delivery)
+    max_followers_per_host: int = 50  # followers of one repository on one remote host
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> FedSettings:
@@ -81,6 +82,13 @@ class FedSettings:
                 if value <= 0:
                     raise InvalidInput(f"MICELIO_FEDERATION_{name} must be positive")
                 setattr(s, attr, value)
+        raw = e.get("MICELIO_FEDERATION_MAX_FOLLOWERS_PER_HOST")
+        if raw:
+            if not raw.strip().isdigit() or int(raw) < 1:
+                raise InvalidInput(
+                    "MICELIO_FEDERATION_MAX_FOLLOWERS_PER_HOST must be a positive whole number"
+                )
+            s.max_followers_per_host = int(raw)
         return s
 
     def refuses(self, url_or_host: str) -> str | None:

@@ -581,6 +581,8 @@ def federation_status(as_json: bool) -> None:
         lines = ["following:"]
         for m in doc["following"]:
             err = f"  error: {m['error']}" if m["error"] else ""
+            if m.get("reason") and m["state"] in ("failed", "rejected", "pending"):
+                err += f"  {'reason' if m['state'] != 'pending' else 'last error'}: {m['reason']}"
             conflicts = f"  conflicts: {m['conflicts']}" if m["conflicts"] else ""
             lines.append(f"  {m['host']}/{m['name']:<30} {m['state']:<10} head {m['head']:<6} "
                          f"synced {when(m['last_sync'])}{conflicts}{err}")

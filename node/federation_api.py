@@ -126,6 +126,7 @@ async def mirror_meta(ctx: Ctx) -> dict[str, Any]:
         "created": meta.get("created"),
         "head": await ctx.r.mainline.head(),
         "state": f.get("state"),
+        "reason": f.get("reason") or f.get("error"),  # why the Follow failed (or its last error)
         "last_sync": sync.get("last_sync"),
         "key_id": sync.get("key_id"),
         "error": sync.get("error"),
