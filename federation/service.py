@@ -490,7 +490,10 @@ class Federation:
         refused, has no such repository, is not a followable repository, or every try was spent)
         ends as ``failed`` and is not tried again until an operator follows anew."""
         key = item.value.get("following")
-        if not isinstance(key, str) or item.value.get("activity", {}).get("type") != "Follow":
+        activity = item.value.get("activity")
+        if not isinstance(key, str) or not isinstance(activity, dict):
+            return
+        if activity.get("type") != "Follow":
             return
         with contextlib.suppress(HifError):
             data, etag = await self.store.get_with_etag(key)

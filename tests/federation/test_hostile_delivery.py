@@ -212,7 +212,7 @@ def test_a_slow_follower_delays_neither_other_followers_nor_other_repositories(
     following the same repository and another one gets later landings of both before the slow
     follower has answered even the first Push."""
     a = start_node(tmp_path / "a")
-    b = start_node(tmp_path / "b")
+    b = start_node(tmp_path / "b", env={"MICELIO_FEDERATION_RESYNC": "600"})  # only Pushes count
     try:
         make_repo(a, "acme/busy")
         make_repo(a, "acme/other")
