@@ -426,6 +426,7 @@ def hostile(args: argparse.Namespace) -> None:
             k = args.hostile_sessions
             latencies(a, b, nodes["A"], 3, 1)  # warm up
             quiet = latencies(a, b, nodes["A"], k, 10)
+            print(f"  quiet: p50 {secs(pct(quiet, 0.5))}, p95 {secs(pct(quiet, 0.95))}", flush=True)
 
             drip = drip_key_server(stop, 90.0)
             servers.append(drip)
@@ -433,6 +434,7 @@ def hostile(args: argparse.Namespace) -> None:
             time.sleep(2.0)  # let the requests reach A and start their key fetches
             keyflood = latencies(a, b, nodes["A"], k, 1000)
             alive = sum(t.is_alive() for t in flood)
+            print(f"  (a): p50 {secs(pct(keyflood, 0.5))}, p95 {secs(pct(keyflood, 0.95))}", flush=True)
 
             slow, key = slow_follower(stop, args.slow)
             servers.append(slow)

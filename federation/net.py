@@ -19,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from federation.settings import FedSettings
-from hif.errors import HifError, PermissionDenied, RemoteError
+from hif.errors import HifError, NotFound, PermissionDenied, RemoteError
 
 JSON_CAP = 1 << 20  # actor documents, WebFinger, activities
 CBOR_CAP = 64 << 20  # envelopes pages, objects, offer bundles
@@ -27,6 +27,14 @@ CBOR_CAP = 64 << 20  # envelopes pages, objects, offer bundles
 
 class Refused(PermissionDenied):
     """The operator's policy forbids this address or domain."""
+
+
+class UnknownHost(NotFound):
+    """DNS answered that the host does not exist (NXDOMAIN): retrying cannot help."""
+
+
+# getaddrinfo's "no such name" answers (a temporary failure is EAI_AGAIN and stays retryable)
+_NO_SUCH_HOST = {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)}
 
 
 class TooLarge(RemoteError):
@@ -103,6 +111,10 @@ class Fetcher:
                 infos = await asyncio.wait_for(
                     loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), self.settings.timeout
                 )
+            except socket.gaierror as e:
+                if e.errno in _NO_SUCH_HOST:
+                    raise UnknownHost(f"{host} does not exist (DNS: {e.strerror})") from None
+                raise RemoteError(f"cannot resolve {host}: {e}") from None
             except (OSError, TimeoutError) as e:
                 raise RemoteError(f"cannot resolve {host}: {e}") from None
             addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))

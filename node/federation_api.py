@@ -97,6 +97,7 @@ async def list_mirrors(ctx: Ctx) -> dict[str, Any]:
                     "url",
                     "origin",
                     "state",
+                    "reason",
                     "head",
                     "last_sync",
                     "key_id",

@@ -13,6 +13,7 @@ import itertools
 import json
 import os
 import re
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -31,10 +32,11 @@ from fedkit import (
     mirror_head,
     signed_post,
     start_node,
+    stop,
     ui_admin,
     wait_for,
 )
-from forge import Forge
+from forge import BIN, START_TIMEOUT, Forge
 from s3server import free_port
 
 from federation.identity import NodeKey
@@ -444,5 +446,62 @@ def test_a_follow_of_a_host_that_is_down_stays_pending_with_its_error_and_is_ret
         outbox = b.api("GET", "/api/v1/federation", b.admin_token).data["outbox"]
         assert [d for d in outbox if d["what"] == "Follow" and d["tries"] >= 1]
         assert "last error" in b.micelio("federation", "status").stdout
+    finally:
+        b.stop()
+
+
+def _serve_without_dns(node: Forge) -> None:
+    """Run ``node`` again (same store, port and key) in a mount namespace whose nsswitch.conf
+    resolves names from /etc/hosts only: a name not there is "no such host" at once, and no DNS
+    packet ever leaves the machine."""
+    stop(node)
+    nss = node.root / "nsswitch.conf"
+    nss.write_text("hosts: files\n")
+    port = int(node.url.rsplit(":", 1)[1])
+    log = open(node.root / "node-nodns.log", "wb")  # noqa: SIM115 - the process keeps it
+    serve = [str(BIN / "micelio"), "serve", "--store", node.store, "--host", "127.0.0.1",
+             "--port", str(port), "--cache-dir", str(node.root / "cache-0")]
+    proc = subprocess.Popen(
+        ["unshare", "-m", "sh", "-c", 'mount --bind "$0" /etc/nsswitch.conf && exec "$@"',
+         str(nss), *serve],
+        env={**os.environ, "MICELIO_AUTH_MAX_AGE": "0.2", **node.env},
+        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(node.url + "/healthz", timeout=2).status_code == 200:
+                node.procs.append(proc)
+                node.urls.append(node.url)
+                return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"{node.url} did not start without DNS: {(node.root / 'node-nodns.log').read_text()}")
+
+
+def test_a_follow_of_a_host_that_does_not_exist_fails_at_once(tmp_path: Path) -> None:
+    """NXDOMAIN cannot change by retrying: the Follow ends as failed with the reason, and nothing is
+    left to retry. (Names resolve from /etc/hosts alone here, so no DNS query leaves the machine.)"""
+    b = start_node(tmp_path / "b")
+    try:
+        _serve_without_dns(b)
+        names = ["no-such-host.invalid", "NoSuch-Host.invalid.", "nowhere.example.invalid"]
+        for name in names:
+            r = b.api("POST", "/api/v1/federation/follow", b.admin_token,
+                      {"url": f"http://{name}/acme/api"})
+            assert r.status_code == 201, r.data
+
+        def rows() -> list[dict[str, Any]]:
+            return b.api("GET", "/api/v1/mirrors").data["mirrors"]
+
+        wait_for(lambda: len(rows()) == len(names) and all(m["state"] == "failed" for m in rows()),
+                 "the Follows to fail", 60)
+        for m in rows():
+            assert "does not exist" in m["reason"], m
+        outbox = b.api("GET", "/api/v1/federation", b.admin_token).data["outbox"]
+        assert [d for d in outbox if d["what"] == "Follow"] == []
+        status = b.micelio("federation", "status").stdout
+        assert status.count("does not exist") >= len(names), status
     finally:
         b.stop()
