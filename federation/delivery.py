@@ -340,7 +340,10 @@ class Lanes:
         """Items queued or in flight (for tests and status)."""
         return len(self.keys)
 
-    async def close(self) -> None:
+    async def close(self) -> list[Item]:
+        """Stop every lane; returns the items that were queued or in flight (still leased by this
+        replica), for the caller to put back in the outbox."""
+        left = [item for q in self._queues.values() for item in q]
         tasks = list(self._tasks.values())
         for t in tasks:
             t.cancel()
@@ -350,3 +353,4 @@ class Lanes:
         self._tasks.clear()
         self._queues.clear()
         self.keys.clear()
+        return left

@@ -148,7 +148,16 @@ class Federation:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         self._tasks.clear()
-        await self.lanes.close()
+        for item in await self.lanes.close():  # due at once for whichever replica runs next
+            with contextlib.suppress(HifError):
+                await delivery.retry(
+                    self.store,
+                    item,
+                    item.value.get("error") or "the sending replica stopped",
+                    scale=self.settings.retry_scale,
+                    count=False,
+                    until=time.time(),
+                )
         await self.fetcher.close()
 
     @property
