@@ -29,7 +29,6 @@ from fedkit import (
     land,
     make_repo,
     mirror_head,
-    node_key,
     signed_post,
     start_peer,
     two_nodes,
