@@ -525,3 +525,26 @@ def test_our_json_ld_terms_are_defined_in_a_published_context(world: TwoNodes) -
             assert {"position", "Landing"} & used or doc.get("type") != "Push"
     finally:
         peer.close()
+
+
+def test_bounded_json_counts_nesting_outside_strings_only() -> None:
+    """The pre-scan ignores brackets inside strings (escaped quotes included) and refuses one level
+    past the limit; a container one item past its limit is refused, one at it is not."""
+    from federation import boundedjson
+
+    deep = boundedjson.MAX_DEPTH
+    assert boundedjson.loads("[" * deep + "]" * deep) is not None
+    with pytest.raises(InvalidInput):
+        boundedjson.loads("[" * (deep + 1) + "]" * (deep + 1))
+    tricky = json.dumps({"s": "[[[[{{{{" * 100, "t": 'a\\"[[[["' * 50, "n": [[1]]})
+    assert boundedjson.depth(tricky.encode()) == 3
+    assert boundedjson.loads(tricky)["n"] == [[1]]
+    items = boundedjson.MAX_ITEMS
+    assert len(boundedjson.loads(json.dumps([0] * items))) == items
+    for too_many in (json.dumps([0] * (items + 1)), json.dumps({f"k{i}": 0 for i in range(items + 1)}),
+                     json.dumps({"a": [{"b": [0] * (items + 1)}]})):
+        with pytest.raises(InvalidInput):
+            boundedjson.loads(too_many)
+    for bad in ('{"a": NaN}', '{"a": Infinity}', "[1,]", b"\xff\xfe", '"unterminated'):
+        with pytest.raises(InvalidInput):
+            boundedjson.loads(bad)
