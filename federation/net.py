@@ -70,17 +70,21 @@ class Answer:
 
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")  # the well-known prefix: the IPv4 decides
 _TEREDO = ipaddress.ip_network("2001::/32")
+_NOT_GLOBAL = tuple(  # not globally reachable (IANA), newer than some Pythons' is_global
+    ipaddress.ip_network(n)
+    for n in ("192.0.0.0/24", "64:ff9b:1::/48", "100:0:0:1::/64", "3fff::/20", "5f00::/16")
+)
 
 
 def _embedded_ipv4(addr: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
-    """IPv4 addresses an IPv6 address carries and may be routed to (mapped, compatible, 6to4,
-    NAT64, ISATAP)."""
-    out = [a for a in (addr.ipv4_mapped, addr.sixtofour) if a is not None]
+    """IPv4 addresses an IPv6 address carries and may be routed to (6to4, IPv4-compatible,
+    ISATAP)."""
+    out = [a for a in (addr.sixtofour,) if a is not None]
     n = int(addr)
     low = ipaddress.IPv4Address(n & 0xFFFFFFFF)
-    if n >> 32 == 0 or any(addr in net for net in _NAT64):  # ::a.b.c.d and 64:ff9b::a.b.c.d
+    if n >> 32 == 0:  # ::a.b.c.d
         out.append(low)
     if (n >> 32) & 0xFDFFFFFF == 0x00005EFE:  # ISATAP interface id ::(0|200):5efe:a.b.c.d
         out.append(low)
@@ -88,9 +92,15 @@ def _embedded_ipv4(addr: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
 
 
 def forbidden(addr: Address) -> bool:
-    """Whether ``addr`` is anything but a globally routable unicast address (also through the IPv4
-    an IPv6 form embeds): private, CGNAT, loopback, link- and site-local, documentation,
-    benchmarking, reserved, multicast, unspecified, Teredo, and the like."""
+    """Whether ``addr`` is anything but a globally routable unicast address: private, CGNAT,
+    loopback, link- and site-local, documentation, benchmarking, reserved, multicast,
+    unspecified, Teredo, and the like. IPv4-mapped and NAT64 (``64:ff9b::/96``) addresses are
+    judged by their IPv4; 6to4, IPv4-compatible and ISATAP ones must pass with their IPv4 too."""
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped is not None:
+            return forbidden(addr.ipv4_mapped)
+        if addr in _NAT64:
+            return forbidden(ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF))
     if (
         not addr.is_global
         or addr.is_multicast
@@ -98,6 +108,7 @@ def forbidden(addr: Address) -> bool:
         or addr.is_unspecified
         or addr.is_loopback
         or addr.is_link_local
+        or any(addr in net for net in _NOT_GLOBAL if net.version == addr.version)
     ):
         return True
     if isinstance(addr, ipaddress.IPv6Address):
