@@ -174,7 +174,11 @@ class FedSettings:
     def private_allowed(self, host: str, address: str) -> bool:
         """Whether a private, loopback or link-local ``address`` (of ``host``) may be contacted."""
         for item in self.allow_private:
-            if item in (host.lower(), address):
+            try:
+                same = "/" not in item and normal_host(item) == normal_host(host)
+            except InvalidInput:
+                same = False
+            if same or item == address:
                 return True
             try:
                 if ipaddress.ip_address(address) in ipaddress.ip_network(item, strict=False):

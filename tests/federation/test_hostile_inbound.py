@@ -299,6 +299,9 @@ def test_host_spellings_are_normalised_for_policy_checks() -> None:
     allow = FedSettings.from_env({"MICELIO_FEDERATION_ALLOW": "good.example"})
     assert allow.refuses("http://GOOD.example.:443/") is None
     assert allow.refuses("http://good.example.evil.example/")
+    private = FedSettings.from_env({"MICELIO_FEDERATION_ALLOW_PRIVATE": "Internal.Example."})
+    assert private.private_allowed("INTERNAL.example", "10.0.0.5")
+    assert not private.private_allowed("other.example", "10.0.0.5")
     for bad in ("http://0x7f.1/", "http://2130706433/", "http://a..b/", "http://xn--zz--.x/",
                 "http://[fe80::1%25eth0]/"):
         with pytest.raises(InvalidInput):
