@@ -37,12 +37,11 @@ import cbor2
 from federation import delivery
 from federation.actors import (
     ACTIVITY_JSON,
-    AS,
-    FORGEFED,
     Directory,
     RemoteKey,
     is_error_permanent,
     repo_actor_url,
+    with_context,
 )
 from federation.envelope import Landing, check_landing, check_signature, landing_envelope, unseal
 from federation.httpsig import expire_replays, sign_headers
@@ -215,6 +214,7 @@ class Federation:
         self, inbox: str, activity: dict[str, Any], *, timeout: float | None = None
     ) -> None:
         """Sign and deliver one activity; raises DeliveryFailed unless the peer answers 2xx."""
+        activity = with_context(activity, self.url)  # our terms expand through <node>/ns
         body = json.dumps(activity, separators=(",", ":")).encode()
         await self.post_body(inbox, body, timeout=timeout)
 
@@ -227,16 +227,15 @@ class Federation:
             self.key, "POST", inbox, body, {"Content-Type": ACTIVITY_JSON, "Accept": ACTIVITY_JSON}
         )
         try:
-            a = await asyncio.wait_for(
-                self.fetcher.request(
-                    "POST", inbox, headers=headers, content=body, timeout=deadline
-                ),
-                deadline,
+            a = await self.fetcher.request(
+                "POST",
+                inbox,
+                headers=headers,
+                content=body,
+                timeout=deadline,
+                deadline=deadline,
+                pool="delivery",
             )
-        except TimeoutError:
-            raise DeliveryFailed(
-                f"{authority(inbox)} did not answer within {deadline:g} s"
-            ) from None
         except RemoteError as e:
             raise DeliveryFailed(str(e)) from None
         if not 200 <= a.status < 300:
@@ -286,7 +285,6 @@ class Federation:
                 size += len(text)
                 pos += 1
             activity = {
-                "@context": [AS, FORGEFED],
                 "id": f"{actor}/pushes/{first}-{pos - 1}",
                 "type": "Push",
                 "actor": actor,
@@ -298,6 +296,7 @@ class Federation:
                     "orderedItems": items,
                 },
             }
+            activity = with_context(activity, self.url)  # our terms expand through <node>/ns
             out.append((first, json.dumps(activity, separators=(",", ":")).encode()))
         self._pushes[(name, start, end)] = out
         while len(self._pushes) > PUSH_CACHE:
