@@ -29,7 +29,7 @@ import math
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 import cbor2
@@ -69,9 +69,9 @@ PUSH_BYTES = 512 << 10  # base64 envelope bytes per Push (the inbox accepts 1 Mi
 PAGE = 100  # envelopes per backfill page
 OUTBOX_BATCH = 64
 RETRY_DEADLINE = 60.0  # seconds a retried request may take in all (the first try: settings.timeout)
-ENVELOPE_CACHE = 512  # signed envelopes kept per replica (one signature per landing, not per inbox)
+ENVELOPE_CACHE = 16 << 20  # bytes of signed envelopes kept per replica (signed once per landing)
 ENVELOPE_CACHE_MAX = 1 << 20  # envelopes bigger than this are signed again rather than kept
-PUSH_CACHE = 64  # Push bodies kept per replica (built once per range, posted to every inbox)
+PUSH_CACHE = 16  # one-Push ranges kept per replica (built once, posted to every inbox)
 
 RepoInfo = Callable[[str], Awaitable[dict[str, Any] | None]]
 
@@ -126,7 +126,8 @@ class Federation:
         self._mirror_locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._mirrors: dict[tuple[str, str], Repo] = {}
         self._envelopes: OrderedDict[tuple[str, int], bytes] = OrderedDict()
-        self._pushes: OrderedDict[tuple[str, int, int], list[tuple[int, bytes]]] = OrderedDict()
+        self._envelope_bytes = 0
+        self._pushes: OrderedDict[tuple[str, int, int], tuple[int, int, bytes]] = OrderedDict()
         self.lanes = delivery.Lanes(self._deliver)
         self.stopping = False
 
@@ -248,23 +249,34 @@ class Federation:
         self, inbox: str, name: str, start: int, end: int, *, timeout: float | None = None
     ) -> None:
         """Deliver positions ``start..end`` of a local repository as signed ``Push`` activities.
-        On failure raises DeliveryFailed with ``position`` = the first position not delivered."""
-        for first, body in await self.push_bodies(name, start, end):
+        On failure raises DeliveryFailed with ``position`` = the first position not delivered.
+
+        A range that fits one ``Push`` (the usual landing) is built once and kept, so every inbox
+        that follows gets the same bytes (only the HTTP signature differs); a longer range is built
+        one ``Push`` at a time while it is sent, never all at once."""
+        cached = self._pushes.get((name, start, end))
+        if cached is not None:
+            self._pushes.move_to_end((name, start, end))
+            chunks: Any = _aiter([cached])
+        else:
+            chunks = self._push_bodies(name, start, end)
+        async for first, last, body in chunks:
+            if cached is None and first == start and last >= end:  # the whole range in one
+                self._pushes[(name, start, end)] = (first, last, body)
+                while len(self._pushes) > PUSH_CACHE:
+                    self._pushes.popitem(last=False)
             try:
                 await self.post_body(inbox, body, timeout=timeout)
             except DeliveryFailed as e:
                 e.position = first  # type: ignore[attr-defined]
                 raise
 
-    async def push_bodies(self, name: str, start: int, end: int) -> list[tuple[int, bytes]]:
-        """The ``Push`` activities (first position, JSON bytes) carrying ``start..end``: built once
-        per range and posted to every inbox that follows (only the HTTP signature differs)."""
-        cached = self._pushes.get((name, start, end))
-        if cached is not None:
-            self._pushes.move_to_end((name, start, end))
-            return cached
+    async def _push_bodies(
+        self, name: str, start: int, end: int
+    ) -> AsyncIterator[tuple[int, int, bytes]]:
+        """The ``Push`` activities carrying ``start..end``: (first position, last position, JSON
+        bytes), at most 100 envelopes and 512 KiB of them inline each."""
         actor = repo_actor_url(self.url, name)
-        out: list[tuple[int, bytes]] = []
         pos = start
         while pos <= end:
             items: list[dict[str, Any]] = []
@@ -297,11 +309,7 @@ class Federation:
                 },
             }
             activity = with_context(activity, self.url)  # our terms expand through <node>/ns
-            out.append((first, json.dumps(activity, separators=(",", ":")).encode()))
-        self._pushes[(name, start, end)] = out
-        while len(self._pushes) > PUSH_CACHE:
-            self._pushes.popitem(last=False)
-        return out
+            yield first, pos - 1, json.dumps(activity, separators=(",", ":")).encode()
 
     async def envelope(self, name: str, position: int) -> bytes:
         """The signed envelope of a local landing, signed once per replica (positions never
@@ -313,8 +321,9 @@ class Federation:
         wire = await landing_envelope(self.local_repo(name), self.key, position)
         if len(wire) <= ENVELOPE_CACHE_MAX:
             self._envelopes[(name, position)] = wire
-            while len(self._envelopes) > ENVELOPE_CACHE:
-                self._envelopes.popitem(last=False)
+            self._envelope_bytes += len(wire)
+            while self._envelope_bytes > ENVELOPE_CACHE:
+                self._envelope_bytes -= len(self._envelopes.popitem(last=False)[1])
         return wire
 
     # -- announce: local landings to followers -----------------------------------------------
@@ -559,6 +568,8 @@ class Federation:
         inbox = v.get("inbox")
         target = v.get("target")
         if target:  # a repository URL: find its actor and inbox now (the peer may have been down)
+            if v.get("following") and not v.get("tries"):  # a new explicit follow: ask afresh
+                self.directory.forget_failures(authority(target))
             limit = timeout or max(RETRY_DEADLINE, self.settings.timeout)
             try:
                 actor = await asyncio.wait_for(self.directory.repository(target), limit)
@@ -740,3 +751,8 @@ def _fill(value: Any, url: str) -> Any:
     if isinstance(value, dict):
         return {k: _fill(v, url) for k, v in value.items()}
     return value
+
+
+async def _aiter(items: Iterable[Any]) -> AsyncIterator[Any]:
+    for item in items:
+        yield item
