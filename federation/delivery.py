@@ -317,6 +317,24 @@ class Lanes:
             self._tasks[host] = asyncio.create_task(self._run(host, q))
         return True
 
+    def take(self, host: str, want: Callable[[Item], bool]) -> list[Item]:
+        """Remove and return the items waiting behind the one in flight for ``host`` that ``want``
+        accepts (asked in queue order), so the caller can send them together with it."""
+        q = self._queues.get(host)
+        if not q or len(q) < 2:
+            return []
+        kept: list[Item] = [q[0]]
+        taken: list[Item] = []
+        for item in list(q)[1:]:
+            if want(item):
+                taken.append(item)
+                self.keys.discard(item.key)
+            else:
+                kept.append(item)
+        q.clear()
+        q.extend(kept)
+        return taken
+
     async def _run(self, host: str, q: deque[Item]) -> None:
         try:
             while q:

@@ -473,6 +473,10 @@ class Federation:
                 until=until,
             )
             return
+        absorbed = await self._absorb(peer, item)
+        if absorbed is None:
+            return  # our lease on it was lost: whoever holds it sends it
+        item = absorbed
         first = not item.value.get("tries")
         deadline = self.settings.timeout if first else max(RETRY_DEADLINE, self.settings.timeout)
         lease = item.value.get("lease")
@@ -501,6 +505,35 @@ class Federation:
             return
         await delivery.done(self.store, item)
         await delivery.peer_ok(self.store, peer, state)
+
+    async def _absorb(self, peer: str, item: delivery.Item) -> delivery.Item | None:
+        """A Push claim takes along the claims queued behind it that continue its range for the
+        same inbox and repository (landings that came while the host was busy): one request for
+        all of them, as many as the host is behind. Returns the item to send (None if our lease on
+        it was lost)."""
+        v = item.value
+        if v.get("kind") != "push":
+            return item
+        end = int(v["end"])
+
+        def continues(other: delivery.Item) -> bool:
+            nonlocal end
+            o = other.value
+            if (
+                o.get("kind") == "push"
+                and o.get("inbox") == v.get("inbox")
+                and o.get("repo") == v.get("repo")
+                and int(o.get("start") or 0) == end + 1
+            ):
+                end = int(o["end"])
+                return True
+            return False
+
+        more = self.lanes.take(peer, continues)
+        if not more:
+            return item
+        merged = await self._coalesce([item, *more])
+        return item if item in merged else None
 
     async def _follow_failed(self, item: delivery.Item, error: str, *, final: bool) -> None:
         """A Follow that failed: its entry says why; one that can never succeed (the target
