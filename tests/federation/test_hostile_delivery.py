@@ -476,11 +476,15 @@ def test_a_follow_that_cannot_succeed_fails_with_its_reason_and_a_new_follow_ret
             status = node.micelio("federation", "status").stdout
             failed = [x for x in status.splitlines() if " failed " in x and "reason:" in x]
             assert len(failed) == n, status
-            page = ui_admin(node).get("/federation").text
+            ui = ui_admin(node)
+            page = ui.get("/federation").text
             assert page.count('class="badge failed">failed</span>') == h and 'class="reason"' in page
+            assert ui.get("/").text.count("follow failed") == h
             # nothing is tried again by itself: no pending delivery is left for these Follows
             outbox = node.api("GET", "/api/v1/federation", node.admin_token).data["outbox"]
             assert [d for d in outbox if d["what"] == "Follow"] == []
+        page = ui_admin(b).get(f"/mirrors/{host(a)}/acme/hidden").text
+        assert "follow failed: " in page and "404" in page
         # the cause goes away (the repository is created); a new explicit follow succeeds
         make_repo(a, "acme/later")
         land(a, "acme/later", {"now.txt": "now\n"}, "now")
