@@ -198,7 +198,7 @@ def user_passwd(as_json: bool, name: str, password_stdin: bool) -> None:
         await accounts.set_password(name, password)
 
     run_admin(body)
-    emit(as_json, {"name": name}, f"password of {name} changed; their browser sessions ended")
+    emit(as_json, {"name": name}, f"password of {name} changed")
 
 
 @command(user, "disable")

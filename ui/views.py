@@ -618,6 +618,11 @@ async def _org_page(org: str, error: str | None = None) -> str:
                                  error=error)
 
 
+def form_status(e: HifError) -> int:
+    """A refused member form: 403 when it asks more than the viewer holds, else 400."""
+    return 403 if isinstance(e, PermissionDenied) else 400
+
+
 def grantable(role: str | None) -> tuple[str, ...]:
     """The roles someone holding ``role`` may give (none above their own)."""
     return MEMBER_ROLES[:role_rank(role) + 1]
@@ -637,7 +642,7 @@ async def org_member_set(org: str) -> Response | tuple[str, int]:
     try:
         await node().auth.set_org_member(org, form.get("user", "").strip(), form.get("role", ""), by=p)
     except (InvalidInput, NotFound, PermissionDenied) as e:
-        return await _org_page(org, str(e)), e.http_status
+        return await _org_page(org, str(e)), form_status(e)
     return redirect(url_for("ui.org_page", org=org))  # type: ignore[return-value]
 
 
@@ -647,7 +652,7 @@ async def org_member_remove(org: str, user: str) -> Response | tuple[str, int]:
     try:
         await node().auth.remove_org_member(org, user, by=p)
     except (InvalidInput, NotFound, PermissionDenied) as e:
-        return await _org_page(org, str(e)), e.http_status
+        return await _org_page(org, str(e)), form_status(e)
     return redirect(url_for("ui.org_page", org=org))  # type: ignore[return-value]
 
 
@@ -1087,7 +1092,7 @@ async def settings_member_set(owner: str, name: str) -> Response | tuple[str, in
         await node().auth.set_repo_member(rv.name, form.get("user", "").strip(), form.get("role", ""),
                                           by=rv.p)
     except (InvalidInput, NotFound, PermissionDenied) as e:
-        return await _settings_page(rv, str(e)), e.http_status
+        return await _settings_page(rv, str(e)), form_status(e)
     return redirect(rv.url("settings"))  # type: ignore[return-value]
 
 
@@ -1097,7 +1102,7 @@ async def settings_member_remove(owner: str, name: str, user: str) -> Response |
     try:
         await node().auth.remove_repo_member(rv.name, user, by=rv.p)
     except (InvalidInput, NotFound, PermissionDenied) as e:
-        return await _settings_page(rv, str(e)), e.http_status
+        return await _settings_page(rv, str(e)), form_status(e)
     return redirect(rv.url("settings"))  # type: ignore[return-value]
 
 
