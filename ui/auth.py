@@ -110,10 +110,12 @@ async def log_in(user: str) -> None:
     g.ui_viewer = None
 
 
-async def log_out() -> None:
-    """End this browser session, for every copy of its cookie, and forget it here."""
+async def log_out(*, ended: bool = False) -> None:
+    """End this browser session, for every copy of its cookie, and forget it here (``ended``: it
+    was ended already, forget it only). Only a live session costs a write: replaying the cookie of
+    an ended one writes nothing."""
     secret = session.get("web") if has_session() else None
-    if secret is not None:
+    if secret is not None and not ended and (await viewer()).web_session is not None:
         await _accounts().end_web_session(secret)
     session.clear()
     g.ui_viewer = None

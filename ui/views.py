@@ -448,7 +448,7 @@ async def sign_out_everywhere() -> Response:
     if p.user is None:
         return login_redirect()
     await node().auth.end_web_sessions(p.user)
-    await auth.log_out()
+    await auth.log_out(ended=True)
     return redirect(url_for("ui.login"))  # type: ignore[return-value]
 
 

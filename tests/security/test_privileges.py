@@ -244,8 +244,9 @@ def test_a_token_made_by_a_token_is_capped_at_its_maker(forge: Forge) -> None:
         {"scope": "admin", "repo": "tess/one"},
         {"scope": "read", "repo": "tess/two"},  # another repository
         {"scope": "read", "repo": "admin/anything"},
-        {"scope": "read", "expires_days": 2},  # a later expiry
-        {"scope": "read", "expires_days": 36500},
+        {"scope": "read", "repo": "tess/one", "expires_days": 2},  # a later expiry
+        {"scope": "read", "repo": "tess/one", "expires_days": 36500},
+        {"scope": "write", "repo": "tess/one", "expires_days": 1.01},
         {"expires_days": 1.01},
     ):
         r = call(c, "POST", "/api/v1/tokens", bound, body)
@@ -261,6 +262,8 @@ def test_a_token_made_by_a_token_is_capped_at_its_maker(forge: Forge) -> None:
     # "never" (no expiry asked for) from an expiring token: capped at the maker's expiry
     day = token(f, "tess", "write", "--expires", "1d")
     day_expires = call(c, "GET", "/api/v1/whoami", day).data["expires"]
+    for body in ({"scope": "read", "expires_days": 2}, {"scope": "write", "expires_days": 3650}):
+        assert call(c, "POST", "/api/v1/tokens", day, body).status_code == 403, body
     r = call(c, "POST", "/api/v1/tokens", day, {"scope": "write"})
     assert r.status_code == 201
     made = call(c, "GET", "/api/v1/whoami", r.data["token"]).data
