@@ -26,15 +26,18 @@ from hif.store import EmbeddedStore, ObjectStore
 from node.accounts import (
     ANONYMOUS,
     FORGET_DEAD_TOKENS_AFTER,
+    INHERIT,
     ROLES,
     SCOPES,
     Accounts,
+    Inherit,
     Principal,
     allowed,
+    cap_token,
     hash_token,
 )
 from node.authdb import KEY, AuthDB, _decode
-from node.errors import Exists, RateLimited
+from node.errors import Exists, PermissionDenied, RateLimited
 from node.ratelimit import LoginLimiter
 
 T = TypeVar("T")
@@ -587,6 +590,57 @@ def test_org_keeps_an_owner(embedded: MakeStore, tmp_path: Path) -> None:
             await acc.set_org_member("acme", "nobody", "reader")
 
     run_on(embedded, body)
+
+
+def test_no_one_grants_more_than_they_hold(embedded: MakeStore, tmp_path: Path) -> None:
+    """The rule lives in Accounts, checked inside the write: every edge (API, UI, CLI) shares it."""
+
+    async def body(store: ObjectStore) -> None:
+        acc = accounts_on(store, tmp_path / "c")
+        await _world(acc)  # acme: alice owner, maint and erin maintainers; acme/api: carol writer
+        maint = Principal("maint", scope="admin")
+        for call in (
+            acc.set_org_member("acme", "maint", "owner", by=maint),
+            acc.set_org_member("acme", "carol", "owner", by=maint),
+            acc.set_org_member("acme", "alice", "writer", by=maint),
+            acc.remove_org_member("acme", "alice", by=maint),
+            acc.set_repo_member("acme/api", "maint", "owner", by=maint),
+            acc.set_repo_member("acme/api", "alice", "reader", by=maint),
+        ):
+            with pytest.raises(PermissionDenied):
+                await call
+        assert await acc.org_role("acme", "maint") == "maintainer"
+        assert await acc.repo_members("acme/api") == {"alice": "owner", "carol": "writer", "dave": "writer",
+                                                      "erin": "reader"}
+        await acc.set_org_member("acme", "erin", "writer", by=maint)  # an equal may be changed
+        await acc.set_repo_member("acme/api", "carol", "maintainer", by=maint)
+        await acc.set_repo_member("acme/api", "eve", "owner", by=Principal("alice", scope="admin"))
+        await acc.set_repo_member("acme/api", "eve", "reader", by=Principal("root", admin=True, scope="admin"))
+        with pytest.raises(InvalidInput):  # the namespace user owns alice/pub implicitly
+            await acc.set_repo_member("alice/pub", "alice", "reader")
+        # a repository's explicit owner may go: acme's owners still own it
+        await acc.remove_repo_member("acme/api", "alice", by=Principal("alice", scope="admin"))
+        assert await acc.role_on("alice", "acme/api") == "owner"
+
+    run_on(embedded, body)
+
+
+def test_cap_token() -> None:
+    now = 1000.0
+    maker = Principal("u", scope="write", repo="u/r", expires=now + 100)
+    assert cap_token(maker, None, None, INHERIT, now) == ("write", "u/r", now + 100)
+    assert cap_token(maker, "read", "u/r", 50.0, now) == ("read", "u/r", now + 50)
+    assert cap_token(maker, None, None, Inherit(most=10.0), now) == ("write", "u/r", now + 10)
+    assert cap_token(Principal("u", scope="admin"), None, None, Inherit(most=10.0), now)[2] == now + 10
+    assert cap_token(Principal("u", scope="admin"), None, None, INHERIT, now)[2] is None
+    for scope, repo, expires_in in (("admin", None, INHERIT), (None, "u/x", INHERIT), (None, None, 101.0),
+                                    (None, None, None)):
+        with pytest.raises(PermissionDenied):
+            cap_token(maker, scope, repo, expires_in, now)
+    with pytest.raises(PermissionDenied):
+        cap_token(Principal("u", scope="write", repo="u/r", session="s"), "read", None, INHERIT, now)
+    with pytest.raises(PermissionDenied):
+        cap_token(ANONYMOUS, "read", None, INHERIT, now)
 
 
 def _allowed_cases() -> list[tuple[Principal, str | None, str, str, bool]]:
