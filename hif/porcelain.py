@@ -830,7 +830,11 @@ class Repository:
         s = self._open_session()
         self._ensure_index()
         self._record(s, author=author, role=role)
-        result = self._run(self._sync(s, author=author, role=role))
+        try:
+            result = self._run(self._sync(s, author=author, role=role))
+        except BaseException:
+            self._release_move()  # a move begun stays journalled: finished or undone at the next open
+            raise
         # record outside the event loop (_record runs coroutines itself): merged/conflicted files
         # are now part of the session's changes
         self._record(s, author=author, role=role)

@@ -269,7 +269,7 @@ def test_files_changed_after_the_kill_are_kept(tmp_path: Path) -> None:
         edits[untouched] = "user edit, untouched\n"
         p = run_hooked(ws, total // 2, None, *move_args(target, head))
         assert p.returncode == -signal.SIGKILL
-        assert (ws / ".hif" / "move.json").exists()
+        assert snapshot(ws) not in (before, after)  # killed in the middle of the move
         for path, text in edits.items():
             (ws / path).parent.mkdir(parents=True, exist_ok=True)
             (ws / path).write_text(text)
@@ -301,3 +301,70 @@ def test_files_changed_after_the_kill_are_kept(tmp_path: Path) -> None:
 def _parents(path: str) -> list[str]:
     parts = path.split("/")
     return ["/".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def test_sync_killed_is_finished_or_undone(tmp_path: Path) -> None:
+    """``hif sync`` moves the files of an open session onto the head: killed before it records its
+    sync event, the move is undone (the session's files over the old base); after, it is finished.
+    Either way the rerun completes with the session's changes on the head."""
+    rng = random.Random(1403)
+    main = tmp_path / "main"
+    hif(tmp_path, "init", str(main), "--name", NAME)
+    _land(main, "first", {f"d{k % 5}/f{k}.txt": f"base {k}\n" for k in range(150)})
+    ws = tmp_path / "ws"
+    hif(main, "workspace", "add", str(ws))
+    sid = hif_json(ws, "session", "start", "ours")["session"]
+    ours = {f"d{k % 5}/f{k}.txt": f"ours {k}\n" for k in range(0, 150, 7)} | {"mine/new.txt": "ours\n"}
+    for path, text in ours.items():
+        (ws / path).parent.mkdir(parents=True, exist_ok=True)
+        (ws / path).write_text(text)
+    hif(ws, "say", "recorded")
+    outcomes = {"undone": 0, "finished": 0, "not begun": 0}
+    for seed in range(10):
+        srng = random.Random(seed)
+        theirs = {f"d{k % 5}/f{k}.txt": f"theirs {seed} {k}\n" + "z" * rng.randrange(4000)
+                  for k in range(150) if k % 7 and srng.random() < 0.6}
+        _land(main, f"theirs {seed}", theirs)
+        head = seed + 2
+        fresh = tmp_path / f"fresh-{seed}"
+        hif(main, "workspace", "add", str(fresh))
+        after = snapshot(fresh)
+        for path, text in ours.items():
+            after[path] = ("file", text.encode())
+        after["mine"] = ("dir", "")
+        before = snapshot(ws)
+        # about two writes per file moved, then the stat cache and the state twice. Even seeds kill
+        # among the files; odd ones walk the kill point up from the end of the files until a kill
+        # lands between the sync event and the journal's removal (an undone sync can be killed again)
+        n = 2 * len(theirs)
+        kill_at = 1 + srng.randrange(n) if seed % 2 == 0 else n + 6
+        for _ in range(30):
+            p = run_hooked(ws, kill_at, None, "sync")
+            assert p.returncode in (0, -signal.SIGKILL), p.stdout + p.stderr
+            if p.returncode == 0:
+                outcomes["not begun"] += 1  # the kill point lay beyond the end: completed
+                break
+            st = hif(ws, "status")  # opening the working copy settles the move
+            if "undid an interrupted sync" in st.stderr:
+                outcomes["undone"] += 1
+                assert snapshot(ws) == before
+            elif "finished an interrupted move" in st.stderr:
+                outcomes["finished"] += 1
+                assert snapshot(ws) == after
+                break
+            else:  # killed before the journal was written, or after it went
+                outcomes["not begun"] += 1
+                assert snapshot(ws) in (before, after)
+                if snapshot(ws) == after:
+                    break
+            if seed % 2 == 0:
+                break
+            kill_at += 1
+        rerun = hif(ws, "sync", check=False)
+        assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+        assert snapshot(ws) == after, f"seed {seed}"
+        doc = hif_json(ws, "status")
+        assert doc["position"] == head and doc["session"]["id"] == sid
+        assert {c["path"] for c in doc["changes"]} == set(ours)
+        assert json.loads((ws / ".hif" / "state.json").read_text()) == {"position": head, "session": sid}
+    assert outcomes["undone"] and outcomes["finished"], outcomes
