@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from forge import Forge
 from test_crash import env, hif, hif_json
+from test_remote import Hif, setup_repo
 
 pytestmark = pytest.mark.slow
 
@@ -79,11 +81,12 @@ main()
 '''
 
 
-def run_hooked(ws: Path, kill_at: int, count_file: Path | None, *args: str) -> subprocess.CompletedProcess[str]:
+def run_hooked(ws: Path, kill_at: int, count_file: Path | None, *args: str,
+               environ: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """``hif ARGS`` in ``ws``, SIGKILLed just before its ``kill_at``-th write in the working copy
     (0: never); with ``count_file``, the number of writes it made is written there."""
     return subprocess.run([sys.executable, "-c", RUNNER, str(kill_at), str(count_file or "-"), *args],
-                          cwd=ws, env=env(), capture_output=True, text=True, timeout=120)
+                          cwd=ws, env=environ or env(), capture_output=True, text=True, timeout=120)
 
 
 def snapshot(root: Path) -> dict[str, tuple[str, str | bytes]]:
@@ -368,3 +371,45 @@ def test_sync_killed_is_finished_or_undone(tmp_path: Path) -> None:
         assert {c["path"] for c in doc["changes"]} == set(ours)
         assert json.loads((ws / ".hif" / "state.json").read_text()) == {"position": head, "session": sid}
     assert outcomes["undone"] and outcomes["finished"], outcomes
+
+
+def test_forge_clone_pull_killed(forge: Forge, tmp_path: Path) -> None:
+    """The same in a clone of a forge repository: finishing the move reads what it needs through
+    the clone's cache (and the forge), and the result equals a fresh clone at that position."""
+    rng = random.Random(1404)
+    cli = Hif(tmp_path / "config")
+    url = setup_repo(cli, forge, tmp_path, "acme/crash")
+    writer = tmp_path / "writer"
+    cli.run(tmp_path, "clone", url, str(writer))
+    versions: list[dict[str, str]] = []
+    for v in range(3):
+        files = {f"d{k % 4}/f{k}.txt": f"v{v} {k}\n" + "w" * rng.randrange(3000)
+                 for k in range(120) if v == 0 or rng.random() < 0.7}
+        versions.append(files)
+        cli.run(writer, "session", "start", f"version {v}")
+        for path, text in files.items():
+            (writer / path).parent.mkdir(parents=True, exist_ok=True)
+            (writer / path).write_text(text)
+        cli.run(writer, "land")
+    expected = {}
+    for pos in (1, 2, 3):
+        exp = tmp_path / f"expected-{pos}"
+        cli.run(tmp_path, "clone", url, str(exp))
+        cli.run(exp, "goto", str(pos))
+        expected[pos] = snapshot(exp)
+    ws = tmp_path / "ws"
+    cli.run(tmp_path, "clone", url, str(ws))
+    position = 3
+    for seed in range(10):
+        srng = random.Random(seed)
+        target = srng.choice([p for p in (1, 2, 3) if p != position])
+        args = move_args(target, 3)
+        changed = sum(1 for p in expected[position].keys() | expected[target].keys()
+                      if expected[position].get(p) != expected[target].get(p))
+        p = run_hooked(ws, 1 + srng.randrange(2 * changed), None, *args, environ=cli.env)
+        assert p.returncode in (0, -signal.SIGKILL), p.stdout + p.stderr
+        rerun = cli.run(ws, *args)
+        assert snapshot(ws) == expected[target], f"seed {seed}: {' '.join(args)} from {position}"
+        assert cli.js(ws, "status")["changes"] == [], rerun.stderr
+        assert json.loads((ws / ".hif" / "state.json").read_text()) == {"position": target, "session": None}
+        position = target
