@@ -188,9 +188,9 @@ class WorkTree:
             return Move(path, fd, doc if isinstance(doc, dict) else {})
 
     def settle(self, path: str, source: Entry | None, target: Entry | None) -> tuple[str, bytes | None]:
-        """Where an interrupted move left ``path``, as (verdict, content read): ``"target"`` (done),
-        ``"source"`` (still at the source entry, or missing: to be written) or ``"kept"`` (anything
-        else, which only a user makes: never overwritten). Removes the temporary file a killed write
+        """Where an interrupted move left ``path``, as (verdict, content of a regular file kept):
+        ``"target"`` (done), ``"source"`` (still at the source entry, or missing: to be written) or
+        ``"kept"`` (anything else, which only a user makes: never overwritten). Removes the temporary file a killed write
         left, and an empty directory in the way of a target file. Only a move's paths are looked at,
         so this hashes O(files the move changes)."""
         root = str(self.root)
@@ -224,10 +224,10 @@ class WorkTree:
             return "kept", None
         self.index.remember(path, st, entry)
         if entry == target:
-            return "target", content
+            return "target", None
         if entry == source:
-            return "source", content
-        return "kept", content
+            return "source", None
+        return "kept", content if stat_mod.S_ISREG(st.st_mode) else None
 
     def _write_json(self, name: str, value: dict[str, Any]) -> None:
         tmp = self.meta / f"{name}.{os.getpid()}.tmp"

@@ -62,8 +62,8 @@ def hook(event, args):
         return
     if inside(path):
         n += 1
-        if n == kill_at:
-            os.kill(os.getpid(), signal.SIGKILL)
+        if n == abs(kill_at):  # negative: stopped (SIGSTOP) there instead, as a slow move would be
+            os.kill(os.getpid(), signal.SIGKILL if kill_at > 0 else signal.SIGSTOP)
 
 
 def report():
@@ -293,6 +293,7 @@ def test_files_changed_after_the_kill_are_kept(tmp_path: Path) -> None:
         assert doc["position"] == target
         assert {c["path"] for c in doc["changes"]} == set(edits)
         assert not (ws / ".hif" / "move.json").exists()
+        assert hif(ws, *move_args(target, head)).returncode == 0  # the kept changes are no obstacle where nothing moves
         # the edits undone by hand, the working copy moves on as usual
         for path in edits:
             (ws / path).unlink()
@@ -413,3 +414,35 @@ def test_forge_clone_pull_killed(forge: Forge, tmp_path: Path) -> None:
         assert cli.js(ws, "status")["changes"] == [], rerun.stderr
         assert json.loads((ws / ".hif" / "state.json").read_text()) == {"position": target, "session": None}
         position = target
+
+
+def test_a_running_move_is_not_taken_for_an_interrupted_one(tmp_path: Path) -> None:
+    """While a move runs (here: stopped in its middle), another command neither finishes it under
+    its feet nor reports the half-moved files: it says the working copy is busy. Once the mover is
+    gone (killed), the rerun completes."""
+    main, ws, expected = build_history(tmp_path, random.Random(1405))
+    hif(ws, "goto", "1")
+    proc = subprocess.Popen([sys.executable, "-c", RUNNER, "-60", "-", "pull"], cwd=ws, env=env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(600):  # until it stops itself at its 60th write
+            with open(f"/proc/{proc.pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "T":
+                    break
+            assert proc.poll() is None
+            subprocess.run(["sleep", "0.05"])
+        else:
+            raise AssertionError("the pull never reached its 60th write")
+        half = snapshot(ws)
+        assert half not in (expected[1], expected[4])
+        for args in (["status"], ["status", "--json"], ["pull"], ["goto", "2"], ["session", "start", "x"]):
+            p = hif(ws, *args, check=False)
+            assert p.returncode == 1, f"{args}: {p.stdout}{p.stderr}"
+            assert "another hif command is moving this working copy" in p.stdout + p.stderr, args
+        assert snapshot(ws) == half  # nothing touched
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    rerun = hif(ws, "pull")
+    assert "finished an interrupted move to position 4" in rerun.stderr
+    check_at(ws, expected[4], 4, "after the stopped pull was killed")
