@@ -133,6 +133,10 @@ def _delivery(v: dict[str, Any], due: float | None) -> dict[str, Any]:
         "created": v.get("created"),
         "error": v.get("error"),
         "failed": v.get("failed"),
+        # a replica holds it now (a landing's claim, or an item being sent): due is when its lease ends
+        "sending": due is not None
+        and isinstance(v.get("lease"), (int, float))
+        and v["lease"] > time.time(),
     }
 
 

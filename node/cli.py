@@ -600,7 +600,8 @@ def federation_status(as_json: bool) -> None:
                          f"synced {when(m['last_sync'])}{conflicts}{err}")
         lines.append(f"outbox: {len(doc['outbox'])} pending")
         for d in doc["outbox"]:
-            lines.append(f"  {d['what']} -> {d['peer']}  tries {d['tries']}  due {when(d['due'])}"
+            due = "sending now" if d.get("sending") else f"due {when(d['due'])}"
+            lines.append(f"  {d['what']} -> {d['peer']}  tries {d['tries']}  {due}"
                          + (f"  last error: {d['error']}" if d["error"] else ""))
         lines.append(f"failed: {len(doc['failed'])}")
         for d in doc["failed"]:
