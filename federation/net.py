@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -128,8 +129,11 @@ class Fetcher:
         content: bytes | None = None,
         cap: int = JSON_CAP,
         timeout: float | None = None,
+        sink: Callable[[bytes], Awaitable[None]] | None = None,
     ) -> Answer:
-        """Send one request to the resolved address; the answer body is read up to ``cap`` bytes."""
+        """Send one request to the resolved address; the answer body is read up to ``cap`` bytes.
+        With ``sink``, a 2xx body goes to it chunk by chunk as it arrives (not kept: ``body`` is
+        empty), so a long answer is consumed in bounded memory."""
         address = await self.resolve(url)
         parts = urlsplit(url)
         pinned_host = f"[{address}]" if ":" in address else address
@@ -166,7 +170,10 @@ class Fetcher:
                     size += len(chunk)
                     if size > cap:
                         raise TooLarge(f"{parts.netloc} sent more than {cap} bytes")
-                    chunks.append(chunk)
+                    if sink is not None and 200 <= resp.status_code < 300:
+                        await sink(chunk)
+                    else:
+                        chunks.append(chunk)
             except httpx.HTTPError as e:
                 raise RemoteError(f"{parts.netloc} broke off its answer: {e}") from None
             return Answer(resp.status_code, resp.headers, b"".join(chunks))
