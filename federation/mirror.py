@@ -203,9 +203,15 @@ async def closure(
             pending.clear()
             held = 0
         frontier = list(dict.fromkeys(nxt))
+    return children_first(trees)
+
+
+def children_first(trees: dict[bytes, tuple[bytes, list[bytes]]]) -> list[tuple[bytes, bytes]]:
+    """``trees`` (id -> (bytes, the ids each names)) ordered so that each comes after every one of
+    them it names (an iterative post-order): the order to write them in."""
     ordered: list[tuple[bytes, bytes]] = []
     done: set[bytes] = set()
-    for root in trees:  # iterative post-order: each tree after every tree it names
+    for root in trees:
         stack: list[tuple[bytes, bool]] = [(root, False)]
         while stack:
             oid, expanded = stack.pop()

@@ -29,7 +29,7 @@ from typing import Any
 
 import cbor2
 
-from federation import delivery
+from federation import delivery, offers
 from federation.actors import (
     ACTIVITY_JSON,
     AS,
@@ -523,6 +523,8 @@ class Federation:
                 last = time.monotonic()
                 with contextlib.suppress(HifError):
                     await expire_replays(self.store)
+                with contextlib.suppress(HifError):
+                    await offers.expire(self)  # offers left unreviewed too long
             for f in await self.following():
                 target = (f.get("host"), f.get("name"))
                 if f.get("state") == "accepted" and (due or target in wanted):

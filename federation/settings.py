@@ -57,6 +57,12 @@ class FedSettings:
     resync: float = 300.0  # seconds between checks that a mirror is up to date with its origin
     timeout: float = 10.0  # per outgoing request
     tries: int = 17  # the first and 16 retries (federation.delivery)
+    # offers from other nodes (federation.offers): pending ones per remote actor and per remote host,
+    # received per host and hour, and how long one may wait unreviewed before it expires
+    offers_per_actor: int = 10
+    offers_per_host: int = 50
+    offers_per_hour: int = 20
+    offer_expiry: float = 30 * 86400.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> FedSettings:
@@ -81,6 +87,24 @@ class FedSettings:
                 if value <= 0:
                     raise InvalidInput(f"MICELIO_FEDERATION_{name} must be positive")
                 setattr(s, attr, value)
+        for name, attr in (
+            ("OFFERS_PER_ACTOR", "offers_per_actor"),
+            ("OFFERS_PER_HOST", "offers_per_host"),
+            ("OFFERS_PER_HOUR", "offers_per_hour"),
+        ):
+            raw = e.get(f"MICELIO_FEDERATION_{name}")
+            if raw:
+                if not raw.strip().isdigit() or int(raw) < 1:
+                    raise InvalidInput(f"MICELIO_FEDERATION_{name} must be a positive integer")
+                setattr(s, attr, int(raw))
+        raw = e.get("MICELIO_FEDERATION_OFFER_EXPIRY")
+        if raw:
+            try:
+                s.offer_expiry = float(raw)
+            except ValueError:
+                raise InvalidInput("MICELIO_FEDERATION_OFFER_EXPIRY must be a number (seconds)") from None
+            if s.offer_expiry <= 0:
+                raise InvalidInput("MICELIO_FEDERATION_OFFER_EXPIRY must be positive")
         return s
 
     def refuses(self, url_or_host: str) -> str | None:

@@ -9,6 +9,7 @@ answer as a missing one.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import heapq
 import logging
 from dataclasses import dataclass
@@ -961,12 +962,14 @@ async def offers_page(owner: str, name: str) -> str:
     rv = await open_repo(owner, name)
     if rv.mirror is not None:
         raise NotFound("offers go to the origin of a mirror")
-    rows = sorted(await federation_offers.list_offers(rv.repo),
+    rows = sorted(await federation_offers.list_offers(rv.repo, fed_of().settings),
                   key=lambda o: o.get("received") or 0, reverse=True)
     for o in rows:
         _origin_link(o)
     rv.offers = len(rows)
-    return await render_template("offers.html", rv=rv, rows=rows, node_url=node().config.url)
+    # maintainers see what each offer keeps on the node, and the total (strangers' offers cost storage)
+    return await render_template("offers.html", rv=rv, rows=rows, node_url=node().config.url,
+                                 total_size=federation_offers.total_size(rows))
 
 
 async def _offer_page(rv: RepoView, oid: str, *, error: str | None = None,
@@ -991,7 +994,8 @@ async def _offer_page(rv: RepoView, oid: str, *, error: str | None = None,
     page = await render_template(
         "offer.html", rv=rv, o=o, events=events, decisions=decisions, view=view,
         says=sum(1 for e in events if e.get("type") == "say"),
-        diffs=await _diffs(rv, changes), moved=moved, error=error, conflicts=conflicts or [],
+        diffs=await _diffs(dataclasses.replace(rv, repo=federation_offers.offer_repo(rv.repo, o["id"])), changes),
+        moved=moved, error=error, conflicts=conflicts or [],
         can_decide=open_ and rv.can_admin,
     )
     return page, status
