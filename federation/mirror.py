@@ -20,12 +20,15 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
+import cbor2
+
 from federation.envelope import Landing
 from federation.layout import load_map
 from federation.net import Fetcher, http_error
+from federation.settings import authority
 from hif.errors import CorruptObject, HifError, NotFound, PreconditionFailed, RemoteError
 from hif.mainline import log_key
-from hif.objects import EMPTY_TREE, check_stored, decode, encode, pack
+from hif.objects import EMPTY_TREE, check_stored, decode, digest, encode, pack, unpack
 from hif.remote import ObjectStreamReader
 from hif.repo import Repo
 from hif.store.base import ObjectStore
@@ -87,6 +90,23 @@ async def stuck(repo: Repo, position: int, cause: HifError) -> MirrorStuck:
 Take = Callable[[bytes, bytes, Any], Awaitable[None]]
 
 
+_BLOB = b"\x82\x64blob"  # how a blob's canonical bytes begin: ["blob", <bytes>]
+
+
+def _verified(stored: bytes) -> tuple[bytes, Any]:
+    """(id, value) of an object as a peer sent it: a tree is checked whole (``check_stored``); a
+    blob is only hashed, its content not decoded again (a copy less of what may be large)."""
+    canonical = unpack(stored)
+    if canonical[:6] == _BLOB and len(canonical) > 6 and canonical[6] >> 5 == 2:
+        info = canonical[6] & 31
+        extra = {24: 1, 25: 2, 26: 4, 27: 8}.get(info, 0) if info >= 24 else 0
+        size = info if info < 24 else int.from_bytes(canonical[7 : 7 + extra], "big")
+        if info <= 27 and 7 + extra + size == len(canonical):  # exactly one byte string
+            return digest(canonical), ("blob", None)
+    oid, _, value = check_stored(stored)
+    return oid, value
+
+
 async def stream_objects(fetcher: Fetcher, api: str, ids: Sequence[bytes], take: Take) -> None:
     """Objects by id from a node's object API (``<api>/objects/stream``, a CBOR sequence), each
     verified and handed to ``take(id, stored, value)`` as it arrives: memory holds about one object,
@@ -103,7 +123,7 @@ async def stream_objects(fetcher: Fetcher, api: str, ids: Sequence[bytes], take:
             for oid, stored in reader.feed(chunk):
                 if oid not in asked or oid in got:
                     raise CorruptObject(f"the origin sent object {oid.hex()}, which was not asked for")
-                real, _, value = check_stored(stored)
+                real, value = _verified(stored)
                 if real != oid:
                     raise CorruptObject(
                         f"the origin sent object {oid.hex()} whose bytes do not match its id "
@@ -121,6 +141,11 @@ async def stream_objects(fetcher: Fetcher, api: str, ids: Sequence[bytes], take:
             sink=sink,
         )
         if a.status != 200:
+            said = None
+            with contextlib.suppress(Exception):  # a node's CBOR error body says which object
+                said = cbor2.loads(a.body[:4096]).get("message")
+            if a.status == 404 and isinstance(said, str):
+                raise NotFound(f"{authority(url)} answered: {said[:300]}")
             raise http_error(a, url)
         closing = reader.close()
         if "error" in closing or "message" in closing:

@@ -428,7 +428,8 @@ class ObjectStreamReader:
             stop = at + 35 + head + size
             if stop > end:
                 break
-            out.append((bytes(buf[at + 3:at + 35]), bytes(buf[at + 35 + head:stop])))
+            with memoryview(buf) as view:  # one copy of a (possibly large) object, not two
+                out.append((bytes(view[at + 3:at + 35]), bytes(view[at + 35 + head:stop])))
             at = stop
         self._at = at
         return out
