@@ -3,9 +3,12 @@
 The contributor's node (B) freezes the open session into a signed **bundle**: its snapshot (goal,
 conversation, decisions, every event), its changes with the base version of each file, and every
 object those refer to. It sends an ``Offer`` whose object links to the bundle (an unguessable URL,
-so a private repository's content is not listed anywhere). The target (A) verifies the request, the
-bundle's signature (a key of B's host) and every object's hash, and stores an offered session under
-``repos/<repo>/offers/<id>``. A maintainer lands it: A starts a local session at its head with the
+so a private repository's content is not listed anywhere). The target (A) verifies the request,
+refuses over its caps (pending offers per remote actor and host, offers per host and hour) before
+fetching anything, reads the bundle up to :data:`MAX_BUNDLE`, verifies its signature (a key of B's
+host) and every object's hash, keeps only the objects the offered changes and checkpoint trees reach
+(staged apart from the repository's until it lands) and stores an offered session under
+``repos/<repo>/offers/<id>``. An offer nobody reviews expires with its objects. A maintainer lands it: A starts a local session at its head with the
 contributor's events (authors marked ``name@host``), writes a 3-way merge (with the offered base)
 for files A changed meanwhile, and lands it as any session; or rejects it. The outcome goes back as
 ``Accept`` (with the position) or ``Reject``, and B records it next to the session.
@@ -20,6 +23,7 @@ import copy
 import hashlib
 import os
 import time
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from federation.actors import AS, FORGEFED, repo_actor_url
@@ -323,7 +327,7 @@ async def receive(
         raise
 
 
-_LOCKS: dict[str, asyncio.Lock] = {}
+_LOCKS: weakref.WeakKeyDictionary[Federation, dict[str, asyncio.Lock]] = weakref.WeakKeyDictionary()
 
 
 async def _reserve(fed: Federation, host: str, actor: str, name: str, lid: str) -> str:
@@ -331,10 +335,11 @@ async def _reserve(fed: Federation, host: str, actor: str, name: str, lid: str) 
     refuse with :class:`TooManyOffers` over a cap; otherwise note this one (it counts from now,
     even if its bundle is refused later). One replica checks a host's offers one at a time."""
     st = fed.settings
-    if len(_LOCKS) > 4096:
-        for h in [h for h, lock in _LOCKS.items() if not lock.locked()]:
-            del _LOCKS[h]
-    async with _LOCKS.setdefault(host, asyncio.Lock()):
+    locks = _LOCKS.setdefault(fed, {})
+    if len(locks) > 4096:
+        for h in [h for h, lock in locks.items() if not lock.locked()]:
+            del locks[h]
+    async with locks.setdefault(host, asyncio.Lock()):
         await expire(fed, host=host)
         now = time.time()
         recent = 0
