@@ -8,9 +8,10 @@ refuses over its caps (pending offers per remote actor and host, offers per host
 fetching anything, reads the bundle up to :data:`MAX_BUNDLE`, verifies its signature (a key of B's
 host) and every object's hash, keeps only the objects the offered changes and checkpoint trees reach
 (staged apart from the repository's until it lands) and stores an offered session under
-``repos/<repo>/offers/<id>``. An offer nobody reviews expires with its objects. A maintainer lands it: A starts a local session at its head with the
-contributor's events (authors marked ``name@host``), writes a 3-way merge (with the offered base)
-for files A changed meanwhile, and lands it as any session; or rejects it. The outcome goes back as
+``repos/<repo>/offers/<id>``. An offer nobody reviews expires with its objects. A maintainer lands
+it: A starts a local session at its head with the contributor's events (authors marked
+``name@host``), writes a 3-way merge (with the offered base) for files A changed meanwhile, and
+lands it as any session; or rejects it. The outcome goes back as
 ``Accept`` (with the position) or ``Reject``, and B records it next to the session.
 """
 
@@ -340,7 +341,6 @@ async def _reserve(fed: Federation, host: str, actor: str, name: str, lid: str) 
         for h in [h for h, lock in locks.items() if not lock.locked()]:
             del locks[h]
     async with locks.setdefault(host, asyncio.Lock()):
-        await expire(fed, host=host)
         now = time.time()
         recent = 0
         async for k in fed.store.iter_keys(f"{OFFER_RATE}{host}/"):
@@ -356,15 +356,25 @@ async def _reserve(fed: Federation, host: str, actor: str, name: str, lid: str) 
                 f"{st.offers_per_hour} per host and hour (MICELIO_FEDERATION_OFFERS_PER_HOUR): "
                 "try again later"
             )
-        mine = len(await fed.store.list_page(f"{OFFERS_IN}{host}/{_hash(actor)}/",
-                                             limit=st.offers_per_actor + 1))
+
+        async def count() -> tuple[int, int]:
+            mine = await fed.store.list_page(
+                f"{OFFERS_IN}{host}/{_hash(actor)}/", limit=st.offers_per_actor + 1
+            )
+            theirs = await fed.store.list_page(f"{OFFERS_IN}{host}/", limit=st.offers_per_host + 1)
+            return len(mine), len(theirs)
+
+        mine, theirs = await count()
+        if (mine >= st.offers_per_actor or theirs >= st.offers_per_host) and await expire(
+            fed, host=host
+        ):
+            mine, theirs = await count()  # some had expired: their places are free
         if mine >= st.offers_per_actor:
             raise TooManyOffers(
                 f"{actor} has {mine} offers waiting for review here; at most "
                 f"{st.offers_per_actor} per actor (MICELIO_FEDERATION_OFFERS_PER_ACTOR): try again "
                 "when maintainers have landed or rejected some"
             )
-        theirs = len(await fed.store.list_page(f"{OFFERS_IN}{host}/", limit=st.offers_per_host + 1))
         if theirs >= st.offers_per_host:
             raise TooManyOffers(
                 f"{host} has {theirs} offers waiting for review here; at most "
