@@ -323,7 +323,10 @@ async def apply(
     try:
         trees = await closure(repo, roots, fetch, known)
     except HifError as e:
-        raise await stuck(repo, fresh[0].position, e) from None
+        if len(fresh) == 1:
+            raise await stuck(repo, fresh[0].position, e) from None
+        # one at a time: those before the one that cannot be applied land, and the error names it
+        return sum([await apply(repo, [one], fetcher, api, key_info) for one in fresh])
     items: list[tuple[str, bytes]] = [(repo.objects.key(oid), stored) for oid, stored in trees]
     for sid, canonical in snapshots.items():
         if not await repo.objects.has(sid):

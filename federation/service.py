@@ -43,7 +43,7 @@ from federation.envelope import Landing, check_landing, check_signature, landing
 from federation.httpsig import expire_replays, sign_headers
 from federation.identity import NodeKey, load_node_key
 from federation.layout import FOLLOWERS, announced_key, following_key, load_map
-from federation.mirror import MirrorStuck, apply, mirror_repo, read_sync, stuck, write_sync
+from federation.mirror import apply, mirror_repo, read_sync, stuck, write_sync
 from federation.net import CBOR_CAP, Fetcher, http_error
 from federation.settings import FedSettings, authority
 from hif.errors import (
@@ -584,17 +584,13 @@ class Federation:
                     if checked:
                         break  # apply what verified; the next page starts at this one
                     raise await stuck(repo, head + 1, e) from None
-            api = f"{f['base']}/api/v1/repos/{f['name']}"
-            try:
-                total += await apply(
-                    repo, [c[0] for c in checked], self.fetcher, api, key_info(checked[-1][1])
-                )
-            except MirrorStuck:
-                if len(checked) == 1:
-                    raise
-                # one at a time: apply those before the one that cannot be, and name that one
-                for landing, key in checked:
-                    total += await apply(repo, [landing], self.fetcher, api, key_info(key))
+            total += await apply(
+                repo,
+                [c[0] for c in checked],
+                self.fetcher,
+                f"{f['base']}/api/v1/repos/{f['name']}",
+                key_info(checked[-1][1]),
+            )
             if page.get("next") is None and len(checked) == len(wires):
                 return total
 
