@@ -117,3 +117,19 @@ def test_closure_writes_children_before_parents(tmp_path: Path) -> None:
         await store.close()
 
     asyncio.run(go())
+
+
+def test_object_stream_reader_refuses_an_item_larger_than_its_limit() -> None:
+    """A hostile origin cannot make a follower buffer without end: an object whose header claims
+    more than the limit is refused from the header, whatever length spelling it uses."""
+    from hif.errors import RemoteError
+    from hif.remote import ObjectStreamReader
+
+    oid = bytes(32)
+    for head in (b"\x5a" + (1 << 30).to_bytes(4, "big"), b"\x5b" + (1 << 40).to_bytes(8, "big"),
+                 b"\x59" + (5000).to_bytes(2, "big")):
+        reader = ObjectStreamReader(max_item=4096)
+        with pytest.raises(RemoteError, match="at most 4096"):
+            reader.feed(b"\x82\x58\x20" + oid + head + b"x" * 10)
+    ok = ObjectStreamReader(max_item=4096)
+    assert ok.feed(b"\x82\x58\x20" + oid + b"\x43abc") == [(oid, b"abc")]
