@@ -24,7 +24,7 @@ import cbor2
 
 from federation.envelope import Landing
 from federation.layout import load_map
-from federation.net import Fetcher, http_error
+from federation.net import CBOR_CAP, Fetcher, http_error
 from federation.settings import authority
 from hif.errors import CorruptObject, HifError, NotFound, PreconditionFailed, RemoteError
 from hif.mainline import log_key
@@ -34,6 +34,7 @@ from hif.repo import Repo
 from hif.store.base import ObjectStore
 
 STREAM_IDS = 50_000  # ids per objects/stream request (a node accepts 100,000)
+HAVE_IDS = 10_000  # ids per objects/have request (a node's limit)
 MAX_OBJECT = 128 << 20  # one stored object in a stream (a node takes uploads of 64 MiB)
 FLUSH_BYTES = 8 << 20  # blobs written to the store in batches of about this much
 CBOR_TYPE = "application/cbor"
@@ -141,17 +142,40 @@ async def stream_objects(fetcher: Fetcher, api: str, ids: Sequence[bytes], take:
             sink=sink,
         )
         if a.status != 200:
-            said = None
-            with contextlib.suppress(Exception):  # a node's CBOR error body says which object
-                said = cbor2.loads(a.body[:4096]).get("message")
-            if a.status == 404 and isinstance(said, str):
-                raise NotFound(f"{authority(url)} answered: {said[:300]}")
+            if a.status == 404:  # say which object, from our own question (never the peer's body)
+                raise await _lacking(fetcher, api, batch, a)
             raise http_error(a, url)
         closing = reader.close()
         if "error" in closing or "message" in closing:
-            raise RemoteError(f"{url} failed while streaming: {closing.get('message')}")
+            raise RemoteError(f"{authority(url)}'s object stream ended in an error")
         if got != asked:
             raise RemoteError(f"{url} left out objects it was asked for")
+
+
+async def _lacking(fetcher: Fetcher, api: str, ids: list[bytes], answer: Any) -> HifError:
+    """The origin answered 404 to a stream: ask which of ``ids`` it lacks (``objects/have``, at most
+    10,000 ids per request) and name the first, so the mirror's error says what is missing."""
+    url = f"{api}/objects/have"
+    for i in range(0, len(ids), HAVE_IDS):
+        a = await fetcher.request(
+            "POST",
+            url,
+            content=encode({"ids": ids[i : i + HAVE_IDS]}),
+            cap=CBOR_CAP,
+            headers={"Content-Type": CBOR_TYPE, "Accept": CBOR_TYPE},
+        )
+        if a.status != 200:
+            break
+        try:
+            missing = [m for m in cbor2.loads(a.body)["missing"] if isinstance(m, bytes)]
+        except Exception:  # cbor2 raises several types
+            break
+        if missing:
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            return NotFound(
+                f"the origin {authority(api)} is missing object {missing[0].hex()}{more}"
+            )
+    return http_error(answer, f"{api}/objects/stream")
 
 
 def _children(value: Any) -> list[bytes]:
