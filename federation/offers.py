@@ -67,7 +67,7 @@ MAX_BUNDLE = 32 << 20  # a signed offer bundle, enforced while it is read (sende
 MAX_DIFF = 256 << 10
 COPIED = ("say", "decide", "write", "delete", "checkpoint")
 RATE_WINDOW = 3600.0  # seconds: MICELIO_FEDERATION_OFFERS_PER_HOUR counts offers in this window
-PENDING = ("offered", "landing")
+BUNDLES_AT_ONCE = 4  # offer bundles read at once per replica (memory: a few copies of 32 MiB each)
 
 
 class TooManyOffers(HifError):
@@ -319,7 +319,8 @@ async def receive(
     host = authority(actor)
     reservation = await _reserve(fed, host, actor, name, lid)
     try:
-        return await _receive(fed, repo, activity, actor, name, obj_id, bundle_url, lid)
+        async with _reading(fed):  # a few bundles in memory at once, whoever sends them
+            return await _receive(fed, repo, activity, actor, name, obj_id, bundle_url, lid)
     except BaseException:
         with contextlib.suppress(Exception):
             if await fed.store.head(key) is None:  # refused: nothing of it stays
@@ -329,6 +330,16 @@ async def receive(
 
 
 _LOCKS: weakref.WeakKeyDictionary[Federation, dict[str, asyncio.Lock]] = weakref.WeakKeyDictionary()
+_READING: weakref.WeakKeyDictionary[Federation, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+
+
+def _reading(fed: Federation) -> asyncio.Semaphore:
+    """At most :data:`BUNDLES_AT_ONCE` bundles read and verified at once on a replica: each may hold
+    a few copies of up to 32 MiB while it is checked."""
+    sem = _READING.get(fed)
+    if sem is None:
+        sem = _READING[fed] = asyncio.Semaphore(BUNDLES_AT_ONCE)
+    return sem
 
 
 async def _reserve(fed: Federation, host: str, actor: str, name: str, lid: str) -> str:
