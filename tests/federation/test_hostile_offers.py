@@ -334,7 +334,7 @@ def test_pending_offers_are_capped_per_actor_and_per_host_and_rate_limited(world
 
 
 def test_an_unreviewed_offer_expires_with_its_objects(tmp_path: Path) -> None:
-    e = start_node(tmp_path / "e", env={"MICELIO_FEDERATION_OFFER_EXPIRY": "3",
+    e = start_node(tmp_path / "e", env={"MICELIO_FEDERATION_OFFER_EXPIRY": "8",
                                         "MICELIO_FEDERATION_OFFERS_PER_ACTOR": "1"})
     peer = start_hostile()
     try:
