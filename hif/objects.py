@@ -7,12 +7,19 @@ objects and lowercase hex everywhere a person or JSON sees them.
 On disk (in the store) an object is one header byte then the body: ``0`` raw canonical bytes, ``1``
 zstd-compressed canonical bytes. The id is always the hash of the *uncompressed* canonical bytes, so
 compression never changes identity and every read re-verifies the hash.
+
+Objects come from strangers (uploads, peers, a store others write), so expanding one is bounded
+(docs/architecture.md, "Limits"): a blob expands to at most :data:`MAX_BLOB` bytes, any other object
+to :data:`MAX_VALUE`, and no object to more than :data:`MAX_RATIO` times its compressed size beyond
+:data:`RATIO_FLOOR` (real content does not compress that well; a decompression bomb does). The
+expansion is streamed and stops at the bound, whatever size the frame header declares.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -21,7 +28,7 @@ from typing import Any
 import cbor2
 import zstandard
 
-from hif.errors import CorruptObject, NotFound, PreconditionFailed
+from hif.errors import CorruptObject, NotFound, PreconditionFailed, TooLarge
 from hif.paths import check_name
 from hif.store.base import ObjectStore
 
@@ -29,7 +36,13 @@ RAW, ZSTD = 0, 1
 _COMPRESS_MIN = 256
 _ZC = zstandard.ZstdCompressor(level=3)
 _ZD = zstandard.ZstdDecompressor()
-_MAX_OBJECT = 1 << 31
+MAX_BLOB = 256 << 20  # a file's content, expanded (the API's bodies carry at most 64 MiB compressed)
+MAX_VALUE = 64 << 20  # a tree, snapshot or any other object, expanded
+MAX_RATIO = 1000  # expanded / compressed bytes that real content does not reach...
+RATIO_FLOOR = 1 << 20  # ...beyond this many expanded bytes (small objects may compress very well)
+_BLOB_HEAD = b"\x82\x64blob"  # the first bytes of every canonical blob
+_BLOCK = 1 << 17  # the most one input byte of a zstd frame can expand to (one whole block)
+_MIN_FEED = 64  # input bytes fed at least per step: the overshoot is at most _MIN_FEED blocks
 
 # Kinds of tree entries: regular file, executable file, symbolic link (blob holds the target), directory.
 FILE, EXEC, LINK, DIR = "f", "x", "l", "d"
@@ -42,10 +55,16 @@ def encode(value: Any) -> bytes:
 
 
 def decode(data: bytes) -> Any:
+    """Exactly one CBOR item: bytes after it are an error (``cbor2.loads`` ignores them), as is
+    nesting deeper than cbor2's bound."""
+    fp = io.BytesIO(data)
     try:
-        return cbor2.loads(data)
+        value = cbor2.CBORDecoder(fp).decode()
     except Exception as e:  # cbor2 raises several types for malformed input
         raise CorruptObject(f"malformed CBOR: {e}") from None
+    if fp.tell() != len(data):
+        raise CorruptObject(f"malformed CBOR: {len(data) - fp.tell()} bytes after the item")
+    return value
 
 
 def digest(data: bytes) -> bytes:
@@ -75,26 +94,69 @@ def blob_id(content: bytes) -> bytes:
 
 
 def pack(canonical: bytes) -> bytes:
-    """Storage form: compress when it helps."""
+    """Storage form: compress when it helps, but never past :data:`MAX_RATIO` (which reads refuse):
+    content that compresses that well (a file of zeros) is stored raw."""
     if len(canonical) >= _COMPRESS_MIN:
         packed = _ZC.compress(canonical)
-        if len(packed) < len(canonical) * 0.9:
+        if len(packed) < len(canonical) * 0.9 and len(canonical) <= _expansion_cap(len(packed)):
             return bytes([ZSTD]) + packed
     return bytes([RAW]) + canonical
 
 
+def _expansion_cap(compressed: int) -> int:
+    return max(RATIO_FLOOR, MAX_RATIO * compressed)
+
+
+def _size_cap(head: bytes) -> int:
+    return MAX_BLOB if head.startswith(_BLOB_HEAD) else MAX_VALUE
+
+
 def unpack(stored: bytes) -> bytes:
+    """Canonical bytes of a stored object, expanded under the limits above (:class:`TooLarge` past
+    them, :class:`CorruptObject` for anything malformed)."""
     if not stored:
         raise CorruptObject("empty object")
     if stored[0] == RAW:
+        if len(stored) - 1 > _size_cap(stored[1:9]):
+            raise TooLarge(f"an object of {len(stored) - 1} bytes is over the size limit")
         return stored[1:]
     if stored[0] == ZSTD:
-        try:
-            # trailing bytes after the frame mean the stored object was altered: refuse them
-            return _ZD.decompress(stored[1:], max_output_size=_MAX_OBJECT, allow_extra_data=False)
-        except zstandard.ZstdError as e:
-            raise CorruptObject(f"undecodable object: {e}") from None
+        return _expand(memoryview(stored)[1:])
     raise CorruptObject(f"unknown object encoding {stored[0]}")
+
+
+def _expand(frame: memoryview) -> bytes:
+    """Decompress one zstd frame, feeding it a little at a time so that the output can never pass
+    the bound by more than a few blocks, whatever the frame header declares (never trusted)."""
+    ratio_cap = _expansion_cap(len(frame))
+    cap = min(MAX_BLOB, ratio_cap)
+    d = _ZD.decompressobj()
+    out = bytearray()
+    at = 0
+    try:
+        while at < len(frame) and not d.eof:
+            step = max(_MIN_FEED, (cap - len(out)) // _BLOCK)
+            out += d.decompress(frame[at:at + step])
+            at += step
+            if len(out) >= 16 and cap > MAX_VALUE:
+                cap = min(cap, _size_cap(bytes(out[:8])))
+            if len(out) > cap:
+                raise TooLarge(_too_large(len(frame), cap, ratio_cap))
+    except zstandard.ZstdError as e:
+        raise CorruptObject(f"undecodable object: {e}") from None
+    if not d.eof:
+        raise CorruptObject("undecodable object: the zstd frame is truncated")
+    if d.unused_data or at < len(frame):
+        # trailing bytes after the frame mean the stored object was altered: refuse them
+        raise CorruptObject("undecodable object: bytes after the zstd frame")
+    return bytes(out)
+
+
+def _too_large(compressed: int, cap: int, ratio_cap: int) -> str:
+    if cap == ratio_cap:
+        return (f"an object of {compressed} compressed bytes expands more than {MAX_RATIO} times "
+                "(a decompression bomb?)")
+    return f"an object expands past the {cap >> 20} MiB limit"
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +259,7 @@ class ObjectDB:
             raise NotFound(f"object {oid.hex()} is missing") from None
         try:
             canonical = unpack(stored)
-        except CorruptObject as e:
+        except (CorruptObject, TooLarge) as e:  # stored by someone else: unreadable, not too large
             raise CorruptObject(f"object {oid.hex()} is corrupt ({e})") from None
         if digest(canonical) != oid:
             raise CorruptObject(f"object {oid.hex()} is corrupt (hash mismatch)")
