@@ -40,6 +40,7 @@ MAX_BLOB = 256 << 20  # a file's content, expanded (the API's bodies carry at mo
 MAX_VALUE = 64 << 20  # a tree, snapshot or any other object, expanded
 MAX_RATIO = 1000  # expanded / compressed bytes that real content does not reach...
 RATIO_FLOOR = 1 << 20  # ...beyond this many expanded bytes (small objects may compress very well)
+KEEP_RATIO = 64  # expansion kept in memory on the first pass (beyond it: counted, then expanded again)
 _BLOB_HEAD = b"\x82\x64blob"  # the first bytes of every canonical blob
 _BLOCK = 1 << 17  # the most one input byte of a zstd frame can expand to (one whole block)
 _MIN_FEED = 64  # input bytes fed at least per step: the overshoot is at most _MIN_FEED blocks
@@ -126,21 +127,43 @@ def unpack(stored: bytes) -> bytes:
 
 
 def _expand(frame: memoryview) -> bytes:
-    """Decompress one zstd frame, feeding it a little at a time so that the output can never pass
-    the bound by more than a few blocks, whatever the frame header declares (never trusted)."""
+    """Decompress one zstd frame under the limits. Output is kept while it stays within
+    :data:`KEEP_RATIO` times the input (real content); past that it is only counted, and only a
+    frame that ends within the limits is expanded again, kept: a bomb costs a few MiB at most."""
     ratio_cap = _expansion_cap(len(frame))
+    keep = max(RATIO_FLOOR, KEEP_RATIO * len(frame))
+    out = _decompress(frame, ratio_cap, keep)
+    if out is None:  # compressed unusually well, within the limits: expand again, keeping it
+        out = _decompress(frame, ratio_cap, MAX_BLOB)
+        assert out is not None
+    return out
+
+
+def _decompress(frame: memoryview, ratio_cap: int, keep: int) -> bytes | None:
+    """The frame's content, or None when it passed ``keep`` bytes (then it was only counted). The
+    frame is fed a little at a time so that the output never passes the bound by more than a few
+    blocks, whatever its header declares (never trusted)."""
     cap = min(MAX_BLOB, ratio_cap)
     d = _ZD.decompressobj()
-    out = bytearray()
-    at = 0
+    out: bytearray | None = bytearray()
+    head = b""
+    n = at = 0
     try:
         while at < len(frame) and not d.eof:
-            step = max(_MIN_FEED, (cap - len(out)) // _BLOCK)
-            out += d.decompress(frame[at:at + step])
+            step = max(_MIN_FEED, (cap - n) // _BLOCK)
+            piece = d.decompress(frame[at:at + step])
             at += step
-            if len(out) >= 16 and cap > MAX_VALUE:
-                cap = min(cap, _size_cap(bytes(out[:8])))
-            if len(out) > cap:
+            n += len(piece)
+            if len(head) < 16:
+                head += piece[:16 - len(head)]
+                if len(head) >= 16:
+                    cap = min(cap, _size_cap(head))
+            if out is not None:
+                if n > keep:
+                    out = None
+                else:
+                    out += piece
+            if n > cap:
                 raise TooLarge(_too_large(len(frame), cap, ratio_cap))
     except zstandard.ZstdError as e:
         raise CorruptObject(f"undecodable object: {e}") from None
@@ -149,7 +172,7 @@ def _expand(frame: memoryview) -> bytes:
     if d.unused_data or at < len(frame):
         # trailing bytes after the frame mean the stored object was altered: refuse them
         raise CorruptObject("undecodable object: bytes after the zstd frame")
-    return bytes(out)
+    return None if out is None else bytes(out)
 
 
 def _too_large(compressed: int, cap: int, ratio_cap: int) -> str:

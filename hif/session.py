@@ -133,10 +133,16 @@ def fold(session_id: str, events: list[dict[str, Any]]) -> Session:
         for e in events:
             t = e["type"]
             if t == "write":
+                if not isinstance(e["path"], str) or not isinstance(e["blob"], bytes) or len(e["blob"]) != 32:
+                    raise TypeError("a write event names a path and a blob")
                 s.changes[e["path"]] = Entry(e["kind"], e["blob"])
             elif t == "delete":
+                if not isinstance(e["path"], str):
+                    raise TypeError("a delete event names a path")
                 s.changes[e["path"]] = None
             elif t == "sync":
+                if not isinstance(e["base"], int):
+                    raise TypeError("a sync event names a position")
                 s.base = e["base"]
     except (KeyError, TypeError, AttributeError) as e:
         raise CorruptObject(f"session {session_id} has a malformed event ({e!r})") from None

@@ -32,6 +32,7 @@ DEFAULT_LIMIT = 1 * MiB
 # that declares nothing. One socket read (hypercorn reads 64 KiB) fits, so a body received before its
 # handler starts reading never trips a limit the handler is about to raise.
 FORM_LIMIT = 64 * KiB
+CHUNK_SLACK = 256 * KiB  # what may arrive before a handler starts reading (a chunk or two)
 
 _CODES = {
     400: "bad_request",
@@ -90,18 +91,24 @@ class CappedBody(Body):
         self.limit = max_content_length if max_content_length is not None else FORM_LIMIT
         self.received = 0
         self._whole = False  # someone awaits the whole body: receive freely
+        self._reading = False  # a reader has started (the limit is final)
         self._room = asyncio.Event()
         self._room.set()
-        self._check()
 
     def set_limit(self, limit: int) -> None:
         """The handler's limit for this request (before it reads)."""
         self.limit = limit
-        self._check()
+        self._reading = True
+        self._check(declared=True)
 
-    def _check(self) -> None:
-        if self._must_raise is None and (self.received > self.limit
-                                         or (self.declared is not None and self.declared > self.limit)):
+    def _check(self, *, declared: bool = False) -> None:
+        """Refuse the body once more than the limit was received, or, when a reader starts, when its
+        declared length is over the limit (not before: the handler may still raise the limit)."""
+        # before a reader starts, the handler may still raise the limit: allow one more chunk
+        limit = self.limit if self._reading else max(self.limit, FORM_LIMIT + CHUNK_SLACK)
+        over = self.received > limit or (
+            declared and self.declared is not None and self.declared > self.limit)
+        if over and self._must_raise is None:
             self._must_raise = PayloadTooLarge(f"the request body is over {self.limit} bytes")
             self._data = bytearray()
             self.set_complete()  # wakes a reader, who raises; the connection stays paused
@@ -122,13 +129,24 @@ class CappedBody(Body):
                 self._room.clear()  # one chunk held: the next waits until a reader takes this one
 
     async def __anext__(self) -> bytes:
-        data = await super().__anext__()
-        if self._must_raise is None:
-            self._room.set()
+        self._reading = True
+        self._check(declared=True)
+        try:
+            data = await super().__anext__()
+        except StopAsyncIteration:
+            # refused while the reader waited: Quart's body would end quietly with what it had
+            if self._must_raise is not None:
+                raise self._must_raise from None
+            raise
+        if self._must_raise is not None:
+            raise self._must_raise
+        self._room.set()
         return data
 
     def __await__(self) -> Generator[Any, None, Any]:
         # the whole body at once (a form, get_data): receive freely, bounded by the limit alone
+        self._reading = True
+        self._check(declared=True)
         self._whole = True
         self._room.set()
         return super().__await__()

@@ -44,7 +44,7 @@ from hif.merge import is_binary
 from hif.objects import DIR, LINK, Entry, decode
 from hif.paths import check_path
 from hif.repo import Repo, check_repo_name
-from hif.session import ROLES, Session, check_session_id, check_text, fold
+from hif.session import ROLES, SEQ_WIDTH, Session, check_session_id, check_text, fold
 from hif.tree import lookup, lookup_file
 from node.access import NEEDS, check_login, manages_org, may, repo_access
 from node.accounts import ROLES as MEMBER_ROLES
@@ -838,17 +838,25 @@ async def _load_session(rv: RepoView, sid: str) -> Session:
     return s
 
 
+async def _raw_events(rv: RepoView, sid: str, since: int, *, limit: int | None) -> list[Any]:
+    """A session's stored events after ``since``, each decoded on its own (None when it does not
+    decode): what a page shows when the session's log holds malformed events."""
+    prefix = f"{rv.repo.prefix}sessions/{sid}/events/"
+    after = prefix + f"{since:0{SEQ_WIDTH}d}" if since >= 0 else None
+    keys = [k async for k in rv.repo.store.iter_keys(prefix) if after is None or k > after]
+    out: list[Any] = []
+    for key in keys[:limit]:
+        try:
+            out.append(decode(await rv.repo.store.get(key)))
+        except CorruptObject:
+            out.append(None)
+    return out
+
+
 async def _lenient_session(rv: RepoView, sid: str) -> Session:
     """The session folded from its event log read one event at a time, unreadable ones replaced;
     still a CorruptObject (422) when its start event itself is unreadable."""
-    prefix = f"{rv.repo.prefix}sessions/{sid}/events/"
-    raw: list[Any] = []
-    async for key in rv.repo.store.iter_keys(prefix):
-        try:
-            raw.append(decode(await rv.repo.store.get(key)))
-        except CorruptObject:
-            raw.append(None)
-    s = fold(sid, readable_events(raw))
+    s = fold(sid, readable_events(await _raw_events(rv, sid, -1, limit=None)))
     with contextlib.suppress(HifError, AttributeError):
         state = await rv.repo.sessions.state(sid)
         if isinstance(state, dict) and isinstance(state.get("state"), str):
@@ -961,7 +969,10 @@ async def session_events(owner: str, name: str, sid: str) -> Response | str:
         raise NotFound(f"no session {sid}") from None
     since = query_int("since", -1, lo=-1)
     assert since is not None
-    events = readable_events(await history.events_after(rv.repo, sid, since))
+    try:
+        events = readable_events(await history.events_after(rv.repo, sid, since))
+    except CorruptObject:  # an event that does not decode: read them one by one
+        events = readable_events(await _raw_events(rv, sid, since, limit=500))
     state = await rv.repo.sessions.state(sid)
     if not events and state is None:
         if since < 0:
