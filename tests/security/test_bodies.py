@@ -63,7 +63,7 @@ def _pid(forge: Forge) -> int:
 
 # -- bodies ----------------------------------------------------------------------------------------
 
-MULTIPART_HEAD = b'--xyz\r\nContent-Disposition: form-data; name="user"\r\n\r\n'
+MULTIPART_HEAD = b'--xyz\r\nContent-Disposition: form-data; name="f"; filename="f"\r\n\r\n'
 ROUTES = [  # (path, content type, body head, needs the admin token): forms, the API's routes
     ("/login", "application/x-www-form-urlencoded", b"user=", False),
     ("/account/tokens", "application/x-www-form-urlencoded", b"name=", False),
@@ -88,7 +88,7 @@ def test_a_chunked_body_is_cut_at_the_routes_limit(forge: Forge, path: str, ctyp
     assert forge.api("GET", "/healthz").status_code == 200
 
 
-@pytest.mark.parametrize("path", ["/login", "/api/v1/login", "/api/v1/repos"])
+@pytest.mark.parametrize("path", ["/login", "/account/tokens", "/logout"])
 def test_a_declared_length_over_the_limit_is_refused_before_reading(forge: Forge, path: str) -> None:
     """A Content-Length over the limit is answered at once: the node does not wait for the body."""
     import socket
@@ -119,14 +119,6 @@ def test_a_flood_of_oversized_bodies_costs_little_memory(forge: Forge) -> None:
     assert all(r.status in (401, 413) for r in results), results  # type: ignore[attr-defined]
     assert peak - idle < MAX_GROWTH_KIB, f"grew {(peak - idle) >> 10} MiB over {idle >> 10} MiB idle"
     assert forge.api("GET", "/healthz").status_code == 200
-
-
-def test_a_write_route_cuts_a_body_over_its_limit(forge: Forge) -> None:
-    """Routes that accept large bodies stop at theirs (64 MiB for objects/put), not at what comes."""
-    repo = _repo(forge, "admin/big")
-    got = send_chunked(forge.url, f"{repo}/objects/put", 80 * MiB,
-                       headers={"Authorization": f"Bearer {forge.admin_token}"})
-    assert got.status == 413 and got.sent < 64 * MiB + MAX_TAKEN, got
 
 
 # -- decompression bombs ---------------------------------------------------------------------------
