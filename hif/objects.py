@@ -39,11 +39,11 @@ _ZD = zstandard.ZstdDecompressor()
 MAX_BLOB = 256 << 20  # a file's content, expanded (the API's bodies carry at most 64 MiB compressed)
 MAX_VALUE = 64 << 20  # a tree, snapshot or any other object, expanded
 MAX_RATIO = 1000  # expanded / compressed bytes that real content does not reach...
-RATIO_FLOOR = 1 << 20  # ...beyond this many expanded bytes (small objects may compress very well)
+RATIO_FLOOR = 4 << 20  # ...beyond this many expanded bytes (small objects may compress very well)
 KEEP_RATIO = 64  # expansion kept in memory on the first pass (beyond it: counted, then expanded again)
+KEEP_FLOOR = 1 << 20  # ...or this many bytes, whichever is more
 _BLOB_HEAD = b"\x82\x64blob"  # the first bytes of every canonical blob
-_BLOCK = 1 << 17  # the most one input byte of a zstd frame can expand to (one whole block)
-_MIN_FEED = 64  # input bytes fed at least per step: the overshoot is at most _MIN_FEED blocks
+_OUT_STEP = 1 << 20  # bytes expanded per read (the most one read holds)
 
 # Kinds of tree entries: regular file, executable file, symbolic link (blob holds the target), directory.
 FILE, EXEC, LINK, DIR = "f", "x", "l", "d"
@@ -130,8 +130,12 @@ def _expand(frame: memoryview) -> bytes:
     """Decompress one zstd frame under the limits. Output is kept while it stays within
     :data:`KEEP_RATIO` times the input (real content); past that it is only counted, and only a
     frame that ends within the limits is expanded again, kept: a bomb costs a few MiB at most."""
+    end = _frame_end(frame)
+    if end != len(frame):
+        # trailing bytes after the frame mean the stored object was altered: refuse them
+        raise CorruptObject("undecodable object: bytes after the zstd frame")
     ratio_cap = _expansion_cap(len(frame))
-    keep = max(RATIO_FLOOR, KEEP_RATIO * len(frame))
+    keep = max(KEEP_FLOOR, KEEP_RATIO * len(frame))
     out = _decompress(frame, ratio_cap, keep)
     if out is None:  # compressed unusually well, within the limits: expand again, keeping it
         out = _decompress(frame, ratio_cap, MAX_BLOB)
@@ -139,39 +143,55 @@ def _expand(frame: memoryview) -> bytes:
     return out
 
 
-def _decompress(frame: memoryview, ratio_cap: int, keep: int) -> bytes | None:
-    """The frame's content, or None when it passed ``keep`` bytes (then it was only counted). The
-    frame is fed a little at a time so that the output never passes the bound by more than a few
-    blocks, whatever its header declares (never trusted)."""
-    cap = min(MAX_BLOB, ratio_cap)
-    d = _ZD.decompressobj()
-    out: bytearray | None = bytearray()
-    head = b""
-    n = at = 0
+def _frame_end(frame: memoryview) -> int:
+    """Where the zstd frame at the start of ``frame`` ends, walking its block headers (cheap: one
+    step per block); a truncated or malformed frame is a CorruptObject. The decompressor's stream
+    reader says neither (it stops quietly), hence the walk."""
     try:
-        while at < len(frame) and not d.eof:
-            step = max(_MIN_FEED, (cap - n) // _BLOCK)
-            piece = d.decompress(frame[at:at + step])
-            at += step
-            n += len(piece)
-            if len(head) < 16:
-                head += piece[:16 - len(head)]
-                if len(head) >= 16:
-                    cap = min(cap, _size_cap(head))
-            if out is not None:
-                if n > keep:
-                    out = None
-                else:
-                    out += piece
-            if n > cap:
-                raise TooLarge(_too_large(len(frame), cap, ratio_cap))
+        at = zstandard.frame_header_size(frame)
+        checksum = zstandard.get_frame_parameters(frame).has_checksum
     except zstandard.ZstdError as e:
         raise CorruptObject(f"undecodable object: {e}") from None
-    if not d.eof:
-        raise CorruptObject("undecodable object: the zstd frame is truncated")
-    if d.unused_data or at < len(frame):
-        # trailing bytes after the frame mean the stored object was altered: refuse them
-        raise CorruptObject("undecodable object: bytes after the zstd frame")
+    while True:
+        if at + 3 > len(frame):
+            raise CorruptObject("undecodable object: the zstd frame is truncated")
+        header = int.from_bytes(frame[at:at + 3], "little")
+        last, kind, size = header & 1, (header >> 1) & 3, header >> 3
+        if kind == 3:
+            raise CorruptObject("undecodable object: a reserved zstd block type")
+        at += 3 + (1 if kind == 1 else size)  # an RLE block holds one byte, others their size
+        if last:
+            end = at + (4 if checksum else 0)
+            if end > len(frame):
+                raise CorruptObject("undecodable object: the zstd frame is truncated")
+            return end
+
+
+def _decompress(frame: memoryview, ratio_cap: int, keep: int) -> bytes | None:
+    """The frame's content, or None when it passed ``keep`` bytes (then it was only counted). Read
+    :data:`_OUT_STEP` bytes at a time, never more than one past the bound, whatever the frame's
+    header declares (never trusted)."""
+    cap = min(MAX_BLOB, ratio_cap)
+    out: bytearray | None = bytearray()
+    head = b""
+    n = 0
+    try:
+        with _ZD.stream_reader(frame, read_across_frames=False) as reader:
+            while piece := reader.read(min(_OUT_STEP, cap + 1 - n)):
+                n += len(piece)
+                if len(head) < 16:
+                    head += piece[:16 - len(head)]
+                    if len(head) >= 16:
+                        cap = min(cap, _size_cap(head))
+                if out is not None:
+                    if n > keep:
+                        out = None
+                    else:
+                        out += piece
+                if n > cap:
+                    raise TooLarge(_too_large(len(frame), cap, ratio_cap))
+    except zstandard.ZstdError as e:
+        raise CorruptObject(f"undecodable object: {e}") from None
     return None if out is None else bytes(out)
 
 
