@@ -18,8 +18,6 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import cbor2
-
 from federation.envelope import Landing
 from federation.layout import load_map
 from federation.net import CBOR_CAP, Fetcher, http_error
@@ -83,7 +81,7 @@ async def fetch_objects(fetcher: Fetcher, api: str, ids: Sequence[bytes]) -> dic
         if a.status != 200:
             raise http_error(a, url)
         try:
-            rows = cbor2.loads(a.body)["objects"]
+            rows = decode(a.body)["objects"]  # one CBOR item, nothing after it
         except Exception:  # cbor2 raises several types; a proxy may answer HTML
             raise RemoteError(f"{url} sent an answer that is not an object list") from None
         asked = set(batch)
