@@ -55,9 +55,13 @@ def encode(value: Any) -> bytes:
     return cbor2.dumps(value, canonical=True)
 
 
-def decode(data: bytes) -> Any:
+def decode(data: bytes, *, max_items: int | None = None) -> Any:
     """Exactly one CBOR item: bytes after it are an error (``cbor2.loads`` ignores them), as is
-    nesting deeper than cbor2's bound."""
+    nesting deeper than cbor2's bound. With ``max_items``, a document of more items than that is
+    refused (:class:`TooLarge`) before anything is built: each item becomes a Python object, and
+    a megabyte of one-byte empty lists would take fifty."""
+    if max_items is not None and len(data) > max_items:  # (each item takes a byte at least)
+        count_items(data, max_items)
     fp = io.BytesIO(data)
     try:
         value = cbor2.CBORDecoder(fp).decode()
@@ -66,6 +70,33 @@ def decode(data: bytes) -> Any:
     if fp.tell() != len(data):
         raise CorruptObject(f"malformed CBOR: {len(data) - fp.tell()} bytes after the item")
     return value
+
+
+def count_items(data: bytes, limit: int) -> int:
+    """The number of CBOR items (heads) in ``data``, counted by a linear walk that skips string
+    payloads; :class:`TooLarge` as soon as it passes ``limit``. Malformed input is left to the
+    decoder (the walk just stops)."""
+    n = at = 0
+    end = len(data)
+    try:
+        while at < end:
+            b = data[at]
+            n += 1
+            if n > limit:
+                raise TooLarge(f"a CBOR document of more than {limit} items")
+            info = b & 31
+            if info < 24:
+                arg, at = info, at + 1
+            elif info < 28:
+                width = 1 << (info - 24)
+                arg, at = int.from_bytes(data[at + 1:at + 1 + width], "big"), at + 1 + width
+            else:  # indefinite length (31) or reserved: no argument
+                arg, at = 0, at + 1
+            if b >> 5 in (2, 3) and info != 31:  # a definite byte or text string: skip its payload
+                at += arg
+    except IndexError:
+        pass
+    return n
 
 
 def digest(data: bytes) -> bytes:

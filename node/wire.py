@@ -32,6 +32,7 @@ DEFAULT_LIMIT = 1 * MiB
 # that declares nothing. One socket read (hypercorn reads 64 KiB) fits, so a body received before its
 # handler starts reading never trips a limit the handler is about to raise.
 FORM_LIMIT = 64 * KiB
+MAX_ITEMS = 250_000  # CBOR items in a request body (100,000 ids of objects/stream and then some)
 CHUNK_SLACK = 256 * KiB  # what may arrive before a handler starts reading (a chunk or two)
 
 _CODES = {
@@ -192,7 +193,7 @@ async def read_body(limit: int) -> dict[str, Any]:
     if not data:
         return {}
     try:
-        value = decode(data)
+        value = decode(data, max_items=MAX_ITEMS)
     except CorruptObject as e:
         raise InvalidInput(f"the body is not one well-formed CBOR item ({e})") from None
     if not isinstance(value, dict):

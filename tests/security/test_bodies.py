@@ -121,6 +121,24 @@ def test_a_flood_of_oversized_bodies_costs_little_memory(forge: Forge) -> None:
     assert forge.api("GET", "/healthz").status_code == 200
 
 
+@pytest.mark.parametrize("item", [b"\x80", b"\xa0", b"\x41\x00", b"\xf9\x00\x00", b"\xc1\x80"],
+                         ids=["lists", "maps", "bytes", "floats", "tagged"])
+@pytest.mark.parametrize(("route", "limit"), [("objects/stream", 4 * MiB), ("objects/have", MiB)])
+def test_a_body_of_millions_of_tiny_items_is_refused_before_decoding(forge: Forge, item: bytes,
+                                                                      route: str, limit: int) -> None:
+    """Each CBOR item becomes a Python object (an empty list: 56 bytes for one byte sent): an
+    anonymous body of a million of them is refused by count, before any is built."""
+    repo = _repo(forge, "admin/items")
+    n = (limit - 64) // len(item)
+    body = b"\xa1\x63ids\x9a" + n.to_bytes(4, "big") + item * n
+    pid = _pid(forge)
+    idle = status_kib(pid, "VmRSS")
+    reset_peak(pid)
+    statuses = together(2, lambda _: send_length(forge.url, f"{repo}/{route}", body))
+    assert statuses == [413] * 2
+    assert status_kib(pid, "VmHWM") - idle < MAX_GROWTH_KIB
+
+
 # -- decompression bombs ---------------------------------------------------------------------------
 
 BOMBS = [
