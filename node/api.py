@@ -673,6 +673,8 @@ async def _check_event(ctx: Ctx, raw: Any, top: int, known: frozenset[bytes]) ->
 
 def _check_time(when: float, now: float) -> float:
     """An event's time as a caller states it: a real moment from 1970 to a day ahead of the node."""
+    if isinstance(when, bool):
+        raise InvalidInput("an event's time is a number of seconds since 1970")
     try:
         t = float(when)
     except OverflowError:  # an integer too large for a float
