@@ -112,7 +112,9 @@ class CappedBody(Body):
         if over and self._must_raise is None:
             self._must_raise = PayloadTooLarge(f"the request body is over {self.limit} bytes")
             self._data = bytearray()
-            self.set_complete()  # wakes a reader, who raises; the connection stays paused
+            self._whole = False
+            self._room.clear()  # the connection stops receiving: nothing more is wanted
+            self.set_complete()  # wakes a reader, who raises
 
     async def room(self) -> None:
         """Return once the connection may receive the next chunk."""
