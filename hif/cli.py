@@ -20,7 +20,7 @@ import click
 
 from hif.errors import ConflictError, HifError, InvalidInput
 from hif.mainline import LandingRecord
-from hif.porcelain import Repository
+from hif.porcelain import MoveReport, Repository
 from hif.session import ROLES, Session
 
 F = Callable[..., Any]
@@ -130,6 +130,8 @@ class _Opened:
     def __enter__(self) -> Repository:
         self.repo = Repository.open(Path.cwd())
         self.repo.set_progress(self.bar)
+        if self.repo.finished_move is not None:
+            note_finished_move(self.repo.finished_move)
         return self.repo
 
     def __exit__(self, *exc: object) -> None:
@@ -137,6 +139,19 @@ class _Opened:
             self.bar.close()
         if self.repo is not None:
             self.repo.close()
+
+
+def note_finished_move(m: MoveReport) -> None:
+    """Tell the user (on stderr: ``--json`` output stays one document) that an interrupted move was
+    finished, and which files were left as someone changed them."""
+    if m.op == "unknown":
+        click.echo("note: an unreadable move journal was dropped; hif status shows the files as they are",
+                   err=True)
+        return
+    what = "undid an interrupted sync" if m.undone else f"finished an interrupted move to position {m.position}"
+    click.echo(f"note: {what}", err=True)
+    for path in m.kept:
+        click.echo(f"  kept {path}: changed since the move began (hif status shows it)", err=True)
 
 
 def repo(as_json: bool = False) -> _Opened:

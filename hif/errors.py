@@ -74,6 +74,12 @@ class DirtyWorkingCopy(HifError):
     http_status = 409
 
 
+class WorkingCopyBusy(HifError):
+    """Another live hif process is moving this working copy (it holds the move journal's lock)."""
+
+    http_status = 409
+
+
 class AuthRequired(HifError):
     """The forge wants credentials (none given, or the token is unknown, expired or revoked)."""
 
