@@ -20,8 +20,6 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
-import cbor2
-
 from federation.envelope import Landing
 from federation.layout import load_map
 from federation.net import CBOR_CAP, Fetcher, http_error
@@ -167,8 +165,8 @@ async def _lacking(fetcher: Fetcher, api: str, ids: list[bytes], answer: Any) ->
         if a.status != 200:
             break
         try:
-            missing = [m for m in cbor2.loads(a.body)["missing"] if isinstance(m, bytes)]
-        except Exception:  # cbor2 raises several types
+            missing = [m for m in decode(a.body)["missing"] if isinstance(m, bytes)]
+        except Exception:  # cbor2 raises several types; a proxy may answer HTML
             break
         if missing:
             more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""

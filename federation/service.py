@@ -27,8 +27,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import cbor2
-
 from federation import delivery, offers
 from federation.actors import (
     ACTIVITY_JSON,
@@ -570,7 +568,7 @@ class Federation:
             if a.status != 200:
                 raise http_error(a, url)
             try:
-                page = cbor2.loads(a.body)
+                page = decode(a.body)  # one CBOR item, nothing after it
                 wires = page["envelopes"]
                 assert isinstance(wires, list) and all(isinstance(w, bytes) for w in wires)
             except Exception:  # cbor2 raises several types

@@ -345,8 +345,8 @@ class ForgeClient:
         doc: Any = None
         if resp.content:
             try:
-                doc = cbor2.loads(resp.content)
-            except Exception:  # cbor2 raises several types; a proxy may answer HTML
+                doc = decode(resp.content)  # one CBOR item, nothing after it
+            except CorruptObject:  # a proxy may answer HTML
                 doc = None
         if 200 <= status < 300:
             if doc is None and resp.content:

@@ -25,7 +25,7 @@ from hif.cli import command, emit, size_text
 from hif.errors import InvalidInput, NotFound, PreconditionFailed
 from hif.repo import Repo
 from hif.store import ObjectStore, open_store
-from node.accounts import Accounts, check_name, check_repo, check_scope
+from node.accounts import Accounts, check_description, check_name, check_repo, check_scope
 from node.authdb import AuthDB
 from node.config import DEFAULT_STORE, Config
 from node.errors import Exists
@@ -353,6 +353,7 @@ def repo_create(as_json: bool, name: str, private: bool, owner_user: str | None,
 
     async def body(accounts: Accounts, store: ObjectStore) -> dict[str, Any]:
         # check first, so a refused command leaves the store as it was
+        check_description(description)
         if await accounts.get_repo(name) is not None:
             raise Exists(f"repository {name} exists")
         is_user = await accounts.get_user(namespace) is not None
