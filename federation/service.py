@@ -405,9 +405,15 @@ class Federation:
                     )
             # durable claims first, then the mark: a crash between them re-sends (at least once),
             # and of two replicas only the one whose compare-and-swap wins sends the range
-            claims = await asyncio.gather(
-                *(delivery.claim(self.store, v, self.replica, position=done + 1) for v in values)
+            made = await asyncio.gather(
+                *(delivery.claim(self.store, v, self.replica, position=done + 1) for v in values),
+                return_exceptions=True,
             )
+            claims = [c for c in made if isinstance(c, delivery.Item)]
+            failed = next((c for c in made if isinstance(c, BaseException)), None)
+            if failed is not None:  # the mark stays: the next pass claims the range again
+                await asyncio.gather(*(delivery.done(self.store, c) for c in claims))
+                raise failed
             try:
                 if etag is None:
                     await self.store.put(key, encode(head))
