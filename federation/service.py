@@ -46,7 +46,7 @@ from federation.httpsig import expire_replays, sign_headers
 from federation.identity import NodeKey, load_node_key
 from federation.layout import FOLLOWERS, announced_key, following_key, load_map
 from federation.mirror import apply, mirror_repo, read_sync, stuck, write_sync
-from federation.net import CBOR_CAP, Fetcher, http_error
+from federation.net import CBOR_CAP, Fetcher, UnknownHost, http_error
 from federation.settings import FedSettings, authority
 from hif.errors import (
     CorruptObject,
@@ -610,6 +610,13 @@ class Federation:
             limit = timeout or max(RETRY_DEADLINE, self.settings.timeout)
             try:
                 actor = await asyncio.wait_for(self.directory.repository(target), limit)
+            except UnknownHost:
+                raise
+            except NotFound as e:  # what the operator reads as the reason a Follow failed
+                raise NotFound(
+                    f"{target} cannot be followed: no public repository there "
+                    f"(a private one, a mirror or a wrong name; {e})"
+                ) from None
             except TimeoutError:
                 raise DeliveryFailed(
                     f"{authority(target)} did not say within {limit:g} s where {target} is"
