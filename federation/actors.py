@@ -25,8 +25,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from federation.addressing import parse_target, repo_actor_url
+from federation.errors import Busy
 from federation.identity import NodeKey, public_from_pem
-from federation.net import Busy, Fetcher, authority_or
+from federation.net import Fetcher, authority_or
 from federation.settings import authority
 from hif.errors import HifError, InvalidInput, RemoteError
 
@@ -77,10 +79,6 @@ def context_document(base: str) -> dict[str, Any]:
 def with_context(activity: dict[str, Any], base: str) -> dict[str, Any]:
     """``activity`` with the node's full ``@context`` (what every outgoing activity carries)."""
     return {"@context": context(base), **{k: v for k, v in activity.items() if k != "@context"}}
-
-
-def repo_actor_url(base: str, name: str) -> str:
-    return f"{base}/ap/repos/{name}"
 
 
 def public_key_doc(key: NodeKey) -> dict[str, Any]:
@@ -310,9 +308,7 @@ class Directory:
 
     async def repository(self, url: str) -> RemoteRepoActor:
         """The actor of a repository's web URL (``https://host/owner/name``), by WebFinger."""
-        from hif.remote import parse_repo_url
-
-        base, name = parse_repo_url(url)
+        base, _, name = parse_target(url)
         finger = f"{base}/.well-known/webfinger?resource={quote(f'{base}/{name}', safe='')}"
         jrd = await self.fetch_json(finger, accept="application/jrd+json")
         links = jrd.get("links") if isinstance(jrd, dict) else None

@@ -17,7 +17,7 @@ import re
 from itertools import accumulate
 from typing import Any
 
-from hif.errors import InvalidInput
+from federation.errors import MalformedJSON
 
 MAX_DEPTH = 32  # nested arrays/objects; our activities need 5, the fediverse's rarely 10
 MAX_ITEMS = 10_000  # elements of one array or members of one object
@@ -30,10 +30,6 @@ for _b in _OPEN:
     _DELTA[_b] = 1
 for _b in _CLOSE:
     _DELTA[_b] = -1
-
-
-class MalformedJSON(InvalidInput):
-    """A JSON body that does not parse or is nested deeper / holds more items than allowed."""
 
 
 def depth(data: bytes) -> int:

@@ -11,20 +11,13 @@ from typing import Any
 
 from federation import delivery
 from federation.actors import AS
+from federation.addressing import parse_target
 from federation.layout import following_key
 from federation.mirror import mirror_repo
-from federation.settings import FedSettings, authority
+from federation.settings import FedSettings
 from hif.errors import NotFound, PermissionDenied, PreconditionFailed
 from hif.objects import decode, encode
 from hif.store.base import ObjectStore
-
-
-def parse_target(url: str) -> tuple[str, str, str]:
-    """``https://host/owner/name`` -> (node base URL, host, ``owner/name``)."""
-    from hif.remote import parse_repo_url
-
-    base, name = parse_repo_url(url)
-    return base, authority(base), name
 
 
 async def follow(

@@ -34,18 +34,15 @@ from http_message_signatures import (
 from http_message_signatures.algorithms import ED25519
 from http_message_signatures.exceptions import HTTPMessageSignaturesException
 
+from federation.errors import BadSignature
 from federation.identity import NodeKey
-from hif.errors import AuthRequired, PreconditionFailed
+from hif.errors import PreconditionFailed
 from hif.store.base import ObjectStore
 
 WINDOW = 300  # seconds either side of now that ``created`` may be
 COVERED = ("@method", "@target-uri", "content-digest")
 LABEL = "sig1"
 REPLAY_PREFIX = "_node/replay/"
-
-
-class BadSignature(AuthRequired):
-    """The request is unsigned, badly signed, stale or replayed (HTTP 401)."""
 
 
 class _Headers:

@@ -19,13 +19,22 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from federation import boundedjson, offers
-from federation.actors import AS, repo_actor_url
-from federation.httpsig import BadSignature, claim, remember, verify_request
+from federation.actors import AS
+from federation.addressing import addressed_repo, id_of, local_repo_of, repo_actor_url
+from federation.errors import BadSignature, Busy, Refused
+from federation.httpsig import claim, remember, verify_request
 from federation.layout import FOLLOWERS, announced_key, follower_key, following_key, load_map
-from federation.net import Busy, Refused
+from federation.mirror import apply
 from federation.service import PUSH_MAX, key_info, unb64
 from federation.settings import authority
-from hif.errors import HifError, InvalidInput, NotFound, PermissionDenied, PreconditionFailed
+from hif.errors import (
+    HifError,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    PreconditionFailed,
+    TooLarge,
+)
 from hif.objects import decode, encode
 from hif.repo import check_repo_name
 
@@ -35,22 +44,11 @@ if TYPE_CHECKING:
 MAX_BODY = 1 << 20
 
 
-def _id(value: Any) -> str:
-    """An activity field that is an id or an object with one."""
-    if isinstance(value, dict):
-        value = value.get("id")
-    if not isinstance(value, str) or not value:
-        raise InvalidInput("the activity lacks an id where one is needed")
-    return value
-
-
 async def receive(
     fed: Federation, url: str, headers: list[tuple[str, str]], body: bytes, local: str | None = None
 ) -> dict[str, Any]:
     """Verify and handle one POST to an inbox (``local``: the repository whose inbox it is)."""
     if len(body) > MAX_BODY:
-        from federation.net import TooLarge
-
         raise TooLarge(f"an activity is at most {MAX_BODY} bytes")
     claimed = claim(headers)
     key_id = claimed.key_id
@@ -60,7 +58,7 @@ async def receive(
     activity = boundedjson.loads(body, "the activity")
     if not isinstance(activity, dict) or not isinstance(activity.get("type"), str):
         raise InvalidInput("an activity is a JSON object with a type")
-    actor = _id(activity.get("actor"))
+    actor = id_of(activity.get("actor"))
     try:
         same_host = authority(actor) == authority(key_id)
     except InvalidInput:
@@ -103,33 +101,6 @@ async def _public(fed: Federation, key_id: str, *, fresh: bool = False) -> bytes
         raise
     except HifError as e:
         raise BadSignature(f"cannot use the signing key {key_id}: {e}") from None
-
-
-def local_repo_of(fed: Federation, actor_url: str) -> str:
-    prefix = f"{fed.url}/ap/repos/"
-    if not actor_url.startswith(prefix):
-        raise NotFound(f"{actor_url} is not a repository of this node")
-    try:
-        return check_repo_name(actor_url[len(prefix) :])
-    except InvalidInput:
-        raise NotFound(f"{actor_url} is not a repository of this node") from None
-
-
-async def public_repo(fed: Federation, name: str) -> dict[str, Any]:
-    info = await fed.repo_info(name)
-    if info is None or info.get("private"):
-        raise NotFound(f"no public repository {name} here")
-    return info
-
-
-async def addressed_repo(fed: Federation, ref: Any, local: str | None, what: str) -> str:
-    """The public repository an activity addresses (``ref``: its object or target), which must be
-    the inbox's own when it came to a repository's inbox."""
-    name = local_repo_of(fed, _id(ref))
-    if local is not None and name != local:
-        raise InvalidInput(f"the {what} is for another repository than this inbox's")
-    await public_repo(fed, name)
-    return name
 
 
 async def _follow(
@@ -211,7 +182,7 @@ async def _undo(
         raise InvalidInput("only an Undo of a Follow is understood")
     if inner.get("actor") not in (None, actor):
         raise PermissionDenied("an actor can only undo its own Follow")
-    name = local_repo_of(fed, _id(inner.get("object")))
+    name = local_repo_of(fed, id_of(inner.get("object")))
     await fed.store.delete(follower_key(name, actor))
     return {"unfollowed": name}
 
@@ -219,7 +190,7 @@ async def _undo(
 async def _answer(
     fed: Federation, activity: dict[str, Any], actor: str, accepted: bool
 ) -> dict[str, Any]:
-    obj = _id(activity.get("object"))
+    obj = id_of(activity.get("object"))
     follows = f"{fed.url}/ap/follows/"
     if obj.startswith(follows):
         rest = obj[len(follows) :]
@@ -258,7 +229,7 @@ async def _push(
         if not isinstance(item, dict) or not isinstance(item.get("position"), int):
             raise InvalidInput("each landing names its position")
         env = item.get("envelope")
-        wires.append((item["position"], unb64(env) if isinstance(env, str) else None, _id(item)))
+        wires.append((item["position"], unb64(env) if isinstance(env, str) else None, id_of(item)))
     # the repository: from the actor's name on our side (what we follow), never from the body alone
     follow = await _following_by_actor(fed, actor)
     if follow is None:
@@ -276,8 +247,6 @@ async def _push(
         key = follow.pop("key")
         await fed.store.put(key, encode(follow))
     repo = fed.mirror(host, name)
-    from federation.mirror import apply
-
     async with fed.mirror_lock(host, name):
         head = await repo.mainline.head()
         first = checked[0][0].position

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from federation.envelope import Landing
+from federation.errors import MirrorConflict, MirrorStuck
 from federation.layout import load_map
 from federation.net import CBOR_CAP, Fetcher, http_error
 from federation.settings import authority
@@ -37,12 +38,6 @@ MAX_OBJECT = 128 << 20  # one stored object in a stream (a node takes uploads of
 FLUSH_BYTES = 8 << 20  # blobs written to the store in batches of about this much
 CBOR_TYPE = "application/cbor"
 CBOR_SEQ = "application/cbor-seq"
-
-
-class MirrorConflict(HifError):
-    """An envelope claims a position the mirror holds with other bytes (HTTP 409)."""
-
-    http_status = 409
 
 
 def mirror_prefix(host: str, name: str) -> str:
@@ -65,17 +60,6 @@ async def record_conflict(repo: Repo, position: int, wire: bytes, reason: str) -
         await repo.store.put(
             f"{repo.prefix}conflicts/{position:012d}-{h}", body, if_none_match=True
         )
-
-
-class MirrorStuck(HifError):
-    """A position could not be applied: the mirror stays before it (every later one waits) until it
-    can. The message says which and why; it is kept in the mirror's ``sync`` record for the operator
-    (``micelio federation status``, the mirror's pages). The status is the cause's."""
-
-    def __init__(self, position: int, cause: HifError) -> None:
-        super().__init__(f"position {position} could not be applied: {cause}")
-        self.position = position
-        self.http_status = cause.http_status
 
 
 async def stuck(repo: Repo, position: int, cause: HifError) -> MirrorStuck:

@@ -29,8 +29,9 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from federation import boundedjson
+from federation.errors import AnswerTooLarge, MalformedJSON, PeerError, Refused, UnknownHost
 from federation.settings import DEFAULT_PORTS, FedSettings, authority, split_url
-from hif.errors import HifError, InvalidInput, NotFound, PermissionDenied, RemoteError
+from hif.errors import HifError, InvalidInput, NotFound, RemoteError
 
 JSON_CAP = 1 << 20  # actor documents, WebFinger, activities
 CBOR_CAP = 64 << 20  # envelopes pages, objects, offer bundles
@@ -41,27 +42,8 @@ POOLS = {  # max connections per pool (keep-alive: half)
 }
 
 
-class Refused(PermissionDenied):
-    """The operator's policy forbids this address or domain."""
-
-
-class UnknownHost(NotFound):
-    """DNS answered that the host does not exist (NXDOMAIN): retrying cannot help."""
-
-
 # getaddrinfo's "no such name" answers (a temporary failure is EAI_AGAIN and stays retryable)
 _NO_SUCH_HOST = {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)}
-
-
-class TooLarge(RemoteError):
-    """The answer was longer than the cap for its kind."""
-
-
-class Busy(HifError):
-    """Too many lookups in flight for one host: try again shortly (HTTP 503 with Retry-After)."""
-
-    http_status = 503
-    retry_after = 5
 
 
 @dataclass
@@ -74,7 +56,7 @@ class Answer:
         """The body as JSON, within :mod:`federation.boundedjson`'s depth and size limits."""
         try:
             return boundedjson.loads(self.body, "the peer's answer")
-        except boundedjson.MalformedJSON as e:
+        except MalformedJSON as e:
             raise RemoteError(f"the peer sent malformed JSON ({e})") from None
 
 
@@ -265,14 +247,14 @@ class Fetcher:
         try:
             length = resp.headers.get("content-length")
             if length is not None and length.isdigit() and int(length) > cap:
-                raise TooLarge(f"{where} sent {length} bytes (the cap is {cap})")
+                raise AnswerTooLarge(f"{where} sent {length} bytes (the cap is {cap})")
             chunks: list[bytes] = []
             size = 0
             try:
                 async for chunk in resp.aiter_bytes():
                     size += len(chunk)
                     if size > cap:
-                        raise TooLarge(f"{where} sent more than {cap} bytes")
+                        raise AnswerTooLarge(f"{where} sent more than {cap} bytes")
                     if sink is not None and 200 <= resp.status_code < 300:
                         await sink(chunk)
                     else:
@@ -312,9 +294,5 @@ def http_error(a: Answer, url: str) -> HifError:
     the URL may be one a stranger named, and its content is not theirs to read through us."""
     host = authority_or(url)
     if a.status == 404:
-        from hif.errors import NotFound
-
         return NotFound(f"{host} has no {urlsplit(url).path} (HTTP 404)")
-    err = RemoteError(f"{host} answered HTTP {a.status}")
-    err.status = a.status  # type: ignore[attr-defined]
-    return err
+    return PeerError(f"{host} answered HTTP {a.status}", a.status)

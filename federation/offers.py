@@ -27,8 +27,10 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any
 
-from federation.actors import AS, FORGEFED, repo_actor_url
+from federation.actors import AS, FORGEFED
+from federation.addressing import addressed_repo, id_of, parse_target, repo_actor_url
 from federation.envelope import check_signature, seal, unseal
+from federation.errors import AnswerTooLarge, OfferTooLarge, Refused, TooManyOffers
 from federation.layout import (
     BUNDLES,
     OFFER_RATE,
@@ -39,7 +41,7 @@ from federation.layout import (
     offer_sent_key,
 )
 from federation.mirror import children_first, snapshot_refs
-from federation.net import Refused, TooLarge, http_error
+from federation.net import http_error
 from federation.settings import FedSettings, authority
 from hif.errors import (
     Conflict,
@@ -68,19 +70,6 @@ MAX_DIFF = 256 << 10
 COPIED = ("say", "decide", "write", "delete", "checkpoint")
 RATE_WINDOW = 3600.0  # seconds: MICELIO_FEDERATION_OFFERS_PER_HOUR counts offers in this window
 BUNDLES_AT_ONCE = 4  # offer bundles read at once per replica (memory: a few copies of 32 MiB each)
-
-
-class TooManyOffers(HifError):
-    """A remote actor or host has too many offers waiting, or sent too many lately (HTTP 429: the
-    offering node retries later, when maintainers have reviewed some)."""
-
-    http_status = 429
-
-
-class OfferTooLarge(HifError):
-    """An offered bundle is larger than :data:`MAX_BUNDLE` (HTTP 413: the offering node stops)."""
-
-    http_status = 413
 
 
 def _new_id() -> str:
@@ -131,9 +120,7 @@ async def make_offer(
     fed: Federation, repo: Repo, sid: str, target: str, user: str
 ) -> dict[str, Any]:
     """Bundle an open session and queue its ``Offer`` to the repository at ``target``."""
-    from hif.remote import parse_repo_url
-
-    base, name = parse_repo_url(target)
+    base, _, name = parse_target(target)
     target_url = f"{base}/{name}"
     why = fed.settings.refuses(target_url)
     if why:
@@ -300,11 +287,9 @@ async def receive(
     """Fetch and verify the offered bundle, keep the objects its changes refer to and the offered
     session. Cheap refusals first: the caps per remote actor and host and the hourly rate (429),
     then the bundle is read up to :data:`MAX_BUNDLE` (413 beyond, nothing stored)."""
-    from federation.inbox import _id, addressed_repo
-
     name = await addressed_repo(fed, activity.get("target"), local, "Offer")
     obj = activity.get("object")
-    obj_id = _id(obj)
+    obj_id = id_of(obj)
     bundle_url = obj.get("bundle") if isinstance(obj, dict) else None
     if not isinstance(bundle_url, str):
         raise InvalidInput("the Offer does not link its bundle")
@@ -412,7 +397,7 @@ async def _receive(
         a = await fed.fetcher.request(
             "GET", bundle_url, headers={"Accept": "application/cbor"}, cap=MAX_BUNDLE
         )
-    except TooLarge:
+    except AnswerTooLarge:
         raise OfferTooLarge(
             f"the offered bundle is larger than {MAX_BUNDLE} bytes, the most this node takes; "
             "nothing was stored"

@@ -27,14 +27,15 @@ from federation.actors import (
     node_actor,
     nodeinfo,
     nodeinfo_links,
-    repo_actor_url,
     repository_actor,
     webfinger,
 )
+from federation.addressing import repo_actor_url
 from federation.envelope import landing_envelope
 from federation.layout import BUNDLES, FOLLOWING
 from federation.service import PAGE, Federation
 from federation.settings import authority
+from federation.status import follower_count
 from hif.aio import read_capped
 from hif.errors import HifError, InvalidInput, NotFound
 from hif.objects import encode
@@ -83,7 +84,7 @@ def blueprint(get: Callable[[], Federation]) -> Blueprint:
 
     @bp.errorhandler(HifError)
     async def _error(e: HifError) -> Response:
-        status = e.http_status if e.http_status != 412 else 409
+        status = e.response_status
         resp = _json(
             {"error": _CODES.get(status, "error"), "message": str(e)}, status, "application/json"
         )
@@ -237,8 +238,6 @@ def blueprint(get: Callable[[], Federation]) -> Blueprint:
         # only the count: who follows (actors of other nodes) is not for strangers to list; the
         # node's operator sees them with ``micelio federation followers``
         fed, full, _ = await public_repo(owner, name)
-        from federation.status import follower_count
-
         actor = repo_actor_url(fed.url, full)
         return _json(
             {

@@ -38,15 +38,16 @@ from federation.actors import (
     Directory,
     RemoteKey,
     is_error_permanent,
-    repo_actor_url,
     with_context,
 )
+from federation.addressing import repo_actor_url
 from federation.envelope import Landing, check_landing, check_signature, landing_envelope, unseal
+from federation.errors import DeliveryFailed, UnknownHost
 from federation.httpsig import expire_replays, sign_headers
 from federation.identity import NodeKey, load_node_key
 from federation.layout import FOLLOWERS, announced_key, following_key, load_map
 from federation.mirror import apply, mirror_repo, read_sync, stuck, write_sync
-from federation.net import CBOR_CAP, Fetcher, UnknownHost, http_error
+from federation.net import CBOR_CAP, Fetcher, http_error
 from federation.settings import FedSettings, authority
 from hif.errors import (
     CorruptObject,
@@ -72,14 +73,6 @@ ENVELOPE_CACHE_MAX = 1 << 20  # envelopes bigger than this are signed again rath
 PUSH_CACHE = 16  # one-Push ranges kept per replica (built once, posted to every inbox)
 
 RepoInfo = Callable[[str], Awaitable[dict[str, Any] | None]]
-
-
-class DeliveryFailed(RemoteError):
-    """A peer refused or failed a delivery; ``status`` is its HTTP status (0: not reached)."""
-
-    def __init__(self, message: str, status: int = 0) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def b64(data: bytes) -> str:

@@ -37,9 +37,10 @@ from fedkit import (
 from forge import Forge
 from hostile import DripServer, forged_request, start_flood
 
+from federation.errors import Refused
 from federation.httpsig import sign_headers
 from federation.identity import NodeKey
-from federation.net import Fetcher, Refused
+from federation.net import Fetcher
 from federation.settings import FedSettings, authority
 from hif.errors import InvalidInput
 

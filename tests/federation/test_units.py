@@ -11,9 +11,10 @@ import pytest
 
 from federation import delivery
 from federation.envelope import check_landing, check_signature, seal, unseal
+from federation.errors import Refused
 from federation.identity import NodeKey
 from federation.mirror import closure
-from federation.net import Fetcher, Refused
+from federation.net import Fetcher
 from federation.settings import FedSettings, authority
 from hif.errors import CorruptObject, InvalidInput
 from hif.objects import DIR, FILE, Entry, blob_bytes, decode, digest, pack, tree_bytes
