@@ -18,7 +18,7 @@ import contextlib
 import time
 from typing import TYPE_CHECKING, Any
 
-from federation import boundedjson, offers
+from federation import boundedjson, offer_inbox, offers
 from federation.actors import AS
 from federation.addressing import addressed_repo, id_of, local_repo_of, repo_actor_url
 from federation.errors import BadSignature, Busy, Refused
@@ -90,7 +90,7 @@ async def receive(
     if kind == "Push":
         return await _push(fed, activity, actor, key_id)
     if kind == "Offer":
-        return await offers.receive(fed, activity, actor, local)
+        return await offer_inbox.receive(fed, activity, actor, local)
     raise InvalidInput(f"this node does not handle {kind} activities")
 
 

@@ -32,7 +32,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
-from federation import delivery, offers
+from federation import delivery, offer_inbox
 from federation.actors import (
     ACTIVITY_JSON,
     Directory,
@@ -681,7 +681,7 @@ class Federation:
                 with contextlib.suppress(HifError):
                     await expire_replays(self.store)
                 with contextlib.suppress(HifError):
-                    await offers.expire(self)  # offers left unreviewed too long
+                    await offer_inbox.expire(self)  # offers left unreviewed too long
             for f in await self.following():
                 target = (f.get("host"), f.get("name"))
                 if f.get("state") == "accepted" and (due or target in wanted):
