@@ -12,8 +12,7 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any
 
-from federation.actors import AS
-from federation.addressing import addressed_repo, id_of, repo_actor_url
+from federation.addressing import addressed_repo, id_of
 from federation.envelope import check_signature, unseal
 from federation.errors import AnswerTooLarge, OfferTooLarge, TooManyOffers
 from federation.layout import OFFER_RATE, OFFERS_IN, load_map, offer_key
@@ -26,6 +25,7 @@ from federation.offers import (
     expired,
     pending_key,
     pending_prefix,
+    tell_offerer,
 )
 from federation.settings import authority
 from hif.errors import (
@@ -310,16 +310,12 @@ async def expire(fed: Federation, host: str | None = None) -> int:
 
 
 async def _tell_expired(fed: Federation, repo: Repo, rec: dict[str, Any]) -> None:
-    me = repo_actor_url(fed.url, repo.name)
     days = fed.settings.offer_expiry / 86400
-    await fed.enqueue_activity(
-        {
-            "@context": AS,
-            "id": f"{me}#offer-expired-{rec['id']}",
-            "type": "Reject",
-            "actor": me,
-            "object": rec["object"],
-            "summary": f"expired: not reviewed within {days:g} days",
-        },
-        inbox=rec["reply"],
+    await tell_offerer(
+        fed,
+        repo,
+        rec,
+        "Reject",
+        f"offer-expired-{rec['id']}",
+        summary=f"expired: not reviewed within {days:g} days",
     )

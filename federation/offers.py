@@ -298,6 +298,25 @@ async def done_pending(fed_store: Any, rec: dict[str, Any]) -> None:
             await fed_store.delete(pending_key(authority(actor), actor, rec["id"]))
 
 
+async def tell_offerer(
+    fed: Federation, repo: Repo, rec: dict[str, Any], kind: str, tag: str, **fields: Any
+) -> None:
+    """Queue the ``Accept`` or ``Reject`` that tells the offering node what became of its offer
+    (landed, rejected, expired), to the inbox it named, from the repository's actor."""
+    me = repo_actor_url(fed.url, repo.name)
+    await fed.enqueue_activity(
+        {
+            "@context": AS,
+            "id": f"{me}#{tag}",
+            "type": kind,
+            "actor": me,
+            "object": rec["object"],
+            **fields,
+        },
+        inbox=rec["reply"],
+    )
+
+
 def expired(rec: dict[str, Any], settings: FedSettings, now: float | None = None) -> bool:
     """Whether an offer waited unreviewed for longer than the operator allows."""
     received = rec.get("received")
@@ -435,22 +454,19 @@ async def land_offer(fed: Federation, repo: Repo, lid: str, user: str) -> dict[s
     await delete_prefix(repo.store, OfferObjects(repo, lid).prefix)  # promoted by _land
     fed.landed(repo.name)
     me = repo_actor_url(fed.url, repo.name)
-    await fed.enqueue_activity(
-        {
-            "@context": AS,
-            "id": f"{me}#offer-accept-{lid}",
-            "type": "Accept",
-            "actor": me,
-            "object": rec["object"],
-            "result": {
-                "type": "Landing",
-                "id": f"{me}/envelopes/{result.position}",
-                "position": result.position,
-                "session": sid,
-                "url": f"{fed.url}/{repo.name}",
-            },
+    await tell_offerer(
+        fed,
+        repo,
+        rec,
+        "Accept",
+        f"offer-accept-{lid}",
+        result={
+            "type": "Landing",
+            "id": f"{me}/envelopes/{result.position}",
+            "position": result.position,
+            "session": sid,
+            "url": f"{fed.url}/{repo.name}",
         },
-        inbox=rec["reply"],
     )
     return _summary(rec)
 
@@ -556,18 +572,7 @@ async def reject_offer(
     rec.update(state="rejected", reason=reason, rejected_by=user, rejected_at=time.time())
     await repo.store.put(offer_key(repo.prefix, lid), encode(rec), if_match=etag)
     await done_pending(fed.store, rec)  # its objects stay: its page still shows the diff
-    me = repo_actor_url(fed.url, repo.name)
-    await fed.enqueue_activity(
-        {
-            "@context": AS,
-            "id": f"{me}#offer-reject-{lid}",
-            "type": "Reject",
-            "actor": me,
-            "object": rec["object"],
-            "summary": reason,
-        },
-        inbox=rec["reply"],
-    )
+    await tell_offerer(fed, repo, rec, "Reject", f"offer-reject-{lid}", summary=reason)
     return _summary(rec)
 
 

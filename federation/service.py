@@ -141,14 +141,7 @@ class Federation:
         self._tasks.clear()
         for item in await self.lanes.close():  # due at once for whichever replica runs next
             with contextlib.suppress(HifError):
-                await delivery.retry(
-                    self.store,
-                    item,
-                    item.value.get("error") or "the sending replica stopped",
-                    scale=self.settings.retry_scale,
-                    count=False,
-                    until=time.time(),
-                )
+                await self._put_back(item, "the sending replica stopped", time.time())
         await self.fetcher.close()
 
     @property
@@ -424,14 +417,23 @@ class Federation:
         (due soon, no try spent) for the outbox loop to hand over once the lane has room."""
         peer = str(item.value.get("peer"))
         if not self.lanes.offer(peer, item):
-            await delivery.retry(
-                self.store,
+            await self._put_back(
                 item,
-                item.value.get("error") or "waiting: the host's delivery queue is full",
-                scale=self.settings.retry_scale,
-                count=False,
-                until=time.time() + max(1.0, self.settings.poll),
+                "waiting: the host's delivery queue is full",
+                time.time() + max(1.0, self.settings.poll),
             )
+
+    async def _put_back(self, item: delivery.Item, why: str, until: float) -> None:
+        """Return an item to the outbox, due at ``until``, without spending one of its tries; it
+        keeps the error of its last try, if it had one, else says ``why`` it waits."""
+        await delivery.retry(
+            self.store,
+            item,
+            item.value.get("error") or why,
+            scale=self.settings.retry_scale,
+            count=False,
+            until=until,
+        )
 
     # -- the outbox --------------------------------------------------------------------------
 
@@ -461,14 +463,7 @@ class Federation:
         state = await delivery.peer_state(self.store, peer)
         until = delivery.circuit_open(state)
         if until is not None:
-            await delivery.retry(
-                self.store,
-                item,
-                item.value.get("error") or "circuit open",
-                scale=self.settings.retry_scale,
-                count=False,
-                until=until,
-            )
+            await self._put_back(item, "circuit open", until)
             return
         absorbed = await self._absorb(peer, item)
         if absorbed is None:
