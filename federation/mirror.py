@@ -26,6 +26,7 @@ from federation.net import CBOR_CAP, Fetcher, http_error
 from hif.errors import CorruptObject, HifError, NotFound, PreconditionFailed, RemoteError
 from hif.mainline import log_key
 from hif.objects import (
+    DIR,
     EMPTY_TREE,
     check_stored,
     decode,
@@ -108,6 +109,13 @@ def _children(value: Any) -> list[bytes]:
     return []
 
 
+def _kinds_named(value: Any) -> list[tuple[bytes, str]]:
+    """What a tree says its entries are: a directory a tree, a file a blob."""
+    if value[0] == "tree":
+        return [(row[2], "tree" if row[1] == DIR else "blob") for row in value[1]]
+    return []
+
+
 def snapshot_refs(canonical: bytes) -> list[bytes]:
     """Objects a snapshot refers to: the blobs of its writes and its checkpoint trees."""
     value = decode(canonical)[1]
@@ -126,14 +134,17 @@ def snapshot_refs(canonical: bytes) -> list[bytes]:
 
 
 async def closure(
-    repo: Repo, roots: Iterable[bytes], fetch: Any, known: set[bytes] | None = None
+    repo: Repo, roots: Iterable[bytes], fetch: Any, known: set[bytes] | None = None,
+    kinds: dict[bytes, str] | None = None,
 ) -> list[tuple[bytes, bytes]]:
     """What the repository lacks of the objects reachable from ``roots``, fetched with
     ``fetch(ids)`` and ordered children before parents (so a present tree always means a complete
-    one, even after a crash halfway through writing)."""
+    one, even after a crash halfway through writing). ``kinds``: what some roots must be ("tree",
+    "blob"); every fetched object must also be what the tree naming it says."""
     have = known if known is not None else set()
     fetched: dict[bytes, bytes] = {}
     values: dict[bytes, Any] = {}
+    expect: dict[bytes, str] = dict(kinds or {})  # what the objects that name an id say it is
     frontier = list(dict.fromkeys(roots))
     while frontier:
         missing = []
@@ -151,6 +162,12 @@ async def closure(
         for oid in missing:
             fetched[oid] = got[oid]
             values[oid] = decode(got[oid])
+            want = expect.get(oid)
+            if want is not None and values[oid][0] != want:  # a file entry naming a tree, or junk
+                raise CorruptObject(f"object {oid.hex()} from the origin is a {values[oid][0]} where "
+                                    f"its tree or record says {want}")
+            for child, kind in _kinds_named(values[oid]):
+                expect.setdefault(child, kind)
             nxt += _children(values[oid])
         frontier = list(dict.fromkeys(nxt))
     ordered: list[tuple[bytes, bytes]] = []
@@ -231,15 +248,19 @@ async def apply(
 
     roots: list[bytes] = []
     snapshots: dict[bytes, bytes] = {}
+    kinds: dict[bytes, str] = {}
     for e in fresh:
         roots.append(e.record.tree)
+        kinds[e.record.tree] = "tree"
         for s in e.record.sessions:
-            roots += [entry.oid for entry in s.changes.values() if entry is not None]
+            files = [entry.oid for entry in s.changes.values() if entry is not None]
+            roots += files
+            kinds.update(dict.fromkeys(files, "blob"))
         for sid, canonical in e.snapshots.items():
             snapshots[sid] = canonical
             roots += snapshot_refs(canonical)
     known: set[bytes] = set(snapshots)
-    objects = await closure(repo, roots, fetch, known)
+    objects = await closure(repo, roots, fetch, known, kinds)
     items: list[tuple[str, bytes]] = [(repo.objects.key(oid), pack(c)) for oid, c in objects]
     for sid, canonical in snapshots.items():
         if not await repo.objects.has(sid):

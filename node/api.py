@@ -28,10 +28,12 @@ from hif.objects import (
     FILE,
     FILE_KINDS,
     LINK,
+    Entry,
+    canonical_kind,
     check_stored,
     decode,
 )
-from hif.paths import check_path
+from hif.paths import check_no_collisions, check_path
 from hif.repo import Repo, check_repo_name
 from hif.rollups import query_items
 from hif.session import ROLES, Session, check_session_id, check_text, make_event
@@ -438,11 +440,12 @@ async def _put_objects(ctx: Ctx, objects: list[Any]) -> list[bytes]:
     """Keep stored objects, each verified against its id first: none is kept if any is bad."""
     if not all(isinstance(o, bytes) for o in objects):
         raise InvalidInput("objects must be byte strings")
-    checked = [(check_stored(o)[0], o) for o in objects]
-    for oid, stored in checked:
+    checked = [(*check_stored(o)[:2], o) for o in objects]
+    for oid, canonical, stored in checked:
         with contextlib.suppress(PreconditionFailed):
             await ctx.r.store.put(ctx.r.objects.key(oid), stored, if_none_match=True)
-    return [oid for oid, _ in checked]
+        ctx.r.objects.note_kind(oid, canonical_kind(canonical))  # a write event naming it need not read it
+    return [oid for oid, _, _ in checked]
 
 
 # -- mainline ----------------------------------------------------------------------------------
@@ -675,7 +678,12 @@ async def _checked_events(ctx: Ctx, raw: list[Any], *, at_least: int,
         raise InvalidInput(f"send between {at_least} and 1000 events")
     syncs = any(isinstance(e, dict) and e.get("type") == "sync" for e in raw)
     top = await ctx.r.mainline.head() if syncs else 0  # only a sync names a position
-    return [await _check_event(ctx, e, top, known) for e in raw]
+    events = [await _check_event(ctx, e, top, known) for e in raw]
+    # a file names a blob, a checkpoint a tree: read together, only those not seen stored here
+    await ctx.r.objects.check_kinds(
+        [(e["path"], Entry(e["kind"], e["blob"])) for e in events if e["type"] == "write"]
+        + [(f"checkpoint {e['note']!r}", Entry(DIR, e["tree"])) for e in events if e["type"] == "checkpoint"])
+    return events
 
 
 async def _append(ctx: Ctx, sid: str, events: list[dict[str, Any]], next_seq: int) -> list[dict[str, Any]]:
@@ -711,6 +719,11 @@ async def land_whole(ctx: Ctx) -> dict[str, Any]:
     stored = await _put_objects(ctx, field(ctx.body, "objects", list, default=[]))
     events = await _checked_events(ctx, field(ctx.body, "events", list, default=[]), at_least=0,
                                    known=frozenset(stored))
+    written: dict[str, bool] = {}
+    for e in events:
+        if e["type"] in ("write", "delete"):
+            written[e["path"]] = e["type"] == "write"
+    check_no_collisions(p for p, w in written.items() if w)  # refused before the session starts
     s = await ctx.r.sessions.start(*opening, events=events)  # the start and the events: one round trip
     try:
         return await _land(ctx, s)
