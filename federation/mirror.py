@@ -167,7 +167,9 @@ async def closure(
                 raise CorruptObject(f"object {oid.hex()} from the origin is a {values[oid][0]} where "
                                     f"its tree or record says {want}")
             for child, kind in _kinds_named(values[oid]):
-                expect.setdefault(child, kind)
+                if expect.setdefault(child, kind) != kind or (child in values and values[child][0] != kind):
+                    raise CorruptObject(f"the origin's tree {oid.hex()} names object {child.hex()} as a "
+                                        f"{kind}, which it is not")
             nxt += _children(values[oid])
         frontier = list(dict.fromkeys(nxt))
     ordered: list[tuple[bytes, bytes]] = []

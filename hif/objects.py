@@ -150,8 +150,8 @@ def tree_bytes(entries: Tree) -> bytes:
 
 def canonical_kind(start: bytes) -> str:
     """The kind of an object from the first bytes of its canonical form: "blob", "tree" or "other"."""
-    if start.startswith(_BLOB_START):
-        return "blob"
+    if start.startswith(_BLOB_START) and start[len(_BLOB_START):][:1] and start[len(_BLOB_START)] >> 5 == 2:
+        return "blob"  # and its body is a byte string
     if start.startswith(_TREE_START):
         return "tree"
     return "other"
