@@ -389,7 +389,7 @@ def _mktree(src: Path, entries: list[tuple[str, str, str, str]]) -> str:
     return git(src, "mktree", input=text.encode())
 
 
-GIT_BAD = [".git", ".GIT", ".git.", "GIT~1", ".hif", ".Hif ", "back\\slash", "x" * 256]
+GIT_BAD = [".git", ".GIT", ".git.", "GIT~1", "HIF~1", ".Hif ", "back\\slash", "x" * 256]
 
 
 @pytest.mark.parametrize("name", GIT_BAD + ["link:.gitmodules"])
