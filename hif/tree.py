@@ -189,7 +189,9 @@ def cached_apply(db: ObjectDB, tree_id: bytes, changes: Changes) -> bytes | None
 
 
 _FOLDS: OrderedDict[bytes, dict[str, str]] = OrderedDict()  # tree id -> folded name -> a name
-_FOLDS_KEPT = 256
+_FOLDS_KEPT = 256  # directories
+_FOLDS_NAMES = 1 << 19  # names in all of them at most, so that huge directories bound the memory
+_folds_held = [0]
 
 
 def _folds(oid: bytes, tree: Tree) -> dict[str, str]:
@@ -205,9 +207,12 @@ def _folds(oid: bytes, tree: Tree) -> dict[str, str]:
 
 
 def _remember_folds(oid: bytes, folds: dict[str, str]) -> None:
+    if len(folds) > _FOLDS_NAMES or oid in _FOLDS:
+        return
     _FOLDS[oid] = folds
-    if len(_FOLDS) > _FOLDS_KEPT:
-        _FOLDS.popitem(last=False)
+    _folds_held[0] += len(folds)
+    while len(_FOLDS) > _FOLDS_KEPT or _folds_held[0] > _FOLDS_NAMES:
+        _folds_held[0] -= len(_FOLDS.popitem(last=False)[1])
 
 
 async def collisions(db: ObjectDB, old_id: bytes, new_id: bytes, changes: Changes) -> list[tuple[str, str]]:
