@@ -7,29 +7,76 @@ key of its own), owned by the node actor.
 Key lookup binds key → actor → host: the document at the key id must be the actor that owns the key,
 on the key's host. Results are cached per replica for an hour and refetched once when a signature
 fails (so a peer can rotate its key).
+
+Any stranger can make the node look up a key or an actor (by naming it in a signed request), so
+every lookup here goes through one guarded path: a cache of documents (an hour) and of failures
+(``key_fail_ttl``, 30 s); one fetch in flight per URL, shared by everyone who asks; at most
+``key_per_host`` (4) fetches in flight per host, a request that waits longer than
+:data:`SLOT_WAIT` for a slot is refused with :class:`~federation.net.Busy` (503 + Retry-After);
+an overall ``key_deadline`` (5 s) for each fetch however slowly the peer drips its answer; and its
+own connection pool (``keys``), apart from object fetches and deliveries.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 from federation.identity import NodeKey, public_from_pem
-from federation.net import Fetcher
+from federation.net import Busy, Fetcher
 from federation.settings import authority
 from hif.errors import HifError, InvalidInput, RemoteError
 
 AS = "https://www.w3.org/ns/activitystreams"
 SEC = "https://w3id.org/security/v1"
 FORGEFED = "https://forgefed.org/ns"
-CONTEXT = [AS, SEC, FORGEFED]
+CONTEXT_PATH = "/ns"  # the node's JSON-LD context for micelio's own terms
+TERMS: dict[str, Any] = {  # micelio's terms; everything else we emit is AS2, security or ForgeFed
+    "Landing": "mic:Landing",  # one position of a repository's mainline
+    "position": {"@id": "mic:position", "@type": "xsd:nonNegativeInteger"},
+    "envelope": "mic:envelope",  # a landing's signed envelope, base64url CBOR (inline in a Push)
+    "envelopes": {"@id": "mic:envelopes", "@type": "@id"},  # a repository's envelope log
+    "session": "mic:session",  # the session a landing or an accepted offer landed
+    "bundle": {"@id": "mic:bundle", "@type": "@id"},  # an offer's signed bundle
+    "api": {"@id": "mic:api", "@type": "@id"},  # a repository's CBOR API
+    "vcs": "mic:vcs",  # the version control system ("hif")
+}
 ACTIVITY_JSON = "application/activity+json"
 NODEINFO_21 = "http://nodeinfo.diaspora.software/ns/schema/2.1"
 ACTOR_TYPES = {"Application", "Service", "Person", "Group", "Organization", "Repository"}
 KEY_TTL = 3600.0
+SLOT_WAIT = 1.0  # seconds a lookup may wait for one of its host's slots before a 503
+CACHE_MAX = 4096  # entries per cache (documents, keys, failures) before it is emptied
 VERSION = "0.1.0"
+
+
+def context_url(base: str) -> str:
+    return f"{base}{CONTEXT_PATH}"
+
+
+def context(base: str) -> list[Any]:
+    """The ``@context`` of every document and activity the node at ``base`` emits."""
+    return [AS, SEC, FORGEFED, context_url(base)]
+
+
+def context_document(base: str) -> dict[str, Any]:
+    """The published JSON-LD context (at :data:`CONTEXT_PATH`): our terms expand to IRIs under
+    ``<node>/ns#`` instead of becoming blank nodes."""
+    return {
+        "@context": {
+            "mic": f"{context_url(base)}#",
+            "xsd": "http://www.w3.org/2001/XMLSchema#",
+            **TERMS,
+        }
+    }
+
+
+def with_context(activity: dict[str, Any], base: str) -> dict[str, Any]:
+    """``activity`` with the node's full ``@context`` (what every outgoing activity carries)."""
+    return {"@context": context(base), **{k: v for k, v in activity.items() if k != "@context"}}
 
 
 def repo_actor_url(base: str, name: str) -> str:
@@ -43,7 +90,7 @@ def public_key_doc(key: NodeKey) -> dict[str, Any]:
 def node_actor(key: NodeKey) -> dict[str, Any]:
     u = key.url
     return {
-        "@context": CONTEXT,
+        "@context": context(u),
         "id": key.actor,
         "type": "Application",
         "preferredUsername": "node",
@@ -59,7 +106,7 @@ def node_actor(key: NodeKey) -> dict[str, Any]:
 def repository_actor(key: NodeKey, name: str, description: str = "") -> dict[str, Any]:
     actor = repo_actor_url(key.url, name)
     return {
-        "@context": CONTEXT,
+        "@context": context(key.url),
         "id": actor,
         "type": "Repository",
         "name": name,
@@ -130,10 +177,65 @@ class Directory:
     def __init__(self, fetcher: Fetcher, own: NodeKey) -> None:
         self.fetcher = fetcher
         self.own = own
+        self.settings = fetcher.settings
         self._keys: dict[str, RemoteKey] = {}
         self._actors: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._failed: dict[str, tuple[float, HifError]] = {}
+        self._inflight: dict[str, asyncio.Task[Any]] = {}
+        self._slots: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}
         self._refetched: dict[str, float] = {}
         self.fetches = 0
+
+    async def fetch_json(self, url: str, accept: str = ACTIVITY_JSON) -> Any:
+        """A document a stranger may have named, through the guards of this module: the failure
+        cache, one fetch per URL in flight, the per-host slots, the deadline and the keys pool."""
+        now = time.monotonic()
+        failed = self._failed.get(url)
+        if failed is not None and failed[0] > now:
+            raise type(failed[1])(f"{failed[1]} (cached failure)")
+        task = self._inflight.get(url)
+        if task is None:
+            task = asyncio.ensure_future(self._fetch_json(url, accept))
+            self._inflight[url] = task
+            task.add_done_callback(lambda t: self._done(url, t))
+        return await asyncio.shield(task)
+
+    def _done(self, url: str, task: asyncio.Task[Any]) -> None:
+        self._inflight.pop(url, None)
+        if not task.cancelled():
+            task.exception()  # retrieved here: nobody may be waiting any more
+
+    async def _fetch_json(self, url: str, accept: str) -> Any:
+        host = authority(url)
+        sem, users = self._slots.setdefault(
+            host, (asyncio.Semaphore(self.settings.key_per_host), [0])
+        )
+        users[0] += 1
+        try:
+            try:
+                async with asyncio.timeout(SLOT_WAIT):
+                    await sem.acquire()
+            except TimeoutError:
+                raise Busy(
+                    f"too many lookups in flight for {host} "
+                    f"(at most {self.settings.key_per_host}); try again shortly"
+                ) from None
+            try:
+                self.fetches += 1
+                return await self.fetcher.get_json(
+                    url, accept=accept, deadline=self.settings.key_deadline, pool="keys"
+                )
+            except HifError as e:
+                if len(self._failed) > CACHE_MAX:
+                    self._failed.clear()
+                self._failed[url] = (time.monotonic() + self.settings.key_fail_ttl, e)
+                raise
+            finally:
+                sem.release()
+        finally:
+            users[0] -= 1
+            if users[0] == 0:
+                self._slots.pop(host, None)
 
     async def actor(self, url: str, *, fresh: bool = False) -> dict[str, Any]:
         if url == self.own.actor:
@@ -146,13 +248,12 @@ class Directory:
         now = time.monotonic()
         if hit is not None and hit[0] > now and not fresh:
             return hit[1]
-        self.fetches += 1
-        doc = await self.fetcher.get_json(url)
+        doc = await self.fetch_json(url)
         if not isinstance(doc, dict) or not isinstance(doc.get("id"), str):
             raise RemoteError(f"{url} is not an actor document")
         if doc["id"] != url.split("#")[0]:
             raise InvalidInput(f"the document at {url} claims to be {doc['id']}")
-        if len(self._actors) > 4096:
+        if len(self._actors) > CACHE_MAX:
             self._actors.clear()
         self._actors[url] = (now + KEY_TTL, doc)
         return doc
@@ -177,7 +278,7 @@ class Directory:
         if not isinstance(pem, str):
             raise InvalidInput(f"the key {key_id} has no publicKeyPem")
         found = RemoteKey(key_id, public_from_pem(pem), owner, time.time())
-        if len(self._keys) > 4096:
+        if len(self._keys) > CACHE_MAX:
             self._keys.clear()
         self._keys[key_id] = found
         return found
@@ -207,7 +308,7 @@ class Directory:
 
         base, name = parse_repo_url(url)
         finger = f"{base}/.well-known/webfinger?resource={quote(f'{base}/{name}', safe='')}"
-        jrd = await self.fetcher.get_json(finger, accept="application/jrd+json")
+        jrd = await self.fetch_json(finger, accept="application/jrd+json")
         links = jrd.get("links") if isinstance(jrd, dict) else None
         href = next(
             (

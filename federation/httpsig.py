@@ -5,7 +5,13 @@ implementations have gone wrong. Outgoing requests cover ``@method``, ``@target-
 body, ``content-digest`` (RFC 9530, SHA-256), with ``created`` and ``keyid`` (the actor's key URL).
 Incoming requests must cover the same components; the digest is recomputed from the bytes received;
 ``created`` must be within ±5 minutes; and a signature is accepted once (replay cache in the store,
-shared by all replicas).
+shared by all replicas), keyed on what was signed (key id, ``created`` and the signature's bytes),
+never on how the headers happen to be spelled.
+
+:func:`claim` reads and checks everything that costs nothing before any key is fetched: exactly
+one signature, its syntax, the label in both headers, the algorithm, the covered components, the
+``created`` window, a 64-byte Ed25519 signature and an http(s) key id. A draft-cavage
+``Signature: keyId=...`` header gets a 401 that names the scheme this node speaks.
 """
 
 from __future__ import annotations
@@ -117,22 +123,80 @@ class Verified:
     created: int
 
 
-def signature_key_id(headers: Iterable[tuple[str, str]]) -> str:
-    """The ``keyid`` a request claims, read before anything is fetched or verified."""
-    values = [v for n, v in headers if n.lower() == "signature-input"]
-    if not values:
-        raise BadSignature("the request is not signed (HTTP Message Signatures, RFC 9421)")
+@dataclass(frozen=True)
+class Claim:
+    """What a request's signature headers claim, checked for form before any key is fetched."""
+
+    key_id: str
+    created: int
+    signature: bytes  # the decoded signature bytes (what the replay cache is keyed on)
+
+
+DRAFT_CAVAGE = (
+    "this node supports RFC 9421 HTTP Message Signatures only (Signature-Input and Signature "
+    "headers, alg ed25519); draft-cavage HTTP Signatures (Signature: keyId=...) are not accepted"
+)
+
+
+def _dictionary(headers: list[tuple[str, str]], name: str) -> dict[str, object]:
+    values = [v for n, v in headers if n.lower() == name]
     try:
         parsed = http_sf.parse(", ".join(values).encode(), tltype="dictionary")
-    except (ValueError, TypeError):
-        raise BadSignature("malformed Signature-Input") from None
-    if not isinstance(parsed, dict) or len(parsed) != 1:
+    except (ValueError, TypeError, UnicodeError):
+        raise BadSignature(f"malformed {name.title()} header") from None
+    if not isinstance(parsed, dict):
+        raise BadSignature(f"malformed {name.title()} header")
+    return parsed
+
+
+def claim(headers: Iterable[tuple[str, str]], *, now: float | None = None) -> Claim:
+    """The signature a request claims, checked for everything that needs no key (HTTP 401
+    otherwise): run before any key fetch, so that a stranger's junk costs no outgoing request."""
+    pairs = list(headers)
+    names = {n.lower() for n, _ in pairs}
+    if "signature-input" not in names:
+        sig = " ".join(v for n, v in pairs if n.lower() == "signature")
+        if "keyid=" in sig.lower().replace(" ", ""):
+            raise BadSignature(DRAFT_CAVAGE)
+        raise BadSignature("the request is not signed (HTTP Message Signatures, RFC 9421)")
+    inputs = _dictionary(pairs, "signature-input")
+    if len(inputs) != 1:
         raise BadSignature("exactly one signature is expected")
-    ((_members, params),) = parsed.values()
-    key_id = params.get("keyid") if isinstance(params, dict) else None
+    ((label, member),) = inputs.items()
+    members, params = member if isinstance(member, tuple) else (None, None)
+    if not isinstance(members, list) or not isinstance(params, dict):
+        raise BadSignature("malformed Signature-Input header")
+    key_id = params.get("keyid")
     if not isinstance(key_id, str) or not key_id:
         raise BadSignature("the signature names no keyid")
-    return key_id
+    if not key_id.startswith(("https://", "http://")):
+        raise BadSignature("the signature's keyid is not an http(s) URL")
+    alg = params.get("alg", "ed25519")
+    if alg != "ed25519":
+        raise BadSignature(f"the signature algorithm {alg!r} is not supported (only ed25519)")
+    covered = {m[0] for m in members if isinstance(m, tuple)}
+    missing = [c for c in COVERED if c not in covered]
+    if missing:
+        raise BadSignature(f"the signature does not cover {', '.join(missing)}")
+    created = params.get("created")
+    if not isinstance(created, int) or isinstance(created, bool):
+        raise BadSignature("the signature has no created time")
+    t = time.time() if now is None else now
+    if abs(t - created) > WINDOW:
+        raise BadSignature("the signature was created outside the allowed ±5 minutes")
+    signatures = _dictionary(pairs, "signature")
+    if set(signatures) != {label}:
+        raise BadSignature(f"the Signature header must carry exactly the signature {label!r}")
+    value = signatures[label]
+    sig = value[0] if isinstance(value, tuple) else None
+    if not isinstance(sig, bytes) or len(sig) != 64:
+        raise BadSignature("the signature is not 64 bytes of Ed25519")
+    return Claim(key_id, created, sig)
+
+
+def signature_key_id(headers: Iterable[tuple[str, str]]) -> str:
+    """The ``keyid`` a request claims, read before anything is fetched or verified."""
+    return claim(headers).key_id
 
 
 def verify_request(
@@ -168,12 +232,23 @@ def verify_request(
     return Verified(key_id, created)
 
 
-async def remember(store: ObjectStore, headers: Iterable[tuple[str, str]], created: int) -> None:
-    """Accept a signature once: put-if-absent of its hash, bucketed by hour for lazy expiry."""
-    sig = ", ".join(v for n, v in headers if n.lower() == "signature")
-    h = hashlib.sha256(sig.encode()).hexdigest()
+def replay_id(c: Claim) -> str:
+    """The replay cache's name for a signature: a hash of the key id, ``created`` and the decoded
+    signature bytes. Re-spelling the headers (parameters, labels, whitespace, line splits) does
+    not change it; Ed25519 signatures are deterministic, so one signed message has one name."""
+    h = hashlib.sha256()
+    for part in (c.key_id.encode(), str(c.created).encode(), c.signature):
+        h.update(len(part).to_bytes(4, "big") + part)
+    return h.hexdigest()
+
+
+async def remember(store: ObjectStore, c: Claim) -> None:
+    """Accept a signature once: put-if-absent of its :func:`replay_id`, bucketed by hour for lazy
+    expiry."""
     try:
-        await store.put(f"{REPLAY_PREFIX}{created // 3600}/{h}", b"", if_none_match=True)
+        await store.put(
+            f"{REPLAY_PREFIX}{c.created // 3600}/{replay_id(c)}", b"", if_none_match=True
+        )
     except PreconditionFailed:
         raise BadSignature("this signature was already used (replayed request)") from None
 

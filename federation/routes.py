@@ -1,7 +1,10 @@
 """The federation HTTP surface: discovery, actors, inboxes, outboxes and signed envelopes.
 
 JSON (ActivityStreams, JRD, NodeInfo) where the ecosystem expects it; landing envelopes, envelope
-pages and offer bundles are CBOR. Errors are JSON ``{"error", "message"}`` with the error's status.
+pages and offer bundles are CBOR. Errors are JSON ``{"error", "message"}`` with the error's status
+(and ``Retry-After`` when the error says when to come back). WebFinger follows RFC 7033: a request
+without ``resource`` is a 400, and every answer, errors included, carries
+``Access-Control-Allow-Origin: *``. The node's JSON-LD context for its own terms is at ``/ns``.
 The blueprint reaches the node's ``Federation`` through a callback, so this package never imports
 the node.
 """
@@ -18,8 +21,9 @@ from quart import Blueprint, Response, request
 from federation import inbox
 from federation.actors import (
     ACTIVITY_JSON,
-    AS,
-    FORGEFED,
+    CONTEXT_PATH,
+    context,
+    context_document,
     node_actor,
     nodeinfo,
     nodeinfo_links,
@@ -37,6 +41,7 @@ from hif.repo import check_repo_name
 
 CBOR = "application/cbor"
 OUTBOX_PAGE = 50
+WEBFINGER = "/.well-known/webfinger"
 _CODES = {
     400: "bad_request",
     401: "auth_required",
@@ -88,9 +93,15 @@ def blueprint(get: Callable[[], Federation]) -> Blueprint:
     @bp.errorhandler(HifError)
     async def _error(e: HifError) -> Response:
         status = e.http_status if e.http_status != 412 else 409
-        return _json(
+        resp = _json(
             {"error": _CODES.get(status, "error"), "message": str(e)}, status, "application/json"
         )
+        retry = getattr(e, "retry_after", None)
+        if isinstance(retry, int):
+            resp.headers["Retry-After"] = str(retry)
+        if request.path == WEBFINGER:
+            resp.headers["Access-Control-Allow-Origin"] = "*"
+        return resp
 
     async def public_repo(owner: str, name: str) -> tuple[Federation, str, dict[str, Any]]:
         fed = get()
@@ -103,10 +114,12 @@ def blueprint(get: Callable[[], Federation]) -> Blueprint:
             raise NotFound(f"no public repository {full}")
         return fed, full, info
 
-    @bp.get("/.well-known/webfinger")
+    @bp.get(WEBFINGER)
     async def finger() -> Response:
         fed = get()
         resource = request.args.get("resource", "").strip()
+        if not resource:
+            raise InvalidInput("WebFinger needs a resource parameter (RFC 7033)")
         host = authority(fed.url)
         if resource in (f"acct:node@{host}", fed.url, fed.key.actor):
             doc = webfinger(resource, fed.key.actor, [fed.url, fed.key.actor])
@@ -120,7 +133,15 @@ def blueprint(get: Callable[[], Federation]) -> Blueprint:
             _, full, _ = await public_repo(owner, rest)
             actor = repo_actor_url(fed.url, full)
             doc = webfinger(resource, actor, [f"{fed.url}/{full}", actor])
-        return _json(doc, content_type="application/jrd+json")
+        resp = _json(doc, content_type="application/jrd+json")
+        resp.headers["Access-Control-Allow-Origin"] = "*"
+        return resp
+
+    @bp.get(CONTEXT_PATH)
+    async def json_ld_context() -> Response:
+        resp = _json(context_document(get().url), content_type="application/ld+json")
+        resp.headers["Access-Control-Allow-Origin"] = "*"
+        return resp
 
     @bp.get("/.well-known/nodeinfo")
     async def nodeinfo_index() -> Response:
@@ -146,7 +167,7 @@ def blueprint(get: Callable[[], Federation]) -> Blueprint:
         fed = get()
         return _json(
             {
-                "@context": AS,
+                "@context": context(fed.url),
                 "id": f"{fed.url}/ap/outbox",
                 "type": "OrderedCollection",
                 "totalItems": 0,
@@ -186,7 +207,7 @@ def blueprint(get: Callable[[], Federation]) -> Blueprint:
         if "page" not in request.args:
             return _json(
                 {
-                    "@context": AS,
+                    "@context": context(fed.url),
                     "id": f"{actor}/outbox",
                     "type": "OrderedCollection",
                     "totalItems": head,
@@ -198,7 +219,7 @@ def blueprint(get: Callable[[], Federation]) -> Blueprint:
         top = head - (page - 1) * OUTBOX_PAGE
         items = [
             {
-                "@context": [AS, FORGEFED],
+                "@context": context(fed.url),
                 "id": f"{actor}/pushes/{p}-{p}",
                 "type": "Push",
                 "actor": actor,
@@ -208,7 +229,7 @@ def blueprint(get: Callable[[], Federation]) -> Blueprint:
             for p in range(top, max(0, top - OUTBOX_PAGE), -1)
         ]
         doc: dict[str, Any] = {
-            "@context": AS,
+            "@context": context(fed.url),
             "id": f"{actor}/outbox?page={page}",
             "type": "OrderedCollectionPage",
             "partOf": f"{actor}/outbox",
@@ -229,7 +250,7 @@ def blueprint(get: Callable[[], Federation]) -> Blueprint:
         actor = repo_actor_url(fed.url, full)
         return _json(
             {
-                "@context": AS,
+                "@context": context(fed.url),
                 "id": f"{actor}/followers",
                 "type": "OrderedCollection",
                 "totalItems": len(actors),

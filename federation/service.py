@@ -38,6 +38,7 @@ from federation.actors import (
     RemoteKey,
     is_error_permanent,
     repo_actor_url,
+    with_context,
 )
 from federation.envelope import Landing, check_landing, check_signature, landing_envelope, unseal
 from federation.httpsig import expire_replays, sign_headers
@@ -193,6 +194,7 @@ class Federation:
         self, inbox: str, activity: dict[str, Any], *, timeout: float | None = None
     ) -> None:
         """Sign and deliver one activity; raises DeliveryFailed unless the peer answers 2xx."""
+        activity = with_context(activity, self.url)  # our terms expand through <node>/ns
         body = json.dumps(activity, separators=(",", ":")).encode()
         headers = sign_headers(
             self.key, "POST", inbox, body, {"Content-Type": ACTIVITY_JSON, "Accept": ACTIVITY_JSON}
@@ -204,6 +206,7 @@ class Federation:
                 headers=headers,
                 content=body,
                 timeout=timeout or max(60.0, self.settings.timeout),
+                pool="delivery",
             )
         except RemoteError as e:
             raise DeliveryFailed(str(e)) from None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -15,30 +16,95 @@ from hif.errors import InvalidInput
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
-def authority(url: str) -> str:
-    """``host[:port]`` of a URL, lowercased and without the scheme's default port: the identity a
-    key, an actor and an object are compared by (two nodes on one host differ by port)."""
+def normal_host(host: str) -> str:
+    """The one spelling of a host that every policy check compares: lowercase, no trailing dot,
+    IDNA names as punycode ASCII, IPv6 literals compressed. Raises InvalidInput for a name that
+    cannot be a host (bad IDNA, empty labels, numeric forms a resolver would read as an address)."""
+    h = host.strip()
+    if h.startswith("[") and h.endswith("]"):
+        h = h[1:-1]
+    if h.endswith(".") and not h.endswith(".."):
+        h = h[:-1]
+    if not h or len(h) > 253:
+        raise InvalidInput(f"not a host name: {host!r}")
+    if ":" in h:  # an IPv6 literal; a zone id (``%eth0``) names a local interface: never a peer
+        try:
+            addr = ipaddress.IPv6Address(h)
+        except ValueError:
+            raise InvalidInput(f"not a host name: {host!r}") from None
+        if addr.scope_id:
+            raise InvalidInput(f"not a host name: {host!r}")
+        return str(addr)
     try:
-        parts = urlsplit(url)
+        ascii_host = h.encode("idna").decode("ascii").lower() if not h.isascii() else h.lower()
+    except UnicodeError:
+        raise InvalidInput(f"not a valid internationalised host name: {host!r}") from None
+    labels = ascii_host.split(".")
+    for label in labels:
+        if label.startswith("xn--"):  # punycode given as such must decode
+            try:
+                label.encode("ascii").decode("idna")
+            except UnicodeError:
+                raise InvalidInput(f"not a valid internationalised host name: {host!r}") from None
+    if any(not label or len(label) > 63 for label in labels) or not _HOST.fullmatch(ascii_host):
+        raise InvalidInput(f"not a host name: {host!r}")
+    if _NUMERIC.fullmatch(labels[-1]):  # 0x7f.1, 2130706433, 127.1: addresses in disguise
+        try:
+            return str(ipaddress.IPv4Address(ascii_host))
+        except ValueError:
+            raise InvalidInput(f"not a host name or a dotted IPv4 address: {host!r}") from None
+    return ascii_host
+
+
+_HOST = re.compile(r"[a-z0-9_](?:[a-z0-9_.-]*[a-z0-9_])?")
+_NUMERIC = re.compile(r"(?:0x[0-9a-f]*|[0-9]+)")
+
+
+def split_url(url: str) -> tuple[str, str, int | None]:
+    """(scheme, normalised host, port) of an http(s) URL; raises InvalidInput otherwise."""
+    try:
+        parts = urlsplit(url.strip())
         port = parts.port
+        netloc = parts.netloc
     except ValueError:
         raise InvalidInput(f"not a URL: {url!r}") from None
-    host = (parts.hostname or "").lower()
-    if parts.scheme not in DEFAULT_PORTS or not host or "@" in parts.netloc:
+    scheme = parts.scheme.lower()
+    if scheme not in DEFAULT_PORTS or "@" in netloc or not parts.hostname:
         raise InvalidInput(f"not an http(s) URL: {url!r}")
+    raw = netloc[: netloc.index("]") + 1] if netloc.startswith("[") else netloc.split(":")[0]
+    host = normal_host(raw)
+    if port == DEFAULT_PORTS[scheme]:
+        port = None
+    return scheme, host, port
+
+
+def authority(url: str) -> str:
+    """``host[:port]`` of a URL, normalised (:func:`normal_host`) and without the scheme's default
+    port: the identity a key, an actor and an object are compared by (two nodes on one host differ
+    by port), and what the per-host limits count."""
+    _, host, port = split_url(url)
     shown = f"[{host}]" if ":" in host else host
-    if port is None or port == DEFAULT_PORTS[parts.scheme]:
-        return shown
-    return f"{shown}:{port}"
+    return shown if port is None else f"{shown}:{port}"
 
 
 def hostname(url: str) -> str:
-    """The host name alone (no port), lowercased: what block and allow lists name."""
-    return (urlsplit(url).hostname or "").lower()
+    """The normalised host name alone (no port): what block and allow lists name."""
+    return split_url(url)[1]
 
 
 def _split(value: str | None) -> tuple[str, ...]:
     return tuple(x.strip().lower() for x in (value or "").split(",") if x.strip())
+
+
+def _domains(value: str | None, name: str) -> tuple[str, ...]:
+    """A block or allow list, each entry normalised like the hosts it is compared with."""
+    out = []
+    for item in _split(value):
+        try:
+            out.append(normal_host(item.lstrip("*").lstrip(".")))
+        except InvalidInput:
+            raise InvalidInput(f"{name}: {item!r} is not a domain") from None
+    return tuple(out)
 
 
 def _matches(host: str, domains: tuple[str, ...]) -> bool:
@@ -57,13 +123,16 @@ class FedSettings:
     resync: float = 300.0  # seconds between checks that a mirror is up to date with its origin
     timeout: float = 10.0  # per outgoing request
     tries: int = 17  # the first and 16 retries (federation.delivery)
+    key_deadline: float = 5.0  # seconds for a whole key/actor/WebFinger fetch, however it drips
+    key_per_host: int = 4  # key/actor fetches in flight per host (authority)
+    key_fail_ttl: float = 30.0  # seconds a failed key/actor fetch is answered from the cache
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> FedSettings:
         e = os.environ if env is None else env
         s = cls(
-            block=_split(e.get("MICELIO_FEDERATION_BLOCK")),
-            allow=_split(e.get("MICELIO_FEDERATION_ALLOW")),
+            block=_domains(e.get("MICELIO_FEDERATION_BLOCK"), "MICELIO_FEDERATION_BLOCK"),
+            allow=_domains(e.get("MICELIO_FEDERATION_ALLOW"), "MICELIO_FEDERATION_ALLOW"),
             allow_private=_split(e.get("MICELIO_FEDERATION_ALLOW_PRIVATE")),
         )
         for name, attr in (
@@ -71,6 +140,9 @@ class FedSettings:
             ("RETRY_SCALE", "retry_scale"),
             ("RESYNC", "resync"),
             ("TIMEOUT", "timeout"),
+            ("KEY_DEADLINE", "key_deadline"),
+            ("KEY_FAIL_TTL", "key_fail_ttl"),
+            ("KEY_PER_HOST", "key_per_host"),
         ):
             raw = e.get(f"MICELIO_FEDERATION_{name}")
             if raw:
@@ -80,12 +152,19 @@ class FedSettings:
                     raise InvalidInput(f"MICELIO_FEDERATION_{name} must be a number") from None
                 if value <= 0:
                     raise InvalidInput(f"MICELIO_FEDERATION_{name} must be positive")
-                setattr(s, attr, value)
+                setattr(s, attr, int(value) if attr == "key_per_host" else value)
         return s
 
     def refuses(self, url_or_host: str) -> str | None:
         """Why the operator's policy refuses this peer, or None. Checked before any fetch."""
-        host = hostname(url_or_host) if "://" in url_or_host else url_or_host.split(":")[0].lower()
+        try:
+            host = (
+                hostname(url_or_host)
+                if "://" in url_or_host
+                else normal_host(urlsplit("//" + url_or_host).hostname or "")
+            )
+        except (InvalidInput, ValueError):
+            return f"{url_or_host!r} is not a valid host"
         if _matches(host, self.block):
             return f"{host} is blocked on this node"
         if self.allow and not _matches(host, self.allow):
@@ -95,7 +174,11 @@ class FedSettings:
     def private_allowed(self, host: str, address: str) -> bool:
         """Whether a private, loopback or link-local ``address`` (of ``host``) may be contacted."""
         for item in self.allow_private:
-            if item in (host.lower(), address):
+            try:
+                same = "/" not in item and normal_host(item) == normal_host(host)
+            except InvalidInput:
+                same = False
+            if same or item == address:
                 return True
             try:
                 if ipaddress.ip_address(address) in ipaddress.ip_network(item, strict=False):

@@ -24,16 +24,20 @@ import sqlite_utils
 from hif.errors import InvalidInput, NotFound
 from hif.repo import check_repo_name
 from node.authdb import AuthDB
-from node.errors import Exists
+from node.errors import Exists, PermissionDenied
 
 ROLES = ("reader", "writer", "maintainer", "owner")  # ordered: each includes the ones before
 SCOPES = ("read", "write", "admin")  # ordered likewise
 TOKEN_PREFIX = "mcl_"
 _SECRET_LEN = len(TOKEN_PREFIX) + 32
+# A browser session's secret (kept in the signed cookie): another prefix, so it is no bearer token.
+WEB_PREFIX = "mcw_"
+_WEB_SECRET_LEN = len(WEB_PREFIX) + 32
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,38}$")
 _REPO = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}/[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
 _MAX_PASSWORD = 1024
-# Expired or revoked tokens are listed for this long (seconds), then deleted on the next token write.
+# Expired or revoked tokens (and browser sessions) are listed for this long (seconds), then deleted
+# on the next token (or log-in) write.
 FORGET_DEAD_TOKENS_AFTER = 30 * 86400.0
 
 
@@ -48,9 +52,21 @@ class Principal:
     session: str | None = None  # agent token: bound to one session of `repo`
     token_id: str | None = None
     expires: float | None = None
+    web_session: str | None = None  # a browser session's id (the web UI), not a token
 
 
 ANONYMOUS = Principal(None)
+
+
+@dataclass(frozen=True)
+class Inherit:
+    """A new token's lifetime when the request names none: the creator's expiry, and at most
+    ``most`` seconds from now when given (a default that is capped, never refused)."""
+
+    most: float | None = None
+
+
+INHERIT = Inherit()
 
 
 # -- pure helpers ----------------------------------------------------------------------------------
@@ -130,6 +146,42 @@ def allowed(p: Principal, role: str | None, need_role: str, need_scope: str, rep
     return p.repo is None or p.repo == repo
 
 
+def cap_token(by: Principal, scope: str | None, repo: str | None, expires_in: float | None | Inherit,
+              now: float) -> tuple[str, str | None, float | None]:
+    """Scope, repository and expiry of a token ``by`` makes: never more than ``by`` holds.
+
+    What the request leaves out is ``by``'s own (its scope, its repository, its expiry); what it asks
+    beyond that is refused (PermissionDenied), so nobody is handed less than they think they got.
+    ``expires_in`` None asks for a token that never expires.
+    """
+    if by.user is None or by.scope is None:
+        raise PermissionDenied("only a logged-in user makes tokens")
+    if by.session is not None:
+        raise PermissionDenied("an agent token cannot make tokens")
+    scope = by.scope if scope is None else check_scope(scope)
+    if scope_rank(scope) > scope_rank(by.scope):
+        raise PermissionDenied(f"a {by.scope} token cannot make a {scope} token (no token grants more "
+                               "than it holds)")
+    if repo is None:
+        repo = by.repo
+    elif by.repo is not None and repo != by.repo:
+        raise PermissionDenied(f"this token is bound to {by.repo}: it cannot make a token for {repo}")
+    if isinstance(expires_in, Inherit):
+        expires = by.expires
+        if expires_in.most is not None and (expires is None or expires > now + expires_in.most):
+            expires = now + expires_in.most
+    elif expires_in is None:
+        if by.expires is not None:
+            raise PermissionDenied("a token that expires cannot make one that never does")
+        expires = None
+    else:
+        expires = now + expires_in
+        if by.expires is not None and expires > by.expires:
+            raise PermissionDenied(f"a token cannot outlive the one that makes it: this one expires "
+                                   f"in {max(0.0, (by.expires - now) / 86400):.2f} days")
+    return scope, repo, expires
+
+
 def hash_token(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
@@ -159,6 +211,14 @@ def _repo_row(row: dict[str, Any]) -> dict[str, Any]:
 
 def _one(db: sqlite_utils.Database, sql: str, params: tuple[Any, ...]) -> dict[str, Any] | None:
     return next(iter(db.query(sql, params)), None)
+
+
+def _one_or_none(db: sqlite_utils.Database, sql: str, params: tuple[Any, ...]) -> dict[str, Any] | None:
+    """:func:`_one` on a table a database written by an older node may lack (then: no row)."""
+    try:
+        return _one(db, sql, params)
+    except sqlite3.OperationalError:
+        return None
 
 
 def _refuse_taken(db: sqlite_utils.Database, name: str) -> None:
@@ -222,6 +282,32 @@ def _role_on(db: sqlite_utils.Database, user: str | None, repo: str) -> str | No
     return max_role(public, _org_role(db, row["owner"], user), None if member is None else member["role"])
 
 
+def _end_web_sessions(db: sqlite_utils.Database, user: str, now: float) -> int:
+    """End every live browser session of ``user``; return how many there were."""
+    cur = db.execute("update web_sessions set revoked = ? where user = ? and revoked is null", (now, user))
+    return cur.rowcount
+
+
+def _is_admin(db: sqlite_utils.Database, user: str | None) -> bool:
+    u = None if user is None else _one(db, "select admin, disabled from users where name = ?", (user,))
+    return u is not None and bool(u["admin"]) and not u["disabled"]
+
+
+def _refuse_outranking(by: Principal | None, have: str | None, role: str | None, current: str | None,
+                       user: str, place: str) -> None:
+    """No one grants more than they hold: ``by`` (None: the operator), whose role on ``place`` is
+    ``have``, may give ``user`` the role ``role`` (None: remove) only if neither it nor the role
+    ``user`` holds now (``current``) ranks above ``have``. So only owners make, demote or remove
+    owners, and a maintainer cannot promote themselves."""
+    if by is None:
+        return
+    if role_rank(role) > role_rank(have):
+        raise PermissionDenied(f"you are {have or 'not a member'} of {place}: you cannot make anyone "
+                               f"{role} (only an owner can)")
+    if role_rank(current) > role_rank(have):
+        raise PermissionDenied(f"{user} is {current} of {place}: only an owner can change that")
+
+
 # -- the domain API --------------------------------------------------------------------------------
 
 
@@ -281,20 +367,27 @@ class Accounts:
         return password
 
     async def set_password(self, name: str, password: str) -> None:
+        """A new password; every browser session of the user ends (API tokens stay)."""
         hashed = await self._hash(password)
+        now = self.clock()
 
         def change(db: sqlite_utils.Database) -> None:
             _need_user(db, name)
             db["users"].update(name, {"password_hash": hashed})
+            _end_web_sessions(db, name, now)
 
         await self.db.write(change)
 
     async def set_disabled(self, name: str, disabled: bool = True) -> None:
-        """Disable (or re-enable) a user: their password and tokens stop working at once."""
+        """Disable (or re-enable) a user: their password and tokens stop working at once, and their
+        browser sessions end for good (re-enabling does not bring them back)."""
+        now = self.clock()
 
         def change(db: sqlite_utils.Database) -> None:
             _need_user(db, name)
             db["users"].update(name, {"disabled": int(disabled)})
+            if disabled:
+                _end_web_sessions(db, name, now)
 
         await self.db.write(change)
 
@@ -362,21 +455,36 @@ class Accounts:
         repo: str | None = None,
         session: str | None = None,
         name: str = "",
-        expires_in: float | None = None,
+        expires_in: float | None | Inherit = None,
+        by: Principal | None = None,
     ) -> tuple[str, str]:
-        """Create a token; return (id, secret). Only the secret's SHA-256 is stored."""
-        check_scope(scope)
+        """Create a token; return (id, secret). Only the secret's SHA-256 is stored.
+
+        ``by`` is who makes it (None: the operator, unlimited): the token is capped at ``by``'s
+        scope, repository and expiry by :func:`cap_token`; ``scope=None`` and :data:`INHERIT` take
+        ``by``'s own.
+        """
+        if scope is not None:
+            check_scope(scope)
         if repo is not None:
             check_repo(repo)
         if session is not None and (repo is None or not isinstance(session, str) or not session):
             raise InvalidInput("an agent token needs a repository and a session")
-        if expires_in is not None and not expires_in > 0:
+        if isinstance(expires_in, (int, float)) and not expires_in > 0:
             raise InvalidInput("a token's lifetime must be positive")
         if not isinstance(name, str) or len(name) > 200:
             raise InvalidInput("a token's name is at most 200 characters")
+        now = self.clock()
+        if by is not None:
+            scope, repo, expires = cap_token(by, scope, repo, expires_in, now)
+            if by.user != user:
+                raise PermissionDenied("a token is made for its maker only")
+        elif isinstance(expires_in, Inherit) or scope is None:
+            raise InvalidInput("the operator names a token's scope and lifetime")
+        else:
+            expires = None if expires_in is None else now + expires_in
         token_id = secrets.token_hex(8)
         secret = TOKEN_PREFIX + secrets.token_urlsafe(24)
-        now = self.clock()
         row = {
             "id": token_id,
             "user": user,
@@ -386,7 +494,7 @@ class Accounts:
             "repo": repo,
             "session": session,
             "created": now,
-            "expires": None if expires_in is None else now + expires_in,
+            "expires": expires,
             "revoked": None,
         }
 
@@ -452,6 +560,75 @@ class Accounts:
             expires=row["expires"],
         )
 
+    # -- browser sessions -----------------------------------------------------------------------
+
+    async def start_web_session(self, user: str, lifetime: float) -> tuple[str, float]:
+        """A browser session for ``user`` after a password log-in: return (secret, expiry).
+
+        The secret goes into the (signed) cookie; the database keeps its SHA-256, so log-out, a
+        password change, disabling the user and "sign out everywhere" end every copy of the cookie
+        (on this replica at once, on others within ``auth_max_age``).
+        """
+        secret = WEB_PREFIX + secrets.token_urlsafe(24)
+        now = self.clock()
+        row = {"id": secrets.token_hex(8), "user": user, "hash": hash_token(secret), "created": now,
+               "expires": now + lifetime, "revoked": None}
+
+        def change(db: sqlite_utils.Database) -> None:
+            _need_user(db, user)
+            db.execute(  # every log-in adds a row: forget long-dead ones, as tokens do
+                "delete from web_sessions where expires < ? or revoked < ?",
+                (now - FORGET_DEAD_TOKENS_AFTER, now - FORGET_DEAD_TOKENS_AFTER),
+            )
+            db["web_sessions"].insert(row)
+
+        await self.db.write(change)
+        return secret, row["expires"]
+
+    async def web_session(self, secret: object) -> Principal | None:
+        """The user a browser session's secret stands for, with the full rights of their roles (a
+        password log-in is the whole account), or None (unknown, ended, expired, user disabled).
+
+        A local read, like a token's; an unknown secret refreshes once (the session may have been
+        started on another replica a moment ago).
+        """
+        if not isinstance(secret, str) or len(secret) != _WEB_SECRET_LEN or not secret.startswith(WEB_PREFIX):
+            return None
+        digest = hash_token(secret)
+        sql = ("select s.*, u.admin as user_admin, u.disabled as user_disabled from web_sessions s"
+               " join users u on u.name = s.user where s.hash = ?")
+        row = _one_or_none(await self.db.read(), sql, (digest,))
+        if row is None:
+            await self.db.refresh()
+            row = _one_or_none(await self.db.read(), sql, (digest,))
+        if row is None or row["revoked"] is not None or row["user_disabled"]:
+            return None
+        if row["expires"] <= self.clock():
+            return None
+        return Principal(user=row["user"], admin=bool(row["user_admin"]), scope="admin",
+                         expires=row["expires"], web_session=row["id"])
+
+    async def end_web_session(self, secret: object) -> None:
+        """Log out: end the browser session ``secret`` names (every copy of its cookie)."""
+        if not isinstance(secret, str) or not secret.startswith(WEB_PREFIX):
+            return
+        digest, now = hash_token(secret), self.clock()
+
+        def change(db: sqlite_utils.Database) -> None:
+            db.execute("update web_sessions set revoked = ? where hash = ? and revoked is null", (now, digest))
+
+        await self.db.write(change)
+
+    async def end_web_sessions(self, user: str) -> int:
+        """Sign ``user`` out everywhere: end all their browser sessions; return how many."""
+        now = self.clock()
+
+        def change(db: sqlite_utils.Database) -> int:
+            _need_user(db, user)
+            return _end_web_sessions(db, user, now)
+
+        return await self.db.write(change)
+
     # -- organisations --------------------------------------------------------------------------
 
     async def create_org(self, name: str, owner: str) -> None:
@@ -482,27 +659,40 @@ class Accounts:
             return None
         return _org_role(await self.db.read(), org, user)
 
-    async def set_org_member(self, org: str, user: str, role: str) -> None:
+    async def set_org_member(self, org: str, user: str, role: str, *, by: Principal | None = None) -> None:
+        """Give ``user`` the ``role`` in ``org``. ``by`` is who asks (None: the operator): nobody
+        grants a role above their own, or changes the role of someone who outranks them."""
         check_role(role)
 
         def change(db: sqlite_utils.Database) -> None:
             _need_org(db, org)
             _need_user(db, user)
+            _refuse_outranking(by, self._org_actor_role(db, org, by), role, _org_role(db, org, user), user, org)
             if role != "owner":
                 self._keep_an_owner(db, org, user)
             db["org_members"].upsert({"org": org, "user": user, "role": role}, pk=("org", "user"))
 
         await self.db.write(change)
 
-    async def remove_org_member(self, org: str, user: str) -> None:
+    async def remove_org_member(self, org: str, user: str, *, by: Principal | None = None) -> None:
         def change(db: sqlite_utils.Database) -> None:
             _need_org(db, org)
-            if _org_role(db, org, user) is None:
+            current = _org_role(db, org, user)
+            if current is None:
                 raise NotFound(f"{user} is not a member of {org}")
+            _refuse_outranking(by, self._org_actor_role(db, org, by), None, current, user, org)
             self._keep_an_owner(db, org, user)
             db.execute("delete from org_members where org = ? and user = ?", (org, user))
 
         await self.db.write(change)
+
+    @staticmethod
+    def _org_actor_role(db: sqlite_utils.Database, org: str, by: Principal | None) -> str | None:
+        """The role ``by`` acts with in ``org``, read from the database being changed (site admins
+        and the operator act as owners)."""
+        if by is None or _is_admin(db, by.user):
+            return "owner"
+        return None if by.user is None else _org_role(db, org, by.user)
 
     @staticmethod
     def _keep_an_owner(db: sqlite_utils.Database, org: str, leaving: str) -> None:
@@ -559,24 +749,63 @@ class Accounts:
 
         await self.db.write(change)
 
-    async def set_repo_member(self, repo: str, user: str, role: str) -> None:
+    async def set_repo_member(self, repo: str, user: str, role: str, *, by: Principal | None = None) -> None:
+        """Give ``user`` the explicit ``role`` on ``repo``. ``by`` is who asks (None: the operator):
+        nobody grants a role above their own or changes the role of someone who outranks them."""
         check_role(role)
 
         def change(db: sqlite_utils.Database) -> None:
             _need_repo(db, repo)
             _need_user(db, user)
+            self._refuse_namespace_owner(repo, user)
+            _refuse_outranking(by, self._repo_actor_role(db, repo, by), role, _role_on(db, user, repo),
+                               user, repo)
+            if role != "owner":
+                self._keep_a_repo_owner(db, repo, user)
             db["repo_members"].upsert({"repo": repo, "user": user, "role": role}, pk=("repo", "user"))
 
         await self.db.write(change)
 
-    async def remove_repo_member(self, repo: str, user: str) -> None:
+    async def remove_repo_member(self, repo: str, user: str, *, by: Principal | None = None) -> None:
         def change(db: sqlite_utils.Database) -> None:
             _need_repo(db, repo)
             if _one(db, "select 1 as x from repo_members where repo = ? and user = ?", (repo, user)) is None:
                 raise NotFound(f"{user} is not a member of {repo}")
+            _refuse_outranking(by, self._repo_actor_role(db, repo, by), None, _role_on(db, user, repo),
+                               user, repo)
+            self._keep_a_repo_owner(db, repo, user)
             db.execute("delete from repo_members where repo = ? and user = ?", (repo, user))
 
         await self.db.write(change)
+
+    @staticmethod
+    def _repo_actor_role(db: sqlite_utils.Database, repo: str, by: Principal | None) -> str | None:
+        return "owner" if by is None else _role_on(db, by.user, repo)
+
+    @staticmethod
+    def _refuse_namespace_owner(repo: str, user: str) -> None:
+        """The user whose namespace holds a repository owns it implicitly; an explicit role for
+        them would change nothing, so it is refused rather than shown as if it did."""
+        if repo.split("/")[0] == user:
+            raise InvalidInput(f"{user} owns {repo} (it is in their namespace): that role cannot change")
+
+    @staticmethod
+    def _keep_a_repo_owner(db: sqlite_utils.Database, repo: str, leaving: str) -> None:
+        """Refuse to demote or remove a repository's last owner. Owners are its explicit owners,
+        the user whose namespace holds it, and the owners of the organisation that holds it."""
+        if _one(db, "select 1 as x from repo_members where repo = ? and user = ? and role = 'owner'",
+                (repo, leaving)) is None:
+            return
+        namespace = repo.split("/")[0]
+        other = _one(
+            db,
+            "select 1 as x from repo_members where repo = ? and role = 'owner' and user != ?"
+            " union all select 1 from users where name = ?"
+            " union all select 1 from org_members where org = ? and role = 'owner' limit 1",
+            (repo, leaving, namespace, namespace),
+        )
+        if other is None:
+            raise InvalidInput(f"{leaving} is the last owner of {repo}")
 
     async def repo_members(self, repo: str) -> dict[str, str]:
         """Explicit repository members and their roles (organisation roles not included)."""

@@ -38,8 +38,8 @@ from hif.repo import Repo, check_repo_name
 from hif.rollups import query_items
 from hif.session import ROLES, Session, check_session_id, check_text, make_event
 from hif.tree import lookup
-from node.access import NEEDS, check_login, manages_org, may, need_scope, repo_access, scope_ge
-from node.accounts import ANONYMOUS, Principal
+from node.access import NEEDS, check_login, manages_org, may, need_scope, repo_access
+from node.accounts import ANONYMOUS, INHERIT, Inherit, Principal
 from node.app import Node, node_of
 from node.errors import AuthRequired, Exists, InvalidInput, PermissionDenied
 from node.wire import (
@@ -56,6 +56,7 @@ from node.wire import (
 bp = Blueprint("api", __name__)
 
 LOGIN_DAYS = 30
+AGENT_DAYS = 7  # an agent token's lifetime when the request names none (capped at the creator's)
 MAX_HAVE = 10_000
 MAX_GET = 1_000
 MAX_STREAM = 100_000  # ids per objects/stream (3.4 MB of request body)
@@ -215,7 +216,7 @@ async def whoami(ctx: Ctx) -> dict[str, Any]:
 async def login(ctx: Ctx) -> dict[str, Any]:
     user = field(ctx.body, "user", str)
     password = field(ctx.body, "password", str)
-    if not await check_login(ctx.node.auth, ctx.node.limiter, user, password, request.remote_addr or "?"):
+    if not await check_login(ctx.node.auth, ctx.node.limiter, user, password, ctx.node.client_address()):
         raise AuthRequired("wrong user name or password")
     tid, secret = await ctx.node.auth.create_token(user, scope="write", name="login",
                                                    expires_in=LOGIN_DAYS * 86400)
@@ -229,23 +230,30 @@ async def list_tokens(ctx: Ctx) -> dict[str, Any]:
 
 @route("POST", "/api/v1/tokens", "user", status=201)
 async def create_token(ctx: Ctx) -> dict[str, Any]:
-    p = ctx.principal
-    scope = field(ctx.body, "scope", str)
+    """A token never outranks or outlives the one that makes it: what the body leaves out is the
+    creator's (scope, repository, expiry), what it asks beyond that is a 403."""
+    scope = field(ctx.body, "scope", str, default=None)
     repo = field(ctx.body, "repo", str, default=None)
-    days = field(ctx.body, "expires_days", (int, float), default=None)
-    if scope not in NEEDS:
+    days = _days(ctx.body)
+    if scope is not None and scope not in NEEDS:
         raise InvalidInput("scope must be read, write or admin")
-    if not scope_ge(p.scope, scope) or (p.repo is not None and repo != p.repo):
-        raise PermissionDenied("a token cannot grant more than the token that creates it")
     if repo is not None:
         check_repo_name(repo)
-    if days is not None and days <= 0:
-        raise InvalidInput("expires_days must be positive")
     tid, secret = await ctx.node.auth.create_token(
         ctx.user, scope=scope, repo=repo, name=field(ctx.body, "name", str, default=""),
-        expires_in=days * 86400 if days is not None else None,
+        expires_in=INHERIT if days is None else days * 86400, by=ctx.principal,
     )
-    return {"id": tid, "token": secret, "scope": scope, "repo": repo}
+    made = next(t for t in await ctx.node.auth.list_tokens(ctx.user) if t["id"] == tid)
+    return {"id": tid, "token": secret, "scope": made["scope"], "repo": made["repo"],
+            "expires": made["expires"]}
+
+
+def _days(body: dict[str, Any]) -> float | None:
+    """``expires_days``: a positive number of days, or None when the body leaves it out."""
+    days = field(body, "expires_days", (int, float), default=None)
+    if days is not None and (isinstance(days, bool) or not 0 < days <= 100 * 366):
+        raise InvalidInput("expires_days must be a positive number of days (at most 100 years)")
+    return days
 
 
 @route("DELETE", "/api/v1/tokens/<tid>", "user")
@@ -266,14 +274,14 @@ async def create_org(ctx: Ctx) -> dict[str, Any]:
 async def set_org_member(ctx: Ctx, org: str, user: str) -> dict[str, Any]:
     await _need_org_admin(ctx, org)
     role = field(ctx.body, "role", str)
-    await ctx.node.auth.set_org_member(org, user, role)
+    await ctx.node.auth.set_org_member(org, user, role, by=ctx.principal)
     return {"org": org, "user": user, "role": role}
 
 
 @route("DELETE", "/api/v1/orgs/<org>/members/<user>", "user")
 async def remove_org_member(ctx: Ctx, org: str, user: str) -> dict[str, Any]:
     await _need_org_admin(ctx, org)
-    await ctx.node.auth.remove_org_member(org, user)
+    await ctx.node.auth.remove_org_member(org, user, by=ctx.principal)
     return {"removed": user}
 
 
@@ -344,13 +352,13 @@ async def repo_meta(ctx: Ctx) -> dict[str, Any]:
 @route("PUT", REPO + "/members/<user>", "admin")
 async def set_repo_member(ctx: Ctx, user: str) -> dict[str, Any]:
     role = field(ctx.body, "role", str)
-    await ctx.node.auth.set_repo_member(ctx.r.name, user, role)
+    await ctx.node.auth.set_repo_member(ctx.r.name, user, role, by=ctx.principal)
     return {"repo": ctx.r.name, "user": user, "role": role}
 
 
 @route("DELETE", REPO + "/members/<user>", "admin")
 async def remove_repo_member(ctx: Ctx, user: str) -> dict[str, Any]:
-    await ctx.node.auth.remove_repo_member(ctx.r.name, user)
+    await ctx.node.auth.remove_repo_member(ctx.r.name, user, by=ctx.principal)
     return {"removed": user}
 
 
@@ -745,11 +753,12 @@ async def abandon_session(ctx: Ctx, sid: str) -> dict[str, Any]:
 @route("POST", SESSION + "/tokens", "write", status=201)
 async def agent_token(ctx: Ctx, sid: str) -> dict[str, Any]:
     await _load_session(ctx, sid, open_only=True)
-    days = field(ctx.body, "expires_days", (int, float), default=7)
-    if days <= 0:
-        raise InvalidInput("expires_days must be positive")
+    days = _days(ctx.body)
+    # unspecified: a week, but never past the creator's own expiry; asked for longer: refused
+    lifetime = Inherit(most=AGENT_DAYS * 86400) if days is None else days * 86400
     tid, secret = await ctx.node.auth.create_token(ctx.user, scope="write", repo=ctx.r.name, session=sid,
-                                                   name=f"agent for {sid}", expires_in=days * 86400)
+                                                   name=f"agent for {sid}", expires_in=lifetime,
+                                                   by=ctx.principal)
     return {"id": tid, "token": secret, "session": sid}
 
 

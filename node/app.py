@@ -23,7 +23,7 @@ from hif.store.threaded import ThreadedStore
 from node.accounts import Accounts
 from node.authdb import AuthDB
 from node.config import Config
-from node.ratelimit import LoginLimiter
+from node.ratelimit import LoginLimiter, client_address, parse_networks
 from node.wire import MiB, cbor_response, error_body, error_response
 
 VERSION = "0.1.0"
@@ -42,6 +42,7 @@ class Node:
         self._store = store
         self.accounts: Accounts | None = None
         self.limiter = LoginLimiter()
+        self.trusted_proxies = parse_networks(config.trusted_proxies)  # a typo stops the start
         self._repos: OrderedDict[str, Repo] = OrderedDict()
 
     async def start(self) -> None:
@@ -64,6 +65,12 @@ class Node:
     def auth(self) -> Accounts:
         assert self.accounts is not None, "the node has not started"
         return self.accounts
+
+    def client_address(self) -> str:
+        """The current request's client: the TCP peer, or behind a trusted proxy the address it
+        forwarded (``MICELIO_TRUSTED_PROXIES``)."""
+        return client_address(request.remote_addr, request.headers.getlist("X-Forwarded-For"),
+                              self.trusted_proxies)
 
     def repo(self, name: str) -> Repo:
         """A plumbing handle per repository, kept for its tree cache (bounded)."""
@@ -120,7 +127,7 @@ def create_app(config: Config | None = None, *, store: ObjectStore | None = None
                 "status": response.status_code,
                 "ms": round((time.perf_counter() - started) * 1000, 2) if started else None,
                 "user": getattr(g, "user", None),
-                "remote": request.remote_addr,
+                "remote": node.client_address(),
             }))
         return response
 

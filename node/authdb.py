@@ -81,11 +81,19 @@ def create_schema(db: sqlite_utils.Database) -> None:
         defaults={"name": ""},
         if_not_exists=True,
     )
+    db["web_sessions"].create(  # browser sessions (the web UI's cookies name one by its secret)
+        {"id": str, "user": str, "hash": str, "created": float, "expires": float, "revoked": float},
+        pk="id",
+        not_null={"user", "hash", "expires"},
+        if_not_exists=True,
+    )
     db["keys"].create(  # Ed25519 public keys (hex) that sign check attestations (hif check)
         {"user": str, "public_key": str, "created": float}, pk=("user", "public_key"), if_not_exists=True
     )
     db["tokens"].create_index(["hash"], unique=True, if_not_exists=True)
     db["tokens"].create_index(["user"], if_not_exists=True)
+    db["web_sessions"].create_index(["hash"], unique=True, if_not_exists=True)
+    db["web_sessions"].create_index(["user"], if_not_exists=True)
     db["org_members"].create_index(["user"], if_not_exists=True)
     db["repo_members"].create_index(["user"], if_not_exists=True)
     db["repos"].create_index(["owner"], if_not_exists=True)

@@ -150,7 +150,7 @@ def admin(ctx: click.Context, store: str | None, cache_dir: Path | None) -> None
 
 @admin.group()
 def user() -> None:
-    """Users: create, list, change a password."""
+    """Users: create, list, change a password, disable, sign out everywhere."""
 
 
 @command(user, "create")
@@ -205,13 +205,25 @@ def user_passwd(as_json: bool, name: str, password_stdin: bool) -> None:
 @click.argument("name")
 @click.option("--enable", is_flag=True, help="Re-enable instead.")
 def user_disable(as_json: bool, name: str, enable: bool) -> None:
-    """Disable a user: their password and every token stop working."""
+    """Disable a user: their password and every token stop working, their browser sessions end."""
 
     async def body(accounts: Accounts, store: ObjectStore) -> None:
         await accounts.set_disabled(name, not enable)
 
     run_admin(body)
     emit(as_json, {"name": name, "disabled": not enable}, f"{'enabled' if enable else 'disabled'} user {name}")
+
+
+@command(user, "signout")
+@click.argument("name")
+def user_signout(as_json: bool, name: str) -> None:
+    """Sign a user out everywhere: end every browser session (API tokens stay; revoke those)."""
+
+    async def body(accounts: Accounts, store: ObjectStore) -> int:
+        return await accounts.end_web_sessions(name)
+
+    ended = run_admin(body)
+    emit(as_json, {"name": name, "ended": ended}, f"ended {ended} browser session(s) of {name}")
 
 
 # -- tokens ----------------------------------------------------------------------------------------

@@ -24,6 +24,9 @@ class Config:
     auth_max_age: float = 1.0
     access_log: bool = True
     workers: int = 1
+    # Reverse proxies whose X-Forwarded-For is believed (networks, e.g. "10.0.0.0/8 ::1"); empty: the
+    # TCP peer is the client (see node/ratelimit.py client_address).
+    trusted_proxies: str = ""
 
     @property
     def url(self) -> str:
@@ -46,6 +49,8 @@ class Config:
             cfg.public_url = env["MICELIO_PUBLIC_URL"]
         if "MICELIO_AUTH_MAX_AGE" in env:
             cfg.auth_max_age = float(env["MICELIO_AUTH_MAX_AGE"])
+        if "MICELIO_TRUSTED_PROXIES" in env:
+            cfg.trusted_proxies = env["MICELIO_TRUSTED_PROXIES"]
         for key, value in overrides.items():
             if value is not None:
                 setattr(cfg, key, Path(value) if key == "cache_dir" else value)

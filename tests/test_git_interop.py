@@ -427,10 +427,20 @@ def test_killed_import_never_half_lands(tmp_path: Path) -> None:
     n = 600
     g = fast_history(tmp_path / "src", tmp_path, n)
     seen: list[int] = []
+    log_dir = tmp_path / "w" / ".hif" / "store" / "data" / "repos" / "local" / "w" / "log"
+
+    def landed() -> int:
+        return len(os.listdir(log_dir)) if log_dir.is_dir() else 0
+
     for attempt in range(10):
+        before = landed()
         proc = subprocess.Popen([HIF, "import", "git", "src", "w", "--no-checkout"], cwd=tmp_path, env=ENV,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(0.6 + 0.4 * attempt)
+        # kill once this run has landed something (however loaded the machine is), a little later each time
+        deadline = time.monotonic() + 120
+        while landed() == before and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.05 * attempt)
         if proc.poll() is not None:
             break
         proc.send_signal(signal.SIGKILL)

@@ -1,9 +1,13 @@
-"""Browser sessions: a signed cookie holding the user name, keyed by a secret every replica shares,
-and CSRF tokens for every form.
+"""Browser sessions: a signed cookie naming a server-side session, keyed by a secret every replica
+shares, and CSRF tokens for every form.
 
-The signing key lives in the store (``_node/ui-secret``, created once with put-if-absent), never in
-one process: any replica must accept a cookie another one set, and a restart must not log everyone
-out. API requests (``/api/``, ``/healthz``) never open a cookie session.
+The cookie holds the secret of a row of the auth database's ``web_sessions`` (only its hash is
+stored), checked on every request against the replica's local copy, so log-out, a password change,
+disabling the user and "sign out everywhere" end every copy of the cookie: at once on the replica
+that made the change, on the others within ``auth_max_age``. The signing key lives in the store
+(``_node/ui-secret``, created once with put-if-absent), never in one process: any replica must
+accept a cookie another one set, and a restart must not log everyone out. API requests (``/api/``,
+``/healthz``) never open a cookie session.
 """
 
 from __future__ import annotations
@@ -15,14 +19,13 @@ import logging
 import secrets
 import time
 from datetime import timedelta
-from typing import Any
 
 from quart import Quart, current_app, g, session
 from quart.sessions import SecureCookieSession, SecureCookieSessionInterface
 from quart.wrappers import BaseRequestWebsocket
 
 from hif.errors import HifError, PreconditionFailed
-from node.accounts import ANONYMOUS, Principal
+from node.accounts import ANONYMOUS, Accounts, Principal
 from node.app import node_of
 
 SECRET_KEY = "_node/ui-secret"
@@ -97,33 +100,46 @@ def csrf_ok(sent: str | None) -> bool:
     return bool(expected) and bool(sent) and hmac.compare_digest(str(expected), str(sent))
 
 
-def log_in(user: str) -> None:
+async def log_in(user: str) -> None:
     """Start a fresh browser session for ``user`` (a new CSRF token: nothing carries over)."""
+    secret, _expires = await _accounts().start_web_session(user, LOGIN_DAYS * 86400.0)
     session.clear()
-    session["user"] = user
+    session["web"] = secret
     session["since"] = time.time()
     session["csrf"] = secrets.token_urlsafe(24)
+    g.ui_viewer = None
 
 
-def log_out() -> None:
+async def log_out(*, ended: bool = False) -> None:
+    """End this browser session, for every copy of its cookie, and forget it here (``ended``: it
+    was ended already, forget it only). Only a live session costs a write: replaying the cookie of
+    an ended one writes nothing."""
+    secret = session.get("web") if has_session() else None
+    if secret is not None and not ended and (await viewer()).web_session is not None:
+        await _accounts().end_web_session(secret)
     session.clear()
+    g.ui_viewer = None
+
+
+def _accounts() -> Accounts:
+    return node_of(current_app).auth  # type: ignore[arg-type]
 
 
 async def viewer() -> Principal:
     """Who is browsing: the logged-in user with the full rights of their roles (a password login
-    is the whole account, like the API's admin-scope token), or anonymous. A disabled or deleted
-    user is logged out on their next request."""
+    is the whole account, like the API's admin-scope token) until their browser session expires,
+    or anonymous. An ended session (or a disabled user) is logged out on its next request; a
+    cookie from before server-side sessions (no ``web``) is too."""
     cached: Principal | None = getattr(g, "ui_viewer", None)
     if cached is not None:
         return cached
     p = ANONYMOUS
-    name = session.get("user") if has_session() else None
-    if isinstance(name, str):
-        info: dict[str, Any] | None = await node_of(current_app).auth.get_user(name)  # type: ignore[arg-type]
-        if info is None or info["disabled"]:
-            log_out()
+    if has_session() and ("web" in session or "user" in session):
+        found = await _accounts().web_session(session.get("web"))
+        if found is None:
+            session.clear()
         else:
-            p = Principal(user=name, admin=bool(info["admin"]), scope="admin")
-            g.user = name  # the access log names who asked
+            p = found
+            g.user = p.user  # the access log names who asked
     g.ui_viewer = p
     return p

@@ -45,8 +45,8 @@ from hif.repo import Repo, check_repo_name
 from hif.session import ROLES, Session, check_session_id, check_text
 from hif.tree import lookup, lookup_file
 from node.access import NEEDS, check_login, manages_org, may, repo_access
+from node.accounts import INHERIT, Principal, role_rank
 from node.accounts import ROLES as MEMBER_ROLES
-from node.accounts import Principal
 from node.app import Node, node_of
 from node.errors import RateLimited
 from node.federation_api import fed_of, offer_id
@@ -423,7 +423,7 @@ async def login_post() -> Response | tuple[str, int, dict[str, str]]:
     nxt = safe_next(form.get("next"))
     try:
         ok = bool(user) and await check_login(node().auth, node().limiter, user, password,
-                                              request.remote_addr or "?")
+                                              node().client_address())
     except RateLimited as e:
         page = await render_template("login.html", next=nxt, user=user,
                                      error=f"Too many failed attempts: try again in {e.retry_after} s.")
@@ -431,14 +431,25 @@ async def login_post() -> Response | tuple[str, int, dict[str, str]]:
     if not ok:
         page = await render_template("login.html", next=nxt, user=user, error="Wrong user name or password.")
         return page, 401, {}
-    auth.log_in(user)
+    await auth.log_in(user)
     return redirect(nxt)  # type: ignore[return-value]
 
 
 @bp.post("/logout")
 async def logout() -> Response:
-    auth.log_out()
+    await auth.log_out()
     return redirect("/")  # type: ignore[return-value]
+
+
+@bp.post("/account/signout")
+async def sign_out_everywhere() -> Response:
+    """End every browser session of the viewer, this one included (every device, every copy)."""
+    p = await viewer()
+    if p.user is None:
+        return login_redirect()
+    await node().auth.end_web_sessions(p.user)
+    await auth.log_out(ended=True)
+    return redirect(url_for("ui.login"))  # type: ignore[return-value]
 
 
 async def _account_page(created: dict[str, Any] | None = None, error: str | None = None,
@@ -452,7 +463,7 @@ async def _account_page(created: dict[str, Any] | None = None, error: str | None
                       "expired" if t["expires"] is not None and t["expires"] <= now else "active")
     tokens.sort(key=lambda t: (t["state"] != "active", -t["created"]))
     page = await render_template("account.html", tokens=tokens, created=created, error=error,
-                                 node_url=node().config.url)
+                                 node_url=node().config.url, session_expires=p.expires)
     return page, status
 
 
@@ -546,6 +557,7 @@ async def create_token() -> Response | tuple[str, int]:
     scope = form.get("scope", "read")
     repo = form.get("repo", "").strip() or None
     name = form.get("name", "").strip()
+    password = form.get("password", "")
     try:
         if scope not in NEEDS:
             raise InvalidInput("the scope is read, write or admin")
@@ -553,13 +565,24 @@ async def create_token() -> Response | tuple[str, int]:
             check_repo_name(repo)
         days_text = form.get("expires_days", "").strip()
         days = float(days_text) if days_text else None
-        if days is not None and days <= 0:
-            raise InvalidInput("a token's lifetime must be positive")
-        tid, secret = await node().auth.create_token(p.user, scope=scope, repo=repo, name=name,
-                                                     expires_in=days * 86400 if days else None)
-    except (InvalidInput, ValueError) as e:
-        message = str(e) if isinstance(e, InvalidInput) else "the lifetime is a number of days"
-        return await _account_page(error=message, status=400)
+        if days is not None and not 0 < days <= 100 * 366:
+            raise InvalidInput("a token's lifetime is a positive number of days (at most 100 years)")
+        # a token never outlives what makes it: this browser session, unless the password (the
+        # account itself) is given again
+        maker = p
+        if password:
+            if not await check_login(node().auth, node().limiter, p.user, password, node().client_address()):
+                raise PermissionDenied("wrong password: the token was not made")
+            maker = Principal(user=p.user, admin=p.admin, scope="admin")
+        tid, secret = await node().auth.create_token(
+            p.user, scope=scope, repo=repo, name=name, by=maker,
+            expires_in=INHERIT if days is None else days * 86400)
+    except (HifError, ValueError) as e:
+        if isinstance(e, RateLimited):
+            raise
+        message = str(e) if isinstance(e, HifError) else "the lifetime is a number of days"
+        status = e.http_status if isinstance(e, HifError) and e.http_status != 401 else 400
+        return await _account_page(error=message, status=status)
     return await _account_page(created={"id": tid, "token": secret, "name": name, "scope": scope,
                                         "repo": repo}, status=201)
 
@@ -589,9 +612,20 @@ async def _org_page(org: str, error: str | None = None) -> str:
     repos = [r for r in await node().auth.visible_repos(p, limit=200, after=f"{org}/")
              if r["name"].startswith(f"{org}/")]
     member = p.user is not None and (p.admin or p.user in info["members"])
+    mine = "owner" if p.admin else await node().auth.org_role(org, p.user)
     return await render_template("org.html", org=info, repos=repos, show_members=member,
-                                 manage=await manages_org(node().auth, p, org), roles=MEMBER_ROLES,
+                                 manage=await manages_org(node().auth, p, org), roles=grantable(mine),
                                  error=error)
+
+
+def form_status(e: HifError) -> int:
+    """A refused member form: 403 when it asks more than the viewer holds, else 400."""
+    return 403 if isinstance(e, PermissionDenied) else 400
+
+
+def grantable(role: str | None) -> tuple[str, ...]:
+    """The roles someone holding ``role`` may give (none above their own)."""
+    return MEMBER_ROLES[:role_rank(role) + 1]
 
 
 async def _need_org_manager(org: str) -> Principal:
@@ -603,22 +637,22 @@ async def _need_org_manager(org: str) -> Principal:
 
 @bp.post("/orgs/<org>/members")
 async def org_member_set(org: str) -> Response | tuple[str, int]:
-    await _need_org_manager(org)
+    p = await _need_org_manager(org)
     form = await request.form
     try:
-        await node().auth.set_org_member(org, form.get("user", "").strip(), form.get("role", ""))
-    except (InvalidInput, NotFound) as e:
-        return await _org_page(org, str(e)), 400
+        await node().auth.set_org_member(org, form.get("user", "").strip(), form.get("role", ""), by=p)
+    except (InvalidInput, NotFound, PermissionDenied) as e:
+        return await _org_page(org, str(e)), form_status(e)
     return redirect(url_for("ui.org_page", org=org))  # type: ignore[return-value]
 
 
 @bp.post("/orgs/<org>/members/<user>/remove")
 async def org_member_remove(org: str, user: str) -> Response | tuple[str, int]:
-    await _need_org_manager(org)
+    p = await _need_org_manager(org)
     try:
-        await node().auth.remove_org_member(org, user)
-    except (InvalidInput, NotFound) as e:
-        return await _org_page(org, str(e)), 400
+        await node().auth.remove_org_member(org, user, by=p)
+    except (InvalidInput, NotFound, PermissionDenied) as e:
+        return await _org_page(org, str(e)), form_status(e)
     return redirect(url_for("ui.org_page", org=org))  # type: ignore[return-value]
 
 
@@ -1038,8 +1072,8 @@ async def offer_action(owner: str, name: str, oid: str, action: str) -> Response
 async def _settings_page(rv: RepoView, error: str | None = None) -> str:
     members = await node().auth.repo_members(rv.name)
     org = await node().auth.get_org(rv.owner)
-    return await render_template("settings.html", rv=rv, members=members, org=org, roles=MEMBER_ROLES,
-                                 error=error)
+    return await render_template("settings.html", rv=rv, members=members, org=org,
+                                 roles=grantable(rv.role), error=error)
 
 
 @bp.get("/<owner>/<name>/settings")
@@ -1055,9 +1089,10 @@ async def settings_member_set(owner: str, name: str) -> Response | tuple[str, in
     rv = await open_repo(owner, name, "admin")
     form = await request.form
     try:
-        await node().auth.set_repo_member(rv.name, form.get("user", "").strip(), form.get("role", ""))
-    except (InvalidInput, NotFound) as e:
-        return await _settings_page(rv, str(e)), 400
+        await node().auth.set_repo_member(rv.name, form.get("user", "").strip(), form.get("role", ""),
+                                          by=rv.p)
+    except (InvalidInput, NotFound, PermissionDenied) as e:
+        return await _settings_page(rv, str(e)), form_status(e)
     return redirect(rv.url("settings"))  # type: ignore[return-value]
 
 
@@ -1065,9 +1100,9 @@ async def settings_member_set(owner: str, name: str) -> Response | tuple[str, in
 async def settings_member_remove(owner: str, name: str, user: str) -> Response | tuple[str, int]:
     rv = await open_repo(owner, name, "admin")
     try:
-        await node().auth.remove_repo_member(rv.name, user)
-    except NotFound as e:
-        return await _settings_page(rv, str(e)), 400
+        await node().auth.remove_repo_member(rv.name, user, by=rv.p)
+    except (InvalidInput, NotFound, PermissionDenied) as e:
+        return await _settings_page(rv, str(e)), form_status(e)
     return redirect(rv.url("settings"))  # type: ignore[return-value]
 
 

@@ -26,15 +26,18 @@ from hif.store import EmbeddedStore, ObjectStore
 from node.accounts import (
     ANONYMOUS,
     FORGET_DEAD_TOKENS_AFTER,
+    INHERIT,
     ROLES,
     SCOPES,
     Accounts,
+    Inherit,
     Principal,
     allowed,
+    cap_token,
     hash_token,
 )
 from node.authdb import KEY, AuthDB, _decode
-from node.errors import Exists, RateLimited
+from node.errors import Exists, PermissionDenied, RateLimited
 from node.ratelimit import LoginLimiter
 
 T = TypeVar("T")
@@ -589,6 +592,57 @@ def test_org_keeps_an_owner(embedded: MakeStore, tmp_path: Path) -> None:
     run_on(embedded, body)
 
 
+def test_no_one_grants_more_than_they_hold(embedded: MakeStore, tmp_path: Path) -> None:
+    """The rule lives in Accounts, checked inside the write: every edge (API, UI, CLI) shares it."""
+
+    async def body(store: ObjectStore) -> None:
+        acc = accounts_on(store, tmp_path / "c")
+        await _world(acc)  # acme: alice owner, maint and erin maintainers; acme/api: carol writer
+        maint = Principal("maint", scope="admin")
+        for call in (
+            acc.set_org_member("acme", "maint", "owner", by=maint),
+            acc.set_org_member("acme", "carol", "owner", by=maint),
+            acc.set_org_member("acme", "alice", "writer", by=maint),
+            acc.remove_org_member("acme", "alice", by=maint),
+            acc.set_repo_member("acme/api", "maint", "owner", by=maint),
+            acc.set_repo_member("acme/api", "alice", "reader", by=maint),
+        ):
+            with pytest.raises(PermissionDenied):
+                await call
+        assert await acc.org_role("acme", "maint") == "maintainer"
+        assert await acc.repo_members("acme/api") == {"alice": "owner", "carol": "writer", "dave": "writer",
+                                                      "erin": "reader"}
+        await acc.set_org_member("acme", "erin", "writer", by=maint)  # an equal may be changed
+        await acc.set_repo_member("acme/api", "carol", "maintainer", by=maint)
+        await acc.set_repo_member("acme/api", "eve", "owner", by=Principal("alice", scope="admin"))
+        await acc.set_repo_member("acme/api", "eve", "reader", by=Principal("root", admin=True, scope="admin"))
+        with pytest.raises(InvalidInput):  # the namespace user owns alice/pub implicitly
+            await acc.set_repo_member("alice/pub", "alice", "reader")
+        # a repository's explicit owner may go: acme's owners still own it
+        await acc.remove_repo_member("acme/api", "alice", by=Principal("alice", scope="admin"))
+        assert await acc.role_on("alice", "acme/api") == "owner"
+
+    run_on(embedded, body)
+
+
+def test_cap_token() -> None:
+    now = 1000.0
+    maker = Principal("u", scope="write", repo="u/r", expires=now + 100)
+    assert cap_token(maker, None, None, INHERIT, now) == ("write", "u/r", now + 100)
+    assert cap_token(maker, "read", "u/r", 50.0, now) == ("read", "u/r", now + 50)
+    assert cap_token(maker, None, None, Inherit(most=10.0), now) == ("write", "u/r", now + 10)
+    assert cap_token(Principal("u", scope="admin"), None, None, Inherit(most=10.0), now)[2] == now + 10
+    assert cap_token(Principal("u", scope="admin"), None, None, INHERIT, now)[2] is None
+    for scope, repo, expires_in in (("admin", None, INHERIT), (None, "u/x", INHERIT), (None, None, 101.0),
+                                    (None, None, None)):
+        with pytest.raises(PermissionDenied):
+            cap_token(maker, scope, repo, expires_in, now)
+    with pytest.raises(PermissionDenied):
+        cap_token(Principal("u", scope="write", repo="u/r", session="s"), "read", None, INHERIT, now)
+    with pytest.raises(PermissionDenied):
+        cap_token(ANONYMOUS, "read", None, INHERIT, now)
+
+
 def _allowed_cases() -> list[tuple[Principal, str | None, str, str, bool]]:
     """Every role × scope × need, for an unbound token, plus the special principals."""
     cases: list[tuple[Principal, str | None, str, str, bool]] = []
@@ -708,42 +762,75 @@ def test_register_and_create_repos(embedded: MakeStore, tmp_path: Path) -> None:
 
 
 def test_login_limiter() -> None:
+    """Back-off per (user, address); per address across users; the user's count across addresses
+    only slows addresses that failed for that user, never a clean one (no lock-out of the owner)."""
     clock = Clock(0.0)
-    lim = LoginLimiter(max_failures=3, window=100.0, clock=clock)
+    lim = LoginLimiter(pair_free=3, addr_free=6, user_free=10, base=1.0, cap=60.0, forget=1000.0, clock=clock)
     for _ in range(3):
         lim.check("alice", "1.2.3.4")
         lim.failure("alice", "1.2.3.4")
-        clock.now += 10
     with pytest.raises(RateLimited) as e:
-        lim.check("alice", "9.9.9.9")  # the user is limited from any address
-    assert e.value.retry_after == 100 - 30
-    assert e.value.http_status == 429
+        lim.check("alice", "1.2.3.4")  # the pair waits 1 s after its 3rd failure
+    assert e.value.retry_after == 1 and e.value.http_status == 429
+    lim.check("alice", "9.9.9.9")  # the user from another address: not slowed
+    lim.check("bob", "1.2.3.4")  # the address for another user: below its own limit
+    waits = []
+    for _ in range(8):  # each further failure doubles the wait, up to the cap
+        clock.now += 100.0
+        lim.check("alice", "1.2.3.4")
+        lim.failure("alice", "1.2.3.4")
+        with pytest.raises(RateLimited) as e:
+            lim.check("alice", "1.2.3.4")
+        waits.append(e.value.retry_after)
+    assert waits == [2, 4, 8, 16, 32, 60, 60, 60]
+    for _ in range(3):
+        lim.failure("alice", "5.5.5.5")
     with pytest.raises(RateLimited):
-        lim.check("bob", "1.2.3.4")  # and the address for any user
-    lim.check("bob", "5.6.7.8")
-    clock.now = 100.0  # the first failure left the window
-    lim.check("alice", "1.2.3.4")
-    lim.failure("alice", "1.2.3.4")
+        lim.check("alice", "5.5.5.5")
+    lim.success("alice", "5.5.5.5")  # a success clears the pair (say, after the user waited)
+    lim.check("alice", "5.5.5.5")
+
+    # one address guessing many users: its own back-off, for every user, the right one too
+    for i in range(6):
+        lim.check(f"user{i}", "6.6.6.6")
+        lim.failure(f"user{i}", "6.6.6.6")
     with pytest.raises(RateLimited):
-        lim.check("alice", None)
-    lim.success("alice", "1.2.3.4")  # clears the user, not the address
+        lim.check("alice", "6.6.6.6")
     lim.check("alice", "7.7.7.7")
+    lim.success("user0", "6.6.6.6")  # a success does not clear an address's count
     with pytest.raises(RateLimited):
-        lim.check("carol", "1.2.3.4")
-    clock.now = 1000.0
-    lim.check("carol", "1.2.3.4")
+        lim.check("user9", "6.6.6.6")
+
+    # many addresses guessing one user: each failed address slows down; a clean one never does
+    for i in range(12):
+        lim.check("carol", f"10.0.0.{i}")
+        lim.failure("carol", f"10.0.0.{i}")
+    with pytest.raises(RateLimited):
+        lim.check("carol", "10.0.0.1")
+    lim.check("carol", "192.0.2.1")  # the owner's own address
+    clock.now += 5.0
+    lim.check("carol", "10.0.0.1")  # back-off, not a lock
+
+    # IPv6 addresses count per /64; counts are forgotten after `forget`
+    for i in range(6):
+        lim.failure(f"v{i}", f"2001:db8:1:2::{i + 1}")
+    with pytest.raises(RateLimited):
+        lim.check("dave", "2001:db8:1:2:ffff::9")
+    lim.check("dave", "2001:db8:1:3::1")
+    clock.now += 1000.0
+    lim.check("dave", "2001:db8:1:2::9")
 
 
 def test_login_limiter_memory_is_bounded() -> None:
     clock = Clock(0.0)
-    lim = LoginLimiter(max_failures=5, window=10.0, clock=clock, max_keys=100)
+    lim = LoginLimiter(pair_free=5, forget=10.0, clock=clock, max_keys=100)
     for i in range(10_000):
         lim.failure(f"user{i}", f"10.0.{i // 256}.{i % 256}")
         clock.now += 0.01
     assert len(lim._failures) <= 100
     for _ in range(50):
         lim.failure("mallory", "6.6.6.6")
-    assert max(len(v) for v in lim._failures.values()) <= 5
+    assert all(isinstance(v[0], int) for v in lim._failures.values())  # a count, not a list per failure
     clock.now += 1000
     for _ in range(20):
         lim.failure("x", "y")  # sweeping drops expired keys as new failures come
