@@ -380,10 +380,12 @@ class _Lander:
                 new_tree = await apply(repo.objects, head_tree, changes, pending=pending)
                 pairs = await collisions(repo.objects, head_tree, new_tree, changes)
                 if pairs:  # two names one checkout would take for one: whose?
-                    owners = _owners(members, pairs)
-                    if sid in owners or len(members) == 1:
+                    others = _owners(members, pairs) - {sid}
+                    if not others:
                         raise collision(*pairs[0])
-                    self.pool.closed.update(owners)  # a member's own lander lands it alone, and hears
+                    # leave the other members out and build again: what still collides then is
+                    # ours; each of them is landed alone by its own lander, which hears why
+                    self.pool.closed.update(others)
                     continue
                 # the new trees do not depend on one another's writes: write them together
                 hedge = self.hedge

@@ -529,3 +529,34 @@ def test_checkout_never_writes_an_unsafe_path(tmp_path: Path, path: str) -> None
                   lambda ids: iter([(i, content) for i in ids]))
     assert not (tmp_path / "demo" / path).exists()
     assert not (tmp_path / "demo" / path.split("/")[0]).exists()
+
+
+@pytest.mark.parametrize("pair", COLLIDING[:3])
+def test_concurrent_landers_never_land_a_colliding_pair(tmp_path: Path, pair: tuple[str, str]) -> None:
+    """Two sessions landing at once (group landing: one lander may take the other's intent into its
+    record) with names that collide: one lands, the other is refused naming both, whoever leads."""
+
+    async def go() -> None:
+        store = EmbeddedStore(tmp_path / "s", create=True)
+        repo = Repo(store, "acme/api")
+        sessions = []
+        for i, path in enumerate(pair * 3):  # three rounds, so that grouping happens in some
+            if i % 2 == 0:
+                sessions = []
+            s = await repo.sessions.start(f"s{i}", "ana", "agent", await repo.mainline.head())
+            b = await repo.objects.put_blob(b"%d\n" % i)
+            await repo.sessions.append(s.id, {"type": "write", "author": "ana", "role": "agent",
+                                              "time": 1.0, "path": path, "kind": FILE, "blob": b})
+            sessions.append(await repo.sessions.load(s.id))
+            if i % 2 == 1:
+                results = await asyncio.gather(*(land(repo, x) for x in sessions), return_exceptions=True)
+                # one lands (later: the spelling the mainline holds), the other is refused
+                assert sum(not isinstance(r, BaseException) for r in results) == 1, results
+                for r in results:
+                    if isinstance(r, BaseException):
+                        assert isinstance(r, InvalidPath) and "case-insensitive" in str(r), r
+        tree = await repo.objects.get_tree(await repo.mainline.tree_at(await repo.mainline.head()))
+        assert len(tree) == 1, sorted(tree)
+        await store.close()
+
+    asyncio.run(go())
