@@ -378,7 +378,7 @@ class _Lander:
                 if not self.snapshot_stored:
                     pending.append(self.snapshot_bytes)
                 new_tree = await apply(repo.objects, head_tree, changes, pending=pending)
-                pairs = await collisions(repo.objects, head_tree, new_tree, changes)
+                pairs = await collisions(repo.objects, head_tree, new_tree, changes, pending)
                 if pairs:  # two names one checkout would take for one: whose?
                     others = _owners(members, pairs) - {sid}
                     if not others:

@@ -11,7 +11,17 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable, Mapping
 
 from hif.aio import together
-from hif.objects import DIR, EMPTY_TREE, Entry, ObjectDB, Tree, digest, tree_bytes
+from hif.objects import (
+    DIR,
+    EMPTY_TREE,
+    Entry,
+    ObjectDB,
+    Tree,
+    decode,
+    digest,
+    parse_tree_rows,
+    tree_bytes,
+)
 from hif.paths import fold
 from hif.store.base import drive
 
@@ -215,12 +225,26 @@ def _remember_folds(oid: bytes, folds: dict[str, str]) -> None:
         _folds_held[0] -= len(_FOLDS.popitem(last=False)[1])
 
 
-async def collisions(db: ObjectDB, old_id: bytes, new_id: bytes, changes: Changes) -> list[tuple[str, str]]:
+async def collisions(db: ObjectDB, old_id: bytes, new_id: bytes, changes: Changes,
+                     pending: list[bytes] | None = None) -> list[tuple[str, str]]:
     """Pairs of paths that ``changes`` (taking tree ``old_id`` to ``new_id``) put side by side in one
     directory and that a case-insensitive or Unicode-normalising file system would take for one
     (``hif.paths.fold``): a checkout would overwrite one with the other. Only the directories on
     the changed paths are looked at, and only pairs with a name new there are reported, so the cost
-    follows the change (names already side by side are left to whoever changes them)."""
+    follows the change (names already side by side are left to whoever changes them). ``pending``:
+    the canonical bytes of new trees not written yet (``apply``'s), for any the cache has let go."""
+    unwritten: dict[bytes, bytes] = {}
+
+    async def get_tree(oid: bytes) -> Tree:
+        tree = db.cached_tree(oid)
+        if tree is not None:
+            return tree
+        if pending and not unwritten:
+            unwritten.update((digest(c), c) for c in pending)
+        if oid in unwritten:
+            return parse_tree_rows(decode(unwritten[oid])[1], oid)
+        return await db.get_tree(oid)
+
     added = _names_on((p for p, e in changes.items() if e is not None), leaves=True)
     if not added:
         return []
@@ -230,8 +254,8 @@ async def collisions(db: ObjectDB, old_id: bytes, new_id: bytes, changes: Change
     while frontier:
         below: dict[str, tuple[bytes, bytes]] = {}
         for dirpath, (old, new) in frontier.items():
-            old_tree = await db.get_tree(old)
-            new_tree = await db.get_tree(new)
+            old_tree = await get_tree(old)
+            new_tree = await get_tree(new)
             names = added.get(dirpath, set())
             fresh = [n for n in names if n in new_tree and n not in old_tree]
             prefix = f"{dirpath}/" if dirpath else ""
