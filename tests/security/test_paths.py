@@ -560,3 +560,29 @@ def test_concurrent_landers_never_land_a_colliding_pair(tmp_path: Path, pair: tu
         await store.close()
 
     asyncio.run(go())
+
+
+def test_collisions_are_found_in_a_landing_wider_than_the_tree_cache(tmp_path: Path) -> None:
+    """A landing writing more new directories than the tree cache holds (its new trees not stored
+    yet) still checks them all: the colliding directory is the last of many."""
+
+    async def go() -> None:
+        store = EmbeddedStore(tmp_path / "s", create=True)
+        repo = Repo(store, "acme/api")
+        repo.objects._cache_size = 8
+        paths = [f"d{i:03}/e/f.txt" for i in range(120)] + ["D119/e/g.txt"]
+        blobs = [await repo.objects.put_blob(p.encode()) for p in paths]  # every directory differs
+        s = await repo.sessions.start("wide", "ana", "agent", 0)
+        for p, b in zip(paths, blobs, strict=True):
+            await repo.sessions.append(s.id, {"type": "write", "author": "ana", "role": "agent",
+                                              "time": 1.0, "path": p, "kind": FILE, "blob": b})
+        with pytest.raises(InvalidPath, match="d119"):
+            await land(repo, await repo.sessions.load(s.id), group=1)
+        s = await repo.sessions.start("wide, fine", "ana", "agent", 0)
+        for p, b in zip(paths[:-1], blobs, strict=False):
+            await repo.sessions.append(s.id, {"type": "write", "author": "ana", "role": "agent",
+                                              "time": 1.0, "path": p, "kind": FILE, "blob": b})
+        assert (await land(repo, await repo.sessions.load(s.id), group=1)).position == 1
+        await store.close()
+
+    asyncio.run(go())
