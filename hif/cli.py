@@ -20,7 +20,7 @@ import click
 
 from hif.errors import ConflictError, HifError, InvalidInput
 from hif.mainline import LandingRecord
-from hif.porcelain import Repository
+from hif.porcelain import MoveReport, Repository
 from hif.session import ROLES, Session
 
 F = Callable[..., Any]
@@ -104,7 +104,7 @@ class TransferBar:
             label = "fetching" if direction == "fetch" else "sending"
             task = self._tasks[direction] = self._progress.add_task(label, total=None, size="", nbytes=0)
         done = self._progress.tasks[task].fields["nbytes"] + nbytes
-        self._progress.update(task, advance=objects, nbytes=done, size=_size(done))
+        self._progress.update(task, advance=objects, nbytes=done, size=size_text(done))
 
     def close(self) -> None:
         if self._progress is not None:
@@ -112,7 +112,7 @@ class TransferBar:
             self._progress = None
 
 
-def _size(n: float) -> str:
+def size_text(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1000 or unit == "GB":
             return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
@@ -130,6 +130,8 @@ class _Opened:
     def __enter__(self) -> Repository:
         self.repo = Repository.open(Path.cwd())
         self.repo.set_progress(self.bar)
+        if self.repo.finished_move is not None:
+            note_finished_move(self.repo.finished_move)
         return self.repo
 
     def __exit__(self, *exc: object) -> None:
@@ -137,6 +139,19 @@ class _Opened:
             self.bar.close()
         if self.repo is not None:
             self.repo.close()
+
+
+def note_finished_move(m: MoveReport) -> None:
+    """Tell the user (on stderr: ``--json`` output stays one document) that an interrupted move was
+    finished, and which files were left as someone changed them."""
+    if m.op == "unknown":
+        click.echo("note: an unreadable move journal was dropped; hif status shows the files as they are",
+                   err=True)
+        return
+    what = "undid an interrupted sync" if m.undone else f"finished an interrupted move to position {m.position}"
+    click.echo(f"note: {what}", err=True)
+    for path in m.kept:
+        click.echo(f"  kept {path}: changed since the move began (hif status shows it)", err=True)
 
 
 def repo(as_json: bool = False) -> _Opened:
@@ -280,7 +295,7 @@ def clone(as_json: bool, url: str, directory: str | None, sparse: tuple[str, ...
                "fetched_bytes": objs.fetched_bytes}
         emit(as_json, doc, f"{'finished cloning' if r.resumed else 'cloned'} {r.name} into {r.root} at "
                            f"position {r.position} ({objs.fetched_objects} objects, "
-                           f"{_size(objs.fetched_bytes)} fetched)")
+                           f"{size_text(objs.fetched_bytes)} fetched)")
 
 
 # -- sessions ------------------------------------------------------------------------------------

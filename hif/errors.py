@@ -41,6 +41,13 @@ class InvalidPath(HifError):
     http_status = 422
 
 
+class TooLarge(HifError):
+    """Input over a documented size limit (a request body, an object's expanded size): refused while
+    reading, before anything is kept. The one "too large" error of every layer (413 over HTTP)."""
+
+    http_status = 413
+
+
 class InvalidInput(HifError):
     """Anything else a user gave that cannot be accepted (empty goal, bad position...)."""
 
@@ -63,6 +70,12 @@ class SessionClosed(HifError):
 
 class DirtyWorkingCopy(HifError):
     """An operation would overwrite changes that are not in a session."""
+
+    http_status = 409
+
+
+class WorkingCopyBusy(HifError):
+    """Another live hif process is moving this working copy (it holds the move journal's lock)."""
 
     http_status = 409
 

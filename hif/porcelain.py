@@ -25,7 +25,7 @@ from hif.errors import (
     NotFound,
     SessionClosed,
 )
-from hif.objects import DIR, EMPTY_TREE, Entry
+from hif.objects import DIR, EMPTY_TREE, LINK, Entry
 from hif.paths import CHECKS_CONFIG
 from hif.repo import Repo, check_repo_name
 from hif.session import Session, check_role, check_session_id, check_text, make_event
@@ -34,7 +34,7 @@ from hif.store import EmbeddedStore, ObjectStore, open_store
 from hif.store.base import drive
 from hif.tree import apply, lookup, lookup_file, read_dir, walk
 from hif.tree import diff as tree_diff
-from hif.workspace import META, WorkState, WorkTree, ensure_clean, find_root
+from hif.workspace import META, Move, WorkState, WorkTree, ensure_clean, find_root
 
 # Imported where used, not here (each command is a process of its own, and start-up is most of a
 # short one's CPU): hif.landing and hif.merge (landing, sync, diffs), hif.checks (a repository whose
@@ -108,6 +108,24 @@ class Status:
             "session": self.session.to_json(events=False) if self.session else None,
             "changes": [c.to_json() for c in self.changes],
         }
+
+
+@dataclass
+class MoveReport:
+    """A move of the working copy that a killed or failed command left half done, finished when the
+    working copy was next opened: carried forward to its target (``hif goto``/``pull``/``land``), or
+    back to its source for a ``hif sync`` whose event was not recorded. ``kept`` are the paths found
+    at neither tree's content (changed by someone after the move began): left as they were."""
+
+    op: str  # goto | land | sync | unknown (a journal that could not be read)
+    position: int  # where the working copy is now
+    session: str | None  # the session of the interrupted command (a land's: landed)
+    undone: bool
+    kept: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"op": self.op, "position": self.position, "session": self.session, "undone": self.undone,
+                "kept": self.kept}
 
 
 @dataclass
@@ -208,6 +226,15 @@ class Repository:
         self._runner = _Runner(self.store)
         self.cone = Cone(cfg["sparse"]) if cfg.get("sparse") else None
         self.resumed = False  # set by clone() when it finished an interrupted clone
+        self._moving: Move | None = None  # the journal of the move this process is making
+        # a move that a killed (or failed) command left half done is finished before anything else
+        self.finished_move: MoveReport | None = None
+        if self.work.move_pending():  # one stat on the common path
+            try:
+                self.finished_move = self._finish_move()
+            except BaseException:
+                self.close()
+                raise
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -317,6 +344,7 @@ class Repository:
         return r
 
     def close(self) -> None:
+        self._release_move()
         self._runner.run(self.store.close())
         self._runner.close()
         if self.remote is not None:
@@ -557,6 +585,14 @@ class Repository:
 
     def land(self, *, role: str | None = None, author: str | None = None) -> LandResult:
         sid = self.session_id
+        fm = self.finished_move
+        if sid is None and fm is not None and fm.op == "land" and fm.session is not None:
+            # a `hif land` killed while moving the files: opening the working copy finished the move,
+            # and this rerun reports that landing (once), as below
+            self.finished_move = None
+            done = self._run(self.repo.sessions.load(fm.session))
+            if done.state == "landed":
+                return self._run(self._land(done))
         if sid is not None:
             done = self._run(self.repo.sessions.load(sid))
             if done.state == "landed":
@@ -565,7 +601,7 @@ class Repository:
                 self._ensure_index()
                 old_tree = self._run(self._session_tree(done))
                 result = self._run(self._land(done))
-                self._run(self._move_to(old_tree, result.tree, result.position, session=None))
+                self._run(self._move_to(old_tree, result.tree, result.position, session=None, op="land"))
                 return result
         s = self._open_session()
         self._ensure_index()
@@ -573,7 +609,7 @@ class Repository:
         self._refuse_markers(s)
         old_tree = self._run(self._session_tree(s))
         result = self._run(self._land(s))
-        self._run(self._move_to(old_tree, result.tree, result.position, session=None))
+        self._run(self._move_to(old_tree, result.tree, result.position, session=None, op="land"))
         return result
 
     async def _land(self, s: Session) -> LandResult:
@@ -648,25 +684,120 @@ class Repository:
             tree = await tree
         return tree if self.cone is None else await self.cone.project(self.repo.objects, tree)
 
-    async def _move_to(self, old_tree: bytes, new_tree: bytes, position: int, *, session: str | None) -> list[str]:
-        """Bring the working files from ``old_tree`` to ``new_tree`` and the stat cache with them."""
-        changed: list[str] = []
+    async def _move_to(self, old_tree: bytes, new_tree: bytes, position: int, *, session: str | None,
+                       op: str = "goto", finish: bool = True) -> list[str]:
+        """Bring the working files from ``old_tree`` to ``new_tree`` and the stat cache with them.
+
+        Crash-safe: the journal (``.hif/move.json``: both trees and positions) is on disk before the
+        first file changes and goes after the state is saved (with ``finish``; else the caller ends
+        it), so a move cut short anywhere is finished when the working copy is next opened
+        (:meth:`_finish_move`)."""
         idx = self.work.index
         old_tree, new_tree = await self._view(old_tree), await self._view(new_tree)
         await self.repo.objects.prefetch_diff(old_tree, new_tree)  # a forge clone: batched fetches
-        async for path, _old, new in tree_diff(self.repo.objects, old_tree, new_tree):
+        if old_tree != new_tree:
+            st = self.state
+            self._moving = self.work.begin_move({
+                "op": op,
+                "from": {"position": st.position, "session": st.session, "tree": old_tree.hex()},
+                "to": {"position": position, "session": session, "tree": new_tree.hex()},
+            })
+        try:
+            changed, _ = await self._apply_move(old_tree, new_tree, verify=False)
+            async for path, _old, new in tree_diff(self.repo.objects, idx.tree or old_tree, new_tree):
+                idx.set_base(path, new)
+            idx.position, idx.tree = position, new_tree
+            idx.dirty = True
+            self.work.save_index()
+            self.work.write_state(WorkState(position, session))
+        except BaseException:
+            self._release_move()  # the journal stays: the next command finishes the move
+            raise
+        if finish:
+            self._end_move()
+        return changed
+
+    def _end_move(self) -> None:
+        if self._moving is not None:
+            self._moving.done()
+            self._moving = None
+
+    def _release_move(self) -> None:
+        if self._moving is not None:
+            self._moving.release()
+            self._moving = None
+
+    async def _apply_move(self, old_tree: bytes, new_tree: bytes, *, verify: bool) -> tuple[list[str], list[str]]:
+        """Write and remove the files that differ between the two trees; return (the paths changed,
+        the paths kept). A move trusts the files to be at ``old_tree`` (it refused local changes, or
+        they are the session's); finishing an interrupted one (``verify``) checks each file first:
+        at the target it stays, at the source or missing it is written, anything else is kept."""
+        db = self.repo.objects
+        changed: list[str] = []
+        kept: list[str] = []
+        async for path, old, new in tree_diff(db, old_tree, new_tree):
+            changed.append(path)
+            if verify:
+                verdict, content = self.work.settle(path, old, new)
+                if (verdict == "kept" and old is None and new is not None and new.kind != LINK
+                        and content is not None and (await db.get_blob(new.oid)).startswith(content)):
+                    verdict = "source"  # a new file whose writing the kill cut short (nothing to lose)
+                if verdict == "kept":
+                    kept.append(path)
+                    continue
+                if verdict == "target":
+                    if new is None:
+                        self.work.prune_dirs(path)
+                    continue
             if new is None:
                 self.work.remove_file(path)
             else:
-                self.work.write_file(path, new, await self.repo.objects.get_blob(new.oid))
-            changed.append(path)
-        async for path, _old, new in tree_diff(self.repo.objects, idx.tree or old_tree, new_tree):
-            idx.set_base(path, new)
-        idx.position, idx.tree = position, new_tree
-        idx.dirty = True
+                self.work.write_file(path, new, await db.get_blob(new.oid))
+        return changed, kept
+
+    def _finish_move(self) -> MoveReport | None:
+        """Finish the move an interrupted command left (its journal's lock is free): run when the
+        working copy is opened, before any command looks at its files."""
+        move = self.work.claim_move()
+        if move is None:
+            return None
+        try:
+            report = self._run(self._settle_move(move.doc))
+        except BaseException:
+            move.release()
+            raise
+        move.done()
+        return report
+
+    async def _settle_move(self, doc: dict[str, Any]) -> MoveReport:
+        idx = self.work.index
+        trusted = bool(idx.tree) and not idx.dirty  # its bases are those of idx.tree
+        try:
+            op = str(doc["op"])
+            ends = [(int(e["position"]), e["session"], bytes.fromhex(e["tree"])) for e in (doc["from"], doc["to"])]
+        except (KeyError, TypeError, ValueError):  # not a journal hif wrote: nothing known to finish;
+            idx.position, idx.dirty = -1, True  # the stat cache is rebuilt, status shows the files as they are
+            self.work.save_index()
+            return MoveReport("unknown", self.position, self.session_id, False)
+        undone = False
+        if op == "sync":  # finished only if the sync event was recorded (the session's base moved)
+            s = await self.repo.sessions.load(check_session_id(str(ends[0][1])))
+            undone = s.base != ends[1][0]
+        (_, _, source), (position, session, target) = reversed(ends) if undone else ends
+        _, kept = await self._apply_move(source, target, verify=True)
+        base = await self._view(self.repo.mainline.tree_at(position))  # the stat cache's base entries
+        if trusted:
+            async for path, _old, new in tree_diff(self.repo.objects, idx.tree, base):
+                idx.set_base(path, new)
+        else:
+            for p in [p for p, e in idx.entries.items() if e.base is not None]:
+                idx.set_base(p, None)
+            async for path, entry in walk(self.repo.objects, base):
+                idx.set_base(path, entry)
+        idx.position, idx.tree, idx.dirty = position, base, True
         self.work.save_index()
         self.work.write_state(WorkState(position, session))
-        return changed
+        return MoveReport(op, position, ends[0][1], undone, kept)
 
     async def _checkout_changes(self, base: dict[str, Entry], changes: dict[str, Entry | None], *, restore: bool) -> None:
         for path in changes:
@@ -683,6 +814,8 @@ class Repository:
         head = self._run(self.repo.mainline.head())
         if position < 0 or position > head:
             raise NotFound(f"no position {position} (the mainline is at {head})")
+        if position == self.position:  # already there: nothing moves, so local changes are no obstacle
+            return []
         ensure_clean(self._changes_vs_base(), "cannot move")
         old = self._run(self.repo.mainline.tree_at(self.position))
         new = self._run(self.repo.mainline.tree_at(position))
@@ -697,7 +830,11 @@ class Repository:
         s = self._open_session()
         self._ensure_index()
         self._record(s, author=author, role=role)
-        result = self._run(self._sync(s, author=author, role=role))
+        try:
+            result = self._run(self._sync(s, author=author, role=role))
+        except BaseException:
+            self._release_move()  # a move begun stays journalled: finished or undone at the next open
+            raise
         # record outside the event loop (_record runs coroutines itself): merged/conflicted files
         # are now part of the session's changes
         self._record(s, author=author, role=role)
@@ -723,7 +860,8 @@ class Repository:
         )
         session_tree = await apply(self.repo.objects, base_tree, ours)
         target = await apply(self.repo.objects, head_tree, final)
-        updated = await self._move_to(session_tree, target, head, session=s.id)
+        # the journal stays until the sync event is recorded: an interruption before that is undone
+        updated = await self._move_to(session_tree, target, head, session=s.id, op="sync", finish=False)
         # the stat cache's base is now the head tree; the session's changes are re-expressed against it
         await self._rebase_index(head_tree)
         event = make_event("sync", author or default_author(), role or default_role(), self.repo.clock(),
@@ -732,6 +870,7 @@ class Repository:
         s.events.append(stamped)
         s.base = head
         self.work.write_state(WorkState(head, s.id))
+        self._end_move()
         return SyncResult(head, [p for p in updated if p not in ours], merged, [c.to_json() for c in conflicts])
 
     async def _rebase_index(self, tree: bytes) -> None:
@@ -997,4 +1136,4 @@ def _remove_tree(root: Path) -> None:
     shutil.rmtree(root, ignore_errors=True)
 
 
-__all__ = ["BlameLine", "FileChange", "NotARepository", "Repository", "SessionHandle", "Status", "SyncResult"]
+__all__ = ["BlameLine", "FileChange", "MoveReport", "NotARepository", "Repository", "SessionHandle", "Status", "SyncResult"]

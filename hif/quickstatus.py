@@ -1,7 +1,8 @@
 """``hif status`` without click or the SDK, in the common case that needs only the working copy.
 
-With no open session and a stat cache current for the working copy's position, status is the working
-files against the cache: no store, no forge, no session record to read. The ``hif`` command
+With no open session, no move journal (an interrupted ``hif pull``/``goto`` is finished by the full
+CLI) and a stat cache current for the working copy's position, status is the working files against
+the cache: no store, no forge, no session record to read. The ``hif`` command
 (:mod:`hif.__main__`) tries this first and hands anything else to the click CLI, so a status on a
 large tree does not pay for importing click and the whole SDK (most of the CLI's start-up). The
 output is the CLI's, byte for byte (the tests run both paths and compare).
@@ -61,6 +62,8 @@ def _run(as_json: bool) -> int | None:
 
     try:
         work = WorkTree(find_root(Path.cwd()))
+        if work.move_pending():
+            return None  # a move half done (or still running): the CLI finishes it, or says it is busy
         state = work.state()
         idx = work.index
         if state.session is not None or idx.dirty or idx.position != state.position or not idx.tree:

@@ -1,7 +1,8 @@
 """A working copy: files on disk over a repository in a store, with an open session recording them.
 
 Layout: ``<root>/.hif/config.json`` (store URL and repository), ``state.json`` (position, open
-session) and ``index`` (the stat cache). Several working copies can share one store (``hif workspace
+session), ``index`` (the stat cache) and, only while the files are being moved from one tree to
+another, ``move.json`` (the move's journal, see :meth:`WorkTree.begin_move`). Several working copies can share one store (``hif workspace
 add``); each has its own position and session, so several agents on one machine land concurrently.
 """
 
@@ -14,7 +15,7 @@ import stat as stat_mod
 from collections import deque
 from pathlib import Path
 
-from hif.errors import DirtyWorkingCopy, InvalidPath, NotARepository
+from hif.errors import DirtyWorkingCopy, InvalidPath, NotARepository, WorkingCopyBusy
 from hif.index import CLEAN, RACY_NS, Index, fast_candidates, verify_dirs_parallel
 from hif.paths import RESERVED, check_path, parent_dirs
 
@@ -26,6 +27,7 @@ if TYPE_CHECKING:  # `hif status` on a clean tree needs none of them
     from hif.objects import Entry
 
 META = RESERVED
+JOURNAL = "move.json"  # in .hif/ from before a move's first file write until its state is saved
 FILE, EXEC, LINK, DIR = "f", "x", "l", "d"  # hif.objects' entry kinds (a test checks they agree)
 
 
@@ -50,6 +52,32 @@ class WorkState:
 
     def to_json(self) -> dict[str, Any]:
         return {"position": self.position, "session": self.session}
+
+
+class Move:
+    """The journal of a move (``.hif/move.json``), held with an exclusive ``flock`` by the process
+    moving or finishing it: the kernel frees the lock when that process dies, however it dies, so
+    another hif process tells a live move (lock held) from an interrupted one (lock free)."""
+
+    __slots__ = ("doc", "fd", "path")
+
+    def __init__(self, path: str, fd: int, doc: dict[str, Any]) -> None:
+        self.path = path
+        self.fd = fd
+        self.doc = doc
+
+    def done(self) -> None:
+        """The move is complete (files, stat cache and state): remove the journal, then unlock."""
+        if self.fd >= 0:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+            self.release()
+
+    def release(self) -> None:
+        """Unlock and keep the journal: the move did not finish, the next hif command finishes it."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 def find_root(start: Path) -> Path:
@@ -95,6 +123,120 @@ class WorkTree:
 
     def write_state(self, state: WorkState) -> None:
         self._write_json("state.json", state.to_json())
+
+    # -- moves -------------------------------------------------------------------------------
+
+    def move_pending(self) -> bool:
+        """Whether a move's journal is there (one ``stat``: what every command pays)."""
+        return os.path.lexists(f"{self.meta}/{JOURNAL}")
+
+    def begin_move(self, doc: dict[str, Any]) -> Move:
+        """Write the journal of a move before its first file changes: whole (a temporary file renamed
+        into place), on disk (``fsync`` of the file and of ``.hif``), and locked by this process for
+        as long as it moves the files."""
+        import fcntl
+
+        path = f"{self.meta}/{JOURNAL}"
+        other = self.claim_move()  # another process's move: raises WorkingCopyBusy if it is running
+        if other is not None:  # ... or interrupted since this process opened the working copy
+            other.release()
+            raise WorkingCopyBusy("an interrupted move of this working copy is pending; run the command "
+                                  "again (any hif command finishes that move first)")
+        tmp = f"{path}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # a new file no one else has opened: granted at once
+            view = memoryview((json.dumps(doc, sort_keys=True) + "\n").encode())
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+            os.replace(tmp, path)
+            dfd = os.open(self.meta, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dfd)  # the rename itself on disk before any file of the move changes
+            finally:
+                os.close(dfd)
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        return Move(path, fd, doc)
+
+    def claim_move(self) -> Move | None:
+        """The journal of an interrupted move, locked for this process to finish; None if there is
+        none. Raises :class:`WorkingCopyBusy` if its move is still running in another process."""
+        import fcntl
+
+        path = f"{self.meta}/{JOURNAL}"
+        while True:
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            except FileNotFoundError:
+                return None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise WorkingCopyBusy("another hif command is moving this working copy; "
+                                      "run this one again when it has finished") from None
+            try:
+                current = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                current = False
+            if not current:  # finished (and removed) while this process waited: look again
+                os.close(fd)
+                continue
+            chunks = []
+            while chunk := os.read(fd, 1 << 16):
+                chunks.append(chunk)
+            try:
+                doc = json.loads(b"".join(chunks))
+            except ValueError:  # never written torn (renamed into place whole); if so, a report
+                doc = None
+            return Move(path, fd, doc if isinstance(doc, dict) else {})
+
+    def settle(self, path: str, source: Entry | None, target: Entry | None) -> tuple[str, bytes | None]:
+        """Where an interrupted move left ``path``, as (verdict, content of a regular file kept):
+        ``"target"`` (done), ``"source"`` (still at the source entry, or missing: to be written) or
+        ``"kept"`` (anything else, which only a user makes: never overwritten). Removes the temporary file a killed write
+        left, and an empty directory in the way of a target file. Only a move's paths are looked at,
+        so this hashes O(files the move changes)."""
+        root = str(self.root)
+        for d in parent_dirs(path):
+            try:
+                st = os.lstat(f"{root}/{d}")
+            except FileNotFoundError:
+                return ("target" if target is None else "source"), None
+            if not stat_mod.S_ISDIR(st.st_mode):  # a file (a kept one) or a symlink in the way
+                return ("target" if target is None else "kept"), None
+        head, _, name = path.rpartition("/")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{root}/{head}/.{name}.hif-tmp" if head else f"{root}/.{name}.hif-tmp")
+        full = f"{root}/{path}"
+        try:
+            st = os.lstat(full)
+        except FileNotFoundError:
+            return ("target" if target is None else "source"), None
+        if stat_mod.S_ISDIR(st.st_mode):
+            if target is None:  # the directory of other files (the target's or the user's)
+                return "target", None
+            try:
+                os.rmdir(full)  # emptied by the move: make way for the file
+            except OSError:
+                return "kept", None
+            return "source", None
+        if not (stat_mod.S_ISREG(st.st_mode) or stat_mod.S_ISLNK(st.st_mode)):
+            return "kept", None
+        entry, content = self.read_file(path, st)
+        if entry is None:
+            return "kept", None
+        self.index.remember(path, st, entry)
+        if entry == target:
+            return "target", None
+        if entry == source:
+            return "source", None
+        return "kept", content if stat_mod.S_ISREG(st.st_mode) else None
 
     def _write_json(self, name: str, value: dict[str, Any]) -> None:
         tmp = self.meta / f"{name}.{os.getpid()}.tmp"
@@ -391,6 +533,10 @@ class WorkTree:
             else:
                 full.unlink()
         self.index.forget_work(path)
+        self.prune_dirs(path)
+
+    def prune_dirs(self, path: str) -> None:
+        """Remove the parent directories of ``path`` that are empty, deepest first."""
         for d in reversed(parent_dirs(path)):
             try:
                 (self.root / d).rmdir()
@@ -423,4 +569,4 @@ def ensure_clean(changes: dict[str, Entry | None], what: str) -> None:
         raise DirtyWorkingCopy(f"{what}: the working copy has changes outside a session ({sample})")
 
 
-__all__ = ["DIR", "WorkState", "WorkTree", "ensure_clean", "find_root"]
+__all__ = ["DIR", "Move", "WorkState", "WorkTree", "ensure_clean", "find_root"]

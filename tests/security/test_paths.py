@@ -420,15 +420,21 @@ def test_git_import_refuses_a_history_with_an_unsafe_path(tmp_path: Path, name: 
 
 
 class _Peer(http.server.BaseHTTPRequestHandler):
-    """A hostile origin's object API: answers ``objects/get`` from ``objects`` (stored forms)."""
+    """A hostile origin's object API: answers ``objects/get`` and ``objects/stream`` from ``objects``
+    (stored forms)."""
 
     objects: dict[bytes, bytes] = {}
 
     def do_POST(self) -> None:  # noqa: N802 - the standard library's name
         ids = cbor2.loads(self.rfile.read(int(self.headers["Content-Length"])))["ids"]
-        body = cbor2.dumps({"objects": [[i, self.objects[i]] for i in ids if i in self.objects]})
+        rows = [[i, self.objects[i]] for i in ids if i in self.objects]
+        if self.path.endswith("/objects/stream"):  # a CBOR sequence, then the count
+            body = b"".join(cbor2.dumps(r) for r in rows) + cbor2.dumps({"count": len(rows)})
+            kind = "application/cbor-seq"
+        else:
+            body, kind = cbor2.dumps({"objects": rows}), "application/cbor"
         self.send_response(200)
-        self.send_header("Content-Type", "application/cbor")
+        self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -501,8 +507,9 @@ def test_mirror_refuses_a_hostile_peers_landing(tmp_path: Path, peer: tuple[str,
         assert not case.startswith("path:"), "a record naming an unsafe path was read"
         fetcher = Fetcher(FedSettings(allow_private=("127.0.0.1",)))
         try:
-            with pytest.raises(HifError):
+            with pytest.raises(HifError) as refusal:
                 await mirror_apply(repo, [landing], fetcher, api, {})
+            assert refusal.value.http_status == 422, refusal.value  # refused for what it holds
         finally:
             await fetcher.close()
         assert await repo.mainline.head() == 0  # nothing applied
