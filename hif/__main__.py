@@ -1,4 +1,4 @@
-"""The ``hif`` command (also ``python -m hif``): :mod:`hif.quickstatus` answers a plain ``hif status``
+"""The ``hif`` command (also ``python -m hif``): :mod:`hif.worktree.quickstatus` answers a plain ``hif status``
 when it can, without importing click and the SDK; everything else goes to the click CLI."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 def main() -> None:
     if sys.argv[1:2] == ["status"]:
-        from hif.quickstatus import run
+        from hif.worktree.quickstatus import run
 
         code = run(sys.argv[2:])
         if code is not None:  # printed, flushed and saved: skip the interpreter's teardown (freeing

@@ -204,10 +204,10 @@ def workspace_add(as_json: bool, directory: str) -> None:
 @click.option("--token", prompt=True, hide_input=True, help="An API token (mcl_...) of the forge.")
 def login(as_json: bool, url: str, token: str) -> None:
     """Check a token with the forge at URL and keep it for later commands (in credentials.json, 0600)."""
-    from hif.remote import login as remote_login
+    from hif.forge.account import login as remote_login
 
     who = remote_login(url, token)
-    from hif.keys import register_on_forge  # the key that signs attestations (hif check)
+    from hif.forge.account import register_on_forge  # the key that signs attestations (hif check)
 
     note = ""
     try:
@@ -222,7 +222,7 @@ def login(as_json: bool, url: str, token: str) -> None:
 @click.argument("url")
 def logout(as_json: bool, url: str) -> None:
     """Forget the token kept for the forge at URL."""
-    from hif.remote import logout as remote_logout
+    from hif.forge.account import logout as remote_logout
 
     out = remote_logout(url)
     emit(as_json, out, f"logged out of {out['url']}" if out["removed"] else f"not logged in to {out['url']}")
@@ -244,7 +244,7 @@ remote_option = click.option("--remote", default=None,
 @remote_option
 def repo_create(as_json: bool, name: str, private: bool, description: str | None, remote: str | None) -> None:
     """Create repository NAME (owner/name) on a forge."""
-    from hif.remote import create_repo
+    from hif.forge.account import create_repo
 
     meta = create_repo(name, private=private, description=description, remote=remote)
     emit(as_json, meta, f"created {'private' if meta.get('private') else 'public'} repository "
@@ -255,7 +255,7 @@ def repo_create(as_json: bool, name: str, private: bool, description: str | None
 @remote_option
 def repo_list(as_json: bool, remote: str | None) -> None:
     """Repositories of a forge that you can read."""
-    from hif.remote import list_repos
+    from hif.forge.account import list_repos
 
     base, repos = list_repos(remote)
 
@@ -404,7 +404,8 @@ def checkpoint(as_json: bool, note: str, role: str | None, author: str | None) -
 @command(cli)
 def status(as_json: bool) -> None:
     """Changes in the working copy against its position, and the open session."""
-    from hif.quickstatus import status_text  # the ``hif`` command's quick path prints the same
+    # the ``hif`` command's quick path prints the same
+    from hif.worktree.quickstatus import status_text
 
     with repo(as_json) as r:
         st = r.status()

@@ -56,7 +56,7 @@ def _run(as_json: bool) -> int | None:
     import gc
 
     from hif.errors import HifError
-    from hif.workspace import WorkTree, find_root
+    from hif.worktree.workspace import WorkTree, find_root
 
     gc.disable()  # a short run whose objects (a stat per file) make no cycles: no collections to pay for
 

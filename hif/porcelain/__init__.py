@@ -34,18 +34,18 @@ from hif.store import EmbeddedStore, ObjectStore, open_store
 from hif.store.base import drive
 from hif.tree import apply, lookup, lookup_file, read_dir, walk
 from hif.tree import diff as tree_diff
-from hif.workspace import META, Move, WorkState, WorkTree, ensure_clean, find_root
+from hif.worktree.workspace import META, Move, WorkState, WorkTree, ensure_clean, find_root
 
 # Imported where used, not here (each command is a process of its own, and start-up is most of a
 # short one's CPU): hif.landing and hif.merge (landing, sync, diffs), hif.checks (a repository whose
 # hif.toml declares checks), hif.remote (forge clones), blame, gitinterop, checkout, getpass.
 if TYPE_CHECKING:
     from hif.blame import BlameLine
-    from hif.checks import CheckRun
+    from hif.forge.remote import RemoteRepo
     from hif.gitinterop import ExportResult, ImportResult
     from hif.landing import LandResult
     from hif.mainline import LandingRecord
-    from hif.remote import RemoteRepo
+    from hif.porcelain.checks import CheckRun
 
 T = TypeVar("T")
 MARKER = b"<<<<<<< "
@@ -141,7 +141,7 @@ class SyncResult:
         return {"position": self.position, "updated": self.updated, "merged": self.merged, "conflicts": self.conflicts}
 
 
-def _fold_in(s: Session, stamped: dict[str, Any]) -> None:
+def fold_in(s: Session, stamped: dict[str, Any]) -> None:
     """Keep the folded view current: land() right after _record() must see the new writes."""
     s.events.append(stamped)
     if stamped["type"] == "write":
@@ -215,7 +215,8 @@ class Repository:
         # a clone of a forge repository: the forge holds the truth, .hif/cache a verified copy
         self.remote: RemoteRepo | None = None
         if "remote" in cfg:
-            from hif.remote import open_remote  # imported lazily: httpx costs 0.1 s of start-up
+            # imported lazily: httpx costs 0.1 s of start-up
+            from hif.forge.remote import open_remote
 
             self.remote = open_remote(self.work.meta, cfg)
             self.repo: Repo = self.remote
@@ -284,7 +285,9 @@ class Repository:
         are checked out, so running the same clone again after an interruption fetches only what is
         missing. Counts of this run's transfers are in ``repo.remote.objects``.
         """
-        from hif.remote import ForgeClient, parse_clone_url, repo_api, token_for
+        from hif.forge.client import ForgeClient
+        from hif.forge.credentials import token_for
+        from hif.forge.urls import parse_clone_url, repo_api
 
         base, name, mirror = parse_clone_url(url)  # mirror: a forge's read-only copy of a remote one
         ident = f"{base}/mirrors/{mirror}/{name}" if mirror else f"{base}/{name}"
@@ -332,7 +335,7 @@ class Repository:
             r.set_progress(progress)
             head = r.head()
             tree = r._run(r.repo.mainline.tree_at(head))
-            from hif.checkout import paused_gc
+            from hif.worktree.checkout import paused_gc
 
             with paused_gc():
                 r._run(r._clone_checkout(tree, head))
@@ -409,7 +412,7 @@ class Repository:
     def _append(self, s: Session, etype: str, *, author: str | None, role: str | None, **fields: Any) -> dict[str, Any]:
         event = make_event(etype, author or default_author(), role or default_role(), self.repo.clock(), **fields)
         stamped = self._run(self.repo.sessions.append(s.id, event, s.next_seq))
-        _fold_in(s, stamped)
+        fold_in(s, stamped)
         return stamped
 
     def _append_all(self, s: Session, items: list[tuple[str, dict[str, Any]]], *, author: str | None,
@@ -424,7 +427,7 @@ class Repository:
         who, as_role = author or default_author(), role or default_role()
         events = [make_event(etype, who, as_role, self.repo.clock(), **fields) for etype, fields in items]
         for stamped in self._run(self.remote.sessions.append_many(s.id, events, s.next_seq)):
-            _fold_in(s, stamped)
+            fold_in(s, stamped)
 
     def record(self, *, author: str | None = None, role: str | None = None) -> list[FileChange]:
         """Append write/delete events for every working-copy change the session has not seen yet."""
@@ -623,9 +626,25 @@ class Repository:
     def check(self, names: list[str] | None = None, *, role: str | None = None,
               author: str | None = None) -> CheckRun:
         """Run the declared checks on the open session's tree (cached), attesting each result."""
-        from hif.checks import run_checks
+        # subprocess, tempfile and the check runner: only ``hif check`` needs them (start-up time)
+        from hif.porcelain.checks import run_checks
 
-        return run_checks(self, names, author=author, role=role)
+        s = self._open_session()
+        self._ensure_index()
+        self._record(s, author=author, role=role)
+        tree = self._run(self._session_tree(s))
+
+        def attest(att: dict[str, Any], sig: bytes) -> None:
+            if self.remote is not None:
+                answer = self.remote.client.post(f"{self.remote.api}sessions/{s.id}/attest",
+                                                 {"attestation": att, "signature": sig})
+                fold_in(s, answer["event"])
+            else:
+                self._append(s, "attest", author=author or default_author(), role=role or default_role(),
+                             attestation=att, signature=sig)
+
+        return run_checks(self, s, tree, names, author=author or default_author(), run=self._run,
+                          attest=attest)
 
     def _refuse_markers(self, s: Session) -> None:
         syncs = s.of_type("sync")
@@ -671,7 +690,7 @@ class Repository:
             self.work.remove_file(path)
             idx.forget_work(path)
             idx.set_base(path, None)
-        from hif.checkout import check_out
+        from hif.worktree.checkout import check_out
 
         check_out(self.work, todo, db.stream_blobs)  # streamed; files written on other threads
         idx.position, idx.tree, idx.dirty = position, tree, True
