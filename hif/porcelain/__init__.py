@@ -42,7 +42,8 @@ from hif.worktree.workspace import META, Move, WorkState, WorkTree, ensure_clean
 if TYPE_CHECKING:
     from hif.blame import BlameLine
     from hif.forge.remote import RemoteRepo
-    from hif.gitinterop import ExportResult, ImportResult
+    from hif.git.exporter import ExportResult
+    from hif.git.importer import ImportResult
     from hif.landing import LandResult
     from hif.mainline import LandingRecord
     from hif.porcelain.checks import CheckRun
@@ -1049,7 +1050,8 @@ class Repository:
         """Import the history of a Git repository (a path or URL) as landed sessions, into the
         working copy at ``path`` (created like ``init`` on the first run; a later run continues the
         import with the new commits). Bad input is refused before anything is created."""
-        from hif.gitinterop import GitSource, import_git, is_url
+        from hif.git.importer import import_git
+        from hif.git.source import GitSource, is_url
 
         root = Path(os.path.abspath(path if path is not None else _git_dir_name(source)))
         existing = (root / META / "config.json").exists()
@@ -1092,8 +1094,8 @@ class Repository:
 
     def export_git(self, path: str | os.PathLike[str], *, branch: str | None = None, bare: bool = False,
                    progress: Callable[[int, int], None] | None = None) -> ExportResult:
-        """Write the mainline as a new Git repository at ``path`` (see ``hif.gitinterop``)."""
-        from hif.gitinterop import export_git
+        """Write the mainline as a new Git repository at ``path`` (see ``hif.git``)."""
+        from hif.git.exporter import export_git
 
         return self._run(export_git(self.repo, path, branch=branch, bare=bare, progress=progress))
 
@@ -1139,7 +1141,7 @@ def _slug(name: str) -> str:
 
 def _git_dir_name(source: str) -> str:
     """``git clone``'s choice of directory: the last path component without ``.git``."""
-    from hif.gitinterop import is_url
+    from hif.git.source import is_url
 
     if not is_url(source):
         local = Path(os.path.abspath(source))
