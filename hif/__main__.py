@@ -21,7 +21,9 @@ def main() -> None:
     import gc
 
     gc.disable()  # importing the CLI allocates tens of thousands of objects and frees almost none:
-    from hif.cli import main as cli_main  # the collections it would trigger find nothing to free
+    from hif.cli.main import (
+        main as cli_main,  # the collections it would trigger find nothing to free
+    )
 
     gc.enable()
     try:

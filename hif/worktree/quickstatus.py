@@ -43,7 +43,7 @@ def run(args: list[str]) -> int | None:
         return None
     try:
         return _run(bool(args))
-    except KeyboardInterrupt:  # reported as the CLI does (hif.cli.fail)
+    except KeyboardInterrupt:  # reported as the CLI does (hif.cli.output.fail)
         if args:
             doc = {"error": {"type": "HifError", "message": "interrupted"}}
             sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
