@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
 def main() -> None:
     if sys.argv[1:2] == ["status"]:
+        # the quick path answers without click or the SDK (start-up time)
         from hif.worktree.quickstatus import run
 
         code = run(sys.argv[2:])
@@ -21,9 +22,8 @@ def main() -> None:
     import gc
 
     gc.disable()  # importing the CLI allocates tens of thousands of objects and frees almost none:
-    from hif.cli.main import (
-        main as cli_main,  # the collections it would trigger find nothing to free
-    )
+    # the collections it would trigger find nothing to free; imported only now (start-up time)
+    from hif.cli.main import main as cli_main
 
     gc.enable()
     try:

@@ -46,6 +46,7 @@ def workspace_add(as_json: bool, directory: str) -> None:
 @click.option("--token", prompt=True, hide_input=True, help="An API token (mcl_...) of the forge.")
 def login(as_json: bool, url: str, token: str) -> None:
     """Check a token with the forge at URL and keep it for later commands (in credentials.json, 0600)."""
+    # httpx costs about 30 ms of start-up: only what talks to a forge loads it
     from hif.forge.account import login as remote_login
 
     who = remote_login(url, token)
@@ -64,6 +65,7 @@ def login(as_json: bool, url: str, token: str) -> None:
 @click.argument("url")
 def logout(as_json: bool, url: str) -> None:
     """Forget the token kept for the forge at URL."""
+    # httpx costs about 30 ms of start-up: only what talks to a forge loads it
     from hif.forge.account import logout as remote_logout
 
     out = remote_logout(url)
@@ -82,6 +84,7 @@ def repo_group() -> None:
 @remote_option
 def repo_create(as_json: bool, name: str, private: bool, description: str | None, remote: str | None) -> None:
     """Create repository NAME (owner/name) on a forge."""
+    # httpx costs about 30 ms of start-up: only what talks to a forge loads it
     from hif.forge.account import create_repo
 
     meta = create_repo(name, private=private, description=description, remote=remote)
@@ -93,6 +96,7 @@ def repo_create(as_json: bool, name: str, private: bool, description: str | None
 @remote_option
 def repo_list(as_json: bool, remote: str | None) -> None:
     """Repositories of a forge that you can read."""
+    # httpx costs about 30 ms of start-up: only what talks to a forge loads it
     from hif.forge.account import list_repos
 
     base, repos = list_repos(remote)

@@ -26,7 +26,7 @@ from hif.worktree.workspace import META, WorkState, WorkTree, find_root
 
 # Imported where used, not here (each command is a process of its own, and start-up is most of a
 # short one's CPU): hif.landing and hif.merge (landing, sync, diffs), hif.checks (a repository whose
-# hif.toml declares checks), hif.remote (forge clones), blame, gitinterop, checkout, getpass.
+# hif.toml declares checks), hif.forge (forge clones), blame, hif.git, checkout, getpass.
 if TYPE_CHECKING:
     from hif.forge.remote import RemoteRepo
 

@@ -19,9 +19,6 @@ from hif.porcelain.workcopy import WorkingCopy
 from hif.sparse import parse_cones
 from hif.worktree.workspace import META, WorkState, WorkTree
 
-# Imported where used, not here (each command is a process of its own, and start-up is most of a
-# short one's CPU): hif.landing and hif.merge (landing, sync, diffs), hif.checks (a repository whose
-# hif.toml declares checks), hif.remote (forge clones), blame, gitinterop, checkout, getpass.
 if TYPE_CHECKING:
     from hif.git.exporter import ExportResult
     from hif.git.importer import ImportResult
@@ -40,9 +37,10 @@ class Cloning(WorkingCopy):
         are checked out, so running the same clone again after an interruption fetches only what is
         missing. Counts of this run's transfers are in ``repo.remote.objects``.
         """
+        # httpx costs about 30 ms of start-up: only what talks to a forge loads it
         from hif.forge.client import ForgeClient
-        from hif.forge.credentials import token_for
-        from hif.forge.urls import parse_clone_url, repo_api
+        from hif.forge.credentials import token_for  # (as above)
+        from hif.forge.urls import parse_clone_url, repo_api  # (as above)
 
         base, name, mirror = parse_clone_url(url)  # mirror: a forge's read-only copy of a remote one
         ident = f"{base}/mirrors/{mirror}/{name}" if mirror else f"{base}/{name}"
@@ -90,6 +88,7 @@ class Cloning(WorkingCopy):
             r.set_progress(progress)
             head = r.head()
             tree = r._run(r.repo.mainline.tree_at(head))
+            # the parallel checkout's threads and queues: only moves load them (start-up time)
             from hif.worktree.checkout import paused_gc
 
             with paused_gc():
@@ -111,9 +110,10 @@ class Cloning(WorkingCopy):
                    progress: Callable[[int, int], None] | None = None) -> tuple[Self, ImportResult]:
         """Import the history of a Git repository (a path or URL) as landed sessions, into the
         working copy at ``path`` (created like ``init`` on the first run; a later run continues the
+        # git interop (subprocess, tempfile): only its commands load it (start-up time)
         import with the new commits). Bad input is refused before anything is created."""
-        from hif.git.importer import import_git
-        from hif.git.source import GitSource, is_url
+        from hif.git.importer import import_git  # (as above)
+        from hif.git.source import GitSource, is_url  # (as above)
 
         root = Path(os.path.abspath(path if path is not None else _git_dir_name(source)))
         existing = (root / META / "config.json").exists()
@@ -157,6 +157,7 @@ class Cloning(WorkingCopy):
     def export_git(self, path: str | os.PathLike[str], *, branch: str | None = None, bare: bool = False,
                    progress: Callable[[int, int], None] | None = None) -> ExportResult:
         """Write the mainline as a new Git repository at ``path`` (see ``hif.git``)."""
+        # git interop (subprocess, tempfile): only its commands load it (start-up time)
         from hif.git.exporter import export_git
 
         return self._run(export_git(self.repo, path, branch=branch, bare=bare, progress=progress))
@@ -189,6 +190,7 @@ class Cloning(WorkingCopy):
 
 def _git_dir_name(source: str) -> str:
     """``git clone``'s choice of directory: the last path component without ``.git``."""
+    # git interop (subprocess, tempfile): only its commands load it (start-up time)
     from hif.git.source import is_url
 
     if not is_url(source):

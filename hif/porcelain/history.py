@@ -11,13 +11,10 @@ from hif.errors import (
 )
 from hif.objects import DIR, Entry
 from hif.porcelain.base import FileChange, RepositoryBase, action_of
-from hif.session import Session
+from hif.session import Session, fold
 from hif.tree import diff as tree_diff
 from hif.tree import lookup, lookup_file, read_dir, walk
 
-# Imported where used, not here (each command is a process of its own, and start-up is most of a
-# short one's CPU): hif.landing and hif.merge (landing, sync, diffs), hif.checks (a repository whose
-# hif.toml declares checks), hif.remote (forge clones), blame, gitinterop, checkout, getpass.
 if TYPE_CHECKING:
     from hif.blame import BlameLine
     from hif.mainline import LandingRecord
@@ -59,8 +56,6 @@ class History(RepositoryBase):
     async def _session_of(self, sid: str, rec: LandingRecord) -> Session:
         landed = next(x for x in rec.sessions if x.session == sid)
         snap = await self.repo.objects.get_value("snapshot", landed.snapshot)
-        from hif.session import fold
-
         s = fold(sid, snap["events"])
         s.state, s.position, s.snapshot = "landed", rec.position, landed.snapshot
         s.changes = dict(landed.changes)
@@ -70,6 +65,7 @@ class History(RepositoryBase):
         return self._run(self._session_diffs(s, rec))
 
     async def _session_diffs(self, s: Session, rec: LandingRecord | None) -> list[tuple[FileChange, str]]:
+        # diffing and merging: only diffs, syncs and landings load them (start-up time)
         from hif.merge import unified_diff
 
         db = self.repo.objects
@@ -94,6 +90,7 @@ class History(RepositoryBase):
         return self._run(self._iteration_diff(s, a, b))
 
     async def _iteration_diff(self, s: Session, a: int, b: int) -> list[tuple[str, str]]:
+        # diffing and merging: only diffs, syncs and landings load them (start-up time)
         from hif.merge import unified_diff
 
         cps = s.of_type("checkpoint")

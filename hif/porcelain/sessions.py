@@ -30,9 +30,6 @@ from hif.session import Session, check_session_id, check_text, make_event
 from hif.tree import apply, lookup_file
 from hif.worktree.workspace import WorkState
 
-# Imported where used, not here (each command is a process of its own, and start-up is most of a
-# short one's CPU): hif.landing and hif.merge (landing, sync, diffs), hif.checks (a repository whose
-# hif.toml declares checks), hif.remote (forge clones), blame, gitinterop, checkout, getpass.
 if TYPE_CHECKING:
     from hif.landing import LandResult
     from hif.porcelain.checks import CheckRun
@@ -267,6 +264,7 @@ class Sessions(WorkingCopy):
         """The one seam between local and forge landing: a forge lands on its side."""
         if self.remote is not None:
             return await self.remote.land(s)
+        # landing and its scans: only land and sync load them (start-up time)
         from hif.landing import land
 
         return await land(self.repo, s, policy=_local_policy)
@@ -311,6 +309,7 @@ class Sessions(WorkingCopy):
         return result
 
     async def _sync(self, s: Session, *, author: str | None, role: str | None) -> SyncResult:
+        # landing and its scans: only land and sync load them (start-up time)
         from hif.landing import Scan, effective_changes, resolve, scan_since
 
         head = await self.repo.mainline.head()
@@ -350,6 +349,7 @@ async def _local_policy(repo: Repo, s: Session, ours: dict[str, Entry | None], b
     (:func:`hif.checks.local_policy`). hif.checks is imported only for a base tree that has one."""
     if await lookup_file(repo.objects, base_tree, CHECKS_CONFIG) is None:
         return False
+    # the checks plumbing: only a base tree with a hif.toml needs it (start-up time)
     from hif.checks import local_policy
 
     return await local_policy()(repo, s, ours, base_tree)

@@ -20,9 +20,6 @@ from hif.tree import diff as tree_diff
 from hif.tree import walk
 from hif.worktree.workspace import Move, WorkState, ensure_clean
 
-# Imported where used, not here (each command is a process of its own, and start-up is most of a
-# short one's CPU): hif.landing and hif.merge (landing, sync, diffs), hif.checks (a repository whose
-# hif.toml declares checks), hif.remote (forge clones), blame, gitinterop, checkout, getpass.
 if TYPE_CHECKING:
     pass
 
@@ -87,6 +84,7 @@ class WorkingCopy(RepositoryBase):
 
     def diff(self) -> list[tuple[FileChange, str, tuple[int, int]]]:
         """Working copy against its base: (change, unified diff, (added, removed)) per file."""
+        # diffing and merging: only diffs, syncs and landings load them (start-up time)
         from hif.merge import diffstat, unified_diff
 
         out = []
@@ -101,6 +99,7 @@ class WorkingCopy(RepositoryBase):
         syncs = s.of_type("sync")
         if not syncs:
             return
+        # diffing and merging: only diffs, syncs and landings load them (start-up time)
         from hif.merge import split_lines
 
         for path in syncs[-1].get("conflicts", []):
@@ -141,6 +140,7 @@ class WorkingCopy(RepositoryBase):
             self.work.remove_file(path)
             idx.forget_work(path)
             idx.set_base(path, None)
+        # the parallel checkout's threads and queues: only moves load them (start-up time)
         from hif.worktree.checkout import check_out
 
         check_out(self.work, todo, db.stream_blobs)  # streamed; files written on other threads
