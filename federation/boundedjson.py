@@ -22,7 +22,11 @@ from hif.errors import InvalidInput
 MAX_DEPTH = 32  # nested arrays/objects; our activities need 5, the fediverse's rarely 10
 MAX_ITEMS = 10_000  # elements of one array or members of one object
 
-_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.S)
+# A string, or an unterminated one up to the end (a lone backslash included): every quote that
+# opens a string is consumed by one match, so the scan stays linear. Without the end-of-text
+# branch, each quote inside an unterminated string (``"\"\"\"...``) would start a new scan to
+# the end: quadratic, minutes of CPU for one 1 MiB body before any signature is checked.
+_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+(?:"|\\?\Z)', re.S)
 _OPEN, _CLOSE = b"[{", b"]}"
 _OTHER = bytes(b for b in range(256) if b not in _OPEN + _CLOSE)
 _DELTA = [0] * 256

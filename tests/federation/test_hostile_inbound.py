@@ -400,6 +400,32 @@ def test_deep_or_huge_json_in_a_signed_activity_is_400_and_stores_nothing(
     assert followers(a) == before
 
 
+def test_unterminated_strings_are_refused_at_once_before_any_key_fetch(world: TwoNodes) -> None:
+    """A body of 1 MiB that opens a string and never closes it, spelled so that every quote in it
+    could start another string (escaped quotes, doubled backslashes, an unterminated string per
+    array item): a 400 at once, before the key it names is fetched, and the node answers others.
+    The depth pre-scan once restarted at each such quote (quadratic: half an hour of the node's
+    CPU per request, the event loop blocked throughout, and no signature needed)."""
+    a = world.a
+    inbox = f"{a.url}/ap/repos/{REPO}/inbox"
+    size = (1 << 20) - 64
+    bodies = [
+        b'{"x": "' + b'\\"' * (size // 2),
+        b'{"x": "' + b'\\\\\\"' * (size // 4),
+        b"[" + b'"a\\",' * (size // 5),
+        b'{"x": "' + b'\\"[{' * (size // 4) + b"\\",
+    ]
+    with DripServer(DRIP) as drip:
+        key = drip.signer(3)
+        for body in bodies:
+            assert len(body) < 1 << 20
+            r = httpx.post(inbox, content=body, headers=signed_headers_for(key, inbox, body),
+                           timeout=60)
+            assert r.status_code == 400 and r.json()["error"] == "bad_request", r.text[:300]
+            assert httpx.get(f"{a.url}/healthz", timeout=30).status_code == 200
+        assert drip.stats.connections == 0, drip.stats
+
+
 def test_deep_json_from_a_key_server_is_refused_cleanly(world: TwoNodes) -> None:
     a = world.a
     inbox, target = f"{a.url}/ap/repos/{REPO}/inbox", f"{a.url}/ap/repos/{REPO}"
