@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable
 from node.errors import InvalidInput, RateLimited
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+MAX_KEYED_NAME = 64  # characters of a user name kept in a key (real names are shorter)
 Key = tuple[str, ...]
 
 
@@ -89,7 +90,9 @@ class LoginLimiter:
     @staticmethod
     def _keys(user: str | None, address: str | None) -> tuple[Key, Key, Key]:
         addr = address_key(address)
-        who = user if user is not None else ""
+        # a name is at most 39 characters: longer ones are no user's, and are cut so that a key
+        # stays small whatever a caller sends (max_keys bounds the count, this the size)
+        who = "" if user is None else user[:MAX_KEYED_NAME]
         return ("pair", who, addr), ("addr", addr), ("user", who)
 
     def check(self, user: str | None, address: str | None) -> None:

@@ -835,3 +835,25 @@ def test_login_limiter_memory_is_bounded() -> None:
     for _ in range(20):
         lim.failure("x", "y")  # sweeping drops expired keys as new failures come
     assert len(lim._failures) < 100
+
+
+def test_login_limiter_memory_is_bounded_whatever_the_user_name() -> None:
+    """A login names any string as its user: failures with huge names (from many addresses, so
+    none is throttled) must not keep the names, only keys of bounded size."""
+    import tracemalloc
+
+    clock = Clock(0.0)
+    lim = LoginLimiter(pair_free=5, addr_free=5, user_free=5, clock=clock, max_keys=1000)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(200):
+            name = f"{i:04d}" + "n" * (256 * 1024)  # each a distinct 256 KiB name
+            lim.check(name, f"10.1.{i // 256}.{i % 256}")
+            lim.failure(name, f"10.1.{i // 256}.{i % 256}")
+            del name
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert kept < 1 << 20, kept  # 200 x 256 KiB = 50 MiB if the names were kept
+    lim.check("n" * 10, "10.9.9.9")  # unrelated users and addresses are not slowed
