@@ -213,6 +213,9 @@ def _one(db: sqlite_utils.Database, sql: str, params: tuple[Any, ...]) -> dict[s
     return next(iter(db.query(sql, params)), None)
 
 
+Lookup = Callable[[sqlite_utils.Database, str, tuple[Any, ...]], dict[str, Any] | None]
+
+
 def _one_or_none(db: sqlite_utils.Database, sql: str, params: tuple[Any, ...]) -> dict[str, Any] | None:
     """:func:`_one` on a table a database written by an older node may lack (then: no row)."""
     try:
@@ -401,10 +404,7 @@ class Accounts:
     async def check_password(self, name: str, password: str) -> bool:
         """argon2id verification; an unknown or disabled user costs the same work and is False."""
         query = "select password_hash, disabled from users where name = ?"
-        row = _one(await self.db.read(), query, (name,))
-        if row is None:  # made on another replica or by `micelio admin` since we last looked
-            await self.db.refresh()
-            row = _one(await self.db.read(), query, (name,))
+        row = await self._fresh_row(query, (name,))
         if row is None or not isinstance(password, str):
             if self._dummy_hash is None:
                 self._dummy_hash = (await self._hash("not a password")).encode()
@@ -542,13 +542,8 @@ class Accounts:
             "select t.*, u.admin as user_admin, u.disabled as user_disabled from tokens t"
             " join users u on u.name = t.user where t.hash = ?"
         )
-        row = _one(await self.db.read(), sql, (digest,))
+        row = await self._live_row(sql, digest)
         if row is None:
-            await self.db.refresh()
-            row = _one(await self.db.read(), sql, (digest,))
-        if row is None or row["revoked"] is not None or row["user_disabled"]:
-            return None
-        if row["expires"] is not None and row["expires"] <= self.clock():
             return None
         return Principal(
             user=row["user"],
@@ -559,6 +554,25 @@ class Accounts:
             token_id=row["id"],
             expires=row["expires"],
         )
+
+    async def _fresh_row(self, sql: str, params: tuple[Any, ...], lookup: Lookup = _one) -> dict[str, Any] | None:
+        """One row from the local copy; on a miss, from a fresh one (the row may have been written
+        on another replica or by ``micelio admin`` since this replica last looked)."""
+        row = lookup(await self.db.read(), sql, params)
+        if row is None:
+            await self.db.refresh()
+            row = lookup(await self.db.read(), sql, params)
+        return row
+
+    async def _live_row(self, sql: str, digest: str, lookup: Lookup = _one) -> dict[str, Any] | None:
+        """The token or browser session row whose secret hashes to ``digest`` (``sql`` joins its
+        user as ``user_disabled``), or None when unknown, revoked, expired or its user disabled."""
+        row = await self._fresh_row(sql, (digest,), lookup)
+        if row is None or row["revoked"] is not None or row["user_disabled"]:
+            return None
+        if row["expires"] is not None and row["expires"] <= self.clock():
+            return None
+        return row
 
     # -- browser sessions -----------------------------------------------------------------------
 
@@ -597,13 +611,8 @@ class Accounts:
         digest = hash_token(secret)
         sql = ("select s.*, u.admin as user_admin, u.disabled as user_disabled from web_sessions s"
                " join users u on u.name = s.user where s.hash = ?")
-        row = _one_or_none(await self.db.read(), sql, (digest,))
+        row = await self._live_row(sql, digest, lookup=_one_or_none)
         if row is None:
-            await self.db.refresh()
-            row = _one_or_none(await self.db.read(), sql, (digest,))
-        if row is None or row["revoked"] is not None or row["user_disabled"]:
-            return None
-        if row["expires"] <= self.clock():
             return None
         return Principal(user=row["user"], admin=bool(row["user_admin"]), scope="admin",
                          expires=row["expires"], web_session=row["id"])
