@@ -33,6 +33,7 @@ _SECRET_LEN = len(TOKEN_PREFIX) + 32
 # A browser session's secret (kept in the signed cookie): another prefix, so it is no bearer token.
 WEB_PREFIX = "mcw_"
 _WEB_SECRET_LEN = len(WEB_PREFIX) + 32
+MAX_WEB_SESSIONS = 100  # browser sessions kept per user; a new log-in ends the oldest beyond it
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,38}$")
 _REPO = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}/[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
 _MAX_PASSWORD = 1024
@@ -595,6 +596,11 @@ class Accounts:
                 (now - FORGET_DEAD_TOKENS_AFTER, now - FORGET_DEAD_TOKENS_AFTER),
             )
             db["web_sessions"].insert(row)
+            db.execute(  # a user's oldest sessions beyond the cap end: log-ins cannot grow the database
+                "delete from web_sessions where user = ? and id not in"
+                " (select id from web_sessions where user = ? order by created desc, rowid desc limit ?)",
+                (user, user, MAX_WEB_SESSIONS),
+            )
 
         await self.db.write(change)
         return secret, row["expires"]

@@ -857,3 +857,27 @@ def test_login_limiter_memory_is_bounded_whatever_the_user_name() -> None:
         tracemalloc.stop()
     assert kept < 1 << 20, kept  # 200 x 256 KiB = 50 MiB if the names were kept
     lim.check("n" * 10, "10.9.9.9")  # unrelated users and addresses are not slowed
+
+
+def test_log_ins_keep_a_bounded_number_of_browser_sessions_per_user(
+    embedded: MakeStore, tmp_path: Path
+) -> None:
+    """Each log-in adds a browser session to the auth database (which every replica downloads and
+    every write uploads): a user who logs in again and again ends their oldest sessions beyond
+    the cap, the newest keep working, and other users' sessions are not touched."""
+    from node.accounts import MAX_WEB_SESSIONS
+
+    async def body(store: ObjectStore) -> None:
+        acc = accounts_on(store, tmp_path / "c")
+        await acc.create_user("ann", password="pw-ann-123456")
+        await acc.create_user("bob", password="pw-bob-123456")
+        bob, _ = await acc.start_web_session("bob", 3600.0)
+        secrets_ = [(await acc.start_web_session("ann", 3600.0))[0] for _ in range(MAX_WEB_SESSIONS + 30)]
+        rows = (await acc.db.read()).execute(
+            "select count(*) from web_sessions where user = 'ann'").fetchone()[0]
+        assert rows == MAX_WEB_SESSIONS
+        assert all([await acc.web_session(s) is None for s in secrets_[:30]])
+        assert all([await acc.web_session(s) is not None for s in secrets_[30:]])
+        assert (await acc.web_session(bob)) is not None
+
+    run_on(embedded, body)
