@@ -577,3 +577,25 @@ def test_bounded_json_counts_nesting_outside_strings_only() -> None:
     for bad in ('{"a": NaN}', '{"a": Infinity}', "[1,]", b"\xff\xfe", '"unterminated'):
         with pytest.raises(InvalidInput):
             boundedjson.loads(bad)
+
+
+def test_bounded_json_refuses_many_small_containers_before_parsing() -> None:
+    """Each container under its own limit, but hundreds of thousands of objects in all (1 MiB of
+    ``{}`` parses into ~20 MiB of dicts; many requests at once, before any signature is checked):
+    refused as a whole, in every shape; a document near the total still parses."""
+    from federation import boundedjson
+
+    per = boundedjson.MAX_ITEMS - 1
+    shapes = [
+        [[{}] * per for _ in range(30)],
+        [[[]] * per for _ in range(30)],
+        {f"k{i}": [0] * per for i in range(30)},
+        [[{"a": [{}]}] * per for _ in range(8)],
+    ]
+    for doc in shapes:
+        text = json.dumps(doc, separators=(",", ":"))
+        assert len(text) < 1 << 20
+        with pytest.raises(InvalidInput):
+            boundedjson.loads(text)
+    fine = [[0] * per for _ in range(4)]
+    assert boundedjson.loads(json.dumps(fine)) == fine
