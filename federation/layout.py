@@ -11,8 +11,11 @@ _fed/announced/<owner>/<name>         the last position delivered to followers
 _fed/following/<host>/<owner>/<name>  remote repositories this node follows (state, actor, inbox)
 _fed/offers-out/<id>                  sessions offered to other nodes: where the record lives
 _fed/offer-bundles/<id>               the signed bundle a target fetches
+_fed/offers-in/<host>/<actor>/<id>    pending offers received, per remote host and actor (caps)
+_fed/offer-rate/<host>/<time>-<id>    offers received from a host in the last hour (rate limit)
 mirrors/<host>/<owner>/<name>/...     a read-only mirror (repository layout + envelopes/, sync)
 repos/<owner>/<name>/offers/<id>      sessions offered to a local repository
+repos/<owner>/<name>/offer-objects/<id>/objects/...  an offer's objects until it lands (or expires)
 repos/<owner>/<name>/offers-sent/<session>/<id>   offers made from a local session, with outcome
 ```
 """
@@ -30,6 +33,8 @@ FOLLOWING = "_fed/following/"
 ANNOUNCED = "_fed/announced/"
 OFFERS_OUT = "_fed/offers-out/"
 BUNDLES = "_fed/offer-bundles/"
+OFFERS_IN = "_fed/offers-in/"
+OFFER_RATE = "_fed/offer-rate/"
 
 
 def follower_key(name: str, actor: str) -> str:

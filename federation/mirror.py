@@ -3,11 +3,13 @@
 A mirror lives under ``mirrors/<host>/<owner>/<name>/`` (the layout of a repository, plus
 ``envelopes/<position>`` and ``conflicts/``), so it never collides with a local repository. Applying
 envelopes checks, in order: each envelope's signature and claims (by the caller), that they continue
-the mirror's log (positions and the parent tree chain), then fetches the objects the mirror lacks
-from the origin's object API, verifying every hash, and writes objects (children before parents),
-the envelope, the landing record (put-if-absent) and the sessions' state markers. Everything is
-idempotent: a position already held with the same bytes is skipped; with different bytes it is
-refused and recorded, never overwritten.
+the mirror's log (positions and the parent tree chain), then streams the objects the mirror lacks
+from the origin's object API (``objects/stream``: batched by bytes, written as they arrive, so a
+landing of any size comes through in bounded memory), verifying every hash, and writes trees
+(children before parents), the envelope, the landing record (put-if-absent) and the sessions' state
+markers. Everything is idempotent: a position already held with the same bytes is skipped; with
+different bytes it is refused and recorded, never overwritten. A position that cannot be applied
+(:class:`MirrorStuck`) is recorded in the mirror's ``sync`` status with its reason.
 """
 
 from __future__ import annotations
@@ -15,28 +17,26 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
-
-import cbor2
 
 from federation.envelope import Landing
 from federation.layout import load_map
 from federation.net import CBOR_CAP, Fetcher, http_error
+from federation.settings import authority
 from hif.errors import CorruptObject, HifError, NotFound, PreconditionFailed, RemoteError
 from hif.mainline import log_key
-from hif.objects import (
-    EMPTY_TREE,
-    check_stored,
-    decode,
-    encode,
-    pack,
-)
+from hif.objects import EMPTY_TREE, check_stored, decode, digest, encode, pack, unpack
+from hif.remote import ObjectStreamReader
 from hif.repo import Repo
 from hif.store.base import ObjectStore
 
-GET_BATCH = 1000
+STREAM_IDS = 50_000  # ids per objects/stream request (a node accepts 100,000)
+HAVE_IDS = 10_000  # ids per objects/have request (a node's limit)
+MAX_OBJECT = 128 << 20  # one stored object in a stream (a node takes uploads of 64 MiB)
+FLUSH_BYTES = 8 << 20  # blobs written to the store in batches of about this much
 CBOR_TYPE = "application/cbor"
+CBOR_SEQ = "application/cbor-seq"
 
 
 class MirrorConflict(HifError):
@@ -67,39 +67,113 @@ async def record_conflict(repo: Repo, position: int, wire: bytes, reason: str) -
         )
 
 
-async def fetch_objects(fetcher: Fetcher, api: str, ids: Sequence[bytes]) -> dict[bytes, bytes]:
-    """Objects by id from a node's object API (``<api>/objects/get``), each verified."""
-    out: dict[bytes, bytes] = {}
-    for i in range(0, len(ids), GET_BATCH):
-        batch = list(ids[i : i + GET_BATCH])
-        url = f"{api}/objects/get"
+class MirrorStuck(HifError):
+    """A position could not be applied: the mirror stays before it (every later one waits) until it
+    can. The message says which and why; it is kept in the mirror's ``sync`` record for the operator
+    (``micelio federation status``, the mirror's pages). The status is the cause's."""
+
+    def __init__(self, position: int, cause: HifError) -> None:
+        super().__init__(f"position {position} could not be applied: {cause}")
+        self.position = position
+        self.http_status = cause.http_status
+
+
+async def stuck(repo: Repo, position: int, cause: HifError) -> MirrorStuck:
+    """Record that ``position`` could not be applied (in the mirror's sync status) and return the
+    error to raise; an error that already says so is recorded as it is."""
+    err = cause if isinstance(cause, MirrorStuck) else MirrorStuck(position, cause)
+    await write_sync(repo, {"error": str(err), "error_at": time.time()})
+    return err
+
+
+Take = Callable[[bytes, bytes, Any], Awaitable[None]]
+
+
+_BLOB = b"\x82\x64blob"  # how a blob's canonical bytes begin: ["blob", <bytes>]
+
+
+def _verified(stored: bytes) -> tuple[bytes, Any]:
+    """(id, value) of an object as a peer sent it: a tree is checked whole (``check_stored``); a
+    blob is only hashed, its content not decoded again (a copy less of what may be large)."""
+    canonical = unpack(stored)
+    if canonical[:6] == _BLOB and len(canonical) > 6 and canonical[6] >> 5 == 2:
+        info = canonical[6] & 31
+        extra = {24: 1, 25: 2, 26: 4, 27: 8}.get(info, 0) if info >= 24 else 0
+        size = info if info < 24 else int.from_bytes(canonical[7 : 7 + extra], "big")
+        if info <= 27 and 7 + extra + size == len(canonical):  # exactly one byte string
+            return digest(canonical), ("blob", None)
+    oid, _, value = check_stored(stored)
+    return oid, value
+
+
+async def stream_objects(fetcher: Fetcher, api: str, ids: Sequence[bytes], take: Take) -> None:
+    """Objects by id from a node's object API (``<api>/objects/stream``, a CBOR sequence), each
+    verified and handed to ``take(id, stored, value)`` as it arrives: memory holds about one object,
+    never a whole answer, so a landing of any size comes through (batched by bytes, not by count)."""
+    url = f"{api}/objects/stream"
+    for i in range(0, len(ids), STREAM_IDS):
+        batch = list(ids[i : i + STREAM_IDS])
+        asked = set(batch)
+        got: set[bytes] = set()
+        reader = ObjectStreamReader(MAX_OBJECT)
+
+        async def sink(chunk: bytes, reader: ObjectStreamReader = reader, asked: set[bytes] = asked,
+                       got: set[bytes] = got) -> None:
+            for oid, stored in reader.feed(chunk):
+                if oid not in asked or oid in got:
+                    raise CorruptObject(f"the origin sent object {oid.hex()}, which was not asked for")
+                real, value = _verified(stored)
+                if real != oid:
+                    raise CorruptObject(
+                        f"the origin sent object {oid.hex()} whose bytes do not match its id "
+                        "(hash mismatch)"
+                    )
+                got.add(oid)
+                await take(oid, stored, value)
+
         a = await fetcher.request(
             "POST",
             url,
             content=encode({"ids": batch}),
+            cap=len(batch) * (MAX_OBJECT + 64) + 4096,
+            headers={"Content-Type": CBOR_TYPE, "Accept": CBOR_SEQ},
+            sink=sink,
+        )
+        if a.status != 200:
+            if a.status == 404:  # say which object, from our own question (never the peer's body)
+                raise await _lacking(fetcher, api, batch, a)
+            raise http_error(a, url)
+        closing = reader.close()
+        if "error" in closing or "message" in closing:
+            raise RemoteError(f"{authority(url)}'s object stream ended in an error")
+        if got != asked:
+            raise RemoteError(f"{url} left out objects it was asked for")
+
+
+async def _lacking(fetcher: Fetcher, api: str, ids: list[bytes], answer: Any) -> HifError:
+    """The origin answered 404 to a stream: ask which of ``ids`` it lacks (``objects/have``, at most
+    10,000 ids per request) and name the first, so the mirror's error says what is missing."""
+    url = f"{api}/objects/have"
+    for i in range(0, len(ids), HAVE_IDS):
+        a = await fetcher.request(
+            "POST",
+            url,
+            content=encode({"ids": ids[i : i + HAVE_IDS]}),
             cap=CBOR_CAP,
             headers={"Content-Type": CBOR_TYPE, "Accept": CBOR_TYPE},
         )
         if a.status != 200:
-            raise http_error(a, url)
+            break
         try:
-            rows = cbor2.loads(a.body)["objects"]
+            missing = [m for m in decode(a.body)["missing"] if isinstance(m, bytes)]
         except Exception:  # cbor2 raises several types; a proxy may answer HTML
-            raise RemoteError(f"{url} sent an answer that is not an object list") from None
-        asked = set(batch)
-        for row in rows:
-            if not (isinstance(row, list) and len(row) == 2 and isinstance(row[1], bytes)):
-                raise RemoteError(f"{url} sent a malformed object list")
-            oid, canonical, _ = check_stored(row[1])
-            if oid != row[0] or oid not in asked:
-                raise CorruptObject(
-                    f"the origin sent object {row[0].hex() if isinstance(row[0], bytes) else '?'}"
-                    " whose bytes do not match its id (hash mismatch)"
-                )
-            out[oid] = canonical
-        if not asked <= set(out):
-            raise RemoteError(f"{url} left out objects it was asked for")
-    return out
+            break
+        if missing:
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            return NotFound(
+                f"the origin {authority(api)} is missing object {missing[0].hex()}{more}"
+            )
+    return http_error(answer, f"{api}/objects/stream")
 
 
 def _children(value: Any) -> list[bytes]:
@@ -126,19 +200,26 @@ def snapshot_refs(canonical: bytes) -> list[bytes]:
 
 
 async def closure(
-    repo: Repo, roots: Iterable[bytes], fetch: Any, known: set[bytes] | None = None
+    repo: Repo,
+    roots: Iterable[bytes],
+    fetch: Callable[[list[bytes], Take], Awaitable[None]],
+    known: set[bytes] | None = None,
 ) -> list[tuple[bytes, bytes]]:
-    """What the repository lacks of the objects reachable from ``roots``, fetched with
-    ``fetch(ids)`` and ordered children before parents (so a present tree always means a complete
-    one, even after a crash halfway through writing)."""
+    """Bring what the repository lacks of the objects reachable from ``roots``: ``fetch(ids,
+    take)`` hands over each object as it arrives. Leaves (blobs) are written at once, in batches of
+    at most ``FLUSH_BYTES``, so memory holds about one of them whatever the landing's size; trees
+    are kept (small) and returned, as stored, children before parents, for the caller to write
+    after everything they name (so a present tree always means a complete one, even after a crash
+    halfway through)."""
     have = known if known is not None else set()
-    fetched: dict[bytes, bytes] = {}
-    values: dict[bytes, Any] = {}
+    trees: dict[bytes, tuple[bytes, list[bytes]]] = {}
+    pending: list[tuple[str, bytes]] = []
+    held = 0
     frontier = list(dict.fromkeys(roots))
     while frontier:
         missing = []
         for oid in frontier:
-            if oid in have or oid in fetched or oid == EMPTY_TREE:
+            if oid in have or oid in trees or oid == EMPTY_TREE:
                 continue
             if await repo.objects.has(oid):
                 have.add(oid)
@@ -146,27 +227,49 @@ async def closure(
             missing.append(oid)
         if not missing:
             break
-        got = await fetch(missing)
         nxt: list[bytes] = []
-        for oid in missing:
-            fetched[oid] = got[oid]
-            values[oid] = decode(got[oid])
-            nxt += _children(values[oid])
+
+        async def take(oid: bytes, stored: bytes, value: Any, nxt: list[bytes] = nxt) -> None:
+            nonlocal held
+            if value[0] == "tree":
+                kids = _children(value)
+                trees[oid] = (stored, kids)
+                nxt += kids
+                return
+            pending.append((repo.objects.key(oid), stored))
+            have.add(oid)
+            held += len(stored)
+            if held >= FLUSH_BYTES:
+                await create_all(repo.store, pending)
+                pending.clear()
+                held = 0
+
+        await fetch(missing, take)
+        if pending:
+            await create_all(repo.store, pending)
+            pending.clear()
+            held = 0
         frontier = list(dict.fromkeys(nxt))
+    return children_first(trees)
+
+
+def children_first(trees: dict[bytes, tuple[bytes, list[bytes]]]) -> list[tuple[bytes, bytes]]:
+    """``trees`` (id -> (bytes, the ids each names)) ordered so that each comes after every one of
+    them it names (an iterative post-order): the order to write them in."""
     ordered: list[tuple[bytes, bytes]] = []
     done: set[bytes] = set()
-    for root in fetched:  # iterative post-order: each object after everything it names
+    for root in trees:
         stack: list[tuple[bytes, bool]] = [(root, False)]
         while stack:
             oid, expanded = stack.pop()
-            if oid in done or oid not in fetched:
+            if oid in done or oid not in trees:
                 continue
             if expanded:
                 done.add(oid)
-                ordered.append((oid, fetched[oid]))
+                ordered.append((oid, trees[oid][0]))
                 continue
             stack.append((oid, True))
-            stack.extend((c, False) for c in _children(values[oid]) if c not in done)
+            stack.extend((c, False) for c in trees[oid][1] if c not in done)
     return ordered
 
 
@@ -226,8 +329,8 @@ async def apply(
         parent = e.record.tree
         expected += 1
 
-    async def fetch(ids: list[bytes]) -> dict[bytes, bytes]:
-        return await fetch_objects(fetcher, api, ids)
+    async def fetch(ids: list[bytes], take: Take) -> None:
+        await stream_objects(fetcher, api, ids, take)
 
     roots: list[bytes] = []
     snapshots: dict[bytes, bytes] = {}
@@ -239,8 +342,14 @@ async def apply(
             snapshots[sid] = canonical
             roots += snapshot_refs(canonical)
     known: set[bytes] = set(snapshots)
-    objects = await closure(repo, roots, fetch, known)
-    items: list[tuple[str, bytes]] = [(repo.objects.key(oid), pack(c)) for oid, c in objects]
+    try:
+        trees = await closure(repo, roots, fetch, known)
+    except HifError as e:
+        if len(fresh) == 1:
+            raise await stuck(repo, fresh[0].position, e) from None
+        # one at a time: those before the one that cannot be applied land, and the error names it
+        return sum([await apply(repo, [one], fetcher, api, key_info) for one in fresh])
+    items: list[tuple[str, bytes]] = [(repo.objects.key(oid), stored) for oid, stored in trees]
     for sid, canonical in snapshots.items():
         if not await repo.objects.has(sid):
             items.append((repo.objects.key(sid), pack(canonical)))

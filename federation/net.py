@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -192,15 +193,20 @@ class Fetcher:
         timeout: float | None = None,
         deadline: float | None = None,
         pool: str = "objects",
+        sink: Callable[[bytes], Awaitable[None]] | None = None,
     ) -> Answer:
         """Send one request to the resolved address; the answer body is read up to ``cap`` bytes.
         ``timeout`` bounds each read; ``deadline`` (seconds) bounds the whole exchange, DNS and a
-        peer that drips its answer one byte at a time included."""
+        peer that drips its answer one byte at a time included. With ``sink``, a 2xx body goes to
+        it chunk by chunk as it arrives (not kept: ``body`` is empty), so a long answer is
+        consumed in bounded memory."""
         if deadline is None:
-            return await self._request(method, url, headers, content, cap, timeout, pool)
+            return await self._request(method, url, headers, content, cap, timeout, pool, sink)
         try:
             async with asyncio.timeout(deadline):
-                return await self._request(method, url, headers, content, cap, timeout, pool)
+                return await self._request(
+                    method, url, headers, content, cap, timeout, pool, sink
+                )
         except TimeoutError:
             raise RemoteError(
                 f"{authority_or(url)} did not answer within {deadline:g} s (the deadline)"
@@ -215,6 +221,7 @@ class Fetcher:
         cap: int,
         timeout: float | None,
         pool: str,
+        sink: Callable[[bytes], Awaitable[None]] | None = None,
     ) -> Answer:
         address = await self.resolve(url)
         client = self._pools[pool]
@@ -254,7 +261,10 @@ class Fetcher:
                     size += len(chunk)
                     if size > cap:
                         raise TooLarge(f"{where} sent more than {cap} bytes")
-                    chunks.append(chunk)
+                    if sink is not None and 200 <= resp.status_code < 300:
+                        await sink(chunk)
+                    else:
+                        chunks.append(chunk)
             except httpx.HTTPError as e:
                 raise RemoteError(f"{where} broke off its answer: {type(e).__name__}") from None
             return Answer(resp.status_code, resp.headers, b"".join(chunks))

@@ -35,6 +35,7 @@ from federation.envelope import landing_envelope
 from federation.layout import BUNDLES, FOLLOWING
 from federation.service import PAGE, Federation
 from federation.settings import authority
+from hif.aio import read_capped
 from hif.errors import HifError, InvalidInput, NotFound
 from hif.objects import encode
 from hif.repo import check_repo_name
@@ -55,10 +56,6 @@ _CODES = {
 }
 
 
-class BodyTooLarge(HifError):
-    http_status = 413
-
-
 def _json(doc: Any, status: int = 200, content_type: str = ACTIVITY_JSON) -> Response:
     return Response(json.dumps(doc), status=status, content_type=content_type)
 
@@ -77,14 +74,8 @@ def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
 
 
 async def _read_body(limit: int) -> bytes:
-    if request.content_length is not None and request.content_length > limit:
-        raise BodyTooLarge(f"an activity is at most {limit} bytes")
-    data = bytearray()
-    async for chunk in request.body:
-        data += chunk
-        if len(data) > limit:
-            raise BodyTooLarge(f"an activity is at most {limit} bytes")
-    return bytes(data)
+    """The activity's bytes, refused (413) while reading once past ``limit`` (hif.aio.read_capped)."""
+    return await read_capped(request.body, limit, declared=request.content_length, what="an activity")
 
 
 def blueprint(get: Callable[[], Federation]) -> Blueprint:

@@ -27,9 +27,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import cbor2
-
-from federation import delivery
+from federation import delivery, offers
 from federation.actors import (
     ACTIVITY_JSON,
     AS,
@@ -44,7 +42,7 @@ from federation.envelope import Landing, check_landing, check_signature, landing
 from federation.httpsig import expire_replays, sign_headers
 from federation.identity import NodeKey, load_node_key
 from federation.layout import FOLLOWERS, announced_key, following_key, load_map
-from federation.mirror import apply, mirror_repo, write_sync
+from federation.mirror import apply, mirror_repo, read_sync, stuck, write_sync
 from federation.net import CBOR_CAP, Fetcher, http_error
 from federation.settings import FedSettings, authority
 from hif.errors import (
@@ -526,6 +524,8 @@ class Federation:
                 last = time.monotonic()
                 with contextlib.suppress(HifError):
                     await expire_replays(self.store)
+                with contextlib.suppress(HifError):
+                    await offers.expire(self)  # offers left unreviewed too long
             for f in await self.following():
                 target = (f.get("host"), f.get("name"))
                 if f.get("state") == "accepted" and (due or target in wanted):
@@ -568,17 +568,23 @@ class Federation:
             if a.status != 200:
                 raise http_error(a, url)
             try:
-                page = cbor2.loads(a.body)
+                page = decode(a.body)  # one CBOR item, nothing after it
                 wires = page["envelopes"]
                 assert isinstance(wires, list) and all(isinstance(w, bytes) for w in wires)
             except Exception:  # cbor2 raises several types
                 raise RemoteError(f"{url} is not an envelope page") from None
             if not wires:
+                if (await read_sync(repo)).get("error"):  # caught up: an old error is gone
+                    await write_sync(repo, {"error": None, "last_sync": time.time()})
                 return total
-            checked = [
-                await self.verify_landing(w, f["base"], f["name"], head + 1 + i)
-                for i, w in enumerate(wires)
-            ]
+            checked: list[tuple[Landing, RemoteKey]] = []
+            for i, w in enumerate(wires):
+                try:
+                    checked.append(await self.verify_landing(w, f["base"], f["name"], head + 1 + i))
+                except HifError as e:
+                    if checked:
+                        break  # apply what verified; the next page starts at this one
+                    raise await stuck(repo, head + 1, e) from None
             total += await apply(
                 repo,
                 [c[0] for c in checked],
@@ -586,7 +592,7 @@ class Federation:
                 f"{f['base']}/api/v1/repos/{f['name']}",
                 key_info(checked[-1][1]),
             )
-            if page.get("next") is None:
+            if page.get("next") is None and len(checked) == len(wires):
                 return total
 
     async def verify_landing(

@@ -111,6 +111,9 @@ def _matches(host: str, domains: tuple[str, ...]) -> bool:
     return any(host == d or host.endswith("." + d) for d in domains)
 
 
+_COUNTS = ("key_per_host", "offers_per_actor", "offers_per_host", "offers_per_hour")
+
+
 @dataclass
 class FedSettings:
     """What the operator decides: who may talk to the node, where it may connect, how it retries."""
@@ -126,6 +129,12 @@ class FedSettings:
     key_deadline: float = 5.0  # seconds for a whole key/actor/WebFinger fetch, however it drips
     key_per_host: int = 4  # key/actor fetches in flight per host (authority)
     key_fail_ttl: float = 30.0  # seconds a failed key/actor fetch is answered from the cache
+    # offers from other nodes (federation.offers): pending ones per remote actor and per remote host,
+    # received per host and hour, and how long one may wait unreviewed before it expires (seconds)
+    offers_per_actor: int = 10
+    offers_per_host: int = 50
+    offers_per_hour: int = 20
+    offer_expiry: float = 30 * 86400.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> FedSettings:
@@ -143,6 +152,10 @@ class FedSettings:
             ("KEY_DEADLINE", "key_deadline"),
             ("KEY_FAIL_TTL", "key_fail_ttl"),
             ("KEY_PER_HOST", "key_per_host"),
+            ("OFFERS_PER_ACTOR", "offers_per_actor"),
+            ("OFFERS_PER_HOST", "offers_per_host"),
+            ("OFFERS_PER_HOUR", "offers_per_hour"),
+            ("OFFER_EXPIRY", "offer_expiry"),
         ):
             raw = e.get(f"MICELIO_FEDERATION_{name}")
             if raw:
@@ -152,7 +165,7 @@ class FedSettings:
                     raise InvalidInput(f"MICELIO_FEDERATION_{name} must be a number") from None
                 if value <= 0:
                     raise InvalidInput(f"MICELIO_FEDERATION_{name} must be positive")
-                setattr(s, attr, int(value) if attr == "key_per_host" else value)
+                setattr(s, attr, int(value) if attr in _COUNTS else value)
         return s
 
     def refuses(self, url_or_host: str) -> str | None:

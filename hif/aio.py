@@ -12,8 +12,10 @@ import contextlib
 import sys
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
+
+from hif.errors import TooLarge
 
 T = TypeVar("T")
 
@@ -136,3 +138,22 @@ class RttEstimate:
             return await call
         finally:
             self.observe(self.clock() - t0)
+
+
+async def read_capped(chunks: AsyncIterable[bytes], limit: int, *, declared: int | None = None,
+                      what: str = "the request body") -> bytes:
+    """Everything ``chunks`` yields, refused (:class:`TooLarge`) as soon as it passes ``limit`` bytes,
+    or at once when the ``declared`` length (Content-Length) already does: a body is never buffered
+    past its limit. The one reader of size-limited streams (node API, federation). A stream that
+    counts what it receives itself (``node.wire.CappedBody``) is told the limit first."""
+    set_limit = getattr(chunks, "set_limit", None)
+    if set_limit is not None:
+        set_limit(limit)
+    if declared is not None and declared > limit:
+        raise TooLarge(f"{what} is over {limit} bytes")
+    data = bytearray()
+    async for chunk in chunks:
+        if len(data) + len(chunk) > limit:
+            raise TooLarge(f"{what} is over {limit} bytes")
+        data += chunk
+    return bytes(data)

@@ -104,7 +104,7 @@ class TransferBar:
             label = "fetching" if direction == "fetch" else "sending"
             task = self._tasks[direction] = self._progress.add_task(label, total=None, size="", nbytes=0)
         done = self._progress.tasks[task].fields["nbytes"] + nbytes
-        self._progress.update(task, advance=objects, nbytes=done, size=_size(done))
+        self._progress.update(task, advance=objects, nbytes=done, size=size_text(done))
 
     def close(self) -> None:
         if self._progress is not None:
@@ -112,7 +112,7 @@ class TransferBar:
             self._progress = None
 
 
-def _size(n: float) -> str:
+def size_text(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1000 or unit == "GB":
             return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
@@ -295,7 +295,7 @@ def clone(as_json: bool, url: str, directory: str | None, sparse: tuple[str, ...
                "fetched_bytes": objs.fetched_bytes}
         emit(as_json, doc, f"{'finished cloning' if r.resumed else 'cloned'} {r.name} into {r.root} at "
                            f"position {r.position} ({objs.fetched_objects} objects, "
-                           f"{_size(objs.fetched_bytes)} fetched)")
+                           f"{size_text(objs.fetched_bytes)} fetched)")
 
 
 # -- sessions ------------------------------------------------------------------------------------

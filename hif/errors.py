@@ -41,6 +41,13 @@ class InvalidPath(HifError):
     http_status = 422
 
 
+class TooLarge(HifError):
+    """Input over a documented size limit (a request body, an object's expanded size): refused while
+    reading, before anything is kept. The one "too large" error of every layer (413 over HTTP)."""
+
+    http_status = 413
+
+
 class InvalidInput(HifError):
     """Anything else a user gave that cannot be accepted (empty goal, bad position...)."""
 

@@ -7,12 +7,19 @@ objects and lowercase hex everywhere a person or JSON sees them.
 On disk (in the store) an object is one header byte then the body: ``0`` raw canonical bytes, ``1``
 zstd-compressed canonical bytes. The id is always the hash of the *uncompressed* canonical bytes, so
 compression never changes identity and every read re-verifies the hash.
+
+Objects come from strangers (uploads, peers, a store others write), so expanding one is bounded
+(docs/architecture.md, "Limits"): a blob expands to at most :data:`MAX_BLOB` bytes, any other object
+to :data:`MAX_VALUE`, and no object to more than :data:`MAX_RATIO` times its compressed size beyond
+:data:`RATIO_FLOOR` (real content does not compress that well; a decompression bomb does). The
+expansion is streamed and stops at the bound, whatever size the frame header declares.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -21,7 +28,7 @@ from typing import Any
 import cbor2
 import zstandard
 
-from hif.errors import CorruptObject, NotFound, PreconditionFailed
+from hif.errors import CorruptObject, NotFound, PreconditionFailed, TooLarge
 from hif.paths import check_name
 from hif.store.base import ObjectStore
 
@@ -29,7 +36,14 @@ RAW, ZSTD = 0, 1
 _COMPRESS_MIN = 256
 _ZC = zstandard.ZstdCompressor(level=3)
 _ZD = zstandard.ZstdDecompressor()
-_MAX_OBJECT = 1 << 31
+MAX_BLOB = 256 << 20  # a file's content, expanded (the API's bodies carry at most 64 MiB compressed)
+MAX_VALUE = 64 << 20  # a tree, snapshot or any other object, expanded
+MAX_RATIO = 1000  # expanded / compressed bytes that real content does not reach...
+RATIO_FLOOR = 4 << 20  # ...beyond this many expanded bytes (small objects may compress very well)
+KEEP_RATIO = 64  # expansion kept in memory on the first pass (beyond it: counted, then expanded again)
+KEEP_FLOOR = 1 << 20  # ...or this many bytes, whichever is more
+_BLOB_HEAD = b"\x82\x64blob"  # the first bytes of every canonical blob
+_OUT_STEP = 1 << 20  # bytes expanded per read (the most one read holds)
 
 # Kinds of tree entries: regular file, executable file, symbolic link (blob holds the target), directory.
 FILE, EXEC, LINK, DIR = "f", "x", "l", "d"
@@ -41,11 +55,48 @@ def encode(value: Any) -> bytes:
     return cbor2.dumps(value, canonical=True)
 
 
-def decode(data: bytes) -> Any:
+def decode(data: bytes, *, max_items: int | None = None) -> Any:
+    """Exactly one CBOR item: bytes after it are an error (``cbor2.loads`` ignores them), as is
+    nesting deeper than cbor2's bound. With ``max_items``, a document of more items than that is
+    refused (:class:`TooLarge`) before anything is built: each item becomes a Python object, and
+    a megabyte of one-byte empty lists would take fifty."""
+    if max_items is not None and len(data) > max_items:  # (each item takes a byte at least)
+        count_items(data, max_items)
+    fp = io.BytesIO(data)
     try:
-        return cbor2.loads(data)
+        value = cbor2.CBORDecoder(fp).decode()
     except Exception as e:  # cbor2 raises several types for malformed input
         raise CorruptObject(f"malformed CBOR: {e}") from None
+    if fp.tell() != len(data):
+        raise CorruptObject(f"malformed CBOR: {len(data) - fp.tell()} bytes after the item")
+    return value
+
+
+def count_items(data: bytes, limit: int) -> int:
+    """The number of CBOR items (heads) in ``data``, counted by a linear walk that skips string
+    payloads; :class:`TooLarge` as soon as it passes ``limit``. Malformed input is left to the
+    decoder (the walk just stops)."""
+    n = at = 0
+    end = len(data)
+    try:
+        while at < end:
+            b = data[at]
+            n += 1
+            if n > limit:
+                raise TooLarge(f"a CBOR document of more than {limit} items")
+            info = b & 31
+            if info < 24:
+                arg, at = info, at + 1
+            elif info < 28:
+                width = 1 << (info - 24)
+                arg, at = int.from_bytes(data[at + 1:at + 1 + width], "big"), at + 1 + width
+            else:  # indefinite length (31) or reserved: no argument
+                arg, at = 0, at + 1
+            if b >> 5 in (2, 3) and info != 31:  # a definite byte or text string: skip its payload
+                at += arg
+    except IndexError:
+        pass
+    return n
 
 
 def digest(data: bytes) -> bytes:
@@ -75,26 +126,111 @@ def blob_id(content: bytes) -> bytes:
 
 
 def pack(canonical: bytes) -> bytes:
-    """Storage form: compress when it helps."""
+    """Storage form: compress when it helps, but never past :data:`MAX_RATIO` (which reads refuse):
+    content that compresses that well (a file of zeros) is stored raw."""
     if len(canonical) >= _COMPRESS_MIN:
         packed = _ZC.compress(canonical)
-        if len(packed) < len(canonical) * 0.9:
+        if len(packed) < len(canonical) * 0.9 and len(canonical) <= _expansion_cap(len(packed)):
             return bytes([ZSTD]) + packed
     return bytes([RAW]) + canonical
 
 
+def _expansion_cap(compressed: int) -> int:
+    return max(RATIO_FLOOR, MAX_RATIO * compressed)
+
+
+def _size_cap(head: bytes) -> int:
+    return MAX_BLOB if head.startswith(_BLOB_HEAD) else MAX_VALUE
+
+
 def unpack(stored: bytes) -> bytes:
+    """Canonical bytes of a stored object, expanded under the limits above (:class:`TooLarge` past
+    them, :class:`CorruptObject` for anything malformed)."""
     if not stored:
         raise CorruptObject("empty object")
     if stored[0] == RAW:
+        if len(stored) - 1 > _size_cap(stored[1:9]):
+            raise TooLarge(f"an object of {len(stored) - 1} bytes is over the size limit")
         return stored[1:]
     if stored[0] == ZSTD:
-        try:
-            # trailing bytes after the frame mean the stored object was altered: refuse them
-            return _ZD.decompress(stored[1:], max_output_size=_MAX_OBJECT, allow_extra_data=False)
-        except zstandard.ZstdError as e:
-            raise CorruptObject(f"undecodable object: {e}") from None
+        return _expand(memoryview(stored)[1:])
     raise CorruptObject(f"unknown object encoding {stored[0]}")
+
+
+def _expand(frame: memoryview) -> bytes:
+    """Decompress one zstd frame under the limits. Output is kept while it stays within
+    :data:`KEEP_RATIO` times the input (real content); past that it is only counted, and only a
+    frame that ends within the limits is expanded again, kept: a bomb costs a few MiB at most."""
+    end = _frame_end(frame)
+    if end != len(frame):
+        # trailing bytes after the frame mean the stored object was altered: refuse them
+        raise CorruptObject("undecodable object: bytes after the zstd frame")
+    ratio_cap = _expansion_cap(len(frame))
+    keep = max(KEEP_FLOOR, KEEP_RATIO * len(frame))
+    out = _decompress(frame, ratio_cap, keep)
+    if out is None:  # compressed unusually well, within the limits: expand again, keeping it
+        out = _decompress(frame, ratio_cap, MAX_BLOB)
+        assert out is not None
+    return out
+
+
+def _frame_end(frame: memoryview) -> int:
+    """Where the zstd frame at the start of ``frame`` ends, walking its block headers (cheap: one
+    step per block); a truncated or malformed frame is a CorruptObject. The decompressor's stream
+    reader says neither (it stops quietly), hence the walk."""
+    try:
+        at = zstandard.frame_header_size(frame)
+        checksum = zstandard.get_frame_parameters(frame).has_checksum
+    except zstandard.ZstdError as e:
+        raise CorruptObject(f"undecodable object: {e}") from None
+    while True:
+        if at + 3 > len(frame):
+            raise CorruptObject("undecodable object: the zstd frame is truncated")
+        header = int.from_bytes(frame[at:at + 3], "little")
+        last, kind, size = header & 1, (header >> 1) & 3, header >> 3
+        if kind == 3:
+            raise CorruptObject("undecodable object: a reserved zstd block type")
+        at += 3 + (1 if kind == 1 else size)  # an RLE block holds one byte, others their size
+        if last:
+            end = at + (4 if checksum else 0)
+            if end > len(frame):
+                raise CorruptObject("undecodable object: the zstd frame is truncated")
+            return end
+
+
+def _decompress(frame: memoryview, ratio_cap: int, keep: int) -> bytes | None:
+    """The frame's content, or None when it passed ``keep`` bytes (then it was only counted). Read
+    :data:`_OUT_STEP` bytes at a time, never more than one past the bound, whatever the frame's
+    header declares (never trusted)."""
+    cap = min(MAX_BLOB, ratio_cap)
+    out: bytearray | None = bytearray()
+    head = b""
+    n = 0
+    try:
+        with _ZD.stream_reader(frame, read_across_frames=False) as reader:
+            while piece := reader.read(min(_OUT_STEP, cap + 1 - n)):
+                n += len(piece)
+                if len(head) < 16:
+                    head += piece[:16 - len(head)]
+                    if len(head) >= 16:
+                        cap = min(cap, _size_cap(head))
+                if out is not None:
+                    if n > keep:
+                        out = None
+                    else:
+                        out += piece
+                if n > cap:
+                    raise TooLarge(_too_large(len(frame), cap, ratio_cap))
+    except zstandard.ZstdError as e:
+        raise CorruptObject(f"undecodable object: {e}") from None
+    return None if out is None else bytes(out)
+
+
+def _too_large(compressed: int, cap: int, ratio_cap: int) -> str:
+    if cap == ratio_cap:
+        return (f"an object of {compressed} compressed bytes expands more than {MAX_RATIO} times "
+                "(a decompression bomb?)")
+    return f"an object expands past the {cap >> 20} MiB limit"
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +333,7 @@ class ObjectDB:
             raise NotFound(f"object {oid.hex()} is missing") from None
         try:
             canonical = unpack(stored)
-        except CorruptObject as e:
+        except (CorruptObject, TooLarge) as e:  # stored by someone else: unreadable, not too large
             raise CorruptObject(f"object {oid.hex()} is corrupt ({e})") from None
         if digest(canonical) != oid:
             raise CorruptObject(f"object {oid.hex()} is corrupt (hash mismatch)")

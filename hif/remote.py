@@ -345,8 +345,8 @@ class ForgeClient:
         doc: Any = None
         if resp.content:
             try:
-                doc = cbor2.loads(resp.content)
-            except Exception:  # cbor2 raises several types; a proxy may answer HTML
+                doc = decode(resp.content)  # one CBOR item, nothing after it
+            except CorruptObject:  # a proxy may answer HTML
                 doc = None
         if 200 <= status < 300:
             if doc is None and resp.content:
@@ -386,18 +386,26 @@ class StreamCut(RemoteError):
     """A streamed answer stopped early (connection lost, or the node failed): ask again for the rest."""
 
 
-def cbor_objects(chunks: Iterable[bytes]) -> Iterator[tuple[bytes, bytes] | dict[str, Any]]:
-    """The items of an ``objects/stream`` answer (a CBOR sequence, RFC 8742) as the bytes arrive:
-    ``(id, stored)`` for each ``[id, stored]`` pair, then the closing map. Only that shape is read, by
-    hand: a general decoder would need the whole answer, or a file-like wrapper and a call per item."""
-    buf = bytearray()
-    at = 0
-    for chunk in chunks:
+class ObjectStreamReader:
+    """The items of an ``objects/stream`` answer (a CBOR sequence, RFC 8742), read incrementally:
+    :meth:`feed` each chunk as it arrives and get the complete ``(id, stored)`` pairs, then
+    :meth:`close` for the closing map. Only that shape is read, by hand: a general decoder would need
+    the whole answer, or a file-like wrapper and a call per item. Memory stays one item and a chunk;
+    ``max_item`` refuses an item that claims more (a hostile peer cannot make it buffer without end)."""
+
+    def __init__(self, max_item: int | None = None) -> None:
+        self._buf = bytearray()
+        self._at = 0
+        self._max_item = max_item
+
+    def feed(self, chunk: bytes) -> list[tuple[bytes, bytes]]:
+        buf, at = self._buf, self._at
         if at:
             del buf[:at]
             at = 0
         buf += chunk
         end = len(buf)
+        out: list[tuple[bytes, bytes]] = []
         while at < end:
             if buf[at] != 0x82:  # not a pair: the closing map, decoded once the answer is complete
                 break
@@ -415,22 +423,41 @@ def cbor_objects(chunks: Iterable[bytes]) -> Iterator[tuple[bytes, bytes] | dict
                 size = int.from_bytes(buf[at + 36:at + 35 + head], "big")
             else:
                 raise RemoteError("the forge sent a malformed object stream")
+            if self._max_item is not None and size > self._max_item:
+                raise RemoteError(f"the forge sent an object of {size} bytes (at most {self._max_item})")
             stop = at + 35 + head + size
             if stop > end:
                 break
-            yield bytes(buf[at + 3:at + 35]), bytes(buf[at + 35 + head:stop])
+            with memoryview(buf) as view:  # one copy of a (possibly large) object, not two
+                out.append((bytes(view[at + 3:at + 35]), bytes(view[at + 35 + head:stop])))
             at = stop
-    rest = bytes(buf[at:])
-    if not rest:
-        raise StreamCut("the forge's answer stopped early")
-    fp = io.BytesIO(rest)
-    try:
-        closing = cbor2.CBORDecoder(fp).decode()
-    except Exception:  # cbor2 raises several types; a cut answer ends in half an item
-        raise StreamCut("the forge's answer stopped early") from None
-    if not isinstance(closing, dict) or fp.tell() != len(rest):
-        raise RemoteError("the forge sent a malformed object stream")
-    yield closing
+        self._at = at
+        return out
+
+    def close(self) -> dict[str, Any]:
+        """The closing map once the answer ended; :class:`StreamCut` if it stopped early."""
+        rest = bytes(self._buf[self._at:])
+        self._buf = bytearray()
+        self._at = 0
+        if not rest:
+            raise StreamCut("the forge's answer stopped early")
+        fp = io.BytesIO(rest)
+        try:
+            closing = cbor2.CBORDecoder(fp).decode()
+        except Exception:  # cbor2 raises several types; a cut answer ends in half an item
+            raise StreamCut("the forge's answer stopped early") from None
+        if not isinstance(closing, dict) or fp.tell() != len(rest):
+            raise RemoteError("the forge sent a malformed object stream")
+        return closing
+
+
+def cbor_objects(chunks: Iterable[bytes]) -> Iterator[tuple[bytes, bytes] | dict[str, Any]]:
+    """The items of an ``objects/stream`` answer as the bytes arrive: ``(id, stored)`` for each
+    ``[id, stored]`` pair, then the closing map (see :class:`ObjectStreamReader`)."""
+    reader = ObjectStreamReader()
+    for chunk in chunks:
+        yield from reader.feed(chunk)
+    yield reader.close()
 
 
 def _conflict(raw: Any) -> Conflict:

@@ -117,26 +117,35 @@ def event_json(event: dict[str, Any]) -> dict[str, Any]:
 
 
 def fold(session_id: str, events: list[dict[str, Any]]) -> Session:
-    if not events or events[0].get("type") != "start":
+    if not events or not isinstance(events[0], dict) or events[0].get("type") != "start":
         raise CorruptObject(f"session {session_id} has no start event")
-    start = events[0]
-    s = Session(
-        id=session_id,
-        goal=start["goal"],
-        base=start["base"],
-        author=start["author"],
-        role=start["role"],
-        started=start["time"],
-        events=events,
-    )
-    for e in events:
-        t = e["type"]
-        if t == "write":
-            s.changes[e["path"]] = Entry(e["kind"], e["blob"])
-        elif t == "delete":
-            s.changes[e["path"]] = None
-        elif t == "sync":
-            s.base = e["base"]
+    try:  # events are stored data: a malformed one is a typed error, never a crash
+        start = events[0]
+        s = Session(
+            id=session_id,
+            goal=start["goal"],
+            base=start["base"],
+            author=start["author"],
+            role=start["role"],
+            started=start["time"],
+            events=events,
+        )
+        for e in events:
+            t = e["type"]
+            if t == "write":
+                if not isinstance(e["path"], str) or not isinstance(e["blob"], bytes) or len(e["blob"]) != 32:
+                    raise TypeError("a write event names a path and a blob")
+                s.changes[e["path"]] = Entry(e["kind"], e["blob"])
+            elif t == "delete":
+                if not isinstance(e["path"], str):
+                    raise TypeError("a delete event names a path")
+                s.changes[e["path"]] = None
+            elif t == "sync":
+                if not isinstance(e["base"], int):
+                    raise TypeError("a sync event names a position")
+                s.base = e["base"]
+    except (KeyError, TypeError, AttributeError) as e:
+        raise CorruptObject(f"session {session_id} has a malformed event ({e!r})") from None
     return s
 
 

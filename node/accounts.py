@@ -315,6 +315,16 @@ def _refuse_outranking(by: Principal | None, have: str | None, role: str | None,
 # -- the domain API --------------------------------------------------------------------------------
 
 
+MAX_DESCRIPTION = 1000  # characters of a repository's description
+
+
+def check_description(description: object) -> str:
+    """A repository description, checked before anything is written (a refused one stores nothing)."""
+    if not isinstance(description, str) or len(description) > MAX_DESCRIPTION:
+        raise InvalidInput(f"a description is a string of at most {MAX_DESCRIPTION} characters")
+    return description
+
+
 class Accounts:
     """Users, orgs, repositories, tokens and roles; every method reads or writes the AuthDB.
 
@@ -729,8 +739,7 @@ class Accounts:
         (else a user created later under that name would own it). ``owner_user``, when given and
         not the namespace itself, becomes an explicit owner of the repository."""
         check_repo(name)
-        if not isinstance(description, str) or len(description) > 1000:
-            raise InvalidInput("a description is a string of at most 1000 characters")
+        check_description(description)
         owner = name.split("/")[0]
         row = {"name": name, "private": int(bool(private)), "description": description, "owner": owner,
                "created": self.clock()}

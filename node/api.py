@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import math
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -34,15 +35,16 @@ from hif.objects import (
 from hif.paths import check_path
 from hif.repo import Repo, check_repo_name
 from hif.rollups import query_items
-from hif.session import ROLES, Session, check_session_id, check_text, make_event
+from hif.session import ROLES, SEQ_WIDTH, Session, check_session_id, check_text, make_event
 from hif.tree import lookup
 from node.access import NEEDS, check_login, manages_org, may, need_scope, repo_access
-from node.accounts import ANONYMOUS, INHERIT, Inherit, Principal
+from node.accounts import ANONYMOUS, INHERIT, Inherit, Principal, check_description
 from node.app import Node, node_of
 from node.errors import AuthRequired, Exists, InvalidInput, PermissionDenied
 from node.wire import (
     CBOR_SEQ,
     DEFAULT_LIMIT,
+    FORM_LIMIT,
     MiB,
     cbor_response,
     error_body,
@@ -63,6 +65,8 @@ STREAM_MAX_BATCH = 512  # objects per read while streaming
 STREAM_BYTES = 4 * MiB  # about this much object data read ahead of the connection
 MAX_LOG = 500
 EVENT_TYPES = ("say", "decide", "write", "delete", "checkpoint", "sync")
+FUTURE_SLACK = 86400.0  # an event's time may be at most a day ahead of the node's clock
+MAX_SEQ = 10**SEQ_WIDTH - 1  # sequence numbers are keys of SEQ_WIDTH digits
 
 
 @dataclass(frozen=True)
@@ -210,7 +214,7 @@ async def whoami(ctx: Ctx) -> dict[str, Any]:
             "expires": p.expires}
 
 
-@route("POST", "/api/v1/login", "public")
+@route("POST", "/api/v1/login", "public", limit=FORM_LIMIT)
 async def login(ctx: Ctx) -> dict[str, Any]:
     user = field(ctx.body, "user", str)
     password = field(ctx.body, "password", str)
@@ -320,8 +324,7 @@ async def create_repo(ctx: Ctx) -> dict[str, Any]:
     p = ctx.principal
     name = check_repo_name(field(ctx.body, "name", str))
     private = field(ctx.body, "private", bool, default=False)
-    description = field(ctx.body, "description", str, default="")
-    check_text(description or "-", "description")
+    description = check_description(field(ctx.body, "description", str, default=""))
     need_scope(p, "write")
     if not await ctx.node.auth.can_create_repo(p, name):
         raise PermissionDenied(f"you cannot create repositories under {name.split('/')[0]}")
@@ -333,10 +336,17 @@ async def create_repo(ctx: Ctx) -> dict[str, Any]:
         raise Exists(f"repository {name} already exists")
     repo = ctx.node.repo(name)
     # the store part first: a crash between the two leaves an unlisted repository that a retry adopts
+    created = False
     with contextlib.suppress(PreconditionFailed):
         await repo.create(description=description)
-    info = await ctx.node.auth.register_repo(name, private=private, owner_user=ctx.user,
-                                            description=description)
+        created = True
+    try:
+        info = await ctx.node.auth.register_repo(name, private=private, owner_user=ctx.user,
+                                                description=description)
+    except HifError:  # refused after all (a name taken meanwhile): a refused request stores nothing
+        if created:
+            await repo.store.delete(repo.prefix + "meta")
+        raise
     return await _meta(ctx, info, repo)
 
 
@@ -444,13 +454,22 @@ async def objects_put(ctx: Ctx) -> dict[str, Any]:
 
 async def _put_objects(ctx: Ctx, objects: list[Any]) -> list[bytes]:
     """Keep stored objects, each verified against its id first: none is kept if any is bad."""
+    checked = _check_objects(objects)
+    await _keep_objects(ctx, checked)
+    return [oid for oid, _ in checked]
+
+
+def _check_objects(objects: list[Any]) -> list[tuple[bytes, bytes]]:
+    """(id, stored form) of objects a caller sent, each decoded under the expansion limits."""
     if not all(isinstance(o, bytes) for o in objects):
         raise InvalidInput("objects must be byte strings")
-    checked = [(check_stored(o)[0], o) for o in objects]
+    return [(check_stored(o)[0], o) for o in objects]
+
+
+async def _keep_objects(ctx: Ctx, checked: list[tuple[bytes, bytes]]) -> None:
     for oid, stored in checked:
         with contextlib.suppress(PreconditionFailed):
             await ctx.r.store.put(ctx.r.objects.key(oid), stored, if_none_match=True)
-    return [oid for oid, _ in checked]
 
 
 # -- mainline ----------------------------------------------------------------------------------
@@ -607,7 +626,9 @@ def _role(ctx: Ctx, body: dict[str, Any] | None = None) -> str:
 async def get_session(ctx: Ctx, sid: str) -> dict[str, Any]:
     s = await _load_session(ctx, sid)
     since = query_int("since", -1, lo=-1)
-    events = [e for e in s.events if e.get("seq", 0) > (since if since is not None else -1)]
+    after = since if since is not None else -1
+    events = [e for e in s.events if not isinstance(e, dict) or not isinstance(e.get("seq", 0), int)
+              or e.get("seq", 0) > after]  # stored data: a malformed event is passed on, not a crash
     return {
         "id": s.id, "goal": s.goal, "author": s.author, "role": s.role, "base": s.base,
         "state": s.state, "position": s.position, "snapshot": s.snapshot, "events": events,
@@ -650,11 +671,25 @@ async def _check_event(ctx: Ctx, raw: Any, top: int, known: frozenset[bytes]) ->
             raise InvalidInput(f"sync base must be between 0 and the head ({top})")
         fields["merged"] = [check_path(p) for p in field(raw, "merged", list, default=[])]
         fields["conflicts"] = [check_path(p) for p in field(raw, "conflicts", list, default=[])]
+    now = ctx.r.clock()
     when = field(raw, "time", (int, float), default=None)
-    event = make_event(etype, author, _role(ctx, raw), float(when) if when is not None else
-                       ctx.r.clock(), **fields)
+    event = make_event(etype, author, _role(ctx, raw), now if when is None else _check_time(when, now),
+                       **fields)
     event["user"] = ctx.user
     return event
+
+
+def _check_time(when: float, now: float) -> float:
+    """An event's time as a caller states it: a real moment from 1970 to a day ahead of the node."""
+    if isinstance(when, bool):
+        raise InvalidInput("an event's time is a number of seconds since 1970")
+    try:
+        t = float(when)
+    except OverflowError:  # an integer too large for a float
+        t = float("inf")
+    if not math.isfinite(t) or t < 0 or t > now + FUTURE_SLACK:
+        raise InvalidInput("an event's time is seconds since 1970, at most a day ahead of the node's clock")
+    return t
 
 
 async def _existing(ctx: Ctx, oid: bytes, known: frozenset[bytes]) -> bytes:
@@ -670,8 +705,8 @@ async def append_events(ctx: Ctx, sid: str) -> dict[str, Any]:
     s = await _load_session(ctx, sid, open_only=True)
     events = await _checked_events(ctx, field(ctx.body, "events", list), at_least=1)
     next_seq = field(ctx.body, "next_seq", int, default=s.next_seq)
-    if next_seq < 1:
-        raise InvalidInput("next_seq starts at 1 (0 is the start event)")
+    if not 1 <= next_seq <= MAX_SEQ:
+        raise InvalidInput(f"next_seq is between 1 (0 is the start event) and {MAX_SEQ}")
     return {"events": await _append(ctx, sid, events, next_seq)}
 
 
@@ -716,9 +751,10 @@ async def land_whole(ctx: Ctx) -> dict[str, Any]:
     the session starts; a refused landing (a conflict) leaves it open and names it (``session``) for a
     sync or an abandon."""
     opening = await _opening(ctx)
-    stored = await _put_objects(ctx, field(ctx.body, "objects", list, default=[]))
+    objects = _check_objects(field(ctx.body, "objects", list, default=[]))
     events = await _checked_events(ctx, field(ctx.body, "events", list, default=[]), at_least=0,
-                                   known=frozenset(stored))
+                                   known=frozenset(oid for oid, _ in objects))
+    await _keep_objects(ctx, objects)  # only once the whole request is checked: a refusal keeps nothing
     s = await ctx.r.sessions.start(*opening, events=events)  # the start and the events: one round trip
     try:
         return await _land(ctx, s)

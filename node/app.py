@@ -24,7 +24,7 @@ from node.accounts import Accounts
 from node.authdb import AuthDB
 from node.config import Config
 from node.ratelimit import LoginLimiter, client_address, parse_networks
-from node.wire import MiB, cbor_response, error_body, error_response
+from node.wire import cap_bodies, cbor_response, error_body, error_response
 
 VERSION = "0.1.0"
 # Repository handles kept per replica (each caches trees and records; bounded so that memory does not
@@ -96,7 +96,7 @@ def create_app(config: Config | None = None, *, store: ObjectStore | None = None
 
     config = config or Config.from_env()
     app = Quart("micelio", static_folder=None)  # the UI serves its own assets
-    app.config["MAX_CONTENT_LENGTH"] = 64 * MiB
+    cap_bodies(app)  # every body read under its route's limit, while it arrives (node.wire)
     node = Node(config, store)
     app.extensions["micelio"] = node
     app.register_blueprint(api_bp)

@@ -21,11 +21,11 @@ from typing import Any, TypeVar
 
 import click
 
-from hif.cli import command, emit
+from hif.cli import command, emit, size_text
 from hif.errors import InvalidInput, NotFound, PreconditionFailed
 from hif.repo import Repo
 from hif.store import ObjectStore, open_store
-from node.accounts import Accounts, check_name, check_repo, check_scope
+from node.accounts import Accounts, check_description, check_name, check_repo, check_scope
 from node.authdb import AuthDB
 from node.config import DEFAULT_STORE, Config
 from node.errors import Exists
@@ -353,6 +353,7 @@ def repo_create(as_json: bool, name: str, private: bool, owner_user: str | None,
 
     async def body(accounts: Accounts, store: ObjectStore) -> dict[str, Any]:
         # check first, so a refused command leaves the store as it was
+        check_description(description)
         if await accounts.get_repo(name) is not None:
             raise Exists(f"repository {name} exists")
         is_user = await accounts.get_user(namespace) is not None
@@ -546,10 +547,12 @@ def federation_offers(as_json: bool, name: str) -> None:
 
     check_repo(name)
     rows = run_store(lambda store: offers.list_offers(Repo(store, name)))
-    emit(as_json, {"repo": name, "offers": rows}, lambda: "\n".join(
-        f"{o['id']}  {o['state']:<9} {o['author']}@{o['origin']}  {o['goal']}"
-        + (f"  (position {o['position']})" if o.get("position") else "") for o in rows)
-        or "no offers")
+    total = offers.total_size(rows)
+    emit(as_json, {"repo": name, "offers": rows, "total_size": total}, lambda: "\n".join(
+        [f"{o['id']}  {o['state']:<9} {size_text(o.get('size') or 0):>10}  {o['author']}@{o['origin']}  "
+         f"{o['goal']}" + (f"  (position {o['position']})" if o.get("position") else "")
+         for o in rows] + [f"total: {len(rows)} offer(s), {size_text(total)}"])
+        if rows else "no offers")
 
 
 @command(federation, "land-offer")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hif.errors import AuthRequired, HifError, InvalidInput, NotFound, PermissionDenied
+from hif.errors import AuthRequired, HifError, InvalidInput, NotFound, PermissionDenied, TooLarge
 
 __all__ = [
     "AuthRequired",
@@ -16,8 +16,7 @@ __all__ = [
 ]
 
 
-class PayloadTooLarge(HifError):
-    http_status = 413
+PayloadTooLarge = TooLarge  # one "too large" error for every layer (hif.errors.TooLarge)
 
 
 class Exists(HifError):

@@ -171,7 +171,10 @@ def _maintainer(ctx: Ctx) -> None:
 
 @route("GET", REPO + "/offers", "read", agent=True)
 async def list_offers(ctx: Ctx) -> dict[str, Any]:
-    return {"offers": await offers.list_offers(ctx.r)}
+    """Offers with the bytes each keeps (``size``) and their ``total_size``, for whoever reviews
+    them to see what strangers' offers cost."""
+    rows = await offers.list_offers(ctx.r, fed_of().settings)
+    return {"offers": rows, "total_size": offers.total_size(rows)}
 
 
 @route("GET", REPO + "/offers/<oid>", "read", agent=True)

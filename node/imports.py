@@ -11,7 +11,7 @@ from typing import Any
 from hif.errors import NotFound, PreconditionFailed
 from hif.repo import Repo
 from hif.store.base import ObjectStore
-from node.accounts import Accounts, check_repo
+from node.accounts import Accounts, check_description, check_repo
 
 
 async def import_repository(
@@ -30,6 +30,7 @@ async def import_repository(
     meta = await accounts.get_repo(name)
     is_user = False
     if meta is None:
+        check_description(description)
         is_user = await accounts.get_user(namespace) is not None
         if not is_user and await accounts.get_org(namespace) is None:
             raise NotFound(f"no user or organisation {namespace}")

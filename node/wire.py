@@ -1,14 +1,26 @@
-"""CBOR on the wire: reading request bodies and writing answers, errors included."""
+"""CBOR on the wire: reading request bodies and writing answers, errors included.
+
+Request bodies are read under a limit *while* they arrive (docs/architecture.md, "Request bodies"):
+:class:`CappedBody` counts every byte the server receives for a request and refuses (413) the moment
+the count passes the request's limit; until a handler reads, it holds at most one received chunk
+(the connection below it then stops reading the socket), so a body nobody has asked for costs
+nothing. Every route's limit starts at :data:`FORM_LIMIT`; a handler that accepts more raises it with
+:func:`read_bytes` (the one reader), which also refuses a Content-Length over it before reading.
+"""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Generator
 from typing import Any
 
-import cbor2
-from quart import Response, request
+from quart import Quart, Response, request
+from quart.asgi import ASGIHTTPConnection
+from quart.wrappers.request import Body, Request
 
-from hif.errors import ConflictError, HifError, SessionClosed
-from hif.objects import encode
+from hif.aio import read_capped
+from hif.errors import ConflictError, CorruptObject, HifError, SessionClosed
+from hif.objects import decode, encode
 from node.errors import Exists, InvalidInput, PayloadTooLarge, RateLimited
 
 CBOR = "application/cbor"
@@ -16,6 +28,12 @@ CBOR_SEQ = "application/cbor-seq"  # RFC 8742: CBOR items one after another (obj
 KiB = 1024
 MiB = 1024 * KiB
 DEFAULT_LIMIT = 1 * MiB
+# Every body's limit until its handler raises it: web forms (log-in, tokens, members) and any route
+# that declares nothing. One socket read (hypercorn reads 64 KiB) fits, so a body received before its
+# handler starts reading never trips a limit the handler is about to raise.
+FORM_LIMIT = 64 * KiB
+MAX_ITEMS = 250_000  # CBOR items in a request body (100,000 ids of objects/stream and then some)
+CHUNK_SLACK = 256 * KiB  # what may arrive before a handler starts reading (a chunk or two)
 
 _CODES = {
     400: "bad_request",
@@ -60,20 +78,126 @@ def error_response(e: HifError) -> Response:
     return cbor_response(body, status if status != 412 else 409, headers)
 
 
+class CappedBody(Body):
+    """A request body that counts what the server receives and stops at the request's limit.
+
+    Quart's own body buffers whatever arrives (up to the app-wide maximum) whether or not the
+    handler reads it. This one refuses the body (:class:`TooLarge`, 413) as soon as the bytes received
+    pass ``limit``, drops what it holds, and asks the connection to wait (:meth:`room`) while it holds
+    a chunk nobody has taken: memory per request is one chunk, whatever the body's size."""
+
+    def __init__(self, expected_content_length: int | None, max_content_length: int | None) -> None:
+        super().__init__(None, None)  # the limits are checked here, against our error
+        self.declared = expected_content_length
+        self.limit = max_content_length if max_content_length is not None else FORM_LIMIT
+        self.received = 0
+        self._whole = False  # someone awaits the whole body: receive freely
+        self._reading = False  # a reader has started (the limit is final)
+        self._room = asyncio.Event()
+        self._room.set()
+
+    def set_limit(self, limit: int) -> None:
+        """The handler's limit for this request (before it reads)."""
+        self.limit = limit
+        self._reading = True
+        self._check(declared=True)
+
+    def _check(self, *, declared: bool = False) -> None:
+        """Refuse the body once more than the limit was received, or, when a reader starts, when its
+        declared length is over the limit (not before: the handler may still raise the limit)."""
+        # before a reader starts, the handler may still raise the limit: allow one more chunk
+        limit = self.limit if self._reading else max(self.limit, FORM_LIMIT + CHUNK_SLACK)
+        over = self.received > limit or (
+            declared and self.declared is not None and self.declared > self.limit)
+        if over and self._must_raise is None:
+            self._must_raise = PayloadTooLarge(f"the request body is over {self.limit} bytes")
+            self._data = bytearray()
+            self._whole = False
+            self._room.clear()  # the connection stops receiving: nothing more is wanted
+            self.set_complete()  # wakes a reader, who raises
+
+    async def room(self) -> None:
+        """Return once the connection may receive the next chunk."""
+        await self._room.wait()
+
+    def append(self, data: bytes) -> None:
+        if not data or self._must_raise is not None:
+            return
+        self.received += len(data)
+        self._check()
+        if self._must_raise is None:
+            self._data.extend(data)
+            self._has_data.set()
+            if not self._whole:
+                self._room.clear()  # one chunk held: the next waits until a reader takes this one
+
+    async def __anext__(self) -> bytes:
+        self._reading = True
+        self._check(declared=True)
+        try:
+            data = await super().__anext__()
+        except StopAsyncIteration:
+            # refused while the reader waited: Quart's body would end quietly with what it had
+            if self._must_raise is not None:
+                raise self._must_raise from None
+            raise
+        if self._must_raise is not None:
+            raise self._must_raise
+        self._room.set()
+        return data
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        # the whole body at once (a form, get_data): receive freely, bounded by the limit alone
+        self._reading = True
+        self._check(declared=True)
+        self._whole = True
+        self._room.set()
+        return super().__await__()
+
+
+class CappedRequest(Request):
+    body_class = CappedBody
+
+
+class CappedConnection(ASGIHTTPConnection):
+    """Receives a request's body only as fast as its handler takes it (see :class:`CappedBody`)."""
+
+    async def handle_messages(self, request: Request, receive: Any) -> None:
+        body = request.body
+        while True:
+            if isinstance(body, CappedBody):
+                await body.room()
+            message = await receive()
+            if message["type"] == "http.request":
+                body.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    body.set_complete()
+            elif message["type"] == "http.disconnect":
+                return
+
+
+def cap_bodies(app: Quart) -> None:
+    """Make every request of ``app`` read its body under a limit (:data:`FORM_LIMIT` unless raised)."""
+    app.request_class = CappedRequest
+    app.asgi_http_class = CappedConnection  # type: ignore[assignment]
+    app.config["MAX_CONTENT_LENGTH"] = FORM_LIMIT
+
+
+async def read_bytes(limit: int, what: str = "the request body") -> bytes:
+    """The request's body, refused (413) as soon as it passes ``limit`` bytes, or before reading when
+    its Content-Length does."""
+    return await read_capped(request.body, limit, declared=request.content_length, what=what)
+
+
 async def read_body(limit: int) -> dict[str, Any]:
     """The request's CBOR map; an empty body is an empty map (for bodiless POSTs)."""
-    length = request.content_length
-    if length is not None and length > limit:
-        raise PayloadTooLarge(f"request body over {limit} bytes")
-    data = await request.get_data(cache=False, as_text=False)
-    if len(data) > limit:
-        raise PayloadTooLarge(f"request body over {limit} bytes")
+    data = await read_bytes(limit)
     if not data:
         return {}
     try:
-        value = cbor2.loads(data)
-    except Exception as e:  # cbor2 raises several types for malformed input
-        raise InvalidInput(f"malformed CBOR body: {e}") from None
+        value = decode(data, max_items=MAX_ITEMS)
+    except CorruptObject as e:
+        raise InvalidInput(f"the body is not one well-formed CBOR item ({e})") from None
     if not isinstance(value, dict):
         raise InvalidInput("the body must be a CBOR map")
     return value

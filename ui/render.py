@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import difflib
 import functools
+import math
 import posixpath
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from markdown_it import MarkdownIt
 from markupsafe import Markup, escape
@@ -225,17 +227,30 @@ def human_size(n: int) -> str:
 # -- times -----------------------------------------------------------------------------------------
 
 
-def iso(t: float | None) -> str:
-    return "" if t is None else datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")
+def _moment(t: Any) -> datetime | None:
+    """``t`` (seconds since 1970) as a datetime, or None for anything that is not a representable
+    moment: times come from stored data that others wrote, and a page must not fail on them."""
+    if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t):
+        return None
+    try:
+        return datetime.fromtimestamp(t, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
-def absolute(t: float | None) -> str:
-    return "" if t is None else datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M UTC")
+def iso(t: Any) -> str:
+    d = _moment(t)
+    return "" if d is None else d.isoformat(timespec="seconds")
 
 
-def ago(t: float | None, now: float | None = None) -> str:
+def absolute(t: Any) -> str:
+    d = _moment(t)
+    return "" if d is None else d.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def ago(t: Any, now: float | None = None) -> str:
     """A short relative time ("3 minutes ago"); the exact time goes in the title."""
-    if t is None:
+    if _moment(t) is None:
         return ""
     delta = max(0.0, (now if now is not None else time.time()) - t)
     for size, unit in ((86400 * 365, "year"), (86400 * 30, "month"), (86400, "day"), (3600, "hour"),
@@ -244,3 +259,65 @@ def ago(t: float | None, now: float | None = None) -> str:
             n = int(delta // size)
             return f"{n} {unit}{'s' if n > 1 else ''} ago"
     return "just now"
+
+
+# -- events ----------------------------------------------------------------------------------------
+
+_TEXT = str
+_ID = "id"  # a 32-byte object id
+_EVENT_FIELDS: dict[str, dict[str, Any]] = {  # what each event type must carry to be shown
+    "start": {"goal": _TEXT, "base": int},
+    "say": {"text": _TEXT},
+    "decide": {"decision": _TEXT, "why": _TEXT},
+    "write": {"path": _TEXT, "kind": _TEXT, "blob": _ID},
+    "delete": {"path": _TEXT},
+    "checkpoint": {"note": _TEXT, "tree": _ID, "iteration": int},
+    "sync": {"base": int},
+    "abandon": {"reason": _TEXT},
+    "attest": {"attestation": dict},
+}
+
+
+def _fits(value: Any, want: Any) -> bool:
+    if want == _ID:
+        return isinstance(value, bytes) and len(value) == 32
+    return isinstance(value, want) and not (want is int and isinstance(value, bool))
+
+
+def event_problem(e: Any) -> str | None:
+    """Why a stored event cannot be shown as one, or None when it can."""
+    if not isinstance(e, dict):
+        return "not a map"
+    t = e.get("type")
+    if t not in _EVENT_FIELDS:
+        return "unknown type"
+    if not _fits(e.get("seq"), int) or not isinstance(e.get("author"), str) \
+            or not isinstance(e.get("role"), str) or _moment(e.get("time")) is None:
+        return "missing or malformed seq, author, role or time"
+    for name, want in _EVENT_FIELDS[t].items():
+        if not _fits(e.get(name), want):
+            return f"missing or malformed {name}"
+    if t == "decide" and not (isinstance(e.get("alternatives", []), list)
+                              and all(isinstance(a, str) for a in e.get("alternatives", []))):
+        return "malformed alternatives"
+    if t == "sync" and not all(isinstance(e.get(k, []), list)
+                               and all(isinstance(p, str) for p in e.get(k, []))
+                               for k in ("merged", "conflicts")):
+        return "malformed merged or conflicts"
+    return None
+
+
+def readable_events(events: list[Any]) -> list[dict[str, Any]]:
+    """The events as a page shows them: each one that is malformed (stored by someone else: wrong
+    types, a NaN time, missing fields) becomes an ``unreadable`` placeholder in its place, so one bad
+    event shows as such and the rest of the page works."""
+    out: list[dict[str, Any]] = []
+    for i, e in enumerate(events):
+        why = event_problem(e)
+        if why is None:
+            out.append(e)
+            continue
+        seq = e.get("seq") if isinstance(e, dict) else None
+        out.append({"type": "unreadable", "seq": seq if _fits(seq, int) else i, "author": "",
+                    "role": "", "time": None, "why": why})
+    return out

@@ -9,6 +9,8 @@ answer as a missing one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import heapq
 import logging
 from dataclasses import dataclass
@@ -31,6 +33,7 @@ from hif import history
 from hif.blame import blame
 from hif.errors import (
     ConflictError,
+    CorruptObject,
     HifError,
     InvalidInput,
     InvalidPath,
@@ -42,7 +45,7 @@ from hif.merge import is_binary
 from hif.objects import DIR, LINK, Entry, decode
 from hif.paths import check_path
 from hif.repo import Repo, check_repo_name
-from hif.session import ROLES, Session, check_session_id, check_text
+from hif.session import ROLES, SEQ_WIDTH, Session, check_session_id, check_text, fold
 from hif.tree import lookup, lookup_file
 from node.access import NEEDS, check_login, manages_org, may, repo_access
 from node.accounts import INHERIT, Principal, role_rank
@@ -54,7 +57,15 @@ from node.imports import import_repository
 from node.wire import CBOR, cbor_response, error_body
 from ui import auth, render
 from ui.auth import csrf_ok, csrf_token, viewer
-from ui.render import FileView, code_rows, file_diff, file_view, human_size, markdown
+from ui.render import (
+    FileView,
+    code_rows,
+    file_diff,
+    file_view,
+    human_size,
+    markdown,
+    readable_events,
+)
 from ui.signature import verify_mirrored, verify_record
 
 bp = Blueprint("ui", __name__, template_folder="templates", static_folder="static",
@@ -848,11 +859,44 @@ async def sessions(owner: str, name: str) -> str:
 
 
 async def _load_session(rv: RepoView, sid: str) -> Session:
+    """The session as its page shows it: a malformed stored event (written by someone else) shows as
+    an unreadable one (``render.readable_events``) and the rest of the page works."""
     try:
         check_session_id(sid)
     except InvalidInput:
         raise NotFound(f"no session {sid}") from None
-    return await rv.repo.sessions.load(sid)
+    try:
+        s = await rv.repo.sessions.load(sid)
+    except (CorruptObject, KeyError, TypeError, AttributeError):  # malformed events, snapshot or state
+        s = await _lenient_session(rv, sid)
+    s.events = readable_events(s.events)
+    return s
+
+
+async def _raw_events(rv: RepoView, sid: str, since: int, *, limit: int | None) -> list[Any]:
+    """A session's stored events after ``since``, each decoded on its own (None when it does not
+    decode): what a page shows when the session's log holds malformed events."""
+    prefix = f"{rv.repo.prefix}sessions/{sid}/events/"
+    after = prefix + f"{since:0{SEQ_WIDTH}d}" if since >= 0 else None
+    keys = [k async for k in rv.repo.store.iter_keys(prefix) if after is None or k > after]
+    out: list[Any] = []
+    for key in keys[:limit]:
+        try:
+            out.append(decode(await rv.repo.store.get(key)))
+        except CorruptObject:
+            out.append(None)
+    return out
+
+
+async def _lenient_session(rv: RepoView, sid: str) -> Session:
+    """The session folded from its event log read one event at a time, unreadable ones replaced;
+    still a CorruptObject (422) when its start event itself is unreadable."""
+    s = fold(sid, readable_events(await _raw_events(rv, sid, -1, limit=None)))
+    with contextlib.suppress(HifError, AttributeError):
+        state = await rv.repo.sessions.state(sid)
+        if isinstance(state, dict) and isinstance(state.get("state"), str):
+            s.state, s.position, s.snapshot = state["state"], state.get("position"), state.get("snapshot")
+    return s
 
 
 async def _diffs(rv: RepoView, changes: list[history.Change]) -> tuple[list[Any], list[history.Change]]:
@@ -960,7 +1004,10 @@ async def session_events(owner: str, name: str, sid: str) -> Response | str:
         raise NotFound(f"no session {sid}") from None
     since = query_int("since", -1, lo=-1)
     assert since is not None
-    events = await history.events_after(rv.repo, sid, since)
+    try:
+        events = readable_events(await history.events_after(rv.repo, sid, since))
+    except CorruptObject:  # an event that does not decode: read them one by one
+        events = readable_events(await _raw_events(rv, sid, since, limit=500))
     state = await rv.repo.sessions.state(sid)
     if not events and state is None:
         if since < 0:
@@ -995,12 +1042,14 @@ async def offers_page(owner: str, name: str) -> str:
     rv = await open_repo(owner, name)
     if rv.mirror is not None:
         raise NotFound("offers go to the origin of a mirror")
-    rows = sorted(await federation_offers.list_offers(rv.repo),
+    rows = sorted(await federation_offers.list_offers(rv.repo, fed_of().settings),
                   key=lambda o: o.get("received") or 0, reverse=True)
     for o in rows:
         _origin_link(o)
     rv.offers = len(rows)
-    return await render_template("offers.html", rv=rv, rows=rows, node_url=node().config.url)
+    # maintainers see what each offer keeps on the node, and the total (strangers' offers cost storage)
+    return await render_template("offers.html", rv=rv, rows=rows, node_url=node().config.url,
+                                 total_size=federation_offers.total_size(rows))
 
 
 async def _offer_page(rv: RepoView, oid: str, *, error: str | None = None,
@@ -1025,7 +1074,8 @@ async def _offer_page(rv: RepoView, oid: str, *, error: str | None = None,
     page = await render_template(
         "offer.html", rv=rv, o=o, events=events, decisions=decisions, view=view,
         says=sum(1 for e in events if e.get("type") == "say"),
-        diffs=await _diffs(rv, changes), moved=moved, error=error, conflicts=conflicts or [],
+        diffs=await _diffs(dataclasses.replace(rv, repo=federation_offers.offer_repo(rv.repo, o["id"])), changes),
+        moved=moved, error=error, conflicts=conflicts or [],
         can_decide=open_ and rv.can_admin,
     )
     return page, status

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,7 +16,7 @@ from federation.mirror import closure
 from federation.net import Fetcher, Refused
 from federation.settings import FedSettings, authority
 from hif.errors import CorruptObject, InvalidInput
-from hif.objects import DIR, FILE, Entry, blob_bytes, digest, tree_bytes
+from hif.objects import DIR, FILE, Entry, blob_bytes, decode, digest, pack, tree_bytes
 from hif.repo import Repo
 from hif.store import EmbeddedStore
 
@@ -103,13 +104,32 @@ def test_closure_writes_children_before_parents(tmp_path: Path) -> None:
         root = tree_bytes({"a": Entry(FILE, digest(b1)), "d": Entry(DIR, digest(sub))})
         objects = {digest(o): o for o in (b1, b2, sub, root)}
 
-        async def fetch(ids: list[bytes]) -> dict[bytes, bytes]:
-            return {i: objects[i] for i in ids}
+        async def fetch(ids: list[bytes], take: Any) -> None:
+            for i in ids:
+                await take(i, pack(objects[i]), decode(objects[i]))
 
+        # blobs are written as they arrive; trees come back children before parents
         order = [oid for oid, _ in await closure(repo, [digest(root)], fetch)]
-        assert set(order) == set(objects)
-        assert order.index(digest(sub)) < order.index(digest(root))
-        assert order.index(digest(b2)) < order.index(digest(sub))
+        assert order == [digest(sub), digest(root)]
+        for b in (b1, b2):
+            assert await repo.objects.get_canonical(digest(b)) == b
+        assert not await repo.objects.has(digest(root))  # the caller writes trees
         await store.close()
 
     asyncio.run(go())
+
+
+def test_object_stream_reader_refuses_an_item_larger_than_its_limit() -> None:
+    """A hostile origin cannot make a follower buffer without end: an object whose header claims
+    more than the limit is refused from the header, whatever length spelling it uses."""
+    from hif.errors import RemoteError
+    from hif.remote import ObjectStreamReader
+
+    oid = bytes(32)
+    for head in (b"\x5a" + (1 << 30).to_bytes(4, "big"), b"\x5b" + (1 << 40).to_bytes(8, "big"),
+                 b"\x59" + (5000).to_bytes(2, "big")):
+        reader = ObjectStreamReader(max_item=4096)
+        with pytest.raises(RemoteError, match="at most 4096"):
+            reader.feed(b"\x82\x58\x20" + oid + head + b"x" * 10)
+    ok = ObjectStreamReader(max_item=4096)
+    assert ok.feed(b"\x82\x58\x20" + oid + b"\x43abc") == [(oid, b"abc")]
