@@ -16,11 +16,21 @@ verifies every envelope's signature and every object's hash and writes each reco
 
 Run: ``.venv/bin/python bench/federation.py [--sessions 1000] [--clients 2]``.
 Targets (loopback): latency p50 < 500 ms, p95 < 2 s; backfill >= 200 sessions/s.
+
+``--hostile`` runs the hostile section instead: A and an honest follower B (another node), and the
+land-to-visible latency at B of ``--hostile-sessions`` landings, one at a time, measured three ways:
+quiet; while (a) ``--unsigned`` requests to A's inbox carry a signature naming a key on a
+drip-feeding server (it sends its answer one byte a second, so a key fetch never finishes by
+itself); and while (b) a follower of the same repository answers every Push after ``--slow`` seconds
+(60). Printed: p50/p95 quiet and hostile, and their ratio. Target: p95 < 2 s in both. The hostile
+peers are small loopback servers in this file; every count and wait is bounded.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -30,9 +40,12 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# the project's root first: this file is named like the ``federation`` package it uses
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import cbor2  # noqa: E402
 import httpx  # noqa: E402
@@ -262,12 +275,215 @@ def git_mirror(root: Path, sessions: int) -> float:
     return time.perf_counter() - t0
 
 
+# -- the hostile section -----------------------------------------------------------------------
+
+
+class _Quiet(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 512  # take every connection of the flood (the default backlog is 5)
+
+
+def _serve(handler: type[BaseHTTPRequestHandler]) -> ThreadingHTTPServer:
+    server = _Server(("127.0.0.1", free_port()), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def drip_key_server(stop: threading.Event, seconds: float) -> ThreadingHTTPServer:
+    """Answers every GET with a promise of 4 KiB and then one byte a second, up to ``seconds``."""
+
+    class Drip(_Quiet):
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Type", "application/activity+json")
+            self.send_header("Content-Length", "4096")
+            self.end_headers()
+            t0 = time.monotonic()
+            try:
+                while not stop.is_set() and time.monotonic() - t0 < seconds:
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                    stop.wait(1.0)
+            except OSError:
+                pass
+            self.close_connection = True
+
+    return _serve(Drip)
+
+
+def slow_follower(stop: threading.Event, seconds: float) -> tuple[ThreadingHTTPServer, object]:
+    """An ActivityPub actor whose inbox answers a Push after ``seconds`` (other activities at once)."""
+    from federation.identity import NodeKey
+
+    seed = os.urandom(32)
+    holder: dict[str, object] = {}
+
+    class Slow(_Quiet):
+        def do_GET(self) -> None:  # noqa: N802
+            base = f"http://{self.headers['Host']}"
+            k = NodeKey(seed, base)
+            doc = {
+                "id": k.actor,
+                "type": "Application",
+                "inbox": f"{base}/ap/inbox",
+                "publicKey": {"id": k.key_id, "owner": k.actor, "publicKeyPem": k.public_pem()},
+            }
+            self._send(json.dumps(doc).encode())
+
+        def do_POST(self) -> None:  # noqa: N802
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if b'"type":"Push"' in body:
+                stop.wait(seconds)
+            self._send(b"{}")
+
+        def _send(self, body: bytes) -> None:
+            with contextlib.suppress(OSError):  # the node gave up waiting: nobody to answer
+                self.send_response(202 if self.command == "POST" else 200)
+                self.send_header("Content-Type", "application/activity+json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+    server = _serve(Slow)
+    holder["key"] = NodeKey(seed, f"http://127.0.0.1:{server.server_address[1]}")
+    return server, holder["key"]
+
+
+def signed_follow(key: object, origin: Node) -> None:
+    from federation.httpsig import sign_headers
+
+    actor = key.actor  # type: ignore[attr-defined]
+    url = f"{origin.url}/ap/repos/{REPO}/inbox"
+    body = json.dumps(
+        {
+            "@context": "https://www.w3.org/ns/activitystreams",
+            "id": f"{actor}#follow",
+            "type": "Follow",
+            "actor": actor,
+            "object": f"{origin.url}/ap/repos/{REPO}",
+        }
+    ).encode()
+    hdrs = sign_headers(key, "POST", url, body, {"Content-Type": "application/activity+json"})  # type: ignore[arg-type]
+    r = httpx.post(url, content=body, headers=hdrs, timeout=60)
+    if r.status_code != 202:
+        raise SystemExit(f"the slow follower's Follow failed: HTTP {r.status_code} {r.text[:200]}")
+
+
+def unsigned_flood(origin: Node, drip: ThreadingHTTPServer, count: int, stop: threading.Event) -> list[threading.Thread]:
+    """``count`` requests whose signature names a key on the drip server (so the node must fetch the
+    key before it can tell anything), each on its own thread; the client gives up after 90 s."""
+    from federation.httpsig import sign_headers
+    from federation.identity import NodeKey
+
+    url = f"{origin.url}/ap/inbox"
+    bad = NodeKey(os.urandom(32), f"http://127.0.0.1:{drip.server_address[1]}")
+
+    def one(n: int) -> None:
+        body = json.dumps({"id": f"{bad.actor}#x{n}", "type": "Follow", "actor": bad.actor}).encode()
+        hdrs = sign_headers(bad, "POST", url, body, {"Content-Type": "application/activity+json"})
+        with contextlib.suppress(httpx.HTTPError):
+            httpx.post(url, content=body, headers=hdrs, timeout=90)
+
+    threads = [threading.Thread(target=one, args=(n,), daemon=True) for n in range(count)]
+    for t in threads:
+        t.start()
+    return threads
+
+
+def latencies(origin: Api, follower: Api, a: Node, sessions: int, first: int) -> list[float]:
+    """Land ``sessions`` one at a time on A; seconds until each shows on the follower."""
+    out = []
+    for n in range(first, first + sessions):
+        pos, when = land_one(origin, n)
+        seen = wait(lambda pos=pos: mirror_head(follower, a) >= pos, f"position {pos} at B", 120)
+        out.append(seen - when)
+    return out
+
+
+def hostile(args: argparse.Namespace) -> None:
+    print(
+        f"federation hostile bench: {args.hostile_sessions} landings per phase, {args.unsigned} "
+        f"unsigned requests, a follower answering after {args.slow:g} s; {machine()}",
+        flush=True,
+    )
+    stop = threading.Event()
+    servers: list[ThreadingHTTPServer] = []
+    with workdir("micelio-fed-hostile-", args.keep) as root:
+        nodes = {n: Node(n, root / n) for n in "AB"}
+        try:
+            for n in nodes.values():
+                n.start()
+            a, b = Api(nodes["A"]), Api(nodes["B"])
+            a.call("POST", "/api/v1/repos", {"name": REPO})
+            follow(b, nodes["A"])
+            k = args.hostile_sessions
+            latencies(a, b, nodes["A"], 3, 1)  # warm up
+            quiet = latencies(a, b, nodes["A"], k, 10)
+            print(f"  quiet: p50 {secs(pct(quiet, 0.5))}, p95 {secs(pct(quiet, 0.95))}", flush=True)
+
+            drip = drip_key_server(stop, 90.0)
+            servers.append(drip)
+            flood = unsigned_flood(nodes["A"], drip, args.unsigned, stop)
+            time.sleep(2.0)  # let the requests reach A and start their key fetches
+            keyflood = latencies(a, b, nodes["A"], k, 1000)
+            alive = sum(t.is_alive() for t in flood)
+            print(f"  (a): p50 {secs(pct(keyflood, 0.5))}, p95 {secs(pct(keyflood, 0.95))}", flush=True)
+
+            slow, key = slow_follower(stop, args.slow)
+            servers.append(slow)
+            signed_follow(key, nodes["A"])
+            slowed = latencies(a, b, nodes["A"], k, 2000)
+        finally:
+            stop.set()
+            for s in servers:
+                s.shutdown()
+                s.server_close()
+            for n in nodes.values():
+                n.stop()
+
+    def row(name: str, xs: list[float]) -> list[str]:
+        p95 = pct(xs, 0.95)
+        return [
+            name,
+            f"{secs(pct(xs, 0.5))} / {secs(p95)}",
+            f"{ratio(pct(xs, 0.5), pct(quiet, 0.5))} / {ratio(p95, pct(quiet, 0.95))}",
+            "ok" if p95 < 2 else "MISSED",
+        ]
+
+    print(
+        table(
+            ["land-to-visible at B", "p50 / p95", "hostile/quiet", "p95 < 2 s"],
+            [
+                row("quiet", quiet),
+                row(f"(a) {args.unsigned} unsigned, drip-fed key URL", keyflood),
+                row(f"(b) a follower answering after {args.slow:g} s", slowed),
+            ],
+        )
+    )
+    print(f"(a): {alive} of {args.unsigned} unsigned requests were still unanswered after the phase")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sessions", type=int, default=1000)
     ap.add_argument("--clients", type=int, default=2, help="concurrent landing clients on A")
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--hostile", action="store_true", help="run the hostile section instead")
+    ap.add_argument("--hostile-sessions", type=int, default=40)
+    ap.add_argument("--unsigned", type=int, default=100)
+    ap.add_argument("--slow", type=float, default=60.0)
     args = ap.parse_args()
+    if args.hostile:
+        hostile(args)
+        return
     print(
         f"federation bench: {args.sessions} sessions, {args.clients} client(s); {machine()}",
         flush=True,

@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import quote
 
 from federation.identity import NodeKey, public_from_pem
-from federation.net import Busy, Fetcher
+from federation.net import Busy, Fetcher, authority_or
 from federation.settings import authority
 from hif.errors import HifError, InvalidInput, RemoteError
 
@@ -199,6 +199,12 @@ class Directory:
             self._inflight[url] = task
             task.add_done_callback(lambda t: self._done(url, t))
         return await asyncio.shield(task)
+
+    def forget_failures(self, host: str) -> None:
+        """Drop the cached failures of lookups on ``host``: an operator asked again on purpose (a
+        new explicit follow), so the cause may be gone."""
+        for url in [u for u in self._failed if authority_or(u) == host]:
+            del self._failed[url]
 
     def _done(self, url: str, task: asyncio.Task[Any]) -> None:
         self._inflight.pop(url, None)

@@ -13,14 +13,26 @@ Ended items stay in ``_fed/failed/`` for the operator.
 
 Per-peer circuit breaker in ``_fed/peers/<host>``: after 5 consecutive failures the peer is skipped
 for ``60 s · 2^(k-5)`` (at most an hour); its items are postponed without spending a try.
+
+A landing's deliveries are *claimed* before they are sent (:func:`claim`): the item is written
+already leased by the replica that will send it and due only when that lease runs out, so another
+replica's outbox leaves it alone while it is in flight and re-sends it only if the sender died.
+
+Sending is done by :class:`Lanes`: one lane per destination host, each a bounded queue with one
+request in flight, so a slow or dead host delays only its own deliveries; the lanes of a replica
+share a bounded number of requests in flight.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import os
 import random
 import time
+from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +47,10 @@ PEERS = "_fed/peers/"
 TRIES = 17  # the first try and 16 retries
 LEASE = 120.0  # seconds a replica holds an item while sending it
 BREAK_AFTER = 5
+HOST_QUEUE = 256  # deliveries waiting for one destination host on one replica
+IN_FLIGHT = 64  # requests in flight at once on one replica, all hosts together
+
+log = logging.getLogger("micelio.federation")
 
 
 def retry_delay(tries: int, scale: float = 1.0, rng: random.Random | None = None) -> float:
@@ -79,11 +95,59 @@ async def enqueue(
     return key
 
 
-async def due_items(store: ObjectStore, limit: int, now: float | None = None) -> list[str]:
-    """Keys of items due now, oldest first."""
+async def claim(
+    store: ObjectStore, value: dict[str, Any], owner: str, *, position: int = 0
+) -> Item:
+    """Queue a delivery already leased by ``owner``, who sends it now: it is due only when the lease
+    runs out, so no other replica takes it unless ``owner`` died before finishing it."""
+    now = time.time()
+    ident = os.urandom(8).hex()
+    body = {"tries": 0, "created": now, **value, "id": ident, "lease": now + LEASE, "owner": owner}
+    key = _key(now + LEASE, position, ident)
+    etag = await store.put(key, encode(body), if_none_match=True)
+    return Item(key, etag, body)
+
+
+async def renew(store: ObjectStore, item: Item, now: float | None = None) -> bool:
+    """Extend the lease of an item this replica holds; False if it was lost (another took it)."""
     t = time.time() if now is None else now
-    keys = await store.list_page(OUTBOX, limit=limit)
-    return [k for k in keys if _due_of(k) <= t]
+    value = {**item.value, "lease": t + LEASE}
+    try:
+        item.etag = await store.put(item.key, encode(value), if_match=item.etag)
+    except (PreconditionFailed, NotFound):
+        return False
+    item.value = value
+    return True
+
+
+async def due_items(
+    store: ObjectStore,
+    limit: int,
+    now: float | None = None,
+    *,
+    skip: set[str] | frozenset[str] = frozenset(),
+    scan: int = 4096,
+) -> list[str]:
+    """Keys of items due now, oldest first, leaving out ``skip`` (items this replica is already
+    sending) and looking at no more than ``scan`` keys."""
+    t = time.time() if now is None else now
+    out: list[str] = []
+    after: str | None = None
+    seen = 0
+    while len(out) < limit and seen < scan:
+        keys = await store.list_page(OUTBOX, start_after=after, limit=min(1000, limit + len(skip)))
+        for k in keys:
+            if _due_of(k) > t:
+                return out
+            if k not in skip:
+                out.append(k)
+                if len(out) >= limit:
+                    return out
+        if len(keys) < min(1000, limit + len(skip)):
+            return out
+        seen += len(keys)
+        after = keys[-1]
+    return out
 
 
 def _due_of(key: str) -> float:
@@ -211,3 +275,100 @@ async def peer_ok(store: ObjectStore, peer: str, known: dict[str, Any] | None = 
         s.update(consecutive=0, open_until=None, last_success=time.time())
         with contextlib.suppress(StoreError):
             await store.put(_peer_key(peer), encode(s))
+
+
+# -- lanes: one queue per destination host -----------------------------------------------------
+
+
+class Lanes:
+    """Per-host delivery queues of one replica. Each host has a bounded queue worked by its own task,
+    one request at a time; all hosts together have at most ``total`` requests in flight. ``send``
+    must finish the item (done, retry or fail) and never raise; it is given the host and the item.
+    """
+
+    def __init__(
+        self,
+        send: Callable[[str, Item], Awaitable[None]],
+        *,
+        per_host: int = HOST_QUEUE,
+        total: int = IN_FLIGHT,
+    ) -> None:
+        self._send = send
+        self.per_host = per_host
+        self._queues: dict[str, deque[Item]] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._slots = asyncio.Semaphore(total)
+        self.keys: set[str] = set()  # items queued or in flight here
+
+    def full(self, host: str) -> bool:
+        q = self._queues.get(host)
+        return q is not None and len(q) >= self.per_host
+
+    def offer(self, host: str, item: Item) -> bool:
+        """Queue ``item`` for ``host``; False (nothing queued) when that host's queue is full."""
+        if item.key in self.keys:
+            return True
+        q = self._queues.setdefault(host, deque())
+        if len(q) >= self.per_host:
+            return False
+        q.append(item)
+        self.keys.add(item.key)
+        if host not in self._tasks:
+            self._tasks[host] = asyncio.create_task(self._run(host, q))
+        return True
+
+    def take(self, host: str, want: Callable[[Item], bool]) -> list[Item]:
+        """Remove and return the items waiting behind the one in flight for ``host`` that ``want``
+        accepts (asked in queue order), so the caller can send them together with it."""
+        q = self._queues.get(host)
+        if not q or len(q) < 2:
+            return []
+        kept: list[Item] = [q[0]]
+        taken: list[Item] = []
+        for item in list(q)[1:]:
+            if want(item):
+                taken.append(item)
+                self.keys.discard(item.key)
+            else:
+                kept.append(item)
+        q.clear()
+        q.extend(kept)
+        return taken
+
+    async def _run(self, host: str, q: deque[Item]) -> None:
+        try:
+            while q:
+                item = q[0]
+                try:
+                    async with self._slots:
+                        await self._send(host, item)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # the item stays in the outbox under its lease: retried later
+                    log.exception("delivery to %s failed unexpectedly", host)
+                finally:
+                    q.popleft()
+                    self.keys.discard(item.key)
+        finally:
+            self._tasks.pop(host, None)
+            if not q:
+                self._queues.pop(host, None)
+
+    def busy(self) -> int:
+        """Items queued or in flight (for tests and status)."""
+        return len(self.keys)
+
+    async def close(self) -> list[Item]:
+        """Stop every lane; returns the items that were queued or in flight (still leased by this
+        replica), for the caller to put back in the outbox."""
+        left = [item for q in self._queues.values() for item in q]
+        tasks = list(self._tasks.values())
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._tasks.clear()
+        self._queues.clear()
+        self.keys.clear()
+        return left

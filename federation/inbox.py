@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from federation import boundedjson, offers
 from federation.actors import AS, repo_actor_url
 from federation.httpsig import BadSignature, claim, remember, verify_request
-from federation.layout import announced_key, follower_key, following_key
+from federation.layout import FOLLOWERS, announced_key, follower_key, following_key, load_map
 from federation.net import Busy, Refused
 from federation.service import PUSH_MAX, key_info, unb64
 from federation.settings import authority
@@ -142,6 +142,21 @@ async def _follow(
     if not isinstance(inbox, str) or authority(inbox) != authority(actor):
         raise InvalidInput(f"the actor {actor} has no inbox on its own host")
     follow_id = activity.get("id") if isinstance(activity.get("id"), str) else None
+    me = repo_actor_url(fed.url, name)
+    why = await _over_follower_cap(fed, name, actor)
+    if why is not None:  # stored nothing; the peer is told why
+        await fed.enqueue_activity(
+            {
+                "@context": AS,
+                "id": f"{me}#reject-{int(time.time() * 1000)}",
+                "type": "Reject",
+                "actor": me,
+                "summary": why,
+                "object": {"id": follow_id, "type": "Follow", "actor": actor, "object": me},
+            },
+            inbox=inbox,
+        )
+        return {"accepted": False, "repository": name, "reason": why}
     await fed.store.put(
         follower_key(name, actor),
         encode(
@@ -157,7 +172,6 @@ async def _follow(
     head = await fed.local_repo(name).mainline.head()
     with contextlib.suppress(PreconditionFailed):  # later followers backfill up to the mark
         await fed.store.put(announced_key(name), encode(head), if_none_match=True)
-    me = repo_actor_url(fed.url, name)
     await fed.enqueue_activity(
         {
             "@context": AS,
@@ -169,6 +183,24 @@ async def _follow(
         inbox=inbox,
     )
     return {"accepted": True, "repository": name, "head": head}
+
+
+async def _over_follower_cap(fed: Federation, name: str, actor: str) -> str | None:
+    """Why a new follower from ``actor``'s host is one too many for ``name``, or None. An actor
+    that already follows may follow again (a repeated Follow is not a new follower)."""
+    cap = fed.settings.max_followers_per_host
+    host = authority(actor)
+    mine = follower_key(name, actor)
+    count = 0
+    async for key in fed.store.iter_keys(f"{FOLLOWERS}{name}/"):
+        if key == mine:
+            return None
+        v = load_map(await fed.store.get_or_none(key))
+        if v is not None and v.get("host") == host:
+            count += 1
+    if count >= cap:
+        return f"{host} already has {count} followers of {name} (at most {cap} per host)"
+    return None
 
 
 async def _undo(
@@ -202,6 +234,9 @@ async def _answer(
         if v.get("state") in ("accepted", "rejected") and (v["state"] == "accepted") == accepted:
             return {"ok": True}
         v.update(state="accepted" if accepted else "rejected", answered=time.time(), actor=actor)
+        reason = activity.get("summary")
+        if not accepted and isinstance(reason, str):
+            v["reason"] = reason[:500]  # shown to the operator: why the origin said no
         await fed.store.put(key, encode(v))
         if accepted:
             fed.resync_soon(host, name)

@@ -26,7 +26,7 @@ from federation.net import CBOR_CAP, Fetcher, http_error
 from federation.settings import authority
 from hif.errors import CorruptObject, HifError, NotFound, PreconditionFailed, RemoteError
 from hif.mainline import log_key
-from hif.objects import EMPTY_TREE, check_stored, decode, digest, encode, pack, unpack
+from hif.objects import DIR, EMPTY_TREE, check_stored, decode, digest, encode, pack, unpack
 from hif.remote import ObjectStreamReader
 from hif.repo import Repo
 from hif.store.base import ObjectStore
@@ -176,6 +176,13 @@ async def _lacking(fetcher: Fetcher, api: str, ids: list[bytes], answer: Any) ->
     return http_error(answer, f"{api}/objects/stream")
 
 
+def _kinds_named(value: Any) -> list[tuple[bytes, str]]:
+    """What a tree says its entries are: a directory a tree, a file a blob."""
+    if value[0] == "tree":
+        return [(row[2], "tree" if row[1] == DIR else "blob") for row in value[1]]
+    return []
+
+
 def _children(value: Any) -> list[bytes]:
     if value[0] == "tree":
         return [row[2] for row in value[1]]
@@ -204,14 +211,18 @@ async def closure(
     roots: Iterable[bytes],
     fetch: Callable[[list[bytes], Take], Awaitable[None]],
     known: set[bytes] | None = None,
+    kinds: dict[bytes, str] | None = None,
 ) -> list[tuple[bytes, bytes]]:
     """Bring what the repository lacks of the objects reachable from ``roots``: ``fetch(ids,
     take)`` hands over each object as it arrives. Leaves (blobs) are written at once, in batches of
     at most ``FLUSH_BYTES``, so memory holds about one of them whatever the landing's size; trees
     are kept (small) and returned, as stored, children before parents, for the caller to write
     after everything they name (so a present tree always means a complete one, even after a crash
-    halfway through)."""
+    halfway through). ``kinds``: what some roots must be ("tree", "blob"); every object fetched
+    must also be what the tree naming it says (a file entry naming a tree, or junk, is refused)."""
     have = known if known is not None else set()
+    expect: dict[bytes, str] = dict(kinds or {})  # what the objects naming an id say it is
+    seen: dict[bytes, str] = {}  # what fetched objects are
     trees: dict[bytes, tuple[bytes, list[bytes]]] = {}
     pending: list[tuple[str, bytes]] = []
     held = 0
@@ -231,6 +242,15 @@ async def closure(
 
         async def take(oid: bytes, stored: bytes, value: Any, nxt: list[bytes] = nxt) -> None:
             nonlocal held
+            want = expect.get(oid)
+            if want is not None and value[0] != want:
+                raise CorruptObject(f"object {oid.hex()} from the origin is a {value[0]} where the "
+                                    f"tree or record naming it says {want}")
+            seen[oid] = value[0]
+            for child, kind in _kinds_named(value):
+                if expect.setdefault(child, kind) != kind or seen.get(child, kind) != kind:
+                    raise CorruptObject(f"the origin's tree {oid.hex()} names object {child.hex()} "
+                                        f"as a {kind}, which it is not")
             if value[0] == "tree":
                 kids = _children(value)
                 trees[oid] = (stored, kids)
@@ -334,16 +354,20 @@ async def apply(
 
     roots: list[bytes] = []
     snapshots: dict[bytes, bytes] = {}
+    kinds: dict[bytes, str] = {}
     for e in fresh:
         roots.append(e.record.tree)
+        kinds[e.record.tree] = "tree"
         for s in e.record.sessions:
-            roots += [entry.oid for entry in s.changes.values() if entry is not None]
+            files = [entry.oid for entry in s.changes.values() if entry is not None]
+            roots += files
+            kinds.update(dict.fromkeys(files, "blob"))
         for sid, canonical in e.snapshots.items():
             snapshots[sid] = canonical
             roots += snapshot_refs(canonical)
     known: set[bytes] = set(snapshots)
     try:
-        trees = await closure(repo, roots, fetch, known)
+        trees = await closure(repo, roots, fetch, known, kinds)
     except HifError as e:
         if len(fresh) == 1:
             raise await stuck(repo, fresh[0].position, e) from None

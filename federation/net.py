@@ -31,7 +31,7 @@ import httpx
 
 from federation import boundedjson
 from federation.settings import DEFAULT_PORTS, FedSettings, authority, split_url
-from hif.errors import HifError, InvalidInput, PermissionDenied, RemoteError
+from hif.errors import HifError, InvalidInput, NotFound, PermissionDenied, RemoteError
 
 JSON_CAP = 1 << 20  # actor documents, WebFinger, activities
 CBOR_CAP = 64 << 20  # envelopes pages, objects, offer bundles
@@ -45,6 +45,14 @@ POOLS = {  # max connections per pool (keep-alive: half)
 
 class Refused(PermissionDenied):
     """The operator's policy forbids this address or domain."""
+
+
+class UnknownHost(NotFound):
+    """DNS answered that the host does not exist (NXDOMAIN): retrying cannot help."""
+
+
+# getaddrinfo's "no such name" answers (a temporary failure is EAI_AGAIN and stays retryable)
+_NO_SUCH_HOST = {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)}
 
 
 class TooLarge(RemoteError):
@@ -175,6 +183,10 @@ class Fetcher:
                     ),
                     self.settings.timeout,
                 )
+            except socket.gaierror as e:
+                if e.errno in _NO_SUCH_HOST:
+                    raise UnknownHost(f"{host} does not exist (DNS: {e.strerror})") from None
+                raise RemoteError(f"cannot resolve {host}: {e}") from None
             except (OSError, TimeoutError) as e:
                 raise RemoteError(f"cannot resolve {host}: {e}") from None
             addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))

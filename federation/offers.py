@@ -54,8 +54,18 @@ from hif.errors import (
 )
 from hif.landing import land
 from hif.merge import is_binary, merge3, unified_diff
-from hif.objects import EXEC, FILE, FILE_KINDS, Entry, ObjectDB, check_stored, decode, encode
-from hif.paths import check_path
+from hif.objects import (
+    EXEC,
+    FILE,
+    FILE_KINDS,
+    Entry,
+    ObjectDB,
+    canonical_kind,
+    check_stored,
+    decode,
+    encode,
+)
+from hif.paths import check_entry_path, check_path
 from hif.repo import Repo
 from hif.session import ROLES, make_event
 from hif.tree import lookup_file
@@ -449,17 +459,23 @@ async def _receive(
             kids[oid_] = [row[2] for row in value[1]] if value[0] == "tree" else []
         changes = []
         roots: list[bytes] = []
+        held: list[tuple[str, Entry]] = []
         for row in b["changes"]:
             path, bk, bo, nk, no = row
-            check_path(path)
+            check_entry_path(path, nk) if nk is not None else check_path(path)
             for kind, ref in ((bk, bo), (nk, no)):
                 if (kind is None) != (ref is None) or (kind is not None and kind not in FILE_KINDS):
                     raise InvalidInput(f"malformed change of {path}")
                 if ref is not None and ref not in objects and not await repo.objects.has(ref):
                     raise CorruptObject(f"the bundle lacks object {ref.hex()} for {path}")
+                if ref is not None and ref in objects and canonical_kind(objects[ref]) != "blob":
+                    raise CorruptObject(f"{path}: names object {ref.hex()}, which is not a blob")
+                if ref is not None and ref not in objects:
+                    held.append((path, Entry(kind, ref)))
                 if ref is not None:
                     roots.append(ref)
             changes.append([path, bk, bo, nk, no])
+        await repo.objects.check_kinds(held)  # a file names a blob, in the bundle or held here
         goal, author, role = str(b["goal"]), str(b["author"]), str(b["role"])
         source_repo, session = str(b["repo"]), str(b["session"])
         snapshot_bytes: bytes = b["snapshot"]

@@ -234,18 +234,18 @@ def blueprint(get: Callable[[], Federation]) -> Blueprint:
 
     @bp.get("/ap/repos/<owner>/<name>/followers")
     async def repo_followers(owner: str, name: str) -> Response:
+        # only the count: who follows (actors of other nodes) is not for strangers to list; the
+        # node's operator sees them with ``micelio federation followers``
         fed, full, _ = await public_repo(owner, name)
-        from federation.status import followers
+        from federation.status import follower_count
 
-        actors = [f["actor"] for f in await followers(fed.store, full)]
         actor = repo_actor_url(fed.url, full)
         return _json(
             {
                 "@context": context(fed.url),
                 "id": f"{actor}/followers",
                 "type": "OrderedCollection",
-                "totalItems": len(actors),
-                "orderedItems": actors,
+                "totalItems": await follower_count(fed.store, full),
             }
         )
 

@@ -4,12 +4,16 @@
 its public URL, the settings, and two callbacks (a local repository's registration, and the node's
 ``Repo`` handle for a name). Every replica runs one, with three background loops:
 
-- **announce**: for each local repository with followers, deliver the positions after
-  ``_fed/announced/<repo>`` straight to each follower (one signed ``Push`` carrying the envelopes),
-  queue what failed in the outbox, then move the mark forward (compare-and-swap). A landing through
-  this replica wakes it at once; landings made elsewhere (another replica, a tool on the store) are
-  found by the periodic scan.
-- **outbox**: take due items under a lease and send them, with retries and circuit breaking.
+- **announce**: for each local repository with followers, claim the positions after
+  ``_fed/announced/<repo>``: one outbox item per follower *inbox* (followers behind one shared inbox
+  get one ``Push``), written already leased by this replica, then the mark moved by compare-and-swap
+  *before* anything is sent, so of two replicas only the one whose swap won delivers the range (the
+  other deletes its claims). The claims are then handed to the per-host lanes
+  (:class:`federation.delivery.Lanes`) and the loop goes on at once: it never waits for a peer.
+  A landing through this replica wakes it at once; landings made elsewhere (another replica, a tool
+  on the store) are found by the periodic scan.
+- **outbox**: take due items under a lease and hand them to the same lanes (one request in flight per
+  host, a bounded number in all), with retries and circuit breaking; never one host after another.
 - **resync**: bring each followed mirror up to its origin's head from the paged envelope log (at
   start, after an ``Accept``, and every ``resync`` seconds), which also heals missed deliveries.
 """
@@ -24,14 +28,13 @@ import logging
 import math
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 from federation import delivery, offers
 from federation.actors import (
     ACTIVITY_JSON,
-    AS,
-    FORGEFED,
     Directory,
     RemoteKey,
     is_error_permanent,
@@ -43,7 +46,7 @@ from federation.httpsig import expire_replays, sign_headers
 from federation.identity import NodeKey, load_node_key
 from federation.layout import FOLLOWERS, announced_key, following_key, load_map
 from federation.mirror import apply, mirror_repo, read_sync, stuck, write_sync
-from federation.net import CBOR_CAP, Fetcher, http_error
+from federation.net import CBOR_CAP, Fetcher, UnknownHost, http_error
 from federation.settings import FedSettings, authority
 from hif.errors import (
     CorruptObject,
@@ -63,6 +66,10 @@ PUSH_MAX = 100  # envelopes per Push
 PUSH_BYTES = 512 << 10  # base64 envelope bytes per Push (the inbox accepts 1 MiB)
 PAGE = 100  # envelopes per backfill page
 OUTBOX_BATCH = 64
+RETRY_DEADLINE = 60.0  # seconds a retried request may take in all (the first try: settings.timeout)
+ENVELOPE_CACHE = 16 << 20  # bytes of signed envelopes kept per replica (signed once per landing)
+ENVELOPE_CACHE_MAX = 1 << 20  # envelopes bigger than this are signed again rather than kept
+PUSH_CACHE = 16  # one-Push ranges kept per replica (built once, posted to every inbox)
 
 RepoInfo = Callable[[str], Awaitable[dict[str, Any] | None]]
 
@@ -116,6 +123,10 @@ class Federation:
         self._repo_locks: dict[str, asyncio.Lock] = {}
         self._mirror_locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._mirrors: dict[tuple[str, str], Repo] = {}
+        self._envelopes: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+        self._envelope_bytes = 0
+        self._pushes: OrderedDict[tuple[str, int, int], tuple[int, int, bytes]] = OrderedDict()
+        self.lanes = delivery.Lanes(self._deliver)
         self.stopping = False
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -135,6 +146,16 @@ class Federation:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         self._tasks.clear()
+        for item in await self.lanes.close():  # due at once for whichever replica runs next
+            with contextlib.suppress(HifError):
+                await delivery.retry(
+                    self.store,
+                    item,
+                    item.value.get("error") or "the sending replica stopped",
+                    scale=self.settings.retry_scale,
+                    count=False,
+                    until=time.time(),
+                )
         await self.fetcher.close()
 
     @property
@@ -194,6 +215,13 @@ class Federation:
         """Sign and deliver one activity; raises DeliveryFailed unless the peer answers 2xx."""
         activity = with_context(activity, self.url)  # our terms expand through <node>/ns
         body = json.dumps(activity, separators=(",", ":")).encode()
+        await self.post_body(inbox, body, timeout=timeout)
+
+    async def post_body(self, inbox: str, body: bytes, *, timeout: float | None = None) -> None:
+        """POST an activity's JSON bytes, signed for ``inbox``, within an overall deadline of
+        ``timeout`` seconds (connect, send and the whole answer: a peer that drips its answer
+        byte by byte is cut off like one that never answers)."""
+        deadline = timeout or max(RETRY_DEADLINE, self.settings.timeout)
         headers = sign_headers(
             self.key, "POST", inbox, body, {"Content-Type": ACTIVITY_JSON, "Accept": ACTIVITY_JSON}
         )
@@ -203,7 +231,8 @@ class Federation:
                 inbox,
                 headers=headers,
                 content=body,
-                timeout=timeout or max(60.0, self.settings.timeout),
+                timeout=deadline,
+                deadline=deadline,
                 pool="delivery",
             )
         except RemoteError as e:
@@ -214,10 +243,37 @@ class Federation:
                 text = json.loads(a.body).get("message") or text
             raise DeliveryFailed(f"{authority(inbox)} answered HTTP {a.status}: {text}", a.status)
 
-    async def push(self, inbox: str, name: str, start: int, end: int) -> None:
+    async def push(
+        self, inbox: str, name: str, start: int, end: int, *, timeout: float | None = None
+    ) -> None:
         """Deliver positions ``start..end`` of a local repository as signed ``Push`` activities.
-        On failure raises DeliveryFailed with ``position`` = the first position not delivered."""
-        repo = self.local_repo(name)
+        On failure raises DeliveryFailed with ``position`` = the first position not delivered.
+
+        A range that fits one ``Push`` (the usual landing) is built once and kept, so every inbox
+        that follows gets the same bytes (only the HTTP signature differs); a longer range is built
+        one ``Push`` at a time while it is sent, never all at once."""
+        cached = self._pushes.get((name, start, end))
+        if cached is not None:
+            self._pushes.move_to_end((name, start, end))
+            chunks: Any = _aiter([cached])
+        else:
+            chunks = self._push_bodies(name, start, end)
+        async for first, last, body in chunks:
+            if cached is None and first == start and last >= end:  # the whole range in one
+                self._pushes[(name, start, end)] = (first, last, body)
+                while len(self._pushes) > PUSH_CACHE:
+                    self._pushes.popitem(last=False)
+            try:
+                await self.post_body(inbox, body, timeout=timeout)
+            except DeliveryFailed as e:
+                e.position = first  # type: ignore[attr-defined]
+                raise
+
+    async def _push_bodies(
+        self, name: str, start: int, end: int
+    ) -> AsyncIterator[tuple[int, int, bytes]]:
+        """The ``Push`` activities carrying ``start..end``: (first position, last position, JSON
+        bytes), at most 100 envelopes and 512 KiB of them inline each."""
         actor = repo_actor_url(self.url, name)
         pos = start
         while pos <= end:
@@ -225,8 +281,7 @@ class Federation:
             size = 0
             first = pos
             while pos <= end and len(items) < PUSH_MAX:
-                wire = await landing_envelope(repo, self.key, pos)
-                text = b64(wire)
+                text = b64(await self.envelope(name, pos))
                 if items and size + len(text) > PUSH_BYTES:
                     break
                 item: dict[str, Any] = {
@@ -240,7 +295,6 @@ class Federation:
                 size += len(text)
                 pos += 1
             activity = {
-                "@context": [AS, FORGEFED],
                 "id": f"{actor}/pushes/{first}-{pos - 1}",
                 "type": "Push",
                 "actor": actor,
@@ -252,11 +306,23 @@ class Federation:
                     "orderedItems": items,
                 },
             }
-            try:
-                await self.post(inbox, activity)
-            except DeliveryFailed as e:
-                e.position = first  # type: ignore[attr-defined]
-                raise
+            activity = with_context(activity, self.url)  # our terms expand through <node>/ns
+            yield first, pos - 1, json.dumps(activity, separators=(",", ":")).encode()
+
+    async def envelope(self, name: str, position: int) -> bytes:
+        """The signed envelope of a local landing, signed once per replica (positions never
+        change once landed, so the cache needs no invalidation)."""
+        wire = self._envelopes.get((name, position))
+        if wire is not None:
+            self._envelopes.move_to_end((name, position))
+            return wire
+        wire = await landing_envelope(self.local_repo(name), self.key, position)
+        if len(wire) <= ENVELOPE_CACHE_MAX:
+            self._envelopes[(name, position)] = wire
+            self._envelope_bytes += len(wire)
+            while self._envelope_bytes > ENVELOPE_CACHE:
+                self._envelope_bytes -= len(self._envelopes.popitem(last=False)[1])
+        return wire
 
     # -- announce: local landings to followers -----------------------------------------------
 
@@ -294,15 +360,13 @@ class Federation:
                 await self._nap(self._wake_announce, self.settings.poll)
 
     async def announce(self, name: str) -> None:
-        """Deliver what followers of ``name`` have not been sent yet (at least once, idempotent)."""
+        """Claim and hand out what followers of ``name`` have not been sent yet (at least once,
+        idempotent): never waits for a peer."""
         lock = self._repo_locks.setdefault(name, asyncio.Lock())
         if lock.locked():
             self._dirty.add(name)  # the running one may have read the head already: go again
             return
         async with lock:
-            followers = await self.followers(name)
-            if not followers:
-                return
             key = announced_key(name)
             try:
                 data, etag = await self.store.get_with_etag(key)
@@ -316,102 +380,184 @@ class Federation:
             head = await self.local_repo(name).mainline.head()
             if head <= done:
                 return
+            followers = await self.followers(name)
+            if not followers:
+                return
             info = await self.repo_info(name)
             if info is None or info.get("private"):
                 return  # private repositories never leave the node
-            await asyncio.gather(
-                *(self._announce_to(fkey, f, name, done + 1, head) for fkey, f in followers)
+            inboxes: dict[str, int] = {}  # one delivery per inbox, however many actors behind it
+            for _, f in followers:
+                inboxes[f["inbox"]] = inboxes.get(f["inbox"], 0) + 1
+            values = []
+            for inbox, count in sorted(inboxes.items()):
+                with contextlib.suppress(InvalidInput):
+                    values.append(
+                        {
+                            "kind": "push",
+                            "peer": authority(inbox),
+                            "inbox": inbox,
+                            "repo": name,
+                            "start": done + 1,
+                            "end": head,
+                            "followers": count,
+                        }
+                    )
+            # durable claims first, then the mark: a crash between them re-sends (at least once),
+            # and of two replicas only the one whose compare-and-swap wins sends the range
+            made = await asyncio.gather(
+                *(delivery.claim(self.store, v, self.replica, position=done + 1) for v in values),
+                return_exceptions=True,
             )
-            with contextlib.suppress(PreconditionFailed):
+            claims = [c for c in made if isinstance(c, delivery.Item)]
+            failed = next((c for c in made if isinstance(c, BaseException)), None)
+            if failed is not None:  # the mark stays: the next pass claims the range again
+                await asyncio.gather(*(delivery.done(self.store, c) for c in claims))
+                raise failed
+            try:
                 if etag is None:
                     await self.store.put(key, encode(head))
                 else:
                     await self.store.put(key, encode(head), if_match=etag)
-
-    async def _announce_to(
-        self, fkey: str, f: dict[str, Any], name: str, start: int, end: int
-    ) -> None:
-        peer = authority(f["inbox"])
-        value = {
-            "kind": "push",
-            "peer": peer,
-            "inbox": f["inbox"],
-            "repo": name,
-            "start": start,
-            "end": end,
-            "follower": fkey,
-        }
-        state = await delivery.peer_state(self.store, peer)
-        if delivery.circuit_open(state) is not None:
-            value["error"] = "circuit open"
-        else:
-            try:
-                await self.push(f["inbox"], name, start, end)
-                await delivery.peer_ok(self.store, peer, state)
+            except PreconditionFailed:
+                await asyncio.gather(*(delivery.done(self.store, c) for c in claims))
+                self._dirty.add(name)  # the winner's range may end before our head
                 return
-            except DeliveryFailed as e:
-                value.update(start=getattr(e, "position", start), error=str(e), tries=1)
-                if is_error_permanent(e):
-                    await delivery.record_failed(self.store, value)
-                    return
-                await delivery.peer_failed(self.store, peer, str(e), self.settings.retry_scale)
-        await delivery.enqueue(
-            self.store,
-            value,
-            position=int(value["start"]),
-            due=time.time() + delivery.retry_delay(1, self.settings.retry_scale),
-        )
+            for c in claims:
+                await self.hand(c)
+
+    async def hand(self, item: delivery.Item) -> None:
+        """Give a leased item to its host's lane; when that lane is full, put it back in the outbox
+        (due soon, no try spent) for the outbox loop to hand over once the lane has room."""
+        peer = str(item.value.get("peer"))
+        if not self.lanes.offer(peer, item):
+            await delivery.retry(
+                self.store,
+                item,
+                item.value.get("error") or "waiting: the host's delivery queue is full",
+                scale=self.settings.retry_scale,
+                count=False,
+                until=time.time() + max(1.0, self.settings.poll),
+            )
 
     # -- the outbox --------------------------------------------------------------------------
 
     async def _outbox_loop(self) -> None:
         while not self.stopping:
-            keys = await delivery.due_items(self.store, OUTBOX_BATCH)
-            items = []
-            for k in keys:
-                item = await delivery.lease(self.store, k, self.replica)
-                if item is not None:
-                    items.append(item)
-            by_peer: dict[str, list[delivery.Item]] = {}
-            for item in items:
-                by_peer.setdefault(str(item.value.get("peer")), []).append(item)
-            if by_peer:
-                await asyncio.gather(*(self._send_all(peer, its) for peer, its in by_peer.items()))
+            keys = await delivery.due_items(self.store, OUTBOX_BATCH, skip=self.lanes.keys)
+            items = [
+                item
+                for item in await asyncio.gather(
+                    *(delivery.lease(self.store, k, self.replica) for k in keys)
+                )
+                if item is not None
+            ]
+            for item in await self._coalesce(items):
+                await self.hand(item)
             if len(keys) < OUTBOX_BATCH:
                 await self._nap(self._wake_outbox, self.settings.poll)
 
     async def _send_all(self, peer: str, items: list[delivery.Item]) -> None:
-        items = await self._coalesce(items)
-        for item in items:
-            state = await delivery.peer_state(self.store, peer)
-            until = delivery.circuit_open(state)
-            if until is not None:
-                await delivery.retry(
+        """Send items for one peer here and now, one after the other (the lanes do this per item)."""
+        for item in await self._coalesce(items):
+            await self._deliver(peer, item)
+
+    async def _deliver(self, peer: str, item: delivery.Item) -> None:
+        """One item to its host: circuit breaker, lease, an overall deadline (short for a first
+        try), then done, retry with back-off or fail for good. Never raises a delivery error."""
+        state = await delivery.peer_state(self.store, peer)
+        until = delivery.circuit_open(state)
+        if until is not None:
+            await delivery.retry(
+                self.store,
+                item,
+                item.value.get("error") or "circuit open",
+                scale=self.settings.retry_scale,
+                count=False,
+                until=until,
+            )
+            return
+        absorbed = await self._absorb(peer, item)
+        if absorbed is None:
+            return  # our lease on it was lost: whoever holds it sends it
+        item = absorbed
+        first = not item.value.get("tries")
+        deadline = self.settings.timeout if first else max(RETRY_DEADLINE, self.settings.timeout)
+        lease = item.value.get("lease")
+        if (
+            isinstance(lease, (int, float))
+            and lease - time.time() < delivery.LEASE / 2
+            and not await delivery.renew(self.store, item)
+        ):
+            return  # another replica took it over (ours ran out): it sends it
+        try:
+            await self.send(item, timeout=deadline)
+        except HifError as e:
+            if is_error_permanent(e):
+                await self._follow_failed(item, str(e), final=True)
+                await delivery.fail(self.store, item, str(e))
+            else:
+                await delivery.peer_failed(self.store, peer, str(e), self.settings.retry_scale)
+                new = await delivery.retry(
                     self.store,
                     item,
-                    item.value.get("error") or "circuit open",
+                    str(e),
                     scale=self.settings.retry_scale,
-                    count=False,
-                    until=until,
+                    tries=self.settings.tries,
                 )
-                continue
-            try:
-                await self.send(item)
-            except HifError as e:
-                if is_error_permanent(e):
-                    await delivery.fail(self.store, item, str(e))
-                else:
-                    await delivery.peer_failed(self.store, peer, str(e), self.settings.retry_scale)
-                    await delivery.retry(
-                        self.store,
-                        item,
-                        str(e),
-                        scale=self.settings.retry_scale,
-                        tries=self.settings.tries,
-                    )
-                continue
-            await delivery.done(self.store, item)
-            await delivery.peer_ok(self.store, peer, state)
+                await self._follow_failed(item, str(e), final=new is None)
+            return
+        await delivery.done(self.store, item)
+        await delivery.peer_ok(self.store, peer, state)
+
+    async def _absorb(self, peer: str, item: delivery.Item) -> delivery.Item | None:
+        """A Push claim takes along the claims queued behind it that continue its range for the
+        same inbox and repository (landings that came while the host was busy): one request for
+        all of them, as many as the host is behind. Returns the item to send (None if our lease on
+        it was lost)."""
+        v = item.value
+        if v.get("kind") != "push":
+            return item
+        end = int(v["end"])
+
+        def continues(other: delivery.Item) -> bool:
+            nonlocal end
+            o = other.value
+            if (
+                o.get("kind") == "push"
+                and o.get("inbox") == v.get("inbox")
+                and o.get("repo") == v.get("repo")
+                and int(o.get("start") or 0) == end + 1
+            ):
+                end = int(o["end"])
+                return True
+            return False
+
+        more = self.lanes.take(peer, continues)
+        if not more:
+            return item
+        merged = await self._coalesce([item, *more])
+        return item if item in merged else None
+
+    async def _follow_failed(self, item: delivery.Item, error: str, *, final: bool) -> None:
+        """A Follow that failed: its entry says why; one that can never succeed (the target
+        refused, has no such repository, is not a followable repository, or every try was spent)
+        ends as ``failed`` and is not tried again until an operator follows anew."""
+        key = item.value.get("following")
+        activity = item.value.get("activity")
+        if not isinstance(key, str) or not isinstance(activity, dict):
+            return
+        if activity.get("type") != "Follow":
+            return
+        with contextlib.suppress(HifError):
+            data, etag = await self.store.get_with_etag(key)
+            v = decode(data)
+            if not isinstance(v, dict) or v.get("state") != "pending":
+                return
+            v.update(error=error, error_at=time.time())
+            if final:
+                v.update(state="failed", failed=time.time())
+            await self.store.put(key, encode(v), if_match=etag)
 
     async def _coalesce(self, items: list[delivery.Item]) -> list[delivery.Item]:
         """Pushes queued for one follower and repository (one per landing that found it down) go as
@@ -444,11 +590,13 @@ class Federation:
                 await delivery.done(self.store, item)
         return out
 
-    async def send(self, item: delivery.Item) -> None:
+    async def send(self, item: delivery.Item, *, timeout: float | None = None) -> None:
         v = item.value
         if v.get("kind") == "push":
             try:
-                await self.push(v["inbox"], v["repo"], int(v["start"]), int(v["end"]))
+                await self.push(
+                    v["inbox"], v["repo"], int(v["start"]), int(v["end"]), timeout=timeout
+                )
             except DeliveryFailed as e:
                 item.value["start"] = getattr(e, "position", v["start"])  # resume where it stopped
                 raise
@@ -457,7 +605,22 @@ class Federation:
         inbox = v.get("inbox")
         target = v.get("target")
         if target:  # a repository URL: find its actor and inbox now (the peer may have been down)
-            actor = await self.directory.repository(target)
+            if v.get("following") and not v.get("tries"):  # a new explicit follow: ask afresh
+                self.directory.forget_failures(authority(target))
+            limit = timeout or max(RETRY_DEADLINE, self.settings.timeout)
+            try:
+                actor = await asyncio.wait_for(self.directory.repository(target), limit)
+            except UnknownHost:
+                raise
+            except NotFound as e:  # what the operator reads as the reason a Follow failed
+                raise NotFound(
+                    f"{target} cannot be followed: no public repository there "
+                    f"(a private one, a mirror or a wrong name; {e})"
+                ) from None
+            except TimeoutError:
+                raise DeliveryFailed(
+                    f"{authority(target)} did not say within {limit:g} s where {target} is"
+                ) from None
             inbox = actor.inbox
             for name in v.get("resolve") or ():
                 activity[name] = actor.id
@@ -465,7 +628,7 @@ class Federation:
                 await self._remember_actor(v["following"], actor.id, actor.inbox, actor.envelopes)
         if not isinstance(inbox, str):
             raise InvalidInput("the delivery has no inbox")
-        await self.post(inbox, activity)
+        await self.post(inbox, activity, timeout=timeout)
 
     async def _remember_actor(self, key: str, actor: str, inbox: str, envelopes: str) -> None:
         data = await self.store.get_or_none(key)
@@ -640,3 +803,8 @@ def _fill(value: Any, url: str) -> Any:
     if isinstance(value, dict):
         return {k: _fill(v, url) for k, v in value.items()}
     return value
+
+
+async def _aiter(items: Iterable[Any]) -> AsyncIterator[Any]:
+    for item in items:
+        yield item

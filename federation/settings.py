@@ -135,6 +135,7 @@ class FedSettings:
     offers_per_host: int = 50
     offers_per_hour: int = 20
     offer_expiry: float = 30 * 86400.0
+    max_followers_per_host: int = 50  # followers of one repository on one remote host
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> FedSettings:
@@ -166,6 +167,13 @@ class FedSettings:
                 if value <= 0:
                     raise InvalidInput(f"MICELIO_FEDERATION_{name} must be positive")
                 setattr(s, attr, int(value) if attr in _COUNTS else value)
+        raw = e.get("MICELIO_FEDERATION_MAX_FOLLOWERS_PER_HOST")
+        if raw:
+            if not raw.strip().isdigit() or int(raw) < 1:
+                raise InvalidInput(
+                    "MICELIO_FEDERATION_MAX_FOLLOWERS_PER_HOST must be a positive whole number"
+                )
+            s.max_followers_per_host = int(raw)
         return s
 
     def refuses(self, url_or_host: str) -> str | None:

@@ -25,7 +25,8 @@ from hif.store.base import ObjectStore
 
 async def mirrors(store: ObjectStore, limit: int = 500) -> list[dict[str, Any]]:
     """Every followed repository: ``host``, ``name``, ``url``, ``origin``, ``state`` (pending,
-    accepted, rejected, unfollowed), ``head``, ``last_sync``, ``key_id``, ``error``,
+    accepted, rejected, failed, unfollowed), ``reason`` (why it failed or was rejected, or the last
+    error while pending), ``head``, ``last_sync``, ``key_id``, ``error``,
     ``conflicts``."""
     out = []
     async for key in store.iter_keys(FOLLOWING):
@@ -42,6 +43,8 @@ async def mirrors(store: ObjectStore, limit: int = 500) -> list[dict[str, Any]]:
                 "url": f.get("url"),
                 "origin": f.get("base"),
                 "state": f.get("state"),
+                # why a Follow failed or was rejected (or its last error while still pending)
+                "reason": f.get("reason") or f.get("error"),
                 "requested": f.get("requested"),
                 "head": await repo.mainline.head(),
                 "last_sync": sync.get("last_sync"),
@@ -130,6 +133,10 @@ def _delivery(v: dict[str, Any], due: float | None) -> dict[str, Any]:
         "created": v.get("created"),
         "error": v.get("error"),
         "failed": v.get("failed"),
+        # a replica holds it now (a landing's claim, or an item being sent): due is when its lease ends
+        "sending": due is not None
+        and isinstance(v.get("lease"), (int, float))
+        and v["lease"] > time.time(),
     }
 
 
@@ -169,6 +176,14 @@ async def followers(store: ObjectStore, repo: str) -> list[dict[str, Any]]:
                 }
             )
     return out
+
+
+async def follower_count(store: ObjectStore, repo: str) -> int:
+    """How many actors follow a local repository (keys only: no entry is read)."""
+    count = 0
+    async for _ in store.iter_keys(f"{FOLLOWERS}{repo}/"):
+        count += 1
+    return count
 
 
 async def summary(store: ObjectStore, limit: int = 50) -> dict[str, Any]:

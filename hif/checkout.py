@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 
 from hif.objects import LINK, Entry
+from hif.paths import check_entry_path
 from hif.workspace import WorkTree
 
 SLICE = 50_000  # files per streamed request (the forge takes up to 100,000 ids)
@@ -132,6 +133,7 @@ def check_out(work: WorkTree, todo: Sequence[tuple[str, Entry]],
         for start in range(0, len(todo), SLICE):
             where: dict[bytes, list[tuple[str, Entry]]] = {}
             for path, entry in todo[start:start + SLICE]:
+                check_entry_path(path, entry.kind)  # defence in depth: trees are checked when read
                 where.setdefault(entry.oid, []).append((path, entry))
             for oid, content in blobs(list(where)):
                 for path, entry in where[oid]:

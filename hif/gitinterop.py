@@ -39,7 +39,7 @@ from typing import IO, Any
 from hif.errors import HifError, InvalidInput, InvalidPath, NotFound, PreconditionFailed
 from hif.mainline import LandedSession, LandingRecord, log_key
 from hif.objects import EMPTY_TREE, EXEC, FILE, LINK, Entry, encode
-from hif.paths import check_path
+from hif.paths import check_link_name, check_path
 from hif.repo import Repo
 from hif.session import Session, new_session_id
 from hif.tree import apply
@@ -442,6 +442,11 @@ class FastExport:
                 if kind is None or not ref.startswith(b":"):
                     raise InvalidInput(f"commit {oid}: {path} has mode {mode.decode()}, "
                                        "which hif cannot represent")
+                if kind == LINK:
+                    try:
+                        check_link_name(path)
+                    except InvalidPath as e:
+                        raise InvalidPath(f"commit {oid}: {e}") from None
                 changes[path] = Entry(kind, blob_ids[int(ref[1:])])
             elif line.startswith(b"D "):
                 changes[repo_path(unquote(line[2:]), oid)] = None

@@ -31,12 +31,12 @@ from hif.errors import (
 )
 from hif.mainline import LandedSession, LandingRecord, RecordTouches
 from hif.merge import is_binary, merge3
-from hif.objects import DIR, EXEC, FILE, Entry, decode, digest, encode
-from hif.paths import parent_dirs
+from hif.objects import DIR, EXEC, FILE, FILE_KINDS, Entry, decode, digest, encode
+from hif.paths import check_entry_path, check_path, collision, parent_dirs
 from hif.repo import Repo
 from hif.rollups import query_items
 from hif.session import Session
-from hif.tree import apply, cached_apply, lookup, lookup_file, prefetch
+from hif.tree import apply, cached_apply, collisions, lookup, lookup_file, prefetch
 
 MAX_ATTEMPTS = 1000
 # Group landing: every lander publishes an intent on entry; when others are waiting, the oldest of them
@@ -246,16 +246,34 @@ async def land(
         base_tree = await repo.mainline.tree_at(session.base)
     except NotFound:
         raise InvalidInput(f"session base {session.base} is ahead of the mainline") from None
+    check_changes(session.changes)
     ours = await effective_changes(repo, session, base_tree)
-    if any(
-        p.split("/")[0] == ".hif" for p in ours
-    ):  # pragma: no cover - paths are checked on write; defence in depth
-        raise InvalidInput("session writes hif's own files")
+    # every file entry names a blob: read only what this process has not seen written or read
+    await repo.objects.check_kinds((p, e) for p, e in ours.items() if e is not None)
     pinned = bool(await policy(repo, session, ours, base_tree)) if policy is not None else False
     if pinned or len(ours) > GROUP_MAX_CHANGES:
         group = 1  # pinned: nothing may join; huge: an intent listing every path would cost more than it saves
     lander = _Lander(repo, session, ours, base_tree, group, rng or random.Random(sid), rtt)
     return await lander.run(max_attempts, pinned, state_checked=checked)
+
+
+def check_changes(changes: dict[str, Entry | None]) -> None:
+    """Every path a session changes is one a working copy may write (hif.paths), and every write a
+    file entry: checked on write already, again here since nothing that lands may break a clone."""
+    for path, entry in changes.items():
+        if entry is None:
+            check_path(path)
+        elif entry.kind not in FILE_KINDS:
+            raise InvalidPath(f"{path}: a session writes files, not entries of kind {entry.kind!r}")
+        else:
+            check_entry_path(path, entry.kind)
+
+
+def _owners(members: list[LandedSession], pairs: list[tuple[str, str]]) -> set[str]:
+    """The members whose changes put a path of ``pairs`` there (itself or a path below it)."""
+    hit = {p for pair in pairs for p in pair}
+    return {m.session for m in members
+            if any(p in hit or any(p.startswith(h + "/") for h in hit) for p in m.changes)}
 
 
 async def _closed(repo: Repo, sid: str, state: dict[str, Any]) -> LandResult:
@@ -360,6 +378,15 @@ class _Lander:
                 if not self.snapshot_stored:
                     pending.append(self.snapshot_bytes)
                 new_tree = await apply(repo.objects, head_tree, changes, pending=pending)
+                pairs = await collisions(repo.objects, head_tree, new_tree, changes, pending)
+                if pairs:  # two names one checkout would take for one: whose?
+                    others = _owners(members, pairs) - {sid}
+                    if not others:
+                        raise collision(*pairs[0])
+                    # leave the other members out and build again: what still collides then is
+                    # ours; each of them is landed alone by its own lander, which hears why
+                    self.pool.closed.update(others)
+                    continue
                 # the new trees do not depend on one another's writes: write them together
                 hedge = self.hedge
                 for failed in await together([

@@ -14,8 +14,8 @@ from typing import Any
 
 from hif.aio import pause, running_loop, together
 from hif.errors import CorruptObject, NotFound, PreconditionFailed
-from hif.objects import EMPTY_TREE, Entry, decode, encode
-from hif.paths import check_path, parent_dirs
+from hif.objects import EMPTY_TREE, FILE_KINDS, Entry, decode, encode
+from hif.paths import check_entry_path, check_path, parent_dirs
 from hif.store.base import ObjectStore
 
 POS_WIDTH = 12
@@ -52,7 +52,12 @@ class LandedSession:
     def from_cbor(cls, v: Any) -> LandedSession:
         changes: dict[str, Entry | None] = {}
         for path, kind, oid in v["changes"]:
-            changes[check_path(path)] = Entry(kind, oid) if kind is not None else None
+            if kind is None:
+                changes[check_path(path)] = None
+            elif kind not in FILE_KINDS:
+                raise CorruptObject(f"a landed change of {path!r} has kind {kind!r}, not a file's")
+            else:
+                changes[check_entry_path(path, kind)] = Entry(kind, oid)
         return cls(
             v["session"], v["snapshot"], v["goal"], v["author"], v["role"], v["base"], changes
         )

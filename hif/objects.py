@@ -21,7 +21,7 @@ import contextlib
 import hashlib
 import io
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +29,7 @@ import cbor2
 import zstandard
 
 from hif.errors import CorruptObject, NotFound, PreconditionFailed, TooLarge
-from hif.paths import check_name
+from hif.paths import check_link_name, check_name
 from hif.store.base import ObjectStore
 
 RAW, ZSTD = 0, 1
@@ -261,6 +261,10 @@ def _cbor_head(major: int, n: int) -> bytes:
 
 
 _TREE_HEAD = encode("tree")
+_BLOB_START = b"\x82" + encode("blob")  # how a blob's canonical bytes begin
+_TREE_START = b"\x82" + _TREE_HEAD
+_KINDS_KEPT = 1 << 16  # object ids whose kind an ObjectDB remembers
+_KINDS_READ = 256  # objects read at once to learn their kinds (bounds the memory they take)
 _KIND_BYTES = {k: encode(k) for k in ("f", "x", "l", "d")}
 
 
@@ -280,6 +284,35 @@ def tree_bytes(entries: Tree) -> bytes:
     return b"".join(parts)
 
 
+def canonical_kind(start: bytes) -> str:
+    """The kind of an object from the first bytes of its canonical form: "blob", "tree" or "other"."""
+    if start.startswith(_BLOB_START) and start[len(_BLOB_START):][:1] and start[len(_BLOB_START)] >> 5 == 2:
+        return "blob"  # and its body is a byte string
+    if start.startswith(_TREE_START):
+        return "tree"
+    return "other"
+
+
+def stored_kind(stored: bytes) -> str:
+    """``canonical_kind`` of an object in its stored form, decompressing only its first bytes."""
+    return canonical_kind(_head(stored))
+
+
+def _head(stored: bytes, size: int = 8) -> bytes:
+    """The first ``size`` canonical bytes of a stored object, decompressing no more than needed."""
+    if not stored:
+        return b""
+    if stored[0] == RAW:
+        return stored[1:1 + size]
+    if stored[0] == ZSTD:
+        try:
+            with _ZD.stream_reader(stored[1:]) as reader:
+                return reader.read(size)
+        except zstandard.ZstdError:
+            return b""
+    return b""
+
+
 def check_object(kind: str, value: Any) -> Any:
     """Verify an object decodes to the expected kind and shape."""
     if not isinstance(value, list) or len(value) != 2 or value[0] != kind:
@@ -296,6 +329,7 @@ class ObjectDB:
         self._trees: OrderedDict[bytes, Tree] = OrderedDict()
         self._cache_size = cache_size
         self._known: set[bytes] = set()
+        self._kinds: dict[bytes, str] = {}  # object id -> "blob" | "tree" | "other", as seen here
 
     def key(self, oid: bytes) -> str:
         return self.prefix + oid.hex()
@@ -308,6 +342,7 @@ class ObjectDB:
         with contextlib.suppress(PreconditionFailed):
             await self.store.put(self.key(oid), pack(canonical), if_none_match=True)
         self._known.add(oid)
+        self.note_kind(oid, canonical_kind(canonical))
         return oid
 
     async def put_blob(self, content: bytes) -> bytes:
@@ -346,7 +381,51 @@ class ObjectDB:
         content = await self.get_value("blob", oid)
         if not isinstance(content, bytes):
             raise CorruptObject(f"object {oid.hex()} is not a blob")
+        self.note_kind(oid, "blob")
         return content
+
+    def note_kind(self, oid: bytes, kind: str) -> None:
+        """Remember what ``oid`` is (seen written or read here), so that ``check_kinds`` need not read it."""
+        if len(self._kinds) >= _KINDS_KEPT:
+            self._kinds.clear()
+        self._kinds[oid] = kind
+
+    async def check_kinds(self, entries: Iterable[tuple[str, Entry]],
+                          known: Mapping[bytes, str] | None = None) -> None:
+        """Every ``(path, entry)`` names an object of its kind: a file entry a blob, a directory a
+        tree. Objects seen here already are not read again; the others are read together, and only
+        their first bytes are decompressed. Raises CorruptObject naming the first bad path."""
+        todo: dict[bytes, list[tuple[str, Entry]]] = {}
+        for path, entry in entries:
+            want = "tree" if entry.kind == DIR else "blob"
+            if entry.kind not in (FILE, EXEC, LINK, DIR):
+                raise CorruptObject(f"{path}: unknown entry kind {entry.kind!r}")
+            if entry.oid == EMPTY_TREE and want == "tree":
+                continue
+            seen = (known or {}).get(entry.oid) or self._kinds.get(entry.oid) or (
+                "tree" if entry.oid in self._trees else None)
+            if seen is None:
+                todo.setdefault(entry.oid, []).append((path, entry))
+            elif seen != want:
+                raise CorruptObject(f"{path}: names object {entry.oid.hex()}, which is not a {want}")
+        if not todo:
+            return
+        ids = list(todo)
+        for i in range(0, len(ids), _KINDS_READ):
+            chunk = ids[i:i + _KINDS_READ]
+            self._take_kinds(todo, chunk, await self.store.get_many([self.key(oid) for oid in chunk]))
+
+    def _take_kinds(self, todo: dict[bytes, list[tuple[str, Entry]]], ids: list[bytes],
+                    found: list[bytes | None]) -> None:
+        for oid, stored in zip(ids, found, strict=True):
+            if stored is None:
+                raise CorruptObject(f"{todo[oid][0][0]}: names object {oid.hex()}, which is missing")
+            kind = stored_kind(stored)
+            self.note_kind(oid, kind)
+            for p, e in todo[oid]:
+                want = "tree" if e.kind == DIR else "blob"
+                if kind != want:
+                    raise CorruptObject(f"{p}: names object {oid.hex()}, which is not a {want}")
 
     async def get_tree(self, oid: bytes) -> Tree:
         if oid == EMPTY_TREE:
@@ -405,6 +484,8 @@ def parse_tree_rows(rows: Any, oid: bytes) -> Tree:
         ):
             raise CorruptObject(f"tree {oid.hex()} has a malformed entry")
         check_name(row[0])
+        if row[1] == LINK:
+            check_link_name(row[0])
         tree[row[0]] = Entry(row[1], row[2])
     return tree
 

@@ -26,8 +26,8 @@ from hif.errors import (
     SessionClosed,
     StoreError,
 )
-from hif.objects import Entry, ObjectDB, decode, encode
-from hif.paths import check_path
+from hif.objects import FILE_KINDS, Entry, ObjectDB, decode, encode
+from hif.paths import check_entry_path, check_path
 from hif.store.base import ObjectStore
 
 ROLES = ("human", "agent")
@@ -155,7 +155,11 @@ def make_event(etype: str, author: str, role: str, now: float, **fields: Any) ->
     check_role(role)
     if not author:
         raise InvalidInput("author must not be empty")
-    if etype in ("write", "delete"):
+    if etype == "write":
+        if fields.get("kind") not in FILE_KINDS:
+            raise InvalidInput(f"a write's kind must be one of {', '.join(FILE_KINDS)}")
+        check_entry_path(fields["path"], fields["kind"])
+    elif etype == "delete":
         check_path(fields["path"])
     return {"type": etype, "author": author, "role": role, "time": now, **fields}
 

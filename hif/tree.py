@@ -7,10 +7,22 @@ size of the change, never the size of the repository.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable, Mapping
 
 from hif.aio import together
-from hif.objects import DIR, EMPTY_TREE, Entry, ObjectDB, Tree, digest, tree_bytes
+from hif.objects import (
+    DIR,
+    EMPTY_TREE,
+    Entry,
+    ObjectDB,
+    Tree,
+    decode,
+    digest,
+    parse_tree_rows,
+    tree_bytes,
+)
+from hif.paths import fold
 from hif.store.base import drive
 
 Changes = Mapping[str, Entry | None]  # path -> new file entry, or None to delete
@@ -184,3 +196,86 @@ def cached_apply(db: ObjectDB, tree_id: bytes, changes: Changes) -> bytes | None
                     below[f"{dirpath}/{name}" if dirpath else name] = entry.oid
         frontier = below
     return drive(apply(db, tree_id, changes, pending=[]))
+
+
+_FOLDS: OrderedDict[bytes, dict[str, str]] = OrderedDict()  # tree id -> folded name -> a name
+_FOLDS_KEPT = 256  # directories
+_FOLDS_NAMES = 1 << 19  # names in all of them at most, so that huge directories bound the memory
+_folds_held = [0]
+
+
+def _folds(oid: bytes, tree: Tree) -> dict[str, str]:
+    """The folded names of a directory (cached by tree id: a landing's new directory is the next
+    landing's old one, so its names are folded once, not once per landing)."""
+    found = _FOLDS.get(oid)
+    if found is None:
+        found = {fold(n): n for n in tree}
+        _remember_folds(oid, found)
+    else:
+        _FOLDS.move_to_end(oid)
+    return found
+
+
+def _remember_folds(oid: bytes, folds: dict[str, str]) -> None:
+    if len(folds) > _FOLDS_NAMES or oid in _FOLDS:
+        return
+    _FOLDS[oid] = folds
+    _folds_held[0] += len(folds)
+    while len(_FOLDS) > _FOLDS_KEPT or _folds_held[0] > _FOLDS_NAMES:
+        _folds_held[0] -= len(_FOLDS.popitem(last=False)[1])
+
+
+async def collisions(db: ObjectDB, old_id: bytes, new_id: bytes, changes: Changes,
+                     pending: list[bytes] | None = None) -> list[tuple[str, str]]:
+    """Pairs of paths that ``changes`` (taking tree ``old_id`` to ``new_id``) put side by side in one
+    directory and that a case-insensitive or Unicode-normalising file system would take for one
+    (``hif.paths.fold``): a checkout would overwrite one with the other. Only the directories on
+    the changed paths are looked at, and only pairs with a name new there are reported, so the cost
+    follows the change (names already side by side are left to whoever changes them). ``pending``:
+    the canonical bytes of new trees not written yet (``apply``'s), for any the cache has let go."""
+    unwritten: dict[bytes, bytes] = {}
+
+    async def get_tree(oid: bytes) -> Tree:
+        tree = db.cached_tree(oid)
+        if tree is not None:
+            return tree
+        if pending and not unwritten:
+            unwritten.update((digest(c), c) for c in pending)
+        if oid in unwritten:
+            return parse_tree_rows(decode(unwritten[oid])[1], oid)
+        return await db.get_tree(oid)
+
+    added = _names_on((p for p, e in changes.items() if e is not None), leaves=True)
+    if not added:
+        return []
+    changed = _names_on(changes, leaves=True)
+    out: list[tuple[str, str]] = []
+    frontier: dict[str, tuple[bytes, bytes]] = {"": (old_id, new_id)}
+    while frontier:
+        below: dict[str, tuple[bytes, bytes]] = {}
+        for dirpath, (old, new) in frontier.items():
+            old_tree = await get_tree(old)
+            new_tree = await get_tree(new)
+            names = added.get(dirpath, set())
+            fresh = [n for n in names if n in new_tree and n not in old_tree]
+            prefix = f"{dirpath}/" if dirpath else ""
+            if fresh:
+                folds = dict(_folds(old, old_tree))
+                for n in changed.get(dirpath, ()):  # names gone from the directory
+                    if n in old_tree and n not in new_tree and folds.get(fold(n)) == n:
+                        del folds[fold(n)]
+                for n in sorted(fresh, key=str.encode):
+                    key = fold(n)
+                    other = folds.get(key)
+                    if other is not None and other != n and other in new_tree:
+                        out.append((prefix + other, prefix + n))
+                    else:
+                        folds[key] = n
+                _remember_folds(new, folds)
+            for n in names:
+                entry = new_tree.get(n)
+                if entry is not None and entry.kind == DIR and prefix + n in added:
+                    was = old_tree.get(n)
+                    below[prefix + n] = (was.oid if was is not None and was.kind == DIR else EMPTY_TREE, entry.oid)
+        frontier = below
+    return out

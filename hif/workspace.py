@@ -88,6 +88,15 @@ def find_root(start: Path) -> Path:
     raise NotARepository(f"not a hif working copy (or any parent): {start}")
 
 
+def refuse_working_path(path: str) -> None:
+    """A working file hif may not record (a reserved or unrepresentable name) stops the command with
+    an error naming it: skipping it would leave it out of a landing without a word."""
+    try:
+        check_path(path)
+    except InvalidPath as e:
+        raise InvalidPath(f"working file {path!r} cannot be recorded: {e} (rename or remove it)") from None
+
+
 class WorkTree:
     """File-system side of a working copy: scanning with the stat cache, and safe checkout writes."""
 
@@ -292,10 +301,7 @@ class WorkTree:
                 continue
             if not (stat_mod.S_ISREG(st.st_mode) or stat_mod.S_ISLNK(st.st_mode)):
                 continue
-            try:
-                check_path(path)
-            except InvalidPath:
-                continue
+            refuse_working_path(path)
             cached = idx.cached(path, st)
             if cached is not None:
                 out[path] = (cached, None)
@@ -439,10 +445,7 @@ class WorkTree:
             return
         if not (stat_mod.S_ISREG(mode) or stat_mod.S_ISLNK(mode)):
             return
-        try:
-            check_path(path)
-        except InvalidPath:
-            return
+        refuse_working_path(path)
         entry, _ = self.read_file(path, st)
         if entry is None:
             return
@@ -458,6 +461,7 @@ class WorkTree:
         return Path(self._make_parents(path))
 
     def _make_parents(self, path: str) -> str:
+        check_path(path)  # whatever a stored tree says, a working copy never writes an unsafe path
         root = str(self.root)
         for d in parent_dirs(path):
             p = f"{root}/{d}"

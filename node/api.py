@@ -29,10 +29,12 @@ from hif.objects import (
     FILE,
     FILE_KINDS,
     LINK,
+    Entry,
     check_stored,
     decode,
+    stored_kind,
 )
-from hif.paths import check_path
+from hif.paths import check_no_collisions, check_path
 from hif.repo import Repo, check_repo_name
 from hif.rollups import query_items
 from hif.session import ROLES, SEQ_WIDTH, Session, check_session_id, check_text, make_event
@@ -470,6 +472,7 @@ async def _keep_objects(ctx: Ctx, checked: list[tuple[bytes, bytes]]) -> None:
     for oid, stored in checked:
         with contextlib.suppress(PreconditionFailed):
             await ctx.r.store.put(ctx.r.objects.key(oid), stored, if_none_match=True)
+        ctx.r.objects.note_kind(oid, stored_kind(stored))  # a write event naming it need not read it
 
 
 # -- mainline ----------------------------------------------------------------------------------
@@ -711,14 +714,21 @@ async def append_events(ctx: Ctx, sid: str) -> dict[str, Any]:
 
 
 async def _checked_events(ctx: Ctx, raw: list[Any], *, at_least: int,
-                          known: frozenset[bytes] = frozenset()) -> list[dict[str, Any]]:
+                          known: dict[bytes, str] | None = None) -> list[dict[str, Any]]:
     """Every event checked before any is appended, so a bad one leaves the session as it was.
-    ``known``: objects the request itself stored (no need to ask the store for them)."""
+    ``known``: objects the request itself carries, with their kinds (no need to ask the store)."""
     if not at_least <= len(raw) <= 1000:
         raise InvalidInput(f"send between {at_least} and 1000 events")
     syncs = any(isinstance(e, dict) and e.get("type") == "sync" for e in raw)
     top = await ctx.r.mainline.head() if syncs else 0  # only a sync names a position
-    return [await _check_event(ctx, e, top, known) for e in raw]
+    carried = frozenset(known or ())
+    events = [await _check_event(ctx, e, top, carried) for e in raw]
+    # a file names a blob, a checkpoint a tree: read together, only those not seen stored here
+    await ctx.r.objects.check_kinds(
+        [(e["path"], Entry(e["kind"], e["blob"])) for e in events if e["type"] == "write"]
+        + [(f"checkpoint {e['note']!r}", Entry(DIR, e["tree"])) for e in events if e["type"] == "checkpoint"],
+        known)
+    return events
 
 
 async def _append(ctx: Ctx, sid: str, events: list[dict[str, Any]], next_seq: int) -> list[dict[str, Any]]:
@@ -753,7 +763,12 @@ async def land_whole(ctx: Ctx) -> dict[str, Any]:
     opening = await _opening(ctx)
     objects = _check_objects(field(ctx.body, "objects", list, default=[]))
     events = await _checked_events(ctx, field(ctx.body, "events", list, default=[]), at_least=0,
-                                   known=frozenset(oid for oid, _ in objects))
+                                   known={oid: stored_kind(stored) for oid, stored in objects})
+    written: dict[str, bool] = {}
+    for e in events:
+        if e["type"] in ("write", "delete"):
+            written[e["path"]] = e["type"] == "write"
+    check_no_collisions(p for p, w in written.items() if w)  # refused before the session starts
     await _keep_objects(ctx, objects)  # only once the whole request is checked: a refusal keeps nothing
     s = await ctx.r.sessions.start(*opening, events=events)  # the start and the events: one round trip
     try:

@@ -596,12 +596,15 @@ def federation_status(as_json: bool) -> None:
         lines = ["following:"]
         for m in doc["following"]:
             err = f"  error: {m['error']}" if m["error"] else ""
+            if m.get("reason") and m["state"] in ("failed", "rejected", "pending"):
+                err += f"  {'reason' if m['state'] != 'pending' else 'last error'}: {m['reason']}"
             conflicts = f"  conflicts: {m['conflicts']}" if m["conflicts"] else ""
             lines.append(f"  {m['host']}/{m['name']:<30} {m['state']:<10} head {m['head']:<6} "
                          f"synced {when(m['last_sync'])}{conflicts}{err}")
         lines.append(f"outbox: {len(doc['outbox'])} pending")
         for d in doc["outbox"]:
-            lines.append(f"  {d['what']} -> {d['peer']}  tries {d['tries']}  due {when(d['due'])}"
+            due = "sending now" if d.get("sending") else f"due {when(d['due'])}"
+            lines.append(f"  {d['what']} -> {d['peer']}  tries {d['tries']}  {due}"
                          + (f"  last error: {d['error']}" if d["error"] else ""))
         lines.append(f"failed: {len(doc['failed'])}")
         for d in doc["failed"]:

@@ -97,6 +97,7 @@ async def list_mirrors(ctx: Ctx) -> dict[str, Any]:
                     "url",
                     "origin",
                     "state",
+                    "reason",
                     "head",
                     "last_sync",
                     "key_id",
@@ -126,6 +127,7 @@ async def mirror_meta(ctx: Ctx) -> dict[str, Any]:
         "created": meta.get("created"),
         "head": await ctx.r.mainline.head(),
         "state": f.get("state"),
+        "reason": f.get("reason") or f.get("error"),  # why the Follow failed (or its last error)
         "last_sync": sync.get("last_sync"),
         "key_id": sync.get("key_id"),
         "error": sync.get("error"),

@@ -134,7 +134,7 @@ def build_rich(path: Path, home: Path) -> Git:
     g.write("tool.sh", "#!/bin/sh\necho hi\n", executable=True)
     g.write("café/naïve.txt", "unicode\n")
     g.write("日本/語.txt", "nihongo\n")
-    g.write("sp ace/\"quoted\" \\back\ttab.txt", "odd\n")
+    g.write("sp ace/\"quoted\" odd.txt", "odd\n")  # a backslash or a tab is refused (tests/security)
     g.commit("Make tool executable; unicode names")
     g("checkout", "-q", "-b", "feature")
     g.write("feature.txt", "one\n")
@@ -279,7 +279,7 @@ def test_working_copy_matches_git(rich: dict[str, Any]) -> None:
     assert files["tool.sh"][0] == "f" and files["readme-link"] == ("l", b"empty.txt")
     assert files["empty.txt"] == ("f", b"") and files["bin/renamed.bin"][1].startswith(bytes(range(256)))
     assert "bin/data.bin" not in files and files["README.md"] == ("f", b"a file again\n")
-    assert files["sp ace/\"quoted\" \\back\ttab.txt"] == ("f", b"odd\n")
+    assert files["sp ace/\"quoted\" odd.txt"] == ("f", b"odd\n")
     # the executable bit was there at position 2 and gone at the rename
     at2 = {e["path"]: e["kind"] for e in hjs(base / "work", "ls", "-r", "--at", "2")["entries"]}
     assert at2["tool.sh"] == "x" and at2["日本/語.txt"] == "f" and at2["readme-link"] == "l"

@@ -278,7 +278,8 @@ async def open_mirror(host: str, full: str, access: str) -> RepoView:
     repo = mirror_repo(node().store, host, full)
     # where it comes from and how fresh it is, shown in every page's header
     info = {"name": full, "private": False, "description": f"mirror of {host}", "origin": host,
-            "origin_url": row["url"], "last_sync": row["last_sync"], "sync_error": row["error"]}
+            "origin_url": row["url"], "last_sync": row["last_sync"], "sync_error": row["error"],
+            "follow_state": row["state"], "follow_reason": row.get("reason")}
     return RepoView(full, info, "reader", await viewer(), repo, await repo.mainline.head(),
                     base=f"/mirrors/{host}/{full}", mirror=host)
 
@@ -394,7 +395,7 @@ async def home() -> str:
             heapq.heappush(heap, (-prev.time, name, pos - 1))
     # repositories this node follows on other nodes: read-only mirrors, with where they come from
     mirrors = [m for m in await federation_status.mirrors(node().store, limit=50)
-               if m["state"] in ("accepted", "pending")] if after is None else []
+               if m["state"] in ("accepted", "pending", "failed")] if after is None else []
     return await render_template("home.html", repos=repos, recent=recent, more=more, mirrors=mirrors,
                                  node_url=node().config.url)
 
