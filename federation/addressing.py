@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from federation.settings import authority
 from hif.errors import InvalidInput, NotFound
-from hif.remote import parse_repo_url
+from hif.forge.urls import parse_repo_url
 from hif.repo import check_repo_name
 
 if TYPE_CHECKING:

@@ -299,6 +299,19 @@ class SessionStore:
     async def list_open(self) -> list[str]:
         return [n for n in await self.store.list_children(self.prefix + "open/") if _ID.match(n)]
 
+    async def open_marker(self, sid: str) -> dict[str, Any] | None:
+        """An open session's marker (``goal``, ``author``, ``time``): one small read, where loading
+        the session would read all its events; None once it is closed. The key stays here."""
+        data = await self.store.get_or_none(self._open(sid))
+        value = decode(data) if data is not None else None
+        return value if isinstance(value, dict) else None
+
+    async def start_event(self, sid: str) -> dict[str, Any] | None:
+        """A session's ``start`` event alone (its role, base, goal): one read, whatever its length."""
+        data = await self.store.get_or_none(self._events(sid) + f"{0:0{SEQ_WIDTH}d}")
+        value = decode(data) if data is not None else None
+        return value if isinstance(value, dict) else None
+
     @staticmethod
     def snapshot_bytes(s: Session, changes: dict[str, Entry | None]) -> bytes:
         """The canonical bytes of the session's snapshot (its id is their digest): a lander can name

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import click
 
-from hif.cli import command, emit, size_text
+from hif.cli.output import command, emit, size_text
 from hif.errors import InvalidInput, NotFound, PreconditionFailed
 from hif.repo import Repo
 from hif.store import ObjectStore, open_store
@@ -388,7 +388,7 @@ def _import_options(fn: F) -> F:
 
 def _import(as_json: bool, name: str, source: str, branch: str | None, private: bool,
             owner_user: str | None, description: str, max_commits: int | None) -> None:
-    from hif.cli import CommitBar, TransferBar
+    from hif.cli.progress import CommitBar, TransferBar
     from node.imports import import_repository
 
     bar = CommitBar("importing") if TransferBar.wanted(as_json) else None

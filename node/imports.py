@@ -23,7 +23,8 @@ async def import_repository(
 
     Everything that can be refused is checked before the store changes: the namespace, the owner,
     and the source (a path or URL that is not a usable git repository)."""
-    from hif.gitinterop import GitSource, import_git
+    from hif.git.importer import import_git
+    from hif.git.source import GitSource
 
     check_repo(name)
     namespace = name.split("/")[0]
