@@ -12,7 +12,7 @@ Any stranger can make the node look up a key or an actor (by naming it in a sign
 every lookup here goes through one guarded path: a cache of documents (an hour) and of failures
 (``key_fail_ttl``, 30 s); one fetch in flight per URL, shared by everyone who asks; at most
 ``key_per_host`` (4) fetches in flight per host, a request that waits longer than
-:data:`SLOT_WAIT` for a slot is refused with :class:`~federation.net.Busy` (503 + Retry-After);
+:data:`SLOT_WAIT` for a slot is refused with :class:`~federation.errors.Busy` (503 + Retry-After);
 an overall ``key_deadline`` (5 s) for each fetch however slowly the peer drips its answer; and its
 own connection pool (``keys``), apart from object fetches and deliveries.
 """
