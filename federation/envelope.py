@@ -24,6 +24,7 @@ from hif.objects import decode, digest, encode
 from hif.repo import Repo
 
 DOMAIN = b"micelio-envelope-v1\x00"
+PAGE = 100  # envelopes per page of a repository's envelope log (served, and fetched by a backfill)
 
 
 @dataclass(frozen=True)

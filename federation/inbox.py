@@ -21,11 +21,12 @@ from typing import TYPE_CHECKING, Any
 from federation import boundedjson, offer_inbox, offers
 from federation.actors import AS
 from federation.addressing import addressed_repo, id_of, local_repo_of, repo_actor_url
+from federation.backfill import backfill, fetch_envelope, key_info, verify_landing
 from federation.errors import BadSignature, Busy, Refused
 from federation.httpsig import claim, remember, verify_request
 from federation.layout import FOLLOWERS, announced_key, follower_key, following_key, load_map
 from federation.mirror import apply
-from federation.service import PUSH_MAX, key_info, unb64
+from federation.service import PUSH_MAX, unb64
 from federation.settings import authority
 from hif.errors import (
     HifError,
@@ -240,8 +241,8 @@ async def _push(
     checked = []
     for pos, wire, ref in sorted(wires, key=lambda w: w[0]):
         if wire is None:
-            wire = await fed.fetch_envelope(ref, base)
-        checked.append(await fed.verify_landing(wire, base, name, pos))
+            wire = await fetch_envelope(fed, ref, base)
+        checked.append(await verify_landing(fed, wire, base, name, pos))
     if follow.get("state") != "accepted":  # the origin pushes only to followers it accepted
         follow["state"] = "accepted"
         key = follow.pop("key")
@@ -251,7 +252,7 @@ async def _push(
         head = await repo.mainline.head()
         first = checked[0][0].position
         if first > head + 1:  # missed deliveries: fetch the gap from the origin's log first
-            await fed.backfill(follow, until=first - 1)
+            await backfill(fed, follow, until=first - 1)
         added = await apply(
             repo,
             [c[0] for c in checked],

@@ -31,9 +31,9 @@ from federation.actors import (
     webfinger,
 )
 from federation.addressing import repo_actor_url
-from federation.envelope import landing_envelope
+from federation.envelope import PAGE, landing_envelope
 from federation.layout import BUNDLES, FOLLOWING
-from federation.service import PAGE, Federation
+from federation.service import Federation
 from federation.settings import authority
 from federation.status import follower_count
 from hif.aio import read_capped

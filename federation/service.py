@@ -36,18 +36,18 @@ from federation import delivery, offer_inbox
 from federation.actors import (
     ACTIVITY_JSON,
     Directory,
-    RemoteKey,
     is_error_permanent,
     with_context,
 )
 from federation.addressing import repo_actor_url
-from federation.envelope import Landing, check_landing, check_signature, landing_envelope, unseal
+from federation.backfill import backfill, remember_actor
+from federation.envelope import landing_envelope
 from federation.errors import DeliveryFailed, UnknownHost
 from federation.httpsig import expire_replays, sign_headers
 from federation.identity import NodeKey, load_node_key
 from federation.layout import FOLLOWERS, announced_key, following_key, load_map
-from federation.mirror import apply, mirror_repo, read_sync, stuck, write_sync
-from federation.net import CBOR_CAP, Fetcher, http_error
+from federation.mirror import mirror_repo, write_sync
+from federation.net import Fetcher
 from federation.settings import FedSettings, authority
 from hif.errors import (
     CorruptObject,
@@ -65,7 +65,6 @@ log = logging.getLogger("micelio.federation")
 
 PUSH_MAX = 100  # envelopes per Push
 PUSH_BYTES = 512 << 10  # base64 envelope bytes per Push (the inbox accepts 1 MiB)
-PAGE = 100  # envelopes per backfill page
 OUTBOX_BATCH = 64
 RETRY_DEADLINE = 60.0  # seconds a retried request may take in all (the first try: settings.timeout)
 ENVELOPE_CACHE = 16 << 20  # bytes of signed envelopes kept per replica (signed once per landing)
@@ -613,19 +612,10 @@ class Federation:
             for name in v.get("resolve") or ():
                 activity[name] = actor.id
             if v.get("following"):
-                await self._remember_actor(v["following"], actor.id, actor.inbox, actor.envelopes)
+                await remember_actor(self.store, v["following"], actor.id, actor.inbox, actor.envelopes)
         if not isinstance(inbox, str):
             raise InvalidInput("the delivery has no inbox")
         await self.post(inbox, activity, timeout=timeout)
-
-    async def _remember_actor(self, key: str, actor: str, inbox: str, envelopes: str) -> None:
-        data = await self.store.get_or_none(key)
-        if data is None:
-            return
-        v = decode(data)
-        if v.get("actor") != actor or v.get("envelopes") != envelopes:
-            v.update(actor=actor, inbox=inbox, envelopes=envelopes)
-            await self.store.put(key, encode(v))
 
     async def enqueue_activity(
         self,
@@ -694,92 +684,7 @@ class Federation:
     async def sync_mirror(self, f: dict[str, Any], until: int | None = None) -> int:
         """Backfill a mirror from its origin's paged envelope log; returns how many were added."""
         async with self.mirror_lock(f["host"], f["name"]):
-            return await self.backfill(f, until)
-
-    async def backfill(self, f: dict[str, Any], until: int | None = None) -> int:
-        """(Caller holds the mirror lock.) Append envelopes from head + 1 up to ``until``."""
-        repo = self.mirror(f["host"], f["name"])
-        envelopes = f.get("envelopes")
-        if not isinstance(envelopes, str):
-            actor = await self.directory.repository(f["url"])
-            envelopes = actor.envelopes
-            await self._remember_actor(
-                following_key(f["host"], f["name"]), actor.id, actor.inbox, envelopes
-            )
-        total = 0
-        while True:
-            head = await repo.mainline.head()
-            if until is not None and head >= until:
-                return total
-            limit = PAGE if until is None else max(1, min(PAGE, until - head))
-            url = f"{envelopes}?start={head + 1}&limit={limit}"
-            a = await self.fetcher.request(
-                "GET", url, headers={"Accept": "application/cbor"}, cap=CBOR_CAP
-            )
-            if a.status != 200:
-                raise http_error(a, url)
-            try:
-                page = decode(a.body)  # one CBOR item, nothing after it
-                wires = page["envelopes"]
-                assert isinstance(wires, list) and all(isinstance(w, bytes) for w in wires)
-            except Exception:  # cbor2 raises several types
-                raise RemoteError(f"{url} is not an envelope page") from None
-            if not wires:
-                if (await read_sync(repo)).get("error"):  # caught up: an old error is gone
-                    await write_sync(repo, {"error": None, "last_sync": time.time()})
-                return total
-            checked: list[tuple[Landing, RemoteKey]] = []
-            for i, w in enumerate(wires):
-                try:
-                    checked.append(await self.verify_landing(w, f["base"], f["name"], head + 1 + i))
-                except HifError as e:
-                    if checked:
-                        break  # apply what verified; the next page starts at this one
-                    raise await stuck(repo, head + 1, e) from None
-            total += await apply(
-                repo,
-                [c[0] for c in checked],
-                self.fetcher,
-                f"{f['base']}/api/v1/repos/{f['name']}",
-                key_info(checked[-1][1]),
-            )
-            if page.get("next") is None and len(checked) == len(wires):
-                return total
-
-    async def verify_landing(
-        self, wire: bytes, base: str, name: str, position: int | None = None
-    ) -> tuple[Landing, RemoteKey]:
-        """A landing envelope from ``base``'s node for ``name``: signed by a key of that host."""
-        sealed = unseal(wire)
-        if authority(sealed.key_id) != authority(base):
-            raise InvalidInput(
-                f"the envelope is signed by a key of {authority(sealed.key_id)}, "
-                f"not of its origin {authority(base)}"
-            )
-        key = await self.directory.key(sealed.key_id)
-        try:
-            check_signature(sealed, key.public)
-        except CorruptObject:
-            if not self.directory.may_refetch(sealed.key_id):
-                raise
-            key = await self.directory.key(sealed.key_id, fresh=True)
-            check_signature(sealed, key.public)
-        return check_landing(sealed, origin=base, repo=name, position=position), key
-
-    async def fetch_envelope(self, url: str, base: str) -> bytes:
-        if authority(url) != authority(base):
-            raise InvalidInput(f"the envelope {url} is not on its origin {authority(base)}")
-        a = await self.fetcher.request(
-            "GET", url, headers={"Accept": "application/cbor"}, cap=CBOR_CAP
-        )
-        if a.status != 200:
-            raise http_error(a, url)
-        return a.body
-
-
-def key_info(key: RemoteKey) -> dict[str, Any]:
-    """What a mirror records about the key its envelopes were verified with."""
-    return {"key_id": key.key_id, "public": key.public, "verified": time.time()}
+            return await backfill(self, f, until)
 
 
 def _fill(value: Any, url: str) -> Any:
