@@ -62,6 +62,11 @@ class Repo:
             raise NotFound(f"no repository {self.name}")
         return decode(data)
 
+    async def discard(self) -> None:
+        """Undo :meth:`create` (a forge whose registration was refused after it): only the metadata
+        goes, so a refused request stores nothing."""
+        await self.store.delete(self.prefix + "meta")
+
     async def exists(self) -> bool:
         return await self.store.head(self.prefix + "meta") is not None
 

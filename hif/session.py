@@ -173,8 +173,12 @@ class SessionStore:
         self.objects = objects
         self.clock = clock
 
-    def _events(self, sid: str) -> str:
+    def events_prefix(self, sid: str) -> str:
+        """Where a session's events live, one key each (``event_key``), in sequence order."""
         return f"{self.prefix}sessions/{sid}/events/"
+
+    def event_key(self, sid: str, seq: int) -> str:
+        return self.events_prefix(sid) + f"{seq:0{SEQ_WIDTH}d}"
 
     def _state(self, sid: str) -> str:
         return f"{self.prefix}sessions/{sid}/state"
@@ -183,7 +187,8 @@ class SessionStore:
         """Where a closed session's outcome lives (bulk writers create it themselves)."""
         return self._state(sid)
 
-    def _open(self, sid: str) -> str:
+    def open_key(self, sid: str) -> str:
+        """An open session's marker (goal, author, start time), deleted when the session closes."""
         return f"{self.prefix}open/{sid}"
 
     async def start(self, goal: str, author: str, role: str, base: int,
@@ -198,9 +203,9 @@ class SessionStore:
             sid = new_session_id(now)
             event = make_event("start", author, role, now, goal=goal.strip(), base=base, seq=0)
             stamped = [{**e, "seq": i} for i, e in enumerate(events, 1)]
-            writes = [(self._events(sid) + f"{0:0{SEQ_WIDTH}d}", encode(event)),
-                      (self._open(sid), encode({"goal": goal.strip(), "author": author, "time": now})),
-                      *((self._events(sid) + f"{e['seq']:0{SEQ_WIDTH}d}", encode(e)) for e in stamped)]
+            writes = [(self.event_key(sid, 0), encode(event)),
+                      (self.open_key(sid), encode({"goal": goal.strip(), "author": author, "time": now})),
+                      *((self.event_key(sid, e['seq']), encode(e)) for e in stamped)]
             results = await together([self.store.put(key, data, if_none_match=True) for key, data in writes])
             failed = [r for r in results if isinstance(r, BaseException)]
             if not failed:
@@ -230,7 +235,7 @@ class SessionStore:
             seq, ask = next_seq, True
         for _ in range(1000):
             stamped = {**event, "seq": seq}
-            key = self._events(sid) + f"{seq:0{SEQ_WIDTH}d}"
+            key = self.event_key(sid, seq)
             written, *asked = await together([self.store.put(key, encode(stamped), if_none_match=True),
                                               *([self.store.head(state)] if ask else [])])
             if ask:  # asked once; a question left unanswered leaves the write to speak
@@ -249,7 +254,7 @@ class SessionStore:
 
     async def _last_seq(self, sid: str) -> int:
         last = -1
-        async for key in self.store.iter_keys(self._events(sid)):
+        async for key in self.store.iter_keys(self.events_prefix(sid)):
             last = max(last, int(key.rsplit("/", 1)[1]))
         if last < 0:
             raise NotFound(f"no session {sid}")
@@ -259,7 +264,7 @@ class SessionStore:
         """The session's events in order, read a page at a time, each page's events together."""
         out: list[dict[str, Any]] = []
         keys: list[str] = []
-        async for key in self.store.iter_keys(self._events(sid)):
+        async for key in self.store.iter_keys(self.events_prefix(sid)):
             keys.append(key)
             if len(keys) == EVENTS_TOGETHER:
                 out += await self._read_events(keys)
@@ -332,7 +337,7 @@ class SessionStore:
         # together: one round trip. The marker only lists open sessions; a session whose state is
         # written is closed whatever became of its marker
         recorded, dropped = await together([self.store.put(self._state(sid), encode(state), if_none_match=True),
-                                            self.store.delete(self._open(sid))])
+                                            self.store.delete(self.open_key(sid))])
         for r in (recorded, dropped):
             if isinstance(r, BaseException) and not isinstance(r, PreconditionFailed):
                 raise r

@@ -23,6 +23,7 @@ async def import_repository(
 
     Everything that can be refused is checked before the store changes: the namespace, the owner,
     and the source (a path or URL that is not a usable git repository)."""
+    # lazily: git interop is needed by imports only, not by the node's start
     from hif.gitinterop import GitSource, import_git
 
     check_repo(name)

@@ -26,7 +26,7 @@ from quart.wrappers import BaseRequestWebsocket
 
 from hif.errors import HifError, PreconditionFailed
 from node.accounts import ANONYMOUS, Accounts, Principal
-from node.app import node_of
+from node.context import node_of
 
 SECRET_KEY = "_node/ui-secret"
 COOKIE = "micelio_session"

@@ -50,9 +50,9 @@ from hif.tree import lookup, lookup_file
 from node.access import NEEDS, check_login, manages_org, may, repo_access
 from node.accounts import INHERIT, Principal, role_rank
 from node.accounts import ROLES as MEMBER_ROLES
-from node.app import Node, node_of
+from node.api.federation import offer_id
+from node.context import Node, fed_of, node_of
 from node.errors import RateLimited
-from node.federation_api import fed_of, offer_id
 from node.imports import import_repository
 from node.wire import CBOR, cbor_response, error_body
 from ui import auth, render

@@ -15,8 +15,8 @@ from hif.objects import EMPTY_TREE, Entry, digest
 from hif.repo import Repo
 from hif.store.embedded import EmbeddedStore
 from node.accounts import Accounts
-from node.app import create_app
 from node.authdb import AuthDB
+from node.composition import create_app
 from node.config import Config
 from ui import views
 from ui.render import SHOW_MAX, file_view
