@@ -215,14 +215,17 @@ def field(body: dict[str, Any], name: str, kind: type | tuple[type, ...], *, def
     return value
 
 
-def query_int(name: str, default: int | None, *, lo: int = 0, hi: int | None = None) -> int | None:
-    raw = request.args.get(name)
-    if raw is None or raw == "":
+def query_int(name: str, default: int | None = None, *, lo: int = 0, hi: int | None = None) -> int | None:
+    """The one parser of integer query arguments (API and web UI): absent or blank is ``default``,
+    anything else a whole number within ``lo``..``hi`` or a 400 naming the argument."""
+    raw = request.args.get(name, "").strip()
+    if not raw:
         return default
     try:
         value = int(raw)
     except ValueError:
         raise InvalidInput(f"query parameter {name} must be an integer") from None
     if value < lo or (hi is not None and value > hi):
-        raise InvalidInput(f"query parameter {name} must be between {lo} and {hi}")
+        raise InvalidInput(f"query parameter {name} must be between {lo} and {hi}" if hi is not None
+                           else f"query parameter {name} must be at least {lo}")
     return value
