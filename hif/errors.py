@@ -10,6 +10,13 @@ class HifError(Exception):
     http_status = 400
     session: str | None = None  # the open session it concerns, when the caller could not know its id
 
+    @property
+    def response_status(self) -> int:
+        """The status an HTTP client is answered with: a lost conditional write (412 inside) is a
+        conflict to the client (409), who did not send the precondition. The one place of that rule
+        for every layer's error responses (node.wire, federation.routes, the UI)."""
+        return 409 if self.http_status == 412 else self.http_status
+
 
 class StoreError(HifError):
     """The object store failed or is unreachable (after retries)."""

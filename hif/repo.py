@@ -50,25 +50,29 @@ class Repo:
         self.stale_intents: set[str] = set()
         self.background: set[Any] = set()  # best-effort tasks not waited for (hif.aio.detach)
 
+    @property
+    def meta_key(self) -> str:
+        """Where the repository's metadata lives (its existence is the repository's)."""
+        return self.prefix + "meta"
+
     async def create(self, **meta: Any) -> dict[str, Any]:
         """Create the repository's metadata; raises PreconditionFailed if it already exists."""
         value = {"name": self.name, "created": self.clock(), **meta}
-        await self.store.put(self.prefix + "meta", encode(value), if_none_match=True)
+        await self.store.put(self.meta_key, encode(value), if_none_match=True)
         return value
 
     async def meta(self) -> dict[str, Any]:
-        data = await self.store.get_or_none(self.prefix + "meta")
+        data = await self.store.get_or_none(self.meta_key)
         if data is None:
             raise NotFound(f"no repository {self.name}")
         return decode(data)
 
-    async def discard(self) -> None:
-        """Undo :meth:`create` (a forge whose registration was refused after it): only the metadata
-        goes, so a refused request stores nothing."""
-        await self.store.delete(self.prefix + "meta")
+    async def uncreate(self) -> None:
+        """Remove what :meth:`create` wrote, for a creation refused after all (nothing else exists yet)."""
+        await self.store.delete(self.meta_key)
 
     async def exists(self) -> bool:
-        return await self.store.head(self.prefix + "meta") is not None
+        return await self.store.head(self.meta_key) is not None
 
     async def ensure(self, **meta: Any) -> None:
         with contextlib.suppress(PreconditionFailed):

@@ -173,12 +173,8 @@ class SessionStore:
         self.objects = objects
         self.clock = clock
 
-    def events_prefix(self, sid: str) -> str:
-        """Where a session's events live, one key each (``event_key``), in sequence order."""
+    def _events(self, sid: str) -> str:
         return f"{self.prefix}sessions/{sid}/events/"
-
-    def event_key(self, sid: str, seq: int) -> str:
-        return self.events_prefix(sid) + f"{seq:0{SEQ_WIDTH}d}"
 
     def _state(self, sid: str) -> str:
         return f"{self.prefix}sessions/{sid}/state"
@@ -187,8 +183,7 @@ class SessionStore:
         """Where a closed session's outcome lives (bulk writers create it themselves)."""
         return self._state(sid)
 
-    def open_key(self, sid: str) -> str:
-        """An open session's marker (goal, author, start time), deleted when the session closes."""
+    def _open(self, sid: str) -> str:
         return f"{self.prefix}open/{sid}"
 
     async def start(self, goal: str, author: str, role: str, base: int,
@@ -203,9 +198,9 @@ class SessionStore:
             sid = new_session_id(now)
             event = make_event("start", author, role, now, goal=goal.strip(), base=base, seq=0)
             stamped = [{**e, "seq": i} for i, e in enumerate(events, 1)]
-            writes = [(self.event_key(sid, 0), encode(event)),
-                      (self.open_key(sid), encode({"goal": goal.strip(), "author": author, "time": now})),
-                      *((self.event_key(sid, e['seq']), encode(e)) for e in stamped)]
+            writes = [(self._events(sid) + f"{0:0{SEQ_WIDTH}d}", encode(event)),
+                      (self._open(sid), encode({"goal": goal.strip(), "author": author, "time": now})),
+                      *((self._events(sid) + f"{e['seq']:0{SEQ_WIDTH}d}", encode(e)) for e in stamped)]
             results = await together([self.store.put(key, data, if_none_match=True) for key, data in writes])
             failed = [r for r in results if isinstance(r, BaseException)]
             if not failed:
@@ -235,7 +230,7 @@ class SessionStore:
             seq, ask = next_seq, True
         for _ in range(1000):
             stamped = {**event, "seq": seq}
-            key = self.event_key(sid, seq)
+            key = self._events(sid) + f"{seq:0{SEQ_WIDTH}d}"
             written, *asked = await together([self.store.put(key, encode(stamped), if_none_match=True),
                                               *([self.store.head(state)] if ask else [])])
             if ask:  # asked once; a question left unanswered leaves the write to speak
@@ -254,7 +249,7 @@ class SessionStore:
 
     async def _last_seq(self, sid: str) -> int:
         last = -1
-        async for key in self.store.iter_keys(self.events_prefix(sid)):
+        async for key in self.store.iter_keys(self._events(sid)):
             last = max(last, int(key.rsplit("/", 1)[1]))
         if last < 0:
             raise NotFound(f"no session {sid}")
@@ -264,12 +259,18 @@ class SessionStore:
         """The session's events in order, read a page at a time, each page's events together."""
         out: list[dict[str, Any]] = []
         keys: list[str] = []
-        async for key in self.store.iter_keys(self.events_prefix(sid)):
+        async for key in self.store.iter_keys(self._events(sid)):
             keys.append(key)
             if len(keys) == EVENTS_TOGETHER:
                 out += await self._read_events(keys)
                 keys = []
         return out + await self._read_events(keys)
+
+    async def event_keys(self, sid: str, since: int = -1) -> list[str]:
+        """The keys of a session's events with ``seq`` > ``since``, in order: for a reader that decodes
+        each on its own (a page showing a session whose log holds malformed events)."""
+        after = self._events(sid) + f"{since:0{SEQ_WIDTH}d}" if since >= 0 else None
+        return [k async for k in self.store.iter_keys(self._events(sid)) if after is None or k > after]
 
     async def _read_events(self, keys: list[str]) -> list[dict[str, Any]]:
         out = []
@@ -304,6 +305,19 @@ class SessionStore:
     async def list_open(self) -> list[str]:
         return [n for n in await self.store.list_children(self.prefix + "open/") if _ID.match(n)]
 
+    async def open_marker(self, sid: str) -> dict[str, Any] | None:
+        """An open session's marker (``goal``, ``author``, ``time``): one small read, where loading
+        the session would read all its events; None once it is closed. The key stays here."""
+        data = await self.store.get_or_none(self._open(sid))
+        value = decode(data) if data is not None else None
+        return value if isinstance(value, dict) else None
+
+    async def start_event(self, sid: str) -> dict[str, Any] | None:
+        """A session's ``start`` event alone (its role, base, goal): one read, whatever its length."""
+        data = await self.store.get_or_none(self._events(sid) + f"{0:0{SEQ_WIDTH}d}")
+        value = decode(data) if data is not None else None
+        return value if isinstance(value, dict) else None
+
     @staticmethod
     def snapshot_bytes(s: Session, changes: dict[str, Entry | None]) -> bytes:
         """The canonical bytes of the session's snapshot (its id is their digest): a lander can name
@@ -337,7 +351,7 @@ class SessionStore:
         # together: one round trip. The marker only lists open sessions; a session whose state is
         # written is closed whatever became of its marker
         recorded, dropped = await together([self.store.put(self._state(sid), encode(state), if_none_match=True),
-                                            self.store.delete(self.open_key(sid))])
+                                            self.store.delete(self._open(sid))])
         for r in (recorded, dropped):
             if isinstance(r, BaseException) and not isinstance(r, PreconditionFailed):
                 raise r

@@ -42,7 +42,6 @@ _CODES = {
     404: "not_found",
     405: "method_not_allowed",
     409: "conflict",
-    412: "conflict",
     413: "too_large",
     422: "unprocessable",
     429: "rate_limited",
@@ -60,7 +59,7 @@ def error_body(status: int, message: str, **extra: Any) -> dict[str, Any]:
 
 
 def error_response(e: HifError) -> Response:
-    status = e.http_status
+    status = e.response_status
     body = error_body(status, str(e))
     if e.session is not None:
         body["session"] = e.session
@@ -75,7 +74,7 @@ def error_response(e: HifError) -> Response:
         headers["Retry-After"] = str(e.retry_after)
     if status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="micelio"'
-    return cbor_response(body, status if status != 412 else 409, headers)
+    return cbor_response(body, status, headers)
 
 
 class CappedBody(Body):

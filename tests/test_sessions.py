@@ -98,3 +98,48 @@ def test_a_marker_without_its_first_event_is_skipped(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr
     listed = [s["goal"] for s in json.loads(run.stdout)["sessions"]]
     assert listed == ["kept"]
+
+
+def test_an_open_sessions_marker_and_start_event_are_read_without_its_other_events(tmp_path: Path) -> None:
+    """The listing reads (``open_marker``, ``start_event``) are the plumbing's: the API and the UI no
+    longer build ``open/<id>`` or ``sessions/<id>/events/<seq>`` keys by hand. One read each, whatever
+    the session's length, and None once the session is closed or was never there."""
+
+    async def main() -> None:
+        store = FaultyStore(EmbeddedStore(tmp_path / "s", create=True, fsync=False), Faults())
+        repo = Repo(store, "t/r")
+        await repo.create()
+        s = await repo.sessions.start("the goal", "ana", "agent", 0)
+        for seq in range(1, 6):
+            await repo.sessions.append(s.id, make_event("say", "ana", "agent", 1.0, text=f"{seq}"), seq)
+        before = store.count
+        marker = await repo.sessions.open_marker(s.id)
+        start = await repo.sessions.start_event(s.id)
+        assert store.count - before == 2
+        assert marker is not None and marker["goal"] == "the goal" and marker["author"] == "ana"
+        assert start is not None and start["type"] == "start" and start["role"] == "agent"
+        assert await repo.sessions.open_marker("a" * 16) is None
+        assert await repo.sessions.start_event("a" * 16) is None
+        s = await repo.sessions.load(s.id)
+        await repo.sessions.abandon(s, make_event("abandon", "ana", "agent", 2.0, reason="done"), "done")
+        assert await repo.sessions.open_marker(s.id) is None  # closed: no marker
+        assert (await repo.sessions.start_event(s.id) or {}).get("goal") == "the goal"  # events stay
+
+    asyncio.run(main())
+
+
+def test_a_refused_creation_is_taken_back_by_the_plumbing(tmp_path: Path) -> None:
+    """``Repo.uncreate`` removes exactly what ``create`` wrote (the node calls it when registering the
+    name is refused after the store part succeeded): the repository no longer exists and can be
+    created again."""
+
+    async def main() -> None:
+        repo = Repo(EmbeddedStore(tmp_path / "s", create=True, fsync=False), "t/r")
+        await repo.create(description="first")
+        assert await repo.exists() and repo.meta_key.endswith("meta")
+        await repo.uncreate()
+        assert not await repo.exists()
+        await repo.create(description="again")
+        assert (await repo.meta())["description"] == "again"
+
+    asyncio.run(main())

@@ -19,7 +19,7 @@ from node.accounts import ROLES as MEMBER_ROLES
 from node.errors import RateLimited
 from ui import auth
 from ui.auth import viewer
-from ui.web import bp, login_redirect, node
+from ui.web import bp, login_redirect, node, page_status
 
 
 @bp.post("/account/signout")
@@ -88,7 +88,7 @@ async def create_token() -> Response | tuple[str, int]:
         if isinstance(e, RateLimited):
             raise
         message = str(e) if isinstance(e, HifError) else "the lifetime is a number of days"
-        status = e.http_status if isinstance(e, HifError) and e.http_status != 401 else 400
+        status = page_status(e) if isinstance(e, HifError) else 400
         return await _account_page(error=message, status=status)
     return await _account_page(created={"id": tid, "token": secret, "name": name, "scope": scope,
                                         "repo": repo}, status=201)

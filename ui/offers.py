@@ -109,5 +109,5 @@ async def offer_action(owner: str, name: str, oid: str, action: str) -> Response
     except HifError as e:
         if isinstance(e, NotFound):
             raise
-        return await _offer_page(rv, lid, error=str(e), status=409 if e.http_status == 412 else e.http_status)
+        return await _offer_page(rv, lid, error=str(e), status=e.response_status)
     return redirect(rv.url("offers", lid))  # type: ignore[return-value]

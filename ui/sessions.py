@@ -42,12 +42,11 @@ DIFF_BYTES = 4 << 20  # total bytes of content diffed on one page
 async def open_marker(repo: Repo, sid: str) -> dict[str, Any] | None:
     """An open session's listing entry: goal, author and start time from its marker, the role from
     its start event (two reads, whatever the session's length)."""
-    data = await repo.store.get_or_none(repo.sessions.open_key(sid))
-    if data is None:
+    marker = await repo.sessions.open_marker(sid)
+    if marker is None:
         return None  # closed meanwhile
-    marker = decode(data)
-    start = await repo.store.get_or_none(repo.sessions.event_key(sid, 0))
-    role = decode(start).get("role") if start is not None else None
+    start = await repo.sessions.start_event(sid)
+    role = start.get("role") if start is not None else None
     return {"id": sid, "goal": marker.get("goal", ""), "author": marker.get("author", ""),
             "time": marker.get("time"), "role": role, "state": "open", "files": None}
 
@@ -154,9 +153,7 @@ async def _load_session(rv: RepoView, sid: str) -> Session:
 async def _raw_events(rv: RepoView, sid: str, since: int, *, limit: int | None) -> list[Any]:
     """A session's stored events after ``since``, each decoded on its own (None when it does not
     decode): what a page shows when the session's log holds malformed events."""
-    sessions = rv.repo.sessions
-    after = sessions.event_key(sid, since) if since >= 0 else None
-    keys = [k async for k in rv.repo.store.iter_keys(sessions.events_prefix(sid)) if after is None or k > after]
+    keys = await rv.repo.sessions.event_keys(sid, since)
     out: list[Any] = []
     for key in keys[:limit]:
         try:

@@ -23,7 +23,7 @@ from ui import auth
 from ui.auth import viewer
 
 # -- home and search -------------------------------------------------------------------------------
-from ui.web import bp, login_redirect, node, safe_next
+from ui.web import bp, login_redirect, node, page_status, safe_next
 
 
 @bp.get("/")
@@ -151,7 +151,7 @@ async def federation_action(action: str) -> Response | tuple[str, int]:
             await federation_control.unfollow(node().store, url)
         fed.wake_outbox()
     except HifError as e:
-        return await _federation_page(error=str(e), status=e.http_status if e.http_status != 401 else 400)
+        return await _federation_page(error=str(e), status=page_status(e))
     return await _federation_page(done=f"{'Following' if action == 'follow' else 'Stopped following'} {url}")
 
 
@@ -184,5 +184,5 @@ async def import_run() -> Response | tuple[str, int]:
                                 private=form.get("private") == "1", owner_user=p.user)
     except HifError as e:
         page = await render_template("import.html", form=form, error=str(e))
-        return page, e.http_status if e.http_status != 401 else 400
+        return page, page_status(e)
     return redirect("/" + name), 302  # type: ignore[return-value]

@@ -97,7 +97,7 @@ async def error_page(status: int, message: str, headers: dict[str, str] | None =
 
 @bp.errorhandler(HifError)
 async def _hif_error(e: HifError) -> Response:
-    status = 409 if e.http_status == 412 else e.http_status
+    status = e.response_status
     headers = {"Retry-After": str(e.retry_after)} if isinstance(e, RateLimited) else None
     return await error_page(status, str(e), headers)
 
@@ -271,6 +271,13 @@ def crumbs(rv: RepoView, path: str, at: int | None) -> list[tuple[str, str]]:
         out.append((parts[i], rv.url("tree", "/".join(parts[: i + 1]), at=at)))
     return out
 
+
+
+def page_status(e: HifError) -> int:
+    """The status of a form page shown again with its error: the error's own (node.wire's rule),
+    except that a 401 is a 400: the viewer is signed in, a browser must not prompt for a log-in."""
+    status = e.response_status
+    return 400 if status == 401 else status
 
 
 def form_status(e: HifError) -> int:

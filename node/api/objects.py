@@ -93,7 +93,7 @@ async def objects_stream(ctx: Ctx) -> Response:
                     break
                 batch, got, at = nxt, await pending, at + len(nxt)
             except HifError as e:  # too late for a status: the last item says what went wrong
-                yield cbor2.dumps(error_body(e.http_status, str(e)))
+                yield cbor2.dumps(error_body(e.response_status, str(e)))
                 return
             finally:
                 if pending is not None and not pending.done():

@@ -82,7 +82,7 @@ async def create_repo(ctx: Ctx) -> dict[str, Any]:
                                                 description=description)
     except HifError:  # refused after all (a name taken meanwhile): a refused request stores nothing
         if created:
-            await repo.discard()
+            await repo.uncreate()
         raise
     return await _meta(ctx, info, repo)
 

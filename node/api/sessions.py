@@ -17,7 +17,6 @@ from hif.objects import (
     FILE_KINDS,
     LINK,
     Entry,
-    decode,
     stored_kind,
 )
 from hif.paths import check_no_collisions, check_path
@@ -50,10 +49,9 @@ MAX_SEQ = 10**SEQ_WIDTH - 1  # sequence numbers are keys of SEQ_WIDTH digits
 async def list_sessions(ctx: Ctx) -> dict[str, Any]:
     out = []
     for sid in (await ctx.r.sessions.list_open())[:1000]:
-        data = await ctx.r.store.get_or_none(ctx.r.sessions.open_key(sid))
-        if data is None:
+        marker = await ctx.r.sessions.open_marker(sid)
+        if marker is None:
             continue  # closed meanwhile
-        marker = decode(data)
         out.append({"id": sid, "goal": marker.get("goal"), "author": marker.get("author"),
                     "started": marker.get("time")})
     return {"sessions": out}
