@@ -9,7 +9,7 @@ first, then where the agent's last session landed) while ``put_blob`` stores the
 (``group=128``, the default) and off (``group=1``). On the model store with group landing, the agents
 either each hold their own ``Repo`` (``--repos agent``: own caches, as separate processes would) or
 share one per worker process (``process``: how the in-process SDK is used); ``--virtual`` also runs
-those rows on ``hif.sim``'s virtual-time loop, where CPU costs nothing. Each configuration runs in its
+those rows on ``hif.testing.sim``'s virtual-time loop, where CPU costs nothing. Each configuration runs in its
 own worker processes, so peak RSS is their own (``VmHWM``); on the model store the agents are shared
 out between ``--procs`` processes (default: one per CPU), since 128 agents are not one thread in real life.
 
@@ -129,7 +129,7 @@ async def _run_config(cfg: dict[str, Any]) -> dict[str, Any]:
     from hif.repo import Repo
     from hif.session import make_event
     from hif.store import EmbeddedStore
-    from hif.store.faults import Faults, FaultyStore, s3_latency
+    from hif.testing.faults import Faults, FaultyStore, s3_latency
 
     kind, n, sessions, group = cfg["store"], cfg["agents"], cfg["sessions"], cfg["group"]
     raw: ObjectStore
@@ -151,7 +151,7 @@ async def _run_config(cfg: dict[str, Any]) -> dict[str, Any]:
 
     with contextlib.suppress(PreconditionFailed):  # every worker process ensures it; one creates it
         await Repo(raw, REPO).ensure(description="land_contention")
-    # on virtual time (--virtual: hif.sim's loop, where only the modelled latency passes and CPU
+    # on virtual time (--virtual: hif.testing.sim's loop, where only the modelled latency passes and CPU
     # costs nothing) every clock is the loop's
     loop = asyncio.get_running_loop()
     virtual = bool(cfg.get("virtual"))
@@ -256,7 +256,7 @@ def worker(spec: str) -> None:
         raw = EmbeddedStore(cfg["url"])
         result = asyncio.run(_check(raw, json.loads(Path(cfg["check"]).read_text()), cfg["failures"]))
     elif cfg.get("virtual"):
-        from hif.sim import run_virtual
+        from hif.testing.sim import run_virtual
 
         result = run_virtual(_run_config(cfg))
     else:

@@ -54,7 +54,7 @@ from hif.objects import FILE, Entry  # noqa: E402
 from hif.repo import Repo  # noqa: E402
 from hif.session import make_event  # noqa: E402
 from hif.store.embedded import EmbeddedStore  # noqa: E402
-from hif.store.faults import Faults, FaultyStore  # noqa: E402
+from hif.testing.faults import Faults, FaultyStore  # noqa: E402
 from hif.tree import apply  # noqa: E402
 from hif.tree import diff as tree_diff  # noqa: E402
 

@@ -310,7 +310,7 @@ class Directory:
 
     async def repository(self, url: str) -> RemoteRepoActor:
         """The actor of a repository's web URL (``https://host/owner/name``), by WebFinger."""
-        from hif.remote import parse_repo_url
+        from hif.forge.urls import parse_repo_url
 
         base, name = parse_repo_url(url)
         finger = f"{base}/.well-known/webfinger?resource={quote(f'{base}/{name}', safe='')}"

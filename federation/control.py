@@ -21,7 +21,7 @@ from hif.store.base import ObjectStore
 
 def parse_target(url: str) -> tuple[str, str, str]:
     """``https://host/owner/name`` -> (node base URL, host, ``owner/name``)."""
-    from hif.remote import parse_repo_url
+    from hif.forge.urls import parse_repo_url
 
     base, name = parse_repo_url(url)
     return base, authority(base), name

@@ -25,9 +25,9 @@ from federation.layout import load_map
 from federation.net import CBOR_CAP, Fetcher, http_error
 from federation.settings import authority
 from hif.errors import CorruptObject, HifError, NotFound, PreconditionFailed, RemoteError
+from hif.forge.client import ObjectStreamReader
 from hif.mainline import log_key
 from hif.objects import DIR, EMPTY_TREE, check_stored, decode, digest, encode, pack, unpack
-from hif.remote import ObjectStreamReader
 from hif.repo import Repo
 from hif.store.base import ObjectStore
 

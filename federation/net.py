@@ -22,6 +22,7 @@ import asyncio
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -34,6 +35,7 @@ from hif.errors import HifError, InvalidInput, NotFound, PermissionDenied, Remot
 
 JSON_CAP = 1 << 20  # actor documents, WebFinger, activities
 CBOR_CAP = 64 << 20  # envelopes pages, objects, offer bundles
+RESOLVER_THREADS = 8  # name lookups at once (a lookup that hangs holds one until its timeout)
 POOLS = {  # max connections per pool (keep-alive: half)
     "keys": 32,
     "objects": 64,
@@ -143,10 +145,14 @@ class Fetcher:
             for name, size in POOLS.items()
         }
         self._dns: dict[tuple[str, int], tuple[float, str]] = {}
+        # name lookups block a thread each (getaddrinfo): their own threads, so names a stranger
+        # makes hang cannot take the default executor's few threads from argon2 and the rest
+        self._resolver = ThreadPoolExecutor(RESOLVER_THREADS, thread_name_prefix="micelio-dns")
 
     async def close(self) -> None:
         for client in self._pools.values():
             await client.aclose()
+        self._resolver.shutdown(wait=False, cancel_futures=True)
 
     async def resolve(self, url: str) -> str:
         """The one address this URL may be fetched from; raises :class:`Refused` otherwise."""
@@ -172,7 +178,10 @@ class Fetcher:
         except ValueError:
             try:
                 infos = await asyncio.wait_for(
-                    loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), self.settings.timeout
+                    loop.run_in_executor(
+                        self._resolver, socket.getaddrinfo, host, port, 0, socket.SOCK_STREAM
+                    ),
+                    self.settings.timeout,
                 )
             except socket.gaierror as e:
                 if e.errno in _NO_SUCH_HOST:

@@ -141,7 +141,7 @@ async def make_offer(
     fed: Federation, repo: Repo, sid: str, target: str, user: str
 ) -> dict[str, Any]:
     """Bundle an open session and queue its ``Offer`` to the repository at ``target``."""
-    from hif.remote import parse_repo_url
+    from hif.forge.urls import parse_repo_url
 
     base, name = parse_repo_url(target)
     target_url = f"{base}/{name}"

@@ -14,8 +14,9 @@ __all__ = ["HifError", "Repository", "SessionHandle"]
 
 def __getattr__(name: str) -> object:
     """``hif.Repository`` and ``hif.SessionHandle`` on first use: importing any ``hif`` module (say
-    ``hif.index`` for a quick ``hif status``) then does not load the whole SDK."""
+    ``hif.worktree.index`` for a quick ``hif status``) then does not load the whole SDK."""
     if name in ("Repository", "SessionHandle"):
+        # the SDK loads on first use: a quick ``hif status`` imports hif without it (start-up time)
         from hif import porcelain
 
         return getattr(porcelain, name)

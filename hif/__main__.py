@@ -1,4 +1,4 @@
-"""The ``hif`` command (also ``python -m hif``): :mod:`hif.quickstatus` answers a plain ``hif status``
+"""The ``hif`` command (also ``python -m hif``): :mod:`hif.worktree.quickstatus` answers a plain ``hif status``
 when it can, without importing click and the SDK; everything else goes to the click CLI."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ if TYPE_CHECKING:
 
 def main() -> None:
     if sys.argv[1:2] == ["status"]:
-        from hif.quickstatus import run
+        # the quick path answers without click or the SDK (start-up time)
+        from hif.worktree.quickstatus import run
 
         code = run(sys.argv[2:])
         if code is not None:  # printed, flushed and saved: skip the interpreter's teardown (freeing
@@ -21,7 +22,8 @@ def main() -> None:
     import gc
 
     gc.disable()  # importing the CLI allocates tens of thousands of objects and frees almost none:
-    from hif.cli import main as cli_main  # the collections it would trigger find nothing to free
+    # the collections it would trigger find nothing to free; imported only now (start-up time)
+    from hif.cli.main import main as cli_main
 
     gc.enable()
     try:

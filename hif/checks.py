@@ -28,44 +28,30 @@ must not have moved since the session's base (otherwise: sync, run the checks ag
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import re
 import shlex
-import shutil
-import signal
 import subprocess
-import tempfile
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from hif import keys
 from hif.errors import CorruptObject, HifError, InvalidInput, NotFound
 from hif.objects import (
-    EXEC,
     LINK,
     Entry,
-    blob_bytes,
-    blob_id,
     check_object,
     decode,
     digest,
     encode,
-    pack,
     unpack,
 )
 from hif.paths import CHECKS_CONFIG
 from hif.repo import Repo
 from hif.session import Session
 from hif.tree import apply, lookup_file, walk
-
-if TYPE_CHECKING:
-    from hif.porcelain import Repository
-    from hif.remote import RemoteRepo
 
 RESULT = "check"  # object kind of a check result
 DEFAULT_TIMEOUT = 30 * 60.0
@@ -285,90 +271,6 @@ class LocalCache:
         rid = await self.repo.objects.put_value(RESULT, value)
         await self.repo.store.put(cache_key(self.repo.prefix, h), encode({"result": rid}))
         return rid
-
-
-class ForgeCache:
-    """The forge's cache (``GET/PUT .../cache/checks/<hash>``); answers are verified here too."""
-
-    def __init__(self, repo: RemoteRepo, notes: list[str]) -> None:
-        self.repo = repo
-        self.notes = notes
-
-    def _path(self, h: bytes) -> str:
-        return f"{self.repo.api}cache/checks/{h.hex()}"
-
-    async def get(self, h: bytes) -> Result | None:
-        try:
-            answer = self.repo.client.get(self._path(h))
-        except NotFound:
-            return None
-        try:
-            result = check_result(unpack(answer["result"]), answer["log"], h)
-        except (CorruptObject, KeyError, TypeError) as e:
-            self.notes.append(f"ignored a forged or damaged cache entry {h.hex()[:16]}: {e}")
-            return None
-        await self.repo.objects.put_canonical(unpack(answer["result"]))  # kept in .hif/cache
-        return result
-
-    async def put(self, h: bytes, value: dict[str, Any], log: bytes) -> bytes:
-        canonical = encode([RESULT, value])
-        body = {"result": pack(canonical), "log": pack(blob_bytes(log))}
-        self.repo.client.request("PUT", self._path(h), body=body, idempotent=True)
-        await self.repo.objects.put_canonical(canonical)
-        return digest(canonical)
-
-
-# -- running ---------------------------------------------------------------------------------------
-
-
-def run_command(spec: CheckSpec, cwd: Path, *, nix: bool) -> tuple[int, float, bytes]:
-    """Run the check in ``cwd``: (exit status, seconds, combined output). A missing command or a
-    timeout raises CheckError (such a run is no result, so it is neither cached nor attested)."""
-    argv = ["nix", "develop", "--command", *spec.argv] if nix else spec.argv
-    started = time.monotonic()
-    try:
-        proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-    except FileNotFoundError:
-        raise CheckError(f"check {spec.name}: command not found: {argv[0]}") from None
-    except PermissionError:
-        raise CheckError(f"check {spec.name}: command not executable: {argv[0]}") from None
-    try:
-        out, _ = proc.communicate(timeout=spec.timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)  # the whole group: a shell's children too
-        proc.communicate()
-        raise CheckError(f"check {spec.name} timed out after {spec.timeout:g} s "
-                         "(timeout in hif.toml); nothing was cached or attested") from None
-    except BaseException:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        raise
-    return proc.returncode, round(time.monotonic() - started, 3), out
-
-
-async def materialize(r: Repository, tree: bytes, dest: Path) -> None:
-    """Write the files of ``tree`` to ``dest``, from the working copy where it holds the same bytes."""
-    async for path, entry in walk(r.repo.objects, tree):
-        full = dest / path
-        full.parent.mkdir(parents=True, exist_ok=True)
-        src = r.root / path
-        content: bytes | None = None
-        try:
-            content = os.fsencode(os.readlink(src)) if entry.kind == LINK else src.read_bytes()
-        except OSError:
-            content = None
-        if content is None or blob_id(content) != entry.oid:
-            content = await r.repo.objects.get_blob(entry.oid)
-        if entry.kind == LINK:
-            os.symlink(os.fsdecode(content), full)
-        else:
-            full.write_bytes(content)
-            if entry.kind == EXEC:
-                full.chmod(0o755)
-
-
 # -- attestations ----------------------------------------------------------------------------------
 
 
@@ -438,117 +340,6 @@ async def local_trust(repo: Repo, e: dict[str, Any], att: dict[str, Any]) -> boo
 def local_policy() -> Policy:
     """Landing in a local store: keys are trusted when listed under ``keys/<signer>``."""
     return make_policy(local_trust)
-
-
-# -- hif check -------------------------------------------------------------------------------------
-
-
-@dataclass
-class CheckReport:
-    check: str
-    status: str  # passed | failed
-    cached: bool
-    exit: int
-    duration: float
-    input: bytes
-    result: bytes
-    log: bytes
-    tree: bytes
-    nix: bool
-    output: bytes = b""
-
-    def to_json(self) -> dict[str, Any]:
-        return {"check": self.check, "status": self.status, "cached": self.cached, "exit": self.exit,
-                "duration": self.duration, "input": self.input.hex(), "result": self.result.hex(),
-                "log": self.log.hex(), "tree": self.tree.hex(), "nix": self.nix}
-
-
-@dataclass
-class CheckRun:
-    session: str
-    tree: bytes
-    nix: bool
-    reports: list[CheckReport]
-    notes: list[str]
-
-    @property
-    def ok(self) -> bool:
-        return all(r.status == "passed" for r in self.reports)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"session": self.session, "tree": self.tree.hex(), "nix": self.nix, "ok": self.ok,
-                "checks": [r.to_json() for r in self.reports], "notes": self.notes}
-
-
-def run_checks(r: Repository, names: list[str] | None = None, *, author: str | None = None,
-               role: str | None = None) -> CheckRun:
-    """``hif check``: record the working copy, then run (or find cached) each check on the session's
-    exact tree, sign an attestation per result and append it to the session."""
-    from hif.porcelain import _fold_in, default_author, default_role
-
-    s = r._open_session()
-    r._ensure_index()
-    r._record(s, author=author, role=role)
-    tree = r._run(r._session_tree(s))
-    config = r._run(read_config(r.repo, tree)) or Config({}, [])
-    # a required check runs as the base's hif.toml defines it (the mainline's rule, like the
-    # requirement itself): a session cannot pass it by editing its command
-    base = r._run(read_config(r.repo, r._run(r.repo.mainline.tree_at(s.base))))
-    for name in base.require if base is not None else []:
-        if base is not None and name in base.checks:
-            config.checks[name] = base.checks[name]
-    if not config.checks:
-        raise InvalidInput(f"no checks declared: add a [check.NAME] table to {CHECKS_CONFIG} at the "
-                           "repository root")
-    todo = list(names) if names else list(config.checks)
-    unknown = [n for n in todo if n not in config.checks]
-    if unknown:
-        raise InvalidInput(f"no check named {', '.join(unknown)} in {CHECKS_CONFIG} "
-                           f"(declared: {', '.join(config.checks)})")
-    has_flake = r._run(lookup_file(r.repo.objects, tree, "flake.nix")) is not None
-    nix = has_flake and shutil.which("nix") is not None
-    notes: list[str] = []
-    if not nix:
-        notes.append("running without Nix" + (" (nix is not installed)" if has_flake else
-                                              " (no flake.nix)"))
-    cache: LocalCache | ForgeCache = ForgeCache(r.remote, notes) if r.remote is not None else LocalCache(r.repo, notes)
-    key = keys.signing_key()
-    public = bytes(key.verify_key)
-    if r.remote is not None:
-        signer = r.remote.client.get("whoami")["user"]
-    else:
-        signer = author or default_author()
-        r._run(keys.trust(r.store, signer, public))
-    reports = []
-    for name in todo:
-        spec = config.checks[name]
-        h = r._run(input_hash(r.repo, tree, spec, nix=nix))
-        hit = r._run(cache.get(h))
-        if hit is not None:
-            value, rid, output, cached = hit.value, hit.id, hit.log, True
-        else:
-            with tempfile.TemporaryDirectory(prefix=f"hif-check-{name}-") as tmp:
-                r._run(materialize(r, tree, Path(tmp)))
-                code, seconds, output = run_command(spec, Path(tmp), nix=nix)
-            value = {"input": h, "check": name, "exit": code, "duration": seconds,
-                     "log": blob_id(output), "tree": tree, "nix": nix}
-            rid = r._run(cache.put(h, value, output))
-            cached = False
-        att = {"repo": r.repo.name, "session": s.id, "tree": tree, "check": name, "input": h,
-               "exit": value["exit"], "result": rid, "cached": cached, "duration": value["duration"],
-               "command": spec.command, "signer": signer, "key": public, "time": r.repo.clock()}
-        sig = bytes(key.sign(encode(att)).signature)
-        if r.remote is not None:
-            answer = r.remote.client.post(f"{r.remote.api}sessions/{s.id}/attest",
-                                          {"attestation": att, "signature": sig})
-            _fold_in(s, answer["event"])
-        else:
-            r._append(s, "attest", author=author or default_author(), role=role or default_role(),
-                      attestation=att, signature=sig)
-        reports.append(CheckReport(name, "passed" if value["exit"] == 0 else "failed", cached,
-                                   value["exit"], value["duration"], h, rid, value["log"], tree, nix,
-                                   output))
-    return CheckRun(s.id, tree, nix, reports, notes)
 
 
 def attest_summary(s: Session) -> list[dict[str, Any]]:

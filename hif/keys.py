@@ -21,7 +21,7 @@ KEY_FILE = "key"
 
 def config_dir() -> Path:
     """``$HIF_CONFIG_DIR``, else ``$XDG_CONFIG_HOME/hif``, else ``~/.config/hif``: where hif keeps
-    the user's signing key and forge credentials (here, not in hif.remote: httpx is slow to import)."""
+    the user's signing key and forge credentials (here, not in hif.forge: httpx is slow to import)."""
     explicit = os.environ.get("HIF_CONFIG_DIR")
     if explicit:
         return Path(explicit)
@@ -124,13 +124,3 @@ async def trust(store: ObjectStore, user: str, key: bytes) -> None:
         except PreconditionFailed:
             continue
     raise InvalidInput(f"could not record the key of {user}: too much contention")
-
-
-def register_on_forge(base: str) -> bytes:
-    """Register the user's public key on the account of the token kept for ``base``."""
-    from hif.remote import ForgeClient, token_for
-
-    key = public_key()
-    with ForgeClient(base, token_for(base)) as client:
-        client.request("PUT", "keys", body={"public_key": key}, idempotent=True)
-    return key

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import random
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -148,6 +148,42 @@ async def scan_since(repo: Repo, sid: str, scan: Scan, head: int) -> None:
     scan.checked = max(scan.checked, head)
 
 
+@dataclass(frozen=True)
+class FileMerge:
+    """What became of one file changed on both sides: the entry to write (a clean merge, or one with
+    conflict markers when they were asked for), whether it merged cleanly, and why it did not."""
+
+    entry: Entry | None = None
+    clean: bool = False
+    conflict: str | None = None
+
+
+async def merge_file(base: Entry | None, mine: Entry | None, theirs: Entry | None, *,
+                     read: Callable[[bytes], Awaitable[bytes]], put: Callable[[bytes], Awaitable[bytes]],
+                     ours_label: str = "session", markers: bool = False) -> FileMerge:
+    """The per-file three-way decision of landing, syncing and accepting an offer: ``mine`` and
+    ``theirs`` both changed the file since ``base`` (and differ). A deletion against a change, a
+    symbolic link or a binary file is a conflict; text is merged line by line, its result stored
+    with ``put`` (blobs read with ``read``); the merged file keeps the kind the changing side gave it."""
+    if mine is None or theirs is None:
+        return FileMerge(conflict="deleted on one side, changed on the other")
+    if mine.kind not in (FILE, EXEC) or theirs.kind not in (FILE, EXEC) or (
+        base is not None and base.kind not in (FILE, EXEC)
+    ):
+        return FileMerge(conflict="symbolic link changed on both sides")
+    base_bytes = await read(base.oid) if base is not None else b""
+    our_bytes = await read(mine.oid)
+    their_bytes = await read(theirs.oid)
+    if any(is_binary(b) for b in (base_bytes, our_bytes, their_bytes)):
+        return FileMerge(conflict="binary file changed on both sides")
+    result = merge3(base_bytes, our_bytes, their_bytes, ours_label=ours_label, theirs_label="mainline")
+    kind = mine.kind if mine.kind != (base.kind if base else FILE) else theirs.kind
+    entry = None
+    if result.clean or markers:
+        entry = Entry(kind if kind in (FILE, EXEC) else FILE, await put(result.data))
+    return FileMerge(entry, result.clean, None if result.clean else f"{result.conflicts} overlapping change(s)")
+
+
 async def resolve(
     repo: Repo,
     ours: dict[str, Entry | None],
@@ -186,30 +222,14 @@ async def resolve(
         if theirs in (mine, base):
             continue
         who = touched[path]
-        if mine is None or theirs is None:
-            conflicts.append(Conflict(path, who, "deleted on one side, changed on the other"))
-            continue
-        if mine.kind not in (FILE, EXEC) or theirs.kind not in (FILE, EXEC) or (
-            base is not None and base.kind not in (FILE, EXEC)
-        ):
-            conflicts.append(Conflict(path, who, "symbolic link changed on both sides"))
-            continue
-        base_bytes = await db.get_blob(base.oid) if base is not None else b""
-        our_bytes = await db.get_blob(mine.oid)
-        their_bytes = await db.get_blob(theirs.oid)
-        if any(is_binary(b) for b in (base_bytes, our_bytes, their_bytes)):
-            conflicts.append(Conflict(path, who, "binary file changed on both sides"))
-            continue
-        result = merge3(base_bytes, our_bytes, their_bytes, ours_label=ours_label, theirs_label="mainline")
-        kind = mine.kind if mine.kind != (base.kind if base else FILE) else theirs.kind
-        if result.clean or write_markers:
-            final[path] = Entry(kind if kind in (FILE, EXEC) else FILE, await db.put_blob(result.data))
-            if result.clean:
-                merged.append(path)
-            else:
-                conflicts.append(Conflict(path, who, f"{result.conflicts} overlapping change(s)"))
-        else:
-            conflicts.append(Conflict(path, who, f"{result.conflicts} overlapping change(s)"))
+        outcome = await merge_file(base, mine, theirs, read=db.get_blob, put=db.put_blob,
+                                   ours_label=ours_label, markers=write_markers)
+        if outcome.entry is not None:
+            final[path] = outcome.entry
+        if outcome.clean:
+            merged.append(path)
+        if outcome.conflict is not None:
+            conflicts.append(Conflict(path, who, outcome.conflict))
     return final, merged, conflicts
 
 

@@ -441,7 +441,7 @@ class ObjectDB:
 
     async def prefetch(self, ids: Iterable[bytes]) -> None:
         """Make ``ids`` cheap to read. A store holds every object already; a forge clone's cache
-        (``hif.remote.RemoteObjectDB``) fetches the missing ones in batches."""
+        (``hif.forge.remote.RemoteObjectDB``) fetches the missing ones in batches."""
 
     async def prefetch_diff(self, old: bytes, new: bytes) -> None:
         """Make what moving from tree ``old`` to tree ``new`` reads cheap (see ``prefetch``)."""

@@ -35,6 +35,7 @@ class Repo:
                  prefix: str | None = None) -> None:
         self.hedged = store.hedge_reads  # a store with a latency tail: slow calls are sent twice
         if store.hedge_reads:
+            # only a store with a latency tail (S3) hedges its reads (start-up time)
             from hif.store.hedged import HedgedStore
 
             store = HedgedStore(store)

@@ -62,9 +62,8 @@ async def manages_org(auth: Accounts, p: Principal, org: str) -> bool:
 async def check_login(auth: Accounts, limiter: LoginLimiter, user: str, password: str,
                       address: str) -> bool:
     """Verify a password under the login rate limits (raises RateLimited when over them)."""
-    limiter.check(user, address)
+    limiter.begin(user, address)  # counted before the verification: concurrent guesses count too
     if not await auth.check_password(user, password):
-        limiter.failure(user, address)
         return False
-    limiter.success(user, address)
+    limiter.granted(user, address)
     return True

@@ -33,6 +33,7 @@ _SECRET_LEN = len(TOKEN_PREFIX) + 32
 # A browser session's secret (kept in the signed cookie): another prefix, so it is no bearer token.
 WEB_PREFIX = "mcw_"
 _WEB_SECRET_LEN = len(WEB_PREFIX) + 32
+MAX_WEB_SESSIONS = 100  # browser sessions kept per user; a new log-in ends the oldest beyond it
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,38}$")
 _REPO = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}/[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
 _MAX_PASSWORD = 1024
@@ -211,6 +212,9 @@ def _repo_row(row: dict[str, Any]) -> dict[str, Any]:
 
 def _one(db: sqlite_utils.Database, sql: str, params: tuple[Any, ...]) -> dict[str, Any] | None:
     return next(iter(db.query(sql, params)), None)
+
+
+Lookup = Callable[[sqlite_utils.Database, str, tuple[Any, ...]], dict[str, Any] | None]
 
 
 def _one_or_none(db: sqlite_utils.Database, sql: str, params: tuple[Any, ...]) -> dict[str, Any] | None:
@@ -411,10 +415,7 @@ class Accounts:
     async def check_password(self, name: str, password: str) -> bool:
         """argon2id verification; an unknown or disabled user costs the same work and is False."""
         query = "select password_hash, disabled from users where name = ?"
-        row = _one(await self.db.read(), query, (name,))
-        if row is None:  # made on another replica or by `micelio admin` since we last looked
-            await self.db.refresh()
-            row = _one(await self.db.read(), query, (name,))
+        row = await self._fresh_row(query, (name,))
         if row is None or not isinstance(password, str):
             if self._dummy_hash is None:
                 self._dummy_hash = (await self._hash("not a password")).encode()
@@ -552,13 +553,8 @@ class Accounts:
             "select t.*, u.admin as user_admin, u.disabled as user_disabled from tokens t"
             " join users u on u.name = t.user where t.hash = ?"
         )
-        row = _one(await self.db.read(), sql, (digest,))
+        row = await self._live_row(sql, digest)
         if row is None:
-            await self.db.refresh()
-            row = _one(await self.db.read(), sql, (digest,))
-        if row is None or row["revoked"] is not None or row["user_disabled"]:
-            return None
-        if row["expires"] is not None and row["expires"] <= self.clock():
             return None
         return Principal(
             user=row["user"],
@@ -569,6 +565,25 @@ class Accounts:
             token_id=row["id"],
             expires=row["expires"],
         )
+
+    async def _fresh_row(self, sql: str, params: tuple[Any, ...], lookup: Lookup = _one) -> dict[str, Any] | None:
+        """One row from the local copy; on a miss, from a fresh one (the row may have been written
+        on another replica or by ``micelio admin`` since this replica last looked)."""
+        row = lookup(await self.db.read(), sql, params)
+        if row is None:
+            await self.db.refresh()
+            row = lookup(await self.db.read(), sql, params)
+        return row
+
+    async def _live_row(self, sql: str, digest: str, lookup: Lookup = _one) -> dict[str, Any] | None:
+        """The token or browser session row whose secret hashes to ``digest`` (``sql`` joins its
+        user as ``user_disabled``), or None when unknown, revoked, expired or its user disabled."""
+        row = await self._fresh_row(sql, (digest,), lookup)
+        if row is None or row["revoked"] is not None or row["user_disabled"]:
+            return None
+        if row["expires"] is not None and row["expires"] <= self.clock():
+            return None
+        return row
 
     # -- browser sessions -----------------------------------------------------------------------
 
@@ -591,6 +606,11 @@ class Accounts:
                 (now - FORGET_DEAD_TOKENS_AFTER, now - FORGET_DEAD_TOKENS_AFTER),
             )
             db["web_sessions"].insert(row)
+            db.execute(  # a user's oldest sessions beyond the cap end: log-ins cannot grow the database
+                "delete from web_sessions where user = ? and id not in"
+                " (select id from web_sessions where user = ? order by created desc, rowid desc limit ?)",
+                (user, user, MAX_WEB_SESSIONS),
+            )
 
         await self.db.write(change)
         return secret, row["expires"]
@@ -607,13 +627,8 @@ class Accounts:
         digest = hash_token(secret)
         sql = ("select s.*, u.admin as user_admin, u.disabled as user_disabled from web_sessions s"
                " join users u on u.name = s.user where s.hash = ?")
-        row = _one_or_none(await self.db.read(), sql, (digest,))
+        row = await self._live_row(sql, digest, lookup=_one_or_none)
         if row is None:
-            await self.db.refresh()
-            row = _one_or_none(await self.db.read(), sql, (digest,))
-        if row is None or row["revoked"] is not None or row["user_disabled"]:
-            return None
-        if row["expires"] <= self.clock():
             return None
         return Principal(user=row["user"], admin=bool(row["user_admin"]), scope="admin",
                          expires=row["expires"], web_session=row["id"])

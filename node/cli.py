@@ -21,7 +21,8 @@ from typing import Any, TypeVar
 
 import click
 
-from hif.cli import CommitBar, TransferBar, command, emit, size_text
+from hif.cli.output import command, emit, size_text
+from hif.cli.progress import CommitBar, TransferBar
 from hif.errors import InvalidInput, NotFound, PreconditionFailed
 from hif.repo import Repo
 from hif.store import ObjectStore, open_store

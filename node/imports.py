@@ -23,8 +23,9 @@ async def import_repository(
 
     Everything that can be refused is checked before the store changes: the namespace, the owner,
     and the source (a path or URL that is not a usable git repository)."""
-    # lazily: git interop is needed by imports only, not by the node's start
-    from hif.gitinterop import GitSource, import_git
+    # lazily (both): git interop is needed by imports only, not by the node's start
+    from hif.git.importer import import_git
+    from hif.git.source import GitSource  # lazily, as above
 
     check_repo(name)
     namespace = name.split("/")[0]

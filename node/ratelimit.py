@@ -12,7 +12,10 @@ Three counters, each a failure count and the time of the last failure:
   ``cap``) after its own last failure. An address that has not failed for the user, such as the
   owner's own, is never slowed by it: failures from elsewhere cannot lock the owner out.
 
-Nothing is a hard lock: at worst an address gets one attempt per ``cap`` seconds. Counts are forgotten
+An attempt counts as a failure from the moment it is let through (:meth:`LoginLimiter.begin`),
+before its password is verified, and is taken back when the password is right
+(:meth:`LoginLimiter.granted`): otherwise a burst of concurrent guesses would all pass the check
+while argon2 runs, one guess per parallel request. Nothing is a hard lock: at worst an address gets one attempt per ``cap`` seconds. Counts are forgotten
 ``forget`` seconds after their last failure. Kept in memory on each replica: no store round trip on
 the login path, and nothing to clean up. The price is that N replicas allow up to N times the attempts
 (see docs/architecture.md); an attacker who spreads requests over replicas still meets argon2's cost
@@ -32,6 +35,7 @@ from collections.abc import Callable, Iterable
 from node.errors import InvalidInput, RateLimited
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+MAX_KEYED_NAME = 64  # characters of a user name kept in a key (real names are shorter)
 Key = tuple[str, ...]
 
 
@@ -89,7 +93,9 @@ class LoginLimiter:
     @staticmethod
     def _keys(user: str | None, address: str | None) -> tuple[Key, Key, Key]:
         addr = address_key(address)
-        who = user if user is not None else ""
+        # a name is at most 39 characters: longer ones are no user's, and are cut so that a key
+        # stays small whatever a caller sends (max_keys bounds the count, this the size)
+        who = "" if user is None else user[:MAX_KEYED_NAME]
         return ("pair", who, addr), ("addr", addr), ("user", who)
 
     def check(self, user: str | None, address: str | None) -> None:
@@ -124,6 +130,25 @@ class LoginLimiter:
         across users, nor the user's across addresses: one success must not reopen a guessing
         campaign)."""
         self._failures.pop(self._keys(user, address)[0], None)
+
+    def begin(self, user: str | None, address: str | None) -> None:
+        """An attempt about to verify a password: :meth:`check` it, then count it as a failure at
+        once, before the (slow) verification, so that parallel attempts see each other and a burst
+        of concurrent guesses is throttled like a sequence. :meth:`granted` takes the count back."""
+        self.check(user, address)
+        self.failure(user, address)
+
+    def granted(self, user: str | None, address: str | None) -> None:
+        """The password of an attempt :meth:`begin` counted was right: take back the failure it
+        counted for the address and the user, and clear the pair (:meth:`success`)."""
+        for key in self._keys(user, address)[1:]:
+            entry = self._failures.get(key)
+            if entry is not None:
+                if entry[0] <= 1:
+                    del self._failures[key]
+                else:
+                    self._failures[key] = (entry[0] - 1, entry[1])
+        self.success(user, address)
 
     def _sweep(self, now: float, budget: int = 8) -> None:
         """Drop a few forgotten keys from the cold end, so idle keys do not linger until max_keys."""

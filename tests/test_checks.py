@@ -14,16 +14,10 @@ from forge import Forge
 from test_remote import Hif, setup_repo
 
 from hif import Repository
-from hif.checks import (
-    CheckError,
-    ChecksRequired,
-    glob_matcher,
-    parse_config,
-    parse_timeout,
-    run_command,
-)
+from hif.checks import CheckError, ChecksRequired, glob_matcher, parse_config, parse_timeout
 from hif.errors import InvalidInput
 from hif.objects import decode, encode
+from hif.porcelain.checks import run_command
 
 PY = sys.executable
 

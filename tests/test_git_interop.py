@@ -25,7 +25,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hif.gitinterop import unquote
+from hif.git.fastexport import unquote
 from hif.objects import Entry, encode, tree_bytes
 from hif.repo import Repo
 from hif.store import EmbeddedStore, ObjectStore

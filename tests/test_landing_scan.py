@@ -16,7 +16,7 @@ from hif.objects import EMPTY_TREE, FILE, Entry, digest
 from hif.repo import Repo
 from hif.session import Session, make_event
 from hif.store.embedded import EmbeddedStore
-from hif.store.faults import Faults, FaultyStore
+from hif.testing.faults import Faults, FaultyStore
 
 
 def new_repo(tmp_path: Path, latency: float | None = None) -> tuple[Repo, FaultyStore]:

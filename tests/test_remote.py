@@ -378,7 +378,7 @@ def test_object_stream_parsing_and_cut_answers() -> None:
     stops before its closing item is a cut (the client asks again for the rest), not a success."""
     import cbor2
 
-    from hif.remote import StreamCut, cbor_objects
+    from hif.forge.client import StreamCut, cbor_objects
 
     items = [(bytes([i]) * 32, bytes([i]) * size) for i, size in enumerate((0, 5, 23, 24, 255, 256, 70_000))]
     data = b"".join(cbor2.dumps([oid, stored]) for oid, stored in items) + cbor2.dumps({"count": len(items)})

@@ -16,7 +16,7 @@ from hif.objects import FILE, encode
 from hif.repo import Repo
 from hif.session import make_event
 from hif.store.embedded import EmbeddedStore
-from hif.store.faults import Faults, FaultyStore
+from hif.testing.faults import Faults, FaultyStore
 
 HIF = str(Path(sys.executable).with_name("hif"))
 LATENCY = 0.05  # seconds per store call: a chain of two calls takes twice as long as two together

@@ -15,10 +15,10 @@ import cbor2
 import pytest
 
 import hif.objects
-import hif.workspace
+import hif.worktree.workspace
 from hif import Repository
-from hif.index import MAGIC, RACY_NS, Index, fast_candidates, verify_dirs
 from hif.objects import Entry
+from hif.worktree.index import MAGIC, RACY_NS, Index, fast_candidates, verify_dirs
 
 FILES = {"top.txt": "top\n", "a/one.txt": "one\n", "a/two.txt": "two\n", "a/b/deep.txt": "deep\n",
          "c/three.txt": "three\n", "c/run.sh": "#!/bin/sh\n"}
@@ -231,5 +231,5 @@ def test_index_api_round_trip(tmp_path: Path) -> None:
 
 
 def test_kinds_agree_with_hif_objects() -> None:
-    w, o = hif.workspace, hif.objects
+    w, o = hif.worktree.workspace, hif.objects
     assert (w.FILE, w.EXEC, w.LINK, w.DIR) == (o.FILE, o.EXEC, o.LINK, o.DIR)

@@ -265,6 +265,74 @@ def test_key_fetch_to_a_non_global_address_is_refused_end_to_end(tmp_path: Path)
         assert status == 403 and "private or reserved" in message, (host, status, message)
 
 
+_SILENT_DNS = r"""
+import json, os, socket, subprocess, sys, threading, time
+from pathlib import Path
+import cbor2, httpx
+subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+work = Path(sys.argv[1])
+work.mkdir(parents=True)
+(work / "resolv.conf").write_text("nameserver 127.0.0.1\noptions timeout:4 attempts:1\n")
+subprocess.run(["mount", "--bind", str(work / "resolv.conf"), "/etc/resolv.conf"], check=True)
+dns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+dns.bind(("127.0.0.1", 53))
+queries = []
+def listen():  # a name server that never answers
+    while True:
+        dns.recvfrom(4096)
+        queries.append(1)
+threading.Thread(target=listen, daemon=True).start()
+from fedkit import signed_post, start_node
+from federation.identity import NodeKey
+node = start_node(work / "node", env={"MICELIO_FEDERATION_ALLOW_PRIVATE": ""})
+events = []
+try:
+    node.micelio("admin", "user", "create", "ann", "--password-stdin", input="pw-ann-123456\n")
+    def one(i):
+        key = NodeKey(os.urandom(32), f"http://k{i}.silent.test")
+        activity = {"id": f"{key.actor}#f", "type": "Follow", "actor": key.actor, "object": "x"}
+        r = signed_post(key, f"{node.url}/ap/inbox", activity)
+        events.append(["flood", r.status_code])
+    flood = [threading.Thread(target=one, args=(i,)) for i in range(int(sys.argv[2]))]
+    for t in flood:
+        t.start()
+    deadline = time.monotonic() + 60
+    while len(queries) < 6 and time.monotonic() < deadline:  # the lookups hang in the node
+        time.sleep(0.05)
+    r = httpx.post(f"{node.url}/api/v1/login", content=cbor2.dumps({"user": "ann", "password": "pw-ann-123456"}),
+                   headers={"Content-Type": "application/cbor"}, timeout=120)
+    events.append(["login", r.status_code])
+    for t in flood:
+        t.join()
+    print(json.dumps({"events": events, "queries": len(queries)}))
+finally:
+    node.stop()
+"""
+
+
+def test_host_names_that_never_resolve_do_not_stall_the_node(tmp_path: Path) -> None:
+    """Key ids on 30 host names whose name server never answers, sent at once: the lookups hang
+    in the node (in a network and mount namespace of its own, with a silent name server on its
+    loopback), and a log-in (argon2 runs in a worker thread) still answers at once, before any of
+    the flood's requests. The lookups once ran on asyncio's default executor, shared with argon2
+    and every other worker-thread call: a handful of unanswered names stopped them all."""
+    script = tmp_path / "silent_dns.py"
+    script.write_text(_SILENT_DNS)
+    here = Path(__file__).resolve().parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(here), str(here.parent), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    p = subprocess.run(
+        ["unshare", "-n", "-m", sys.executable, str(script), str(tmp_path / "work"), "30"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    assert out["queries"] >= 6, out  # the node did ask the silent name server
+    events = out["events"]
+    assert events[0] == ["login", 200], events
+    assert len(events) == 31 and all(e[0] == "flood" and e[1] in (401, 503) for e in events[1:]), events
+
+
 def test_errors_do_not_echo_what_a_named_url_holds(world: TwoNodes) -> None:
     """A key URL that answers an error page with a secret: the requester learns the status, not
     the page."""
@@ -398,6 +466,32 @@ def test_deep_or_huge_json_in_a_signed_activity_is_400_and_stores_nothing(
         assert r.status_code == 400, r.text[:300]
         assert r.json()["error"] == "bad_request"
     assert followers(a) == before
+
+
+def test_unterminated_strings_are_refused_at_once_before_any_key_fetch(world: TwoNodes) -> None:
+    """A body of 1 MiB that opens a string and never closes it, spelled so that every quote in it
+    could start another string (escaped quotes, doubled backslashes, an unterminated string per
+    array item): a 400 at once, before the key it names is fetched, and the node answers others.
+    The depth pre-scan once restarted at each such quote (quadratic: half an hour of the node's
+    CPU per request, the event loop blocked throughout, and no signature needed)."""
+    a = world.a
+    inbox = f"{a.url}/ap/repos/{REPO}/inbox"
+    size = (1 << 20) - 64
+    bodies = [
+        b'{"x": "' + b'\\"' * (size // 2),
+        b'{"x": "' + b'\\\\\\"' * (size // 4),
+        b"[" + b'"a\\",' * (size // 5),
+        b'{"x": "' + b'\\"[{' * (size // 4) + b"\\",
+    ]
+    with DripServer(DRIP) as drip:
+        key = drip.signer(3)
+        for body in bodies:
+            assert len(body) < 1 << 20
+            r = httpx.post(inbox, content=body, headers=signed_headers_for(key, inbox, body),
+                           timeout=60)
+            assert r.status_code == 400 and r.json()["error"] == "bad_request", r.text[:300]
+            assert httpx.get(f"{a.url}/healthz", timeout=30).status_code == 200
+        assert drip.stats.connections == 0, drip.stats
 
 
 def test_deep_json_from_a_key_server_is_refused_cleanly(world: TwoNodes) -> None:
@@ -551,3 +645,25 @@ def test_bounded_json_counts_nesting_outside_strings_only() -> None:
     for bad in ('{"a": NaN}', '{"a": Infinity}', "[1,]", b"\xff\xfe", '"unterminated'):
         with pytest.raises(InvalidInput):
             boundedjson.loads(bad)
+
+
+def test_bounded_json_refuses_many_small_containers_before_parsing() -> None:
+    """Each container under its own limit, but hundreds of thousands of objects in all (1 MiB of
+    ``{}`` parses into ~20 MiB of dicts; many requests at once, before any signature is checked):
+    refused as a whole, in every shape; a document near the total still parses."""
+    from federation import boundedjson
+
+    per = boundedjson.MAX_ITEMS - 1
+    shapes = [
+        [[{}] * per for _ in range(30)],
+        [[[]] * per for _ in range(30)],
+        {f"k{i}": [0] * per for i in range(30)},
+        [[{"a": [{}]}] * per for _ in range(8)],
+    ]
+    for doc in shapes:
+        text = json.dumps(doc, separators=(",", ":"))
+        assert len(text) < 1 << 20
+        with pytest.raises(InvalidInput):
+            boundedjson.loads(text)
+    fine = [[0] * per for _ in range(4)]
+    assert boundedjson.loads(json.dumps(fine)) == fine

@@ -123,7 +123,7 @@ def test_object_stream_reader_refuses_an_item_larger_than_its_limit() -> None:
     """A hostile origin cannot make a follower buffer without end: an object whose header claims
     more than the limit is refused from the header, whatever length spelling it uses."""
     from hif.errors import RemoteError
-    from hif.remote import ObjectStreamReader
+    from hif.forge.client import ObjectStreamReader
 
     oid = bytes(32)
     for head in (b"\x5a" + (1 << 30).to_bytes(4, "big"), b"\x5b" + (1 << 40).to_bytes(8, "big"),

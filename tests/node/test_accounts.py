@@ -835,3 +835,49 @@ def test_login_limiter_memory_is_bounded() -> None:
     for _ in range(20):
         lim.failure("x", "y")  # sweeping drops expired keys as new failures come
     assert len(lim._failures) < 100
+
+
+def test_login_limiter_memory_is_bounded_whatever_the_user_name() -> None:
+    """A login names any string as its user: failures with huge names (from many addresses, so
+    none is throttled) must not keep the names, only keys of bounded size."""
+    import tracemalloc
+
+    clock = Clock(0.0)
+    lim = LoginLimiter(pair_free=5, addr_free=5, user_free=5, clock=clock, max_keys=1000)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(200):
+            name = f"{i:04d}" + "n" * (256 * 1024)  # each a distinct 256 KiB name
+            lim.check(name, f"10.1.{i // 256}.{i % 256}")
+            lim.failure(name, f"10.1.{i // 256}.{i % 256}")
+            del name
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert kept < 1 << 20, kept  # 200 x 256 KiB = 50 MiB if the names were kept
+    lim.check("n" * 10, "10.9.9.9")  # unrelated users and addresses are not slowed
+
+
+def test_log_ins_keep_a_bounded_number_of_browser_sessions_per_user(
+    embedded: MakeStore, tmp_path: Path
+) -> None:
+    """Each log-in adds a browser session to the auth database (which every replica downloads and
+    every write uploads): a user who logs in again and again ends their oldest sessions beyond
+    the cap, the newest keep working, and other users' sessions are not touched."""
+    from node.accounts import MAX_WEB_SESSIONS
+
+    async def body(store: ObjectStore) -> None:
+        acc = accounts_on(store, tmp_path / "c")
+        await acc.create_user("ann", password="pw-ann-123456")
+        await acc.create_user("bob", password="pw-bob-123456")
+        bob, _ = await acc.start_web_session("bob", 3600.0)
+        secrets_ = [(await acc.start_web_session("ann", 3600.0))[0] for _ in range(MAX_WEB_SESSIONS + 30)]
+        rows = (await acc.db.read()).execute(
+            "select count(*) from web_sessions where user = 'ann'").fetchone()[0]
+        assert rows == MAX_WEB_SESSIONS
+        assert all([await acc.web_session(s) is None for s in secrets_[:30]])
+        assert all([await acc.web_session(s) is not None for s in secrets_[30:]])
+        assert (await acc.web_session(bob)) is not None
+
+    run_on(embedded, body)

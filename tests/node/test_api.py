@@ -299,7 +299,7 @@ def test_objects_are_checked_on_put(forge: Forge) -> None:
 def test_objects_stream(forge: Forge) -> None:
     """Many objects in one streamed CBOR sequence, in the order asked, closed by a count; a missing
     object is a 404 while the status can still say so, and the closing item afterwards."""
-    from hif.remote import cbor_objects
+    from hif.forge.client import cbor_objects
 
     t = forge.admin_token
     forge.api("POST", "/api/v1/repos", t, {"name": "acme/s", "private": True})

@@ -524,8 +524,8 @@ def test_mirror_refuses_a_hostile_peers_landing(tmp_path: Path, peer: tuple[str,
 
 @pytest.mark.parametrize("path", [".git/config", "sub/.GIT./x", "GIT~1/hooks/post-checkout", "a/.hif/x"])
 def test_checkout_never_writes_an_unsafe_path(tmp_path: Path, path: str) -> None:
-    from hif.checkout import check_out
-    from hif.workspace import WorkTree
+    from hif.worktree.checkout import check_out
+    from hif.worktree.workspace import WorkTree
 
     assert hif(tmp_path, "init", "demo").returncode == 0
     work = WorkTree(tmp_path / "demo")

@@ -481,3 +481,36 @@ def test_a_bad_trusted_proxy_setting_stops_the_node(tmp_path: Path) -> None:
             raise AssertionError(f"the node started with MICELIO_TRUSTED_PROXIES={bad!r}") from None
         assert proc.returncode != 0 and err.startswith("error: not an address or network"), (bad, err)
         assert "Traceback" not in err
+
+
+def test_concurrent_guesses_are_throttled_like_a_sequence(forge: Forge) -> None:
+    """Guesses sent all at once, for one user (and for many users) from one address: each attempt
+    counts before its password is verified, so a burst gets no more tries than a sequence would
+    (5 per user and address, 20 per address, then a back-off), not one per parallel request."""
+    import threading
+
+    f = forge
+    make_user(f, "target")
+
+    def burst(address: str, users: list[str]) -> list[int]:
+        codes: list[int] = []
+        go = threading.Barrier(len(users))
+
+        def one(user: str) -> None:
+            with client(f.url, address) as c:
+                go.wait()
+                codes.append(api_login(c, user, "guess").status_code)
+
+        threads = [threading.Thread(target=one, args=(u,)) for u in users]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert set(codes) <= {401, 429}, codes
+        return codes
+
+    one_user = burst("127.0.0.21", ["target"] * 40)
+    assert one_user.count(401) <= 5 + 2, sorted(one_user)  # 5 free (2 more if the burst straggles)
+    many_users = burst("127.0.0.22", [f"user{i}" for i in range(60)])
+    assert many_users.count(401) <= 20 + 2, sorted(many_users)
+    assert api_login(client(f.url, "127.0.0.23"), "target", PASSWORD).status_code == 200

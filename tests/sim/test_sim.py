@@ -1,4 +1,4 @@
-"""The deterministic simulation (hif/sim.py): agents landing over one store with injected faults.
+"""The deterministic simulation (hif/testing/sim.py): agents landing over one store with injected faults.
 
 Each seed runs agents with transient errors, lost replies and crash points over one embedded store,
 then checks the invariants (gap-free log, each session landed at most once, acknowledged landings in
@@ -15,9 +15,9 @@ import random
 import pytest
 
 from hif.errors import NotFound, PreconditionFailed, StoreError
-from hif.sim import VirtualTimeLoop, run_simulation, run_virtual
 from hif.store.embedded import EmbeddedStore
-from hif.store.faults import Faults, FaultyStore, SimulatedCrash, s3_latency
+from hif.testing.faults import Faults, FaultyStore, SimulatedCrash, s3_latency
+from hif.testing.sim import VirtualTimeLoop, run_simulation, run_virtual
 
 SMALL = dict(agents=6, sessions_per_agent=3, error_rate=0.05, lost_reply_rate=0.05, crash_rate=0.3)
 

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 from hif.objects import LINK, Entry
 from hif.paths import check_entry_path
-from hif.workspace import WorkTree
+from hif.worktree.workspace import WorkTree
 
 SLICE = 50_000  # files per streamed request (the forge takes up to 100,000 ids)
 BATCH = 128  # files handed to a writing thread at once: one queue operation, not one per file

@@ -77,6 +77,7 @@ _ENTRY: list[type[Entry]] = []  # hif.objects.Entry, imported on first use
 
 def _entry(kind: int, oid: bytes) -> Entry:
     if not _ENTRY:
+        # cbor2 and the object codecs: a quick ``hif status`` does without them (start-up time)
         from hif.objects import Entry
 
         _ENTRY.append(Entry)

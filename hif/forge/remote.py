@@ -14,38 +14,35 @@ in batches, before any event that refers to those objects.
 
 Nothing here knows about click or the working copy; tokens never appear in messages.
 """
-
 from __future__ import annotations
 
 import contextlib
-import io
-import json
-import os
 import random
-import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-import cbor2
-
-from hif.errors import (
-    AuthRequired,
-    Conflict,
-    ConflictError,
-    CorruptObject,
-    HifError,
-    InvalidInput,
-    InvalidPath,
-    NotFound,
-    PermissionDenied,
-    PreconditionFailed,
-    RemoteError,
-    SessionClosed,
+from hif.errors import CorruptObject, InvalidInput, NotFound, PreconditionFailed, RemoteError
+from hif.forge.client import (
+    ATTEMPTS,
+    EVENT_BATCH,
+    EVENT_BYTES,
+    HAVE_BATCH,
+    LOG_PAGE,
+    PUT_BATCH,
+    PUT_BYTES,
+    STREAM_BATCH,
+    STREAM_REPORT,
+    ForgeClient,
+    Progress,
+    StreamCut,
+    cbor_objects,
+    field_of,
+    one_line,
 )
-from hif.keys import config_dir
+from hif.forge.credentials import token_for
+from hif.forge.urls import normalize_url, repo_api
 from hif.landing import LandResult
 from hif.mainline import LandingRecord, Mainline, log_key
 from hif.objects import (
@@ -63,409 +60,6 @@ from hif.repo import Repo, check_repo_name
 from hif.rollups import Rollups
 from hif.session import Session, SessionStore, check_session_id, check_text, fold
 from hif.store import EmbeddedStore, ObjectStore
-
-# httpx imports its own command-line client (rich, pygments: 30 ms of every hif command's start-up)
-# and carries on without it when that import fails; hif never runs it, so the import is refused
-sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
-import httpx  # noqa: E402
-
-CBOR = "application/cbor"
-ATTEMPTS = 3  # per request, for requests that are safe to repeat
-STREAM_BATCH = 100_000  # ids per objects/stream (the forge's limit)
-STREAM_REPORT = 512  # objects between two progress reports while an answer streams
-HAVE_BATCH = 10_000  # ids per objects/have (the forge's limit)
-PUT_BATCH = 1_000  # objects per objects/put
-PUT_BYTES = 32 << 20  # bytes per objects/put (the forge accepts 64 MiB)
-EVENT_BATCH = 500  # events per sessions/<id>/events (the forge accepts 1,000)
-EVENT_BYTES = 512 << 10  # bytes of events per request (the forge accepts 1 MiB bodies)
-LOG_PAGE = 100  # landing records per log request
-MAX_PAGES = 10_000  # bound on any paged listing
-
-# A transfer report: (direction "fetch" | "send", objects, bytes) after each batch.
-Progress = Callable[[str, int, int], None]
-
-
-# -- URLs and credentials ----------------------------------------------------------------------
-
-
-def normalize_url(url: str) -> str:
-    """``http(s)://host[:port][/prefix]`` without a trailing slash: the key credentials are kept under.
-
-    User info, queries and fragments are refused: a secret in a URL would end up in config files.
-    """
-    parts = urlsplit(url.strip())
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        raise InvalidInput(f"not a forge URL: {url!r} (use http(s)://host[:port])")
-    if "@" in parts.netloc or parts.query or parts.fragment:
-        raise InvalidInput("a forge URL must not carry user info, a query or a fragment")
-    try:
-        parts.port  # noqa: B018 - raises on a malformed port
-    except ValueError:
-        raise InvalidInput(f"not a forge URL: {url!r} (bad port)") from None
-    path = parts.path.rstrip("/")
-    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), path, "", ""))
-
-
-def parse_repo_url(url: str) -> tuple[str, str]:
-    """``<base>/<owner>/<name>`` -> (base URL, ``owner/name``)."""
-    base = normalize_url(url)
-    parts = urlsplit(base)
-    segs = [s for s in parts.path.split("/") if s]
-    if len(segs) < 2:
-        raise InvalidInput(f"a repository URL looks like http(s)://host/owner/name, not {url!r}")
-    name = check_repo_name("/".join(segs[-2:]))
-    prefix = "/".join(segs[:-2])
-    root = urlunsplit((parts.scheme, parts.netloc, f"/{prefix}" if prefix else "", "", ""))
-    return root, name
-
-
-def parse_clone_url(url: str) -> tuple[str, str, str | None]:
-    """Like :func:`parse_repo_url`, but ``<base>/mirrors/<host>/<owner>/<name>`` names a forge's
-    read-only mirror of a remote repository: -> (base URL, ``owner/name``, mirrored host or None)."""
-    base = normalize_url(url)
-    parts = urlsplit(base)
-    segs = [s for s in parts.path.split("/") if s]
-    if len(segs) >= 4 and segs[-4] == "mirrors":
-        host = segs[-3].lower()
-        if not host or "/" in host or host in (".", ".."):
-            raise InvalidInput(f"not a mirror URL: {url!r}")
-        name = check_repo_name("/".join(segs[-2:]))
-        prefix = "/".join(segs[:-4])
-        root = urlunsplit((parts.scheme, parts.netloc, f"/{prefix}" if prefix else "", "", ""))
-        return root, name, host
-    root, name = parse_repo_url(url)
-    return root, name, None
-
-
-def repo_api(name: str, mirror: str | None = None) -> str:
-    """The API path of a repository (or of a forge's mirror of one), relative to ``/api/v1/``."""
-    return f"mirrors/{mirror}/{name}" if mirror else f"repos/{name}"
-
-
-def credentials_path() -> Path:
-    return config_dir() / "credentials.json"
-
-
-def load_credentials() -> dict[str, dict[str, str]]:
-    try:
-        raw = json.loads(credentials_path().read_text())
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as e:
-        raise InvalidInput(f"cannot read {credentials_path()}: {e}") from None
-    if not isinstance(raw, dict):
-        return {}
-    return {k: v for k, v in raw.items() if isinstance(v, dict) and isinstance(v.get("token"), str)}
-
-
-def save_credentials(creds: dict[str, dict[str, str]]) -> None:
-    """Write atomically with mode 0600 from the start: the file holds bearer tokens."""
-    path = credentials_path()
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, (json.dumps(creds, indent=1, sort_keys=True) + "\n").encode())
-        os.fchmod(fd, 0o600)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
-def token_for(base: str) -> str | None:
-    """``$HIF_TOKEN`` wins over the token stored by ``hif login``; None means anonymous."""
-    env = os.environ.get("HIF_TOKEN")
-    if env:
-        return env
-    entry = load_credentials().get(normalize_url(base))
-    return entry["token"] if entry else None
-
-
-def default_remote(remote: str | None) -> str:
-    """The forge to talk to: the one named, else the only one logged in to."""
-    if remote:
-        return normalize_url(remote)
-    forges = sorted(load_credentials())
-    if len(forges) == 1:
-        return forges[0]
-    if not forges:
-        raise InvalidInput("not logged in to any forge; run hif login URL, or name one with --remote URL")
-    raise InvalidInput(f"logged in to several forges ({', '.join(forges)}); choose one with --remote URL")
-
-
-def login(url: str, token: str) -> dict[str, Any]:
-    """Check the token with ``whoami`` and keep it for ``url``; returns ``{"url", "user"}``."""
-    base = normalize_url(url)
-    token = token.strip()
-    if not token:
-        raise InvalidInput("the token must not be empty")
-    with ForgeClient(base, token) as client:
-        who = client.get("whoami")
-    user = _field(who, "user", str)
-    creds = load_credentials()
-    creds[base] = {"token": token, "user": user}
-    save_credentials(creds)
-    return {"url": base, "user": user}
-
-
-def logout(url: str) -> dict[str, Any]:
-    base = normalize_url(url)
-    creds = load_credentials()
-    removed = creds.pop(base, None) is not None
-    if removed:
-        save_credentials(creds)
-    return {"url": base, "removed": removed}
-
-
-def create_repo(name: str, *, private: bool = False, description: str | None = None,
-                remote: str | None = None) -> dict[str, Any]:
-    """Create ``owner/name`` on a forge; returns its metadata plus ``remote`` and clone ``url``."""
-    check_repo_name(name)
-    base = default_remote(remote)
-    body: dict[str, Any] = {"name": name, "private": private}
-    if description:
-        body["description"] = check_text(description, "description")
-    with ForgeClient(base, token_for(base)) as client:
-        meta = client.post("repos", body)
-    if not isinstance(meta, dict):
-        raise RemoteError(f"{base} sent an answer hif cannot read")
-    return {**meta, "remote": base, "url": f"{base}/{name}"}
-
-
-def list_repos(remote: str | None = None) -> tuple[str, list[dict[str, Any]]]:
-    base = default_remote(remote)
-    out: list[dict[str, Any]] = []
-    after: str | None = None
-    with ForgeClient(base, token_for(base)) as client:
-        for _ in range(MAX_PAGES):
-            page = client.get("repos", limit=100, after=after)
-            out += _field(page, "repos", list)
-            after = page.get("next")
-            if not after:
-                break
-    return base, out
-
-
-# -- the HTTP client ---------------------------------------------------------------------------
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
-def _field(doc: Any, name: str, kind: type | tuple[type, ...]) -> Any:
-    """A typed field of an answer; anything else is a forge hif cannot understand."""
-    if not isinstance(doc, dict) or not isinstance(doc.get(name), kind):
-        raise RemoteError(f"the forge sent an answer without a valid {name!r}")
-    return doc[name]
-
-
-class ForgeClient:
-    """CBOR requests to one forge with one (optional) bearer token; forge errors become hif errors.
-
-    Requests that are safe to repeat (reads, object transfers, landing, which is idempotent) are
-    retried a bounded number of times on connection failures and 5xx answers; any request is
-    retried when the connection could not even be opened, since then nothing was sent.
-    """
-
-    def __init__(self, base_url: str, token: str | None = None, *, timeout: float | None = None) -> None:
-        self.base_url = normalize_url(base_url)
-        headers = {"Accept": CBOR, "User-Agent": "hif"}
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        if timeout is None:
-            timeout = float(os.environ.get("HIF_REMOTE_TIMEOUT", "60"))
-        # a plain-HTTP forge never speaks TLS here (redirects are not followed): no need to load the
-        # system's certificates, which costs a CLI command 30 ms per client
-        self._http = httpx.Client(base_url=self.base_url + "/api/v1/", headers=headers, timeout=timeout,
-                                  follow_redirects=False, verify=self.base_url.startswith("https:"))
-        self.requests = 0
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> ForgeClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def get(self, path: str, **params: Any) -> Any:
-        return self.request("GET", path, params=params, idempotent=True)
-
-    def post(self, path: str, body: Any, *, idempotent: bool = False) -> Any:
-        return self.request("POST", path, body=body, idempotent=idempotent)
-
-    def request(self, method: str, path: str, *, body: Any = None, params: dict[str, Any] | None = None,
-                idempotent: bool = False) -> Any:
-        content = encode(body) if body is not None else None
-        headers = {"Content-Type": CBOR} if content is not None else {}
-        query = {k: v for k, v in (params or {}).items() if v is not None}
-        problem = "no answer"
-        for attempt in range(ATTEMPTS):
-            if attempt:
-                time.sleep(0.2 * 2 ** (attempt - 1) * (1 + random.random()))
-            self.requests += 1
-            try:
-                resp = self._http.request(method, path, content=content, params=query, headers=headers)
-            except httpx.ConnectError as e:  # nothing was sent: repeating is safe for any request
-                problem = _one_line(str(e) or type(e).__name__)
-                continue
-            except (httpx.HTTPError, httpx.InvalidURL) as e:
-                problem = _one_line(str(e) or type(e).__name__)
-                if idempotent:
-                    continue
-                break
-            if resp.status_code >= 500 and idempotent and attempt + 1 < ATTEMPTS:
-                problem = f"HTTP {resp.status_code}"
-                continue
-            return self._answer(resp)
-        raise RemoteError(f"cannot reach {self.base_url}: {problem}")
-
-    def stream(self, path: str, body: Any) -> Iterator[bytes]:
-        """POST ``body`` and yield the answer's bytes as they arrive, so that a large answer is used
-        while it is still coming. An error answer raises as :meth:`request` does; a connection that
-        fails or a 5xx raises :class:`StreamCut`, after which asking again for the rest is safe."""
-        self.requests += 1
-        try:
-            with self._http.stream("POST", path, content=encode(body),
-                                   headers={"Content-Type": CBOR}) as resp:
-                if resp.status_code != 200:
-                    resp.read()
-                    if resp.status_code >= 500:
-                        raise StreamCut(f"cannot reach {self.base_url}: HTTP {resp.status_code}")
-                    self._answer(resp)  # raises the forge's error
-                    raise RemoteError(f"{self.base_url} sent an answer hif cannot read")
-                yield from resp.iter_bytes()
-        except (httpx.HTTPError, httpx.InvalidURL) as e:
-            raise StreamCut(f"cannot reach {self.base_url}: {_one_line(str(e) or type(e).__name__)}") from None
-
-    def _answer(self, resp: httpx.Response) -> Any:
-        status = resp.status_code
-        doc: Any = None
-        if resp.content:
-            try:
-                doc = decode(resp.content)  # one CBOR item, nothing after it
-            except CorruptObject:  # a proxy may answer HTML
-                doc = None
-        if 200 <= status < 300:
-            if doc is None and resp.content:
-                raise RemoteError(f"{self.base_url} sent an answer hif cannot read (HTTP {status})")
-            return doc if doc is not None else {}
-        raise self._error(status, doc if isinstance(doc, dict) else {}, resp)
-
-    def _error(self, status: int, doc: dict[str, Any], resp: httpx.Response) -> HifError:
-        code = doc.get("error") if isinstance(doc.get("error"), str) else ""
-        message = _one_line(doc.get("message")) if isinstance(doc.get("message"), str) else ""
-        message = message or f"HTTP {status}"
-        if status == 401:
-            return AuthRequired(f"{message} (log in with: hif login {self.base_url} --token ...)")
-        if status == 403:
-            return PermissionDenied(message)
-        if status == 404:
-            return NotFound(message)
-        if status == 409:
-            if code == "conflict" and isinstance(doc.get("conflicts"), list):
-                return ConflictError([_conflict(c) for c in doc["conflicts"]])
-            if code == "session_closed":
-                return SessionClosed(message)
-            return InvalidInput(message)
-        if status == 422:
-            return InvalidPath(message) if "path" in message.lower() else CorruptObject(message)
-        if status == 429:
-            wait = resp.headers.get("Retry-After")
-            return InvalidInput(f"{message} (try again in {wait} s)" if wait else message)
-        if status in (400, 413):
-            return InvalidInput(message)
-        if status >= 500:
-            return RemoteError(f"cannot reach {self.base_url}: HTTP {status} ({message})")
-        return RemoteError(f"{self.base_url} answered HTTP {status}: {message}")
-
-
-class StreamCut(RemoteError):
-    """A streamed answer stopped early (connection lost, or the node failed): ask again for the rest."""
-
-
-class ObjectStreamReader:
-    """The items of an ``objects/stream`` answer (a CBOR sequence, RFC 8742), read incrementally:
-    :meth:`feed` each chunk as it arrives and get the complete ``(id, stored)`` pairs, then
-    :meth:`close` for the closing map. Only that shape is read, by hand: a general decoder would need
-    the whole answer, or a file-like wrapper and a call per item. Memory stays one item and a chunk;
-    ``max_item`` refuses an item that claims more (a hostile peer cannot make it buffer without end)."""
-
-    def __init__(self, max_item: int | None = None) -> None:
-        self._buf = bytearray()
-        self._at = 0
-        self._max_item = max_item
-
-    def feed(self, chunk: bytes) -> list[tuple[bytes, bytes]]:
-        buf, at = self._buf, self._at
-        if at:
-            del buf[:at]
-            at = 0
-        buf += chunk
-        end = len(buf)
-        out: list[tuple[bytes, bytes]] = []
-        while at < end:
-            if buf[at] != 0x82:  # not a pair: the closing map, decoded once the answer is complete
-                break
-            if end - at < 36:
-                break
-            if buf[at + 1] != 0x58 or buf[at + 2] != 0x20 or buf[at + 35] >> 5 != 2:
-                raise RemoteError("the forge sent a malformed object stream")
-            info = buf[at + 35] & 31
-            if info < 24:
-                head, size = 1, info
-            elif info <= 27:
-                head = 1 + (1 << (info - 24))
-                if end - at < 35 + head:
-                    break
-                size = int.from_bytes(buf[at + 36:at + 35 + head], "big")
-            else:
-                raise RemoteError("the forge sent a malformed object stream")
-            if self._max_item is not None and size > self._max_item:
-                raise RemoteError(f"the forge sent an object of {size} bytes (at most {self._max_item})")
-            stop = at + 35 + head + size
-            if stop > end:
-                break
-            with memoryview(buf) as view:  # one copy of a (possibly large) object, not two
-                out.append((bytes(view[at + 3:at + 35]), bytes(view[at + 35 + head:stop])))
-            at = stop
-        self._at = at
-        return out
-
-    def close(self) -> dict[str, Any]:
-        """The closing map once the answer ended; :class:`StreamCut` if it stopped early."""
-        rest = bytes(self._buf[self._at:])
-        self._buf = bytearray()
-        self._at = 0
-        if not rest:
-            raise StreamCut("the forge's answer stopped early")
-        fp = io.BytesIO(rest)
-        try:
-            closing = cbor2.CBORDecoder(fp).decode()
-        except Exception:  # cbor2 raises several types; a cut answer ends in half an item
-            raise StreamCut("the forge's answer stopped early") from None
-        if not isinstance(closing, dict) or fp.tell() != len(rest):
-            raise RemoteError("the forge sent a malformed object stream")
-        return closing
-
-
-def cbor_objects(chunks: Iterable[bytes]) -> Iterator[tuple[bytes, bytes] | dict[str, Any]]:
-    """The items of an ``objects/stream`` answer as the bytes arrive: ``(id, stored)`` for each
-    ``[id, stored]`` pair, then the closing map (see :class:`ObjectStreamReader`)."""
-    reader = ObjectStreamReader()
-    for chunk in chunks:
-        yield from reader.feed(chunk)
-    yield reader.close()
-
-
-def _conflict(raw: Any) -> Conflict:
-    try:
-        return Conflict(raw["path"], [(int(s["position"]), str(s["session"])) for s in raw["sessions"]],
-                        str(raw["reason"]))
-    except (KeyError, TypeError, ValueError):
-        raise RemoteError("the forge sent a conflict hif cannot read") from None
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
@@ -594,7 +188,7 @@ class RemoteObjectDB(ObjectDB):
                 self._count(n, size)
                 n = size = 0
                 if "error" in closing:
-                    message = _one_line(str(closing.get("message") or closing["error"]))
+                    message = one_line(str(closing.get("message") or closing["error"]))
                     if closing["error"] == "not_found":
                         raise NotFound(message)
                     raise StreamCut(f"{self.client.base_url}: {message}")
@@ -662,7 +256,7 @@ class RemoteObjectDB(ObjectDB):
         missing: list[bytes] = []
         for batch in _chunks(ids, HAVE_BATCH):
             answer = self.client.post(self.api + "have", {"ids": list(batch)}, idempotent=True)
-            missing += _field(answer, "missing", list)
+            missing += field_of(answer, "missing", list)
         batch_objs: list[bytes] = []
         size = 0
         for oid in missing:
@@ -701,7 +295,7 @@ class RemoteMainline(Mainline):
         self._last: int | None = None  # the last position asked for: tells a backward walk
 
     async def head(self, known: int | None = None) -> int:
-        pos = _field(self.client.get(self.api + "head"), "position", int)
+        pos = field_of(self.client.get(self.api + "head"), "position", int)
         return max(pos, known or 0)
 
     async def record(self, position: int) -> LandingRecord:
@@ -738,7 +332,7 @@ class RemoteMainline(Mainline):
     async def _page(self, start: int, order: str, limit: int) -> dict[int, LandingRecord]:
         answer = self.client.get(self.api + "log", start=start, limit=limit, order=order)
         out: dict[int, LandingRecord] = {}
-        for row in _field(answer, "records", list):
+        for row in field_of(answer, "records", list):
             if not (isinstance(row, list) and len(row) == 2 and isinstance(row[0], int)
                     and isinstance(row[1], bytes)):
                 raise RemoteError("the forge sent a malformed landing log")
@@ -792,8 +386,8 @@ class RemoteSessions(SessionStore):
                                "your own forge, then offer it to the origin (hif offer URL)")
         answer = self.client.post(self.api, {"goal": goal.strip(), "base": base, "role": role,
                                              "author": author})
-        sid = check_session_id(_field(answer, "id", str))
-        return fold(sid, [_field(answer, "event", dict)])
+        sid = check_session_id(field_of(answer, "id", str))
+        return fold(sid, [field_of(answer, "event", dict)])
 
     async def append(self, sid: str, event: dict[str, Any], next_seq: int | None = None) -> dict[str, Any]:
         return (await self.append_many(sid, [event], next_seq))[0]
@@ -811,7 +405,7 @@ class RemoteSessions(SessionStore):
                 body: dict[str, Any] = {"events": batch}
                 if next_seq is not None:
                     body["next_seq"] = next_seq
-                stamped = _field(self.client.post(f"{self.api}/{sid}/events", body), "events", list)
+                stamped = field_of(self.client.post(f"{self.api}/{sid}/events", body), "events", list)
                 if len(stamped) != len(batch) or not all(isinstance(e, dict) for e in stamped):
                     raise RemoteError("the forge did not acknowledge every event")
                 out += stamped
@@ -825,8 +419,8 @@ class RemoteSessions(SessionStore):
     async def _get(self, sid: str) -> dict[str, Any]:
         check_session_id(sid)
         doc = self.client.get(f"{self.api}/{sid}")
-        _field(doc, "events", list)
-        _field(doc, "state", str)
+        field_of(doc, "events", list)
+        field_of(doc, "state", str)
         return doc
 
     async def events(self, sid: str) -> list[dict[str, Any]]:
@@ -849,7 +443,7 @@ class RemoteSessions(SessionStore):
 
     async def list_open(self) -> list[str]:
         answer = self.client.get(self.api, state="open")
-        return [x["id"] for x in _field(answer, "sessions", list) if isinstance(x, dict) and "id" in x]
+        return [x["id"] for x in field_of(answer, "sessions", list) if isinstance(x, dict) and "id" in x]
 
     async def write_snapshot(self, s: Session, changes: dict[str, Entry | None]) -> bytes:
         raise InvalidInput("sessions are closed on the forge")  # RemoteRepo.land / .abandon
@@ -871,7 +465,7 @@ class RemoteRollups(Rollups):
             return []
         answer = self.client.post(self.api, {"since": lo, "until": hi, "items": sorted(items)},
                                   idempotent=True)
-        positions = _field(answer, "positions", list)
+        positions = field_of(answer, "positions", list)
         return sorted({p for p in positions if isinstance(p, int) and lo < p <= hi})
 
     async def extend(self, position: int, *, max_level: int = 16) -> None:
@@ -905,7 +499,7 @@ class RemoteRepo(Repo):
 
     async def meta(self) -> dict[str, Any]:
         meta = self.client.get(self.api.rstrip("/"))
-        _field(meta, "head", int)
+        field_of(meta, "head", int)
         return meta
 
     async def exists(self) -> bool:
@@ -926,7 +520,7 @@ class RemoteRepo(Repo):
         await self.objects.flush()
         a = self.client.post(f"{self.api}sessions/{session.id}/land", {}, idempotent=True)
         return LandResult(
-            _field(a, "position", int), _field(a, "session", str), _field(a, "tree", bytes),
+            field_of(a, "position", int), field_of(a, "session", str), field_of(a, "tree", bytes),
             merged=list(a.get("merged") or []), already=bool(a.get("already_landed")),
             attempts=int(a.get("attempts") or 1),
         )
@@ -945,7 +539,7 @@ class RemoteRepo(Repo):
         return answer
 
     def offers(self, session_id: str) -> list[dict[str, Any]]:
-        return _field(self.client.get(f"{self.api}sessions/{session_id}/offers"), "offers", list)
+        return field_of(self.client.get(f"{self.api}sessions/{session_id}/offers"), "offers", list)
 
     def close(self) -> None:
         self.client.close()
@@ -960,21 +554,3 @@ def open_remote(meta_dir: Path, config: dict[str, Any]) -> RemoteRepo:
     return RemoteRepo(ForgeClient(base, token_for(base)), config["repo"], cache,
                       mirror=config.get("mirror"))
 
-
-__all__ = [
-    "ForgeClient",
-    "RemoteObjectDB",
-    "RemoteRepo",
-    "config_dir",
-    "create_repo",
-    "default_remote",
-    "list_repos",
-    "login",
-    "logout",
-    "normalize_url",
-    "open_remote",
-    "parse_clone_url",
-    "parse_repo_url",
-    "repo_api",
-    "token_for",
-]

@@ -36,7 +36,7 @@ from hif.repo import Repo
 from hif.session import Session, make_event
 from hif.store.base import ObjectStore
 from hif.store.embedded import EmbeddedStore
-from hif.store.faults import Faults, FaultyStore, Latency, SimulatedCrash, s3_latency
+from hif.testing.faults import Faults, FaultyStore, Latency, SimulatedCrash, s3_latency
 from hif.tree import apply, lookup_file, walk
 
 T = TypeVar("T")

@@ -43,7 +43,7 @@ def run(args: list[str]) -> int | None:
         return None
     try:
         return _run(bool(args))
-    except KeyboardInterrupt:  # reported as the CLI does (hif.cli.fail)
+    except KeyboardInterrupt:  # reported as the CLI does (hif.cli.output.fail)
         if args:
             doc = {"error": {"type": "HifError", "message": "interrupted"}}
             sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
@@ -55,8 +55,9 @@ def run(args: list[str]) -> int | None:
 def _run(as_json: bool) -> int | None:
     import gc
 
+    # the quick path imports as little as it can (start-up time)
     from hif.errors import HifError
-    from hif.workspace import WorkTree, find_root
+    from hif.worktree.workspace import WorkTree, find_root  # (as above)
 
     gc.disable()  # a short run whose objects (a stat per file) make no cycles: no collections to pay for
 

@@ -16,8 +16,8 @@ from collections import deque
 from pathlib import Path
 
 from hif.errors import DirtyWorkingCopy, InvalidPath, NotARepository, WorkingCopyBusy
-from hif.index import CLEAN, RACY_NS, Index, fast_candidates, verify_dirs_parallel
 from hif.paths import RESERVED, check_path, parent_dirs
+from hif.worktree.index import CLEAN, RACY_NS, Index, fast_candidates, verify_dirs_parallel
 
 TYPE_CHECKING = False  # without importing typing, dataclasses or hif.objects (cbor2, zstandard):
 if TYPE_CHECKING:  # `hif status` on a clean tree needs none of them
