@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import click
 
-from hif.cli.output import command, emit, size_text
+from hif.cli.output import command, emit, run_guarded, size_text
 from hif.cli.progress import CommitBar, TransferBar
 from hif.errors import InvalidInput, NotFound, PreconditionFailed
 from hif.repo import Repo
@@ -323,15 +323,20 @@ def org_create(as_json: bool, name: str, owner: str) -> None:
 @click.argument("role", metavar="ROLE")
 def org_member(as_json: bool, name: str, user_name: str, role: str) -> None:
     """Give USER a ROLE in organisation NAME (reader, writer, maintainer, owner), or 'none' to remove."""
+    set_member(as_json, "org", name, user_name, role)
+
+
+def set_member(as_json: bool, kind: str, name: str, user_name: str, role: str) -> None:
+    """``org member`` and ``repo member``: give USER a ROLE on ``kind`` NAME, or remove them ('none')."""
 
     async def body(accounts: Accounts, store: ObjectStore) -> None:
         if role == "none":
-            await accounts.remove_org_member(name, user_name)
+            await getattr(accounts, f"remove_{kind}_member")(name, user_name)
         else:
-            await accounts.set_org_member(name, user_name, role)
+            await getattr(accounts, f"set_{kind}_member")(name, user_name, role)
 
     run_admin(body)
-    emit(as_json, {"org": name, "user": user_name, "role": None if role == "none" else role},
+    emit(as_json, {kind: name, "user": user_name, "role": None if role == "none" else role},
          f"{user_name} is {'no longer a member' if role == 'none' else role} of {name}")
 
 
@@ -441,16 +446,7 @@ def import_git_repo(as_json: bool, store: str | None, cache_dir: Path | None, na
 @click.argument("role", metavar="ROLE")
 def repo_member(as_json: bool, name: str, user_name: str, role: str) -> None:
     """Give USER a ROLE on the repository (reader, writer, maintainer, owner), or 'none' to remove."""
-
-    async def body(accounts: Accounts, store: ObjectStore) -> None:
-        if role == "none":
-            await accounts.remove_repo_member(name, user_name)
-        else:
-            await accounts.set_repo_member(name, user_name, role)
-
-    run_admin(body)
-    emit(as_json, {"repo": name, "user": user_name, "role": None if role == "none" else role},
-         f"{user_name} is {'no longer a member' if role == 'none' else role} of {name}")
+    set_member(as_json, "repo", name, user_name, role)
 
 
 # -- federation ------------------------------------------------------------------------------------
@@ -628,13 +624,7 @@ def federation_status(as_json: bool) -> None:
 
 
 def main() -> None:
-    try:
-        cli(prog_name="micelio")
-    except Exception as e:  # the last line of defence: never a traceback to a user
-        if os.environ.get("MICELIO_DEBUG"):
-            raise
-        click.echo(f"error: internal error: {type(e).__name__}: {e}", err=True)
-        sys.exit(1)
+    run_guarded(cli, "micelio", "MICELIO_DEBUG")
 
 
 if __name__ == "__main__":
