@@ -26,11 +26,12 @@ from hif.cli.progress import CommitBar, TransferBar
 from hif.errors import InvalidInput, NotFound, PreconditionFailed
 from hif.repo import Repo
 from hif.store import ObjectStore, open_store
-from node.accounts import Accounts, check_description, check_name, check_repo, check_scope
+from node.accounts import Accounts
 from node.authdb import AuthDB
 from node.config import DEFAULT_STORE, Config
 from node.errors import Exists
 from node.imports import import_repository
+from node.principal import check_description, check_name, check_repo, check_scope
 
 T = TypeVar("T")
 F = Callable[..., Any]

@@ -11,7 +11,8 @@ from typing import Any
 from hif.errors import NotFound, PreconditionFailed
 from hif.repo import Repo
 from hif.store.base import ObjectStore
-from node.accounts import Accounts, check_description, check_repo
+from node.accounts import Accounts
+from node.principal import check_description, check_repo
 
 
 async def import_repository(

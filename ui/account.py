@@ -14,9 +14,9 @@ from hif.errors import (
 )
 from hif.repo import check_repo_name
 from node.access import NEEDS, check_login, manages_org
-from node.accounts import INHERIT, Principal, role_rank
-from node.accounts import ROLES as MEMBER_ROLES
 from node.errors import RateLimited
+from node.principal import INHERIT, Principal, role_rank
+from node.principal import ROLES as MEMBER_ROLES
 from ui import auth
 from ui.auth import viewer
 from ui.web import bp, login_redirect, node, page_status

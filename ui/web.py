@@ -36,10 +36,10 @@ from hif.errors import (
 from hif.paths import check_path
 from hif.repo import Repo, check_repo_name
 from node.access import NEEDS, may, repo_access
-from node.accounts import ROLES as MEMBER_ROLES
-from node.accounts import Principal, role_rank
 from node.context import Node, node_of
 from node.errors import RateLimited
+from node.principal import ROLES as MEMBER_ROLES
+from node.principal import Principal, role_rank
 from node.wire import CBOR, cbor_response, error_body, query_int
 from ui import auth, render
 from ui.auth import csrf_ok, csrf_token, viewer

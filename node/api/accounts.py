@@ -7,13 +7,13 @@ from typing import Any
 from hif.errors import NotFound
 from hif.repo import check_repo_name
 from node.access import NEEDS, check_login, manages_org, need_scope
-from node.accounts import INHERIT
 from node.api.routing import (
     Ctx,
     expires_days,
     route,
 )
 from node.errors import AuthRequired, InvalidInput
+from node.principal import INHERIT
 from node.wire import (
     FORM_LIMIT,
     field,

@@ -24,10 +24,10 @@ from federation.service import Federation
 from federation.settings import FedSettings
 from hif.errors import InvalidInput, NotFound, PermissionDenied
 from hif.session import check_text
-from node.accounts import role_rank
 from node.api import objects, repos, sessions
 from node.api.routing import REPO, SESSION, Ctx, is_session_id, route
 from node.context import Node, fed_of
+from node.principal import role_rank
 from node.wire import cbor_response, error_body, field, query_int
 
 MIRROR = "/api/v1/mirrors/<host>/<owner>/<name>"

@@ -19,13 +19,13 @@ from hif.repo import Repo, check_repo_name
 from hif.rollups import query_items
 from hif.tree import lookup
 from node.access import need_scope
-from node.accounts import check_description
 from node.api.routing import (
     REPO,
     Ctx,
     route,
 )
 from node.errors import Exists, InvalidInput, PermissionDenied
+from node.principal import check_description
 from node.wire import (
     field,
     query_int,

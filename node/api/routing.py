@@ -20,9 +20,9 @@ from hif.errors import NotFound, SessionClosed
 from hif.repo import Repo, check_repo_name
 from hif.session import ROLES, Session, check_session_id
 from node.access import NEEDS, may, repo_access
-from node.accounts import ANONYMOUS, Principal
 from node.context import Node, node_of
 from node.errors import AuthRequired, InvalidInput, PermissionDenied
+from node.principal import ANONYMOUS, Principal
 from node.wire import (
     DEFAULT_LIMIT,
     cbor_response,

@@ -21,7 +21,6 @@ from hif.objects import (
 )
 from hif.paths import check_no_collisions, check_path
 from hif.session import SEQ_WIDTH, Session, check_text, make_event
-from node.accounts import Inherit
 from node.api.objects import check_objects, keep_objects
 from node.api.routing import (
     REPO,
@@ -33,6 +32,7 @@ from node.api.routing import (
     session_role,
 )
 from node.errors import InvalidInput
+from node.principal import Inherit
 from node.wire import (
     MiB,
     field,
