@@ -266,6 +266,12 @@ class SessionStore:
                 keys = []
         return out + await self._read_events(keys)
 
+    async def event_keys(self, sid: str, since: int = -1) -> list[str]:
+        """The keys of a session's events with ``seq`` > ``since``, in order: for a reader that decodes
+        each on its own (a page showing a session whose log holds malformed events)."""
+        after = self._events(sid) + f"{since:0{SEQ_WIDTH}d}" if since >= 0 else None
+        return [k async for k in self.store.iter_keys(self._events(sid)) if after is None or k > after]
+
     async def _read_events(self, keys: list[str]) -> list[dict[str, Any]]:
         out = []
         for r in await together([self.store.get(k) for k in keys]):

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from node.accounts import Accounts, Principal, allowed
+from node.accounts import Accounts
 from node.errors import PermissionDenied
+from node.principal import Principal, allowed
 from node.ratelimit import LoginLimiter
 
 # What each access level needs: (role on the repository, token scope).

@@ -11,7 +11,8 @@ from typing import Any
 from hif.errors import NotFound, PreconditionFailed
 from hif.repo import Repo
 from hif.store.base import ObjectStore
-from node.accounts import Accounts, check_description, check_repo
+from node.accounts import Accounts
+from node.principal import check_description, check_repo
 
 
 async def import_repository(
@@ -23,8 +24,9 @@ async def import_repository(
 
     Everything that can be refused is checked before the store changes: the namespace, the owner,
     and the source (a path or URL that is not a usable git repository)."""
+    # lazily (both): git interop is needed by imports only, not by the node's start
     from hif.git.importer import import_git
-    from hif.git.source import GitSource
+    from hif.git.source import GitSource  # lazily, as above
 
     check_repo(name)
     namespace = name.split("/")[0]

@@ -8,7 +8,7 @@ import signal
 from hypercorn.asyncio import serve
 from hypercorn.config import Config as HyperConfig
 
-from node.app import configure_logging, create_app
+from node.composition import configure_logging, create_app
 from node.config import Config
 
 

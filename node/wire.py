@@ -42,7 +42,6 @@ _CODES = {
     404: "not_found",
     405: "method_not_allowed",
     409: "conflict",
-    412: "conflict",
     413: "too_large",
     422: "unprocessable",
     429: "rate_limited",
@@ -60,7 +59,7 @@ def error_body(status: int, message: str, **extra: Any) -> dict[str, Any]:
 
 
 def error_response(e: HifError) -> Response:
-    status = e.http_status
+    status = e.response_status
     body = error_body(status, str(e))
     if e.session is not None:
         body["session"] = e.session
@@ -75,7 +74,7 @@ def error_response(e: HifError) -> Response:
         headers["Retry-After"] = str(e.retry_after)
     if status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="micelio"'
-    return cbor_response(body, status if status != 412 else 409, headers)
+    return cbor_response(body, status, headers)
 
 
 class CappedBody(Body):
@@ -215,14 +214,17 @@ def field(body: dict[str, Any], name: str, kind: type | tuple[type, ...], *, def
     return value
 
 
-def query_int(name: str, default: int | None, *, lo: int = 0, hi: int | None = None) -> int | None:
-    raw = request.args.get(name)
-    if raw is None or raw == "":
+def query_int(name: str, default: int | None = None, *, lo: int = 0, hi: int | None = None) -> int | None:
+    """The one parser of integer query arguments (API and web UI): absent or blank is ``default``,
+    anything else a whole number within ``lo``..``hi`` or a 400 naming the argument."""
+    raw = request.args.get(name, "").strip()
+    if not raw:
         return default
     try:
         value = int(raw)
     except ValueError:
         raise InvalidInput(f"query parameter {name} must be an integer") from None
     if value < lo or (hi is not None and value > hi):
-        raise InvalidInput(f"query parameter {name} must be between {lo} and {hi}")
+        raise InvalidInput(f"query parameter {name} must be between {lo} and {hi}" if hi is not None
+                           else f"query parameter {name} must be at least {lo}")
     return value

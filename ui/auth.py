@@ -25,8 +25,9 @@ from quart.sessions import SecureCookieSession, SecureCookieSessionInterface
 from quart.wrappers import BaseRequestWebsocket
 
 from hif.errors import HifError, PreconditionFailed
-from node.accounts import ANONYMOUS, Accounts, Principal
-from node.app import node_of
+from node.accounts import Accounts
+from node.context import node_of
+from node.principal import ANONYMOUS, Principal
 
 SECRET_KEY = "_node/ui-secret"
 COOKIE = "micelio_session"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -88,3 +89,13 @@ def note_finished_move(m: MoveReport) -> None:
         click.echo(f"  kept {path}: changed since the move began (hif status shows it)", err=True)
 
 
+def run_guarded(group: click.Group, prog_name: str, debug_env: str) -> None:
+    """Run a command line (``hif``, ``micelio``) behind the last line of defence: an unexpected error
+    is one line and exit 1, never a traceback to a user; with ``debug_env`` set, the traceback."""
+    try:
+        group(prog_name=prog_name)
+    except Exception as e:
+        if os.environ.get(debug_env):
+            raise
+        click.echo(f"error: internal error: {type(e).__name__}: {e}", err=True)
+        sys.exit(1)

@@ -23,21 +23,10 @@ import sqlite_utils
 
 from hif.errors import InvalidInput, NotFound, PreconditionFailed, StoreError
 from hif.store import EmbeddedStore, ObjectStore
-from node.accounts import (
-    ANONYMOUS,
-    FORGET_DEAD_TOKENS_AFTER,
-    INHERIT,
-    ROLES,
-    SCOPES,
-    Accounts,
-    Inherit,
-    Principal,
-    allowed,
-    cap_token,
-    hash_token,
-)
+from node.accounts import FORGET_DEAD_TOKENS_AFTER, Accounts, hash_token
 from node.authdb import KEY, AuthDB, _decode
 from node.errors import Exists, PermissionDenied, RateLimited
+from node.principal import ANONYMOUS, INHERIT, ROLES, SCOPES, Inherit, Principal, allowed, cap_token
 from node.ratelimit import LoginLimiter
 
 T = TypeVar("T")

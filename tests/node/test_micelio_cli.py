@@ -18,8 +18,9 @@ import pytest
 
 from hif.repo import Repo
 from hif.store import EmbeddedStore, ObjectStore
-from node.accounts import Accounts, Principal
+from node.accounts import Accounts
 from node.authdb import KEY, AuthDB
+from node.principal import Principal
 
 T = TypeVar("T")
 MICELIO = str(Path(sys.executable).parent / "micelio")

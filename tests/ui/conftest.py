@@ -11,7 +11,7 @@ import pytest
 from forge import start_forge
 from ui_seed import CHROMIUM, CHROMIUM_ARGS, FED_ENV, Seeded, seed
 
-from ui.views import HTMX
+from ui.web import HTMX
 
 
 @pytest.fixture(scope="session")

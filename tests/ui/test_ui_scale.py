@@ -15,10 +15,10 @@ from hif.objects import EMPTY_TREE, Entry, digest
 from hif.repo import Repo
 from hif.store.embedded import EmbeddedStore
 from node.accounts import Accounts
-from node.app import create_app
 from node.authdb import AuthDB
+from node.composition import create_app
 from node.config import Config
-from ui import views
+from ui import sessions as session_pages
 from ui.render import SHOW_MAX, file_view
 
 N = 100_000
@@ -78,19 +78,19 @@ def test_sessions_list_over_a_long_log_reads_a_page(tmp_path: Path) -> None:
                 return store.reads["log"], await r.get_data(as_text=True)
 
             n, page = await reads("/owner/long/sessions")
-            assert page.count('class="session-row"') == views.PAGE and f"goal {N}<" in page
-            assert n <= views.PAGE + 10, n  # the page, plus finding the head
+            assert page.count('class="session-row"') == session_pages.PAGE and f"goal {N}<" in page
+            assert n <= session_pages.PAGE + 10, n  # the page, plus finding the head
             nxt = re.search(r'href="(/owner/long/sessions\?[^"]*before=\d+)"', page)
             assert nxt is not None
             n, page = await reads(nxt.group(1).replace("&amp;", "&"))
-            assert f"goal {N - views.PAGE}<" in page and n <= views.PAGE + 10
+            assert f"goal {N - session_pages.PAGE}<" in page and n <= session_pages.PAGE + 10
 
             # a filter that rarely matches: bounded by the budget, with a cursor to keep looking
             n, page = await reads("/owner/long/sessions?author=rare")
             assert page.count('class="session-row"') == 2  # N and N - 1000, found within the budget
-            assert n <= views.BUDGET + 10 and "Keep looking" in page
+            assert n <= session_pages.BUDGET + 10 and "Keep looking" in page
             n, page = await reads(f"/owner/long/sessions?author=nobody&before={N // 2}")
-            assert n <= views.BUDGET + 10 and "Examined" in page
+            assert n <= session_pages.BUDGET + 10 and "Examined" in page
 
             # a path filter goes through the rollups: a few reads, not the log
             n, page = await reads("/owner/long/sessions?path=f/1234")

@@ -7,18 +7,17 @@ and the ``require_checks`` rule on every landing through this node (see ``hif.ch
   with a key registered on the caller's account, for this repository and session, and the result
   it names is here. The generic events route does not accept ``attest`` events.
 - ``PUT /api/v1/keys``: registers the caller's public key (``hif login`` sends it).
-- ``install`` sets the landing policy on the node's repository handles, so every landing (the
+- ``land_policy`` is the landing rule the composition root hands the node, so every landing (the
   land route, federation offers) is refused without the required attestations.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
-from quart import Quart
-
-from hif.checks import RESULT, attestation_problem, cache_key, check_result, make_policy
+from hif.checks import RESULT, Policy, attestation_problem, cache_key, check_result, make_policy
 from hif.errors import (
     CorruptObject,
     InvalidInput,
@@ -30,20 +29,24 @@ from hif.objects import check_object, decode, encode, unpack
 from hif.repo import Repo
 from hif.session import make_event
 from node.access import need_scope
-from node.api import REPO, SESSION, Ctx, _load_session, _role, route
-from node.app import Node
+from node.accounts import Accounts
+from node.api.routing import REPO, SESSION, Ctx, load_session, route, session_role
 from node.wire import MiB, field
 
 CACHE = REPO + "/cache/checks/<hash>"
 
 
-def install(app: Quart, node: Node) -> None:
+def land_policy(accounts: Callable[[], Accounts]) -> Policy:
+    """The ``require_checks`` rule for every landing through the node (the land routes, federation
+    offers): an attestation counts when its key is registered on the account of the user who
+    appended it. ``accounts`` is read per landing: the node opens them when it starts."""
+
     async def trusted(repo: Repo, event: dict[str, Any], att: dict[str, Any]) -> bool:
         user = event.get("user")
         return isinstance(user, str) and att.get("signer") == user and att["key"] in (
-            await node.auth.user_keys(user))
+            await accounts().user_keys(user))
 
-    node.land_policy = make_policy(trusted)  # type: ignore[attr-defined]
+    return make_policy(trusted)
 
 
 def _input_hash(text: str) -> bytes:
@@ -93,7 +96,7 @@ async def put_cached(ctx: Ctx, hash: str) -> dict[str, Any]:
 
 @route("POST", SESSION + "/attest", "write", agent=True)
 async def attest(ctx: Ctx, sid: str) -> dict[str, Any]:
-    await _load_session(ctx, sid, open_only=True)
+    await load_session(ctx, sid, open_only=True)
     att = field(ctx.body, "attestation", dict)
     sig = field(ctx.body, "signature", bytes)
     problem = attestation_problem(att, sig, repo=ctx.r.name, session=sid, tree=att.get("tree"))
@@ -112,7 +115,7 @@ async def attest(ctx: Ctx, sid: str) -> dict[str, Any]:
     if result.value["exit"] != att["exit"] or result.value["check"] != att["check"]:
         raise InvalidInput("attestation refused: it does not say what its result says")
     author = field(ctx.body, "author", str, default=ctx.user)
-    event = make_event("attest", author, _role(ctx), ctx.r.clock(), attestation=att, signature=sig)
+    event = make_event("attest", author, session_role(ctx), ctx.r.clock(), attestation=att, signature=sig)
     event["user"] = ctx.user
     return {"event": await ctx.r.sessions.append(sid, event)}
 

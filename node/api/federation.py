@@ -15,26 +15,25 @@ import os
 from collections.abc import AsyncIterator
 from typing import Any
 
-from quart import Quart, current_app
+from quart import Quart
 
 from federation import control, offers, status
 from federation.mirror import read_sync
+from federation.routes import blueprint
 from federation.service import Federation
 from federation.settings import FedSettings
 from hif.errors import InvalidInput, NotFound, PermissionDenied
 from hif.session import check_text
-from node import api
-from node.accounts import role_rank
-from node.api import REPO, SESSION, Ctx, route
-from node.app import Node
+from node.api import objects, repos, sessions
+from node.api.routing import REPO, SESSION, Ctx, is_session_id, route
+from node.context import Node, fed_of
+from node.principal import role_rank
 from node.wire import cbor_response, error_body, field, query_int
 
 MIRROR = "/api/v1/mirrors/<host>/<owner>/<name>"
 
 
 def install(app: Quart, node: Node) -> None:
-    from federation.routes import blueprint
-
     app.register_blueprint(blueprint(lambda: fed_of(app)))
 
     async def repo_info(name: str) -> dict[str, Any] | None:
@@ -68,13 +67,6 @@ def install(app: Quart, node: Node) -> None:
             error_body(403, "mirrors are read-only: offer sessions to the origin (hif offer URL)"),
             403,
         )
-
-
-def fed_of(app: Quart | None = None) -> Federation:
-    fed = (app or current_app).extensions.get("federation")  # type: ignore[union-attr]
-    if fed is None:
-        raise NotFound("federation is not running on this node")
-    return fed
 
 
 def _host(ctx: Ctx) -> str:
@@ -143,14 +135,14 @@ def _alias(fn: Any, name: str) -> Any:
 
 
 for _method, _suffix, _fn in (
-    ("GET", "/head", api.head),
-    ("GET", "/log", api.log),
-    ("GET", "/tree", api.tree),
-    ("GET", "/blame", api.blame_route),
-    ("POST", "/objects/have", api.objects_have),
-    ("POST", "/objects/get", api.objects_get),
-    ("POST", "/objects/stream", api.objects_stream),
-    ("GET", "/sessions/<sid>", api.get_session),
+    ("GET", "/head", repos.head),
+    ("GET", "/log", repos.log),
+    ("GET", "/tree", repos.tree),
+    ("GET", "/blame", repos.blame_route),
+    ("POST", "/objects/have", objects.objects_have),
+    ("POST", "/objects/get", objects.objects_get),
+    ("POST", "/objects/stream", objects.objects_stream),
+    ("GET", "/sessions/<sid>", sessions.get_session),
 ):
     route(_method, MIRROR + _suffix, "public")(_alias(_fn, f"mirror_{_fn.__name__}"))
 
@@ -206,14 +198,14 @@ def offer_id(oid: str) -> str:
 @route("POST", SESSION + "/offer", "write", agent=True, status=201)
 async def offer_session(ctx: Ctx, sid: str) -> dict[str, Any]:
     target = field(ctx.body, "target", str)
-    if not api._is_session_id(sid):
+    if not is_session_id(sid):
         raise NotFound(f"no session {sid}")
     return await offers.make_offer(fed_of(), ctx.r, sid, target, ctx.user)
 
 
 @route("GET", SESSION + "/offers", "read", agent=True)
 async def session_offers(ctx: Ctx, sid: str) -> dict[str, Any]:
-    if not api._is_session_id(sid):
+    if not is_session_id(sid):
         raise NotFound(f"no session {sid}")
     return {"offers": await offers.sent_offers(ctx.r, sid)}
 

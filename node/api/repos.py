@@ -1,0 +1,188 @@
+"""Routes of repositories: listing, creating, members, and reading the mainline (head, log, tree,
+blame, scan) (docs/api.md)."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from quart import request
+
+from hif.blame import blame
+from hif.errors import HifError, NotFound, PreconditionFailed
+from hif.mainline import log_key
+from hif.objects import (
+    DIR,
+)
+from hif.paths import check_path
+from hif.repo import Repo, check_repo_name
+from hif.rollups import query_items
+from hif.tree import lookup
+from node.access import need_scope
+from node.api.routing import (
+    REPO,
+    Ctx,
+    route,
+)
+from node.errors import Exists, InvalidInput, PermissionDenied
+from node.principal import check_description
+from node.wire import (
+    field,
+    query_int,
+)
+
+MAX_LOG = 500
+MAX_HAVE = 10_000
+
+
+async def _meta(ctx: Ctx, info: dict[str, Any], repo: Repo) -> dict[str, Any]:
+    return {
+        "name": info["name"],
+        "private": bool(info["private"]),
+        "description": info.get("description") or "",
+        "created": info.get("created"),
+        "head": await repo.mainline.head(),
+    }
+
+
+@route("GET", "/api/v1/repos", "public")
+async def list_repos(ctx: Ctx) -> dict[str, Any]:
+    limit = query_int("limit", 100, lo=1, hi=500) or 100
+    after = request.args.get("after") or None
+    infos = await ctx.node.auth.visible_repos(ctx.principal, limit=limit + 1, after=after)
+    more = len(infos) > limit
+    infos = infos[:limit]
+    repos = [await _meta(ctx, i, ctx.node.repo(i["name"])) for i in infos]
+    return {"repos": repos, "next": infos[-1]["name"] if more and infos else None}
+
+
+@route("POST", "/api/v1/repos", "user", status=201)
+async def create_repo(ctx: Ctx) -> dict[str, Any]:
+    p = ctx.principal
+    name = check_repo_name(field(ctx.body, "name", str))
+    private = field(ctx.body, "private", bool, default=False)
+    description = check_description(field(ctx.body, "description", str, default=""))
+    need_scope(p, "write")
+    if not await ctx.node.auth.can_create_repo(p, name):
+        raise PermissionDenied(f"you cannot create repositories under {name.split('/')[0]}")
+    owner = name.split("/")[0]
+    if p.admin and owner != p.user and await ctx.node.auth.get_user(owner) is None:
+        with contextlib.suppress(Exists):
+            await ctx.node.auth.create_org(owner, ctx.user)
+    if await ctx.node.auth.get_repo(name) is not None:
+        raise Exists(f"repository {name} already exists")
+    repo = ctx.node.repo(name)
+    # the store part first: a crash between the two leaves an unlisted repository that a retry adopts
+    created = False
+    with contextlib.suppress(PreconditionFailed):
+        await repo.create(description=description)
+        created = True
+    try:
+        info = await ctx.node.auth.register_repo(name, private=private, owner_user=ctx.user,
+                                                description=description)
+    except HifError:  # refused after all (a name taken meanwhile): a refused request stores nothing
+        if created:
+            await repo.uncreate()
+        raise
+    return await _meta(ctx, info, repo)
+
+
+@route("GET", REPO, "read", agent=True)
+async def repo_meta(ctx: Ctx) -> dict[str, Any]:
+    info = await ctx.node.auth.get_repo(ctx.r.name)
+    assert info is not None
+    return await _meta(ctx, info, ctx.r)
+
+
+@route("PUT", REPO + "/members/<user>", "admin")
+async def set_repo_member(ctx: Ctx, user: str) -> dict[str, Any]:
+    role = field(ctx.body, "role", str)
+    await ctx.node.auth.set_repo_member(ctx.r.name, user, role, by=ctx.principal)
+    return {"repo": ctx.r.name, "user": user, "role": role}
+
+
+@route("DELETE", REPO + "/members/<user>", "admin")
+async def remove_repo_member(ctx: Ctx, user: str) -> dict[str, Any]:
+    await ctx.node.auth.remove_repo_member(ctx.r.name, user, by=ctx.principal)
+    return {"removed": user}
+
+
+@route("GET", REPO + "/head", "read", agent=True)
+async def head(ctx: Ctx) -> dict[str, Any]:
+    return {"position": await ctx.r.mainline.head()}
+
+
+@route("GET", REPO + "/log", "read", agent=True)
+async def log(ctx: Ctx) -> dict[str, Any]:
+    top = await ctx.r.mainline.head()
+    limit = query_int("limit", 100, lo=1, hi=MAX_LOG) or 100
+    order = request.args.get("order", "asc")
+    if order not in ("asc", "desc"):
+        raise InvalidInput("order is asc or desc")
+    if order == "asc":
+        start = query_int("start", 1, lo=1) or 1
+        positions = list(range(start, min(top, start + limit - 1) + 1))
+        nxt = positions[-1] + 1 if positions and positions[-1] < top else None
+    else:
+        start = min(query_int("start", top, lo=0) or 0, top)
+        positions = list(range(start, max(0, start - limit), -1))
+        nxt = positions[-1] - 1 if positions and positions[-1] > 1 else None
+    records = [[pos, await ctx.r.store.get(log_key(ctx.r.prefix, pos))] for pos in positions]
+    return {"head": top, "records": records, "next": nxt}
+
+
+async def _position(ctx: Ctx) -> int:
+    top = await ctx.r.mainline.head()
+    at = query_int("at", top, lo=0)
+    assert at is not None
+    if at > top:
+        raise NotFound(f"no position {at} (the head is {top})")
+    return at
+
+
+def _path_arg() -> str:
+    path = request.args.get("path", "").strip("/")
+    return check_path(path) if path else ""
+
+
+@route("GET", REPO + "/tree", "read", agent=True)
+async def tree(ctx: Ctx) -> dict[str, Any]:
+    at = await _position(ctx)
+    path = _path_arg()
+    root = await ctx.r.mainline.tree_at(at)
+    entry = await lookup(ctx.r.objects, root, path) if path else None
+    oid, kind = (entry.oid, entry.kind) if entry else (root, DIR)
+    if path and entry is None:
+        raise NotFound(f"no {path} at position {at}")
+    out: dict[str, Any] = {"position": at, "path": path, "id": oid, "kind": kind}
+    if kind == DIR:
+        entries = await ctx.r.objects.get_tree(oid)
+        out["entries"] = [[n, e.kind, e.oid] for n, e in sorted(entries.items(), key=lambda kv: kv[0].encode())]
+    return out
+
+
+@route("GET", REPO + "/blame", "read", agent=True)
+async def blame_route(ctx: Ctx) -> dict[str, Any]:
+    at = await _position(ctx)
+    path = _path_arg()
+    if not path:
+        raise InvalidInput("blame needs ?path=")
+    lines = await blame(ctx.r, path, at)
+    return {"position": at, "path": path,
+            "lines": [[ln.position, ln.session, ln.goal, ln.author, ln.text] for ln in lines]}
+
+
+@route("POST", REPO + "/scan", "read", agent=True)
+async def scan(ctx: Ctx) -> dict[str, Any]:
+    since = field(ctx.body, "since", int)
+    until = field(ctx.body, "until", int)
+    top = await ctx.r.mainline.head()
+    if not 0 <= since <= until <= top:
+        raise InvalidInput(f"need 0 <= since <= until <= head ({top})")
+    if "items" in ctx.body:
+        items = field(ctx.body, "items", list)
+    else:
+        items = sorted(query_items(field(ctx.body, "session", str), field(ctx.body, "paths", list)))
+    if len(items) > MAX_HAVE or not all(isinstance(i, str) for i in items):
+        raise InvalidInput(f"items: at most {MAX_HAVE} strings")
+    return {"positions": await ctx.r.rollups.candidates(since, until, set(items))}

@@ -1,0 +1,106 @@
+"""The composition root: ``create_app`` assembles the API, the web UI and federation into one Quart
+app over one store (in the datasette manner). The only module that sees every layer, so nothing
+imports it but the server, the ``micelio`` CLI and tests.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+from quart import Quart, Response, g, request
+from werkzeug.exceptions import HTTPException
+
+from hif.errors import HifError
+from hif.store import ObjectStore
+from node import api
+from node.api import checks, federation
+from node.config import Config
+from node.context import Node
+from node.wire import cap_bodies, cbor_response, error_body, error_response
+from ui import views
+
+VERSION = "0.1.0"
+access_log = logging.getLogger("micelio.access")
+error_log = logging.getLogger("micelio.error")
+
+
+def create_app(config: Config | None = None, *, store: ObjectStore | None = None) -> Quart:
+    """Build a node app; ``store`` lets tests and embedders hand in an already open store."""
+    config = config or Config.from_env()
+    app = Quart("micelio", static_folder=None)  # the UI serves its own assets
+    cap_bodies(app)  # every body read under its route's limit, while it arrives (node.wire)
+    node = Node(config, store, land_policy=checks.land_policy(lambda: node.auth))
+    app.extensions["micelio"] = node
+    app.register_blueprint(api.bp)
+    app.register_blueprint(views.bp)  # the web UI: pages, cookie sessions, HTML error pages
+
+    @app.before_serving
+    async def _start() -> None:
+        await node.start()
+
+    @app.after_serving
+    async def _stop() -> None:
+        await node.stop()
+
+    @app.before_request
+    async def _clock() -> None:
+        g.started = time.perf_counter()
+        g.user = None
+
+    @app.after_request
+    async def _log(response: Response) -> Response:
+        if config.access_log:
+            started = getattr(g, "started", None)
+            # the query string and headers are left out on purpose: tokens must never reach a log
+            access_log.info(json.dumps({
+                "time": round(time.time(), 3),
+                "method": request.method,
+                "path": request.path,
+                "status": response.status_code,
+                "ms": round((time.perf_counter() - started) * 1000, 2) if started else None,
+                "user": getattr(g, "user", None),
+                "remote": node.client_address(),
+            }))
+        return response
+
+    @app.errorhandler(HifError)
+    async def _hif_error(e: HifError) -> Response:
+        return error_response(e)
+
+    @app.errorhandler(HTTPException)
+    async def _http_error(e: HTTPException) -> Response:
+        status = e.code or 500
+        return cbor_response(error_body(status, e.description or e.name), status)
+
+    @app.errorhandler(Exception)
+    async def _unexpected(e: Exception) -> Response:
+        error_log.exception("unhandled error on %s %s", request.method, request.path)
+        return cbor_response(error_body(500, "internal error (see the node's log)"), 500)
+
+    @app.get("/healthz")
+    async def healthz() -> tuple[dict[str, Any], int]:
+        kind = "s3" if config.store.startswith("s3://") else "embedded"
+        try:
+            await node.store.head("_node/health")
+        except HifError as e:
+            return {"ok": False, "version": VERSION, "store": kind, "error": str(e)}, 503
+        return {"ok": True, "version": VERSION, "store": kind}, 200
+
+    federation.install(app, node)  # after the store's start-up, before its close
+    return app
+
+
+def configure_logging() -> None:
+    """One JSON line per request on stdout; errors with tracebacks on stderr (for operators only)."""
+    out = logging.StreamHandler(sys.stdout)
+    out.setFormatter(logging.Formatter("%(message)s"))
+    access_log.addHandler(out)
+    access_log.setLevel(logging.INFO)
+    access_log.propagate = False
+    err = logging.StreamHandler(sys.stderr)
+    error_log.addHandler(err)
+    error_log.setLevel(logging.INFO)

@@ -1,0 +1,238 @@
+"""Repository pages: tree, file, blame, raw, settings (for mirrors too, under ``/mirrors/<host>``)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from markupsafe import Markup
+from quart import Response, redirect, render_template, request
+
+from hif import history
+from hif.blame import blame
+from hif.errors import (
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+)
+from hif.mainline import LandingRecord
+from hif.merge import is_binary
+from hif.objects import DIR, LINK, Entry
+from hif.tree import lookup
+from ui.auth import viewer
+from ui.render import (
+    FileView,
+    code_rows,
+    file_view,
+    human_size,
+    markdown,
+)
+from ui.sessions import open_sessions
+from ui.web import (
+    RepoView,
+    bp,
+    clean_path,
+    count_offers,
+    crumbs,
+    form_status,
+    grantable,
+    login_redirect,
+    mirrored,
+    node,
+    open_repo,
+)
+
+# -- repository pages ------------------------------------------------------------------------------
+
+BLAME_MAX = 512 * 1024
+README_NAMES = ("readme.md", "readme.markdown", "readme", "readme.txt", "readme.rst")
+
+
+@bp.get("/<owner>/<name>")
+async def repo_home(owner: str, name: str) -> Response | str:
+    return await _tree(owner, name, "")
+
+
+@bp.get("/<owner>/<name>/tree/<path:path>")
+async def tree(owner: str, name: str, path: str) -> Response | str:
+    return await _tree(owner, name, path)
+
+
+async def _tree(owner: str, name: str, path: str) -> Response | str:
+    rv = await open_repo(owner, name)
+    path = clean_path(path)
+    at = rv.position()
+    at_q = at if at != rv.head else None
+    root = await rv.repo.mainline.tree_at(at)
+    entry = await lookup(rv.repo.objects, root, path) if path else Entry(DIR, root)
+    if entry is None:
+        raise NotFound(f"no {path} at position {at}")
+    if entry.kind != DIR:
+        return redirect(rv.url("blob", path, at=at_q))  # type: ignore[return-value]
+    listing = await rv.repo.objects.get_tree(entry.oid)
+    entries = sorted(listing.items(), key=lambda kv: (kv[1].kind != DIR, kv[0].casefold(), kv[0]))
+    readme = None
+    for n, e in entries:
+        if e.kind != DIR and n.casefold() in README_NAMES:
+            data = await rv.repo.objects.get_blob(e.oid)
+            text = data[: 512 * 1024].decode("utf-8", "replace")
+            is_md = n.casefold().endswith((".md", ".markdown"))
+            readme = {"name": n, "html": await asyncio.to_thread(markdown, text) if is_md else None,
+                      "text": text}
+            break
+    recent: list[LandingRecord] = []
+    open_rows: list[dict[str, Any]] = []
+    if not path:
+        recent = [r async for r in rv.repo.mainline.iter_back(at, max(1, at - 9))] if at else []
+        open_rows = await open_sessions(rv.repo, cap=10)
+        await count_offers(rv)
+    return await render_template(
+        "tree.html", rv=rv, path=path, at=at, at_q=at_q, entries=entries, readme=readme,
+        crumbs=crumbs(rv, path, at_q), recent=recent, open_rows=open_rows, node_url=node().config.url,
+    )
+
+
+@dataclass
+class FilePage:
+    """What the file and blame pages start from: the file at the asked position, and its bytes."""
+
+    rv: RepoView
+    path: str
+    at: int
+    at_q: int | None  # the position for links, None at the head
+    entry: Entry
+    data: bytes
+
+
+async def _file_page(owner: str, name: str, path: str) -> FilePage | Response:
+    """The file ``path`` of a repository at ``?at=`` (or the head); a directory redirects to its tree."""
+    rv = await open_repo(owner, name)
+    path = clean_path(path)
+    at = rv.position()
+    at_q = at if at != rv.head else None
+    entry = await _file(rv, path, at)
+    if entry.kind == DIR:
+        return redirect(rv.url("tree", path, at=at_q))  # type: ignore[return-value]
+    return FilePage(rv, path, at, at_q, entry, await rv.repo.objects.get_blob(entry.oid))
+
+
+async def _file(rv: RepoView, path: str, at: int) -> Entry:
+    if not path:
+        raise NotFound("no file named")
+    root = await rv.repo.mainline.tree_at(at)
+    entry = await lookup(rv.repo.objects, root, path)
+    if entry is None:
+        raise NotFound(f"no {path} at position {at}")
+    return entry
+
+
+@bp.get("/<owner>/<name>/blob/<path:path>")
+async def blob(owner: str, name: str, path: str) -> Response | str:
+    page = await _file_page(owner, name, path)
+    if not isinstance(page, FilePage):
+        return page
+    rv, path, at, at_q, entry, data = page.rv, page.path, page.at, page.at_q, page.entry, page.data
+    view: FileView | None = None
+    target = None
+    if entry.kind == LINK:
+        target = data.decode("utf-8", "replace")
+    else:
+        view = await asyncio.to_thread(file_view, data, path)
+    hist = await history.file_history(rv.repo, path, at, limit=10, budget=500)
+    return await render_template("blob.html", rv=rv, path=path, at=at, at_q=at_q, entry=entry, view=view,
+                                 target=target, history=hist, crumbs=crumbs(rv, path, at_q),
+                                 code_rows=code_rows(view.lines) if view else "")
+
+
+@bp.get("/<owner>/<name>/blame/<path:path>")
+async def blame_page(owner: str, name: str, path: str) -> Response | str:
+    page = await _file_page(owner, name, path)
+    if not isinstance(page, FilePage):
+        return page
+    rv, path, at, at_q, entry, data = page.rv, page.path, page.at, page.at_q, page.entry, page.data
+    view = await asyncio.to_thread(file_view, data, path)
+    notice = None
+    rows: list[dict[str, Any]] = []
+    if entry.kind == LINK or view.binary:
+        notice = "Blame works on text files; this one is binary or a link."
+    elif len(data) > BLAME_MAX:
+        notice = f"Blame is shown for files up to {human_size(BLAME_MAX)}; this one is {human_size(len(data))}."
+    else:
+        lines = await blame(rv.repo, path, at)
+        prev = None
+        for ln, html in zip(lines, view.lines + [Markup("")] * (len(lines) - len(view.lines)), strict=False):
+            rows.append({"line": ln.line, "position": ln.position, "session": ln.session, "goal": ln.goal,
+                         "author": ln.author, "html": html, "first": ln.session != prev})
+            prev = ln.session
+    return await render_template("blame.html", rv=rv, path=path, at=at, at_q=at_q, rows=rows,
+                                 notice=notice, crumbs=crumbs(rv, path, at_q))
+
+
+@bp.get("/<owner>/<name>/raw/<path:path>")
+async def raw(owner: str, name: str, path: str) -> Response:
+    """The file's bytes, never interpreted by the browser as a page of this site."""
+    rv = await open_repo(owner, name)
+    path = clean_path(path)
+    at = rv.position()
+    entry = await _file(rv, path, at)
+    if entry.kind == DIR:
+        raise NotFound(f"{path} is a directory")
+    data = await rv.repo.objects.get_blob(entry.oid)
+    binary = is_binary(data)
+    headers = {"Content-Security-Policy": "sandbox; default-src 'none'", "X-Content-Type-Options": "nosniff",
+               "Cache-Control": "private, max-age=60"}
+    if binary:
+        headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(path.rsplit('/', 1)[-1], safe='')}"
+    return Response(data, content_type="application/octet-stream" if binary else "text/plain; charset=utf-8",
+                    headers=headers)
+
+
+# -- settings --------------------------------------------------------------------------------------
+
+
+async def _settings_page(rv: RepoView, error: str | None = None) -> str:
+    members = await node().auth.repo_members(rv.name)
+    org = await node().auth.get_org(rv.owner)
+    return await render_template("settings.html", rv=rv, members=members, org=org,
+                                 roles=grantable(rv.role), error=error)
+
+
+@bp.get("/<owner>/<name>/settings")
+async def settings(owner: str, name: str) -> Response | str:
+    if (await viewer()).user is None:
+        await open_repo(owner, name)  # a private or missing repository stays a 404
+        return login_redirect()
+    return await _settings_page(await open_repo(owner, name, "admin"))
+
+
+@bp.post("/<owner>/<name>/settings/members")
+async def settings_member_set(owner: str, name: str) -> Response | tuple[str, int]:
+    rv = await open_repo(owner, name, "admin")
+    form = await request.form
+    try:
+        await node().auth.set_repo_member(rv.name, form.get("user", "").strip(), form.get("role", ""),
+                                          by=rv.p)
+    except (InvalidInput, NotFound, PermissionDenied) as e:
+        return await _settings_page(rv, str(e)), form_status(e)
+    return redirect(rv.url("settings"))  # type: ignore[return-value]
+
+
+@bp.post("/<owner>/<name>/settings/members/<user>/remove")
+async def settings_member_remove(owner: str, name: str, user: str) -> Response | tuple[str, int]:
+    rv = await open_repo(owner, name, "admin")
+    try:
+        await node().auth.remove_repo_member(rv.name, user, by=rv.p)
+    except (InvalidInput, NotFound, PermissionDenied) as e:
+        return await _settings_page(rv, str(e)), form_status(e)
+    return redirect(rv.url("settings"))  # type: ignore[return-value]
+
+for _rule, _endpoint, _view in (
+    ("/<owner>/<name>", "mirror_home", repo_home),
+    ("/<owner>/<name>/tree/<path:path>", "mirror_tree", tree),
+    ("/<owner>/<name>/blob/<path:path>", "mirror_blob", blob),
+    ("/<owner>/<name>/blame/<path:path>", "mirror_blame", blame_page),
+    ("/<owner>/<name>/raw/<path:path>", "mirror_raw", raw),
+):
+    mirrored(_rule, _endpoint, _view)

@@ -1,0 +1,292 @@
+"""Session pages: the list (open and landed, filtered, paged under a budget), one session with
+its diffs, checks and offers, and its live events."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from quart import Response, current_app, render_template, request
+
+from federation import offers as federation_offers
+from hif import history
+from hif.errors import (
+    CorruptObject,
+    HifError,
+    InvalidInput,
+    InvalidPath,
+    NotFound,
+)
+from hif.mainline import LandingRecord
+from hif.objects import decode
+from hif.paths import check_path
+from hif.repo import Repo
+from hif.session import ROLES, Session, check_session_id, fold
+from node.wire import query_int
+from ui.render import (
+    file_diff,
+    readable_events,
+)
+from ui.signature import verify_mirrored, verify_record
+from ui.web import RepoView, bp, count_offers, is_htmx, mirrored, node, open_repo, web_link
+
+PAGE = 25  # sessions per page
+BUDGET = 2000  # records one sessions-list request may examine
+TEXT_BUDGET = 300  # ... when a text filter makes it read snapshots too
+OPEN_CAP = 100  # open sessions listed at most
+DIFF_FILES = 100  # files whose diff a session page renders
+DIFF_BYTES = 4 << 20  # total bytes of content diffed on one page
+
+
+async def open_marker(repo: Repo, sid: str) -> dict[str, Any] | None:
+    """An open session's listing entry: goal, author and start time from its marker, the role from
+    its start event (two reads, whatever the session's length)."""
+    marker = await repo.sessions.open_marker(sid)
+    if marker is None:
+        return None  # closed meanwhile
+    start = await repo.sessions.start_event(sid)
+    role = start.get("role") if start is not None else None
+    return {"id": sid, "goal": marker.get("goal", ""), "author": marker.get("author", ""),
+            "time": marker.get("time"), "role": role, "state": "open", "files": None}
+
+
+async def open_sessions(repo: Repo, filters: history.Filters | None = None, *,
+                        cap: int = OPEN_CAP) -> list[dict[str, Any]]:
+    """Open sessions, newest first (ids sort by start time), at most ``cap``; filters other than
+    the author need the session's events, so they load each candidate."""
+    rows = []
+    for sid in sorted(await repo.sessions.list_open(), reverse=True)[:cap]:
+        row = await open_marker(repo, sid)
+        if row is None:
+            continue
+        f = filters
+        if f is not None:
+            if f.author and row["author"].casefold() != f.author.casefold():
+                continue
+            if f.role and row["role"] != f.role:
+                continue
+            if f.path or f.text:
+                try:
+                    s = await repo.sessions.load(sid)
+                except NotFound:
+                    continue
+                row["files"] = len(s.changes)
+                if f.path and not history.touches(s.changes, f.path):
+                    continue
+                if f.text and not history.matches_text(history.session_text(s.events), f.text):
+                    continue
+        rows.append(row)
+    return rows
+
+
+def landed_row(rec: LandingRecord, s: Any) -> dict[str, Any]:
+    return {"id": s.session, "goal": s.goal, "author": s.author, "role": s.role, "time": rec.time,
+            "state": "landed", "position": rec.position, "files": len(s.changes),
+            "group": len(rec.sessions)}
+
+
+# -- sessions --------------------------------------------------------------------------------------
+
+
+@bp.get("/<owner>/<name>/sessions")
+async def sessions(owner: str, name: str) -> str:
+    rv = await open_repo(owner, name)
+    await count_offers(rv)
+    args = request.args
+    state = args.get("state", "all")
+    if state not in ("all", "landed", "open"):
+        raise InvalidInput("state is all, landed or open")
+    role = args.get("role", "")
+    if role and role not in ROLES:
+        raise InvalidInput(f"role is one of {', '.join(ROLES)}")
+    path = args.get("path", "").strip().strip("/")
+    if path:
+        try:
+            check_path(path)
+        except InvalidPath as e:
+            raise InvalidInput(str(e)) from None
+    filters = history.Filters(author=args.get("author", "").strip(), role=role, path=path,
+                              text=args.get("q", "").strip())
+    before = query_int("before", None, lo=1)
+    rows: list[dict[str, Any]] = []
+    open_rows: list[dict[str, Any]] = []
+    page: history.Page | None = None
+    if state in ("all", "open") and before is None:
+        open_rows = await open_sessions(rv.repo, filters)
+    if state in ("all", "landed"):
+        start = rv.head if before is None else min(before - 1, rv.head)
+        page = await history.search_landed(rv.repo, start, filters, limit=PAGE,
+                                           budget=TEXT_BUDGET if filters.text else BUDGET)
+        rows = [landed_row(rec, s) for rec, s in page.rows]
+        if rv.mirror is not None:  # each mirrored landing's origin signature, checked again
+            for row in rows:
+                row["signature"] = await verify_mirrored(node().store, rv.mirror, rv.name, row["position"])
+    query = {"author": filters.author, "role": filters.role, "path": filters.path, "q": filters.text,
+             "state": state if state != "all" else ""}
+    next_url = rv.url("sessions", **query, before=page.next + 1) if page and page.next else None
+    ctx = {"rv": rv, "rows": rows, "open_rows": open_rows, "page": page, "filters": filters,
+           "state": state, "before": before, "next_url": next_url, "roles": ROLES,
+           "filtered": any(query.values())}
+    if is_htmx("more"):
+        return await render_template("_session_rows.html", **ctx)
+    if is_htmx("results"):
+        return await render_template("_session_results.html", **ctx)
+    return await render_template("sessions.html", **ctx)
+
+
+async def _load_session(rv: RepoView, sid: str) -> Session:
+    """The session as its page shows it: a malformed stored event (written by someone else) shows as
+    an unreadable one (``render.readable_events``) and the rest of the page works."""
+    try:
+        check_session_id(sid)
+    except InvalidInput:
+        raise NotFound(f"no session {sid}") from None
+    try:
+        s = await rv.repo.sessions.load(sid)
+    except (CorruptObject, KeyError, TypeError, AttributeError):  # malformed events, snapshot or state
+        s = await _lenient_session(rv, sid)
+    s.events = readable_events(s.events)
+    return s
+
+
+async def _raw_events(rv: RepoView, sid: str, since: int, *, limit: int | None) -> list[Any]:
+    """A session's stored events after ``since``, each decoded on its own (None when it does not
+    decode): what a page shows when the session's log holds malformed events."""
+    keys = await rv.repo.sessions.event_keys(sid, since)
+    out: list[Any] = []
+    for key in keys[:limit]:
+        try:
+            out.append(decode(await rv.repo.store.get(key)))
+        except CorruptObject:
+            out.append(None)
+    return out
+
+
+async def _lenient_session(rv: RepoView, sid: str) -> Session:
+    """The session folded from its event log read one event at a time, unreadable ones replaced;
+    still a CorruptObject (422) when its start event itself is unreadable."""
+    s = fold(sid, readable_events(await _raw_events(rv, sid, -1, limit=None)))
+    with contextlib.suppress(HifError, AttributeError):
+        state = await rv.repo.sessions.state(sid)
+        if isinstance(state, dict) and isinstance(state.get("state"), str):
+            s.state, s.position, s.snapshot = state["state"], state.get("position"), state.get("snapshot")
+    return s
+
+
+async def page_diffs(rv: RepoView, changes: list[history.Change]) -> tuple[list[Any], list[history.Change]]:
+    """Rendered diffs for the first files (bounded in count and bytes); the rest are only listed."""
+    out, rest, spent = [], [], 0
+    for c in changes:
+        if len(out) >= DIFF_FILES or spent > DIFF_BYTES:
+            rest.append(c)
+            continue
+        old = await history.blob_or_none(rv.repo, c.old)
+        new = await history.blob_or_none(rv.repo, c.new)
+        spent += len(old or b"") + len(new or b"")
+        out.append(await asyncio.to_thread(file_diff, c.path, c.action, old, new))
+    return out, rest
+
+
+@bp.get("/<owner>/<name>/sessions/<sid>")
+async def session_page(owner: str, name: str, sid: str) -> str:
+    rv = await open_repo(owner, name)
+    s = await _load_session(rv, sid)
+    rec = await history.session_record(rv.repo, s)
+    view = request.args.get("view", "unified")
+    if view not in ("unified", "split"):
+        view = "unified"
+    cps = history.iterations(s)
+    a, b = query_int("a"), query_int("b")
+    iter_diffs = None
+    if a is not None and b is not None:
+        iter_diffs = await page_diffs(rv, await history.iteration_changes(rv.repo, s, a, b))
+    diffs = await page_diffs(rv, await history.session_changes(rv.repo, s, rec))
+    fed = current_app.extensions.get("federation")
+    verdict = (await verify_record(rec, store=node().store, repo=rv.repo, key=fed.key if fed else None,
+                                   mirror=(rv.mirror, rv.name) if rv.mirror else None)
+               if rec is not None else None)
+    say = [e for e in s.events if e["type"] == "say"]
+    decisions = s.of_type("decide")
+    last_seq = s.events[-1]["seq"] if s.events else 0
+    state_info = await rv.repo.sessions.state(sid) if s.state == "abandoned" else None
+    return await render_template(
+        "session.html", rv=rv, s=s, rec=rec, view=view, cps=cps, a=a, b=b, iter_diffs=iter_diffs,
+        diffs=diffs, verdict=verdict, says=len(say), decisions=decisions, last_seq=last_seq,
+        cp_index={e["seq"]: i for i, e in enumerate(cps, 1)},
+        reason=(state_info or {}).get("reason"), check_logs=await _check_logs(rv.repo, s),
+        sent_offers=await _sent_offers(rv, sid),
+    )
+
+
+
+async def _sent_offers(rv: RepoView, sid: str) -> list[dict[str, Any]]:
+    """Offers made from this session to other nodes and what they answered (what
+    ``GET .../sessions/<sid>/offers`` returns), newest first; mirrors hold none."""
+    if rv.mirror is not None:
+        return []
+    rows = sorted(await federation_offers.sent_offers(rv.repo, sid),
+                  key=lambda o: o.get("created") or 0, reverse=True)
+    for o in rows:
+        target = web_link(o.get("target"))
+        o["target_href"] = target or "#"
+        remote = o.get("remote_session")
+        o["remote_url"] = (f"{target}/sessions/{remote}" if target and isinstance(remote, str)
+                           and remote.isalnum() else None)
+    return rows
+
+
+CHECK_LOG_SHOWN = 64 * 1024
+
+
+async def _check_logs(repo: Repo, s: Session) -> list[tuple[str, int, str]]:
+    """The log of each attested check (its first 64 KiB), by event seq: the result object names
+    the log blob. A missing or damaged one is simply not shown."""
+    out: list[tuple[str, int, str]] = []
+    for e in s.of_type("attest"):
+        att = e.get("attestation")
+        if not isinstance(att, dict) or not isinstance(att.get("result"), bytes):
+            continue
+        try:
+            result = await repo.objects.get_value("check", att["result"])
+            log = await repo.objects.get_blob(result["log"])
+        except (HifError, KeyError, TypeError):
+            continue
+        text = log[:CHECK_LOG_SHOWN].decode("utf-8", "replace")
+        more = "\n… (log truncated)" if len(log) > CHECK_LOG_SHOWN else ""
+        out.append((str(att.get("check", "?")), int(att.get("exit", -1)), text + more))
+    return out
+
+
+@bp.get("/<owner>/<name>/sessions/<sid>/events")
+async def session_events(owner: str, name: str, sid: str) -> Response | str:
+    """New events of a session after ``since``, as timeline items plus the poller for the next
+    ones (htmx swaps them in every 2 s); 204 when nothing is new, which htmx leaves alone."""
+    rv = await open_repo(owner, name)
+    try:
+        check_session_id(sid)
+    except InvalidInput:
+        raise NotFound(f"no session {sid}") from None
+    since = query_int("since", -1, lo=-1)
+    assert since is not None
+    try:
+        events = readable_events(await history.events_after(rv.repo, sid, since))
+    except CorruptObject:  # an event that does not decode: read them one by one
+        events = readable_events(await _raw_events(rv, sid, since, limit=500))
+    state = await rv.repo.sessions.state(sid)
+    if not events and state is None:
+        if since < 0:
+            raise NotFound(f"no session {sid}")
+        if is_htmx():
+            return Response("", status=204)
+    last = events[-1]["seq"] if events else since
+    return await render_template("_events.html", rv=rv, sid=sid, events=events, last_seq=last,
+                                 closed=state, live=state is None)
+
+
+for _rule, _endpoint, _view in (
+    ("/<owner>/<name>/sessions", "mirror_sessions", sessions),
+    ("/<owner>/<name>/sessions/<sid>", "mirror_session", session_page),
+    ("/<owner>/<name>/sessions/<sid>/events", "mirror_session_events", session_events),
+):
+    mirrored(_rule, _endpoint, _view)
