@@ -20,13 +20,16 @@ own connection pool (``keys``), apart from object fetches and deliveries.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
 from federation.addressing import parse_target, repo_actor_url
-from federation.errors import Busy
+from federation.errors import Busy, PoolFull
 from federation.identity import NodeKey, public_from_pem
 from federation.net import Fetcher, authority_or
 from federation.settings import authority
@@ -51,7 +54,7 @@ NODEINFO_21 = "http://nodeinfo.diaspora.software/ns/schema/2.1"
 ACTOR_TYPES = {"Application", "Service", "Person", "Group", "Organization", "Repository"}
 KEY_TTL = 3600.0
 SLOT_WAIT = 1.0  # seconds a lookup may wait for one of its host's slots before a 503
-CACHE_MAX = 4096  # entries per cache (documents, keys, failures) before it is emptied
+CACHE_MAX = 4096  # entries per cache (documents, keys, failures); past it the least recently used go
 VERSION = "0.1.0"
 
 
@@ -150,6 +153,31 @@ def nodeinfo(repositories: int, open_registrations: bool = False) -> dict[str, A
     }
 
 
+V = TypeVar("V")
+
+
+class LRU(OrderedDict[str, V], Generic[V]):
+    """A cache of at most ``cap`` entries that drops the least recently used one at a time, so a
+    peer with endless valid keys pushes out only entries nobody has asked for lately."""
+
+    def __init__(self, cap: int) -> None:
+        super().__init__()
+        self.cap = cap
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The entry (now the most recently used), or ``default``."""
+        if key not in self:
+            return default
+        self.move_to_end(key)
+        return self[key]
+
+    def put(self, key: str, value: V) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.cap:
+            self.popitem(last=False)
+
+
 @dataclass(frozen=True)
 class RemoteKey:
     key_id: str
@@ -176,11 +204,11 @@ class Directory:
         self.fetcher = fetcher
         self.own = own
         self.settings = fetcher.settings
-        self._keys: dict[str, RemoteKey] = {}
-        self._actors: dict[str, tuple[float, dict[str, Any]]] = {}
-        self._failed: dict[str, tuple[float, HifError]] = {}
+        self._keys: LRU[RemoteKey] = LRU(CACHE_MAX)
+        self._actors: LRU[tuple[float, dict[str, Any]]] = LRU(CACHE_MAX)
+        self._failed: LRU[tuple[float, HifError]] = LRU(CACHE_MAX)
         self._inflight: dict[str, asyncio.Task[Any]] = {}
-        self._slots: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}
+        self._slots: dict[tuple[str, str], tuple[asyncio.Semaphore, list[int]]] = {}
         self._refetched: dict[str, float] = {}
         self.fetches = 0
 
@@ -202,7 +230,7 @@ class Directory:
         """Drop the cached failures of lookups on ``host``: an operator asked again on purpose (a
         new explicit follow), so the cause may be gone."""
         for url in [u for u in self._failed if authority_or(u) == host]:
-            del self._failed[url]
+            self._failed.pop(url, None)
 
     def _done(self, url: str, task: asyncio.Task[Any]) -> None:
         self._inflight.pop(url, None)
@@ -210,36 +238,60 @@ class Directory:
             task.exception()  # retrieved here: nobody may be waiting any more
 
     async def _fetch_json(self, url: str, accept: str) -> Any:
-        host = authority(url)
-        sem, users = self._slots.setdefault(
-            host, (asyncio.Semaphore(self.settings.key_per_host), [0])
-        )
+        s = self.settings
+        until = asyncio.get_running_loop().time() + SLOT_WAIT  # one wait for all three slots
+        try:
+            async with contextlib.AsyncExitStack() as slots:
+                host = authority(url)
+                await slots.enter_async_context(
+                    self._slot(("host", host), s.key_per_host, until, f"for {host}")
+                )
+                try:  # cached for a minute: get_json reuses the answer
+                    async with asyncio.timeout(s.key_deadline):
+                        address = await self.fetcher.resolve(url)
+                except TimeoutError:
+                    raise RemoteError(
+                        f"cannot resolve {host} within {s.key_deadline:g} s (the deadline)"
+                    ) from None
+                await slots.enter_async_context(  # many ports or names of one machine count once
+                    self._slot(("address", address), s.key_per_address, until, f"to {host}'s address")
+                )
+                await slots.enter_async_context(self._slot(("all", ""), s.key_in_flight, until, ""))
+                self.fetches += 1
+                return await self.fetcher.get_json(
+                    url, accept=accept, deadline=s.key_deadline, pool="keys"
+                )
+        except (Busy, PoolFull):
+            raise  # our own saturation: the peer did nothing wrong, ask again shortly
+        except HifError as e:
+            self._failed.put(url, (time.monotonic() + s.key_fail_ttl, e))
+            raise
+
+    @contextlib.asynccontextmanager
+    async def _slot(
+        self, key: tuple[str, str], cap: int, until: float, what: str
+    ) -> AsyncIterator[None]:
+        """One of ``cap`` slots for ``key``, waited for until ``until`` (loop time), else
+        :class:`Busy`. The semaphore lives while someone uses it (no table of every host seen)."""
+        sem, users = self._slots.setdefault(key, (asyncio.Semaphore(cap), [0]))
         users[0] += 1
         try:
             try:
-                async with asyncio.timeout(SLOT_WAIT):
+                async with asyncio.timeout_at(until):
                     await sem.acquire()
             except TimeoutError:
                 raise Busy(
-                    f"too many lookups in flight for {host} "
-                    f"(at most {self.settings.key_per_host}); try again shortly"
+                    f"too many lookups in flight{' ' + what if what else ''} "
+                    f"(at most {cap}); try again shortly"
                 ) from None
             try:
-                self.fetches += 1
-                return await self.fetcher.get_json(
-                    url, accept=accept, deadline=self.settings.key_deadline, pool="keys"
-                )
-            except HifError as e:
-                if len(self._failed) > CACHE_MAX:
-                    self._failed.clear()
-                self._failed[url] = (time.monotonic() + self.settings.key_fail_ttl, e)
-                raise
+                yield
             finally:
                 sem.release()
         finally:
             users[0] -= 1
             if users[0] == 0:
-                self._slots.pop(host, None)
+                self._slots.pop(key, None)
 
     async def actor(self, url: str, *, fresh: bool = False) -> dict[str, Any]:
         if url == self.own.actor:
@@ -257,9 +309,7 @@ class Directory:
             raise RemoteError(f"{url} is not an actor document")
         if doc["id"] != url.split("#")[0]:
             raise InvalidInput(f"the document at {url} claims to be {doc['id']}")
-        if len(self._actors) > CACHE_MAX:
-            self._actors.clear()
-        self._actors[url] = (now + KEY_TTL, doc)
+        self._actors.put(url, (now + KEY_TTL, doc))
         return doc
 
     async def key(self, key_id: str, *, fresh: bool = False) -> RemoteKey:
@@ -282,9 +332,7 @@ class Directory:
         if not isinstance(pem, str):
             raise InvalidInput(f"the key {key_id} has no publicKeyPem")
         found = RemoteKey(key_id, public_from_pem(pem), owner, time.time())
-        if len(self._keys) > CACHE_MAX:
-            self._keys.clear()
-        self._keys[key_id] = found
+        self._keys.put(key_id, found)
         return found
 
     def may_refetch(self, key_id: str) -> bool:

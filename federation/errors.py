@@ -36,7 +36,17 @@ class AnswerTooLarge(RemoteError):
 
 
 class Busy(HifError):
-    """Too many lookups in flight for one host: try again shortly (HTTP 503 with Retry-After)."""
+    """Too many lookups in flight (for one host, one address or in all): try again shortly (HTTP
+    503 with Retry-After). Our own saturation, never cached as a failure of the peer."""
+
+    http_status = 503
+    retry_after = 5
+
+
+class PoolFull(RemoteError):
+    """Every connection of one of our pools was in use for the whole wait: our saturation, not the
+    peer's fault (HTTP 503 with Retry-After, never cached as the peer's failure). A
+    :class:`RemoteError`, so a delivery retries it like any unreachable peer."""
 
     http_status = 503
     retry_after = 5

@@ -30,7 +30,14 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from federation import boundedjson
-from federation.errors import AnswerTooLarge, MalformedJSON, PeerError, Refused, UnknownHost
+from federation.errors import (
+    AnswerTooLarge,
+    MalformedJSON,
+    PeerError,
+    PoolFull,
+    Refused,
+    UnknownHost,
+)
 from federation.settings import DEFAULT_PORTS, FedSettings, authority, split_url
 from hif.errors import HifError, InvalidInput, NotFound, RemoteError
 
@@ -65,9 +72,10 @@ class Answer:
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")  # the well-known prefix: the IPv4 decides
 _TEREDO = ipaddress.ip_network("2001::/32")
-_NOT_GLOBAL = tuple(  # not globally reachable (IANA), newer than some Pythons' is_global
+_NOT_GLOBAL = tuple(  # not globally reachable (IANA; 192.88.99/24: the deprecated 6to4 relay
+    # anycast, RFC 7526), newer than some Pythons' is_global
     ipaddress.ip_network(n)
-    for n in ("192.0.0.0/24", "64:ff9b:1::/48", "100:0:0:1::/64", "3fff::/20", "5f00::/16")
+    for n in ("192.0.0.0/24", "192.88.99.0/24", "64:ff9b:1::/48", "100:0:0:1::/64", "3fff::/20", "5f00::/16")
 )
 
 
@@ -87,7 +95,7 @@ def _embedded_ipv4(addr: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
 def forbidden(addr: Address) -> bool:
     """Whether ``addr`` is anything but a globally routable unicast address: private, CGNAT,
     loopback, link- and site-local, documentation, benchmarking, reserved, multicast,
-    unspecified, Teredo, and the like. IPv4-mapped and NAT64 (``64:ff9b::/96``) addresses are
+    unspecified, Teredo, the deprecated 6to4 relay anycast (192.88.99.0/24), and the like. IPv4-mapped and NAT64 (``64:ff9b::/96``) addresses are
     judged by their IPv4; 6to4, IPv4-compatible and ISATAP ones must pass with their IPv4 too."""
     if isinstance(addr, ipaddress.IPv6Address):
         if addr.ipv4_mapped is not None:
@@ -251,6 +259,8 @@ class Fetcher:
         where = hdrs["Host"]
         try:
             resp = await client.send(req, stream=True)
+        except httpx.PoolTimeout:
+            raise PoolFull(f"no free connection to reach {where} ({pool} pool); try again") from None
         except httpx.HTTPError as e:
             raise RemoteError(f"cannot reach {where}: {type(e).__name__}") from None
         try:

@@ -111,7 +111,7 @@ def _matches(host: str, domains: tuple[str, ...]) -> bool:
     return any(host == d or host.endswith("." + d) for d in domains)
 
 
-_COUNTS = ("key_per_host", "offers_per_actor", "offers_per_host", "offers_per_hour")
+_COUNTS = ("key_per_host", "key_per_address", "key_in_flight", "offers_per_actor", "offers_per_host", "offers_per_hour")
 
 
 @dataclass
@@ -128,6 +128,8 @@ class FedSettings:
     tries: int = 17  # the first and 16 retries (federation.delivery)
     key_deadline: float = 5.0  # seconds for a whole key/actor/WebFinger fetch, however it drips
     key_per_host: int = 4  # key/actor fetches in flight per host (authority)
+    key_per_address: int = 8  # ... per resolved IP address (however many ports or names point there)
+    key_in_flight: int = 16  # ... in all (half the keys pool: a flood cannot take every connection)
     key_fail_ttl: float = 30.0  # seconds a failed key/actor fetch is answered from the cache
     # offers from other nodes (federation.offers): pending ones per remote actor and per remote host,
     # received per host and hour, and how long one may wait unreviewed before it expires (seconds)
@@ -153,6 +155,8 @@ class FedSettings:
             ("KEY_DEADLINE", "key_deadline"),
             ("KEY_FAIL_TTL", "key_fail_ttl"),
             ("KEY_PER_HOST", "key_per_host"),
+            ("KEY_PER_ADDRESS", "key_per_address"),
+            ("KEY_IN_FLIGHT", "key_in_flight"),
             ("OFFERS_PER_ACTOR", "offers_per_actor"),
             ("OFFERS_PER_HOST", "offers_per_host"),
             ("OFFERS_PER_HOUR", "offers_per_hour"),

@@ -45,10 +45,12 @@ class DripStats:
 
 
 class DripServer:
-    """A key server on 127.0.0.1 that sends one byte per ``interval`` (or ``body`` at once)."""
+    """A key server on ``host`` (127.0.0.1; any loopback address) that sends one byte per ``interval`` (or ``body`` at once)."""
 
     def __init__(self, interval: float = 0.5, length: int = 1 << 20, body: bytes | None = None,
-                 content_type: str = "application/activity+json", status: int = 200) -> None:
+                 content_type: str = "application/activity+json", status: int = 200,
+                 host: str = "127.0.0.1") -> None:
+        self.host = host
         self.interval = interval
         self.status = status
         self.length = length
@@ -59,7 +61,7 @@ class DripServer:
         self._stopping = threading.Event()
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", 0))
+        self._sock.bind((host, 0))
         self._sock.listen(512)
         self.port = int(self._sock.getsockname()[1])
         self._threads: list[threading.Thread] = []
@@ -68,7 +70,7 @@ class DripServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def signer(self, i: int = 0) -> NodeKey:
         """A fresh key whose id (``<drip>/k<i>/ap/node#main-key``) points at this server."""

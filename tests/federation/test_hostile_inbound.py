@@ -16,8 +16,10 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -37,16 +39,20 @@ from fedkit import (
 from forge import Forge
 from hostile import DripServer, forged_request, start_flood
 
-from federation.errors import Refused
+from federation import actors
+from federation.actors import Directory, node_actor
+from federation.errors import Busy, Refused
 from federation.httpsig import sign_headers
 from federation.identity import NodeKey
 from federation.net import Fetcher
 from federation.settings import FedSettings, authority
-from hif.errors import InvalidInput
+from hif.errors import HifError, InvalidInput, RemoteError
 
 REPO = "acme/hostile"
 KEY_DEADLINE = 5.0  # the node's default overall deadline for a key fetch
 KEY_PER_HOST = 4  # the node's default key fetches in flight per host
+KEY_PER_ADDRESS = 8  # ... per resolved address (all ports and names of one machine)
+KEY_IN_FLIGHT = 16  # ... in all
 DRIP = 0.5  # seconds per byte from the drip server
 
 
@@ -137,6 +143,169 @@ def test_one_fetch_per_key_url_and_its_failure_is_cached(world: TwoNodes) -> Non
         assert drip.stats.connections == 1, drip.stats
 
 
+class _Sampler:
+    """Samples how many connections a set of drip servers hold open at once (the most seen)."""
+
+    def __init__(self, drips: list[DripServer]) -> None:
+        self.drips = drips
+        self.most = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def now(self) -> int:
+        return sum(d.stats.open for d in self.drips)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.most = max(self.most, self.now())
+            time.sleep(0.005)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.most
+
+
+def test_many_ports_of_one_address_share_its_key_lookup_slots(world: TwoNodes) -> None:
+    """Nine key servers on nine ports of one address, eight forged requests naming keys on each:
+    the per-host cap alone let 36 fetches (more than the keys pool's 32 connections) hang there
+    at once, and a stranger's first-time key lookup timed out, its failure cached. Now the
+    address has at most KEY_PER_ADDRESS in flight; the stranger is told 503 + Retry-After (or
+    served), and asking again once the flood is over works: our saturation was not cached as the
+    stranger's failure."""
+    a = world.a
+    inbox, target = f"{a.url}/ap/repos/{REPO}/inbox", f"{a.url}/ap/repos/{REPO}"
+    drips = [DripServer(DRIP) for _ in range(9)]
+    peer = start_peer()
+    sampler = _Sampler(drips)
+    try:
+        floods = [start_flood([(inbox, target)], d, 8) for d in drips]
+        wait_for(lambda: sampler.now() >= KEY_PER_ADDRESS, "key fetches to the drip servers")
+        first = signed_post(peer.key, inbox, follow_activity(peer.url, target))
+        assert first.status_code in (202, 503), first.text
+        if first.status_code == 503:
+            assert (first.headers.get("retry-after") or "").isdigit(), first.headers
+        for f in floods:
+            statuses = f.join()
+            assert {s for s, _ in statuses} <= {401, 503}, statuses
+        wait_for(lambda: sampler.now() == 0, "the node to close every drip connection")
+        assert 1 <= sampler.stop() <= KEY_PER_ADDRESS, [d.stats for d in drips]
+        again = signed_post(peer.key, inbox, follow_activity(peer.url, target))
+        assert again.status_code == 202, again.text
+        assert peer.url + "/ap/node" in followers(a)
+    finally:
+        sampler.stop()
+        for d in drips:
+            d.close()
+        peer.close()
+
+
+def test_key_lookups_in_flight_are_capped_in_all() -> None:
+    """Key servers on six loopback addresses (six hosts, four slots each: 24 fetches the per-host
+    cap allows): at most KEY_IN_FLIGHT are in flight at once, so half the keys pool stays free,
+    and the lookups past it are told Busy (503), which is not cached as the peer's failure."""
+    drips = [DripServer(DRIP, host=f"127.0.0.{i}") for i in range(2, 8)]
+    sampler = _Sampler(drips)
+
+    async def go() -> list[BaseException | Any]:
+        f = Fetcher(FedSettings(allow_private=("127.0.0.0/8",)))
+        d = Directory(f, NodeKey(os.urandom(32), "http://own.test"))
+        try:
+            urls = [drip.key(i) for drip in drips for i in range(6)]
+            out = await asyncio.gather(*(d.key(u) for u in urls), return_exceptions=True)
+            busy = [u for u, r in zip(urls, out, strict=True) if isinstance(r, Busy)]
+            assert busy, out
+            assert not any(u.split("#")[0] in d._failed for u in busy)  # asked again later
+            return out
+        finally:
+            await f.close()
+
+    try:
+        out = asyncio.run(go())
+        assert all(isinstance(r, (Busy, RemoteError)) for r in out), out
+        assert 1 <= sampler.stop() <= KEY_IN_FLIGHT, [d.stats for d in drips]
+    finally:
+        sampler.stop()
+        for drip in drips:
+            drip.close()
+
+
+class _KeyServer:
+    """Serves a valid actor with its key at ``/k<i>/ap/node`` for any ``i`` (a peer with endless
+    valid keys) and 404 under ``/gone/``; counts the requests per path."""
+
+    def __init__(self) -> None:
+        self.seed = os.urandom(32)
+        self.hits: dict[str, int] = {}
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802
+                outer.hits[self.path] = outer.hits.get(self.path, 0) + 1
+                if self.path.startswith("/gone/"):
+                    body, status = b"{}", 404
+                else:
+                    k = NodeKey(outer.seed, f"{outer.url}{self.path.removesuffix('/ap/node')}")
+                    body, status = json.dumps(node_actor(k)).encode(), 200
+                self.send_response(status)
+                self.send_header("Content-Type", "application/activity+json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def key(self, i: int) -> str:
+        return NodeKey(self.seed, f"{self.url}/k{i}").key_id
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_full_key_caches_drop_the_least_recently_used_not_everyone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A peer with endless valid keys (and endless failing ones) fills the key, document and
+    failure caches (shrunk to 8 entries here): entries in use stay cached, only the least recently
+    used go, one at a time. The caches were emptied when full, so one peer evicted everyone's."""
+    monkeypatch.setattr(actors, "CACHE_MAX", 8)
+    ks = _KeyServer()
+
+    async def go() -> None:
+        f = Fetcher(FedSettings(allow_private=("127.0.0.1",)))
+        d = Directory(f, NodeKey(os.urandom(32), "http://own.test"))
+        try:
+            mine, gone = ks.key(0), f"{ks.url}/gone/ap/node"
+            await d.key(mine)
+            with pytest.raises(HifError):
+                await d.actor(gone)
+            for i in range(1, 40):
+                await d.key(ks.key(i))  # the flood: a new valid key ...
+                with pytest.raises(HifError):  # ... and a new failing actor
+                    await d.actor(f"{ks.url}/gone/{i}")
+                await d.key(mine)  # in use: stays cached
+                with pytest.raises(HifError, match="cached failure"):
+                    await d.actor(gone)
+                assert max(len(d._keys), len(d._actors), len(d._failed)) <= 8
+        finally:
+            await f.close()
+
+    try:
+        asyncio.run(go())
+        assert ks.hits["/k0/ap/node"] == 1, ks.hits
+        assert ks.hits["/gone/ap/node"] == 1, ks.hits
+        assert ks.hits["/k1/ap/node"] == 1 and ks.hits["/gone/1"] == 1, ks.hits
+    finally:
+        ks.close()
+
+
 def signed_headers_for(key: NodeKey, url: str, body: bytes, **kw: Any) -> dict[str, str]:
     return sign_headers(key, "POST", url, body, {"Content-Type": "application/activity+json"}, **kw)
 
@@ -185,6 +354,8 @@ REFUSED = [
     "::10.0.0.1", "::8.8.8.8",  # IPv4-compatible (deprecated)
     "2001:0:4136:e378:8000:63bf:3fff:fdd2",  # Teredo
     "2001:db8::1", "3fff::1",  # documentation
+    "192.88.99.1", "192.88.99.254", "::ffff:192.88.99.1", "64:ff9b::c058:6301",  # 6to4 relay
+    "2002:c058:6301::1",  # (deprecated anycast, RFC 7526), and 6to4 of it
     "2606:4700::5efe:a00:1", "2606:4700::200:5efe:a00:1",  # ISATAP of private IPv4
 ]
 ALLOWED = ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111", "2002:808:808::1", "64:ff9b::808:808",
