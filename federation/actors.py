@@ -10,11 +10,14 @@ fails (so a peer can rotate its key).
 
 Any stranger can make the node look up a key or an actor (by naming it in a signed request), so
 every lookup here goes through one guarded path: a cache of documents (an hour) and of failures
-(``key_fail_ttl``, 30 s); one fetch in flight per URL, shared by everyone who asks; at most
-``key_per_host`` (4) fetches in flight per host, a request that waits longer than
-:data:`SLOT_WAIT` for a slot is refused with :class:`~federation.errors.Busy` (503 + Retry-After);
-an overall ``key_deadline`` (5 s) for each fetch however slowly the peer drips its answer; and its
-own connection pool (``keys``), apart from object fetches and deliveries.
+(``key_fail_ttl``, 30 s), each least-recently-used (:class:`LRU`); one fetch in flight per URL,
+shared by everyone who asks; at most ``key_per_host`` (4) fetches in flight per host,
+``key_per_address`` (8) per resolved address (many ports or names of one machine count once) and
+``key_in_flight`` (16) in all (half the ``keys`` pool); a request that waits longer than
+:data:`SLOT_WAIT` for its slots is refused with :class:`~federation.errors.Busy` (503 +
+Retry-After), and neither that nor a full pool is cached as the peer's failure; an overall
+``key_deadline`` (5 s) for each fetch however slowly the peer drips its answer; and its own
+connection pool (``keys``), apart from object fetches and deliveries.
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ ACTIVITY_JSON = "application/activity+json"
 NODEINFO_21 = "http://nodeinfo.diaspora.software/ns/schema/2.1"
 ACTOR_TYPES = {"Application", "Service", "Person", "Group", "Organization", "Repository"}
 KEY_TTL = 3600.0
-SLOT_WAIT = 1.0  # seconds a lookup may wait for one of its host's slots before a 503
+SLOT_WAIT = 1.0  # seconds a lookup may wait for its slots (host, address, all) before a 503
 CACHE_MAX = 4096  # entries per cache (documents, keys, failures); past it the least recently used go
 VERSION = "0.1.0"
 
