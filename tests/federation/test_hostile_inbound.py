@@ -39,9 +39,9 @@ from fedkit import (
 from forge import Forge
 from hostile import DripServer, forged_request, start_flood
 
-from federation import actors
+from federation import actors, net
 from federation.actors import Directory, node_actor
-from federation.errors import Busy, Refused
+from federation.errors import Busy, PoolFull, Refused
 from federation.httpsig import sign_headers
 from federation.identity import NodeKey
 from federation.net import Fetcher
@@ -293,7 +293,7 @@ def test_full_key_caches_drop_the_least_recently_used_not_everyone(
                 await d.key(mine)  # in use: stays cached
                 with pytest.raises(HifError, match="cached failure"):
                     await d.actor(gone)
-                assert max(len(d._keys), len(d._actors), len(d._failed)) <= 8
+            assert max(len(d._keys), len(d._actors), len(d._failed)) <= 8
         finally:
             await f.close()
 
@@ -303,6 +303,40 @@ def test_full_key_caches_drop_the_least_recently_used_not_everyone(
         assert ks.hits["/gone/ap/node"] == 1, ks.hits
         assert ks.hits["/k1/ap/node"] == 1 and ks.hits["/gone/1"] == 1, ks.hits
     finally:
+        ks.close()
+
+
+def test_a_full_connection_pool_is_not_cached_as_the_peers_failure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With the keys pool full (shrunk to one connection, held by a key server that drips), a
+    lookup of a good key fails with PoolFull (503): our saturation. Asked again once the pool has
+    room, it is fetched: the failure was not cached as the good peer's (it was, for 30 s)."""
+    monkeypatch.setitem(net.POOLS, "keys", 1)
+    ks = _KeyServer()
+    drip = DripServer(DRIP)
+
+    async def go() -> None:
+        f = Fetcher(FedSettings(allow_private=("127.0.0.1",), timeout=1.0, key_deadline=3.0))
+        d = Directory(f, NodeKey(os.urandom(32), "http://own.test"))
+        try:
+            slow = asyncio.ensure_future(d.key(drip.key(0)))
+            while drip.stats.open < 1:
+                await asyncio.sleep(0.01)
+            with pytest.raises(PoolFull):
+                await d.key(ks.key(0))
+            with pytest.raises(RemoteError):
+                await slow
+            found = await d.key(ks.key(0))
+            assert found.key_id == ks.key(0)
+        finally:
+            await f.close()
+
+    try:
+        asyncio.run(go())
+        assert ks.hits == {"/k0/ap/node": 1}, ks.hits
+    finally:
+        drip.close()
         ks.close()
 
 
