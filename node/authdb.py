@@ -75,12 +75,15 @@ def create_schema(db: sqlite_utils.Database) -> None:
             "created": float,
             "expires": float,
             "revoked": float,
+            "login": int,  # 1: made by a log-in (POST /api/v1/login), capped per user
         },
         pk="id",
         not_null={"user", "hash", "scope"},
-        defaults={"name": ""},
+        defaults={"name": "", "login": 0},
         if_not_exists=True,
     )
+    if "login" not in db["tokens"].columns_dict:  # a database from before the column
+        db["tokens"].add_column("login", int, not_null_default=0)
     db["web_sessions"].create(  # browser sessions (the web UI's cookies name one by its secret)
         {"id": str, "user": str, "hash": str, "created": float, "expires": float, "revoked": float},
         pk="id",

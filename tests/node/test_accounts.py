@@ -870,3 +870,33 @@ def test_log_ins_keep_a_bounded_number_of_browser_sessions_per_user(
         assert (await acc.web_session(bob)) is not None
 
     run_on(embedded, body)
+
+
+def test_log_ins_keep_a_bounded_number_of_login_tokens_per_user(embedded: MakeStore, tmp_path: Path) -> None:
+    """Each API log-in adds a token to the auth database (which every replica downloads and every
+    write uploads): a user's oldest log-in tokens beyond the cap end in the same write, the newest
+    keep working, and tokens made explicitly (even one named "login") and other users' log-in
+    tokens are not touched."""
+    from node.accounts import MAX_LOGIN_TOKENS
+
+    async def body(store: ObjectStore) -> None:
+        acc = accounts_on(store, tmp_path / "c")
+        await acc.create_user("ann", password="pw-ann-123456")
+        await acc.create_user("bob", password="pw-bob-123456")
+        _, bob = await acc.create_token("bob", scope="write", name="login", expires_in=3600.0, login=True)
+        kept = [(await acc.create_token("ann", scope="read", name=name, expires_in=None))[1]
+                for name in ("login", "ci", "")]
+        made = [(await acc.create_token("ann", scope="write", name="login", expires_in=3600.0, login=True))[1]
+                for _ in range(MAX_LOGIN_TOKENS + 30)]
+        kept.append((await acc.create_token("ann", scope="read", name="later", expires_in=None))[1])
+        made.append((await acc.create_token("ann", scope="write", name="login", expires_in=3600.0, login=True))[1])
+        rows = (await acc.db.read()).execute(
+            "select count(*) from tokens where user = 'ann' and login = 1").fetchone()[0]
+        assert rows == MAX_LOGIN_TOKENS
+        assert len(await acc.list_tokens("ann")) == MAX_LOGIN_TOKENS + len(kept)
+        assert all([await acc.authenticate(s) is None for s in made[:31]])
+        assert all([await acc.authenticate(s) is not None for s in made[31:]])
+        assert all([await acc.authenticate(s) is not None for s in kept])
+        assert (await acc.authenticate(bob)) is not None
+
+    run_on(embedded, body)
