@@ -356,3 +356,28 @@ def test_only_tokens_made_by_login_are_marked_for_the_login_cap(forge: Forge) ->
     conn.deserialize(asyncio.run(image()))
     rows = dict(conn.execute("select id, login from tokens where user = 'dana'").fetchall())
     assert len(rows) == 3 and rows.pop(by_login) == 1 and set(rows.values()) == {0}
+
+
+def test_a_bomb_at_the_auth_database_key_is_a_clear_503(forge: Forge) -> None:
+    """Whoever can write the bucket may put a zstd bomb where the auth database lives: the node
+    refuses it while expanding and answers 503 naming the limit, rather than expanding it."""
+    import asyncio
+
+    import zstandard
+
+    from hif.store import open_store
+    from node.authdb import KEY, MAX_IMAGE
+
+    out = zstandard.ZstdCompressor(level=1).compressobj()
+    bomb = out.compress(b"SQLite format 3\x00") + out.compress(bytes(MAX_IMAGE)) + out.flush()
+
+    async def plant() -> None:
+        store = open_store(forge.store)
+        try:
+            await store.put(KEY, bomb)
+        finally:
+            await store.close()
+
+    asyncio.run(plant())
+    r = forge.api("GET", "/api/v1/whoami", "mcl_" + "x" * 32)  # an unknown token: the node looks again
+    assert r.status_code == 503 and f"{MAX_IMAGE >> 20} MiB limit" in r.data["message"], r.data
