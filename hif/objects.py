@@ -157,19 +157,28 @@ def unpack(stored: bytes) -> bytes:
     raise CorruptObject(f"unknown object encoding {stored[0]}")
 
 
-def _expand(frame: memoryview) -> bytes:
-    """Decompress one zstd frame under the limits. Output is kept while it stays within
-    :data:`KEEP_RATIO` times the input (real content); past that it is only counted, and only a
-    frame that ends within the limits is expanded again, kept: a bomb costs a few MiB at most."""
+def expand_bounded(data: bytes, limit: int) -> bytes:
+    """One zstd frame expanded to at most ``limit`` bytes, for stored data that is not an object
+    (the node's auth database): the same streaming as objects, without their kinds and ratio.
+    :class:`TooLarge` as soon as it passes ``limit``, :class:`CorruptObject` when malformed."""
+    return _expand(memoryview(data), limit)
+
+
+def _expand(frame: memoryview, limit: int | None = None) -> bytes:
+    """Decompress one zstd frame under the limits (an object's, or ``limit`` bytes). Output is
+    kept while it stays within :data:`KEEP_RATIO` times the input (real content); past that it is
+    only counted, and only a frame that ends within the limits is expanded again, kept: a bomb
+    costs a few MiB at most."""
     end = _frame_end(frame)
     if end != len(frame):
         # trailing bytes after the frame mean the stored object was altered: refuse them
         raise CorruptObject("undecodable object: bytes after the zstd frame")
-    ratio_cap = _expansion_cap(len(frame))
+    ratio_cap = _expansion_cap(len(frame)) if limit is None else None
+    cap = MAX_BLOB if limit is None else limit
     keep = max(KEEP_FLOOR, KEEP_RATIO * len(frame))
-    out = _decompress(frame, ratio_cap, keep)
+    out = _decompress(frame, ratio_cap, keep, cap)
     if out is None:  # compressed unusually well, within the limits: expand again, keeping it
-        out = _decompress(frame, ratio_cap, MAX_BLOB)
+        out = _decompress(frame, ratio_cap, cap, cap)
         assert out is not None
     return out
 
@@ -198,11 +207,12 @@ def _frame_end(frame: memoryview) -> int:
             return end
 
 
-def _decompress(frame: memoryview, ratio_cap: int, keep: int) -> bytes | None:
+def _decompress(frame: memoryview, ratio_cap: int | None, keep: int, limit: int) -> bytes | None:
     """The frame's content, or None when it passed ``keep`` bytes (then it was only counted). Read
     :data:`_OUT_STEP` bytes at a time, never more than one past the bound, whatever the frame's
-    header declares (never trusted)."""
-    cap = min(MAX_BLOB, ratio_cap)
+    header declares (never trusted). ``ratio_cap`` None: bytes that are not an object, bounded by
+    ``limit`` alone (no kind read from their head)."""
+    cap = limit if ratio_cap is None else min(limit, ratio_cap)
     out: bytearray | None = bytearray()
     head = b""
     n = 0
@@ -210,7 +220,7 @@ def _decompress(frame: memoryview, ratio_cap: int, keep: int) -> bytes | None:
         with _ZD.stream_reader(frame, read_across_frames=False) as reader:
             while piece := reader.read(min(_OUT_STEP, cap + 1 - n)):
                 n += len(piece)
-                if len(head) < 16:
+                if ratio_cap is not None and len(head) < 16:
                     head += piece[:16 - len(head)]
                     if len(head) >= 16:
                         cap = min(cap, _size_cap(head))
@@ -226,7 +236,7 @@ def _decompress(frame: memoryview, ratio_cap: int, keep: int) -> bytes | None:
     return None if out is None else bytes(out)
 
 
-def _too_large(compressed: int, cap: int, ratio_cap: int) -> str:
+def _too_large(compressed: int, cap: int, ratio_cap: int | None) -> str:
     if cap == ratio_cap:
         return (f"an object of {compressed} compressed bytes expands more than {MAX_RATIO} times "
                 "(a decompression bomb?)")

@@ -43,6 +43,7 @@ _SECRET_LEN = len(TOKEN_PREFIX) + 32
 WEB_PREFIX = "mcw_"
 _WEB_SECRET_LEN = len(WEB_PREFIX) + 32
 MAX_WEB_SESSIONS = 100  # browser sessions kept per user; a new log-in ends the oldest beyond it
+MAX_LOGIN_TOKENS = 100  # tokens made by log-in (POST /api/v1/login) kept per user, likewise
 _MAX_PASSWORD = 1024
 # Expired or revoked tokens (and browser sessions) are listed for this long (seconds), then deleted
 # on the next token (or log-in) write.
@@ -325,8 +326,13 @@ class Accounts:
         name: str = "",
         expires_in: float | None | Inherit = None,
         by: Principal | None = None,
+        login: bool = False,
     ) -> tuple[str, str]:
         """Create a token; return (id, secret). Only the secret's SHA-256 is stored.
+
+        ``login``: made by a log-in, so marked and capped: the user's oldest log-in tokens beyond
+        :data:`MAX_LOGIN_TOKENS` are removed in the same write (repeated log-ins cannot grow the
+        database every replica downloads); tokens made otherwise are never touched by the cap.
 
         ``by`` is who makes it (None: the operator, unlimited): the token is capped at ``by``'s
         scope, repository and expiry by :func:`cap_token`; ``scope=None`` and :data:`INHERIT` take
@@ -364,6 +370,7 @@ class Accounts:
             "created": now,
             "expires": expires,
             "revoked": None,
+            "login": int(login),
         }
 
         def change(db: sqlite_utils.Database) -> None:
@@ -374,6 +381,12 @@ class Accounts:
                 (now - FORGET_DEAD_TOKENS_AFTER, now - FORGET_DEAD_TOKENS_AFTER),
             )
             db["tokens"].insert(row)
+            if login:  # a user's oldest log-in tokens beyond the cap end
+                db.execute(
+                    "delete from tokens where user = ? and login = 1 and id not in (select id from tokens"
+                    " where user = ? and login = 1 order by created desc, rowid desc limit ?)",
+                    (user, user, MAX_LOGIN_TOKENS),
+                )
 
         await self.db.write(change)
         return token_id, secret

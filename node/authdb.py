@@ -27,13 +27,17 @@ from typing import TypeVar
 import sqlite_utils
 import zstandard
 
-from hif.errors import CorruptObject, PreconditionFailed, StoreError
+from hif.errors import CorruptObject, PreconditionFailed, StoreError, TooLarge
+from hif.objects import expand_bounded
 from hif.store.base import ObjectStore
 
 T = TypeVar("T")
 
 KEY = "_node/auth.sqlite"
 MAX_ATTEMPTS = 50
+# The expanded database's size: it is stored data any replica (or whoever can write the bucket)
+# writes, so reading it is bounded, while streaming; a write that would pass it is refused.
+MAX_IMAGE = 256 << 20
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 # A temp file older than this (seconds) was left by a crashed process and may be removed.
@@ -75,12 +79,15 @@ def create_schema(db: sqlite_utils.Database) -> None:
             "created": float,
             "expires": float,
             "revoked": float,
+            "login": int,  # 1: made by a log-in (POST /api/v1/login), capped per user
         },
         pk="id",
         not_null={"user", "hash", "scope"},
-        defaults={"name": ""},
+        defaults={"name": "", "login": 0},
         if_not_exists=True,
     )
+    if "login" not in db["tokens"].columns_dict:  # a database from before the column
+        db["tokens"].add_column("login", int, not_null_default=0)
     db["web_sessions"].create(  # browser sessions (the web UI's cookies name one by its secret)
         {"id": str, "user": str, "hash": str, "created": float, "expires": float, "revoked": float},
         pk="id",
@@ -103,13 +110,26 @@ def _encode(image: bytes) -> bytes:
     return zstandard.ZstdCompressor(level=3).compress(image)
 
 
+def _too_large(writing: bool = False) -> StoreError:
+    if writing:
+        return StoreError(f"the change would make the auth database larger than the {MAX_IMAGE >> 20} MiB "
+                          "limit (node/authdb.py MAX_IMAGE); nothing was written")
+    return StoreError(f"the auth database at {KEY} is larger than the {MAX_IMAGE >> 20} MiB limit "
+                      "(node/authdb.py MAX_IMAGE); restore a good version of it in the store")
+
+
 def _decode(data: bytes) -> bytes:
-    """Accept zstd or a raw SQLite image (an operator may upload one by hand)."""
+    """Accept zstd or a raw SQLite image (an operator may upload one by hand), at most
+    :data:`MAX_IMAGE` bytes expanded (refused while expanding: a bomb costs a few MiB)."""
     if data.startswith(_ZSTD_MAGIC):
         try:
-            data = zstandard.ZstdDecompressor().decompress(data, max_output_size=1 << 31)
-        except zstandard.ZstdError as e:
+            data = expand_bounded(data, MAX_IMAGE)
+        except TooLarge:
+            raise _too_large() from None
+        except CorruptObject as e:
             raise CorruptObject(f"the auth database at {KEY} does not decompress: {e}") from None
+    elif len(data) > MAX_IMAGE:
+        raise _too_large()
     if not data.startswith(_SQLITE_MAGIC):
         raise CorruptObject(f"the auth database at {KEY} is not an SQLite file")
     return data
@@ -212,6 +232,8 @@ class AuthDB:
                     await self.refresh()
                 base, etag = self._image(), self._etag
                 image, result = self._apply(base, change)
+                if len(image) > MAX_IMAGE:  # no replica could read it back
+                    raise _too_large(writing=True)
                 try:
                     if etag is None:
                         new_etag = await self.store.put(KEY, _encode(image), if_none_match=True)

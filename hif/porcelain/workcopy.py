@@ -18,7 +18,7 @@ from hif.porcelain.base import MARKER, FileChange, MoveReport, RepositoryBase, S
 from hif.session import Session, check_session_id
 from hif.tree import diff as tree_diff
 from hif.tree import walk
-from hif.worktree.workspace import Move, WorkState, ensure_clean
+from hif.worktree.workspace import JOURNAL, META, Move, WorkState, ensure_clean
 
 if TYPE_CHECKING:
     pass
@@ -249,6 +249,12 @@ class WorkingCopy(RepositoryBase):
             idx.position, idx.dirty = -1, True  # the stat cache is rebuilt, status shows the files as they are
             self.work.save_index()
             return MoveReport("unknown", self.position, self.session_id, False)
+        for _, _, tree in ends:  # two heads: a journal naming what the store lacks cannot be finished
+            if tree != EMPTY_TREE and not await self.repo.objects.has(tree):
+                journal = f"{META}/{JOURNAL}"
+                raise NotFound(f"the interrupted move in {journal} names tree {tree.hex()}, which the store "
+                               f"lacks, so it cannot be finished; remove {journal} to give up the move (files "
+                               "it had already changed then show in `hif status`)")
         undone = False
         if op == "sync":  # finished only if the sync event was recorded (the session's base moved)
             s = await self.repo.sessions.load(check_session_id(str(ends[0][1])))

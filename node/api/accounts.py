@@ -36,7 +36,7 @@ async def login(ctx: Ctx) -> dict[str, Any]:
     if not await check_login(ctx.node.auth, ctx.node.limiter, user, password, ctx.node.client_address()):
         raise AuthRequired("wrong user name or password")
     tid, secret = await ctx.node.auth.create_token(user, scope="write", name="login",
-                                                   expires_in=LOGIN_DAYS * 86400)
+                                                   expires_in=LOGIN_DAYS * 86400, login=True)
     return {"id": tid, "token": secret, "expires_days": LOGIN_DAYS}
 
 

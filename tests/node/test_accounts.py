@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import nacl.pwhash.argon2id as argon2id
 import pytest
 import sqlite_utils
+import zstandard
 
 from hif.errors import InvalidInput, NotFound, PreconditionFailed, StoreError
 from hif.store import EmbeddedStore, ObjectStore
@@ -868,5 +869,104 @@ def test_log_ins_keep_a_bounded_number_of_browser_sessions_per_user(
         assert all([await acc.web_session(s) is None for s in secrets_[:30]])
         assert all([await acc.web_session(s) is not None for s in secrets_[30:]])
         assert (await acc.web_session(bob)) is not None
+
+    run_on(embedded, body)
+
+
+def test_log_ins_keep_a_bounded_number_of_login_tokens_per_user(embedded: MakeStore, tmp_path: Path) -> None:
+    """Each API log-in adds a token to the auth database (which every replica downloads and every
+    write uploads): a user's oldest log-in tokens beyond the cap end in the same write, the newest
+    keep working, and tokens made explicitly (even one named "login") and other users' log-in
+    tokens are not touched."""
+    from node.accounts import MAX_LOGIN_TOKENS
+
+    async def body(store: ObjectStore) -> None:
+        acc = accounts_on(store, tmp_path / "c")
+        await acc.create_user("ann", password="pw-ann-123456")
+        await acc.create_user("bob", password="pw-bob-123456")
+        _, bob = await acc.create_token("bob", scope="write", name="login", expires_in=3600.0, login=True)
+        kept = [(await acc.create_token("ann", scope="read", name=name, expires_in=None))[1]
+                for name in ("login", "ci", "")]
+        made = [(await acc.create_token("ann", scope="write", name="login", expires_in=3600.0, login=True))[1]
+                for _ in range(MAX_LOGIN_TOKENS + 30)]
+        kept.append((await acc.create_token("ann", scope="read", name="later", expires_in=None))[1])
+        made.append((await acc.create_token("ann", scope="write", name="login", expires_in=3600.0, login=True))[1])
+        rows = (await acc.db.read()).execute(
+            "select count(*) from tokens where user = 'ann' and login = 1").fetchone()[0]
+        assert rows == MAX_LOGIN_TOKENS
+        assert len(await acc.list_tokens("ann")) == MAX_LOGIN_TOKENS + len(kept)
+        assert all([await acc.authenticate(s) is None for s in made[:31]])
+        assert all([await acc.authenticate(s) is not None for s in made[31:]])
+        assert all([await acc.authenticate(s) is not None for s in kept])
+        assert (await acc.authenticate(bob)) is not None
+
+    run_on(embedded, body)
+
+
+def _zstd_stream(head: bytes, zeros: int) -> bytes:
+    """A zstd frame of ``head`` then ``zeros`` zero bytes, compressed piece by piece (its header
+    declares no size), so building a bomb never holds its expansion."""
+    out = zstandard.ZstdCompressor(level=1).compressobj()
+    parts = [out.compress(head)]
+    piece = bytes(16 << 20)
+    while zeros > 0:
+        parts.append(out.compress(piece[:zeros]))
+        zeros -= len(piece)
+    parts.append(out.flush())
+    return b"".join(parts)
+
+
+@pytest.mark.parametrize("bomb", ["declared", "streamed-sqlite-head", "twice-the-limit"])
+def test_a_decompression_bomb_for_an_auth_database_is_refused_while_expanding(
+    embedded: MakeStore, tmp_path: Path, bomb: str
+) -> None:
+    """The auth database is stored data any replica (or whoever can write the bucket) writes: a
+    zstd bomb at its key is refused with a StoreError naming the limit once it passes MAX_IMAGE,
+    expanded while counting (a few MiB held, not the whole expansion), and the node keeps it."""
+    import tracemalloc
+
+    from node.authdb import MAX_IMAGE
+
+    data = {
+        "declared": lambda: zstandard.ZstdCompressor(level=1).compress(bytes(MAX_IMAGE + 1)),
+        "streamed-sqlite-head": lambda: _zstd_stream(b"SQLite format 3\x00", MAX_IMAGE),
+        "twice-the-limit": lambda: _zstd_stream(b"SQLite format 3\x00", 2 * MAX_IMAGE),
+    }[bomb]()
+
+    async def body(store: ObjectStore) -> None:
+        await store.put(KEY, data)
+        acc = accounts_on(store, tmp_path / "c")
+        tracemalloc.start()
+        try:
+            with pytest.raises(StoreError, match=f"larger than the {MAX_IMAGE >> 20} MiB limit"):
+                await acc.db.read()
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 32 << 20
+        assert await store.get(KEY) == data  # refused, not replaced
+
+    run_on(embedded, body)
+
+
+def test_an_auth_database_over_the_limit_is_refused_raw_or_written(
+    embedded: MakeStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same limit holds for a raw SQLite image at the key, and for a write that would pass it
+    (no replica could read that back): refused with a StoreError, the stored version kept."""
+    import node.authdb
+
+    async def body(store: ObjectStore) -> None:
+        acc = accounts_on(store, tmp_path / "c")
+        await acc.create_user("ann", password="pw-ann-123456")
+        good = await store.get(KEY)
+        image = _decode(good)
+        monkeypatch.setattr(node.authdb, "MAX_IMAGE", len(image) + 100)
+        with pytest.raises(StoreError, match="would make the auth database larger"):
+            await acc.db.write(lambda db: db["orgs"].insert_all({"name": f"org{i}"} for i in range(1000)))
+        assert await store.get(KEY) == good
+        await store.put(KEY, image + bytes(200))
+        with pytest.raises(StoreError, match="larger than the"):
+            await accounts_on(store, tmp_path / "d").db.read()
 
     run_on(embedded, body)

@@ -325,3 +325,59 @@ def test_objects_stream(forge: Forge) -> None:
     assert forge.api("POST", "/api/v1/repos/acme/s/objects/stream", None, {"ids": ids[:1]}).status_code == 401
     too_many = forge.api("POST", "/api/v1/repos/acme/s/objects/stream", t, {"ids": [missing] * 100_001})
     assert too_many.status_code == 400
+
+
+def test_only_tokens_made_by_login_are_marked_for_the_login_cap(forge: Forge) -> None:
+    """POST /api/v1/login marks its token (capped per user, node/accounts.py MAX_LOGIN_TOKENS);
+    tokens made through POST /api/v1/tokens or `micelio admin token create` are not marked, even
+    when named "login", so the cap never ends them."""
+    import asyncio
+    import sqlite3
+
+    from hif.store import open_store
+    from node.authdb import KEY, _decode
+
+    forge.micelio("admin", "user", "create", "dana", "--password-stdin", input="correct horse\n")
+    r = forge.api("POST", "/api/v1/login", None, {"user": "dana", "password": "correct horse"})
+    assert r.status_code == 200
+    by_login = r.data["id"]
+    made = forge.api("POST", "/api/v1/tokens", r.data["token"], {"name": "login", "scope": "read"})
+    assert made.status_code == 201
+    forge.micelio("admin", "token", "create", "dana", "--scope", "read", "--name", "login")
+
+    async def image() -> bytes:
+        store = open_store(forge.store)
+        try:
+            return _decode(await store.get(KEY))
+        finally:
+            await store.close()
+
+    conn = sqlite3.connect(":memory:")
+    conn.deserialize(asyncio.run(image()))
+    rows = dict(conn.execute("select id, login from tokens where user = 'dana'").fetchall())
+    assert len(rows) == 3 and rows.pop(by_login) == 1 and set(rows.values()) == {0}
+
+
+def test_a_bomb_at_the_auth_database_key_is_a_clear_503(forge: Forge) -> None:
+    """Whoever can write the bucket may put a zstd bomb where the auth database lives: the node
+    refuses it while expanding and answers 503 naming the limit, rather than expanding it."""
+    import asyncio
+
+    import zstandard
+
+    from hif.store import open_store
+    from node.authdb import KEY, MAX_IMAGE
+
+    out = zstandard.ZstdCompressor(level=1).compressobj()
+    bomb = out.compress(b"SQLite format 3\x00") + out.compress(bytes(MAX_IMAGE)) + out.flush()
+
+    async def plant() -> None:
+        store = open_store(forge.store)
+        try:
+            await store.put(KEY, bomb)
+        finally:
+            await store.close()
+
+    asyncio.run(plant())
+    r = forge.api("GET", "/api/v1/whoami", "mcl_" + "x" * 32)  # an unknown token: the node looks again
+    assert r.status_code == 503 and f"{MAX_IMAGE >> 20} MiB limit" in r.data["message"], r.data

@@ -446,3 +446,60 @@ def test_a_running_move_is_not_taken_for_an_interrupted_one(tmp_path: Path) -> N
     rerun = hif(ws, "pull")
     assert "finished an interrupted move to position 4" in rerun.stderr
     check_at(ws, expected[4], 4, "after the stopped pull was killed")
+
+
+def test_a_journal_naming_trees_the_store_lacks_says_what_to_do(tmp_path: Path) -> None:
+    """A ``.hif/move.json`` that is valid JSON but names a tree the store lacks (either end, both,
+    of a goto or a sync) cannot be finished: every command stops with one line naming the journal,
+    the tree and how to give up the move, instead of "object … is missing"; nothing is touched,
+    and once the journal is removed the working copy works again."""
+    import asyncio
+
+    from hif.objects import EMPTY_TREE
+    from hif.repo import Repo
+    from hif.store import EmbeddedStore
+
+    main = tmp_path / "main"
+    hif(tmp_path, "init", str(main), "--name", NAME)
+    _land(main, "first", {"a.txt": "one\n", "d/b.txt": "two\n"})
+    _land(main, "second", {"a.txt": "three\n"})
+    ws = tmp_path / "ws"
+    hif(main, "workspace", "add", str(ws))
+    hif(ws, "goto", "1")
+
+    async def trees() -> list[bytes]:
+        store = EmbeddedStore(main / ".hif" / "store")
+        try:
+            repo = Repo(store, NAME)
+            return [await repo.mainline.tree_at(p) for p in (0, 1, 2)]
+        finally:
+            await store.close()
+
+    t0, t1, t2 = asyncio.run(trees())
+    assert t0 == EMPTY_TREE and t1 != t2
+    missing = [bytes([n]) * 32 for n in (0xab, 0x01)]
+    cases = [("goto", t1, missing[0]), ("goto", missing[0], t2), ("goto", missing[0], missing[1]),
+             ("sync", t1, missing[1]), ("goto", t0, missing[1])]
+    journal = ws / ".hif" / "move.json"
+    before = snapshot(ws)
+    for op, src, dst in cases:
+        doc = {"op": op, "from": {"position": 1, "session": None, "tree": src.hex()},
+               "to": {"position": 2, "session": None, "tree": dst.hex()}}
+        journal.write_text(json.dumps(doc))
+        lacking = next(t for t in (src, dst) if t in missing)
+        for args in (["status"], ["status", "--json"], ["pull"], ["goto", "2"], ["session", "start", "x"], ["log"]):
+            p = hif(ws, *args, check=False)
+            what = f"{op} {args}: {p.stdout}{p.stderr}"
+            assert p.returncode == 1, what
+            if "--json" in args:
+                lines = [json.loads(p.stdout)["error"]["message"]]
+            else:
+                lines = p.stderr.strip().splitlines()
+            assert len(lines) == 1 and "Traceback" not in p.stderr, what
+            assert ".hif/move.json" in lines[0] and lacking.hex() in lines[0], what
+            assert "remove .hif/move.json" in lines[0] and "is missing" not in lines[0], what
+        assert snapshot(ws) == before and journal.exists()
+    journal.unlink()
+    assert hif_json(ws, "status")["changes"] == []
+    hif(ws, "pull")
+    assert (ws / "a.txt").read_text() == "three\n"
