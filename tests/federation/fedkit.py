@@ -85,6 +85,11 @@ def restart(node: Forge) -> None:
         stdout=log,
         stderr=subprocess.STDOUT,
     )
+    adopt(node, proc, "did not come back")
+
+
+def adopt(node: Forge, proc: subprocess.Popen[bytes], failure: str) -> None:
+    """Wait for a node process started on ``node``'s URL to answer, then count it among the node's."""
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline and proc.poll() is None:
         try:
@@ -95,7 +100,7 @@ def restart(node: Forge) -> None:
         except httpx.HTTPError:
             time.sleep(0.1)
     proc.kill()
-    raise RuntimeError(f"{node.url} did not come back")
+    raise RuntimeError(f"{node.url} {failure}")
 
 
 def wait_for(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:

@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 import pytest
 from fedkit import (
+    adopt,
     follow,
     host,
     land,
@@ -39,7 +40,7 @@ from fedkit import (
     ui_admin,
     wait_for,
 )
-from forge import BIN, START_TIMEOUT, Forge
+from forge import BIN, Forge
 from s3server import free_port
 
 from federation.identity import NodeKey
@@ -533,17 +534,10 @@ def _serve_without_dns(node: Forge) -> None:
         env={**os.environ, "MICELIO_AUTH_MAX_AGE": "0.2", **node.env},
         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
     )
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if httpx.get(node.url + "/healthz", timeout=2).status_code == 200:
-                node.procs.append(proc)
-                node.urls.append(node.url)
-                return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError(f"{node.url} did not start without DNS: {(node.root / 'node-nodns.log').read_text()}")
+    try:
+        adopt(node, proc, "did not start without DNS")
+    except RuntimeError as e:
+        raise RuntimeError(f"{e}: {(node.root / 'node-nodns.log').read_text()}") from None
 
 
 def test_a_follow_of_a_host_that_does_not_exist_fails_at_once(tmp_path: Path) -> None:
