@@ -1,0 +1,97 @@
+"""What a landing or a session looks like to a reader, as data and as text: the one rendering that
+``hif show``/``hif log``, the MCP server's tools and resources (``hif mcp``) and the node's MCP
+endpoint share, so every client reads the same document."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from hif.history import NO_DECISION, session_changes, undecided
+from hif.porcelain.base import FileChange
+
+if TYPE_CHECKING:
+    from hif.mainline import LandingRecord
+    from hif.repo import Repo
+    from hif.session import Session
+
+__all__ = ["NO_DECISION", "record_summary", "session_diffs", "show_doc", "show_text", "undecided", "when"]
+
+
+def when(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
+
+
+def record_summary(rec: LandingRecord) -> list[dict[str, Any]]:
+    return [{"position": rec.position, "session": s.session, "goal": s.goal, "author": s.author,
+             "role": s.role, "time": rec.time, "files": sorted(s.changes)} for s in rec.sessions]
+
+
+
+def _attest_summary(s: Session) -> list[dict[str, Any]]:
+    from hif.checks import attest_summary  # imported lazily: only sessions with checks need it
+
+    return attest_summary(s) if s.of_type("attest") else []
+
+
+def show_doc(s: Session, rec: LandingRecord | None, diffs: list[Any]) -> dict[str, Any]:
+    return {
+        "session": s.to_json(),
+        "position": rec.position if rec else None,
+        "conversation": [{"role": e["role"], "author": e["author"], "text": e["text"], "time": e["time"]}
+                         for e in s.of_type("say")],
+        "decisions": [{"decision": e["decision"], "why": e["why"], "alternatives": e["alternatives"],
+                       "author": e["author"], "role": e["role"]} for e in s.of_type("decide")],
+        "iterations": [{"iteration": e["iteration"], "note": e["note"], "tree": e["tree"].hex()}
+                       for e in s.of_type("checkpoint")],
+        "checks": _attest_summary(s),
+        "changes": [{**c.to_json(), "diff": t} for c, t in diffs],
+    }
+
+
+def show_text(s: Session, rec: LandingRecord | None, diffs: list[Any]) -> str:
+    head = f"position {rec.position} · " if rec else ""
+    out = [f"{head}session {s.id} ({s.state})", f"goal: {s.goal}",
+           f"author: {s.author} ({s.role}) · started {when(s.started)} · base {s.events[0]['base']}"]
+    if rec:
+        out.append(f"landed: {when(rec.time)}")
+    conv = s.of_type("say")
+    if conv:
+        out += ["", "conversation:"] + [f"  [{e['role']}] {e['author']}: {e['text']}" for e in conv]
+    decs = s.of_type("decide")
+    if decs:
+        out += ["", "decisions:"]
+        for e in decs:
+            out.append(f"  - {e['decision']}")
+            out.append(f"    why: {e['why']}")
+            out += [f"    rejected: {a}" for a in e["alternatives"]]
+    cps = s.of_type("checkpoint")
+    if cps:
+        out += ["", "iterations:"] + [f"  {e['iteration']}. {e['note']}" for e in cps]
+    if s.of_type("attest"):
+        out += ["", "checks:"] + [
+            f"  {a['status']:6} {a['check']} ({'cached, ' if a['cached'] else ''}{a['duration']} s) "
+            f"tree {str(a['tree'])[:12]} signed by {a['signer']}" for a in _attest_summary(s)]
+    mark = {"added": "A", "modified": "M", "deleted": "D"}
+    out += ["", "changes:"] + [f"  {mark[c.action]} {c.path}" for c, _ in diffs]
+    if not diffs:
+        out.append("  (none)")
+    out.append("")
+    out += [t.rstrip("\n") for _, t in diffs if t]
+    return "\n".join(out)
+
+
+
+
+async def session_diffs(repo: Repo, s: Session, rec: LandingRecord | None) -> list[tuple[FileChange, str]]:
+    """A session's changes with their unified diffs: what its landing applied (``rec``), or, while
+    open, its changes against its base."""
+    # diffing and merging: only diffs, syncs and landings load them (start-up time)
+    from hif.merge import unified_diff
+
+    out = []
+    for c in await session_changes(repo, s, rec):
+        a = await repo.objects.get_blob(c.old.oid) if c.old else None
+        b = await repo.objects.get_blob(c.new.oid) if c.new else None
+        out.append((FileChange(c.path, c.action, c.old, c.new), unified_diff(a, b, c.path)))
+    return out
