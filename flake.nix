@@ -29,6 +29,7 @@
           pygments
           markdown-it-py
           http-message-signatures
+          mcp
         ];
         micelio = py.buildPythonApplication {
           pname = "micelio";
