@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import httpx2
 from forge import Forge
 from mcp import ClientSession
@@ -154,3 +155,81 @@ def test_stdio_whole_session_conflict_and_errors(tmp_path: Path) -> None:
 def test_hif_mcp_outside_a_working_copy_is_one_line(tmp_path: Path) -> None:
     p = hif(tmp_path, "mcp", ok=False)
     assert p.stderr.startswith("error: ") and len(p.stderr.strip().splitlines()) == 1
+
+
+# -- streamable HTTP: a node -----------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def remote(url: str, token: str) -> AsyncIterator[ClientSession]:
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=60)
+    async with http, streamable_http_client(url + "/api/v1/mcp", http_client=http) as (r, w), \
+            ClientSession(r, w) as c:
+        await c.initialize()
+        yield c
+
+
+def test_node_mcp_whole_session_conflict_and_refusals(forge: Forge) -> None:
+    alice = forge.user("alice")
+    assert forge.api("POST", "/api/v1/repos", alice, {"name": "alice/demo", "private": True}).status_code == 201
+    reader = forge.user("alice", scope="read")
+    stranger = forge.user("bob")
+    other = forge.user("alice", repo="alice/other")
+
+    async def main() -> None:
+        async with remote(forge.url, alice) as c:
+            sid = (await call(c, "session_start", repo="alice/demo", goal="a greeting"))["session"]
+            await call(c, "say", repo="alice/demo", session=sid, text="greet the world", role="human")
+            await call(c, "decide", repo="alice/demo", session=sid, decision="plain text",
+                       why="no build step", alternatives=["markdown: nothing renders it here"])
+            await call(c, "write", repo="alice/demo", session=sid, path="hello.txt", content="hello\nworld\n")
+            assert (await call(c, "checkpoint", repo="alice/demo", session=sid, note="draft"))["iteration"] == 1
+            assert "+world" in (await call(c, "diff", repo="alice/demo", session=sid))["files"][0]["diff"]
+            landed = await call(c, "land", repo="alice/demo", session=sid)
+            assert landed["landed"] and landed["decided"] and landed["position"] == 1
+            doc = await call(c, "show", repo="alice/demo", ref="1")
+            assert doc["conversation"][0]["text"] == "greet the world"
+            assert doc["decisions"][0]["alternatives"] == ["markdown: nothing renders it here"]
+            assert doc["iterations"][0]["note"] == "draft"
+            assert (await call(c, "log", repo="alice/demo"))["landings"][0]["session"] == sid
+            assert (await call(c, "cat", repo="alice/demo", path="hello.txt"))["content"] == "hello\nworld\n"
+            assert (await call(c, "blame", repo="alice/demo", path="hello.txt"))["lines"][1]["session"] == sid
+            text = (await c.read_resource("hif://alice/demo/landing/1")).contents[0].text  # type: ignore[union-attr]
+            assert "rejected: markdown" in text and "+world" in text
+            # a conflict: two sessions change the same line, one lands first
+            mine = (await call(c, "session_start", repo="alice/demo", goal="shout"))["session"]
+            theirs = (await call(c, "session_start", repo="alice/demo", goal="whisper"))["session"]
+            await call(c, "write", repo="alice/demo", session=mine, path="hello.txt", content="HELLO\nworld\n")
+            await call(c, "write", repo="alice/demo", session=theirs, path="hello.txt", content="hi\nworld\n")
+            assert (await call(c, "land", repo="alice/demo", session=theirs))["note"] == NO_DECISION
+            refusal = await call(c, "land", repo="alice/demo", session=mine)
+            assert refusal["landed"] is False and refusal["conflicts"][0]["path"] == "hello.txt"
+            assert refusal["conflicts"][0]["sessions"] == [{"position": 2, "session": theirs}]
+            synced = await call(c, "sync", repo="alice/demo", session=mine)
+            assert [x["path"] for x in synced["conflicts"]] == ["hello.txt"]
+            await call(c, "write", repo="alice/demo", session=mine, path="hello.txt", content="HI\nworld\n")
+            assert (await call(c, "land", repo="alice/demo", session=mine))["position"] == 3
+            assert await refused(c, "say", repo="alice/demo", session=mine, text="late") == f"session {mine} was landed"
+
+        async with remote(forge.url, reader) as c:  # read-only: reads, and every write refused
+            assert (await call(c, "cat", repo="alice/demo", path="hello.txt"))["content"] == "HI\nworld\n"
+            for tool, args in [("session_start", {"goal": "x"}), ("say", {"session": sid, "text": "x"}),
+                               ("write", {"session": sid, "path": "x.txt", "content": "x"}),
+                               ("land", {"session": sid})]:
+                assert "needs the writer role and a write token" in await refused(c, tool, repo="alice/demo", **args)
+        for token in (stranger, other):  # no role on a private repository, a token for another one
+            async with remote(forge.url, token) as c:
+                for tool, args in [("cat", {"path": "hello.txt"}), ("log", {}), ("session_start", {"goal": "x"})]:
+                    line = await refused(c, tool, repo="alice/demo", **args)
+                    assert "no repository alice/demo" in line or "access to alice/demo needs" in line, line
+                    assert "HI" not in line
+
+    run(main)
+    # no token, or a bad one: 401 before the body is read, nothing stored
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "session_start", "arguments": {"repo": "alice/demo", "goal": "sneak"}}}
+    for headers in ({}, {"Authorization": "Bearer mcl_not-a-token"}, {"Authorization": "Basic YTpi"}):
+        r = httpx.post(forge.url + "/api/v1/mcp", json=body, timeout=30,
+                       headers={**headers, "Accept": "application/json, text/event-stream"})
+        assert r.status_code == 401 and "HI" not in r.text and r.headers["www-authenticate"].startswith("Bearer")
+    assert forge.api("GET", "/api/v1/repos/alice/demo/sessions", alice).data["sessions"] == []

@@ -88,7 +88,7 @@ def route(method: str, rule: str, access: str, *, limit: int = DEFAULT_LIMIT, ag
                 await _authorize_mirror(ctx, kw.pop("host"), f"{kw.pop('owner')}/{kw.pop('name')}")
             elif "owner" in kw:
                 name = f"{kw.pop('owner')}/{kw.pop('name')}"
-                await _authorize_repo(ctx, name, access, agent, kw.get("sid"))
+                await authorize_repo(ctx, name, access, agent, kw.get("sid"))
             elif access != "public" and principal.user is None:
                 raise AuthRequired("this needs a token (Authorization: Bearer ...)")
             elif access != "public" and principal.session is not None and not agent:
@@ -105,7 +105,14 @@ def route(method: str, rule: str, access: str, *, limit: int = DEFAULT_LIMIT, ag
 
 
 async def _principal(node: Node) -> Principal:
-    header = request.headers.get("Authorization")
+    p = await authenticate(node, request.headers.get("Authorization"))
+    g.user = p.user
+    return p
+
+
+async def authenticate(node: Node, header: str | None) -> Principal:
+    """The caller an ``Authorization`` header names: anonymous without one, refused (AuthRequired)
+    when it is not a live bearer token. The API's routes and the MCP endpoint (``node.mcp``) share it."""
     if not header:
         return ANONYMOUS
     scheme, _, secret = header.partition(" ")
@@ -114,11 +121,12 @@ async def _principal(node: Node) -> Principal:
     p = await node.auth.authenticate(secret.strip())
     if p is None:
         raise AuthRequired("the token is unknown, expired or revoked")
-    g.user = p.user
     return p
 
 
-async def _authorize_repo(ctx: Ctx, name: str, access: str, agent_ok: bool, sid: str | None) -> None:
+async def authorize_repo(ctx: Ctx, name: str, access: str, agent_ok: bool, sid: str | None) -> None:
+    """Resolve repository ``name`` for ``ctx`` if its principal has ``access`` there (an agent
+    token: on its own session ``sid`` only, and only where ``agent_ok``); else 401/403/404."""
     p = ctx.principal
     try:
         check_repo_name(name)
