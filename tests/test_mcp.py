@@ -171,10 +171,11 @@ async def remote(url: str, token: str) -> AsyncIterator[ClientSession]:
 
 def test_node_mcp_whole_session_conflict_and_refusals(forge: Forge) -> None:
     alice = forge.user("alice")
-    assert forge.api("POST", "/api/v1/repos", alice, {"name": "alice/demo", "private": True}).status_code == 201
+    assert forge.api("POST", "/api/v1/repos", alice, {"name": "alice/demo"}).status_code == 201
     reader = forge.user("alice", scope="read")
     stranger = forge.user("bob")
     other = forge.user("alice", repo="alice/other")
+    ids: list[str] = []
 
     async def main() -> None:
         async with remote(forge.url, alice) as c:
@@ -202,6 +203,7 @@ def test_node_mcp_whole_session_conflict_and_refusals(forge: Forge) -> None:
             await call(c, "write", repo="alice/demo", session=mine, path="hello.txt", content="HELLO\nworld\n")
             await call(c, "write", repo="alice/demo", session=theirs, path="hello.txt", content="hi\nworld\n")
             assert (await call(c, "land", repo="alice/demo", session=theirs))["note"] == NO_DECISION
+            ids.extend([sid, theirs])
             refusal = await call(c, "land", repo="alice/demo", session=mine)
             assert refusal["landed"] is False and refusal["conflicts"][0]["path"] == "hello.txt"
             assert refusal["conflicts"][0]["sessions"] == [{"position": 2, "session": theirs}]
@@ -211,18 +213,18 @@ def test_node_mcp_whole_session_conflict_and_refusals(forge: Forge) -> None:
             assert (await call(c, "land", repo="alice/demo", session=mine))["position"] == 3
             assert await refused(c, "say", repo="alice/demo", session=mine, text="late") == f"session {mine} was landed"
 
-        async with remote(forge.url, reader) as c:  # read-only: reads, and every write refused
-            assert (await call(c, "cat", repo="alice/demo", path="hello.txt"))["content"] == "HI\nworld\n"
-            for tool, args in [("session_start", {"goal": "x"}), ("say", {"session": sid, "text": "x"}),
-                               ("write", {"session": sid, "path": "x.txt", "content": "x"}),
-                               ("land", {"session": sid})]:
-                assert "needs the writer role and a write token" in await refused(c, tool, repo="alice/demo", **args)
-        for token in (stranger, other):  # no role on a private repository, a token for another one
+        writes = [("session_start", {"goal": "x"}), ("say", {"session": mine, "text": "x"}),
+                  ("write", {"session": mine, "path": "x.txt", "content": "x"}), ("land", {"session": mine}),
+                  ("session_abandon", {"session": mine})]
+        for token in (reader, stranger):  # a read-only token, a user without a role: reads only
             async with remote(forge.url, token) as c:
-                for tool, args in [("cat", {"path": "hello.txt"}), ("log", {}), ("session_start", {"goal": "x"})]:
-                    line = await refused(c, tool, repo="alice/demo", **args)
-                    assert "no repository alice/demo" in line or "access to alice/demo needs" in line, line
-                    assert "HI" not in line
+                assert (await call(c, "cat", repo="alice/demo", path="hello.txt"))["content"] == "HI\nworld\n"
+                for tool, args in writes:
+                    assert "needs the writer role and a write token" in await refused(c, tool, repo="alice/demo", **args)
+        async with remote(forge.url, other) as c:  # a token bound to another repository: nothing here
+            for tool, args in [("cat", {"path": "hello.txt"}), ("log", {}), *writes]:
+                line = await refused(c, tool, repo="alice/demo", **args)
+                assert "access to alice/demo needs" in line and "HI" not in line, line
 
     run(main)
     # no token, or a bad one: 401 before the body is read, nothing stored
@@ -233,3 +235,16 @@ def test_node_mcp_whole_session_conflict_and_refusals(forge: Forge) -> None:
                        headers={**headers, "Accept": "application/json, text/event-stream"})
         assert r.status_code == 401 and "HI" not in r.text and r.headers["www-authenticate"].startswith("Bearer")
     assert forge.api("GET", "/api/v1/repos/alice/demo/sessions", alice).data["sessions"] == []
+    # a body over the limit: 413 while it arrives, nothing recorded
+    open_sid = forge.api("POST", "/api/v1/repos/alice/demo/sessions", alice, {"goal": "big"}).data["id"]
+    big = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "write", "arguments": {
+        "repo": "alice/demo", "session": open_sid, "path": "big.txt", "content": "x" * (5 << 20)}}}
+    r = httpx.post(forge.url + "/api/v1/mcp", json=big, timeout=30, headers={
+        "Authorization": f"Bearer {alice}", "Accept": "application/json, text/event-stream"})
+    assert r.status_code == 413
+    assert len(forge.api("GET", f"/api/v1/repos/alice/demo/sessions/{open_sid}", alice).data["events"]) == 1
+    assert forge.api("GET", "/api/v1/repos/alice/demo/head", alice).data["position"] == 3
+    # the web UI says which landed sessions record no decision (and only those)
+    pages = {n: httpx.get(f"{forge.url}/alice/demo/sessions/{s}", timeout=30).text for n, s in
+             [("decided", ids[0]), ("undecided", ids[1])]}
+    assert NO_DECISION in pages["undecided"] and NO_DECISION not in pages["decided"]
