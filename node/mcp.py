@@ -26,7 +26,7 @@ from starlette.types import Receive, Scope, Send
 
 from hif.blame import blame as blame_lines
 from hif.errors import ConflictError, HifError, InvalidInput, NotFound, SessionClosed
-from hif.history import landed_session, session_record, touches
+from hif.history import NO_DECISION, landed_session, session_record, touches, undecided
 from hif.landing import Scan, effective_changes, resolve, scan_since
 from hif.mcp.tools import (
     LANDING,
@@ -57,14 +57,7 @@ from hif.mcp.tools import (
 )
 from hif.objects import DIR, FILE, Entry
 from hif.paths import check_path
-from hif.porcelain.views import (
-    NO_DECISION,
-    record_summary,
-    session_diffs,
-    show_doc,
-    show_text,
-    undecided,
-)
+from hif.porcelain.views import record_summary, session_diffs, show_doc, show_text
 from hif.session import Session
 from hif.tree import apply, lookup, read_dir, walk
 from node.api import sessions as api

@@ -8,7 +8,6 @@ import click
 
 from hif.cli.app import author_option, cli, repo, role_option
 from hif.cli.output import command, emit
-from hif.history import NO_DECISION, undecided
 
 # -- working copy --------------------------------------------------------------------------------
 
@@ -59,6 +58,9 @@ def land(as_json: bool, role: str | None, author: str | None) -> None:
         res = r.land(role=role, author=author)
         extra = f" (merged: {', '.join(res.merged)})" if res.merged else ""
         verb = "already landed" if res.already else "landed"
+        # the history plumbing: only land needs it here (start-up time)
+        from hif.history import NO_DECISION, undecided
+
         bare = r.landed is not None and undecided(r.landed)  # said, never made up from the text
         note = f"\nnote: {NO_DECISION}" if bare else ""
         emit(as_json, {**res.to_json(), "decided": not bare},

@@ -13,6 +13,7 @@ import anyio
 import anyio.to_thread
 
 from hif.errors import ConflictError, NoOpenSession, NotFound
+from hif.history import NO_DECISION, undecided
 from hif.mcp.tools import (
     LANDING,
     SESSION,
@@ -42,7 +43,7 @@ from hif.mcp.tools import (
     conflict_doc,
 )
 from hif.porcelain import Repository
-from hif.porcelain.views import NO_DECISION, record_summary, show_doc, show_text, undecided
+from hif.porcelain.views import record_summary, show_doc, show_text
 
 T = TypeVar("T")
 RECENT = 20  # landings the sessions resource lists

@@ -11,7 +11,6 @@ from hif.errors import (
 )
 from hif.objects import DIR, Entry
 from hif.porcelain.base import FileChange, RepositoryBase
-from hif.porcelain.views import session_diffs
 from hif.session import Session, fold
 from hif.tree import diff as tree_diff
 from hif.tree import lookup, read_dir, walk
@@ -63,6 +62,9 @@ class History(RepositoryBase):
         return s
 
     def session_diffs(self, s: Session, rec: LandingRecord | None) -> list[tuple[FileChange, str]]:
+        # the views and the history plumbing: only show and diffs need them (start-up time)
+        from hif.porcelain.views import session_diffs
+
         return self._run(session_diffs(self.repo, s, rec))
 
     def iteration_diff(self, s: Session, a: int, b: int) -> list[tuple[str, str]]:

@@ -7,16 +7,12 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from hif.history import NO_DECISION, session_changes, undecided
 from hif.porcelain.base import FileChange
 
 if TYPE_CHECKING:
     from hif.mainline import LandingRecord
     from hif.repo import Repo
     from hif.session import Session
-
-__all__ = ["NO_DECISION", "record_summary", "session_diffs", "show_doc", "show_text", "undecided", "when"]
-
 
 def when(t: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
@@ -86,7 +82,8 @@ def show_text(s: Session, rec: LandingRecord | None, diffs: list[Any]) -> str:
 async def session_diffs(repo: Repo, s: Session, rec: LandingRecord | None) -> list[tuple[FileChange, str]]:
     """A session's changes with their unified diffs: what its landing applied (``rec``), or, while
     open, its changes against its base."""
-    # diffing and merging: only diffs, syncs and landings load them (start-up time)
+    # diffing and the history plumbing: only diffs and shows load them (start-up time)
+    from hif.history import session_changes
     from hif.merge import unified_diff
 
     out = []
