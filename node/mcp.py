@@ -376,7 +376,7 @@ async def _refuse(send: Send, e: HifError) -> None:
 def install(app: Quart, node: Node) -> None:
     """Serve ``PATH`` beside the app, with the MCP session manager running while the app serves."""
     tools = NodeTools(node, app)
-    endpoint = Endpoint(app, node, build_server(tools, tools.resources(), name="micelio"))
+    endpoint = Endpoint(app, node, build_server(tools, tools.resources(), name="micelio", local=False))
     app.asgi_app = endpoint  # type: ignore[method-assign]
 
     @app.while_serving

@@ -10,6 +10,7 @@ whose text is the CLI's one line (the ``HifError`` message), never a traceback."
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -54,9 +55,9 @@ TOOLS: dict[str, str] = {
               "alternative is a real option someone could have taken instead, not a restatement of "
               "the decision. A session with no decision lands with a notice; decisions are never "
               "made up afterwards, so record them when you make them.",
-    "write": "Write a file (UTF-8 text) in the working copy and record it in the open session. For "
-             "clients that do not edit files on disk themselves; edits made on disk are recorded "
-             "at the next event anyway.",
+    "write": "Write a file (UTF-8 text, the whole new content) and record it in the open session; "
+             "in a working copy the file on disk is written too. For clients that do not edit files "
+             "themselves: in a working copy, edits made on disk are recorded at the next event anyway.",
     "checkpoint": "Mark an iteration of the open session: the files as they are now, with a note "
                   "saying what this iteration is (e.g. \"tests pass\", \"first draft\").",
     "diff": "The open session's file changes as unified diffs (stat: only counts per file).",
@@ -107,6 +108,7 @@ Recursive = Annotated[bool, Field(description="Every file below the directory, n
 Stat = Annotated[bool, Field(description="Only the number of changed lines per file.")]
 
 Doc = dict[str, Any]
+log = logging.getLogger("hif.mcp")
 
 
 def plain(value: Any) -> Any:
@@ -130,9 +132,11 @@ def tool_error(message: str) -> CallToolResult:
     return CallToolResult(content=[TextContent(type="text", text=message)], is_error=True)
 
 
-def guarded(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+def guarded(fn: Callable[..., Awaitable[Any]], *, local: bool) -> Callable[..., Awaitable[Any]]:
     """A tool whose deliberate errors come back as tool errors carrying the CLI's one line, and
-    whose unexpected ones as one line too (never a traceback to the client)."""
+    whose unexpected ones as one line too, never a traceback: on the user's own machine (``local``)
+    naming the error as the CLI does, to a remote client only that it happened (the text may hold
+    the server's details; the traceback goes to the server's log)."""
 
     @functools.wraps(fn)
     async def call(*args: Any, **kwargs: Any) -> Any:
@@ -141,7 +145,10 @@ def guarded(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         except HifError as e:
             return tool_error(str(e))
         except Exception as e:  # the last line of defence, as the CLI's run_guarded
-            return tool_error(f"internal error: {type(e).__name__}: {e}")
+            if local:
+                return tool_error(f"internal error: {type(e).__name__}: {e}")
+            log.exception("MCP tool %s failed", fn.__name__)
+            return tool_error("internal error (see the server's log)")
 
     return call
 
@@ -171,16 +178,20 @@ class Resource:
     read: Callable[..., Awaitable[str]]
 
 
-def build_server(backend: Any, resources: list[Resource], *, name: str = "hif") -> MCPServer:
+def build_server(backend: Any, resources: list[Resource], *, name: str = "hif", local: bool = True) -> MCPServer:
     """An MCP server with every tool of :data:`TOOLS` that ``backend`` has a method for, and
-    ``resources``."""
-    # the SDK logs each tool error at INFO: the client already has it (stderr stays quiet)
+    ``resources``; ``local`` for a server of the user's own working copy (see :func:`guarded`)."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
     server: MCPServer = MCPServer(name, instructions=INSTRUCTIONS, log_level="WARNING")
+    # the SDK configures the root logger (logging.basicConfig): the process's logging stays its own
+    root.handlers[:] = handlers
+    root.setLevel(level)
     for tool, description in TOOLS.items():
         fn = getattr(backend, tool, None)
         if fn is None:
             continue
-        server.add_tool(guarded(fn), name=tool, description=description,
+        server.add_tool(guarded(fn, local=local), name=tool, description=description,
                         annotations=ToolAnnotations(read_only_hint=tool in READ_ONLY))
     for r in resources:
         server.resource(r.uri, name=r.name, description=r.description, mime_type="text/plain")(readable(r.read))

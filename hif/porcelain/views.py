@@ -84,7 +84,7 @@ async def session_diffs(repo: Repo, s: Session, rec: LandingRecord | None) -> li
     open, its changes against its base."""
     # diffing and the history plumbing: only diffs and shows load them (start-up time)
     from hif.history import session_changes
-    from hif.merge import unified_diff
+    from hif.merge import unified_diff  # (with the line above: start-up time)
 
     out = []
     for c in await session_changes(repo, s, rec):
