@@ -213,6 +213,19 @@ def test_node_mcp_whole_session_conflict_and_refusals(forge: Forge) -> None:
             assert (await call(c, "land", repo="alice/demo", session=mine))["position"] == 3
             assert await refused(c, "say", repo="alice/demo", session=mine, text="late") == f"session {mine} was landed"
 
+        # an agent token: its repository and its session are the defaults, and the only ones
+        agent_sid = forge.api("POST", "/api/v1/repos/alice/demo/sessions", alice, {"goal": "by agent"}).data["id"]
+        agent = forge.api("POST", f"/api/v1/repos/alice/demo/sessions/{agent_sid}/tokens", alice, {}).data["token"]
+        other_sid = forge.api("POST", "/api/v1/repos/alice/demo/sessions", alice, {"goal": "not yours"}).data["id"]
+        async with remote(forge.url, agent) as c:
+            assert (await call(c, "status"))["session"]["id"] == agent_sid
+            await call(c, "say", text="bound to one session")
+            for tool, args in [("session_start", {"goal": "x"}), ("say", {"session": other_sid, "text": "x"}),
+                               ("land", {"session": other_sid})]:
+                assert "only works on its own session" in await refused(c, tool, **args)
+            assert (await call(c, "land"))["position"] == 4
+            assert "has ended" in await refused(c, "status")  # the token died with its session
+        forge.api("POST", f"/api/v1/repos/alice/demo/sessions/{other_sid}/abandon", alice, {})
         writes = [("session_start", {"goal": "x"}), ("say", {"session": mine, "text": "x"}),
                   ("write", {"session": mine, "path": "x.txt", "content": "x"}), ("land", {"session": mine}),
                   ("session_abandon", {"session": mine})]
@@ -243,7 +256,7 @@ def test_node_mcp_whole_session_conflict_and_refusals(forge: Forge) -> None:
         "Authorization": f"Bearer {alice}", "Accept": "application/json, text/event-stream"})
     assert r.status_code == 413
     assert len(forge.api("GET", f"/api/v1/repos/alice/demo/sessions/{open_sid}", alice).data["events"]) == 1
-    assert forge.api("GET", "/api/v1/repos/alice/demo/head", alice).data["position"] == 3
+    assert forge.api("GET", "/api/v1/repos/alice/demo/head", alice).data["position"] == 4
     # the web UI says which landed sessions record no decision (and only those)
     pages = {n: httpx.get(f"{forge.url}/alice/demo/sessions/{s}", timeout=30).text for n, s in
              [("decided", ids[0]), ("undecided", ids[1])]}
