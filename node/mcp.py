@@ -27,7 +27,7 @@ from starlette.types import Receive, Scope, Send
 from hif.blame import blame as blame_lines
 from hif.errors import ConflictError, HifError, InvalidInput, NotFound, SessionClosed
 from hif.history import NO_DECISION, landed_session, session_record, touches, undecided
-from hif.landing import Scan, effective_changes, resolve, scan_since
+from hif.landing import Scan, effective_changes, refuse_markers, resolve, scan_since
 from hif.mcp.tools import (
     LANDING,
     SESSION,
@@ -55,6 +55,7 @@ from hif.mcp.tools import (
     build_server,
     conflict_doc,
 )
+from hif.merge import diffstat
 from hif.objects import DIR, FILE, Entry
 from hif.paths import check_path
 from hif.porcelain.views import record_summary, session_diffs, show_doc, show_text
@@ -178,9 +179,9 @@ class NodeTools:
         s = await load_session(ctx, sid)
         files = []
         for c, text in await session_diffs(ctx.r, s, await session_record(ctx.r, s)):
-            lines = text.splitlines()
-            added = sum(1 for x in lines if x.startswith("+") and not x.startswith("+++"))
-            removed = sum(1 for x in lines if x.startswith("-") and not x.startswith("---"))
+            old = await ctx.r.objects.get_blob(c.old.oid) if c.old else None
+            new = await ctx.r.objects.get_blob(c.new.oid) if c.new else None
+            added, removed = diffstat(old, new)
             files.append({**c.to_json(), "added": added, "removed": removed, **({} if stat else {"diff": text})})
         return {"files": files}
 
@@ -188,6 +189,7 @@ class NodeTools:
         sid = self._sid(session)
         ctx = await self._ctx(repo, "write", sid=sid)
         s = await load_session(ctx, sid)
+        await refuse_markers(ctx.r, s)  # as hif land: a file sync marked must be resolved first
         try:
             async with self.app.app_context():  # the handler tells the replica's federation
                 result = await api.land_session(ctx, sid)

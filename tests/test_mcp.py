@@ -145,6 +145,7 @@ def test_stdio_whole_session_conflict_and_errors(tmp_path: Path) -> None:
             synced = await call(c, "sync")
             assert [x["path"] for x in synced["conflicts"]] == ["notes.txt"]
             assert "<<<<<<<" in (a / "notes.txt").read_text()
+            assert "notes.txt still has conflict markers" in await refused(c, "land")
             await call(c, "write", path="notes.txt", content="one\n2 (TWO)\nthree\nfour\n")
             landed = await call(c, "land")
             assert landed["landed"] and landed["decided"] is False and landed["note"] == NO_DECISION
@@ -209,6 +210,7 @@ def test_node_mcp_whole_session_conflict_and_refusals(forge: Forge) -> None:
             assert refusal["conflicts"][0]["sessions"] == [{"position": 2, "session": theirs}]
             synced = await call(c, "sync", repo="alice/demo", session=mine)
             assert [x["path"] for x in synced["conflicts"]] == ["hello.txt"]
+            assert "hello.txt still has conflict markers" in await refused(c, "land", repo="alice/demo", session=mine)
             await call(c, "write", repo="alice/demo", session=mine, path="hello.txt", content="HI\nworld\n")
             assert (await call(c, "land", repo="alice/demo", session=mine))["position"] == 3
             assert await refused(c, "say", repo="alice/demo", session=mine, text="late") == f"session {mine} was landed"
