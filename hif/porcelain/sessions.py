@@ -157,14 +157,18 @@ class Sessions(WorkingCopy):
         del base_tree
         return out
 
-    def say(self, text: str, *, role: str | None = None, author: str | None = None) -> dict[str, Any]:
+    def say(self, text: str, *, role: str | None = None, author: str | None = None, kind: str | None = None,
+            provenance: dict[str, str] | None = None) -> dict[str, Any]:
+        """A message (or, with ``kind``, a plan, todo list or note); ``provenance`` says which agent,
+        model and agent session produced it (hif.session.PROVENANCE)."""
         check_text(text, "message")
         s = self._open_session()
         self._record(s, author=author, role=role)
-        return self._append(s, "say", author=author, role=role, text=text)
+        return self._append(s, "say", author=author, role=role, text=text, kind=kind, **(provenance or {}))
 
     def decide(self, decision: str, *, why: str, alternatives: list[str] | None = None,
-               role: str | None = None, author: str | None = None) -> dict[str, Any]:
+               role: str | None = None, author: str | None = None,
+               provenance: dict[str, str] | None = None) -> dict[str, Any]:
         check_text(decision, "decision")
         check_text(why, "rationale (--why)")
         for alt in alternatives or []:
@@ -172,7 +176,7 @@ class Sessions(WorkingCopy):
         s = self._open_session()
         self._record(s, author=author, role=role)
         return self._append(s, "decide", author=author, role=role, decision=decision, why=why,
-                            alternatives=list(alternatives or []))
+                            alternatives=list(alternatives or []), **(provenance or {}))
 
     def checkpoint(self, note: str, *, role: str | None = None, author: str | None = None) -> dict[str, Any]:
         check_text(note, "checkpoint note")
