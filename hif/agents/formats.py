@@ -294,7 +294,9 @@ def codex_transcript(records: Iterable[dict[str, Any]]) -> Iterator[Item]:
                 continue
             if role == "assistant":
                 yield Item("reply", text, model=model, time=when)
-            elif role == "user" and not text.startswith(("<environment_context>", "<user_instructions>")):
+            elif role == "user" and text.startswith(("<environment_context>", "<user_instructions>")):
+                continue  # what Codex sends with every conversation, not the person's words
+            elif role == "user":
                 yield Item("prompt", text, time=when)
             else:
                 yield Item("note", text, kind="note", time=when)
