@@ -21,6 +21,9 @@ def main() -> None:
             os._exit(code)  # every object one by one costs a few ms after a large tree)
     if sys.argv[1:3] == ["agent", "hook"]:
         # a coding agent's hook, run at every prompt and edit: no click, no SDK (start-up time)
+        import gc
+
+        gc.disable()  # a short process whose imports make no cycles worth collecting
         from hif.cli.agenthook import run as hook
 
         code = hook(sys.argv[3:])

@@ -215,11 +215,14 @@ class Recorder:
     def _open(self) -> Any:
         if self._plain():
             if self.repo is None:
-                # the plumbing alone: the hook's start-up time (see the module's docstring)
-                from hif.repo import Repo
+                # the plumbing alone, without hif.repo's mainline and rollups (start-up time)
+                from hif.objects import ObjectDB
+                from hif.session import SessionStore
                 from hif.store import open_store
 
-                self.repo = Repo(open_store(self.config["store"]), self.config["repo"])
+                store, prefix = open_store(self.config["store"]), f"repos/{self.config['repo']}/"
+                objects = ObjectDB(store, prefix)
+                self.repo = Plumbing(store, objects, SessionStore(store, prefix, objects))
             return self.repo
         if self.sdk is None:
             # a forge clone or S3 store: the SDK (slower start)
@@ -309,6 +312,16 @@ class Recorder:
         tmp = self.work.meta / f"{STATE}.{os.getpid()}"
         tmp.write_text(json.dumps(kept))
         os.replace(tmp, self.work.meta / STATE)
+
+
+class Plumbing:
+    """What the hook uses of a repository: its store, objects and sessions (``hif.repo.Repo``'s
+    layout, ``repos/<owner>/<name>/``, without importing the mainline it does not read)."""
+
+    __slots__ = ("objects", "sessions", "store")
+
+    def __init__(self, store: Any, objects: Any, sessions: Any) -> None:
+        self.store, self.objects, self.sessions = store, objects, sessions
 
 
 def read_tail(path: Path, offset: Any) -> tuple[list[bytes], int]:
