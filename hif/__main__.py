@@ -24,7 +24,7 @@ def main() -> None:
         import gc
 
         gc.disable()  # a short process whose imports make no cycles worth collecting
-        from hif.cli.agenthook import run as hook
+        from hif.cli.agenthook import run as hook  # (start-up time, as above)
 
         code = hook(sys.argv[3:])
         sys.stdout.flush()

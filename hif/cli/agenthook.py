@@ -95,7 +95,7 @@ def _read_input() -> tuple[dict[str, Any], str | None]:
 def _root(start: Path) -> Path | None:
     # the hook imports only what it uses, when it uses it (start-up time)
     from hif.errors import NotARepository
-    from hif.worktree.workspace import find_root
+    from hif.worktree.workspace import find_root  # (start-up time, as above)
 
     try:
         return find_root(start)
@@ -217,8 +217,8 @@ class Recorder:
             if self.repo is None:
                 # the plumbing alone, without hif.repo's mainline and rollups (start-up time)
                 from hif.objects import ObjectDB
-                from hif.session import SessionStore
-                from hif.store import open_store
+                from hif.session import SessionStore  # (start-up time, as above)
+                from hif.store import open_store  # (start-up time, as above)
 
                 store, prefix = open_store(self.config["store"]), f"repos/{self.config['repo']}/"
                 objects = ObjectDB(store, prefix)

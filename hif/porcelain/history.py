@@ -59,7 +59,7 @@ class History(RepositoryBase):
         # only this command writes records (start-up time)
         from importlib.metadata import version
 
-        from hif.agents.trace import landing_record
+        from hif.agents.trace import landing_record  # (start-up time, as above)
 
         s, rec = self.resolve_ref(ref)
         if rec is None:

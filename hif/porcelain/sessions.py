@@ -189,7 +189,7 @@ class Sessions(WorkingCopy):
         read and checked before anything is appended."""
         # transcripts are read by this command only (start-up time)
         from hif.agents.formats import Counts, goal_of, json_lines, read_lines, transcript_items
-        from hif.agents.redact import redact
+        from hif.agents.redact import redact  # (start-up time, as above)
 
         counts = Counts()
         items = []

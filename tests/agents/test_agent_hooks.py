@@ -15,15 +15,6 @@ CLAUDE_SESSION = "0b3e6f0e-3c4a-4d7e-9a0b-5c1e2d3f4a5b"
 MODEL = "claude-sonnet-4-5-20250929"
 
 
-@pytest.fixture
-def wc(tmp_path: Path) -> Hif:
-    cwd = tmp_path / "wc"
-    cwd.mkdir()
-    h = Hif(cwd, tmp_path / "config")
-    h.run("init")
-    return h
-
-
 def claude(h: Hif, event: str, transcript: Path, **fields: Any) -> dict[str, Any]:
     return {"session_id": CLAUDE_SESSION, "transcript_path": str(transcript), "cwd": str(h.cwd),
             "hook_event_name": event, "permission_mode": "default", **fields}

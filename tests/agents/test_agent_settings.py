@@ -5,7 +5,6 @@ the redaction every recorded text goes through."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,15 +21,6 @@ OTHERS: dict[str, Any] = {
         "PreToolUse": [{"matcher": "*", "hooks": [{"type": "command", "command": "guard"}]}],
     },
 }
-
-
-@pytest.fixture
-def wc(tmp_path: Path) -> Hif:
-    cwd = tmp_path / "wc"
-    cwd.mkdir()
-    h = Hif(cwd, tmp_path / "config")
-    h.run("init")
-    return h
 
 
 @pytest.mark.parametrize(("agent", "rel", "events"), [

@@ -13,7 +13,6 @@ from typing import Any
 
 import httpx
 import jsonschema
-import pytest
 from agentkit import ROOT, Hif
 from forge import Forge
 
@@ -43,15 +42,6 @@ def claude_write(h: Hif, path: str, content: str, call: str, model: str = "claud
     h.hook("claude-code", "SessionStart", {"session_id": "cc1", "cwd": str(h.cwd), "model": model})
     h.hook("claude-code", "PostToolUse", {"session_id": "cc1", "cwd": str(h.cwd), "tool_name": "Write",
                                           "tool_use_id": call, "tool_input": {"file_path": str(full)}})
-
-
-@pytest.fixture
-def wc(tmp_path: Path) -> Hif:
-    cwd = tmp_path / "wc"
-    cwd.mkdir()
-    h = Hif(cwd, tmp_path / "config")
-    h.run("init")
-    return h
 
 
 def test_export_attributes_lines_to_agent_human_and_both(wc: Hif) -> None:

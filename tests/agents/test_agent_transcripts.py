@@ -16,15 +16,6 @@ from hif.agents import formats
 from hif.errors import TooLarge
 
 
-@pytest.fixture
-def wc(tmp_path: Path) -> Hif:
-    cwd = tmp_path / "wc"
-    cwd.mkdir()
-    h = Hif(cwd, tmp_path / "config")
-    h.run("init")
-    return h
-
-
 def write_jsonl(path: Path, *lines: Any) -> Path:
     path.write_bytes(b"".join((x if isinstance(x, bytes) else json.dumps(x).encode()) + b"\n" for x in lines))
     return path
