@@ -39,6 +39,7 @@ MAX_RECORD = 1 << 20  # bytes of a record read from outside (it is kept as a ses
 MAX_FILES = 10_000  # files of one record read from outside
 _VERSION = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+$")
 _CONTRIBUTORS = ("human", "ai", "mixed", "unknown")
+PROVIDERS = {"claude-code": "anthropic", "gemini-cli": "google", "codex": "openai"}  # whose models they run
 _NAMESPACE = uuid.UUID("6f1f6c2e-8d7e-4c1e-9a57-2d7f3b0c9e11")  # hif's namespace for record ids
 
 
@@ -51,13 +52,21 @@ def contributor(s: Session, path: str) -> dict[str, str]:
     writes = [e for e in s.events if e.get("type") in ("write", "delete") and e.get("path") == path]
     roles = {e.get("role") for e in writes} or {s.role}
     kind = "mixed" if len(roles) > 1 else "ai" if roles == {"agent"} else "human"
-    models = [e["model"] for e in writes if e.get("role") == "agent" and isinstance(e.get("model"), str)]
+    models = [model_id(e) for e in writes if e.get("role") == "agent" and isinstance(e.get("model"), str)]
     if not models and kind != "human":
-        models = [e["model"] for e in s.events if isinstance(e.get("model"), str)]
+        models = [model_id(e) for e in s.events if isinstance(e.get("model"), str)]
     out = {"type": kind}
     if models and kind != "human":
         out["model_id"] = models[-1][:250]
     return out
+
+
+def model_id(event: dict[str, Any]) -> str:
+    """An event's model in the models.dev convention the format asks for (``provider/model``): the
+    provider is added from the agent when the agent named the model alone."""
+    model = str(event["model"])
+    provider = PROVIDERS.get(str(event.get("agent")))
+    return f"{provider}/{model}" if provider and "/" not in model else model
 
 
 async def landing_record(repo: Repo, rec: LandingRecord, *, conversation_url: str | None = None,

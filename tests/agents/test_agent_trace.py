@@ -62,8 +62,8 @@ def test_export_attributes_lines_to_agent_human_and_both(wc: Hif) -> None:
     files = by_path(rec)
     assert set(files) == {"app.py", "new.py", "both.py", "human.md"}  # no binary, no deletion
     assert files["app.py"][0]["ranges"] == [{"start_line": 2, "end_line": 2}, {"start_line": 4, "end_line": 4}]
-    assert files["app.py"][0]["contributor"] == {"type": "ai", "model_id": "claude-sonnet-4-5"}
-    assert files["new.py"][0]["contributor"] == {"type": "ai", "model_id": "claude-opus-4-1"}
+    assert files["app.py"][0]["contributor"] == {"type": "ai", "model_id": "anthropic/claude-sonnet-4-5"}
+    assert files["new.py"][0]["contributor"] == {"type": "ai", "model_id": "anthropic/claude-opus-4-1"}
     assert files["new.py"][0]["ranges"] == [{"start_line": 1, "end_line": 2}]
     assert files["both.py"][0]["contributor"]["type"] == "mixed"
     assert files["human.md"][0]["contributor"] == {"type": "human"}
@@ -149,10 +149,10 @@ def test_forge_serves_the_record_and_the_ui_links_it(forge: Forge, tmp_path: Pat
     rec = valid(r.json())
     conv = by_path(rec)["f.py"][0]
     assert conv["url"] == f"{forge.url}/acme/trace/sessions/{sid}"
-    assert conv["contributor"] == {"type": "ai", "model_id": "claude-sonnet-4-5"}
+    assert conv["contributor"] == {"type": "ai", "model_id": "anthropic/claude-sonnet-4-5"}
     assert r.json() == httpx.get(r.url).json()  # public repository: anyone may read it, always the same
     assert json.loads(wc.text("export", "agent-trace", "1")) == rec  # the clone exports the same record
-    for pos in (0, 2, 99):
+    for pos in (0, 2, 99, -1, "x", "1.0", "١", "9" * 40):
         assert httpx.get(f"{forge.url}/api/v1/repos/acme/trace/landings/{pos}/agent-trace").status_code == 404
     page = httpx.get(f"{forge.url}/acme/trace/sessions/{sid}").text
     assert 'href="/api/v1/repos/acme/trace/landings/1/agent-trace"' in page
