@@ -5,6 +5,8 @@ session that results checked event by event; broken inputs never raise and never
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -245,3 +247,21 @@ def test_log_stays_bounded(wc: Hif) -> None:
     log.write_text("old line\n" * 150_000)  # over 1 MiB
     wc.hook("claude-code", "UserPromptSubmit", b"junk")
     assert log.stat().st_size < 600_000 and log.read_text().splitlines()[-1].endswith("is not JSON (Expecting value: line 1 column 1 (char 0))")
+
+
+def test_the_hook_imports_neither_click_nor_the_sdk(wc: Hif) -> None:
+    """What keeps a hook call short (its time is measured in bench/agent_hook.py): over a local working
+    copy it runs on the plumbing, without click, the SDK or the mainline."""
+    wc.run("session", "start", "s")
+    (wc.cwd / "a.txt").write_text("a\n")
+    for event, payload in (("UserPromptSubmit", {"prompt": "hi"}),
+                           ("PostToolUse", {"tool_name": "Write", "tool_use_id": "t", "tool_input": {"file_path": "a.txt"}})):
+        p = subprocess.run([sys.executable, "-X", "importtime", "-m", "hif", "agent", "hook", "claude-code", event],
+                           cwd=wc.cwd, env=wc.env, input=json.dumps({"cwd": str(wc.cwd), **payload}).encode(),
+                           capture_output=True, timeout=60)
+        assert p.returncode == 0 and p.stdout == b""
+        imported = {line.rsplit("|", 1)[-1].strip() for line in p.stderr.decode().splitlines()}
+        assert "hif.session" in imported  # the report is read right
+        for heavy in ("click", "hif.porcelain", "hif.cli.main", "hif.repo", "hif.mainline", "hif.landing", "asyncio"):
+            assert heavy not in imported, heavy
+    assert [e["type"] for e in wc.session()["events"]] == ["start", "say", "write"]

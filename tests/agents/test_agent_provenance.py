@@ -12,12 +12,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from agentkit import Hif
 from forge import Forge
 
 from federation.envelope import check_landing, check_signature, landing_envelope, seal, unseal
 from federation.identity import NodeKey
 from hif.errors import CorruptObject, InvalidInput
-from hif.landing import land
 from hif.objects import FILE, blob_bytes, decode, digest, pack
 from hif.repo import Repo
 from hif.session import MAX_PROVENANCE, make_event
@@ -55,34 +55,36 @@ def test_make_event_keeps_provenance_and_drops_absent() -> None:
     assert "kind" not in make_event("say", "ana", "agent", 1.0, text="hi", kind=None)
 
 
-def test_provenance_is_inside_the_signed_landing(tmp_path: Path) -> None:
-    """A follower verifies the envelope's signature over the snapshot, whose events carry provenance:
-    changing who said it breaks the signature."""
+def test_a_hook_driven_landing_is_signed_with_its_provenance(wc: Hif) -> None:
+    """A follower verifies the envelope's signature over the snapshot, whose events (recorded by the
+    agent's hooks) carry provenance: rewriting who said it breaks the signature."""
+    base = {"session_id": "cc-1", "cwd": str(wc.cwd), "model": "claude-sonnet-4-5"}
+    wc.hook("claude-code", "SessionStart", {**base, "hook_event_name": "SessionStart"})
+    wc.hook("claude-code", "UserPromptSubmit", {**base, "prompt": "write f"})
+    (wc.cwd / "f").write_text("x\n")
+    wc.hook("claude-code", "PostToolUse", {**base, "tool_name": "Write", "tool_use_id": "toolu_1",
+                                           "tool_input": {"file_path": "f"}})
+    wc.run("land")
+    cfg = json.loads((wc.cwd / ".hif" / "config.json").read_text())
 
     async def go() -> None:
-        store = EmbeddedStore(tmp_path / "s", create=True)
-        repo = Repo(store, "acme/api")
+        store = EmbeddedStore(cfg["store"])
+        repo = Repo(store, cfg["repo"])
         key = NodeKey(b"\x01" * 32, "http://a.example")
-        s = await repo.sessions.start("goal", "ana", "human", 0)
-        blob = await repo.objects.put_blob(b"x\n")
-        await repo.sessions.append(s.id, make_event("say", "claude", "agent", 1.0, text="done", **PROV))
-        await repo.sessions.append(s.id, make_event("write", "claude", "agent", 1.0, path="f", kind=FILE,
-                                                    blob=blob, **PROV))
-        await land(repo, await repo.sessions.load(s.id))
         sealed = unseal(await landing_envelope(repo, key, 1))
         check_signature(sealed, key.public)
-        got = check_landing(sealed, origin="http://a.example", repo="acme/api", position=1)
+        got = check_landing(sealed, origin="http://a.example", repo=cfg["repo"], position=1)
         (snap,) = got.snapshots.values()
         events = decode(snap)[1]["events"]
-        assert [{k: e.get(k) for k in PROV} for e in events[1:]] == [PROV, PROV]
+        assert {k: events[2].get(k) for k in PROV} == {
+            "agent": "claude-code", "model": "claude-sonnet-4-5", "agent_session": "cc-1", "tool": "Write",
+            "tool_call": "toolu_1"}
         # a relay that rewrites the agent must re-sign: with another key it does not verify
         body = dict(sealed.body)
         body["snapshots"] = [snap.replace(b"claude-code", b"gemini-cli!")]
         forged = unseal(seal(NodeKey(b"\x02" * 32, "http://a.example"), body))
         with pytest.raises(CorruptObject):
             check_signature(forged, key.public)
-        landed = await repo.sessions.load(s.id)
-        assert landed.state == "landed" and landed.events[1]["model"] == "claude-sonnet-4-5"
         await store.close()
 
     asyncio.run(go())
