@@ -19,7 +19,9 @@ import logging
 import secrets
 import time
 from datetime import timedelta
+from typing import Any
 
+import cbor2
 from quart import Quart, current_app, g, session
 from quart.sessions import SecureCookieSession, SecureCookieSessionInterface
 from quart.wrappers import BaseRequestWebsocket
@@ -30,6 +32,8 @@ from node.context import node_of
 from node.principal import ANONYMOUS, Principal
 
 SECRET_KEY = "_node/ui-secret"
+FLASH_PREFIX = "_node/ui-flash/"  # one-time messages after a redirect (a new token), by random id
+FLASH_MAX_AGE = 600.0  # seconds a flash waits for the page that shows it
 COOKIE = "micelio_session"
 LOGIN_DAYS = 30
 error_log = logging.getLogger("micelio.error")
@@ -144,3 +148,39 @@ async def viewer() -> Principal:
             g.user = p.user  # the access log names who asked
     g.ui_viewer = p
     return p
+
+
+async def set_flash(**data: Any) -> None:
+    """Keep ``data`` for the next page this browser loads (post-redirect-get): in the store, so
+    any replica can show it and a secret (a new token) never travels in a URL or a cookie; the
+    cookie holds only a random id. Showing it deletes it: a reload shows nothing again."""
+    fid = secrets.token_urlsafe(18)
+    store = node_of(current_app).store  # type: ignore[arg-type]
+    await store.put(FLASH_PREFIX + fid, cbor2.dumps({"time": time.time(), "data": data}))
+    old = session.get("flash")
+    session["flash"] = fid
+    if isinstance(old, str):  # one flash at a time: an unshown older one is dropped
+        with contextlib.suppress(HifError):
+            await store.delete(FLASH_PREFIX + old)
+
+
+async def take_flash() -> dict[str, Any] | None:
+    """The flash this browser was sent, once (deleted as it is read); None when there is none."""
+    if not has_session():
+        return None
+    fid = session.pop("flash", None)
+    if not isinstance(fid, str) or not fid.replace("-", "").replace("_", "").isalnum():
+        return None
+    store = node_of(current_app).store  # type: ignore[arg-type]
+    raw = await store.get_or_none(FLASH_PREFIX + fid)
+    if raw is None:
+        return None
+    await store.delete(FLASH_PREFIX + fid)
+    try:
+        kept = cbor2.loads(raw)
+    except Exception:
+        return None
+    if not isinstance(kept, dict) or time.time() - float(kept.get("time", 0)) > FLASH_MAX_AGE:
+        return None
+    data = kept.get("data")
+    return data if isinstance(data, dict) else None

@@ -13,6 +13,7 @@ from quart import Response, redirect, render_template, request
 from hif import history
 from hif.blame import blame
 from hif.errors import (
+    HifError,
     InvalidInput,
     NotFound,
     PermissionDenied,
@@ -21,7 +22,9 @@ from hif.mainline import LandingRecord
 from hif.merge import is_binary
 from hif.objects import DIR, LINK, Entry
 from hif.tree import lookup
-from ui.auth import viewer
+from node.principal import Principal, role_rank
+from node.repos import create_repository, delete_repository, update_repository
+from ui.auth import set_flash, take_flash, viewer
 from ui.render import (
     FileView,
     code_rows,
@@ -42,6 +45,7 @@ from ui.web import (
     mirrored,
     node,
     open_repo,
+    page_status,
 )
 
 # -- repository pages ------------------------------------------------------------------------------
@@ -189,18 +193,93 @@ async def raw(owner: str, name: str, path: str) -> Response:
                     headers=headers)
 
 
+# -- creating a repository -------------------------------------------------------------------------
+
+
+async def _owners(p: Principal) -> list[str]:
+    """Where ``p`` may create repositories: their own namespace, then the organisations they
+    maintain or own (``Accounts.can_create_repo`` decides again on submit)."""
+    assert p.user is not None
+    orgs = await node().auth.orgs_of(p.user)
+    return [p.user, *(o for o, role in orgs.items() if role_rank(role) >= role_rank("maintainer"))]
+
+
+async def _new_page(p: Principal, form: Any, error: str | None = None, status: int = 200) -> tuple[str, int]:
+    page = await render_template("new_repo.html", owners=await _owners(p), form=form, error=error)
+    return page, status
+
+
+@bp.get("/new")
+async def new_repo() -> Response | tuple[str, int]:
+    p = await viewer()
+    if p.user is None:
+        return login_redirect()
+    return await _new_page(p, {"owner": request.args.get("owner", "")})
+
+
+@bp.post("/new")
+async def new_repo_post() -> Response | tuple[str, int]:
+    """Create a repository through the API's own code path (``node.repos.create_repository``)."""
+    p = await viewer()
+    if p.user is None:
+        return login_redirect()
+    form = await request.form
+    name = f"{form.get('owner', '').strip()}/{form.get('name', '').strip()}"
+    try:
+        await create_repository(node(), p, name, private=form.get("private") == "1",
+                                description=form.get("description", "").strip())
+    except HifError as e:
+        return await _new_page(p, form, str(e), page_status(e))
+    return redirect("/" + name, 303)  # type: ignore[return-value]
+
+
 # -- settings --------------------------------------------------------------------------------------
 
 
-async def _settings_page(rv: RepoView, error: str | None = None) -> str:
+def _is_owner(rv: RepoView) -> bool:
+    return rv.p.admin or role_rank(rv.role) >= role_rank("owner")
+
+
+async def _settings_page(rv: RepoView, error: str | None = None, status: int = 200) -> tuple[str, int]:
     members = await node().auth.repo_members(rv.name)
     org = await node().auth.get_org(rv.owner)
-    return await render_template("settings.html", rv=rv, members=members, org=org,
-                                 roles=grantable(rv.role), error=error)
+    flash = await take_flash() or {}
+    page = await render_template("settings.html", rv=rv, members=members, org=org, roles=grantable(rv.role),
+                                 error=error, done=flash.get("done"), can_delete=_is_owner(rv))
+    return page, status
+
+
+@bp.post("/<owner>/<name>/settings/repo")
+async def settings_repo(owner: str, name: str) -> Response | tuple[str, int]:
+    """Description and visibility (maintainers and owners)."""
+    rv = await open_repo(owner, name, "admin")
+    form = await request.form
+    try:
+        await update_repository(node(), rv.name, description=form.get("description", "").strip(),
+                                private=form.get("visibility") == "private")
+    except HifError as e:
+        rv.info = {**rv.info, "description": form.get("description", "")}
+        return await _settings_page(rv, str(e), page_status(e))
+    await set_flash(done="Saved.")
+    return redirect(rv.url("settings"), 303)  # type: ignore[return-value]
+
+
+@bp.post("/<owner>/<name>/settings/delete")
+async def settings_delete(owner: str, name: str) -> Response | tuple[str, int]:
+    """Delete the repository (owners only), once its full name is typed as confirmation."""
+    rv = await open_repo(owner, name, "admin")
+    if not _is_owner(rv):
+        raise PermissionDenied(f"only owners of {rv.name} delete it")
+    try:
+        await delete_repository(node(), rv.name, (await request.form).get("confirm", ""))
+    except InvalidInput as e:
+        return await _settings_page(rv, str(e), 400)
+    await set_flash(done=f"Deleted {rv.name}.")
+    return redirect("/", 303)  # type: ignore[return-value]
 
 
 @bp.get("/<owner>/<name>/settings")
-async def settings(owner: str, name: str) -> Response | str:
+async def settings(owner: str, name: str) -> Response | tuple[str, int]:
     if (await viewer()).user is None:
         await open_repo(owner, name)  # a private or missing repository stays a 404
         return login_redirect()
@@ -215,7 +294,7 @@ async def settings_member_set(owner: str, name: str) -> Response | tuple[str, in
         await node().auth.set_repo_member(rv.name, form.get("user", "").strip(), form.get("role", ""),
                                           by=rv.p)
     except (InvalidInput, NotFound, PermissionDenied) as e:
-        return await _settings_page(rv, str(e)), form_status(e)
+        return (await _settings_page(rv, str(e)))[0], form_status(e)
     return redirect(rv.url("settings"))  # type: ignore[return-value]
 
 
@@ -225,7 +304,7 @@ async def settings_member_remove(owner: str, name: str, user: str) -> Response |
     try:
         await node().auth.remove_repo_member(rv.name, user, by=rv.p)
     except (InvalidInput, NotFound, PermissionDenied) as e:
-        return await _settings_page(rv, str(e)), form_status(e)
+        return (await _settings_page(rv, str(e)))[0], form_status(e)
     return redirect(rv.url("settings"))  # type: ignore[return-value]
 
 for _rule, _endpoint, _view in (
