@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+from pathlib import Path
 from typing import Any
 
 from quart import Response, current_app, redirect, render_template, request
@@ -60,6 +61,16 @@ async def home() -> str:
     flash = await auth.take_flash() or {}  # "Deleted owner/name." after a repository's deletion
     return await render_template("home.html", repos=repos, recent=recent, more=more, mirrors=mirrors,
                                  node_url=node().config.url, done=flash.get("done"))
+
+
+FAVICON = Path(__file__).parent / "static" / "favicon.svg"
+
+
+@bp.get("/favicon.ico")
+async def favicon() -> Response:
+    """Browsers ask for /favicon.ico where a page names none (a raw file, an image): the SVG icon."""
+    return Response(FAVICON.read_bytes(), content_type="image/svg+xml",
+                    headers={"Cache-Control": "public, max-age=86400"})
 
 
 @bp.get("/search")

@@ -189,6 +189,11 @@ class RepoView:
         return self.name.split("/")[1]
 
     @property
+    def clone_url(self) -> str:
+        """What ``hif clone`` takes: this node's public URL and the repository's path."""
+        return node().config.url.rstrip("/") + self.url()
+
+    @property
     def can_admin(self) -> bool:
         return may(self.p, self.role, "admin", self.name)
 

@@ -1,0 +1,90 @@
+"""Issue 17's forge basics over plain HTTP: who may create, change and delete repositories, who may
+read a private repository's feed, archive and comparison, and what a refused request leaves."""
+
+from __future__ import annotations
+
+import httpx
+from test_ui_http import csrf_of, get, logged_in
+from ui_seed import PRIVATE, PUBLIC, Seeded
+
+
+def post(c: httpx.Client, path: str, form_page: str, **data: str) -> httpx.Response:
+    return c.post(path, data={**data, "csrf": csrf_of(c.get(form_page).text)})
+
+
+def test_creating_a_repository_is_checked_like_the_api(seeded: Seeded) -> None:
+    ana = logged_in(seeded)
+    cases = [  # (owner, name) -> status; none of them stores anything
+        (("stranger", "mine-now"), 403),  # someone else's namespace
+        (("nobody-such", "x"), 403),
+        (("ana", "bad name"), 400),
+        (("ana", "../etc"), 400),
+        (("ana", ""), 400),
+        (("acme", "widgets"), 409),  # exists
+        (("ACME", "Widgets"), 403),
+    ]
+    def names() -> list[str]:
+        listed = seeded.forge.api("GET", "/api/v1/repos?limit=500", seeded.forge.admin_token).data["repos"]
+        return [r["name"] for r in listed]
+
+    before = names()
+    for (owner, name), status in cases:
+        r = post(ana, "/new", "/new", owner=owner, name=name, description="x")
+        assert r.status_code == status, (owner, name, r.status_code, r.text[:300])
+        assert 'role="alert"' in r.text
+    assert names() == before
+    r = post(ana, "/new", "/new", owner="ana", name="x" * 10, description="d" * 1001)
+    assert r.status_code == 400 and seeded.forge.api("GET", "/api/v1/repos/ana/" + "x" * 10, seeded.ana).status_code == 404
+    # no CSRF token, no log-in: refused, nothing made
+    assert ana.post("/new", data={"owner": "ana", "name": "no-csrf"}).status_code == 403
+    anon = httpx.Client(base_url=seeded.forge.url, timeout=60)
+    r = anon.get("/new")
+    assert r.status_code == 302 and r.headers["location"].startswith("/login")
+    assert seeded.forge.api("GET", "/api/v1/repos/ana/no-csrf", seeded.ana).status_code == 404
+    # an organisation ana maintains works, and answers with a redirect to the new repository
+    r = post(ana, "/new", "/new", owner="acme", name="from-the-ui", private="1")
+    assert r.status_code == 303 and r.headers["location"] == "/acme/from-the-ui"
+    meta = seeded.forge.api("GET", "/api/v1/repos/acme/from-the-ui", seeded.ana).data
+    assert meta["private"] is True and meta["head"] == 0
+
+
+def test_settings_are_refused_to_non_owners(seeded: Seeded) -> None:
+    ana, stranger = logged_in(seeded), logged_in(seeded, "stranger")
+    anon = httpx.Client(base_url=seeded.forge.url, timeout=60)
+    before = seeded.forge.api("GET", f"/api/v1/repos/{PUBLIC}", seeded.ana).data
+    for c, repo, status in ((stranger, PUBLIC, 403), (stranger, PRIVATE, 404), (anon, PUBLIC, 403),
+                            (anon, PRIVATE, 404)):
+        csrf = csrf_of(c.get("/login").text)
+        for action, data in (("repo", {"description": "taken over", "visibility": "private"}),
+                             ("delete", {"confirm": repo}),
+                             ("members", {"user": "stranger", "role": "owner"})):
+            r = c.post(f"/{repo}/settings/{action}", data={**data, "csrf": csrf})
+            assert r.status_code == status, (repo, action, r.status_code)
+    # a maintainer changes settings but does not delete: that is for owners
+    r = post(ana, f"/{PUBLIC}/settings/delete", f"/{PUBLIC}/settings", confirm=PUBLIC)
+    assert r.status_code == 403
+    assert 'Delete acme/widgets' not in ana.get(f"/{PUBLIC}/settings").text
+    after = seeded.forge.api("GET", f"/api/v1/repos/{PUBLIC}", seeded.ana).data
+    assert after == before  # nothing changed
+
+
+def test_deleting_removes_everything_and_the_name_starts_afresh(seeded: Seeded) -> None:
+    """A deleted repository leaves nothing that a new one of the same name would show."""
+    ana = logged_in(seeded)
+    r = post(ana, "/new", "/new", owner="ana", name="doomed", private="1")
+    assert r.status_code == 303
+    c = seeded.forge.api
+    sid = c("POST", "/api/v1/repos/ana/doomed/sessions", seeded.ana, {"goal": "a secret goal"}).data["id"]
+    assert c("POST", f"/api/v1/repos/ana/doomed/sessions/{sid}/land", seeded.ana, {}).status_code == 200
+    assert c("GET", "/api/v1/repos/ana/doomed/head", seeded.ana).data["position"] == 1
+    for wrong in ("", "doomed", "ana/doomed2", "ANA/DOOMED"):
+        r = post(ana, "/ana/doomed/settings/delete", "/ana/doomed/settings", confirm=wrong)
+        assert r.status_code == 400 and 'role="alert"' in r.text, wrong
+        assert c("GET", "/api/v1/repos/ana/doomed/head", seeded.ana).data["position"] == 1
+    r = post(ana, "/ana/doomed/settings/delete", "/ana/doomed/settings", confirm="ana/doomed")
+    assert r.status_code == 303 and r.headers["location"] == "/"
+    assert c("GET", "/api/v1/repos/ana/doomed", seeded.ana).status_code == 404
+    assert "doomed" not in get(seeded, "/", ana).text.split("Deleted ana/doomed.")[1]
+    r = c("POST", "/api/v1/repos", seeded.ana, {"name": "ana/doomed"})
+    assert r.status_code == 201 and r.data["head"] == 0  # nothing adopted from the old one
+    assert "a secret goal" not in ana.get("/ana/doomed/sessions").text
