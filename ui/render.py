@@ -10,6 +10,7 @@ import difflib
 import functools
 import math
 import posixpath
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -222,6 +223,15 @@ def human_size(n: int) -> str:
             return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
         n /= 1024  # type: ignore[assignment]
     return f"{n} bytes"  # pragma: no cover
+
+
+def xml_text(value: Any) -> str:
+    """Text as XML may carry it (a feed): stored goals and names are anyone's strings, control
+    characters included, and one of those must not make the whole document unreadable."""
+    return _NOT_XML.sub("\ufffd", str(value))
+
+
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")  # not allowed in XML 1.0
 
 
 # -- times -----------------------------------------------------------------------------------------

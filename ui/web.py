@@ -64,7 +64,8 @@ SECURITY_HEADERS = {
 def _setup(state: BlueprintSetupState) -> None:
     auth.configure(state.app)  # type: ignore[arg-type]
     env = state.app.jinja_env
-    env.filters.update(ago=render.ago, absolute=render.absolute, iso=render.iso, size=human_size)
+    env.filters.update(ago=render.ago, absolute=render.absolute, iso=render.iso, size=human_size,
+                       xml_text=render.xml_text)
     env.globals.update(csrf_token=csrf_token, htmx=HTMX.exists(), short=lambda oid: oid.hex()[:12])
 
 

@@ -3,9 +3,14 @@ read a private repository's feed, archive and comparison, and what a refused req
 
 from __future__ import annotations
 
+import re
+from xml.etree import ElementTree
+
 import httpx
 from test_ui_http import csrf_of, get, logged_in
 from ui_seed import PRIVATE, PUBLIC, Seeded
+
+ATOM = "{http://www.w3.org/2005/Atom}"
 
 
 def post(c: httpx.Client, path: str, form_page: str, **data: str) -> httpx.Response:
@@ -88,3 +93,76 @@ def test_deleting_removes_everything_and_the_name_starts_afresh(seeded: Seeded) 
     r = c("POST", "/api/v1/repos", seeded.ana, {"name": "ana/doomed"})
     assert r.status_code == 201 and r.data["head"] == 0  # nothing adopted from the old one
     assert "a secret goal" not in ana.get("/ana/doomed/sessions").text
+
+
+def atom(r: httpx.Response) -> list[dict[str, str]]:
+    """The entries of an Atom answer (which must parse as XML)."""
+    assert r.status_code == 200, (r.status_code, r.text[:300])
+    assert r.headers["content-type"] == "application/atom+xml; charset=utf-8"
+    root = ElementTree.fromstring(r.content)
+    assert root.tag == f"{ATOM}feed"
+    return [{"title": e.findtext(f"{ATOM}title") or "", "author": e.findtext(f"{ATOM}author/{ATOM}name") or "",
+             "link": e.find(f"{ATOM}link").get("href") or "",  # type: ignore[union-attr]
+             "updated": e.findtext(f"{ATOM}updated") or ""} for e in root.findall(f"{ATOM}entry")]
+
+
+def test_feeds_of_landings_and_of_a_users_sessions(seeded: Seeded) -> None:
+    entries = atom(get(seeded, f"/{PUBLIC}/landings.atom"))
+    assert [e["title"] for e in entries] == ["Fix the spinner's off-by-one", "Add a spinner widget",
+                                             "Create the widget library"]
+    sid = seeded.sessions["Fix the spinner's off-by-one"]
+    assert entries[0]["link"] == f"{seeded.forge.url}/{PUBLIC}/sessions/{sid}" and entries[0]["author"] == "ana"
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", e["updated"]) for e in entries)
+    # linked from the pages with <link rel="alternate">
+    for path in (f"/{PUBLIC}", f"/{PUBLIC}/sessions"):
+        assert (f'<link rel="alternate" type="application/atom+xml" title="Landings of {PUBLIC}" '
+                f'href="/{PUBLIC}/landings.atom">') in get(seeded, path).text
+    ana = logged_in(seeded)
+    assert '<link rel="alternate" type="application/atom+xml" title="Sessions of ana" ' \
+           'href="/users/ana/sessions.atom">' in ana.get("/account").text
+    titles = [e["title"] for e in atom(get(seeded, "/users/ana/sessions.atom"))]
+    assert "Fix the spinner's off-by-one" in titles and "Create the widget library" in titles
+    assert "Add a spinner widget" not in titles  # claude's
+    assert get(seeded, "/users/nobody-at-all/sessions.atom").status_code == 404
+
+
+def test_a_private_repositorys_feed_only_to_its_readers(seeded: Seeded) -> None:
+    f = seeded.forge
+    read_token = f.user("ana", scope="read")
+    other_repo = f.user("ana", scope="read", repo=PUBLIC)
+    bearer = {"Authorization": f"Bearer {read_token}"}
+    refused = [  # (client or headers, expected status)
+        ({}, 404),  # anonymous
+        ({"Authorization": f"Bearer {seeded.stranger}"}, 404),
+        ({"Authorization": f"Bearer {other_repo}"}, 404),  # bound to another repository
+        ({"Authorization": "Bearer mcl_not-a-token"}, 401),
+        ({"Authorization": f"Basic {read_token}"}, 401),
+    ]
+    for headers, status in refused:
+        r = get(seeded, f"/{PRIVATE}/landings.atom", headers=headers)
+        assert r.status_code == status, (headers, r.status_code)
+        assert "secret plan" not in r.text
+    # the admin's sessions: the private one only to readers of that repository
+    for headers in ({}, {"Authorization": f"Bearer {seeded.stranger}"}):
+        titles = [e["title"] for e in atom(get(seeded, "/users/admin/sessions.atom", headers=headers))]
+        assert "Write the secret plan" not in titles
+    assert [e["title"] for e in atom(get(seeded, f"/{PRIVATE}/landings.atom", headers=bearer))] == \
+        ["Write the secret plan"]
+    assert atom(logged_in(seeded).get(f"/{PRIVATE}/landings.atom"))[0]["title"] == "Write the secret plan"
+    stranger = logged_in(seeded, "stranger")
+    assert stranger.get(f"/{PRIVATE}/landings.atom").status_code == 404
+    titles = [e["title"] for e in atom(get(seeded, "/users/admin/sessions.atom", headers=bearer))]
+    assert "Write the secret plan" in titles
+
+
+def test_feeds_stay_well_formed_whatever_the_goals_hold(seeded: Seeded) -> None:
+    ana = logged_in(seeded)
+    assert post(ana, "/new", "/new", owner="ana", name="odd-goals").status_code == 303
+    goals = ["<b>bold</b> & <script>x</script>", "ctl \x01\x08\x0b\x1f end", "]]> <![CDATA[", "quote \" ' é 😀"]
+    for goal in goals:
+        r = seeded.forge.api("POST", "/api/v1/repos/ana/odd-goals/sessions", seeded.ana, {"goal": goal})
+        assert r.status_code == 201, r.data
+        seeded.forge.api("POST", f"/api/v1/repos/ana/odd-goals/sessions/{r.data['id']}/land", seeded.ana, {})
+    titles = [e["title"] for e in atom(get(seeded, "/ana/odd-goals/landings.atom"))]
+    assert sorted(titles) == sorted([*goals[:1], "ctl \ufffd\ufffd\ufffd\ufffd end", *goals[2:]])
+    atom(get(seeded, "/users/ana/sessions.atom"))
