@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import posixpath
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlsplit
 
 from markupsafe import Markup
 from quart import Response, redirect, render_template, request
@@ -27,6 +28,7 @@ from node.repos import create_repository, delete_repository, update_repository
 from ui.auth import set_flash, take_flash, viewer
 from ui.render import (
     FileView,
+    Resolve,
     code_rows,
     file_view,
     human_size,
@@ -52,6 +54,35 @@ from ui.web import (
 
 BLAME_MAX = 512 * 1024
 README_NAMES = ("readme.md", "readme.markdown", "readme", "readme.txt", "readme.rst")
+MARKDOWN = (".md", ".markdown")
+IMAGES = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "gif": "image/gif",
+          "webp": "image/webp", "avif": "image/avif", "bmp": "image/bmp", "ico": "image/x-icon",
+          "svg": "image/svg+xml"}  # previewed on the file page, served as themselves by raw
+RAW_CSP = "sandbox; default-src 'none'"
+SVG_CSP = RAW_CSP + "; style-src 'unsafe-inline'; img-src data:"  # never a script, even opened alone
+
+
+def image_type(path: str) -> str | None:
+    """The image content type a file name promises (the bytes are served with nosniff)."""
+    return IMAGES.get(posixpath.splitext(path)[1].lstrip(".").casefold())
+
+
+def _resolver(rv: RepoView, directory: str, at_q: int | None) -> Resolve:
+    """Relative links of a Markdown file in ``directory``: images to the raw file, links to its
+    page, both at the same position; a path climbing out of the repository is dropped."""
+
+    def resolve(tag: str, url: str) -> str | None:
+        parts = urlsplit(url)
+        if not parts.path:
+            return url
+        target = posixpath.normpath(posixpath.join(directory, unquote(parts.path)))
+        if target == ".." or target.startswith("../"):
+            return None
+        target = "" if target == "." else target
+        link = rv.url("raw" if tag == "img" else "blob", quote(target), at=at_q) if target else rv.url(at=at_q)
+        return link + ("#" + parts.fragment if parts.fragment else "")
+
+    return resolve
 
 
 @bp.get("/<owner>/<name>")
@@ -82,9 +113,9 @@ async def _tree(owner: str, name: str, path: str) -> Response | str:
         if e.kind != DIR and n.casefold() in README_NAMES:
             data = await rv.repo.objects.get_blob(e.oid)
             text = data[: 512 * 1024].decode("utf-8", "replace")
-            is_md = n.casefold().endswith((".md", ".markdown"))
-            readme = {"name": n, "html": await asyncio.to_thread(markdown, text) if is_md else None,
-                      "text": text}
+            is_md = n.casefold().endswith(MARKDOWN)
+            readme = {"name": n, "text": text,
+                      "html": await asyncio.to_thread(markdown, text, _resolver(rv, path, at_q)) if is_md else None}
             break
     recent: list[LandingRecord] = []
     open_rows: list[dict[str, Any]] = []
@@ -140,14 +171,21 @@ async def blob(owner: str, name: str, path: str) -> Response | str:
     rv, path, at, at_q, entry, data = page.rv, page.path, page.at, page.at_q, page.entry, page.data
     view: FileView | None = None
     target = None
+    rendered = None
     if entry.kind == LINK:
         target = data.decode("utf-8", "replace")
     else:
         view = await asyncio.to_thread(file_view, data, path)
+        if (path.casefold().endswith(MARKDOWN) and not view.binary and not view.truncated
+                and request.args.get("plain") != "1"):
+            rendered = await asyncio.to_thread(markdown, data.decode("utf-8", "replace"),
+                                               _resolver(rv, posixpath.dirname(path), at_q))
     hist = await history.file_history(rv.repo, path, at, limit=10, budget=500)
     return await render_template("blob.html", rv=rv, path=path, at=at, at_q=at_q, entry=entry, view=view,
                                  target=target, history=hist, crumbs=crumbs(rv, path, at_q),
-                                 code_rows=code_rows(view.lines) if view else "")
+                                 code_rows=code_rows(view.lines) if view and rendered is None else "",
+                                 rendered=rendered, image=image_type(path) if entry.kind != LINK else None,
+                                 markdown_file=path.casefold().endswith(MARKDOWN))
 
 
 @bp.get("/<owner>/<name>/blame/<path:path>")
@@ -185,10 +223,15 @@ async def raw(owner: str, name: str, path: str) -> Response:
         raise NotFound(f"{path} is a directory")
     data = await rv.repo.objects.get_blob(entry.oid)
     binary = is_binary(data)
-    headers = {"Content-Security-Policy": "sandbox; default-src 'none'", "X-Content-Type-Options": "nosniff",
-               "Cache-Control": "private, max-age=60"}
+    image = image_type(path) if entry.kind != LINK else None
+    headers = {"Content-Security-Policy": SVG_CSP if image == "image/svg+xml" else RAW_CSP,
+               "X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=60"}
+    filename = quote(path.rsplit("/", 1)[-1], safe="")
+    if image is not None:  # shown by the file page's <img>; opened alone it is an image, nothing more
+        headers["Content-Disposition"] = f"inline; filename*=UTF-8''{filename}"
+        return Response(data, content_type=image, headers=headers)
     if binary:
-        headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(path.rsplit('/', 1)[-1], safe='')}"
+        headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{filename}"
     return Response(data, content_type="application/octet-stream" if binary else "text/plain; charset=utf-8",
                     headers=headers)
 
