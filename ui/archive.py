@@ -117,7 +117,7 @@ async def archive(owner: str, name: str, ref: str) -> Response:
     rv = await open_repo(owner, name)
     fmt = next((f for f in FORMATS if ref.endswith("." + f)), None)
     pos = ref[: -len(fmt) - 1] if fmt else ""
-    if fmt is None or not pos.isdigit() or len(pos) > 18:
+    if fmt is None or not (pos.isascii() and pos.isdigit()) or len(pos) > 18:
         raise NotFound("an archive is <position>.zip or <position>.tar.gz")
     at = int(pos)
     if at > rv.head:

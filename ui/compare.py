@@ -27,7 +27,7 @@ COMPARE_FILES = 1000  # changed files collected from the two trees
 async def _position(rv: RepoView, ref: str) -> int:
     """A position number, or the id of a landed session (the position it landed at)."""
     ref = ref.strip()
-    if ref.isdigit() and len(ref) <= 18:
+    if ref.isascii() and ref.isdigit() and len(ref) <= 18:
         pos = int(ref)
         if pos > rv.head:
             raise NotFound(f"no position {pos} in {rv.name} (the head is {rv.head})")

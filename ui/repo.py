@@ -59,7 +59,8 @@ IMAGES = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "gif": 
           "webp": "image/webp", "avif": "image/avif", "bmp": "image/bmp", "ico": "image/x-icon",
           "svg": "image/svg+xml"}  # previewed on the file page, served as themselves by raw
 RAW_CSP = "sandbox; default-src 'none'"
-SVG_CSP = RAW_CSP + "; style-src 'unsafe-inline'; img-src data:"  # never a script, even opened alone
+# an image opened on its own: the browser's image view may style it, an SVG may style itself, nothing runs
+IMAGE_CSP = RAW_CSP + "; style-src 'unsafe-inline'; img-src data:"
 
 
 def image_type(path: str) -> str | None:
@@ -224,7 +225,7 @@ async def raw(owner: str, name: str, path: str) -> Response:
     data = await rv.repo.objects.get_blob(entry.oid)
     binary = is_binary(data)
     image = image_type(path) if entry.kind != LINK else None
-    headers = {"Content-Security-Policy": SVG_CSP if image == "image/svg+xml" else RAW_CSP,
+    headers = {"Content-Security-Policy": RAW_CSP if image is None else IMAGE_CSP,
                "X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=60"}
     filename = quote(path.rsplit("/", 1)[-1], safe="")
     if image is not None:  # shown by the file page's <img>; opened alone it is an image, nothing more

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 from test_ui_browser import log_in
-from ui_seed import PUBLIC, Seeded
+from ui_seed import PUBLIC, Client, Seeded, write
 
 
 @pytest.fixture(params=[True, False], ids=["js", "nojs"])
@@ -26,8 +26,9 @@ def any_page(request: pytest.FixtureRequest, browser: Any, seeded: Seeded) -> It
     pg.js = request.param
     errors: list[str] = []
     pg.on("pageerror", lambda e: errors.append(str(e)))
+    # a raw file opened on its own is sandboxed: the browser says it blocked its scripts, as it must
     pg.on("console", lambda m: errors.append(m.text)
-          if m.type == "error" and "Failed to load resource" not in m.text else None)
+          if m.type == "error" and "Failed to load resource" not in m.text and "/raw/" not in m.text else None)
     try:
         yield pg
     finally:
@@ -152,3 +153,125 @@ def test_favicon_and_named_landmarks(any_page: Any, seeded: Seeded) -> None:
         expect(page.get_by_role("contentinfo")).to_have_count(1)
     r = page.request.get("/favicon.ico")
     assert r.status == 200 and b"<svg" in r.body()
+
+
+def test_compare_two_positions(any_page: Any, seeded: Seeded) -> None:
+    page = any_page
+    page.goto(f"/{PUBLIC}")
+    page.get_by_label("Compare position").fill("1")
+    page.get_by_label("with").fill("3")
+    page.get_by_role("button", name="Compare").click()
+    expect(page).to_have_url(re.compile(rf"/{PUBLIC}/compare/1\.\.\.3$"))
+    first, second, third = (seeded.sessions[g] for g in ("Create the widget library", "Add a spinner widget",
+                                                        "Fix the spinner's off-by-one"))
+    for url in (page.url, f"/{PUBLIC}/compare/{first}...{third}", f"/{PUBLIC}/compare/1...{third}"):
+        page.goto(url)
+        goals = page.locator(".session-row .goal")
+        expect(goals).to_have_text(["Fix the spinner's off-by-one", "Add a spinner widget"])
+        diffs = page.locator("#changes section.diff")
+        expect(diffs.locator("h3")).to_have_text(["docs/guide.md", "src/widgets/core.py"])
+        core = diffs.filter(has_text="src/widgets/core.py")
+        expect(core.locator("tr.add")).to_contain_text(["class Spinner(Widget):"])
+        expect(core.locator("tr.del")).to_have_count(0)  # the off-by-one came and went in between
+    page.goto(f"/{PUBLIC}/compare/{second}...{second}")
+    expect(page.locator("#changes")).to_contain_text("The two positions hold the same files.")
+    for bad in ("9...1", "x...1", "1..3", "１...3", f"{seeded.open_session}...1"):
+        r = page.goto(f"/{PUBLIC}/compare/{bad}")
+        assert r is not None and r.status == 404, bad
+
+
+def make_docs_repo(seeded: Seeded, name: str) -> None:
+    """A repository with Markdown holding hostile raw HTML, relative links and images."""
+    assert seeded.forge.api("POST", "/api/v1/repos", seeded.ana, {"name": name}).status_code == 201
+    c = Client(seeded.forge, seeded.ana, name)
+    sid = c.start("Docs with pictures")
+    files = {"README.md": README_MD.encode(), "docs/guide.md": GUIDE_MD.encode(), "img/logo.png": PNG, "img/evil.svg": EVIL_SVG,
+             "img/fake.png": b"<html><script>document.title='ran'</script></html>"}
+    c.events(sid, *(write(p, c.put(data), "human", "ana") for p, data in files.items()))
+    c.land(sid)
+
+
+PNG = bytes.fromhex(  # a 2x2 red PNG
+    "89504e470d0a1a0a0000000d4948445200000002000000020802000000fdd49a73000000164944415478"
+    "9c63f8cfc0f09f81e13f03c37f0686ff0c00370e06fe4ec3fea80000000049454e44ae426082")
+EVIL_SVG = (b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10" onload="document.documentElement'
+            b'.setAttribute(\'data-ran\', \'onload\')"><script>document.documentElement.setAttribute(\'data-ran\', '
+            b'\'script\')</script><rect width="10" height="10" fill="blue"/></svg>')
+HOSTILE = [  # raw HTML that must not act, each spelled differently
+    '<script>document.title = "pwned"</script>',
+    '<img src="img/logo.png" alt="logo-html" onerror="document.title=\'pwned\'">',
+    '<a href="javascript:document.title=\'pwned\'">js link</a>',
+    '<a href="JaVaScRiPt:alert(1)">mixed case</a>',
+    '<a href="data:text/html,<script>alert(1)</script>">data link</a>',
+    '<iframe src="https://example.com"></iframe>',
+    '<svg><script>alert(1)</script></svg>',
+    '<form action="https://example.com"><input name="q"><button>go</button></form>',
+    '<div style="position:fixed;top:0;left:0;width:100%;height:100%">overlay</div>',
+    '<style>body { display: none }</style>',
+    '<object data="x.swf"></object><embed src="x.swf">',
+    '<p onclick="alert(1)" onmouseover="alert(1)">handlers</p>',
+    '<math><mtext><table><mglyph><style><img src=x onerror=alert(1)></style></mglyph></table></mtext></math>',
+    '<base href="https://evil.example/">',
+    '<meta http-equiv="refresh" content="0;url=https://evil.example/">',
+]
+README_MD = ("# Docs demo\n\nSee the [guide](docs/guide.md) and ![logo](img/logo.png).\n\n"
+             "<details><summary>More</summary><p>Hidden <b>details</b></p></details>\n\n"
+             + "\n\n".join(HOSTILE) + "\n")
+GUIDE_MD = ("# Guide\n\n![up](../img/logo.png) [back](../README.md) [escape](../../../etc/passwd)\n\n"
+            "![remote](https://tracker.example/pixel.png)\n")
+
+
+def test_markdown_raw_html_through_an_allow_list_and_images(any_page: Any, seeded: Seeded) -> None:
+    page, js = any_page, any_page.js
+    name = f"ana/docs-{'js' if js else 'nojs'}"
+    make_docs_repo(seeded, name)
+    page.goto(f"/{name}")
+    readme = page.locator("article.readme")
+    expect(readme.locator("h1")).to_have_text("Docs demo")
+    expect(readme.locator("details summary")).to_have_text("More")  # allowed raw HTML is HTML
+    expect(readme.locator("details b")).to_have_text("details")
+    text = readme.inner_text()
+    for needle in ("<script", "<iframe", "<details", "onerror", "&lt;", "javascript:"):
+        assert needle not in text, needle  # never escaped into the page as text
+    for selector in ("script", "iframe", "form", "input", "style", "object", "embed", "base", "meta",
+                     "[onerror]", "[onclick]", "[onmouseover]", "[onload]", "[style]",
+                     "a[href^='javascript' i]", "a[href^='data' i]"):
+        expect(readme.locator(selector)).to_have_count(0)
+    assert page.title() != "pwned"
+    logo = readme.get_by_role("img", name="logo", exact=True)
+    expect(logo).to_have_attribute("src", f"/{name}/raw/img/logo.png")
+    page.wait_for_function("img => img.complete && img.naturalWidth === 2", arg=logo.element_handle())
+    readme.get_by_role("link", name="guide").click()
+    expect(page).to_have_url(re.compile(f"/{name}/blob/docs/guide.md$"))
+    guide = page.locator(".file .markdown")
+    expect(guide.locator("h1")).to_have_text("Guide")
+    expect(guide.get_by_role("img", name="up")).to_have_attribute("src", f"/{name}/raw/img/logo.png")
+    expect(guide.get_by_role("link", name="back")).to_have_attribute("href", f"/{name}/blob/README.md")
+    expect(guide.locator("a", has_text="escape")).not_to_have_attribute("href", re.compile("."))
+    expect(guide.locator("img[alt=remote]")).not_to_have_attribute("src", re.compile("."))
+    page.get_by_role("link", name="Source").click()
+    expect(page.locator("#code")).to_contain_text("![up](../img/logo.png)")
+
+    page.goto(f"/{name}/blob/img/logo.png")  # an image is previewed
+    preview = page.locator(".image-preview img")
+    page.wait_for_function("img => img.complete && img.naturalWidth === 2", arg=preview.element_handle())
+    page.goto(f"/{name}/blob/img/evil.svg")
+    expect(page.locator(".image-preview img")).to_have_attribute("src", f"/{name}/raw/img/evil.svg")
+    # opened on its own, the SVG is an image whose scripts never run
+    r = page.goto(f"/{name}/raw/img/evil.svg")
+    assert r is not None and r.headers["content-type"] == "image/svg+xml"
+    assert "sandbox" in r.headers["content-security-policy"] and r.headers["x-content-type-options"] == "nosniff"
+    assert page.evaluate("document.documentElement.getAttribute('data-ran')") is None
+    r = page.goto(f"/{name}/raw/img/fake.png")  # HTML named .png: an image, never a page
+    assert r is not None and r.headers["content-type"] == "image/png"
+    assert page.title() != "ran"
+
+
+def test_download_an_archive_of_a_position(any_page: Any, seeded: Seeded) -> None:
+    page = any_page
+    page.goto(f"/{PUBLIC}?at=2")
+    for link, filename in ((".zip", "widgets-2.zip"), (".tar.gz", "widgets-2.tar.gz")):
+        with page.expect_download() as info:
+            page.get_by_role("link", name=link, exact=True).click()
+        assert info.value.suggested_filename == filename
+        assert info.value.failure() is None

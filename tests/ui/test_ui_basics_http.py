@@ -3,12 +3,15 @@ read a private repository's feed, archive and comparison, and what a refused req
 
 from __future__ import annotations
 
+import io
 import re
+import tarfile
+import zipfile
 from xml.etree import ElementTree
 
 import httpx
 from test_ui_http import csrf_of, get, logged_in
-from ui_seed import PRIVATE, PUBLIC, Seeded
+from ui_seed import BIG, CORE_V1, CORE_V3, PRIVATE, PUBLIC, Seeded
 
 ATOM = "{http://www.w3.org/2005/Atom}"
 
@@ -166,3 +169,46 @@ def test_feeds_stay_well_formed_whatever_the_goals_hold(seeded: Seeded) -> None:
     titles = [e["title"] for e in atom(get(seeded, "/ana/odd-goals/landings.atom"))]
     assert sorted(titles) == sorted([*goals[:1], "ctl \ufffd\ufffd\ufffd\ufffd end", *goals[2:]])
     atom(get(seeded, "/users/ana/sessions.atom"))
+
+
+def test_archives_hold_the_tree_of_the_position(seeded: Seeded) -> None:
+    r = get(seeded, f"/{PUBLIC}/archive/3.zip")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
+    assert r.headers["content-disposition"] == "attachment; filename*=UTF-8''widgets-3.zip"
+    assert "content-length" not in r.headers  # streamed as it is written
+    with zipfile.ZipFile(io.BytesIO(r.content)) as z:
+        assert sorted(z.namelist()) == ["widgets-3/README.md", "widgets-3/docs/guide.md",
+                                        "widgets-3/src/widgets/__init__.py", "widgets-3/src/widgets/core.py"]
+        assert z.read("widgets-3/src/widgets/core.py").decode() == CORE_V3
+        assert z.testzip() is None
+    r = get(seeded, f"/{PUBLIC}/archive/1.tar.gz")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/gzip"
+    with tarfile.open(fileobj=io.BytesIO(r.content), mode="r:gz") as t:
+        assert sorted(t.getnames()) == ["widgets-1/README.md", "widgets-1/src/widgets/__init__.py",
+                                        "widgets-1/src/widgets/core.py"]  # no docs/ yet at position 1
+        f = t.extractfile("widgets-1/src/widgets/core.py")
+        assert f is not None and f.read().decode() == CORE_V1
+    for bad in ("99.zip", "x.zip", "3.rar", "3", "-1.zip", "3.zip.exe", "1e3.zip", "３.zip"):
+        assert get(seeded, f"/{PUBLIC}/archive/{bad}").status_code == 404, bad
+
+
+def test_big_archive_is_streamed(seeded: Seeded) -> None:
+    """10,000 files and a 1 MB one: the answer starts before the archive is whole."""
+    with httpx.stream("GET", f"{seeded.forge.url}/{BIG}/archive/1.tar.gz", timeout=120) as r:
+        assert r.status_code == 200 and r.headers.get("transfer-encoding") == "chunked"
+        chunks = sum(1 for _ in r.iter_raw())
+        total = r.num_bytes_downloaded
+    assert chunks > 1 and total > 10_000
+
+
+def test_private_archive_and_compare_refused_to_outsiders(seeded: Seeded) -> None:
+    stranger, ana = logged_in(seeded, "stranger"), logged_in(seeded)
+    anon = httpx.Client(base_url=seeded.forge.url, timeout=60)
+    paths = [f"/{PRIVATE}/archive/1.zip", f"/{PRIVATE}/archive/1.tar.gz", f"/{PRIVATE}/compare/0...1",
+             f"/{PRIVATE}/compare?a=0&b=1", f"/{PRIVATE}/landings.atom", f"/{PRIVATE}/raw/plan.md"]
+    for path in paths:
+        for c in (anon, stranger):
+            r = c.get(path)
+            assert r.status_code == 404 and "World domination" not in r.text and "secret plan" not in r.text, path
+        assert ana.get(path).status_code in (200, 302), path
+    assert "World domination" in ana.get(f"/{PRIVATE}/compare/0...1").text
