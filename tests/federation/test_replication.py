@@ -328,6 +328,7 @@ def test_offer_from_b_to_a_and_back(trio: Trio, tmp_path: Path) -> None:
     assert (
         o["state"] == "offered" and o["goal"] == "add a contributing guide" and o["origin"] == b.url
     )
+    assert o["id"] == out["id"]  # one id for the offer on both nodes
     detail = a.api("GET", f"/api/v1/repos/{REPO}/offers/{o['id']}").data
     texts = [e.get("text") for e in detail["events"] if e["type"] == "say"]
     assert "the guide explains reviews" in texts
