@@ -191,8 +191,10 @@ class RepoView:
 
     @property
     def clone_url(self) -> str:
-        """What ``hif clone`` takes: this node's public URL and the repository's path."""
-        return node().config.url.rstrip("/") + self.url()
+        """What ``hif clone`` takes: this node's public URL and the repository's path (for a
+        mirror, its origin's: that is where sessions land)."""
+        origin = web_link(self.info.get("origin_url")) if self.mirror else None
+        return origin or node().config.url.rstrip("/") + self.url()
 
     @property
     def can_admin(self) -> bool:

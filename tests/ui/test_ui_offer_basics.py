@@ -15,6 +15,7 @@ from forge import Forge, start_forge
 from playwright.sync_api import expect
 from test_ui_browser import log_in
 from test_ui_http import csrf_of
+from test_ui_mirror import wait_for
 from ui_seed import FED_ENV, PASSWORD, Client, Seeded, write
 
 TARGET = "acme/offer-target"
@@ -46,16 +47,6 @@ def offers_at_a(seeded: Seeded) -> list[dict[str, Any]]:
     return seeded.forge.api("GET", f"/api/v1/repos/{TARGET}/offers").data["offers"]
 
 
-def wait_for(check: Any, what: str, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.mark.parametrize("js", [True, False], ids=["js", "nojs"])
 def test_offer_a_session_from_the_ui_and_see_the_answer(browser: Any, seeded: Seeded,
                                                         contributor: tuple[Forge, str], js: bool) -> None:
@@ -81,7 +72,8 @@ def test_offer_a_session_from_the_ui_and_see_the_answer(browser: Any, seeded: Se
             expect(page.get_by_role("status")).to_contain_text(f"as offer {oid}")
             expect(item.locator("code")).to_have_text(oid)
             # one id on both nodes: A lists the offer under the id B shows
-            at_a = wait_for(lambda sid=sid: [o for o in offers_at_a(seeded) if o["session"] == sid], "the offer at A")
+            wait_for(lambda sid=sid: any(o["session"] == sid for o in offers_at_a(seeded)), "the offer at A")
+            at_a = [o for o in offers_at_a(seeded) if o["session"] == sid]
             assert at_a[0]["id"] == oid and at_a[0]["goal"] == goal
             body = {} if action == "land" else {"reason": "not now"}
             r = seeded.forge.api("POST", f"/api/v1/repos/{TARGET}/offers/{oid}/{action}", seeded.ana, body)
