@@ -22,6 +22,8 @@ from datetime import timedelta
 from typing import Any
 
 import cbor2
+import nacl.utils
+from nacl.secret import SecretBox
 from quart import Quart, current_app, g, session
 from quart.sessions import SecureCookieSession, SecureCookieSessionInterface
 from quart.wrappers import BaseRequestWebsocket
@@ -151,25 +153,30 @@ async def viewer() -> Principal:
 
 
 async def set_flash(**data: Any) -> None:
-    """Keep ``data`` for the next page this browser loads (post-redirect-get): in the store, so
-    any replica can show it and a secret (a new token) never travels in a URL or a cookie; the
-    cookie holds only a random id. Showing it deletes it: a reload shows nothing again."""
-    fid = secrets.token_urlsafe(18)
+    """Keep ``data`` for the next page this browser loads (post-redirect-get): in the store, so any
+    replica can show it and a secret (a new token) never travels in a URL, sealed with a key only
+    this browser's cookie holds (with the flash's random id), so the store alone never reveals it
+    even when a flash is never shown. Showing it deletes it: a reload shows nothing again."""
+    fid, key = secrets.token_urlsafe(18), nacl.utils.random(SecretBox.KEY_SIZE)
+    sealed = SecretBox(key).encrypt(cbor2.dumps({"time": time.time(), "data": data}))
     store = node_of(current_app).store  # type: ignore[arg-type]
-    await store.put(FLASH_PREFIX + fid, cbor2.dumps({"time": time.time(), "data": data}))
+    await store.put(FLASH_PREFIX + fid, bytes(sealed))
     old = session.get("flash")
-    session["flash"] = fid
-    if isinstance(old, str):  # one flash at a time: an unshown older one is dropped
+    session["flash"] = [fid, key.hex()]
+    if isinstance(old, list) and old and isinstance(old[0], str):  # one at a time: drop an unshown one
         with contextlib.suppress(HifError):
-            await store.delete(FLASH_PREFIX + old)
+            await store.delete(FLASH_PREFIX + old[0])
 
 
 async def take_flash() -> dict[str, Any] | None:
     """The flash this browser was sent, once (deleted as it is read); None when there is none."""
     if not has_session():
         return None
-    fid = session.pop("flash", None)
-    if not isinstance(fid, str) or not fid.replace("-", "").replace("_", "").isalnum():
+    kept = session.pop("flash", None)
+    if not (isinstance(kept, list) and len(kept) == 2 and all(isinstance(x, str) for x in kept)):
+        return None
+    fid, key = kept
+    if not fid.replace("-", "").replace("_", "").isalnum():
         return None
     store = node_of(current_app).store  # type: ignore[arg-type]
     raw = await store.get_or_none(FLASH_PREFIX + fid)
@@ -177,10 +184,10 @@ async def take_flash() -> dict[str, Any] | None:
         return None
     await store.delete(FLASH_PREFIX + fid)
     try:
-        kept = cbor2.loads(raw)
-    except Exception:
+        value = cbor2.loads(SecretBox(bytes.fromhex(key)).decrypt(raw))
+    except Exception:  # a stale or tampered entry: nothing to show
         return None
-    if not isinstance(kept, dict) or time.time() - float(kept.get("time", 0)) > FLASH_MAX_AGE:
+    if not isinstance(value, dict) or time.time() - float(value.get("time", 0)) > FLASH_MAX_AGE:
         return None
-    data = kept.get("data")
+    data = value.get("data")
     return data if isinstance(data, dict) else None

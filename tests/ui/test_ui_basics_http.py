@@ -7,6 +7,7 @@ import io
 import re
 import tarfile
 import zipfile
+from pathlib import Path
 from xml.etree import ElementTree
 
 import httpx
@@ -212,3 +213,24 @@ def test_private_archive_and_compare_refused_to_outsiders(seeded: Seeded) -> Non
             assert r.status_code == 404 and "World domination" not in r.text and "secret plan" not in r.text, path
         assert ana.get(path).status_code in (200, 302), path
     assert "World domination" in ana.get(f"/{PRIVATE}/compare/0...1").text
+
+
+def test_a_new_token_is_shown_once_and_never_stored_readable(seeded: Seeded) -> None:
+    """Post-redirect-get: the POST answers 303 (nothing secret in it or its address); the page it
+    leads to shows the secret once; what waits in the store for that page is sealed by a key only
+    the browser's cookie holds."""
+    ana = logged_in(seeded)
+    r = post(ana, "/account/tokens", "/account", name="shown-once", scope="read")
+    assert r.status_code == 303 and r.headers["location"] == "/account"
+    assert "mcl_" not in r.text and "mcl_" not in r.headers["location"]
+    flashes = [p for p in Path(seeded.forge.store).rglob("*") if p.is_file() and "ui-flash" in str(p)]
+    assert flashes, "the flash waits in the store"
+    kept = b"".join(p.read_bytes() for p in flashes)
+    page = ana.get("/account").text
+    secret = re.search(r'id="new-token">(mcl_[^<]+)<', page)
+    assert secret is not None
+    assert secret.group(1).encode() not in kept and b"shown-once" not in kept
+    assert 'id="new-token"' not in ana.get("/account").text  # a reload shows it no more
+    assert ana.get("/account").text.count("<td>shown-once <span") == 1  # one token made
+    # another browser (or a stolen store) cannot take it: the flash is gone, and without the cookie
+    assert not [p for p in flashes if p.exists()]
