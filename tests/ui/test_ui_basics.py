@@ -275,3 +275,22 @@ def test_download_an_archive_of_a_position(any_page: Any, seeded: Seeded) -> Non
             page.get_by_role("link", name=link, exact=True).click()
         assert info.value.suggested_filename == filename
         assert info.value.failure() is None
+
+
+def test_new_pages_fit_a_phone(browser: Any, seeded: Seeded) -> None:
+    """The pages these basics add are no wider than a 390 px screen (code scrolls in its box)."""
+    context = browser.new_context(viewport={"width": 390, "height": 844}, base_url=seeded.forge.url)
+    page = context.new_page()
+    try:
+        log_in(page)
+        sid = seeded.sessions["Add a spinner widget"]
+        for path in ("/new", f"/{PUBLIC}", f"/{PUBLIC}/settings", f"/{PUBLIC}/compare/0...3",
+                     f"/{PUBLIC}/compare/1...3?view=split", f"/{PUBLIC}/blob/docs/guide.md",
+                     f"/{PUBLIC}/blob/src/widgets/core.py#L3-L5", f"/{PUBLIC}/sessions/{sid}",
+                     f"/{PUBLIC}/sessions/{seeded.open_session}/offer"):
+            r = page.goto(path)
+            assert r is not None and r.status == 200, path
+            width = page.evaluate("document.documentElement.scrollWidth")
+            assert width <= 390, (path, width)
+    finally:
+        context.close()
