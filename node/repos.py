@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 from typing import Any
 
+from federation.layout import FOLLOWERS, announced_key
 from hif.errors import HifError, PreconditionFailed
 from hif.repo import check_repo_name
 from node.context import Node
@@ -67,10 +68,23 @@ async def delete_repository(node: Node, name: str, confirm: str) -> int:
     if await node.auth.get_repo(name) is None:
         raise NotFound(f"no repository {name}")
     repo = node.repo(name)
+    # its followers on other nodes and what was announced to them: a new repository of this name
+    # starts with none (its followers follow again)
+    removed = await _delete_under(node, FOLLOWERS + name + "/")
+    await node.store.delete(announced_key(name))  # absent: not an error
+    removed += await _delete_under(node, repo.prefix, keep=repo.meta_key)
+    await node.store.delete(repo.meta_key)
+    await node.auth.unregister_repo(name)
+    node.forget_repo(name)
+    return removed + 1
+
+
+async def _delete_under(node: Node, prefix: str, keep: str | None = None) -> int:
+    """Delete every key under ``prefix`` (but ``keep``), a batch at a time; how many went."""
     removed = 0
     batch: list[str] = []
-    async for key in node.store.iter_keys(repo.prefix):
-        if key == repo.meta_key:
+    async for key in node.store.iter_keys(prefix):
+        if key == keep:
             continue  # last: while it exists the name cannot be re-created over leftovers
         batch.append(key)
         if len(batch) >= DELETE_BATCH:
@@ -78,8 +92,4 @@ async def delete_repository(node: Node, name: str, confirm: str) -> int:
             removed += len(batch)
             batch = []
     await asyncio.gather(*(node.store.delete(k) for k in batch))
-    removed += len(batch)
-    await node.store.delete(repo.meta_key)
-    await node.auth.unregister_repo(name)
-    node.forget_repo(name)
-    return removed + 1
+    return removed + len(batch)

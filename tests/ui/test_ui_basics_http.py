@@ -86,6 +86,12 @@ def test_deleting_removes_everything_and_the_name_starts_afresh(seeded: Seeded) 
     sid = c("POST", "/api/v1/repos/ana/doomed/sessions", seeded.ana, {"goal": "a secret goal"}).data["id"]
     assert c("POST", f"/api/v1/repos/ana/doomed/sessions/{sid}/land", seeded.ana, {}).status_code == 200
     assert c("GET", "/api/v1/repos/ana/doomed/head", seeded.ana).data["position"] == 1
+    # a follower on another node, as the inbox records one (and one of a neighbour with a longer name)
+    followers = Path(seeded.forge.store) / "data" / "_fed" / "followers" / "ana"
+    assert seeded.forge.api("POST", "/api/v1/repos", seeded.ana, {"name": "ana/doomed2"}).status_code == 201
+    for repo in ("doomed", "doomed2"):
+        (followers / repo).mkdir(parents=True, exist_ok=True)
+        (followers / repo / "f0llower").write_bytes(b"\xa0")
     for wrong in ("", "doomed", "ana/doomed2", "ANA/DOOMED"):
         r = post(ana, "/ana/doomed/settings/delete", "/ana/doomed/settings", confirm=wrong)
         assert r.status_code == 400 and 'role="alert"' in r.text, wrong
@@ -93,7 +99,9 @@ def test_deleting_removes_everything_and_the_name_starts_afresh(seeded: Seeded) 
     r = post(ana, "/ana/doomed/settings/delete", "/ana/doomed/settings", confirm="ana/doomed")
     assert r.status_code == 303 and r.headers["location"] == "/"
     assert c("GET", "/api/v1/repos/ana/doomed", seeded.ana).status_code == 404
-    assert "doomed" not in get(seeded, "/", ana).text.split("Deleted ana/doomed.")[1]
+    assert not (followers / "doomed" / "f0llower").exists() and (followers / "doomed2" / "f0llower").exists()
+    assert c("GET", "/api/v1/repos/ana/doomed2", seeded.ana).status_code == 200  # the neighbour is untouched
+    assert 'href="/ana/doomed"' not in get(seeded, "/", ana).text.split("Deleted ana/doomed.")[1]
     r = c("POST", "/api/v1/repos", seeded.ana, {"name": "ana/doomed"})
     assert r.status_code == 201 and r.data["head"] == 0  # nothing adopted from the old one
     assert "a secret goal" not in ana.get("/ana/doomed/sessions").text
