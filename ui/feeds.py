@@ -21,9 +21,10 @@ from ui.sessions import open_sessions
 from ui.web import bp, mirrored, node, open_repo
 
 FEED_ENTRIES = 50  # entries per feed
-USER_FEED_REPOS = 50  # repositories a user's feed looks in (the first the viewer may read, by name)
-USER_FEED_SCAN = 200  # landing records read per repository for a user's feed
-USER_FEED_OPEN = 20  # open sessions examined per repository for a user's feed
+# what a user's feed reads, about 2,400 records at most (the sessions list's budget is 2,000)
+USER_FEED_REPOS = 20  # repositories it looks in (the first the viewer may read, by name)
+USER_FEED_SCAN = 100  # landing records read per repository
+USER_FEED_OPEN = 10  # open sessions examined per repository (two reads each)
 ATOM = "application/atom+xml; charset=utf-8"
 
 
