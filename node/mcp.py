@@ -3,8 +3,8 @@ HTTP, for agents without a checkout. Tools act on a repository of this node (``r
 the token is bound to) through the API's own handlers (``node.api.sessions``: the same checks,
 the same events, the same landing) and the plumbing the API reads with.
 
-Every HTTP request is authenticated before its body is read (``node.api.routing.authenticate``:
-401 without a live token), and every tool call is authorised like the API route it stands for
+Every HTTP request is authenticated before its body is read (``node.access.token_principal``, as
+the API is: 401 without a live token), and every tool call is authorised like the API route it stands for
 (``authorize_repo``: read, write, an agent token's own session), so an under-scoped call is a
 tool error, never data. The SDK's transport is ASGI: it is mounted beside Quart (:func:`install`),
 stateless (JSON answers, no per-connection state), so any replica answers any request, with the
@@ -61,8 +61,9 @@ from hif.paths import check_path
 from hif.porcelain.views import record_summary, session_diffs, show_doc, show_text
 from hif.session import Session
 from hif.tree import apply, lookup, read_dir, walk
+from node.access import token_principal
 from node.api import sessions as api
-from node.api.routing import Ctx, authenticate, authorize_repo, load_session
+from node.api.routing import Ctx, authorize_repo, load_session
 from node.context import Node
 from node.errors import AuthRequired
 from node.principal import Principal
@@ -352,7 +353,7 @@ class Endpoint:
             return
         try:
             async with self.app.app_context():
-                p = await authenticate(self.node, Headers(scope=scope).get("authorization"))
+                p = await token_principal(self.node.auth, Headers(scope=scope).get("authorization"))
             if p.user is None:
                 raise AuthRequired("this needs a token (Authorization: Bearer ...)")
         except HifError as e:  # refused before a byte of the body is read
