@@ -28,33 +28,7 @@ from hif.blame import blame as blame_lines
 from hif.errors import ConflictError, HifError, InvalidInput, NotFound, SessionClosed
 from hif.history import NO_DECISION, landed_session, session_record, touches, undecided
 from hif.landing import Scan, effective_changes, refuse_markers, resolve, scan_since
-from hif.mcp.tools import (
-    LANDING,
-    SESSION,
-    SESSIONS,
-    Alternatives,
-    At,
-    Author,
-    Content,
-    Decision,
-    Dir,
-    Doc,
-    FilePath,
-    Goal,
-    Limit,
-    LogPath,
-    Note,
-    Reason,
-    Recursive,
-    Ref,
-    Resource,
-    Role,
-    Stat,
-    Text,
-    Why,
-    build_server,
-    conflict_doc,
-)
+from hif.mcp import tools
 from hif.merge import diffstat
 from hif.objects import DIR, FILE, Entry
 from hif.paths import check_path
@@ -112,9 +86,9 @@ class NodeTools:
 
     # -- sessions ------------------------------------------------------------------------------
 
-    async def status(self, repo: RepoName = None, session: SessionArg = None) -> Doc:
+    async def status(self, repo: RepoName = None, session: SessionArg = None) -> tools.Doc:
         ctx = await self._ctx(repo, "read")
-        doc: Doc = {"repo": ctx.r.name, "head": await ctx.r.mainline.head(),
+        doc: tools.Doc = {"repo": ctx.r.name, "head": await ctx.r.mainline.head(),
                     "open_sessions": (await api.list_sessions(ctx))["sessions"]}
         sid = session or ctx.principal.session
         if sid is not None:
@@ -122,39 +96,40 @@ class NodeTools:
             doc["session"] = s.to_json(events=False)
         return doc
 
-    async def session_start(self, goal: Goal, repo: RepoName = None, role: Role = "agent",
-                            author: Author = None) -> Doc:
+    async def session_start(self, goal: tools.Goal, repo: RepoName = None, role: tools.Role = "agent",
+                            author: tools.Author = None) -> tools.Doc:
         body: dict[str, Any] = {"goal": goal, "role": role, **({"author": author} if author else {})}
         ctx = await self._ctx(repo, "write", agent=False, body=body)
         answer = await api.start_session(ctx)
         return {"session": answer["id"], "goal": goal.strip(), "base": answer["event"]["base"], "repo": ctx.r.name}
 
-    async def session_show(self, session: SessionArg = None, repo: RepoName = None) -> Doc:
+    async def session_show(self, session: SessionArg = None, repo: RepoName = None) -> tools.Doc:
         return await self._show(repo, self._sid(session))
 
-    async def session_list(self, repo: RepoName = None) -> Doc:
+    async def session_list(self, repo: RepoName = None) -> tools.Doc:
         return await api.list_sessions(await self._ctx(repo, "read"))
 
-    async def session_abandon(self, session: SessionArg = None, reason: Reason = "abandoned",
-                              repo: RepoName = None) -> Doc:
+    async def session_abandon(self, session: SessionArg = None, reason: tools.Reason = "abandoned",
+                              repo: RepoName = None) -> tools.Doc:
         sid = self._sid(session)
         ctx = await self._ctx(repo, "write", sid=sid, body={"reason": reason, "role": "agent"})
         return await api.abandon_session(ctx, sid)
 
-    async def say(self, text: Text, session: SessionArg = None, role: Role = "agent", author: Author = None,
-                  repo: RepoName = None) -> Doc:
+    async def say(self, text: tools.Text, session: SessionArg = None, role: tools.Role = "agent",
+                  author: tools.Author = None, repo: RepoName = None) -> tools.Doc:
         e = await self._append(repo, session, _event("say", role, author, text=text))
         return {"seq": e["seq"], "role": e["role"], "author": e["author"]}
 
-    async def decide(self, decision: Decision, why: Why, alternatives: Alternatives | None = None,
-                     session: SessionArg = None, role: Role = "agent", author: Author = None,
-                     repo: RepoName = None) -> Doc:
+    async def decide(self, decision: tools.Decision, why: tools.Why,
+                     alternatives: tools.Alternatives | None = None, session: SessionArg = None,
+                     role: tools.Role = "agent", author: tools.Author = None,
+                     repo: RepoName = None) -> tools.Doc:
         e = await self._append(repo, session, _event("decide", role, author, decision=decision, why=why,
                                                      alternatives=list(alternatives or [])))
         return {"seq": e["seq"], "decision": decision, "alternatives": len(alternatives or [])}
 
-    async def write(self, path: FilePath, content: Content, session: SessionArg = None, author: Author = None,
-                    repo: RepoName = None) -> Doc:
+    async def write(self, path: tools.FilePath, content: tools.Content, session: SessionArg = None,
+                    author: tools.Author = None, repo: RepoName = None) -> tools.Doc:
         sid = self._sid(session)
         path = check_path(path.strip("/"))
         ctx = await self._ctx(repo, "write", sid=sid)
@@ -164,8 +139,8 @@ class NodeTools:
         e = await self._append(repo, sid, _event("write", "agent", author, path=path, kind=FILE, blob=oid))
         return {"path": path, "size": len(data), "seq": e["seq"]}
 
-    async def checkpoint(self, note: Note, session: SessionArg = None, author: Author = None,
-                         repo: RepoName = None) -> Doc:
+    async def checkpoint(self, note: tools.Note, session: SessionArg = None, author: tools.Author = None,
+                         repo: RepoName = None) -> tools.Doc:
         sid = self._sid(session)
         ctx = await self._ctx(repo, "write", sid=sid)
         s = await load_session(ctx, sid, open_only=True)
@@ -174,7 +149,8 @@ class NodeTools:
         e = await self._append(repo, sid, _event("checkpoint", "agent", author, note=note, tree=tree, iteration=n))
         return {"seq": e["seq"], "iteration": n, "tree": tree}
 
-    async def diff(self, session: SessionArg = None, stat: Stat = False, repo: RepoName = None) -> Doc:
+    async def diff(self, session: SessionArg = None, stat: tools.Stat = False,
+                   repo: RepoName = None) -> tools.Doc:
         sid = self._sid(session)
         ctx = await self._ctx(repo, "read")
         s = await load_session(ctx, sid)
@@ -186,7 +162,7 @@ class NodeTools:
             files.append({**c.to_json(), "added": added, "removed": removed, **({} if stat else {"diff": text})})
         return {"files": files}
 
-    async def land(self, session: SessionArg = None, repo: RepoName = None) -> Doc:
+    async def land(self, session: SessionArg = None, repo: RepoName = None) -> tools.Doc:
         sid = self._sid(session)
         ctx = await self._ctx(repo, "write", sid=sid)
         s = await load_session(ctx, sid)
@@ -195,13 +171,14 @@ class NodeTools:
             async with self.app.app_context():  # the handler tells the replica's federation
                 result = await api.land_session(ctx, sid)
         except ConflictError as e:
-            return conflict_doc(e)
-        doc: Doc = {"landed": True, **result, "decided": True}
+            return tools.conflict_doc(e)
+        doc: tools.Doc = {"landed": True, **result, "decided": True}
         if undecided(s):
             doc.update(decided=False, note=NO_DECISION)
         return doc
 
-    async def sync(self, session: SessionArg = None, author: Author = None, repo: RepoName = None) -> Doc:
+    async def sync(self, session: SessionArg = None, author: tools.Author = None,
+                   repo: RepoName = None) -> tools.Doc:
         """The session re-based on the head with landing's merge: merged files and conflict markers
         recorded as writes, then a sync event (what ``hif sync`` records from a working copy)."""
         sid = self._sid(session)
@@ -223,14 +200,16 @@ class NodeTools:
         events.append(_event("sync", "agent", author, base=head, merged=merged,
                              conflicts=sorted({c.path for c in conflicts})))
         await self._append(repo, sid, *events)
-        doc: Doc = {"position": head, "updated": [], "merged": merged, "conflicts": [c.to_json() for c in conflicts]}
+        doc: tools.Doc = {"position": head, "updated": [], "merged": merged,
+                          "conflicts": [c.to_json() for c in conflicts]}
         if conflicts:
             doc["next"] = "write the resolved content of these files (they hold conflict markers), then land"
         return doc
 
     # -- history -------------------------------------------------------------------------------
 
-    async def log(self, limit: Limit = 20, path: LogPath = None, repo: RepoName = None) -> Doc:
+    async def log(self, limit: tools.Limit = 20, path: tools.LogPath = None,
+                  repo: RepoName = None) -> tools.Doc:
         ctx = await self._ctx(repo, "read")
         rel = check_path(path.strip("/")) if path and path.strip("/") else None
         rows: list[dict[str, Any]] = []
@@ -241,20 +220,20 @@ class NodeTools:
                     break
         return {"landings": rows[:limit]}
 
-    async def show(self, ref: Ref, repo: RepoName = None) -> Doc:
+    async def show(self, ref: tools.Ref, repo: RepoName = None) -> tools.Doc:
         return await self._show(repo, ref)
 
-    async def _show(self, repo: str | None, ref: str) -> Doc:
+    async def _show(self, repo: str | None, ref: str) -> tools.Doc:
         ctx = await self._ctx(repo, "read")
         s, rec = await _resolve(ctx, ref)
         return show_doc(s, rec, await session_diffs(ctx.r, s, rec))
 
-    async def blame(self, path: FilePath, at: At = None, repo: RepoName = None) -> Doc:
+    async def blame(self, path: tools.FilePath, at: tools.At = None, repo: RepoName = None) -> tools.Doc:
         ctx = await self._ctx(repo, "read")
         at, rel = await _at(ctx, at), check_path(path.strip("/"))
         return {"path": rel, "lines": [b.to_json() for b in await blame_lines(ctx.r, rel, at)]}
 
-    async def cat(self, path: FilePath, at: At = None, repo: RepoName = None) -> Doc:
+    async def cat(self, path: tools.FilePath, at: tools.At = None, repo: RepoName = None) -> tools.Doc:
         ctx = await self._ctx(repo, "read")
         at, rel = await _at(ctx, at), check_path(path.strip("/"))
         entry = await lookup(ctx.r.objects, await ctx.r.mainline.tree_at(at), rel)
@@ -263,7 +242,7 @@ class NodeTools:
         data = await ctx.r.objects.get_blob(entry.oid)
         return {"path": rel, "size": len(data), "content": data.decode("utf-8", "replace")}
 
-    async def ls(self, path: Dir = "", at: At = None, recursive: Recursive = False, repo: RepoName = None) -> Doc:
+    async def ls(self, path: tools.Dir = "", at: tools.At = None, recursive: tools.Recursive = False, repo: RepoName = None) -> tools.Doc:
         ctx = await self._ctx(repo, "read")
         at, rel = await _at(ctx, at), path.strip("/").removeprefix(".").strip("/")
         rel = check_path(rel) if rel else ""
@@ -305,10 +284,10 @@ class NodeTools:
         s, rec = await _resolve(ctx, ref)
         return show_text(s, rec, await session_diffs(ctx.r, s, rec)) + "\n"
 
-    def resources(self) -> list[Resource]:
-        return [Resource("hif://{owner}/{name}/sessions", "sessions", SESSIONS, self.sessions_document),
-                Resource("hif://{owner}/{name}/session/{session_id}", "session", SESSION, self.session_document),
-                Resource("hif://{owner}/{name}/landing/{position}", "landing", LANDING, self.landing_document)]
+    def resources(self) -> list[tools.Resource]:
+        return [tools.Resource("hif://{owner}/{name}/sessions", "sessions", tools.SESSIONS, self.sessions_document),
+                tools.Resource("hif://{owner}/{name}/session/{session_id}", "session", tools.SESSION, self.session_document),
+                tools.Resource("hif://{owner}/{name}/landing/{position}", "landing", tools.LANDING, self.landing_document)]
 
 
 def _event(etype: str, role: str, author: str | None, **fields: Any) -> dict[str, Any]:
@@ -378,8 +357,8 @@ async def _refuse(send: Send, e: HifError) -> None:
 
 def install(app: Quart, node: Node) -> None:
     """Serve ``PATH`` beside the app, with the MCP session manager running while the app serves."""
-    tools = NodeTools(node, app)
-    endpoint = Endpoint(app, node, build_server(tools, tools.resources(), name="micelio", local=False))
+    backend = NodeTools(node, app)
+    endpoint = Endpoint(app, node, tools.build_server(backend, backend.resources(), name="micelio", local=False))
     app.asgi_app = endpoint  # type: ignore[method-assign]
 
     @app.while_serving
