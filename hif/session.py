@@ -91,6 +91,16 @@ def check_provenance(fields: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+def clean_provenance(value: object) -> str | None:
+    """A provenance value from a source that is not refused but trusted only so far (an MCP client's
+    self-given name): control characters dropped, spaces collapsed, cut to ``MAX_PROVENANCE``; None
+    when nothing printable is left, so the event records no agent rather than a broken one."""
+    if not isinstance(value, str):
+        return None
+    text = " ".join(_CONTROL.sub(" ", value[: MAX_PROVENANCE * 4]).split())[:MAX_PROVENANCE].strip()
+    return text or None
+
+
 def provenance_of(event: dict[str, Any]) -> dict[str, Any]:
     """The provenance an event (stored data) carries, for display: only string values."""
     return {k: event[k] for k in PROVENANCE if isinstance(event.get(k), str)}
@@ -220,16 +230,16 @@ class SessionStore:
         return f"{self.prefix}open/{sid}"
 
     async def start(self, goal: str, author: str, role: str, base: int,
-                    events: Sequence[dict[str, Any]] = ()) -> Session:
-        """Create the session: its start event, its open marker and any first ``events`` (numbered
-        from 1), written together: one round trip. Every write is put-if-absent, so an id collision
+                    events: Sequence[dict[str, Any]] = (), provenance: dict[str, str] | None = None) -> Session:
+        """Create the session: its start event (with ``provenance``: who opened it, PROVENANCE), its
+        open marker and any first ``events`` (numbered from 1), written together: one round trip. Every write is put-if-absent, so an id collision
         (astronomically unlikely) never overwrites; what a crash between them leaves without the
         start event is no session to its readers (``load`` says not found, listings skip it)."""
         check_text(goal, "goal")
         now = self.clock()
         for _ in range(5):
             sid = new_session_id(now)
-            event = make_event("start", author, role, now, goal=goal.strip(), base=base, seq=0)
+            event = make_event("start", author, role, now, goal=goal.strip(), base=base, seq=0, **(provenance or {}))
             stamped = [{**e, "seq": i} for i, e in enumerate(events, 1)]
             writes = [(self._events(sid) + f"{0:0{SEQ_WIDTH}d}", encode(event)),
                       (self._open(sid), encode({"goal": goal.strip(), "author": author, "time": now})),

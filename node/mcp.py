@@ -97,8 +97,9 @@ class NodeTools:
         return doc
 
     async def session_start(self, goal: tools.Goal, repo: RepoName = None, role: tools.Role = "agent",
-                            author: tools.Author = None) -> tools.Doc:
-        body: dict[str, Any] = {"goal": goal, "role": role, **({"author": author} if author else {})}
+                            author: tools.Author = None, model: tools.Model = None) -> tools.Doc:
+        body: dict[str, Any] = {"goal": goal, "role": role, **({"author": author} if author else {}),
+                                **tools.origin(model)}
         ctx = await self._ctx(repo, "write", agent=False, body=body)
         answer = await api.start_session(ctx)
         return {"session": answer["id"], "goal": goal.strip(), "base": answer["event"]["base"], "repo": ctx.r.name}
@@ -110,43 +111,45 @@ class NodeTools:
         return await api.list_sessions(await self._ctx(repo, "read"))
 
     async def session_abandon(self, session: SessionArg = None, reason: tools.Reason = "abandoned",
-                              repo: RepoName = None) -> tools.Doc:
+                              repo: RepoName = None, model: tools.Model = None) -> tools.Doc:
         sid = self._sid(session)
-        ctx = await self._ctx(repo, "write", sid=sid, body={"reason": reason, "role": "agent"})
+        body = {"reason": reason, "role": "agent", **tools.origin(model)}
+        ctx = await self._ctx(repo, "write", sid=sid, body=body)
         return await api.abandon_session(ctx, sid)
 
     async def say(self, text: tools.Text, session: SessionArg = None, role: tools.Role = "agent",
-                  author: tools.Author = None, repo: RepoName = None) -> tools.Doc:
-        e = await self._append(repo, session, _event("say", role, author, text=text))
+                  author: tools.Author = None, repo: RepoName = None, model: tools.Model = None) -> tools.Doc:
+        e = await self._append(repo, session, _event("say", role, author, model, text=text))
         return {"seq": e["seq"], "role": e["role"], "author": e["author"]}
 
     async def decide(self, decision: tools.Decision, why: tools.Why,
                      alternatives: tools.Alternatives | None = None, session: SessionArg = None,
                      role: tools.Role = "agent", author: tools.Author = None,
-                     repo: RepoName = None) -> tools.Doc:
-        e = await self._append(repo, session, _event("decide", role, author, decision=decision, why=why,
+                     repo: RepoName = None, model: tools.Model = None) -> tools.Doc:
+        e = await self._append(repo, session, _event("decide", role, author, model, decision=decision, why=why,
                                                      alternatives=list(alternatives or [])))
         return {"seq": e["seq"], "decision": decision, "alternatives": len(alternatives or [])}
 
     async def write(self, path: tools.FilePath, content: tools.Content, session: SessionArg = None,
-                    author: tools.Author = None, repo: RepoName = None) -> tools.Doc:
+                    author: tools.Author = None, repo: RepoName = None, model: tools.Model = None) -> tools.Doc:
         sid = self._sid(session)
         path = check_path(path.strip("/"))
+        tools.origin(model)  # a bad model id is refused before the blob is stored
         ctx = await self._ctx(repo, "write", sid=sid)
         await load_session(ctx, sid, open_only=True)  # refused before the blob is stored
         data = content.encode()
         oid = await ctx.r.objects.put_blob(data)
-        e = await self._append(repo, sid, _event("write", "agent", author, path=path, kind=FILE, blob=oid))
+        e = await self._append(repo, sid, _event("write", "agent", author, model, path=path, kind=FILE, blob=oid))
         return {"path": path, "size": len(data), "seq": e["seq"]}
 
     async def checkpoint(self, note: tools.Note, session: SessionArg = None, author: tools.Author = None,
-                         repo: RepoName = None) -> tools.Doc:
+                         repo: RepoName = None, model: tools.Model = None) -> tools.Doc:
         sid = self._sid(session)
         ctx = await self._ctx(repo, "write", sid=sid)
         s = await load_session(ctx, sid, open_only=True)
         tree = await apply(ctx.r.objects, await ctx.r.mainline.tree_at(s.base), s.changes)
         n = len(s.of_type("checkpoint")) + 1
-        e = await self._append(repo, sid, _event("checkpoint", "agent", author, note=note, tree=tree, iteration=n))
+        e = await self._append(repo, sid, _event("checkpoint", "agent", author, model, note=note, tree=tree, iteration=n))
         return {"seq": e["seq"], "iteration": n, "tree": tree}
 
     async def diff(self, session: SessionArg = None, stat: tools.Stat = False,
@@ -178,7 +181,7 @@ class NodeTools:
         return doc
 
     async def sync(self, session: SessionArg = None, author: tools.Author = None,
-                   repo: RepoName = None) -> tools.Doc:
+                   repo: RepoName = None, model: tools.Model = None) -> tools.Doc:
         """The session re-based on the head with landing's merge: merged files and conflict markers
         recorded as writes, then a sync event (what ``hif sync`` records from a working copy)."""
         sid = self._sid(session)
@@ -195,9 +198,9 @@ class NodeTools:
             raise SessionClosed(f"session {s.id} already landed at position {scan.landed_at}")
         base_tree, head_tree = await r.mainline.tree_at(s.base), await r.mainline.tree_at(head)
         final, merged, conflicts = await resolve(r, ours, base_tree, head_tree, scan.touched, write_markers=True)
-        events = [_event("write", "agent", author, path=p, kind=e.kind, blob=e.oid)
+        events = [_event("write", "agent", author, model, path=p, kind=e.kind, blob=e.oid)
                   for p, e in sorted(final.items()) if e is not None and ours.get(p) != e]
-        events.append(_event("sync", "agent", author, base=head, merged=merged,
+        events.append(_event("sync", "agent", author, model, base=head, merged=merged,
                              conflicts=sorted({c.path for c in conflicts})))
         await self._append(repo, sid, *events)
         doc: tools.Doc = {"position": head, "updated": [], "merged": merged,
@@ -290,9 +293,10 @@ class NodeTools:
                 tools.Resource("hif://{owner}/{name}/landing/{position}", "landing", tools.LANDING, self.landing_document)]
 
 
-def _event(etype: str, role: str, author: str | None, **fields: Any) -> dict[str, Any]:
-    """An event as the API's events route takes it (it checks and stamps it)."""
-    return {"type": etype, "role": role, **({"author": author} if author else {}), **fields}
+def _event(etype: str, role: str, author: str | None, model: str | None = None, **fields: Any) -> dict[str, Any]:
+    """An event as the API's events route takes it (it checks and stamps it), with the tool call's
+    provenance (:func:`hif.mcp.tools.origin`)."""
+    return {"type": etype, "role": role, **({"author": author} if author else {}), **tools.origin(model), **fields}
 
 
 async def _resolve(ctx: Ctx, ref: str) -> tuple[Session, Any]:

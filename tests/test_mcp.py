@@ -20,8 +20,11 @@ from forge import Forge
 from mcp import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
+from mcp_types import Implementation
 
+from hif import Repository
 from hif.history import NO_DECISION
+from hif.session import MAX_PROVENANCE
 
 ENV = {**os.environ, "HIF_AUTHOR": "tester", "HIF_ROLE": "human"}
 ENV.pop("HIF_DEBUG", None)
@@ -52,13 +55,44 @@ async def refused(c: ClientSession, tool: str, **args: Any) -> str:
 
 
 @asynccontextmanager
-async def stdio(cwd: Path) -> AsyncIterator[ClientSession]:
+async def stdio(cwd: Path, client: str = "claude-code") -> AsyncIterator[ClientSession]:
+    """An MCP client named ``client`` (its clientInfo) talking to ``hif mcp`` in ``cwd``."""
     params = StdioServerParameters(command=sys.executable, args=["-m", "hif", "mcp"], cwd=str(cwd),
                                    env={k: v for k, v in {**os.environ, **ENV}.items() if isinstance(v, str)})
     with open(os.devnull, "w") as quiet:
-        async with stdio_client(params, errlog=quiet) as (r, w), ClientSession(r, w) as c:
+        async with stdio_client(params, errlog=quiet) as (r, w), \
+                ClientSession(r, w, client_info=Implementation(name=client, version="1.0")) as c:
             await c.initialize()
             yield c
+
+
+# clientInfo names a client may send: control characters (a terminal escape, a forged second line),
+# 10 KB, nothing printable, only spaces; each -> the agent recorded (cleaned and cut) or none
+HOSTILE_CLIENTS = [
+    ("claude\x00code\x1b[31m\r\nInjected: yes\x9b", "claude code [31m Injected: yes"),
+    ("x" * 10240, "x" * MAX_PROVENANCE),
+    ("\x07\x08\x7f\x85", None),
+    ("   \t ", None),
+]
+# model ids a model may pass: refused with one line, nothing recorded
+HOSTILE_MODELS = [("m\x00odel", "control characters"), ("claude\x1b]0;owned\x07", "control characters"),
+                  ("m" * 10240, "too long"), (" ", "non-empty")]
+
+
+def events_of(root: Path, sid: str) -> list[dict[str, Any]]:
+    """The session's events as stored (read with the SDK, beside the server)."""
+    with Repository.open(root) as r:
+        return r.load_session(sid).events
+
+
+def check_origin(events: list[dict[str, Any]], tools: list[tuple[str, str]], agent: str | None,
+                 models: dict[int, str]) -> None:
+    """Each event made by the MCP tool named, with the client's name as agent (or none) and the model
+    where the model named it (``models``: event index -> model), and no other provenance."""
+    assert [(e["type"], e.get("tool")) for e in events] == tools
+    for i, e in enumerate(events):
+        assert e.get("agent") == agent and e.get("model") == models.get(i), (i, e)
+        assert "agent_session" not in e and "tool_call" not in e
 
 
 def run(main: Callable[[], Awaitable[None]]) -> None:
@@ -91,14 +125,14 @@ def test_stdio_whole_session_conflict_and_errors(tmp_path: Path) -> None:
             assert await refused(c, "say", text="hello") == cli_line
             assert await refused(c, "write", path="x.txt", content="x") == cli_line
             assert not (a / "x.txt").exists()  # refused: nothing written
-            sid = (await call(c, "session_start", goal="count to four"))["session"]
+            sid = (await call(c, "session_start", goal="count to four", model="claude-sonnet-4-5"))["session"]
             assert (await call(c, "status"))["session"]["id"] == sid
             await call(c, "say", text="please count to four", role="human", author="ann")
             await call(c, "say", text="I will add a line and a counter file")
             await call(c, "decide", decision="one word per line", why="diffs stay readable",
                        alternatives=["a comma-separated line: every change rewrites it",
-                                     "numbers instead of words: the file is for people"])
-            await call(c, "write", path="count/four.txt", content="four\n")
+                                     "numbers instead of words: the file is for people"], model="claude-opus-4-1")
+            await call(c, "write", path="count/four.txt", content="four\n", model="claude-sonnet-4-5")
             (a / "notes.txt").write_text("one\ntwo\nthree\nfour\n")  # an edit on disk, as an editor makes
             cp = await call(c, "checkpoint", note="four is there")
             assert cp["iteration"] == 1
@@ -109,12 +143,18 @@ def test_stdio_whole_session_conflict_and_errors(tmp_path: Path) -> None:
             landed = await call(c, "land")
             assert landed["landed"] and landed["decided"] and "note" not in landed
             pos = landed["position"]
+            # every event says it came from this client through which tool, and the model where told
+            check_origin(events_of(a, sid), [
+                ("start", "mcp:session_start"), ("say", "mcp:say"), ("say", "mcp:say"), ("decide", "mcp:decide"),
+                ("write", "mcp:write"), ("write", "mcp:checkpoint"), ("checkpoint", "mcp:checkpoint")],
+                "claude-code", {0: "claude-sonnet-4-5", 3: "claude-opus-4-1", 4: "claude-sonnet-4-5"})
 
             # read back: show, log, cat, blame, ls and the resources
             doc = await call(c, "show", ref=str(pos))
             assert [(m["role"], m["author"], m["text"]) for m in doc["conversation"]] == [
                 ("human", "ann", "please count to four"), ("agent", "tester", "I will add a line and a counter file")]
             assert doc["decisions"][0]["alternatives"][1].startswith("numbers instead")
+            assert doc["decisions"][0]["model"] == "claude-opus-4-1" and doc["decisions"][0]["agent"] == "claude-code"
             assert [i["note"] for i in doc["iterations"]] == ["four is there"]
             assert {ch["path"] for ch in doc["changes"]} == {"count/four.txt", "notes.txt"}
             assert (await call(c, "log", limit=1))["landings"][0]["session"] == sid
@@ -124,7 +164,7 @@ def test_stdio_whole_session_conflict_and_errors(tmp_path: Path) -> None:
             text = (await c.read_resource(f"hif://landing/{pos}")).contents[0].text  # type: ignore[union-attr]
             assert "goal: count to four" in text and "rejected: a comma-separated line" in text
             text = (await c.read_resource(f"hif://session/{sid}")).contents[0].text  # type: ignore[union-attr]
-            assert "[human] ann: please count to four" in text
+            assert "[human] ann (via claude-code, tool mcp:say): please count to four" in text
             text = (await c.read_resource("hif://sessions")).contents[0].text  # type: ignore[union-attr]
             assert f"hif://landing/{pos}" in text
             assert "no position 99" in await refused(c, "cat", path="notes.txt", at=99)
@@ -149,6 +189,29 @@ def test_stdio_whole_session_conflict_and_errors(tmp_path: Path) -> None:
             await call(c, "write", path="notes.txt", content="one\n2 (TWO)\nthree\nfour\n")
             landed = await call(c, "land")
             assert landed["landed"] and landed["decided"] is False and landed["note"] == NO_DECISION
+
+    run(main)
+
+
+def test_stdio_hostile_client_names_and_models(tmp_path: Path) -> None:
+    """A client's name is cleaned (control characters out, cut to the limit) or left out, never a
+    failed call or a crash; a bad model id is refused with one line and records nothing."""
+    hif(tmp_path, "init", "a")
+    a = tmp_path / "a"
+
+    async def main() -> None:
+        for name, agent in HOSTILE_CLIENTS:
+            async with stdio(a, name) as c:
+                sid = (await call(c, "session_start", goal="hostile names"))["session"]
+                await call(c, "say", text="hello", model="gpt-5-codex")
+                for model, why in HOSTILE_MODELS if agent == HOSTILE_CLIENTS[0][1] else ():
+                    assert why in await refused(c, "say", text="x", model=model)
+                    assert why in await refused(c, "write", path="bad.txt", content="x", model=model)
+                    assert why in await refused(c, "checkpoint", note="x", model=model)
+                assert not (a / "bad.txt").exists()
+                await call(c, "session_abandon", reason="only a test")
+            check_origin(events_of(a, sid), [("start", "mcp:session_start"), ("say", "mcp:say"),
+                                             ("abandon", "mcp:session_abandon")], agent, {1: "gpt-5-codex"})
 
     run(main)
 

@@ -379,13 +379,14 @@ class RemoteSessions(SessionStore):
         self.api = api + "sessions"
         self.read_only = api.startswith("mirrors/")
 
-    async def start(self, goal: str, author: str, role: str, base: int) -> Session:
+    async def start(self, goal: str, author: str, role: str, base: int,
+                    provenance: dict[str, str] | None = None) -> Session:
         check_text(goal, "goal")
         if self.read_only:
             raise InvalidInput("this is a read-only mirror: start the session on a repository of "
                                "your own forge, then offer it to the origin (hif offer URL)")
         answer = self.client.post(self.api, {"goal": goal.strip(), "base": base, "role": role,
-                                             "author": author})
+                                             "author": author, **(provenance or {})})
         sid = check_session_id(field_of(answer, "id", str))
         return fold(sid, [field_of(answer, "event", dict)])
 
@@ -525,10 +526,11 @@ class RemoteRepo(Repo):
             attempts=int(a.get("attempts") or 1),
         )
 
-    async def abandon(self, session: Session, reason: str, role: str) -> None:
+    async def abandon(self, session: Session, reason: str, role: str, provenance: dict[str, str] | None = None) -> None:
         """The forge appends the abandon event (as the token's user), freezes and closes the session."""
         await self.objects.flush()
-        self.client.post(f"{self.api}sessions/{session.id}/abandon", {"reason": reason, "role": role})
+        self.client.post(f"{self.api}sessions/{session.id}/abandon",
+                         {"reason": reason, "role": role, **(provenance or {})})
 
     def offer(self, session_id: str, target: str) -> dict[str, Any]:
         """Ask this forge to offer an open session (its events and objects already on the forge) to

@@ -29,6 +29,7 @@ from hif.mcp.tools import (
     Goal,
     Limit,
     LogPath,
+    Model,
     Note,
     Reason,
     Recursive,
@@ -41,6 +42,7 @@ from hif.mcp.tools import (
     Why,
     build_server,
     conflict_doc,
+    origin,
 )
 from hif.porcelain import Repository
 from hif.porcelain.views import record_summary, show_doc, show_text
@@ -56,11 +58,14 @@ class LocalTools:
         self.root = root
         self._lock = anyio.Lock()
 
-    async def _with(self, fn: Callable[[Repository], T]) -> T:
-        """``fn`` on the working copy, opened for this call as a CLI command opens it."""
+    async def _with(self, fn: Callable[[Repository], T], model: str | None = None) -> T:
+        """``fn`` on the working copy, opened for this call as a CLI command opens it, every event
+        it records carrying the call's provenance (:func:`hif.mcp.tools.origin`)."""
+        stamp = origin(model)
 
         def run() -> T:
             with Repository.open(self.root) as r:
+                r.provenance = stamp
                 return fn(r)
 
         async with self._lock:
@@ -71,12 +76,13 @@ class LocalTools:
     async def status(self) -> Doc:
         return await self._with(lambda r: r.status().to_json())
 
-    async def session_start(self, goal: Goal, role: Role = "agent", author: Author = None) -> Doc:
+    async def session_start(self, goal: Goal, role: Role = "agent", author: Author = None,
+                            model: Model = None) -> Doc:
         def run(r: Repository) -> Doc:
             h = r.start_session(goal, role=role, author=author)
             return {"session": h.id, "goal": goal.strip(), "base": r.position}
 
-        return await self._with(run)
+        return await self._with(run, model)
 
     async def session_show(self, session: SessionId = None) -> Doc:
         def run(r: Repository) -> Doc:
@@ -93,29 +99,30 @@ class LocalTools:
         return await self._with(lambda r: {"sessions": [s.to_json(events=False) for s in r.sessions()],
                                            "current": r.session_id})
 
-    async def session_abandon(self, reason: Reason = "abandoned", author: Author = None) -> Doc:
+    async def session_abandon(self, reason: Reason = "abandoned", author: Author = None,
+                              model: Model = None) -> Doc:
         def run(r: Repository) -> Doc:
             s = r.abandon(reason, role="agent", author=author)
             return {"session": s.id, "state": "abandoned"}
 
-        return await self._with(run)
+        return await self._with(run, model)
 
-    async def say(self, text: Text, role: Role = "agent", author: Author = None) -> Doc:
+    async def say(self, text: Text, role: Role = "agent", author: Author = None, model: Model = None) -> Doc:
         def run(r: Repository) -> Doc:
             e = r.say(text, role=role, author=author)
             return {"seq": e["seq"], "role": e["role"], "author": e["author"]}
 
-        return await self._with(run)
+        return await self._with(run, model)
 
     async def decide(self, decision: Decision, why: Why, alternatives: Alternatives | None = None,
-                     role: Role = "agent", author: Author = None) -> Doc:
+                     role: Role = "agent", author: Author = None, model: Model = None) -> Doc:
         def run(r: Repository) -> Doc:
             e = r.decide(decision, why=why, alternatives=list(alternatives or []), role=role, author=author)
             return {"seq": e["seq"], "decision": decision, "alternatives": len(alternatives or [])}
 
-        return await self._with(run)
+        return await self._with(run, model)
 
-    async def write(self, path: FilePath, content: Content, author: Author = None) -> Doc:
+    async def write(self, path: FilePath, content: Content, author: Author = None, model: Model = None) -> Doc:
         def run(r: Repository) -> Doc:
             if r.session_id is None:
                 r.record()  # refused before anything is written: no open session
@@ -123,14 +130,14 @@ class LocalTools:
             changes = r.record(role="agent", author=author)
             return {"path": path, "size": len(content.encode()), "recorded": [c.to_json() for c in changes]}
 
-        return await self._with(run)
+        return await self._with(run, model)
 
-    async def checkpoint(self, note: Note, author: Author = None) -> Doc:
+    async def checkpoint(self, note: Note, author: Author = None, model: Model = None) -> Doc:
         def run(r: Repository) -> Doc:
             e = r.checkpoint(note, role="agent", author=author)
             return {"seq": e["seq"], "iteration": e["iteration"], "tree": e["tree"]}
 
-        return await self._with(run)
+        return await self._with(run, model)
 
     async def diff(self, stat: Stat = False) -> Doc:
         def run(r: Repository) -> Doc:
@@ -139,7 +146,7 @@ class LocalTools:
 
         return await self._with(run)
 
-    async def land(self, author: Author = None) -> Doc:
+    async def land(self, author: Author = None, model: Model = None) -> Doc:
         def run(r: Repository) -> Doc:
             try:
                 res = r.land(role="agent", author=author)
@@ -150,9 +157,9 @@ class LocalTools:
                 doc.update(decided=False, note=NO_DECISION)
             return doc
 
-        return await self._with(run)
+        return await self._with(run, model)
 
-    async def sync(self, author: Author = None) -> Doc:
+    async def sync(self, author: Author = None, model: Model = None) -> Doc:
         def run(r: Repository) -> Doc:
             res = r.sync(role="agent", author=author)
             doc = res.to_json()
@@ -160,7 +167,7 @@ class LocalTools:
                 doc["next"] = "resolve the conflict markers in these files, then land"
             return doc
 
-        return await self._with(run)
+        return await self._with(run, model)
 
     # -- history -------------------------------------------------------------------------------
 

@@ -10,17 +10,22 @@ whose text is the CLI's one line (the ``HifError`` message), never a traceback."
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
+import typing
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
 
 from hif.errors import ConflictError, HifError, NotFound
+from hif.session import check_provenance, clean_provenance
 
 INSTRUCTIONS = """\
 hif records why code changed, not only what. Work happens in a session: start one with a goal
@@ -106,6 +111,9 @@ LogPath = Annotated[str | None, Field(description="Only landings that touched th
 Dir = Annotated[str, Field(description="A directory path ('' or '.' for the top).")]
 Recursive = Annotated[bool, Field(description="Every file below the directory, not only its entries.")]
 Stat = Annotated[bool, Field(description="Only the number of changed lines per file.")]
+Model = Annotated[str | None, Field(
+    description="Your model id, e.g. claude-sonnet-4-5, if you know it: recorded with the event, so a "
+                "reader knows which model said or did it.")]
 
 Doc = dict[str, Any]
 log = logging.getLogger("hif.mcp")
@@ -128,18 +136,43 @@ def conflict_doc(e: ConflictError) -> Doc:
             "next": "call sync to merge the landed changes (conflicts get markers), resolve them, land again"}
 
 
+# the provenance of the events the current tool call records (set by :func:`guarded`)
+_origin: ContextVar[dict[str, str]] = ContextVar("hif_mcp_origin")
+
+
+def origin(model: str | None = None) -> dict[str, str]:
+    """The provenance (hif.session.PROVENANCE) of an event the current tool call records: the MCP
+    client's name as ``agent``, ``tool`` as ``mcp:<tool>``, and ``model`` when the model names it
+    (checked: a bad one is refused with one line, before anything is recorded)."""
+    return {**_origin.get({}), **check_provenance({"model": model})}
+
+
+def caller_origin(ctx: Context, tool: str) -> dict[str, str]:
+    """Who calls ``tool``: the client's name from its ``initialize`` (``clientInfo``; on HTTP, from
+    each request's envelope when the client speaks the protocol without a handshake), cleaned, not
+    refused: the name is not the model's to fix, and a call must not fail for it."""
+    try:
+        params = ctx.session.client_params
+    except ValueError:  # no request context (not over a transport)
+        params = None
+    name = clean_provenance(params.client_info.name if params is not None else None)
+    return {"tool": f"mcp:{tool}", **({"agent": name} if name else {})}
+
+
 def tool_error(message: str) -> CallToolResult:
     return CallToolResult(content=[TextContent(type="text", text=message)], is_error=True)
 
 
-def guarded(fn: Callable[..., Awaitable[Any]], *, local: bool) -> Callable[..., Awaitable[Any]]:
-    """A tool whose deliberate errors come back as tool errors carrying the CLI's one line, and
-    whose unexpected ones as one line too, never a traceback: on the user's own machine (``local``)
-    naming the error as the CLI does, to a remote client only that it happened (the text may hold
-    the server's details; the traceback goes to the server's log)."""
+def guarded(fn: Callable[..., Awaitable[Any]], tool: str, *, local: bool) -> Callable[..., Awaitable[Any]]:
+    """Tool ``tool``: ``fn`` with the caller's provenance set for the events it records
+    (:func:`origin`), whose deliberate errors come back as tool errors carrying the CLI's one line,
+    and whose unexpected ones as one line too, never a traceback: on the user's own machine
+    (``local``) naming the error as the CLI does, to a remote client only that it happened (the text
+    may hold the server's details; the traceback goes to the server's log)."""
 
     @functools.wraps(fn)
-    async def call(*args: Any, **kwargs: Any) -> Any:
+    async def call(*args: Any, mcp_context: Context, **kwargs: Any) -> Any:
+        token = _origin.set(caller_origin(mcp_context, tool))
         try:
             return plain(await fn(*args, **kwargs))
         except HifError as e:
@@ -149,7 +182,16 @@ def guarded(fn: Callable[..., Awaitable[Any]], *, local: bool) -> Callable[..., 
                 return tool_error(f"internal error: {type(e).__name__}: {e}")
             log.exception("MCP tool %s failed", fn.__name__)
             return tool_error("internal error (see the server's log)")
+        finally:
+            _origin.reset(token)
 
+    # the SDK reads the signature (the tool's input schema) and injects the request's Context into
+    # the parameter annotated with it: fn's parameters, plus that one (left out of the schema)
+    # (annotations resolved here: they are strings in fn's module, which the SDK would not look in)
+    sig = inspect.signature(fn, eval_str=True)
+    extra = inspect.Parameter("mcp_context", inspect.Parameter.KEYWORD_ONLY, annotation=Context)
+    call.__signature__ = sig.replace(parameters=[*sig.parameters.values(), extra])  # type: ignore[attr-defined]
+    call.__annotations__ = {**typing.get_type_hints(fn, include_extras=True), "mcp_context": Context}
     return call
 
 
@@ -191,7 +233,7 @@ def build_server(backend: Any, resources: list[Resource], *, name: str = "hif", 
         fn = getattr(backend, tool, None)
         if fn is None:
             continue
-        server.add_tool(guarded(fn, local=local), name=tool, description=description,
+        server.add_tool(guarded(fn, tool, local=local), name=tool, description=description,
                         annotations=ToolAnnotations(read_only_hint=tool in READ_ONLY))
     for r in resources:
         server.resource(r.uri, name=r.name, description=r.description, mime_type="text/plain")(readable(r.read))

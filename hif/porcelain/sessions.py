@@ -83,6 +83,9 @@ class Sessions(WorkingCopy):
     """The open session of a working copy: its events, landing and syncing it."""
 
     landed: Session | None = None  # the session the last land() landed
+    # who records through this object (hif.session.PROVENANCE), stamped on every event it makes
+    # unless the call names its own: an MCP server sets its client's, for one tool call
+    provenance: dict[str, str] | None = None
 
     # -- sessions ----------------------------------------------------------------------------
 
@@ -92,7 +95,8 @@ class Sessions(WorkingCopy):
             raise InvalidInput(f"session {st.session} is already open here; land or abandon it first")
         check_text(goal, "goal")
         # edits made before the session started are adopted: they are recorded at its first event
-        session = self._run(self.repo.sessions.start(goal, author or default_author(), role or default_role(), st.position))
+        session = self._run(self.repo.sessions.start(goal, author or default_author(), role or default_role(),
+                                                     st.position, provenance=self.provenance))
         st.session = session.id
         self.work.write_state(st)
         return SessionHandle(self, session.id)
@@ -111,7 +115,8 @@ class Sessions(WorkingCopy):
         return s
 
     def _append(self, s: Session, etype: str, *, author: str | None, role: str | None, **fields: Any) -> dict[str, Any]:
-        event = make_event(etype, author or default_author(), role or default_role(), self.repo.clock(), **fields)
+        event = make_event(etype, author or default_author(), role or default_role(), self.repo.clock(),
+                           **{**(self.provenance or {}), **fields})
         stamped = self._run(self.repo.sessions.append(s.id, event, s.next_seq))
         fold_in(s, stamped)
         return stamped
@@ -120,7 +125,9 @@ class Sessions(WorkingCopy):
                     role: str | None) -> None:
         """Append several events; a forge gets them in one request (after the blobs they name)."""
         who, as_role = author or default_author(), role or default_role()
-        self._append_made(s, [make_event(etype, who, as_role, self.repo.clock(), **fields) for etype, fields in items])
+        stamp = self.provenance or {}
+        self._append_made(s, [make_event(etype, who, as_role, self.repo.clock(), **{**stamp, **fields})
+                              for etype, fields in items])
 
     def _append_made(self, s: Session, events: list[dict[str, Any]]) -> None:
         """Append events already made (each with its own author and role), in order."""
@@ -305,7 +312,7 @@ class Sessions(WorkingCopy):
         s = self._open_session()
         self._record(s, author=author, role=role)
         if self.remote is not None:  # the forge appends the abandon event and closes the session
-            self._run(self.remote.abandon(s, reason, role or default_role()))
+            self._run(self.remote.abandon(s, reason, role or default_role(), self.provenance))
         else:
             self._append(s, "abandon", author=author, role=role, reason=reason)
             snap = self._run(self.repo.sessions.write_snapshot(s, s.changes))
@@ -439,7 +446,8 @@ class Sessions(WorkingCopy):
         # the stat cache's base is now the head tree; the session's changes are re-expressed against it
         await self._rebase_index(head_tree)
         event = make_event("sync", author or default_author(), role or default_role(), self.repo.clock(),
-                           base=head, merged=merged, conflicts=sorted({c.path for c in conflicts}))
+                           base=head, merged=merged, conflicts=sorted({c.path for c in conflicts}),
+                           **(self.provenance or {}))
         stamped = await self.repo.sessions.append(s.id, event, s.next_seq)
         s.events.append(stamped)
         s.base = head

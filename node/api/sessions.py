@@ -60,8 +60,13 @@ async def list_sessions(ctx: Ctx) -> dict[str, Any]:
 @route("POST", REPO + "/sessions", "write", status=201)
 async def start_session(ctx: Ctx) -> dict[str, Any]:
     opening = await _opening(ctx)
-    s = await ctx.r.sessions.start(*opening)
+    s = await ctx.r.sessions.start(*opening, provenance=provenance_fields(ctx.body))
     return {"id": s.id, "event": s.events[0]}
+
+
+def provenance_fields(raw: dict[str, Any]) -> dict[str, Any]:
+    """The provenance fields (hif.session.PROVENANCE) a request names, checked by make_event."""
+    return {k: raw[k] for k in PROVENANCE if k in raw}
 
 
 async def _opening(ctx: Ctx) -> tuple[str, str, str, int]:
@@ -128,7 +133,7 @@ async def _check_event(ctx: Ctx, raw: Any, top: int, known: frozenset[bytes]) ->
             raise InvalidInput(f"sync base must be between 0 and the head ({top})")
         fields["merged"] = [check_path(p) for p in field(raw, "merged", list, default=[])]
         fields["conflicts"] = [check_path(p) for p in field(raw, "conflicts", list, default=[])]
-    fields.update({k: raw[k] for k in PROVENANCE if k in raw})  # checked by make_event
+    fields.update(provenance_fields(raw))
     now = ctx.r.clock()
     when = field(raw, "time", (int, float), default=None)
     event = make_event(etype, author, session_role(ctx, raw), now if when is None else _check_time(when, now),
@@ -225,7 +230,8 @@ async def land_whole(ctx: Ctx) -> dict[str, Any]:
             written[e["path"]] = e["type"] == "write"
     check_no_collisions(p for p, w in written.items() if w)  # refused before the session starts
     await keep_objects(ctx, objects)  # only once the whole request is checked: a refusal keeps nothing
-    s = await ctx.r.sessions.start(*opening, events=events)  # the start and the events: one round trip
+    # the start and the events: one round trip
+    s = await ctx.r.sessions.start(*opening, events=events, provenance=provenance_fields(ctx.body))
     try:
         return await _land(ctx, s)
     except HifError as e:  # refused (a conflict, missing checks) or failed: the session stays open
@@ -237,7 +243,8 @@ async def land_whole(ctx: Ctx) -> dict[str, Any]:
 async def abandon_session(ctx: Ctx, sid: str) -> dict[str, Any]:
     s = await load_session(ctx, sid, open_only=True)
     reason = check_text(field(ctx.body, "reason", str, default="abandoned"), "reason")
-    event = make_event("abandon", ctx.user, session_role(ctx), ctx.r.clock(), reason=reason)
+    event = make_event("abandon", ctx.user, session_role(ctx), ctx.r.clock(), reason=reason,
+                       **provenance_fields(ctx.body))
     event["user"] = ctx.user
     await ctx.r.sessions.abandon(s, event, reason)
     return {"id": sid, "state": "abandoned"}
