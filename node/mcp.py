@@ -12,6 +12,8 @@ session manager's lifespan run while the app serves."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from collections.abc import AsyncIterator
 from contextvars import ContextVar
@@ -22,7 +24,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from pydantic import Field
 from quart import Quart
 from starlette.datastructures import Headers
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from hif.blame import blame as blame_lines
 from hif.errors import ConflictError, HifError, InvalidInput, NotFound, SessionClosed
@@ -33,7 +35,7 @@ from hif.merge import diffstat
 from hif.objects import DIR, FILE, Entry
 from hif.paths import check_path
 from hif.porcelain.views import record_summary, session_diffs, show_doc, show_text
-from hif.session import Session
+from hif.session import MAX_PROVENANCE, Session, clean_provenance
 from hif.tree import apply, lookup, read_dir, walk
 from node.access import token_principal
 from node.api import sessions as api
@@ -45,6 +47,9 @@ from node.wire import MCP_LIMIT, error_body
 
 PATH = "/api/v1/mcp"
 RECENT = 20  # landings the sessions resource lists
+SESSION_ID = b"mcp-session-id"
+CLIENT_ID = "client."  # a session id naming the client (:func:`client_session_id`)
+PEEK = 64 * 1024  # body bytes read ahead for an initialize request, the rest streamed as it comes
 
 RepoName = Annotated[str | None, Field(
     description="The repository, owner/name (default: the one this token is bound to).")]
@@ -342,11 +347,69 @@ class Endpoint:
         except HifError as e:  # refused before a byte of the body is read
             await _refuse(send, e)
             return
+        headers = Headers(scope=scope)
+        named = tools.announced.set(client_of(headers.get("mcp-session-id")))
+        if scope["method"] == "POST" and "mcp-session-id" not in headers:
+            receive, send = await _initializing(receive, send)
         token = _caller.set(p)
         try:
             await self.manager.handle_request(scope, receive, send)
         finally:
             _caller.reset(token)
+            tools.announced.reset(named)
+
+
+def client_session_id(name: object) -> str | None:
+    """The MCP session id this node gives a client at ``initialize``: the client's name (cleaned),
+    so that later requests, which a stateless server hears without clientInfo, still say who calls,
+    on any replica. It is the client's own claim, as clientInfo is: nothing to sign."""
+    clean = clean_provenance(name)
+    return CLIENT_ID + base64.urlsafe_b64encode(clean.encode()).decode().rstrip("=") if clean else None
+
+
+def client_of(session_id: str | None) -> str | None:
+    """The client's name a session id from :func:`client_session_id` holds; None for any other."""
+    if not session_id or not session_id.startswith(CLIENT_ID) or len(session_id) > 8 * MAX_PROVENANCE:
+        return None
+    raw = session_id.removeprefix(CLIENT_ID)
+    try:
+        return clean_provenance(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode())
+    except (binascii.Error, ValueError):
+        return None
+
+
+async def _initializing(receive: Receive, send: Send) -> tuple[Receive, Send]:
+    """For a request that may be an ``initialize``: its body read ahead (at most about ``PEEK``
+    bytes; a longer one is no initialize and streams on unread), and, when it is one, its answer
+    given the session id naming the client (:func:`client_session_id`)."""
+    head: list[Message] = []
+    size, more = 0, True
+    while more and size <= PEEK:
+        message = await receive()
+        head.append(message)
+        if message["type"] != "http.request":
+            break
+        size += len(message.get("body", b""))
+        more = message.get("more_body", False)
+    sid = None
+    if not more:
+        try:
+            doc = json.loads(b"".join(m.get("body", b"") for m in head))
+        except ValueError:
+            doc = None
+        params = doc.get("params") if isinstance(doc, dict) and doc.get("method") == "initialize" else None
+        info = params.get("clientInfo") if isinstance(params, dict) else None
+        sid = client_session_id(info.get("name")) if isinstance(info, dict) else None
+
+    async def replay() -> Message:
+        return head.pop(0) if head else await receive()
+
+    async def answer(message: Message) -> None:
+        if sid is not None and message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), (SESSION_ID, sid.encode())]}
+        await send(message)
+
+    return replay, answer
 
 
 async def _refuse(send: Send, e: HifError) -> None:

@@ -4,6 +4,7 @@ each (start, say, decide, write, checkpoint, land, read back) and a conflict ret
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -225,11 +226,14 @@ def test_hif_mcp_outside_a_working_copy_is_one_line(tmp_path: Path) -> None:
 
 
 @asynccontextmanager
-async def remote(url: str, token: str) -> AsyncIterator[ClientSession]:
+async def remote(url: str, token: str, client: str | None = None, *, modern: bool = False) -> AsyncIterator[ClientSession]:
+    """An MCP client (named ``client``: its clientInfo) of the node at ``url``: with the handshake
+    (``initialize``), or ``modern``: the protocol without one, its clientInfo on every request."""
     http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=60)
+    info = Implementation(name=client, version="1.0") if client is not None else None
     async with http, streamable_http_client(url + "/api/v1/mcp", http_client=http) as (r, w), \
-            ClientSession(r, w) as c:
-        await c.initialize()
+            ClientSession(r, w, client_info=info) as c:
+        await (c.discover() if modern else c.initialize())
         yield c
 
 
@@ -326,3 +330,63 @@ def test_node_mcp_whole_session_conflict_and_refusals(forge: Forge) -> None:
     pages = {n: httpx.get(f"{forge.url}/alice/demo/sessions/{s}", timeout=30).text for n, s in
              [("decided", ids[0]), ("undecided", ids[1])]}
     assert NO_DECISION in pages["undecided"] and NO_DECISION not in pages["decided"]
+
+
+def test_node_mcp_records_the_client_and_model(forge: Forge) -> None:
+    """Over HTTP the node is stateless, so a handshake client's name rides in the session id the
+    node gives it at initialize (and a modern client's in every request): every event a tool records
+    carries it, the tool, and the model when told; hostile names and session ids are cleaned or
+    dropped, a bad model refused with nothing stored."""
+    alice = forge.user("alice")
+    assert forge.api("POST", "/api/v1/repos", alice, {"name": "alice/prov"}).status_code == 201
+    on = {"repo": "alice/prov"}
+
+    def events(sid: str) -> list[dict[str, Any]]:
+        return forge.api("GET", f"/api/v1/repos/alice/prov/sessions/{sid}", alice).data["events"]
+
+    async def main() -> None:
+        async with remote(forge.url, alice, "claude-code") as c:
+            sid = (await call(c, "session_start", **on, goal="provenance", model="claude-sonnet-4-5"))["session"]
+            await call(c, "say", **on, session=sid, text="plain", role="human")
+            await call(c, "decide", **on, session=sid, decision="d", why="w", model="claude-opus-4-1")
+            await call(c, "write", **on, session=sid, path="a.txt", content="a\n", model="claude-sonnet-4-5")
+            await call(c, "checkpoint", **on, session=sid, note="one")
+            before = len(events(sid))
+            for model, why in HOSTILE_MODELS:
+                for tool, args in [("say", {"text": "x"}), ("write", {"path": "bad.txt", "content": "x"}),
+                                   ("checkpoint", {"note": "x"}), ("session_abandon", {})]:
+                    assert why in await refused(c, tool, **on, session=sid, model=model, **args)
+                assert why in await refused(c, "session_start", **on, goal="x", model=model)
+            assert len(events(sid)) == before
+            await call(c, "session_abandon", **on, session=sid, model="claude-sonnet-4-5")
+        check_origin(events(sid), [("start", "mcp:session_start"), ("say", "mcp:say"), ("decide", "mcp:decide"),
+                                   ("write", "mcp:write"), ("checkpoint", "mcp:checkpoint"),
+                                   ("abandon", "mcp:session_abandon")], "claude-code",
+                     {0: "claude-sonnet-4-5", 2: "claude-opus-4-1", 3: "claude-sonnet-4-5", 5: "claude-sonnet-4-5"})
+        assert forge.api("GET", "/api/v1/repos/alice/prov/sessions", alice).data["sessions"] == []
+        for modern in (False, True):
+            for name, agent in [("codex-cli", "codex-cli"), *HOSTILE_CLIENTS]:
+                async with remote(forge.url, alice, name, modern=modern) as c:
+                    sid = (await call(c, "session_start", **on, goal="hostile"))["session"]
+                    await call(c, "say", **on, session=sid, text="hi", model="gpt-5-codex")
+                    await call(c, "session_abandon", **on, session=sid)
+                check_origin(events(sid), [("start", "mcp:session_start"), ("say", "mcp:say"),
+                                           ("abandon", "mcp:session_abandon")], agent, {1: "gpt-5-codex"})
+
+    run(main)
+    # session ids the node did not give (forged, broken, huge): the call is served, the agent cleaned or none
+    sid = forge.api("POST", "/api/v1/repos/alice/prov/sessions", alice, {"goal": "forged"}).data["id"]
+    forged = [("client.!!not-base64!!", None), ("client." + "A" * 5000, None), ("another-server-id", None),
+              ("client." + base64.urlsafe_b64encode(("evil\x1b[2J\x00" * 300).encode()).decode()[:1400],
+               "evil [2J " * 22 + "evil [2J"[:2])]
+    for i, (header, _) in enumerate(forged):
+        body = {"jsonrpc": "2.0", "id": i, "method": "tools/call",
+                "params": {"name": "say", "arguments": {**on, "session": sid, "text": f"forged {i}"}}}
+        r = httpx.post(forge.url + "/api/v1/mcp", json=body, timeout=30, headers={
+            "Authorization": f"Bearer {alice}", "Mcp-Session-Id": header,
+            "Accept": "application/json, text/event-stream"})
+        assert r.status_code == 200 and not r.json()["result"].get("isError"), r.text
+    says = events(sid)[1:]
+    assert [e["text"] for e in says] == [f"forged {i}" for i in range(len(forged))]
+    for e, (_, agent) in zip(says, forged, strict=True):
+        assert e.get("agent") == (agent[:MAX_PROVENANCE].strip() if agent else None), e.get("agent")

@@ -138,6 +138,9 @@ def conflict_doc(e: ConflictError) -> Doc:
 
 # the provenance of the events the current tool call records (set by :func:`guarded`)
 _origin: ContextVar[dict[str, str]] = ContextVar("hif_mcp_origin")
+# the client's name as its transport knows it, for a request the protocol brings without one (a
+# stateless HTTP server hears clientInfo only in the initialize request: node/mcp.py)
+announced: ContextVar[str | None] = ContextVar("hif_mcp_announced", default=None)
 
 
 def origin(model: str | None = None) -> dict[str, str]:
@@ -148,14 +151,15 @@ def origin(model: str | None = None) -> dict[str, str]:
 
 
 def caller_origin(ctx: Context, tool: str) -> dict[str, str]:
-    """Who calls ``tool``: the client's name from its ``initialize`` (``clientInfo``; on HTTP, from
-    each request's envelope when the client speaks the protocol without a handshake), cleaned, not
-    refused: the name is not the model's to fix, and a call must not fail for it."""
+    """Who calls ``tool``: the client's name from its ``initialize`` (``clientInfo``; over HTTP, from
+    each request's envelope when the client speaks the protocol without a handshake, else what the
+    transport :data:`announced`), cleaned, not refused: the name is not the model's to fix, and a
+    call must not fail for it."""
     try:
         params = ctx.session.client_params
     except ValueError:  # no request context (not over a transport)
         params = None
-    name = clean_provenance(params.client_info.name if params is not None else None)
+    name = clean_provenance(params.client_info.name if params is not None else announced.get())
     return {"tool": f"mcp:{tool}", **({"agent": name} if name else {})}
 
 
