@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -25,7 +26,7 @@ import zstandard
 from hif.errors import InvalidInput, NotFound, PreconditionFailed, StoreError
 from hif.store import EmbeddedStore, ObjectStore
 from node.accounts import FORGET_DEAD_TOKENS_AFTER, Accounts, hash_token
-from node.authdb import KEY, AuthDB, _decode
+from node.authdb import KEY, LOG, AuthDB, _decode, log_key
 from node.errors import Exists, PermissionDenied, RateLimited
 from node.principal import ANONYMOUS, INHERIT, ROLES, SCOPES, Inherit, Principal, allowed, cap_token
 from node.ratelimit import LoginLimiter
@@ -68,7 +69,58 @@ def accounts_on(store: ObjectStore, cache: Path, **kw: Any) -> Accounts:
 
 
 async def stored_image(store: ObjectStore) -> bytes:
-    return _decode(await store.get(KEY))
+    """Every byte the store holds of the auth database: the checkpoint (expanded) and the log."""
+    parts = []
+    data = await store.get_or_none(KEY)
+    if data is not None:
+        parts.append(_decode(data))
+    async for k in store.iter_keys(LOG):
+        parts.append(await store.get(k))
+    return b"".join(parts)
+
+
+async def auth_keys(store: ObjectStore) -> list[str]:
+    return [k async for k in store.iter_keys("_node/")]
+
+
+class Counting(ObjectStore):
+    """Counts the calls and the bytes written through it (to show what a write costs)."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        self.inner = inner
+        self.calls: dict[str, int] = {}
+        self.put_bytes = 0
+
+    def _count(self, name: str) -> None:
+        self.calls[name] = self.calls.get(name, 0) + 1
+
+    async def get(self, key: str) -> bytes:
+        self._count("get")
+        return await self.inner.get(key)
+
+    async def get_with_etag(self, key: str) -> tuple[bytes, str]:
+        self._count("get")
+        return await self.inner.get_with_etag(key)
+
+    async def head(self, key: str) -> Any:
+        self._count("head")
+        return await self.inner.head(key)
+
+    async def put(self, key: str, data: bytes, *, if_none_match: bool = False, if_match: str | None = None) -> str:
+        self._count("put")
+        self.put_bytes += len(data)
+        return await self.inner.put(key, data, if_none_match=if_none_match, if_match=if_match)
+
+    async def delete(self, key: str) -> None:
+        self._count("delete")
+        await self.inner.delete(key)
+
+    async def list_page(self, prefix: str, *, start_after: str | None = None, limit: int = 1000) -> list[str]:
+        self._count("list")
+        return await self.inner.list_page(prefix, start_after=start_after, limit=limit)
+
+    async def list_children(self, prefix: str) -> list[str]:
+        return await self.inner.list_children(prefix)
 
 
 # -- AuthDB --------------------------------------------------------------------------------------
@@ -79,9 +131,9 @@ def test_read_creates_schema_locally_without_writing(embedded: MakeStore, tmp_pa
         db = AuthDB(store, tmp_path / "fresh" / "nested" / "cache")
         rdb = await db.read()
         assert set(rdb.table_names()) >= {"users", "orgs", "org_members", "repos", "repo_members", "tokens"}
-        assert await store.head(KEY) is None
+        assert await auth_keys(store) == []
         assert (tmp_path / "fresh" / "nested" / "cache").is_dir()
-        assert db.etag is None
+        assert db.position == 0
         # the hash column is unique and indexed, members have composite keys
         assert rdb["tokens"].pks == ["id"]
         assert rdb["org_members"].pks == ["org", "user"]
@@ -91,13 +143,14 @@ def test_read_creates_schema_locally_without_writing(embedded: MakeStore, tmp_pa
     run_on(embedded, body)
 
 
-def test_write_publishes_and_a_failed_change_uploads_nothing(embedded: MakeStore, tmp_path: Path) -> None:
+def test_write_publishes_one_log_entry_and_a_failed_change_publishes_nothing(
+    embedded: MakeStore, tmp_path: Path
+) -> None:
     async def body(store: ObjectStore) -> None:
         db = AuthDB(store, tmp_path / "c")
         n = await db.write(lambda d: d["orgs"].insert({"name": "x", "created": 1.0}).count)
         assert n == 1
-        info = await store.head(KEY)
-        assert info is not None and info.etag == db.etag
+        assert await auth_keys(store) == [log_key(1)] and db.position == 1
 
         def bad(d: sqlite_utils.Database) -> None:
             d["orgs"].insert({"name": "y", "created": 1.0})
@@ -105,12 +158,11 @@ def test_write_publishes_and_a_failed_change_uploads_nothing(embedded: MakeStore
 
         with pytest.raises(InvalidInput):
             await db.write(bad)
-        assert (await store.head(KEY)).etag == info.etag  # type: ignore[union-attr]
+        assert await auth_keys(store) == [log_key(1)]
         assert [r["name"] for r in (await db.read())["orgs"].rows] == ["x"]
-        # the stored bytes are an SQLite image (compressed)
-        with sqlite_utils.Database(memory=True) as mem:
-            mem.conn.deserialize(await stored_image(store))
-            assert [r["name"] for r in mem["orgs"].rows] == ["x"]
+        # what the store holds is what another replica reads
+        other = AuthDB(store, tmp_path / "d")
+        assert [r["name"] for r in (await other.read())["orgs"].rows] == ["x"]
 
     run_on(embedded, body)
 
@@ -134,35 +186,51 @@ def test_lost_races_are_bounded(embedded: MakeStore, tmp_path: Path, monkeypatch
     run_on(embedded, body)
 
 
-def test_cache_is_one_file_and_reused_and_a_bad_copy_is_ignored(embedded: MakeStore, tmp_path: Path) -> None:
+def test_a_closed_copy_is_reused_from_the_cache_and_a_torn_or_foreign_one_is_not(
+    embedded: MakeStore, tmp_path: Path
+) -> None:
+    """Each open replica holds its own locked copy; a copy closed cleanly is taken over by the next
+    replica on that cache (no download) when it still matches the store's log; a copy left by a
+    crash, or one of another store, is rebuilt from the store."""
+
     async def body(store: ObjectStore) -> None:
         cache = tmp_path / "shared-cache"
         a = AuthDB(store, cache)
         for i in range(5):
             await a.write(lambda d, i=i: d["orgs"].insert({"name": f"o{i}", "created": 1.0}))
-        files = sorted(p.name for p in cache.iterdir())
-        assert len(files) == 1 and files[0].startswith("auth-") and files[0].endswith(".sqlite")
+        live = AuthDB(store, cache)  # a second live replica on the same cache: its own copy
+        assert (await live.read())["orgs"].count == 5
+        assert len([p for p in cache.iterdir() if p.name.endswith(".sqlite")]) == 2
+        a.close()
+        live.close()
 
-        # a second instance over the same cache directory uses the cached version: no download
-        gets = 0
-        real_get = store.get_with_etag
-
-        async def counting(key: str) -> tuple[bytes, str]:
-            nonlocal gets
-            gets += 1
-            return await real_get(key)
-
-        store.get_with_etag = counting  # type: ignore[method-assign]
-        b = AuthDB(store, cache)
+        counting = Counting(store)
+        b = AuthDB(counting, cache)
         assert (await b.read())["orgs"].count == 5
-        assert gets == 0
-        # a damaged copy is not trusted: downloaded again
-        (cache / files[0]).write_bytes(b"garbage" * 100)
+        assert len([p for p in cache.iterdir() if p.name.endswith(".sqlite")]) == 1  # one taken, one gone
+        assert counting.calls.get("get", 0) == 1  # the last entry, to check the copy: nothing rebuilt
+        b.close()
+
+        # torn: a copy not marked clean (its process died) is removed and rebuilt
+        (copy,) = [p for p in cache.iterdir() if p.name.endswith(".sqlite")]
+        with sqlite3.connect(copy) as conn:
+            conn.execute("update auth_meta set clean = 0")
+            conn.execute("delete from orgs")
+        conn.close()
         c = AuthDB(store, cache)
         assert (await c.read())["orgs"].count == 5
-        assert gets == 1
-        for x in (a, b, c):
-            x.close()
+        c.close()
+
+        # foreign: a clean copy of another store's log is not trusted
+        other = embedded()
+        o = AuthDB(other, cache)
+        assert (await o.read())["orgs"].count == 0
+        await o.write(lambda d: d["orgs"].insert({"name": "elsewhere", "created": 1.0}))
+        o.close()
+        d = AuthDB(store, cache)
+        assert sorted(r["name"] for r in (await d.read())["orgs"].rows) == [f"o{i}" for i in range(5)]
+        d.close()
+        await other.close()
 
     run_on(embedded, body)
 
@@ -206,7 +274,7 @@ def test_two_replicas_token_works_at_once_and_concurrent_writes_all_kept(
             names = {t["name"] for t in await acc.list_tokens("alice")}
             assert names >= {f"a{i}" for i in range(12)} | {f"b{i}" for i in range(12)}
             assert {t["id"] for t in await acc.list_tokens("alice")} >= set(ids)
-        assert a.db.etag == b.db.etag
+        assert a.db.position == b.db.position
 
     run_on(make_store, body)
 
@@ -860,15 +928,15 @@ def test_log_ins_keep_a_bounded_number_of_browser_sessions_per_user(
     async def body(store: ObjectStore) -> None:
         acc = accounts_on(store, tmp_path / "c")
         await acc.create_user("ann", password="pw-ann-123456")
-        await acc.create_user("bob", password="pw-bob-123456")
-        bob, _ = await acc.start_web_session("bob", 3600.0)
-        secrets_ = [(await acc.start_web_session("ann", 3600.0))[0] for _ in range(MAX_WEB_SESSIONS + 30)]
-        rows = (await acc.db.read()).execute(
-            "select count(*) from web_sessions where user = 'ann'").fetchone()[0]
-        assert rows == MAX_WEB_SESSIONS
-        assert all([await acc.web_session(s) is None for s in secrets_[:30]])
-        assert all([await acc.web_session(s) is not None for s in secrets_[30:]])
-        assert (await acc.web_session(bob)) is not None
+        before = await auth_keys(store)
+        image = (await acc.db.read()).conn.serialize()
+        monkeypatch.setattr(node.authdb, "MAX_IMAGE", len(image) + 100)
+        with pytest.raises(StoreError, match="would make the auth database larger"):
+            await acc.db.write(lambda db: db["orgs"].insert_all({"name": f"org{i}"} for i in range(1000)))
+        assert await auth_keys(store) == before
+        await store.put(KEY, image + bytes(200))
+        with pytest.raises(StoreError, match="larger than the"):
+            await accounts_on(store, tmp_path / "d").db.read()
 
     run_on(embedded, body)
 
