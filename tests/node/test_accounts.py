@@ -928,15 +928,15 @@ def test_log_ins_keep_a_bounded_number_of_browser_sessions_per_user(
     async def body(store: ObjectStore) -> None:
         acc = accounts_on(store, tmp_path / "c")
         await acc.create_user("ann", password="pw-ann-123456")
-        before = await auth_keys(store)
-        image = (await acc.db.read()).conn.serialize()
-        monkeypatch.setattr(node.authdb, "MAX_IMAGE", len(image) + 100)
-        with pytest.raises(StoreError, match="would make the auth database larger"):
-            await acc.db.write(lambda db: db["orgs"].insert_all({"name": f"org{i}"} for i in range(1000)))
-        assert await auth_keys(store) == before
-        await store.put(KEY, image + bytes(200))
-        with pytest.raises(StoreError, match="larger than the"):
-            await accounts_on(store, tmp_path / "d").db.read()
+        await acc.create_user("bob", password="pw-bob-123456")
+        bob, _ = await acc.start_web_session("bob", 3600.0)
+        secrets_ = [(await acc.start_web_session("ann", 3600.0))[0] for _ in range(MAX_WEB_SESSIONS + 30)]
+        rows = (await acc.db.read()).execute(
+            "select count(*) from web_sessions where user = 'ann'").fetchone()[0]
+        assert rows == MAX_WEB_SESSIONS
+        assert all([await acc.web_session(s) is None for s in secrets_[:30]])
+        assert all([await acc.web_session(s) is not None for s in secrets_[30:]])
+        assert (await acc.web_session(bob)) is not None
 
     run_on(embedded, body)
 
@@ -1027,12 +1027,12 @@ def test_an_auth_database_over_the_limit_is_refused_raw_or_written(
     async def body(store: ObjectStore) -> None:
         acc = accounts_on(store, tmp_path / "c")
         await acc.create_user("ann", password="pw-ann-123456")
-        good = await store.get(KEY)
-        image = _decode(good)
+        before = await auth_keys(store)
+        image = (await acc.db.read()).conn.serialize()
         monkeypatch.setattr(node.authdb, "MAX_IMAGE", len(image) + 100)
         with pytest.raises(StoreError, match="would make the auth database larger"):
             await acc.db.write(lambda db: db["orgs"].insert_all({"name": f"org{i}"} for i in range(1000)))
-        assert await store.get(KEY) == good
+        assert await auth_keys(store) == before
         await store.put(KEY, image + bytes(200))
         with pytest.raises(StoreError, match="larger than the"):
             await accounts_on(store, tmp_path / "d").db.read()
