@@ -30,7 +30,6 @@ import hashlib
 import json
 import os
 import random
-import re
 import secrets
 import sqlite3
 import time
@@ -55,12 +54,17 @@ MAX_ATTEMPTS = 50
 MAX_IMAGE = 256 << 20
 MAX_ENTRY = 16 << 20  # one log entry as stored: a larger write is refused, a larger entry unread
 MAX_BATCH = 256  # concurrent writes of one replica published in one entry
-LIST_PAGE = 1000  # log keys per listing while catching up
+# For this long (seconds) after another replica's entry or a lost race, a replica that just wrote
+# waits a round trip or two before its next entry, so that replicas catching up get positions too.
+CONTENTION_MEMORY = 10.0
+# Rewritten by a replica that lost a race: a replica that keeps winning, and so never reads
+# another's entry, learns from its version changing that others are waiting.
+CONTENDED = "_node/auth/contended"
+CATCH_UP_WINDOW = 256  # log entries read at once while catching up
 CHECKPOINT_MIN = 1000  # entries between two checkpoints at least ...
 CHECKPOINT_BYTES_PER_ENTRY = 256  # ... and at least the checkpoint's size over this (amortised)
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-_POSITION = re.compile(r"^\d{12}$")
 # The tables the log carries (every table of the schema; the meta row is each copy's own).
 TABLES = ("users", "orgs", "org_members", "repos", "repo_members", "tokens", "web_sessions", "keys")
 
@@ -184,8 +188,10 @@ def _empty_image() -> bytes:
         conn.close()
 
 
-def _bad_entry(position: int, why: str) -> CorruptObject:
-    return CorruptObject(f"the auth log entry {log_key(position)} {why}; restore it from a backup of the store")
+def _bad_entry(position: int, why: str) -> StoreError:
+    """A log entry no replica can apply: the node cannot answer for accounts (503) until an
+    operator restores it; nothing of it is applied."""
+    return StoreError(f"the auth log entry {log_key(position)} {why}; restore it from a backup of the store")
 
 
 class _Captured:
@@ -259,6 +265,9 @@ class AuthDB:
         self._lock = asyncio.Lock()
         self._queue: list[tuple[Callable[[sqlite_utils.Database], Any], asyncio.Future[Any]]] = []
         self._writer: asyncio.Task[None] | None = None
+        self._others_wrote = -1e9  # when we last saw another replica write or wait (monotonic)
+        self._contended_etag: str | None = None  # the version of CONTENDED we saw last
+        self._last_put = 0.0  # how long our last published entry's put took
 
     @property
     def position(self) -> int:
@@ -276,7 +285,7 @@ class AuthDB:
         assert self._db is not None
         return self._db
 
-    async def refresh(self) -> None:
+    async def refresh(self, window: int = 1) -> None:
         """Catch up now, e.g. on a token miss: the token may come from another replica.
 
         Concurrent callers share one check when it started after they asked (a burst of misses
@@ -285,17 +294,17 @@ class AuthDB:
         seen = self._checks
         async with self._lock:
             if self._checks == seen:
-                await self._check()
+                await self._check(window)
 
     def _stale(self) -> bool:
         return self._checked is None or self.clock() - self._checked >= self.max_age
 
-    async def _check(self) -> None:
+    async def _check(self, window: int = 1) -> None:
         self._checks += 1
         started = self.clock()
         if self._db is None:
             await self._load()
-        await self._catch_up()
+        await self._catch_up(window)
         self._checked = started
 
     async def _load(self) -> None:
@@ -376,26 +385,23 @@ class AuthDB:
         self._columns = {t: set(db[t].columns_dict) for t in TABLES}
         self._captured = _Captured(db, self._pks)
 
-    async def _catch_up(self) -> None:
-        """Apply every entry after the local position, in order (one listing when none)."""
+    async def _catch_up(self, window: int = 1) -> None:
+        """Apply every entry after the local position, in order: the next ``window`` positions
+        read at once (one read when nothing is new), the window growing while they all exist."""
         while True:
-            keys = await self.store.list_page(LOG, start_after=log_key(self._position), limit=LIST_PAGE)
-            want: list[str] = []
-            for k in keys:
-                name = k[len(LOG):]
-                if _POSITION.match(name) and int(name) == self._position + 1 + len(want):
-                    want.append(k)
-            if not want:
-                return
-            for k, data in zip(want, await self.store.get_many(want), strict=True):
-                position = int(k[len(LOG):])
-                if data is None or position <= self._position:
-                    continue  # applied meanwhile (our own write) or gone: the next listing tells
+            first = self._position + 1
+            keys = [log_key(p) for p in range(first, first + window)]
+            found = await self.store.get_many(keys)
+            for position, data in enumerate(found, start=first):
+                if data is None:
+                    return
+                if position <= self._position:
+                    continue  # applied meanwhile (our own write, published while we read)
                 if position != self._position + 1:
                     break
                 self._apply_entry(position, data)
-            if len(keys) < LIST_PAGE:
-                return
+                self._others_wrote = time.monotonic()
+            window = min(window * 4, CATCH_UP_WINDOW)
 
     def _apply_entry(self, position: int, data: bytes) -> None:
         """Apply one log entry to the local copy (validated: it is stored data) and note its position."""
@@ -461,13 +467,18 @@ class AuthDB:
                 for _, fut in batch:
                     if not fut.done():
                         fut.set_exception(e)
+            if self._queue and time.monotonic() - self._others_wrote < CONTENTION_MEMORY:
+                # other replicas are writing too: let them take a position before our next one
+                # (a replica that just wrote is a round trip ahead of those catching up with it)
+                await asyncio.sleep(self._last_put * random.uniform(1.5, 3.0))
 
     async def _publish(self, batch: list[tuple[Callable[[sqlite_utils.Database], Any], asyncio.Future[Any]]]) -> None:
         for attempt in range(MAX_ATTEMPTS):
             if attempt == 0:
                 await self.read()
             else:
-                await self.refresh()
+                # what won the race (and what may follow it); and tell the winner we are waiting
+                await asyncio.gather(self.refresh(window=2), self._mark_contended())
             batch = [(c, f) for c, f in batch if not f.done()]  # a caller gone: its change too
             outcomes, rows = self._run(batch)
             if not rows:  # nothing changed (or every change failed): nothing to publish
@@ -482,12 +493,23 @@ class AuthDB:
                 raise StoreError(f"the change is larger than an auth log entry may be ({MAX_ENTRY} bytes); "
                                  "nothing was written")
             position = self._position + 1
+            started = time.monotonic()
             try:
-                await self.store.put(log_key(position), entry, if_none_match=True)
+                _, contended = await asyncio.gather(
+                    self.store.put(log_key(position), entry, if_none_match=True), self.store.head(CONTENDED)
+                )
+                if contended is not None and contended.etag != self._contended_etag:
+                    if self._contended_etag is not None:  # (the first sight is old news)
+                        self._others_wrote = time.monotonic()
+                    self._contended_etag = contended.etag
             except PreconditionFailed:
-                # another replica wrote first: catch up and run the changes again, after a short pause
-                await asyncio.sleep(random.uniform(0, min(0.05, 0.001 * 2 ** min(attempt, 6))))
+                self._others_wrote = time.monotonic()
+                # another replica wrote first: catch up and run the changes again, after a short
+                # pause; not a growing one, which would leave a replica that lost a few races
+                # behind the others for good
+                await asyncio.sleep(random.uniform(0, 0.002))
                 continue
+            self._last_put = time.monotonic() - started
             if self._position == position - 1:  # (a read may have caught up with it meanwhile)
                 self._apply_entry(position, entry)
             _settle(outcomes)
@@ -518,6 +540,10 @@ class AuthDB:
         finally:
             db.conn.execute("rollback")
         return outcomes, rows
+
+    async def _mark_contended(self) -> None:
+        with contextlib.suppress(HifError):
+            await self.store.put(CONTENDED, secrets.token_bytes(8))
 
     def _size(self) -> int:
         assert self._db is not None

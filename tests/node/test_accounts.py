@@ -24,6 +24,7 @@ import sqlite_utils
 import zstandard
 
 from hif.errors import InvalidInput, NotFound, PreconditionFailed, StoreError
+from hif.objects import encode
 from hif.store import EmbeddedStore, ObjectStore
 from node.accounts import FORGET_DEAD_TOKENS_AFTER, Accounts, hash_token
 from node.authdb import KEY, LOG, AuthDB, _decode, log_key
@@ -90,12 +91,14 @@ class Counting(ObjectStore):
         self.inner = inner
         self.calls: dict[str, int] = {}
         self.put_bytes = 0
+        self.read: list[str] = []  # keys read
 
     def _count(self, name: str) -> None:
         self.calls[name] = self.calls.get(name, 0) + 1
 
     async def get(self, key: str) -> bytes:
         self._count("get")
+        self.read.append(key)
         return await self.inner.get(key)
 
     async def get_with_etag(self, key: str) -> tuple[bytes, str]:
@@ -172,9 +175,9 @@ def test_lost_races_are_bounded(embedded: MakeStore, tmp_path: Path, monkeypatch
         db = AuthDB(store, tmp_path / "c")
         calls = 0
 
-        async def always_lose(*a: Any, **kw: Any) -> str:
+        async def always_lose(key: str, *a: Any, **kw: Any) -> str:
             nonlocal calls
-            calls += 1
+            calls += key.startswith(LOG)  # (not the note to the winner that we wait)
             raise PreconditionFailed("lost")
 
         monkeypatch.setattr(store, "put", always_lose)
@@ -208,7 +211,8 @@ def test_a_closed_copy_is_reused_from_the_cache_and_a_torn_or_foreign_one_is_not
         b = AuthDB(counting, cache)
         assert (await b.read())["orgs"].count == 5
         assert len([p for p in cache.iterdir() if p.name.endswith(".sqlite")]) == 1  # one taken, one gone
-        assert counting.calls.get("get", 0) == 1  # the last entry, to check the copy: nothing rebuilt
+        # the last entry (to check the copy) and the next (nothing new): no checkpoint, no rebuild
+        assert counting.read == [log_key(5), log_key(6)]
         b.close()
 
         # torn: a copy not marked clean (its process died) is removed and rebuilt
@@ -277,6 +281,174 @@ def test_two_replicas_token_works_at_once_and_concurrent_writes_all_kept(
         assert a.db.position == b.db.position
 
     run_on(make_store, body)
+
+
+# -- the auth log: cost per write, batching, checkpoints, old stores, hostile entries -------------
+
+
+def test_a_write_costs_the_same_with_few_and_with_many_tokens(embedded: MakeStore, tmp_path: Path) -> None:
+    """Creating a token publishes the rows it changed, not the database: the bytes written and the
+    store calls of one token creation do not grow with the tokens already held (issue 20)."""
+
+    async def body(store: ObjectStore) -> None:
+        counting = Counting(store)
+        acc = accounts_on(counting, tmp_path / "c")
+        await acc.create_user("alice", "pw-alice")
+
+        async def one_token() -> tuple[int, int]:
+            calls, written = sum(counting.calls.values()), counting.put_bytes
+            await acc.create_token("alice", scope="read", name="probe")
+            return sum(counting.calls.values()) - calls, counting.put_bytes - written
+
+        few = await one_token()
+        await acc.db.write(lambda db: db["tokens"].insert_all(
+            {"id": f"t{i}", "user": "alice", "hash": f"{i:064x}", "scope": "read", "created": 1.0}
+            for i in range(3000)))
+        many = await one_token()
+        assert (await acc.db.read())["tokens"].count > 3000
+        assert many[0] <= few[0] and many[1] <= few[1] + 64, (few, many)
+        assert few[1] < 1024  # a token's rows, not a database image
+
+    run_on(embedded, body)
+
+
+def test_concurrent_writes_of_a_replica_share_log_entries(embedded: MakeStore, tmp_path: Path) -> None:
+    """Writes arriving while one is published go out together in the next entry; a failing one
+    among them fails alone."""
+
+    async def body(store: ObjectStore) -> None:
+        a = accounts_on(store, tmp_path / "a")
+        await a.create_user("alice", "pw-alice")
+
+        async def make(i: int) -> str:
+            if i == 7:
+                return (await a.create_token("nobody", scope="read"))[0]  # no such user: refused
+            return (await a.create_token("alice", scope="read", name=f"n{i}"))[0]
+
+        results = await asyncio.gather(*(make(i) for i in range(40)), return_exceptions=True)
+        assert isinstance(results[7], NotFound)
+        assert all(isinstance(r, str) for i, r in enumerate(results) if i != 7)
+        entries = len([k async for k in store.iter_keys(LOG)])
+        assert 1 <= entries < 40 // 2, entries  # (the user, then a few shared entries)
+        b = accounts_on(store, tmp_path / "b")
+        names = {t["name"] for t in await b.list_tokens("alice")}
+        assert names == {f"n{i}" for i in range(40) if i != 7}
+
+    run_on(embedded, body)
+
+
+def test_a_checkpoint_is_written_and_a_new_replica_replays_only_what_follows_it(
+    embedded: MakeStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("node.authdb.CHECKPOINT_MIN", 5)
+
+    async def body(store: ObjectStore) -> None:
+        a = accounts_on(store, tmp_path / "a")
+        await a.create_user("alice", "pw-alice")
+        for i in range(12):
+            await a.create_token("alice", scope="read", name=f"n{i}")
+        for _ in range(50):  # written in the background after the 5th entry
+            if await store.head(KEY) is not None:
+                break
+            await asyncio.sleep(0.01)
+        with sqlite_utils.Database(memory=True) as mem:
+            mem.conn.deserialize(_decode(await store.get(KEY)))
+            held = mem.execute("select position from auth_meta").fetchone()[0]
+            assert held >= 5 and mem["tokens"].count == held - 1
+        counting = Counting(store)
+        b = accounts_on(counting, tmp_path / "b")
+        assert len(await b.list_tokens("alice")) == 12
+        assert b.db.position == 13
+        # the checkpoint, then only the entries after it
+        assert [k for k in counting.read if k.startswith(LOG)][: 13 - held] == [log_key(p) for p in range(held + 1, 14)]
+        assert not {log_key(p) for p in range(1, held + 1)} & set(counting.read)
+
+    run_on(embedded, body)
+
+
+def _old_image() -> bytes:
+    """An auth database as a node before the log stored it: no auth_meta, no login column."""
+    conn = sqlite3.connect(":memory:")
+    conn.executescript(
+        "create table users (name text primary key, password_hash text not null, admin integer default 0,"
+        " created float, disabled integer default 0);"
+        "create table tokens (id text primary key, user text not null, hash text not null, name text default '',"
+        " scope text not null, repo text, session text, created float, expires float, revoked float);"
+        "create unique index idx_tokens_hash on tokens (hash);"
+    )
+    conn.execute("insert into users values ('old', 'x', 0, 1.0, 0)")
+    conn.execute("insert into tokens values ('t-old', 'old', ?, 'kept', 'write', null, null, 1.0, null, null)",
+                 (hash_token("mcl_" + "o" * 32),))
+    conn.commit()
+    image = conn.serialize()
+    conn.close()
+    return image
+
+
+@pytest.mark.parametrize("packing", ["zstd", "raw"])
+def test_an_old_stores_database_is_read_as_the_checkpoint_and_left_in_place(
+    embedded: MakeStore, tmp_path: Path, packing: str
+) -> None:
+    """A store written before the log holds the whole database at KEY: a replica reads it (its
+    tokens work), writes go to the log on top of it, and KEY is not rewritten by a write."""
+
+    async def body(store: ObjectStore) -> None:
+        image = _old_image()
+        data = zstandard.ZstdCompressor().compress(image) if packing == "zstd" else image
+        await store.put(KEY, data)
+        a = accounts_on(store, tmp_path / "a")
+        p = await a.authenticate("mcl_" + "o" * 32)
+        assert p is not None and p.user == "old" and p.scope == "write"
+        await a.create_token("old", scope="read", name="new")
+        assert await store.get(KEY) == data
+        b = accounts_on(store, tmp_path / "b")
+        assert {t["name"] for t in await b.list_tokens("old")} == {"kept", "new"}
+
+    run_on(embedded, body)
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        b"not cbor at all \xff",
+        "not-a-map",
+        {"changes": "no"},
+        {"changes": [["sqlite_master", ["x"], None]]},
+        {"changes": [["users", ["eve"], {"name": "eve", 'password_hash" text); drop table users; --': "x"}]]},
+        {"changes": [["users", ["eve"], {"name": "mallory", "password_hash": "x"}]]},
+        {"changes": [["users", ["eve", "extra"], None]]},
+        {"changes": [["users", ["eve"], ["name", "eve"]]]},
+        "oversized",
+    ],
+    ids=["not-cbor", "not-a-map", "changes-not-a-list", "unknown-table", "column-injection",
+         "key-not-the-row", "key-arity", "row-not-a-map", "oversized"],
+)
+def test_a_hostile_log_entry_is_refused_whole_with_a_clear_error(
+    embedded: MakeStore, tmp_path: Path, entry: Any
+) -> None:
+    """Whoever can write the bucket can write a log entry: one no replica should apply is refused
+    (503, naming the entry), before any of it is applied, and the copy keeps what it held."""
+    from node.authdb import MAX_ENTRY
+
+    async def body(store: ObjectStore) -> None:
+        a = accounts_on(store, tmp_path / "a")
+        await a.create_user("alice", "pw-alice")
+        if entry == "oversized":
+            data = encode({"changes": [["orgs", ["o"], {"name": "o", "created": 1.0}]], "pad": bytes(MAX_ENTRY)})
+        else:
+            data = entry if isinstance(entry, bytes) else encode(entry)
+        await store.put(log_key(2), data)
+        b = AuthDB(store, tmp_path / "b")
+        with pytest.raises(StoreError, match=r"auth log entry _node/auth/log/000000000002"):
+            await b.read()
+        with pytest.raises(StoreError, match="auth log entry"):
+            await a.db.refresh()
+        with sqlite3.connect(next((tmp_path / "a").glob("auth-*.sqlite"))) as conn:
+            assert conn.execute("select name from users").fetchall() == [("alice",)]
+        conn.close()
+        assert a.db.position == 1
+
+    run_on(embedded, body)
 
 
 _WORKER = textwrap.dedent(
