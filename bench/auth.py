@@ -5,7 +5,7 @@ latency model.
 Both parts run the auth database as it is now (``node/authdb.py``: a log of row changes, each
 replica with a local SQLite copy) and, for the before figures, as it was (the whole SQLite file
 uploaded by compare-and-swap per write: ``node/authdb.py`` from ``--before REV``, default
-``main``'s first parent of this change), one after the other in one run.
+:data:`BEFORE`, the last revision with it), one after the other in one run, interleaved per size.
 
 - **scale**: a store whose auth database holds N users with one token each (N = ``--sizes``), read
   as a checkpoint by a fresh replica; then ``--ops`` of each operation on that replica: an agent
@@ -18,7 +18,7 @@ uploaded by compare-and-swap per write: ``node/authdb.py`` from ``--before REV``
   ``--tokens`` are made; the store is the embedded one on tmpfs behind
   ``FaultyStore(Faults(latency=s3_latency))`` (~60 ms a call, 1% tail of 300-800 ms).
 
-Run: ``.venv/bin/python bench/auth.py`` (``--sizes 100,100000 --ops 200 --tokens 2000``);
+Run: ``.venv/bin/python bench/auth.py`` (``--sizes 100,100000 --ops 200 --clients 32 --tokens 3000``);
 ``--impls now`` skips the before figures. Target: each operation costs the same at both sizes;
 >= 200 token creations/s across 4 replicas on the latency model.
 """
@@ -258,8 +258,8 @@ def main() -> None:
     ap.add_argument("--ops", type=int, default=200, help="operations of each kind per size (now)")
     ap.add_argument("--ops-before", type=int, default=20, help="operations of each kind per size (before)")
     ap.add_argument("--replicas", type=int, default=4)
-    ap.add_argument("--clients", type=int, default=16, help="clients per replica")
-    ap.add_argument("--tokens", type=int, default=2000, help="token creations in all (now)")
+    ap.add_argument("--clients", type=int, default=32, help="clients per replica")
+    ap.add_argument("--tokens", type=int, default=3000, help="token creations in all (now)")
     ap.add_argument("--tokens-before", type=int, default=200, help="token creations in all (before)")
     ap.add_argument("--impls", default="now,before", help="now,before")
     ap.add_argument("--before", default=BEFORE, help="the revision whose node/authdb.py is 'before'")
