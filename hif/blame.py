@@ -19,7 +19,7 @@ from __future__ import annotations
 import bisect
 import difflib
 import hashlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -86,7 +86,7 @@ Run = tuple[int, int, int]
 Block = tuple[int, int, int]
 
 
-def _common_head(a: list[bytes], a0: int, a1: int, b: list[bytes], b0: int, b1: int) -> int:
+def _common_head(a: Sequence[Any], a0: int, a1: int, b: Sequence[Any], b0: int, b1: int) -> int:
     """How many lines ``a[a0:a1]`` and ``b[b0:b1]`` share at their start, by galloping over slice
     comparisons (done in C) rather than a Python loop per line."""
     n, k, step = min(a1 - a0, b1 - b0), 0, 8
@@ -103,7 +103,7 @@ def _common_head(a: list[bytes], a0: int, a1: int, b: list[bytes], b0: int, b1: 
     return k
 
 
-def _common_tail(a: list[bytes], a0: int, a1: int, b: list[bytes], b0: int, b1: int) -> int:
+def _common_tail(a: Sequence[Any], a0: int, a1: int, b: Sequence[Any], b0: int, b1: int) -> int:
     n, k, step = min(a1 - a0, b1 - b0), 0, 8
     while k < n:
         m = min(step, n - k)
@@ -118,7 +118,7 @@ def _common_tail(a: list[bytes], a0: int, a1: int, b: list[bytes], b0: int, b1: 
     return k
 
 
-def kept_lines(before: list[bytes], after: list[bytes]) -> list[Block]:
+def kept_lines(before: Sequence[Any], after: Sequence[Any]) -> list[Block]:
     """The lines a diff keeps, as blocks ``(i, j, n)``: ``after[j:j+n] == before[i:i+n]``, in order.
 
     A patience diff (as ``git diff --patience``): common head and tail first, then the lines that
@@ -155,13 +155,13 @@ def kept_lines(before: list[bytes], after: list[bytes]) -> list[Block]:
     return blocks
 
 
-def _unique_run(a: list[bytes], a0: int, a1: int, b: list[bytes], b0: int, b1: int) -> list[tuple[int, int]]:
+def _unique_run(a: Sequence[Any], a0: int, a1: int, b: Sequence[Any], b0: int, b1: int) -> list[tuple[int, int]]:
     """The lines that occur exactly once in ``a[a0:a1]`` and in ``b[b0:b1]``, as (i, j) pairs in the
     longest run increasing on both sides."""
-    seen_a: dict[bytes, int] = {}
+    seen_a: dict[Any, int] = {}
     for i in range(a0, a1):
         seen_a[a[i]] = -1 if a[i] in seen_a else i
-    seen_b: dict[bytes, int] = {}
+    seen_b: dict[Any, int] = {}
     for j in range(b0, b1):
         line = b[j]
         if seen_a.get(line, -1) >= 0:

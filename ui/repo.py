@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from markupsafe import Markup
+from markupsafe import Markup, escape
 from quart import Response, redirect, render_template, request
 
 from hif import history
-from hif.blame import blame
+from hif.blame import BlameLine, blame
 from hif.errors import (
     InvalidInput,
     NotFound,
@@ -22,8 +22,10 @@ from hif.merge import is_binary
 from hif.objects import DIR, LINK, Entry
 from hif.tree import lookup
 from ui.auth import viewer
+from ui.heavy import cache, offload
 from ui.render import (
     FileView,
+    Highlighter,
     code_rows,
     file_view,
     human_size,
@@ -34,6 +36,7 @@ from ui.web import (
     RepoView,
     bp,
     clean_path,
+    client_has,
     count_offers,
     crumbs,
     form_status,
@@ -139,7 +142,7 @@ async def blob(owner: str, name: str, path: str) -> Response | str:
     if entry.kind == LINK:
         target = data.decode("utf-8", "replace")
     else:
-        view = await asyncio.to_thread(file_view, data, path)
+        view = await _highlighted_view(data, path)
     hist = await history.file_history(rv.repo, path, at, limit=10, budget=500)
     return await render_template("blob.html", rv=rv, path=path, at=at, at_q=at_q, entry=entry, view=view,
                                  target=target, history=hist, crumbs=crumbs(rv, path, at_q),
@@ -152,22 +155,57 @@ async def blame_page(owner: str, name: str, path: str) -> Response | str:
     if not isinstance(page, FilePage):
         return page
     rv, path, at, at_q, entry, data = page.rv, page.path, page.at, page.at_q, page.entry, page.data
-    view = await asyncio.to_thread(file_view, data, path)
+    view = await _highlighted_view(data, path)
     notice = None
-    rows: list[dict[str, Any]] = []
+    rows = Markup("")
     if entry.kind == LINK or view.binary:
         notice = "Blame works on text files; this one is binary or a link."
     elif len(data) > BLAME_MAX:
         notice = f"Blame is shown for files up to {human_size(BLAME_MAX)}; this one is {human_size(len(data))}."
     else:
-        lines = await blame(rv.repo, path, at)
-        prev = None
-        for ln, html in zip(lines, view.lines + [Markup("")] * (len(lines) - len(view.lines)), strict=False):
-            rows.append({"line": ln.line, "position": ln.position, "session": ln.session, "goal": ln.goal,
-                         "author": ln.author, "html": html, "first": ln.session != prev})
-            prev = ln.session
+        lines = await blame(rv.repo, path, at, cache=cache("blame"), offload=offload)
+        rows = await offload(blame_rows, rv, lines, view.lines)
     return await render_template("blame.html", rv=rv, path=path, at=at, at_q=at_q, rows=rows,
                                  notice=notice, crumbs=crumbs(rv, path, at_q))
+
+
+async def _highlighted_view(data: bytes, path: str) -> FileView:
+    """The file prepared in the heavy-work pool, highlighted from the cache or within the page's
+    budget; what the budget left plain is highlighted afterwards, in the background, for next time."""
+    hl = Highlighter(cache("highlight"))
+    view = await offload(file_view, data, path, hl)
+    if hl.later:
+        later = asyncio.ensure_future(offload(hl.fill))
+        later.add_done_callback(lambda f: f.exception())  # a busy pool only skips the warming
+    return view
+
+
+def blame_rows(rv: RepoView, lines: list[BlameLine], html: list[Markup]) -> Markup:
+    """The blame table's rows, built here rather than in a template loop (thousands of lines): the
+    first line of each run names the session (or the imported commit) that wrote it, the others
+    leave the cell empty, so the page grows by a few bytes per line."""
+    out: list[str] = []
+    prev: tuple[str, str] | None = None
+    html = html + [Markup("")] * (len(lines) - len(html))
+    for ln, src in zip(lines, html, strict=False):
+        n = ln.line
+        if not ln.session:
+            who = '<span class="muted" title="no landed session wrote this line">—</span>'
+        elif (ln.session, ln.commit) != prev:
+            url = rv.url("sessions", ln.session) + ("#iterations" if ln.iteration else "")
+            commit = f" {ln.commit[:10]}" if ln.commit else ""
+            title = escape(f"{ln.goal} — {ln.author}, position {ln.position}"
+                           + (f", commit {ln.commit}" if ln.commit else "")
+                           + (f" (iteration {ln.iteration})" if ln.iteration else ""))
+            label = escape(f"#{ln.position}{commit} {ln.goal[:40] + ('…' if len(ln.goal) > 40 else '')}")
+            who = f'<a href="{escape(url)}" title="{title}">{label}</a>'
+        else:  # the same as the line above: an empty cell keeps the page small
+            who = ""
+        first = ' class="first"' if (ln.session, ln.commit) != prev else ""
+        prev = (ln.session, ln.commit)
+        out.append(f'<tr id="L{n}"{first}><td class="who">{who}</td>'
+                   f'<td class="ln"><a href="#L{n}">{n}</a></td><td class="src">{src}</td></tr>')
+    return Markup("".join(out))
 
 
 @bp.get("/<owner>/<name>/raw/<path:path>")
@@ -179,10 +217,14 @@ async def raw(owner: str, name: str, path: str) -> Response:
     entry = await _file(rv, path, at)
     if entry.kind == DIR:
         raise NotFound(f"{path} is a directory")
+    # the blob's id is the ETag: a client holding these bytes is told so before they are read
+    tag = f'"{entry.oid.hex()}"'
+    headers = {"Content-Security-Policy": "sandbox; default-src 'none'", "X-Content-Type-Options": "nosniff",
+               "Cache-Control": "private, max-age=60", "ETag": tag}
+    if client_has(tag):
+        return Response(b"", status=304, headers=headers)
     data = await rv.repo.objects.get_blob(entry.oid)
     binary = is_binary(data)
-    headers = {"Content-Security-Policy": "sandbox; default-src 'none'", "X-Content-Type-Options": "nosniff",
-               "Cache-Control": "private, max-age=60"}
     if binary:
         headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(path.rsplit('/', 1)[-1], safe='')}"
     return Response(data, content_type="application/octet-stream" if binary else "text/plain; charset=utf-8",
