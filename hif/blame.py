@@ -19,6 +19,7 @@ from __future__ import annotations
 import bisect
 import difflib
 import hashlib
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -147,26 +148,37 @@ def kept_lines(before: Sequence[Any], after: Sequence[Any]) -> list[Block]:
             continue
         pa, pb = a0, b0
         for x, y in anchors:
-            blocks.append((x, y, 1))
-            todo.append((pa, x, pb, y))
+            if x == pa and y == pb and blocks and blocks[-1][0] + blocks[-1][2] == x \
+                    and blocks[-1][1] + blocks[-1][2] == y:
+                bx, by, bn = blocks[-1]  # the anchor right after the last one: one longer block
+                blocks[-1] = (bx, by, bn + 1)
+            else:
+                blocks.append((x, y, 1))
+                if x > pa and y > pb:  # a region with lines on both sides: match it in turn
+                    todo.append((pa, x, pb, y))
             pa, pb = x + 1, y + 1
-        todo.append((pa, a1, pb, b1))
+        if a1 > pa and b1 > pb:
+            todo.append((pa, a1, pb, b1))
     blocks.sort(key=lambda blk: blk[1])
-    return blocks
+    merged: list[Block] = []
+    for x, y, n in blocks:  # neighbours from different regions (a head after an anchor) join too
+        if merged and merged[-1][0] + merged[-1][2] == x and merged[-1][1] + merged[-1][2] == y:
+            merged[-1] = (merged[-1][0], merged[-1][1], merged[-1][2] + n)
+        else:
+            merged.append((x, y, n))
+    return merged
 
 
 def _unique_run(a: Sequence[Any], a0: int, a1: int, b: Sequence[Any], b0: int, b1: int) -> list[tuple[int, int]]:
     """The lines that occur exactly once in ``a[a0:a1]`` and in ``b[b0:b1]``, as (i, j) pairs in the
     longest run increasing on both sides."""
-    seen_a: dict[Any, int] = {}
-    for i in range(a0, a1):
-        seen_a[a[i]] = -1 if a[i] in seen_a else i
-    seen_b: dict[Any, int] = {}
-    for j in range(b0, b1):
-        line = b[j]
-        if seen_a.get(line, -1) >= 0:
-            seen_b[line] = -1 if line in seen_b else j
-    pairs = sorted((j, seen_a[line]) for line, j in seen_b.items() if j >= 0)
+    part_a, part_b = a[a0:a1], b[b0:b1]
+    once_a = {x for x, c in Counter(part_a).items() if c == 1}  # counted in C, not line by line
+    common = once_a & {x for x, c in Counter(part_b).items() if c == 1}
+    if not common:
+        return []
+    at_a, at_b = dict(zip(part_a, range(a0, a1), strict=True)), dict(zip(part_b, range(b0, b1), strict=True))
+    pairs = sorted((at_b[x], at_a[x]) for x in common)
     # longest increasing subsequence of the a-positions (patience sorting, with back links)
     tails: list[int] = []
     tail_idx: list[int] = []

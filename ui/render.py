@@ -52,9 +52,9 @@ def _lexer(name: str) -> Lexer | None:
         return None
 
 
-# token classes the stylesheet gives no colour of their own (plain names, punctuation): no span, as
-# they are a third of a file's tokens and would add a fifth to its page
-UNSTYLED = frozenset({"", "n", "p"})
+# token classes the stylesheet gives no colour of their own (plain names, punctuation) or that cannot
+# show one (whitespace): no span, as they are a third of a file's tokens and would add a fifth to its page
+UNSTYLED = frozenset({"", "n", "p", "w"})
 
 
 @functools.lru_cache(maxsize=1024)
@@ -121,7 +121,7 @@ class Highlighter:
         lexer = _lexer(posixpath.basename(path)) if len(text) <= HIGHLIGHT_MAX else None
         if lexer is None:
             return [escape(line) for line in split_text(text)]
-        key = hashlib.sha256(b"hl-2\0" + type(lexer).__name__.encode() + b"\0" + data).hexdigest()
+        key = hashlib.sha256(b"hl-3\0" + type(lexer).__name__.encode() + b"\0" + data).hexdigest()
         got = self.cache.get(key) if self.cache is not None else None
         if got is not None:
             lines = got.decode("utf-8").split("\n")

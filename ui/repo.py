@@ -21,6 +21,7 @@ from hif.mainline import LandingRecord
 from hif.merge import is_binary
 from hif.objects import DIR, LINK, Entry
 from hif.tree import lookup
+from node.wire import query_int
 from ui.auth import viewer
 from ui.heavy import cache, offload
 from ui.render import (
@@ -50,6 +51,7 @@ from ui.web import (
 # -- repository pages ------------------------------------------------------------------------------
 
 BLAME_MAX = 512 * 1024
+BLAME_HTML = 900 * 1024  # bytes of blame rows one page holds; a longer blame continues on ?from=
 README_NAMES = ("readme.md", "readme.markdown", "readme", "readme.txt", "readme.rst")
 
 
@@ -158,14 +160,21 @@ async def blame_page(owner: str, name: str, path: str) -> Response | str:
     view = await _highlighted_view(data, path)
     notice = None
     rows = Markup("")
+    start = query_int("from", 1, lo=1)
+    assert start is not None
+    part: tuple[int, int, int] | None = None  # (first line, last line, lines in all) of a long blame
     if entry.kind == LINK or view.binary:
         notice = "Blame works on text files; this one is binary or a link."
     elif len(data) > BLAME_MAX:
         notice = f"Blame is shown for files up to {human_size(BLAME_MAX)}; this one is {human_size(len(data))}."
     else:
         lines = await blame(rv.repo, path, at, cache=cache("blame"), offload=offload)
-        rows = await offload(blame_rows, rv, lines, view.lines)
-    return await render_template("blame.html", rv=rv, path=path, at=at, at_q=at_q, rows=rows,
+        if start > max(1, len(lines)):
+            raise NotFound(f"{path} has {len(lines)} lines at position {at}")
+        rows, last = await offload(blame_rows, rv, lines, view.lines, start)
+        if start > 1 or last < len(lines):
+            part = (start, last, len(lines))
+    return await render_template("blame.html", rv=rv, path=path, at=at, at_q=at_q, rows=rows, part=part,
                                  notice=notice, crumbs=crumbs(rv, path, at_q))
 
 
@@ -180,32 +189,36 @@ async def _highlighted_view(data: bytes, path: str) -> FileView:
     return view
 
 
-def blame_rows(rv: RepoView, lines: list[BlameLine], html: list[Markup]) -> Markup:
-    """The blame table's rows, built here rather than in a template loop (thousands of lines): the
-    first line of each run names the session (or the imported commit) that wrote it, the others
-    leave the cell empty, so the page grows by a few bytes per line."""
+def blame_rows(rv: RepoView, lines: list[BlameLine], html: list[Markup], start: int = 1) -> tuple[Markup, int]:
+    """The blame table's rows from line ``start`` until :data:`BLAME_HTML` bytes, and the last line
+    they hold; built here rather than in a template loop (thousands of lines). The first line of
+    each run names the session (or the imported commit) that wrote it, the others leave the cell
+    empty, so the page grows by a few bytes per line."""
     out: list[str] = []
+    size = 0
     prev: tuple[str, str] | None = None
     html = html + [Markup("")] * (len(lines) - len(html))
-    for ln, src in zip(lines, html, strict=False):
+    last = start - 1
+    for ln, src in zip(lines[start - 1:], html[start - 1:], strict=False):
         n = ln.line
+        if size > BLAME_HTML:
+            break
         if not ln.session:
             who = '<span class="muted" title="no landed session wrote this line">—</span>'
         elif (ln.session, ln.commit) != prev:
-            url = rv.url("sessions", ln.session) + ("#iterations" if ln.iteration else "")
-            commit = f" {ln.commit[:10]}" if ln.commit else ""
-            title = escape(f"{ln.goal} — {ln.author}, position {ln.position}"
-                           + (f", commit {ln.commit}" if ln.commit else "")
-                           + (f" (iteration {ln.iteration})" if ln.iteration else ""))
+            commit = f" {ln.commit[:8]}" if ln.commit else ""
+            title = escape(f"{ln.goal} — {ln.author}")
             label = escape(f"#{ln.position}{commit} {ln.goal[:40] + ('…' if len(ln.goal) > 40 else '')}")
-            who = f'<a href="{escape(url)}" title="{title}">{label}</a>'
+            who = f'<a href="{escape(rv.url("sessions", ln.session))}" title="{title}">{label}</a>'
         else:  # the same as the line above: an empty cell keeps the page small
             who = ""
         first = ' class="first"' if (ln.session, ln.commit) != prev else ""
         prev = (ln.session, ln.commit)
-        out.append(f'<tr id="L{n}"{first}><td class="who">{who}</td>'
+        out.append(f'<tr id="L{n}"{first}><td{" class=who" if who else ""}>{who}</td>'
                    f'<td class="ln"><a href="#L{n}">{n}</a></td><td class="src">{src}</td></tr>')
-    return Markup("".join(out))
+        size += len(out[-1])
+        last = n
+    return Markup("".join(out)), last
 
 
 @bp.get("/<owner>/<name>/raw/<path:path>")
