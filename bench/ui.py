@@ -10,9 +10,11 @@ request at a time:
 - every page kind: home, repository, tree, blob (a sample of files incl. the largest), blame (the
   largest file cold, then warm, then a sample), raw, the session list (and a later page), session
   pages (a sample of sessions incl. the ones with the most files and the merges), per-file diffs,
-  search, offers, the stylesheet; the time of each request as the client sees it on loopback (server
-  time plus a fraction of a millisecond), p50/p95/max per kind, and the largest body per kind
-  (decoded HTML bytes, and the bytes on the wire);
+  search, offers, the stylesheet, after one unmeasured page of each kind (templates compiled); the
+  time of each request as the client sees it on loopback (server time plus a fraction of a
+  millisecond) and the CPU time the node's threads spent on it (``/proc/PID/task/*/schedstat``: on
+  a shared, loaded machine the steadier figure), p50/p95/max per kind, and the largest body per kind
+  (decoded HTML bytes, and the bytes on the wire, gzip accepted);
 - "a page never blocks others": the latency of a cheap page asked every 20 ms while a cold blame of
   another big file and the largest session page are rendering;
 - the same work through git (``git blame`` of the largest file, ``git show`` of the largest merge,
@@ -129,7 +131,7 @@ def survey(store: Path, sample: int, seed: int) -> dict[str, Any]:
     picked = {r[1]: r for r in rng.sample(rows, min(sample, len(rows))) + biggest + merges[:5]}
     # the largest files a person reads (a lockfile's diff and highlighting are only summarised)
     files = [(n, p) for n, p in data["files"] if generated(p, "") is None]
-    return {"head": data["head"], "sessions": list(picked.values()), "biggest": biggest,
+    return {"head": data["head"], "sessions": list(picked.values()), "biggest": biggest, "all_sessions": rows,
             "files": files, "file_sample": [p for _, p in files[:3]] + [p for _, p in rng.sample(files, min(8, len(files)))]}
 
 
@@ -259,6 +261,13 @@ def exercise(url: str, pid: int, plan: dict[str, Any], args: argparse.Namespace,
     r = NAME
     largest = plan["files"][0][1]
     figures: dict[str, Any] = {"largest_file": largest, "largest_size": plan["files"][0][0]}
+    # a serving node has its templates compiled and its auth copy loaded: one of each page kind
+    # first, not measured (a small file, the oldest session: nothing the measured pages ask for)
+    small = plan["files"][-1][1]
+    oldest = min(plan["all_sessions"])[1]
+    for path in ("/", f"/{r}", f"/{r}/tree/docs", f"/{r}/blob/{small}", f"/{r}/blame/{small}",
+                 f"/{r}/sessions", f"/{r}/sessions/{oldest}", f"/{r}/offers", "/search?q=x"):
+        c.get("-", path, record=False)
     # blame of the largest file first: cold (fresh cache directory), then warm
     c.get("blame", f"/{r}/blame/{largest}")
     figures["blame_cold"], figures["blame_cold_cpu"] = c.times["blame"][-1], c.cpu["blame"][-1]

@@ -235,12 +235,13 @@ async def session_page(owner: str, name: str, sid: str) -> str:
         view = "unified"
     cps = history.iterations(s)
     a, b = query_int("a"), query_int("b")
+    shown = view if view != "unified" else None  # the view a per-file diff link keeps
     iter_diffs = None
     if a is not None and b is not None:
         iter_diffs = await page_diffs(rv, await history.iteration_changes(rv.repo, s, a, b),
-                                      lambda c: rv.url("sessions", s.id, "diff", c.path, a=a, b=b, view=view))
+                                      lambda c: rv.url("sessions", s.id, "diff", c.path, a=a, b=b, view=shown))
     diffs = await page_diffs(rv, await history.session_changes(rv.repo, s, rec),
-                             lambda c: rv.url("sessions", s.id, "diff", c.path, view=view))
+                             lambda c: rv.url("sessions", s.id, "diff", c.path, view=shown))
     fed = current_app.extensions.get("federation")
     verdict = (await verify_record(rec, store=node().store, repo=rv.repo, key=fed.key if fed else None,
                                    mirror=(rv.mirror, rv.name) if rv.mirror else None)

@@ -169,7 +169,8 @@ async def blame_route(ctx: Ctx) -> dict[str, Any]:
         raise InvalidInput("blame needs ?path=")
     lines = await blame(ctx.r, path, at)
     return {"position": at, "path": path,
-            "lines": [[ln.position, ln.session, ln.goal, ln.author, ln.text] for ln in lines]}
+            "lines": [[ln.position, ln.session, ln.goal, ln.author, ln.text, ln.commit, ln.iteration]
+                      for ln in lines]}
 
 
 @route("POST", REPO + "/scan", "read", agent=True)
