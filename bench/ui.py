@@ -33,7 +33,6 @@ import asyncio
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import threading
@@ -45,7 +44,21 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import httpx  # noqa: E402
-from _util import HIF, ROOT, git_env, machine, median, mib, ratio, run, secs, table, workdir  # noqa: E402
+from _util import (  # noqa: E402
+    HIF,
+    ROOT,
+    git_env,
+    machine,
+    median,
+    mib,
+    ratio,
+    run,
+    secs,
+    serve_node,
+    table,
+    vm_hwm_kib,
+    workdir,
+)
 
 # this script is bench/ui.py: the project's ui package must win over it on the path
 sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
@@ -57,19 +70,6 @@ PASSWORD = "bench-password-long-enough"
 
 def micelio_bin() -> str:
     return str(Path(HIF).parent / "micelio")
-
-
-def vm_hwm_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return 0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def ensure_import(store: Path, source: str, cache: Path) -> float | None:
@@ -234,18 +234,8 @@ def main() -> None:
         took = ensure_import(store, args.source, base / "import-cache")
         print(f"import: {'reused ' + str(store) if took is None else secs(took)}")
         plan = survey(store, args.sessions, args.seed)
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        log = open(base / "node.log", "wb")  # noqa: SIM115 - the node keeps it
-        node = subprocess.Popen([micelio_bin(), "serve", "--store", str(store), "--port", str(port),
-                                 "--cache-dir", str(base / "node-cache")], stdout=log, stderr=subprocess.STDOUT)
+        node, url = serve_node(store, base)
         try:
-            for _ in range(300):
-                try:
-                    if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
             figures = exercise(url, node.pid, plan, args, Path(args.source))
             figures["node_peak_rss_kib"] = vm_hwm_kib(node.pid)
         finally:
