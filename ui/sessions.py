@@ -54,6 +54,7 @@ DIFF_FILES = 100  # files whose diff a session page renders
 DIFF_BYTES = 4 << 20  # total bytes of content diffed on one page
 DIFF_ROWS = 2500  # diff rows a session page renders; the files beyond are collapsed (on demand)
 FILE_ROWS = 400  # a file's diff longer than this is collapsed on the session page
+READ_AHEAD = 8  # files whose blobs a session page reads at once
 FILE_PAGE_ROWS = 5000  # rows of a file's own diff page; a longer diff says to view the files
 
 
@@ -201,12 +202,19 @@ async def page_diffs(rv: RepoView, changes: list[history.Change],
     rest: list[history.Change] = []
     spent = rows = 0
     hl = Highlighter(cache("highlight"))
-    for c in changes:
+
+    async def both(c: history.Change) -> tuple[bytes | None, bytes | None]:
+        return await history.blob_or_none(rv.repo, c.old), await history.blob_or_none(rv.repo, c.new)
+
+    read: dict[int, tuple[bytes | None, bytes | None]] = {}
+    for i, c in enumerate(changes):
         if len(out) >= DIFF_FILES or spent > DIFF_BYTES:
             rest.append(c)
             continue
-        old = await history.blob_or_none(rv.repo, c.old)
-        new = await history.blob_or_none(rv.repo, c.new)
+        if i not in read:  # the next few files' blobs at once: one wait for the store, not two a file
+            batch = range(i, min(i + READ_AHEAD, len(changes), DIFF_FILES))
+            read.update(zip(batch, await asyncio.gather(*(both(changes[k]) for k in batch)), strict=True))
+        old, new = read.pop(i)
         spent += len(old or b"") + len(new or b"")
         limit = max(0, min(FILE_ROWS, DIFF_ROWS - rows))
         fd = await offload(functools.partial(file_diff, c.path, c.action, old, new, rows_max=limit, highlight=hl))
