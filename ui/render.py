@@ -153,6 +153,7 @@ class FileView:
     truncated: bool = False
     highlighted: bool = False
     lines: list[Markup] = field(default_factory=list)
+    later: bool = False  # shown plain for now: highlighting is being cached for the next view
 
 
 def file_view(data: bytes, path: str, highlight: Highlighter | None = None) -> FileView:
@@ -168,9 +169,9 @@ def file_view(data: bytes, path: str, highlight: Highlighter | None = None) -> F
     highlight = highlight or Highlighter(None, HIGHLIGHT_MAX)
     later = len(highlight.later)
     lines = highlight(shown, text, path)
-    highlighted = (len(text) <= HIGHLIGHT_MAX and _lexer(posixpath.basename(path)) is not None
-                   and len(highlight.later) == later)
-    return FileView(len(data), False, len(shown) < len(data), highlighted, lines)
+    deferred = len(highlight.later) > later
+    highlighted = len(text) <= HIGHLIGHT_MAX and _lexer(posixpath.basename(path)) is not None and not deferred
+    return FileView(len(data), False, len(shown) < len(data), highlighted, lines, deferred)
 
 
 def code_rows(lines: list[Markup]) -> Markup:

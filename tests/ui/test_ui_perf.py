@@ -12,6 +12,7 @@ import gzip
 import os
 import re
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ MERGED = "acme/merged"
 PAGE_MAX = 1 << 20
 BIG_FILES = 40  # files of the big session whose diffs are long
 BIG_LINES = 1500  # lines each of them changes
+# more than a page may newly highlight (64 KiB), less than the most ever highlighted (256 KiB)
+BIG_PY = "".join(f"def function_{n}(value: int) -> int:\n    return value * {n}\n\n" for n in range(2500)).encode()
 
 
 def numbered(tag: str, n: int) -> bytes:
@@ -42,7 +45,8 @@ def heavy(seeded: Seeded) -> dict[str, Any]:
     base = c.start("The base")
     c.events(base, *[write(f"src/long{i:02d}.txt", c.put(numbered("old", BIG_LINES)), "human", "ana")
                      for i in range(BIG_FILES)],
-             write("src/small.py", c.put(b"a = 1\nb = 2\nc = 3\n"), "human", "ana"))
+             write("src/small.py", c.put(b"a = 1\nb = 2\nc = 3\n"), "human", "ana"),
+             write("src/big.py", c.put(BIG_PY), "human", "ana"))
     c.land(base)
     generated = {
         "uv.lock": b"[[package]]\nname = 'a'\n" * 400,
@@ -247,3 +251,19 @@ def test_blame_of_imported_history_points_at_the_commit_that_wrote_each_line(see
     page = get(seeded, f"/{MERGED}/blame/f.txt").text
     assert f"{s1[:8]} Side rewrites two" in page and f"{s2[:8]} Side adds four" in page
     assert f"{merge[:8]}" not in page
+
+
+def test_a_big_file_is_shown_plain_at_once_and_highlighted_for_the_next_view(seeded: Seeded,
+                                                                             heavy: dict[str, Any]) -> None:
+    """Highlighting ~130 KB would cost the page ~0.4 s: it is shown plain, highlighted in the
+    background into the cache, and the next view has it (a bounded wait for the background job)."""
+    first = get(seeded, f"/{HEAVY}/blob/src/big.py").text
+    assert "it is being highlighted, reload in a moment" in first
+    assert "function_2499" in first and '<span class="k">def</span>' not in first
+    for _ in range(600):
+        later = get(seeded, f"/{HEAVY}/blob/src/big.py").text
+        if '<span class="k">def</span>' in later:
+            break
+        time.sleep(0.1)
+    assert '<span class="k">def</span> <span class="nf">function_2499</span>' in later
+    assert "being highlighted" not in later and "without syntax highlighting" not in later
