@@ -28,6 +28,7 @@ from quart import current_app
 
 from node.context import node_of
 from node.errors import Busy
+from ui.render import Highlighter
 
 T = TypeVar("T")
 
@@ -95,3 +96,11 @@ def cache(kind: str) -> DiskCache:
     if kind not in caches:
         caches[kind] = DiskCache(Path(node_of(current_app).config.cache_dir), kind)  # type: ignore[arg-type]
     return caches[kind]  # type: ignore[no-any-return]
+
+
+def warm_later(hl: Highlighter) -> None:
+    """Highlight in the background what a page showed plain, so the next view has it; called once
+    the page is rendered, so the page does not share the pool with its own warming."""
+    if hl.later:
+        job = asyncio.ensure_future(offload(hl.fill))
+        job.add_done_callback(lambda f: f.exception())  # a busy pool only skips the warming

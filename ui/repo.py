@@ -23,7 +23,7 @@ from hif.objects import DIR, LINK, Entry
 from hif.tree import lookup
 from node.wire import query_int
 from ui.auth import viewer
-from ui.heavy import cache, offload
+from ui.heavy import cache, offload, warm_later
 from ui.render import (
     FileView,
     Highlighter,
@@ -141,14 +141,17 @@ async def blob(owner: str, name: str, path: str) -> Response | str:
     rv, path, at, at_q, entry, data = page.rv, page.path, page.at, page.at_q, page.entry, page.data
     view: FileView | None = None
     target = None
+    hl = Highlighter(cache("highlight"))
     if entry.kind == LINK:
         target = data.decode("utf-8", "replace")
     else:
-        view = await _highlighted_view(data, path)
+        view = await offload(file_view, data, path, hl)
     hist = await history.file_history(rv.repo, path, at, limit=10, budget=500)
-    return await render_template("blob.html", rv=rv, path=path, at=at, at_q=at_q, entry=entry, view=view,
+    body = await render_template("blob.html", rv=rv, path=path, at=at, at_q=at_q, entry=entry, view=view,
                                  target=target, history=hist, crumbs=crumbs(rv, path, at_q),
                                  code_rows=code_rows(view.lines) if view else "")
+    warm_later(hl)
+    return body
 
 
 @bp.get("/<owner>/<name>/blame/<path:path>")
@@ -157,7 +160,8 @@ async def blame_page(owner: str, name: str, path: str) -> Response | str:
     if not isinstance(page, FilePage):
         return page
     rv, path, at, at_q, entry, data = page.rv, page.path, page.at, page.at_q, page.entry, page.data
-    view = await _highlighted_view(data, path)
+    hl = Highlighter(cache("highlight"))
+    view = await offload(file_view, data, path, hl)
     notice = None
     rows = Markup("")
     start = query_int("from", 1, lo=1)
@@ -174,19 +178,10 @@ async def blame_page(owner: str, name: str, path: str) -> Response | str:
         rows, last = await offload(blame_rows, rv, lines, view.lines, start)
         if start > 1 or last < len(lines):
             part = (start, last, len(lines))
-    return await render_template("blame.html", rv=rv, path=path, at=at, at_q=at_q, rows=rows, part=part,
+    body = await render_template("blame.html", rv=rv, path=path, at=at, at_q=at_q, rows=rows, part=part,
                                  notice=notice, crumbs=crumbs(rv, path, at_q))
-
-
-async def _highlighted_view(data: bytes, path: str) -> FileView:
-    """The file prepared in the heavy-work pool, highlighted from the cache or within the page's
-    budget; what the budget left plain is highlighted afterwards, in the background, for next time."""
-    hl = Highlighter(cache("highlight"))
-    view = await offload(file_view, data, path, hl)
-    if hl.later:
-        later = asyncio.ensure_future(offload(hl.fill))
-        later.add_done_callback(lambda f: f.exception())  # a busy pool only skips the warming
-    return view
+    warm_later(hl)  # what the page's highlighting budget left plain, for the next view
+    return body
 
 
 def blame_rows(rv: RepoView, lines: list[BlameLine], html: list[Markup], start: int = 1) -> tuple[Markup, int]:

@@ -26,7 +26,7 @@ from hif.paths import check_path
 from hif.repo import Repo
 from hif.session import ROLES, Session, check_session_id, fold
 from node.wire import query_int
-from ui.heavy import cache, offload
+from ui.heavy import cache, offload, warm_later
 from ui.render import (
     FileDiff,
     Highlighter,
@@ -224,13 +224,6 @@ async def page_diffs(rv: RepoView, changes: list[history.Change],
         out.append(fd)
     warm_later(hl)
     return out, rest
-
-
-def warm_later(hl: Highlighter) -> None:
-    """Highlight in the background what a page showed plain, so the next view has it."""
-    if hl.later:
-        job = asyncio.ensure_future(offload(hl.fill))
-        job.add_done_callback(lambda f: f.exception())  # a busy pool only skips the warming
 
 
 @bp.get("/<owner>/<name>/sessions/<sid>")
