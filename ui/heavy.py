@@ -103,4 +103,4 @@ def warm_later(hl: Highlighter) -> None:
     the page is rendered, so the page does not share the pool with its own warming."""
     if hl.later:
         job = asyncio.ensure_future(offload(hl.fill))
-        job.add_done_callback(lambda f: f.exception())  # a busy pool only skips the warming
+        job.add_done_callback(lambda f: f.cancelled() or f.exception())  # a busy pool skips the warming
