@@ -3,8 +3,9 @@ loaded on demand (with and without JavaScript), generated and huge files are sum
 compressed and revalidated (ETag, 304, immutable assets), blame is cached by content and, for
 imported git history, points at the commit that wrote each line rather than at the merge.
 
-All against a real node on loopback (the shared ``seeded`` one, to which this module adds
-``acme/heavy`` and ``acme/merged``), over HTTP or in Chromium."""
+All against a real node on loopback, over HTTP or in Chromium: a node of this module's own (it
+overrides ``seeded``, also for the ``page`` fixture), since its landings would change what the
+shared node's home page lists for other tests."""
 
 from __future__ import annotations
 
@@ -13,16 +14,18 @@ import os
 import re
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from forge import start_forge
 from playwright.sync_api import expect
-from ui_seed import Client, Seeded, write
+from ui_seed import FED_ENV, PASSWORD, Client, Seeded, write
 
-HEAVY = "acme/heavy"
-MERGED = "acme/merged"
+HEAVY = "ana/heavy"
+MERGED = "ana/merged"
 PAGE_MAX = 1 << 20
 BIG_FILES = 40  # files of the big session whose diffs are long
 BIG_LINES = 1500  # lines each of them changes
@@ -32,6 +35,17 @@ BIG_PY = "".join(f"def function_{n}(value: int) -> int:\n    return value * {n}\
 
 def numbered(tag: str, n: int) -> bytes:
     return "".join(f"{tag} line {i}\n" for i in range(n)).encode()
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
+    """A node for this module alone, with the user ``ana``."""
+    forge = start_forge(tmp_path_factory.mktemp("perf-node"), env=FED_ENV)
+    try:
+        forge.micelio("admin", "user", "create", "ana", "--password-stdin", input=PASSWORD + "\n")
+        yield Seeded(forge, forge.user("ana"), "")
+    finally:
+        forge.stop()
 
 
 @pytest.fixture(scope="module")
