@@ -56,10 +56,10 @@ async def refused(c: ClientSession, tool: str, **args: Any) -> str:
 
 
 @asynccontextmanager
-async def stdio(cwd: Path, client: str = "claude-code") -> AsyncIterator[ClientSession]:
+async def stdio(cwd: Path, client: str = "claude-code", **env: str) -> AsyncIterator[ClientSession]:
     """An MCP client named ``client`` (its clientInfo) talking to ``hif mcp`` in ``cwd``."""
     params = StdioServerParameters(command=sys.executable, args=["-m", "hif", "mcp"], cwd=str(cwd),
-                                   env={k: v for k, v in {**os.environ, **ENV}.items() if isinstance(v, str)})
+                                   env={k: v for k, v in {**os.environ, **ENV, **env}.items() if isinstance(v, str)})
     with open(os.devnull, "w") as quiet:
         async with stdio_client(params, errlog=quiet) as (r, w), \
                 ClientSession(r, w, client_info=Implementation(name=client, version="1.0")) as c:
@@ -188,8 +188,10 @@ def test_stdio_whole_session_conflict_and_errors(tmp_path: Path) -> None:
             assert "<<<<<<<" in (a / "notes.txt").read_text()
             assert "notes.txt still has conflict markers" in await refused(c, "land")
             await call(c, "write", path="notes.txt", content="one\n2 (TWO)\nthree\nfour\n")
-            landed = await call(c, "land")
+            landed = await call(c, "land", model="claude-sonnet-4-5")
             assert landed["landed"] and landed["decided"] is False and landed["note"] == NO_DECISION
+            synced_events = [e for e in events_of(a, mine) if e["type"] == "sync"]
+            assert [(e["tool"], e["agent"]) for e in synced_events] == [("mcp:sync", "claude-code")]
 
     run(main)
 
@@ -390,3 +392,33 @@ def test_node_mcp_records_the_client_and_model(forge: Forge) -> None:
     assert [e["text"] for e in says] == [f"forged {i}" for i in range(len(forged))]
     for e, (_, agent) in zip(says, forged, strict=True):
         assert e.get("agent") == (agent[:MAX_PROVENANCE].strip() if agent else None), e.get("agent")
+
+
+def test_stdio_in_a_clone_records_provenance_on_the_forge(forge: Forge, tmp_path: Path) -> None:
+    """A working copy cloned from a forge: the events (start and abandon included) travel to the
+    forge with the client's name, the tool and the model."""
+    home = {"HIF_CONFIG_DIR": str(tmp_path / "config")}
+
+    def cli(cwd: Path, *args: str) -> None:
+        p = subprocess.run([sys.executable, "-m", "hif", *args], cwd=cwd, env={**os.environ, **ENV, **home},
+                           capture_output=True, text=True, timeout=120)
+        assert p.returncode == 0, p.stderr
+
+    cli(tmp_path, "login", forge.url, "--token", forge.admin_token)
+    cli(tmp_path, "repo", "create", "acme/mcp")
+    cli(tmp_path, "clone", f"{forge.url}/acme/mcp", str(tmp_path / "a"))
+    sids: list[str] = []
+
+    async def main() -> None:
+        async with stdio(tmp_path / "a", "cursor", **home) as c:
+            sids.append((await call(c, "session_start", goal="from a clone", model="gpt-5"))["session"])
+            await call(c, "say", text="over the forge")
+            await call(c, "write", path="f.txt", content="f\n", model="gpt-5")
+            await call(c, "checkpoint", note="one")
+            await call(c, "session_abandon", reason="only a test")
+
+    run(main)
+    events = forge.api("GET", f"/api/v1/repos/acme/mcp/sessions/{sids[0]}", forge.admin_token).data["events"]
+    check_origin(events, [("start", "mcp:session_start"), ("say", "mcp:say"), ("write", "mcp:write"),
+                          ("checkpoint", "mcp:checkpoint"), ("abandon", "mcp:session_abandon")],
+                 "cursor", {0: "gpt-5", 2: "gpt-5"})
