@@ -392,7 +392,7 @@ class RemoteSessions(SessionStore):
     async def append(self, sid: str, event: dict[str, Any], next_seq: int | None = None) -> dict[str, Any]:
         return (await self.append_many(sid, [event], next_seq))[0]
 
-    async def append_many(self, sid: str, events: list[dict[str, Any]],
+    async def append_many(self, sid: str, events: Sequence[dict[str, Any]],
                           next_seq: int | None = None) -> list[dict[str, Any]]:
         """Upload the objects the events refer to, then append the events in order (batched)."""
         await self.remote_objects.flush()

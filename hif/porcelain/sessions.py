@@ -4,6 +4,7 @@ conversation (say, decide, checkpoint), land it, sync it onto the mainline, run 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,8 @@ from hif.repo import Repo
 from hif.session import Session, check_session_id, check_text, make_event
 from hif.tree import apply, lookup_file
 from hif.worktree.workspace import WorkState
+
+BLOB_BATCH = 64  # recording this many changed files or more syncs the store once for all their blobs
 
 if TYPE_CHECKING:
     from hif.landing import LandResult
@@ -111,16 +114,14 @@ class Sessions(WorkingCopy):
 
     def _append_all(self, s: Session, items: list[tuple[str, dict[str, Any]]], *, author: str | None,
                     role: str | None) -> None:
-        """Append several events; a forge gets them in one request (after the blobs they name)."""
-        if self.remote is None:
-            for etype, fields in items:
-                self._append(s, etype, author=author, role=role, **fields)
-            return
+        """Append several events in one batch (a forge gets them in one request, after the blobs they
+        name; the store in one ``create_all``)."""
         if not items:
             return
         who, as_role = author or default_author(), role or default_role()
         events = [make_event(etype, who, as_role, self.repo.clock(), **fields) for etype, fields in items]
-        for stamped in self._run(self.remote.sessions.append_many(s.id, events, s.next_seq)):
+        sessions = self.remote.sessions if self.remote is not None else self.repo.sessions
+        for stamped in self._run(sessions.append_many(s.id, events, s.next_seq)):
             fold_in(s, stamped)
 
     def record(self, *, author: str | None = None, role: str | None = None) -> list[FileChange]:
@@ -135,17 +136,18 @@ class Sessions(WorkingCopy):
         known: dict[str, Entry | None] = {**base, **s.changes}
         out: list[FileChange] = []
         events: list[tuple[str, dict[str, Any]]] = []
-        for path, (entry, content) in sorted(scanned.items()):
-            if known.get(path) == entry:
-                continue
-            if content is None:
-                entry2, content = self.work.read_file(path)
-                if entry2 is None or content is None:
-                    continue
-                entry = entry2
-            self._run(self.repo.objects.put_blob(content))  # every blob is stored before its event
-            events.append(("write", {"path": path, "kind": entry.kind, "blob": entry.oid}))
-            out.append(FileChange(path, action_of(base.get(path), entry), base.get(path), entry))
+        changed = [(path, entry, content) for path, (entry, content) in sorted(scanned.items())
+                   if known.get(path) != entry]
+        with self._synced_once(len(changed)):  # every blob is durable before its event
+            for path, entry, content in changed:
+                if content is None:
+                    entry2, content = self.work.read_file(path)
+                    if entry2 is None or content is None:
+                        continue
+                    entry = entry2
+                self._run(self.repo.objects.put_blob(content))
+                events.append(("write", {"path": path, "kind": entry.kind, "blob": entry.oid}))
+                out.append(FileChange(path, action_of(base.get(path), entry), base.get(path), entry))
         for path, entry in sorted(known.items()):
             if entry is not None and path not in scanned:
                 events.append(("delete", {"path": path}))
@@ -156,6 +158,20 @@ class Sessions(WorkingCopy):
         self.work.save_index()
         del base_tree
         return out
+
+    @contextlib.contextmanager
+    def _synced_once(self, files: int) -> Iterator[None]:
+        """Around writing the objects of ``files`` changed files: with many, one file-system sync at
+        the end makes them all durable instead of two fsyncs per object; with a few, the fsyncs
+        stay (a sync also flushes whatever else the machine has written). Nothing refers to the
+        objects before the block ends, so a crash inside it loses only unreferenced objects."""
+        if files < BLOB_BATCH:
+            yield
+            return
+        store = self.repo.store
+        with store.deferred_sync():
+            yield
+        self._run(store.create_all([]))  # an empty batch is the store's barrier (see deferred_sync)
 
     def say(self, text: str, *, role: str | None = None, author: str | None = None) -> dict[str, Any]:
         check_text(text, "message")
@@ -255,7 +271,8 @@ class Sessions(WorkingCopy):
         self._ensure_index()
         self._record(s, author=author, role=role)
         self._refuse_markers(s)
-        old_tree = self._run(self._session_tree(s))
+        with self._synced_once(len(s.changes)):  # the session's trees, before its landing names them
+            old_tree = self._run(self._session_tree(s))
         result = self._run(self._land(s))
         self._run(self._move_to(old_tree, result.tree, result.position, session=None, op="land"))
         return result

@@ -291,7 +291,8 @@ class EmbeddedStore(ObjectStore):
                 finally:
                     os.unlink(tmp)
                     staged[i] = (key, path, "")
-            self._syncfs()
+            if staged:  # (an empty batch is a barrier: the first sync made earlier writes durable)
+                self._syncfs()
         except OSError as e:
             raise StoreError(f"cannot write {e.filename or 'a batch'}: {e.strerror}") from e
         finally:
