@@ -71,7 +71,7 @@ def test_landing_many_files_syncs_a_few_times_not_per_file(tmp_path: Path, chang
     # old code: two fsyncs per blob and per event (file and directory), 4 x FILES in all
     assert syncs(trace) <= 24, trace.read_text()
     # and everything landed: the files, their contents, one event per file
-    listed = set(hif(ws, "ls", "-r").split())
+    listed = {line.split()[-1] for line in hif(ws, "ls", "-r").splitlines()}
     for i, n in enumerate(names):
         gone = change == "delete" or change == "mixed" and i % 3 == 0
         assert (n in listed) != gone, n
