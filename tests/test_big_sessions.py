@@ -143,3 +143,33 @@ def test_append_many_to_a_closed_session_leaves_nothing(make_store: Callable[[],
             await store.close()
 
     asyncio.run(main())
+
+
+def test_a_new_workspace_is_written_by_the_writer_threads(tmp_path: Path) -> None:
+    """``hif workspace add`` creates its files on the clone's writer threads (file creation overlaps
+    reading the blobs), and what it writes is the tree: contents, executable bits, links."""
+    ws = workspace(tmp_path)
+    hif(ws, "session", "start", "tree")
+    names = [f"d{i % 9}/e{i % 4}/f{i:04d}.txt" for i in range(FILES)]
+    for i, n in enumerate(names):
+        (ws / n).parent.mkdir(parents=True, exist_ok=True)
+        (ws / n).write_text(f"{n}\n" * (1 + i % 3))
+        if i % 10 == 0:
+            (ws / n).chmod(0o755)
+    (ws / "link").symlink_to("d0/e0/f0000.txt")
+    hif(ws, "land")
+    other = tmp_path / "other"
+    trace = tmp_path / "opens.txt"
+    cmd = ["strace", "-f", "-e", "trace=openat", "-o", str(trace), HIF, "workspace", "add", str(other)]
+    p = subprocess.run(cmd, cwd=ws, env={**os.environ, "HIF_AUTHOR": "ana"}, capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    creators = {line.split()[0] for line in trace.read_text().splitlines()
+                if str(other) + "/d" in line and "O_EXCL" in line}
+    assert len(creators) >= 2, creators  # the old code created every file on the main thread
+    for i, n in enumerate(names):
+        got = other / n
+        assert got.read_text() == f"{n}\n" * (1 + i % 3)
+        assert bool(got.stat().st_mode & 0o100) == (i % 10 == 0), n
+    assert os.readlink(other / "link") == "d0/e0/f0000.txt"
+    assert "no changes" in hif(other, "status")
