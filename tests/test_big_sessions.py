@@ -11,7 +11,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -19,7 +19,7 @@ import pytest
 from hif.errors import SessionClosed
 from hif.objects import FILE, encode
 from hif.repo import Repo
-from hif.session import SEQ_WIDTH, make_event
+from hif.session import SEQ_WIDTH, Session, make_event
 from hif.store import ObjectStore
 
 HIF = str(Path(sys.executable).with_name("hif"))
@@ -87,62 +87,62 @@ def _event(repo: Repo, path: str, oid: bytes) -> dict[str, object]:
     return make_event("write", "ana", "agent", repo.clock(), path=path, kind=FILE, blob=oid)
 
 
-def test_append_many_numbers_in_order_around_a_concurrent_writer(make_store: Callable[[], ObjectStore]) -> None:
+def with_session(make_store: Callable[[], ObjectStore], goal: str,
+                 body: Callable[[ObjectStore, Repo, Session, bytes], Awaitable[None]]) -> None:
+    """Run ``body`` on a fresh store holding one repository with one open session and one blob."""
     async def main() -> None:
         store = make_store()
         try:
             repo = Repo(store, "t/r")
             await repo.ensure(description="t")
-            s = await repo.sessions.start("batch", "ana", "agent", 0)
-            oid = await repo.objects.put_blob(b"x\n")
-            # in one batch, as a large record appends them
-            first = [_event(repo, f"a{i}.txt", oid) for i in range(5)]
-            got = await repo.sessions.append_many(s.id, first, s.next_seq)
-            assert [e["seq"] for e in got] == [1, 2, 3, 4, 5]
-            # another writer took numbers the next batch would use (at its start, in its middle)
-            for taken in (6, 8):
-                other = {**_event(repo, f"other{taken}.txt", oid), "seq": taken}
-                await store.put(f"{repo.prefix}sessions/{s.id}/events/{taken:0{SEQ_WIDTH}d}", encode(other),
-                                if_none_match=True)
-            second = [_event(repo, f"b{i}.txt", oid) for i in range(4)]
-            got = await repo.sessions.append_many(s.id, second, 6)
-            assert [e["path"] for e in got] == [e["path"] for e in second]
-            seqs = [e["seq"] for e in got]
-            assert seqs == sorted(seqs) and not {6, 8} & set(seqs), seqs
-            events = await repo.sessions.events(s.id)
-            numbers = [e["seq"] for e in events]
-            assert numbers == sorted(set(numbers)), numbers  # in order, no number twice
-            paths = [e["path"] for e in events if e["type"] == "write"]
-            assert sorted(paths) == sorted([*(f"a{i}.txt" for i in range(5)), *(f"b{i}.txt" for i in range(4)),
-                                           "other6.txt", "other8.txt"])
-            assert len(paths) == len(set(paths))  # nothing appended twice
-            loaded = await repo.sessions.load(s.id)
-            assert set(loaded.changes) == set(paths)
+            s = await repo.sessions.start(goal, "ana", "agent", 0)
+            await body(store, repo, s, await repo.objects.put_blob(b"x\n"))
         finally:
             await store.close()
 
     asyncio.run(main())
+
+
+def test_append_many_numbers_in_order_around_a_concurrent_writer(make_store: Callable[[], ObjectStore]) -> None:
+    async def body(store: ObjectStore, repo: Repo, s: Session, oid: bytes) -> None:
+        # in one batch, as a large record appends them
+        first = [_event(repo, f"a{i}.txt", oid) for i in range(5)]
+        got = await repo.sessions.append_many(s.id, first, s.next_seq)
+        assert [e["seq"] for e in got] == [1, 2, 3, 4, 5]
+        # another writer took numbers the next batch would use (at its start, in its middle)
+        for taken in (6, 8):
+            other = {**_event(repo, f"other{taken}.txt", oid), "seq": taken}
+            await store.put(f"{repo.prefix}sessions/{s.id}/events/{taken:0{SEQ_WIDTH}d}", encode(other),
+                            if_none_match=True)
+        second = [_event(repo, f"b{i}.txt", oid) for i in range(4)]
+        got = await repo.sessions.append_many(s.id, second, 6)
+        assert [e["path"] for e in got] == [e["path"] for e in second]
+        seqs = [e["seq"] for e in got]
+        assert seqs == sorted(seqs) and not {6, 8} & set(seqs), seqs
+        events = await repo.sessions.events(s.id)
+        numbers = [e["seq"] for e in events]
+        assert numbers == sorted(set(numbers)), numbers  # in order, no number twice
+        paths = [e["path"] for e in events if e["type"] == "write"]
+        assert sorted(paths) == sorted([*(f"a{i}.txt" for i in range(5)), *(f"b{i}.txt" for i in range(4)),
+                                       "other6.txt", "other8.txt"])
+        assert len(paths) == len(set(paths))  # nothing appended twice
+        loaded = await repo.sessions.load(s.id)
+        assert set(loaded.changes) == set(paths)
+
+    with_session(make_store, "batch", body)
 
 
 def test_append_many_to_a_closed_session_leaves_nothing(make_store: Callable[[], ObjectStore]) -> None:
-    async def main() -> None:
-        store = make_store()
-        try:
-            repo = Repo(store, "t/r")
-            await repo.ensure(description="t")
-            s = await repo.sessions.start("closed", "ana", "agent", 0)
-            snap = await repo.sessions.write_snapshot(s, {})
-            await repo.sessions.close(s.id, {"state": "abandoned", "snapshot": snap})
-            oid = await repo.objects.put_blob(b"x\n")
-            for n in (2, 3, 70):  # a small batch and a large one
-                with pytest.raises(SessionClosed):
-                    await repo.sessions.append_many(s.id, [_event(repo, f"f{i}.txt", oid) for i in range(n)],
-                                                    s.next_seq)
-            assert [e["seq"] for e in await repo.sessions.events(s.id)] == [0]
-        finally:
-            await store.close()
+    async def body(store: ObjectStore, repo: Repo, s: Session, oid: bytes) -> None:
+        snap = await repo.sessions.write_snapshot(s, {})
+        await repo.sessions.close(s.id, {"state": "abandoned", "snapshot": snap})
+        for n in (2, 3, 70):  # a small batch and a large one
+            with pytest.raises(SessionClosed):
+                await repo.sessions.append_many(s.id, [_event(repo, f"f{i}.txt", oid) for i in range(n)],
+                                                s.next_seq)
+        assert [e["seq"] for e in await repo.sessions.events(s.id)] == [0]
 
-    asyncio.run(main())
+    with_session(make_store, "closed", body)
 
 
 def test_a_new_workspace_is_written_by_the_writer_threads(tmp_path: Path) -> None:
