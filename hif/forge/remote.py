@@ -101,6 +101,11 @@ class RemoteObjectDB(ObjectDB):
             self._pending[oid] = None
         return oid
 
+    async def put_blobs(self, contents: Sequence[bytes]) -> None:
+        """One by one into the cache, each queued for the next upload (which batches them)."""
+        for content in contents:
+            await self.put_blob(content)
+
     async def get_canonical(self, oid: bytes) -> bytes:
         fresh = self._fresh.pop(oid, None)
         if fresh is not None:  # verified when it arrived

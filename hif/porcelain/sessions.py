@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +32,9 @@ from hif.session import MAX_PROVENANCE, MAX_TEXT, Session, check_session_id, che
 from hif.tree import apply, lookup_file
 from hif.worktree.workspace import WorkState
 
-BLOB_BATCH = 64  # recording this many changed files or more syncs the store once for all their blobs
+BLOB_BATCH = 64  # recording this many changed files or more stores their blobs in batches...
+BLOB_BATCH_FILES = 4096  # ...of at most this many blobs...
+BLOB_BATCH_BYTES = 32 << 20  # ...or this many bytes of content (what a batch holds in memory)
 
 if TYPE_CHECKING:
     from hif.landing import LandResult
@@ -146,16 +147,27 @@ class Sessions(WorkingCopy):
         events: list[tuple[str, dict[str, Any]]] = []
         changed = [(path, entry, content) for path, (entry, content) in sorted(scanned.items())
                    if known.get(path) != entry]
-        with self._synced_once(len(changed)):  # every blob is durable before its event
-            for path, entry, content in changed:
-                if content is None:
-                    entry2, content = self.work.read_file(path)
-                    if entry2 is None or content is None:
-                        continue
-                    entry = entry2
+        # many files: their blobs in batches, each durable with one store sync (see put_blobs)
+        batch: list[bytes] | None = [] if len(changed) >= BLOB_BATCH else None
+        size = 0
+        for path, entry, content in changed:
+            if content is None:
+                entry2, content = self.work.read_file(path)
+                if entry2 is None or content is None:
+                    continue
+                entry = entry2
+            if batch is None:
                 self._run(self.repo.objects.put_blob(content))
-                events.append(("write", {"path": path, "kind": entry.kind, "blob": entry.oid}))
-                out.append(FileChange(path, action_of(base.get(path), entry), base.get(path), entry))
+            else:
+                batch.append(content)
+                size += len(content)
+                if len(batch) >= BLOB_BATCH_FILES or size >= BLOB_BATCH_BYTES:
+                    self._run(self.repo.objects.put_blobs(batch))
+                    batch, size = [], 0
+            events.append(("write", {"path": path, "kind": entry.kind, "blob": entry.oid}))
+            out.append(FileChange(path, action_of(base.get(path), entry), base.get(path), entry))
+        if batch:
+            self._run(self.repo.objects.put_blobs(batch))  # every blob is stored before its event
         for path, entry in sorted(known.items()):
             if entry is not None and path not in scanned:
                 events.append(("delete", {"path": path}))
@@ -166,20 +178,6 @@ class Sessions(WorkingCopy):
         self.work.save_index()
         del base_tree
         return out
-
-    @contextlib.contextmanager
-    def _synced_once(self, files: int) -> Iterator[None]:
-        """Around writing the objects of ``files`` changed files: with many, one file-system sync at
-        the end makes them all durable instead of two fsyncs per object; with a few, the fsyncs
-        stay (a sync also flushes whatever else the machine has written). Nothing refers to the
-        objects before the block ends, so a crash inside it loses only unreferenced objects."""
-        if files < BLOB_BATCH:
-            yield
-            return
-        store = self.repo.store
-        with store.deferred_sync():
-            yield
-        self._run(store.create_all([]))  # an empty batch is the store's barrier (see deferred_sync)
 
     def record_file(self, path: str, *, role: str | None = None, author: str | None = None,
                     provenance: dict[str, str] | None = None) -> dict[str, Any] | None:
@@ -369,8 +367,7 @@ class Sessions(WorkingCopy):
         self._ensure_index()
         self._record(s, author=author, role=role)
         self._refuse_markers(s)
-        with self._synced_once(len(s.changes)):  # the session's trees, before its landing names them
-            old_tree = self._run(self._session_tree(s))
+        old_tree = self._run(self._session_tree(s))
         result = self._run(self._land(s))
         self._run(self._move_to(old_tree, result.tree, result.position, session=None, op="land"))
         return result

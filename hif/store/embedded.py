@@ -291,8 +291,7 @@ class EmbeddedStore(ObjectStore):
                 finally:
                     os.unlink(tmp)
                     staged[i] = (key, path, "")
-            if staged:  # (an empty batch is a barrier: the first sync made earlier writes durable)
-                self._syncfs()
+            self._syncfs()
         except OSError as e:
             raise StoreError(f"cannot write {e.filename or 'a batch'}: {e.strerror}") from e
         finally:
