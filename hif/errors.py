@@ -61,6 +61,11 @@ class InvalidInput(HifError):
     http_status = 400
 
 
+class BadQuery(InvalidInput):
+    """A search query that cannot be read (an unclosed quote, a lone ``*``, too long): answered with
+    what to change, never passed to the index as it is (400, exit 1)."""
+
+
 class NotARepository(HifError):
     """The directory is not inside a hif working copy."""
 
