@@ -42,6 +42,10 @@ class CorruptObject(HifError):
     http_status = 422
 
 
+class IndexDamaged(CorruptObject):
+    """A derived index (the search index) does not read: its owner starts it anew from the store."""
+
+
 class InvalidPath(HifError):
     """A repository path is unsafe or unrepresentable (``..``, absolute, empty component...)."""
 

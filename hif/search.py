@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from hif.aio import together
-from hif.errors import BadQuery, CorruptObject, NotFound
+from hif.errors import BadQuery, CorruptObject, IndexDamaged, NotFound
 from hif.mainline import LandingRecord
 from hif.objects import decode
 from hif.repo import Repo
@@ -503,15 +503,14 @@ class SearchIndex:
     # -- reading ----------------------------------------------------------------------------------
 
     def query(self, q: Query) -> Results:
-        """Run ``q`` on a connection of its own (so queries may run in threads beside the writer);
-        a damaged file is started anew and the query answered from what is there."""
+        """Run ``q`` on a connection of its own (so queries may run in threads beside the writer).
+        A damaged file raises IndexDamaged: the owner calls :meth:`damaged`, catches up, asks again."""
         base = fts_expression(q.text)
         check_kinds(q.kinds)
         if not 1 <= q.limit <= MAX_LIMIT:
             raise BadQuery(f"limit is between 1 and {MAX_LIMIT}")
         if not 0 <= q.offset <= MAX_OFFSET:
             raise BadQuery(f"offset is between 0 and {MAX_OFFSET}")
-        self.check_file()
         try:
             db = _connect(self.path)
             try:
@@ -519,10 +518,7 @@ class SearchIndex:
             finally:
                 db.close()
         except sqlite3.DatabaseError as e:
-            if "fts5: syntax error" in str(e):  # cannot happen with fts_expression; never a 500 anyway
-                raise BadQuery("the query could not be read") from None
-            self.damaged()
-            return Results(q.text, 0, False, [], q.offset, {})
+            raise IndexDamaged(f"the search index {self.path} does not read ({e})") from None
 
 
 def _filters(q: Query, expr: str) -> tuple[str, list[Any]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from hif.errors import InvalidInput, RemoteError
+from hif.errors import IndexDamaged, InvalidInput, RemoteError
 from hif.porcelain.base import RepositoryBase
 
 # hif.search (and sqlite3 with it) is imported where used: every hif command imports the porcelain,
@@ -40,11 +40,17 @@ class Searching(RepositoryBase):
         if remote or everywhere:
             return self._remote_search(query, kinds=kinds, everywhere=everywhere, limit=limit,
                                        offset=offset, author=author, role=role, state=state)
+        q = Query(query, kinds=kinds, limit=limit, offset=offset, author=author, role=role, state=state,
+                  facets=False)
         index = SearchIndex(self.work.meta / INDEX_FILE)
         try:
             self._run(index.refresh(self.repo))
-            return index.query(Query(query, kinds=kinds, limit=limit, offset=offset, author=author,
-                                     role=role, state=state, facets=False))
+            try:
+                return index.query(q)
+            except IndexDamaged:  # damaged since it was opened: start anew from the store
+                index.damaged()
+                self._run(index.refresh(self.repo))
+                return index.query(q)
         finally:
             index.close()
 
