@@ -135,6 +135,7 @@ class Query:
     limit: int = 20
     offset: int = 0
     facets: bool = True
+    newest: bool = False  # newest first (a sessions list) instead of best first
 
 
 @dataclass
@@ -551,28 +552,37 @@ def _run(db: sqlite3.Connection, q: Query, base: str) -> Results:
     expr = scoped(base, q.kinds)
     where, params = _filters(q, expr)
     weights = ", ".join(str(w) for w in WEIGHTS)
-    # access and every filter are applied here, before anything is counted or ranked
-    rows = db.execute(
-        f"select d.id, bm25(fts, {weights}) as score, r.name, r.origin, d.author, d.role, d.state"
-        f" {_FROM} where {where} order by score, d.time desc limit ?", (*params, RESULT_CAP + 1)).fetchall()
-    capped = len(rows) > RESULT_CAP
-    rows = rows[:RESULT_CAP]
+    order = "d.position desc, d.time desc" if q.newest else "score, d.time desc"
+    # access and every filter are applied here, in SQL, before anything is counted or ranked
+    select = (f"select d.id, bm25(fts, {weights}) as score, r.name, r.origin, d.author, d.role, d.state"
+              f" {_FROM} where {where} order by {order} limit ?")
     facets: dict[str, list[tuple[str, int]]] = {}
-    if q.facets and rows:
+    if q.facets:
+        rows = db.execute(select, (*params, RESULT_CAP + 1)).fetchall()
+        total = len(rows)
+        page = rows[q.offset:q.offset + q.limit]
+    else:  # no facets: only the page is fetched, the rest only counted
+        page = db.execute(select + " offset ?", (*params, q.limit, q.offset)).fetchall()
+        total = db.execute(f"select count(*) from (select 1 {_FROM} where {where} limit ?)",
+                           (*params, RESULT_CAP + 1)).fetchone()[0]
+        rows = []
+    capped = total > RESULT_CAP
+    total = min(total, RESULT_CAP)
+    if rows:
+        rows = rows[:RESULT_CAP]
         for name, col in (("repository", 2), ("origin", 3), ("author", 4), ("role", 5), ("state", 6)):
             counts = Counter(r[col] or ("local" if name == "origin" else "") for r in rows)
             facets[name] = counts.most_common(FACET_VALUES)
         kinds = []
-        for kind in KINDS if not q.kinds else q.kinds:
+        for kind in q.kinds or KINDS:
             kwhere, kparams = _filters(q, scoped(base, (kind,)))
             n = db.execute(f"select count(*) from (select 1 {_FROM} where {kwhere} limit ?)",
                            (*kparams, RESULT_CAP)).fetchone()[0]
             if n:
                 kinds.append((kind, n))
         facets["kind"] = kinds
-    page = rows[q.offset:q.offset + q.limit]
     hits = [_hit(db, row[0], row[1], expr, q.kinds) for row in page]
-    return Results(q.text, len(rows), capped, [h for h in hits if h is not None], q.offset, facets)
+    return Results(q.text, total, capped, [h for h in hits if h is not None], q.offset, facets)
 
 
 def _hit(db: sqlite3.Connection, rowid: int, score: float, expr: str, kinds: Sequence[str]) -> Hit | None:

@@ -3,7 +3,7 @@ node serves and every mirror it keeps (:mod:`hif.search` does the indexing and t
 
 The index is derived and per replica (a SQLite file in WAL mode; replicas never share or coordinate
 it): a background task catches every repository up by position and takes in the open sessions' new
-events every :data:`POLL` seconds (landings through other replicas, replication into mirrors), and a
+events every ``search_poll`` seconds (0.5 by default) (landings through other replicas, replication into mirrors), and a
 landing through this replica marks its repository, which the next query catches up before it runs, so
 a landing is searchable at once here and within a poll everywhere else. A damaged or deleted file is
 started anew and filled again from the store.
@@ -19,7 +19,6 @@ import asyncio
 import calendar
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -36,7 +35,6 @@ from hif.session import ROLES
 from node.context import Node
 from node.principal import Principal
 
-POLL = 0.5  # seconds between catch-ups of every repository and mirror (MICELIO_SEARCH_POLL)
 INDEX_FILE = "search.sqlite"
 NAMES_PAGE = 1000  # repository names read from the auth database at a time
 log = logging.getLogger("micelio.search")
@@ -45,10 +43,10 @@ log = logging.getLogger("micelio.search")
 class NodeSearch:
     """The replica's index and what keeps it current."""
 
-    def __init__(self, node: Node, fed: Callable[[], Federation | None], *, poll: float | None = None) -> None:
+    def __init__(self, node: Node, fed: Callable[[], Federation | None]) -> None:
         self.node = node
         self._fed = fed
-        self.poll = poll if poll is not None else float(os.environ.get("MICELIO_SEARCH_POLL", POLL))
+        self.poll = node.config.search_poll  # 0: no background catch-up, each query catches up first
         self.index: SearchIndex | None = None
         self.dirty: set[str] = set()  # prefixes landed on through this replica, caught up at the next query
         self._lock = asyncio.Lock()  # one catch-up at a time in this process
@@ -57,7 +55,8 @@ class NodeSearch:
 
     async def start(self) -> None:
         self.index = await asyncio.to_thread(SearchIndex, self.node.config.cache_dir / INDEX_FILE)
-        self._task = asyncio.get_running_loop().create_task(self._loop())
+        if self.poll > 0:
+            self._task = asyncio.get_running_loop().create_task(self._loop())
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -140,6 +139,17 @@ class NodeSearch:
         """``q`` over what ``p`` may read; repositories landed on through this replica are caught
         up first. A damaged index is started anew, caught up and asked again."""
         q.scope = await self.scope(p, local_only=local_only)
+        return await self._answer(q)
+
+    async def search_in(self, repo: Repo, q: Query) -> Results:
+        """``q`` over one repository the caller was already let read (a sessions list)."""
+        q.scope = [repo.prefix]
+        return await self._answer(q)
+
+    async def _answer(self, q: Query) -> Results:
+        assert q.scope is not None
+        if self.poll <= 0:  # no background catch-up: the repositories asked about, now
+            self.dirty |= set(q.scope) if not q.repo else {p for p in q.scope if p.endswith(f"/{q.repo}/")}
         if self.dirty:
             dirty, self.dirty = self.dirty, set()
             await self.refresh(dirty)
