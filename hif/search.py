@@ -347,6 +347,7 @@ class SearchIndex:
         if not same:
             with contextlib.suppress(sqlite3.Error):
                 self.db.close()
+            self.rebuilt += 1
             self.db = self._open()
 
     def damaged(self) -> None:

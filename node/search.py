@@ -51,10 +51,11 @@ class NodeSearch:
         self.dirty: set[str] = set()  # prefixes landed on through this replica, caught up at the next query
         self._lock = asyncio.Lock()  # one catch-up at a time in this process
         self._task: asyncio.Task[None] | None = None
-        self.passes = 0  # background catch-ups done (tests wait on it)
+        self._rebuilt = 0  # the index's restarts already filled again
 
     async def start(self) -> None:
         self.index = await asyncio.to_thread(SearchIndex, self.node.config.cache_dir / INDEX_FILE)
+        self._rebuilt = self.index.rebuilt  # found damaged at start: the background pass fills it
         if self.poll > 0:
             self._task = asyncio.get_running_loop().create_task(self._loop())
 
@@ -115,7 +116,6 @@ class NodeSearch:
                 await self.refresh()
             except Exception:  # a pass that fails is retried at the next poll, never the end of search
                 log.exception("search: a catch-up pass failed")
-            self.passes += 1
             await asyncio.sleep(self.poll)
 
     # -- asking -----------------------------------------------------------------------------------
@@ -154,12 +154,14 @@ class NodeSearch:
             dirty, self.dirty = self.dirty, set()
             await self.refresh(dirty)
         self.idx.check_file()
-        if self.idx.rebuilt and not self.idx.indexed():
-            await self.refresh()  # a file deleted under the node: fill it before answering
+        if self.idx.rebuilt != self._rebuilt:  # deleted or damaged under the node: fill it before answering
+            self._rebuilt = self.idx.rebuilt
+            await self.refresh()
         try:
             return await asyncio.to_thread(self.idx.query, q)
         except IndexDamaged:
             self.idx.damaged()
+            self._rebuilt = self.idx.rebuilt
             await self.refresh()
             return await asyncio.to_thread(self.idx.query, q)
 
