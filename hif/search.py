@@ -52,7 +52,8 @@ MAX_QUERY = 256  # characters of a query
 MAX_TERMS = 16  # words, phrases and prefixes in one query
 MIN_PREFIX = 2  # letters before a ``*``: ``r*`` would expand to most of the vocabulary
 MAX_LIMIT = 100  # results on one page
-RESULT_CAP = 10_000  # matches ranked and counted per query; more are reported as "10,000+"
+RANK_WINDOW = 5000  # a query matching more sessions ranks the newest this many (BM25 costs per match)
+RESULT_CAP = 1000  # best matches a query pages through and counts facets over
 MAX_OFFSET = RESULT_CAP - 1
 FACET_VALUES = 10  # values listed per facet
 MAX_PIECE = 16 * 1024  # characters indexed of one piece of text
@@ -170,7 +171,7 @@ class Hit:
 @dataclass
 class Results:
     """A page of hits, best first; ``total`` counts every match the caller may read (at most
-    ``RESULT_CAP``: ``capped`` says there were more)."""
+    ``RANK_WINDOW``: ``capped`` says there were more, and the newest that many were ranked)."""
 
     query: str
     total: int
@@ -182,7 +183,7 @@ class Results:
     @property
     def next(self) -> int | None:
         end = self.offset + len(self.hits)
-        return end if end < self.total and end <= MAX_OFFSET else None
+        return end if end < min(self.total, RESULT_CAP) else None
 
     def to_json(self) -> dict[str, Any]:
         return {"query": self.query, "total": self.total, "capped": self.capped,
@@ -552,25 +553,24 @@ _FROM = "from fts join docs d on d.id = fts.rowid join repos r on r.id = d.repo"
 def _run(db: sqlite3.Connection, q: Query, base: str) -> Results:
     expr = scoped(base, q.kinds)
     where, params = _filters(q, expr)
+    # access and every filter are applied here, in SQL, before anything is counted or ranked
+    total = db.execute(f"select count(*) from (select 1 {_FROM} where {where} limit ?)",
+                       (*params, RANK_WINDOW + 1)).fetchone()[0]
+    capped = total > RANK_WINDOW
+    if capped:  # BM25 costs per match: rank the newest RANK_WINDOW matches the caller may read
+        lo = db.execute(f"select fts.rowid {_FROM} where {where} order by fts.rowid desc limit 1 offset ?",
+                        (*params, RANK_WINDOW - 1)).fetchone()[0]
+        where += " and fts.rowid >= ?"
+        params.append(lo)
+        total = RANK_WINDOW
     weights = ", ".join(str(w) for w in WEIGHTS)
     order = "d.position desc, d.time desc" if q.newest else "score, d.time desc"
-    # access and every filter are applied here, in SQL, before anything is counted or ranked
     select = (f"select d.id, bm25(fts, {weights}) as score, r.name, r.origin, d.author, d.role, d.state"
               f" {_FROM} where {where} order by {order} limit ?")
     facets: dict[str, list[tuple[str, int]]] = {}
-    if q.facets:
-        rows = db.execute(select, (*params, RESULT_CAP + 1)).fetchall()
-        total = len(rows)
+    if q.facets and total:
+        rows = db.execute(select, (*params, RESULT_CAP)).fetchall()  # facets count the best RESULT_CAP
         page = rows[q.offset:q.offset + q.limit]
-    else:  # no facets: only the page is fetched, the rest only counted
-        page = db.execute(select + " offset ?", (*params, q.limit, q.offset)).fetchall()
-        total = db.execute(f"select count(*) from (select 1 {_FROM} where {where} limit ?)",
-                           (*params, RESULT_CAP + 1)).fetchone()[0]
-        rows = []
-    capped = total > RESULT_CAP
-    total = min(total, RESULT_CAP)
-    if rows:
-        rows = rows[:RESULT_CAP]
         for name, col in (("repository", 2), ("origin", 3), ("author", 4), ("role", 5), ("state", 6)):
             counts = Counter(r[col] or ("local" if name == "origin" else "") for r in rows)
             facets[name] = counts.most_common(FACET_VALUES)
@@ -582,6 +582,8 @@ def _run(db: sqlite3.Connection, q: Query, base: str) -> Results:
             if n:
                 kinds.append((kind, n))
         facets["kind"] = kinds
+    else:  # only the page is fetched
+        page = db.execute(select + " offset ?", (*params, q.limit, q.offset)).fetchall() if total else []
     hits = [_hit(db, row[0], row[1], expr, q.kinds) for row in page]
     return Results(q.text, total, capped, [h for h in hits if h is not None], q.offset, facets)
 

@@ -319,3 +319,25 @@ def test_cli_search(corpus: tuple[hif.Repository, dict[str, str]]) -> None:
         assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
     out = hif_cli(repo.root, "search", "retry", "--all")
     assert out.returncode == 1 and "not a clone of a forge repository" in out.stderr
+
+
+def test_many_matches_rank_the_newest_the_caller_may_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the ranking window, the newest matches are ranked, counted among what the caller may
+    read: other repositories' matches (newer, and more of them) never push the caller's out."""
+    with hif.Repository.init(tmp_path / "pub", name="team/open") as pub, \
+            hif.Repository.init(tmp_path / "priv", name="team/closed") as priv:
+        old = [land(pub, f"Public retry {i}") for i in range(3)]
+        for i in range(5):
+            land(priv, f"Private retry {i}")
+        index = SearchIndex(tmp_path / "i.sqlite")
+        try:
+            drive(index.refresh(pub.repo))
+            drive(index.refresh(priv.repo))
+            monkeypatch.setattr("hif.search.RANK_WINDOW", 2)
+            mine = index.query(Query("retry", scope=[pub.repo.prefix]))
+            assert (mine.total, mine.capped) == (2, True)
+            assert {h.session for h in mine.hits} == set(old[1:])  # the newest two of the caller's
+            few = index.query(Query("public retry 0", scope=[pub.repo.prefix]))
+            assert (few.total, few.capped, [h.session for h in few.hits]) == (1, False, old[:1])
+        finally:
+            index.close()
