@@ -4,6 +4,7 @@ deleted or out of step with the store, it is rebuilt from the store."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -17,9 +18,7 @@ import pytest
 
 import hif
 from hif.errors import BadQuery
-from hif.repo import Repo
 from hif.search import MAX_QUERY, MAX_TERMS, Query, SearchIndex, fts_expression
-from hif.store import open_store
 from hif.store.base import drive
 
 INDEX = Path(".hif") / "search.sqlite"
@@ -187,12 +186,16 @@ def test_fts_syntax_is_never_passed_through(text: str, tmp_path: Path) -> None:
         index.close()
 
 
-def _two_repos(tmp_path: Path) -> tuple[Repo, Repo]:
-    store = open_store(str(tmp_path / "store"), create=True)
-    a, b = Repo(store, "team/open"), Repo(store, "team/closed")
-    for repo in (a, b):
-        drive(repo.create())
-    return a, b
+@contextlib.contextmanager
+def index_of(path: Path, *repos: hif.Repository) -> Iterator[SearchIndex]:
+    """An index file at ``path``, caught up with ``repos``."""
+    index = SearchIndex(path)
+    try:
+        for r in repos:
+            drive(index.refresh(r.repo))
+        yield index
+    finally:
+        index.close()
 
 
 def test_scope_is_applied_before_counting(tmp_path: Path) -> None:
@@ -202,10 +205,7 @@ def test_scope_is_applied_before_counting(tmp_path: Path) -> None:
         land(pub, "Public retry work")
         for i in range(3):
             land(priv, f"Secret retry plan {i}", says=("the hidden retry budget",), author="mallory")
-        index = SearchIndex(tmp_path / "i.sqlite")
-        try:
-            drive(index.refresh(pub.repo))
-            drive(index.refresh(priv.repo))
+        with index_of(tmp_path / "i.sqlite", pub, priv) as index:
             everything = index.query(Query("retry"))
             assert everything.total == 4
             confined = index.query(Query("retry", scope=[pub.repo.prefix]))
@@ -215,8 +215,6 @@ def test_scope_is_applied_before_counting(tmp_path: Path) -> None:
             assert dict(confined.facets["repository"]) == {"team/open": 1}
             assert index.query(Query("hidden", scope=[pub.repo.prefix])).total == 0
             assert index.query(Query("retry", scope=[])).total == 0  # may read nothing: sees nothing
-        finally:
-            index.close()
 
 
 def _garble_header(path: Path) -> None:
@@ -262,15 +260,11 @@ def test_damaged_or_deleted_index_is_rebuilt(corpus: tuple[hif.Repository, dict[
 def test_index_deleted_under_an_open_handle_starts_anew(corpus: tuple[hif.Repository, dict[str, str]],
                                                        tmp_path: Path) -> None:
     repo, ids = corpus
-    index = SearchIndex(tmp_path / "i.sqlite")
-    try:
-        drive(index.refresh(repo.repo))
+    with index_of(tmp_path / "i.sqlite", repo) as index:
         assert index.query(Query("changelog")).total == 2
         (tmp_path / "i.sqlite").unlink()
         drive(index.refresh(repo.repo))  # notices the file is gone, starts anew, catches up
         assert (tmp_path / "i.sqlite").exists() and index.query(Query("changelog")).total == 2
-    finally:
-        index.close()
 
 
 def test_history_replaced_under_the_index_is_indexed_again(tmp_path: Path) -> None:
@@ -279,23 +273,15 @@ def test_history_replaced_under_the_index_is_indexed_again(tmp_path: Path) -> No
     with hif.Repository.init(tmp_path / "one", name="team/x") as one:
         land(one, "Original alpha work", files={"a": "1\n"})
         land(one, "Original beta work", files={"b": "1\n"})
-        index = SearchIndex(tmp_path / "i.sqlite")
-        try:
-            drive(index.refresh(one.repo))
+        with index_of(tmp_path / "i.sqlite", one) as index:
             assert index.query(Query("original")).total == 2
-        finally:
-            index.close()
     with hif.Repository.init(tmp_path / "two", name="team/x") as two:
         land(two, "Replacement gamma work", files={"c": "1\n"})
         land(two, "Replacement delta work", files={"d": "1\n"})
         land(two, "Replacement epsilon work", files={"e": "1\n"})
-        index = SearchIndex(tmp_path / "i.sqlite")
-        try:
-            drive(index.refresh(two.repo))
+        with index_of(tmp_path / "i.sqlite", two) as index:
             assert index.query(Query("original")).total == 0
             assert index.query(Query("replacement")).total == 3
-        finally:
-            index.close()
 
 
 def hif_cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -329,15 +315,10 @@ def test_many_matches_rank_the_newest_the_caller_may_read(tmp_path: Path, monkey
         old = [land(pub, f"Public retry {i}") for i in range(3)]
         for i in range(5):
             land(priv, f"Private retry {i}")
-        index = SearchIndex(tmp_path / "i.sqlite")
-        try:
-            drive(index.refresh(pub.repo))
-            drive(index.refresh(priv.repo))
+        with index_of(tmp_path / "i.sqlite", pub, priv) as index:
             monkeypatch.setattr("hif.search.RANK_WINDOW", 2)
             mine = index.query(Query("retry", scope=[pub.repo.prefix]))
             assert (mine.total, mine.capped) == (2, True)
             assert {h.session for h in mine.hits} == set(old[1:])  # the newest two of the caller's
             few = index.query(Query("public retry 0", scope=[pub.repo.prefix]))
             assert (few.total, few.capped, [h.session for h in few.hits]) == (1, False, old[:1])
-        finally:
-            index.close()

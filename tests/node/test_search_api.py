@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 import cbor2
 import httpx
 import pytest
-from forge import Forge, start_forge
+from forge import Forge, start_forge, wait_for
 
 SECRET_WORDS = ("vault", "mallory", "zebra", "Vault")
 
@@ -142,16 +141,6 @@ def test_open_sessions_are_searchable_and_marked(world: dict[str, Any]) -> None:
     (hit,) = search(forge, q="kiwi mango")["results"]
     assert (hit["state"], hit["position"]) == ("landed", 2)
     assert search(forge, q="kiwi", state="open")["total"] == 0
-
-
-def wait_for(check: Any, what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = check()
-        if got:
-            return got
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_replica_starting_empty_catches_up(world: dict[str, Any]) -> None:
