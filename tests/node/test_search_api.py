@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -178,3 +180,31 @@ def test_index_damaged_under_a_running_node_is_rebuilt(world: dict[str, Any], da
     assert doc["total"] == 4 and dict(doc["facets"]["repository"]) == {"acme/vault": 3, "acme/pub": 1}
     assert search(forge, q="retry")["total"] == 1  # access still applies to the rebuilt index
     assert "Traceback" not in (forge.root / "node-0.log").read_text()
+
+
+def hif_cli(home: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HIF_CONFIG_DIR": str(home), "HIF_AUTHOR": "alice"}
+    env.pop("HIF_TOKEN", None)
+    return subprocess.run([sys.executable, "-m", "hif.cli", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_cli_remote_and_all_ask_the_forge(world: dict[str, Any], tmp_path: Path) -> None:
+    """In a clone, ``--remote`` is this repository as the forge's index has it; ``--all`` every
+    repository the user may read; what the token may not read stays out."""
+    forge = world["forge"]
+    home = tmp_path / "config"
+    for token, who in ((world["alice"], "alice"), (world["eve"], "eve")):
+        tmp = tmp_path / who
+        tmp.mkdir()
+        assert hif_cli(home / who, tmp, "login", forge.url, "--token", token).returncode == 0
+        assert hif_cli(home / who, tmp, "clone", f"{forge.url}/acme/pub", str(tmp / "pub")).returncode == 0
+        here = json.loads(hif_cli(home / who, tmp / "pub", "search", "retry", "--remote", "--json").stdout)
+        assert [r["repo"] for r in here["results"]] == ["acme/pub"]
+        everywhere = json.loads(hif_cli(home / who, tmp / "pub", "search", "retry", "--all", "--json").stdout)
+        repos = sorted({r["repo"] for r in everywhere["results"]})
+        assert repos == (["acme/pub", "acme/vault"] if who == "alice" else ["acme/pub"])
+        out = hif_cli(home / who, tmp / "pub", "search", "sqlite", "--all", "--rejected")
+        assert out.returncode == 0 and ("[sqlite] vault" in out.stdout) == (who == "alice")
+        bad = hif_cli(home / who, tmp / "pub", "search", '"unclosed', "--remote")
+        assert bad.returncode == 1 and bad.stderr.startswith("error: ") and "Traceback" not in bad.stderr
