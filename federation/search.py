@@ -31,12 +31,13 @@ class PeerAnswer:
     """One peer's part of a federated search: its results (labelled with its host) or why none."""
 
     node: str
+    base: str  # the node's URL, for links to its sessions
     results: list[dict[str, Any]] = field(default_factory=list)
     total: int = 0
     error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"node": self.node, "results": self.results, "total": self.total, "error": self.error}
+        return {"node": self.node, "url": self.base, "results": self.results, "total": self.total, "error": self.error}
 
 
 async def peers(fed: Federation) -> list[tuple[str, str]]:
@@ -67,16 +68,16 @@ async def _ask(fed: Federation, host: str, base: str, query: dict[str, Any], dea
                                       timeout=deadline, pool="objects")
         if a.status != 200:
             raise http_error(a, url)
-        return _answer(host, a.json())
+        return _answer(host, base, a.json())
     except HifError as e:
-        return PeerAnswer(host, error=str(e))
+        return PeerAnswer(host, base, error=str(e))
 
 
-def _answer(host: str, doc: Any) -> PeerAnswer:
+def _answer(host: str, base: str, doc: Any) -> PeerAnswer:
     """A peer's JSON answer, field by field (it is a stranger's); results are labelled with the
     peer's host, whatever the peer says of itself."""
     if not isinstance(doc, dict) or not isinstance(doc.get("results"), list):
-        return PeerAnswer(host, error="the node sent an answer that is not a search result")
+        return PeerAnswer(host, base, error="the node sent an answer that is not a search result")
     out = []
     for h in doc["results"][:PEER_RESULTS]:
         if not isinstance(h, dict):
@@ -91,4 +92,4 @@ def _answer(host: str, doc: Any) -> PeerAnswer:
         row["origin"] = host
         out.append(row)
     total = doc.get("total")
-    return PeerAnswer(host, out, total if isinstance(total, int) and total >= 0 else len(out))
+    return PeerAnswer(host, base, out, total if isinstance(total, int) and total >= 0 else len(out))
