@@ -1,8 +1,9 @@
 """``hif search``: find sessions by what was said and decided.
 
-In a working copy the index lives in ``.hif/search.sqlite``, derived from the repository the working
-copy works on and caught up (by position, plus the open sessions' new events) before each query; it
-may be deleted at any time. ``remote`` asks the forge instead (its index covers every repository it
+In a working copy over a local store the index lives in ``.hif/search.sqlite``, derived from the
+repository and caught up (by position, plus the open sessions' new events) before each query; it may
+be deleted at any time. A clone of a forge repository asks the forge (its history lives there, and
+the forge's index has it already); so does ``remote`` (its index covers every repository it
 serves, mirrors included, filtered by what the caller may read); ``everywhere`` widens that to all of
 them. :func:`search` is the one entry the CLI and the MCP server call.
 """
@@ -37,7 +38,7 @@ class Searching(RepositoryBase):
 
         fts_expression(query)  # a bad query is refused before anything is read or asked
         kinds = check_kinds(kinds)
-        if remote or everywhere:
+        if remote or everywhere or self.remote is not None:  # a clone's history lives on its forge
             return self._remote_search(query, kinds=kinds, everywhere=everywhere, limit=limit,
                                        offset=offset, author=author, role=role, state=state)
         q = Query(query, kinds=kinds, limit=limit, offset=offset, author=author, role=role, state=state,

@@ -201,6 +201,8 @@ def test_cli_remote_and_all_ask_the_forge(world: dict[str, Any], tmp_path: Path)
         assert hif_cli(home / who, tmp, "clone", f"{forge.url}/acme/pub", str(tmp / "pub")).returncode == 0
         here = json.loads(hif_cli(home / who, tmp / "pub", "search", "retry", "--remote", "--json").stdout)
         assert [r["repo"] for r in here["results"]] == ["acme/pub"]
+        plain = json.loads(hif_cli(home / who, tmp / "pub", "search", "retry", "--json").stdout)
+        assert plain["results"] == here["results"]  # a clone's history lives on the forge: asked there
         everywhere = json.loads(hif_cli(home / who, tmp / "pub", "search", "retry", "--all", "--json").stdout)
         repos = sorted({r["repo"] for r in everywhere["results"]})
         assert repos == (["acme/pub", "acme/vault"] if who == "alice" else ["acme/pub"])
