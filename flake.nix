@@ -28,7 +28,9 @@
           jinja2
           pygments
           markdown-it-py
+          nh3
           http-message-signatures
+          mcp
         ];
         micelio = py.buildPythonApplication {
           pname = "micelio";

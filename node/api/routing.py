@@ -19,10 +19,10 @@ from quart import Blueprint, Response, current_app, g, request
 from hif.errors import NotFound, SessionClosed
 from hif.repo import Repo, check_repo_name
 from hif.session import ROLES, Session, check_session_id
-from node.access import NEEDS, may, repo_access
+from node.access import NEEDS, may, repo_access, token_principal
 from node.context import Node, node_of
 from node.errors import AuthRequired, InvalidInput, PermissionDenied
-from node.principal import ANONYMOUS, Principal
+from node.principal import Principal
 from node.wire import (
     DEFAULT_LIMIT,
     cbor_response,
@@ -88,7 +88,7 @@ def route(method: str, rule: str, access: str, *, limit: int = DEFAULT_LIMIT, ag
                 await _authorize_mirror(ctx, kw.pop("host"), f"{kw.pop('owner')}/{kw.pop('name')}")
             elif "owner" in kw:
                 name = f"{kw.pop('owner')}/{kw.pop('name')}"
-                await _authorize_repo(ctx, name, access, agent, kw.get("sid"))
+                await authorize_repo(ctx, name, access, agent, kw.get("sid"))
             elif access != "public" and principal.user is None:
                 raise AuthRequired("this needs a token (Authorization: Bearer ...)")
             elif access != "public" and principal.session is not None and not agent:
@@ -105,20 +105,15 @@ def route(method: str, rule: str, access: str, *, limit: int = DEFAULT_LIMIT, ag
 
 
 async def _principal(node: Node) -> Principal:
-    header = request.headers.get("Authorization")
-    if not header:
-        return ANONYMOUS
-    scheme, _, secret = header.partition(" ")
-    if scheme.lower() != "bearer" or not secret.strip():
-        raise AuthRequired("use Authorization: Bearer <token>")
-    p = await node.auth.authenticate(secret.strip())
-    if p is None:
-        raise AuthRequired("the token is unknown, expired or revoked")
-    g.user = p.user
+    p = await token_principal(node.auth, request.headers.get("Authorization"))
+    if p.user is not None:
+        g.user = p.user
     return p
 
 
-async def _authorize_repo(ctx: Ctx, name: str, access: str, agent_ok: bool, sid: str | None) -> None:
+async def authorize_repo(ctx: Ctx, name: str, access: str, agent_ok: bool, sid: str | None) -> None:
+    """Resolve repository ``name`` for ``ctx`` if its principal has ``access`` there (an agent
+    token: on its own session ``sid`` only, and only where ``agent_ok``); else 401/403/404."""
     p = ctx.principal
     try:
         check_repo_name(name)
