@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 import click
 
 from hif.cli.app import cli, repo
-from hif.cli.output import command, emit, when
+from hif.cli.output import command, emit
+from hif.porcelain.views import when
 
 if TYPE_CHECKING:
     from hif.search import Results
