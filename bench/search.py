@@ -162,6 +162,13 @@ def http_query(url: str, params: dict[str, Any], token: str) -> tuple[float, dic
     return took, r.json()
 
 
+def until_found(url: str, word: str, token: str) -> float:
+    """Ask for ``word`` until the node finds it; the moment it did."""
+    while http_query(url, {"q": word}, token)[1]["total"] < 1:
+        time.sleep(0.01)
+    return time.perf_counter()
+
+
 def make_token(store: Path, cache: Path, scope: str) -> str:
     return subprocess.run([MICELIO, "admin", "--store", str(store), "--cache-dir", str(cache), "token", "create",
                            USER, "--scope", scope], capture_output=True, text=True, env=hif_env(),
@@ -186,8 +193,7 @@ def generated(args: argparse.Namespace, root: Path) -> list[list[str]]:
     node = serve_node(store, root / "cache-0", root / "node-0.log")
     try:
         up = time.perf_counter()
-        while http_query(node.url, {"q": "lastmarker"}, token)[1]["total"] < 1:
-            time.sleep(0.05)
+        until_found(node.url, "lastmarker", token)
         built = time.perf_counter() - up
         rss = proc_status_kib(node.proc.pid, "VmHWM")
         cpu = proc_cpu(node.proc.pid)
@@ -230,8 +236,7 @@ def generated(args: argparse.Namespace, root: Path) -> list[list[str]]:
         # landing to searchable: on this replica at once, on another by its poll
         second = serve_node(store, root / "cache-1", root / "node-1.log")
         try:
-            while http_query(second.url, {"q": "lastmarker"}, token)[1]["total"] < 1:
-                time.sleep(0.05)
+            until_found(second.url, "lastmarker", token)
             here, there = [], []
             admin = make_token(store, setup, "write")
             import cbor2
@@ -243,12 +248,8 @@ def generated(args: argparse.Namespace, root: Path) -> list[list[str]]:
                     content=cbor2.dumps({"goal": f"Landed now: {word}"}), timeout=60)
                 landed = time.perf_counter()
                 assert r.status_code == 200, r.content[:200]
-                while http_query(node.url, {"q": word}, token)[1]["total"] < 1:
-                    time.sleep(0.01)
-                here.append(time.perf_counter() - landed)
-                while http_query(second.url, {"q": word}, token)[1]["total"] < 1:
-                    time.sleep(0.01)
-                there.append(time.perf_counter() - landed)
+                here.append(until_found(node.url, word, token) - landed)
+                there.append(until_found(second.url, word, token) - landed)
             rows.append(["landing -> searchable, same replica", f"max {secs(max(here))}",
                          f"median {secs(median(here))} of {len(here)}", "<= 1 s"])
             rows.append(["landing -> searchable, other replica", f"max {secs(max(there))}",
