@@ -106,7 +106,8 @@ class NodeTools:
         body: dict[str, Any] = {"goal": goal, "role": role, **({"author": author} if author else {}),
                                 **tools.origin(model)}
         ctx = await self._ctx(repo, "write", agent=False, body=body)
-        answer = await api.start_session(ctx)
+        async with self.app.app_context():  # the handler marks the repository for the search index
+            answer = await api.start_session(ctx)
         return {"session": answer["id"], "goal": goal.strip(), "base": answer["event"]["base"], "repo": ctx.r.name}
 
     async def session_show(self, session: SessionArg = None, repo: RepoName = None) -> tools.Doc:
