@@ -35,6 +35,7 @@ from hif.merge import diffstat
 from hif.objects import DIR, FILE, Entry
 from hif.paths import check_path
 from hif.porcelain.views import record_summary, session_diffs, show_doc, show_text
+from hif.search import Query
 from hif.session import MAX_PROVENANCE, Session, clean_provenance
 from hif.tree import apply, lookup, read_dir, walk
 from node.access import token_principal
@@ -43,6 +44,7 @@ from node.api.routing import Ctx, authorize_repo, load_session
 from node.context import Node
 from node.errors import AuthRequired
 from node.principal import Principal
+from node.search import search_of
 from node.wire import MCP_LIMIT, error_body
 
 PATH = "/api/v1/mcp"
@@ -267,6 +269,17 @@ class NodeTools:
             entries = await read_dir(db, root, rel) or {}
             items = [((rel + "/" if rel else "") + n, entries[n]) for n in sorted(entries, key=str.encode)]
         return {"position": at, "entries": [{"path": p, **e.to_json()} for p, e in items]}
+
+    async def search(self, query: tools.SearchText, kinds: tools.SearchKinds = None,
+                     repo: Annotated[str | None, Field(description="Only this repository, owner/name "
+                                                       "(default: every one you may read).")] = None,
+                     author: tools.SearchAuthor = None, role: tools.SearchRole = None,
+                     state: tools.SearchState = None, limit: tools.SearchLimit = 20,
+                     offset: tools.Offset = 0) -> tools.Doc:
+        """``GET /api/v1/search``: the replica's index, confined to what the caller may read."""
+        q = Query(query, kinds=tuple(kinds or ()), repo=(repo or "").strip(), author=(author or "").strip(),
+                  role=role or "", state=state or "", limit=limit, offset=offset, facets=False)
+        return (await search_of(self.app).search(_caller.get(), q)).to_json()
 
     # -- resources -----------------------------------------------------------------------------
 

@@ -422,3 +422,68 @@ def test_stdio_in_a_clone_records_provenance_on_the_forge(forge: Forge, tmp_path
     check_origin(events, [("start", "mcp:session_start"), ("say", "mcp:say"), ("write", "mcp:write"),
                           ("checkpoint", "mcp:checkpoint"), ("abandon", "mcp:session_abandon")],
                  "cursor", {0: "gpt-5", 2: "gpt-5"})
+
+
+# -- search: earlier decisions and rejected alternatives, before deciding ----------------------------
+
+
+def test_stdio_search_finds_decisions_and_rejected_alternatives(tmp_path: Path) -> None:
+    hif(tmp_path, "init", "a")
+    a = tmp_path / "a"
+
+    async def main() -> None:
+        async with stdio(a) as c:
+            assert "search" in {t.name for t in (await c.list_tools()).tools}
+            sid = (await call(c, "session_start", goal="retry the uploads"))["session"]
+            await call(c, "decide", decision="exponential backoff", why="the server sheds load",
+                       alternatives=["a fixed one-second delay: it hammers a struggling server"])
+            await call(c, "write", path="retry.txt", content="backoff\n")
+            pos = (await call(c, "land"))["position"]
+            other = (await call(c, "session_start", goal="colour of the logo"))["session"]
+            await call(c, "say", text="we keep the logo green")
+            found = await call(c, "search", query="hammers")
+            assert [(h["session"], h["position"], h["kind"]) for h in found["results"]] == [(sid, pos, "rejected")]
+            assert "[hammers]" in found["results"][0]["text"]
+            assert [h["session"] for h in (await call(c, "search", query="backoff", kinds=["decision"]))["results"]] == [sid]
+            assert (await call(c, "search", query="hammers", kinds=["goal"]))["results"] == []
+            assert [h["session"] for h in (await call(c, "search", query="green", state="open"))["results"]] == [other]
+            assert (await call(c, "search", query="green", state="landed"))["total"] == 0
+            for bad in ('"unclosed', "***", "x" * 300):
+                assert await refused(c, "search", query=bad)
+
+    run(main)
+
+
+def test_node_search_confined_to_what_the_token_may_read(forge: Forge) -> None:
+    """The node's search tool answers as GET /api/v1/search does: a private repository's sessions
+    (goals, conversation, decisions, rejected alternatives) never reach a token that may not read it:
+    not in results, totals or text; one that may read it finds them."""
+    alice = forge.user("alice")
+    for name, private in (("alice/open", False), ("alice/secret", True)):
+        assert forge.api("POST", "/api/v1/repos", alice, {"name": name, "private": private}).status_code == 201
+    bob = forge.user("bob")
+    bound = forge.user("alice", scope="read", repo="alice/open")  # alice's, but bound to alice/open
+
+    async def main() -> None:
+        async with remote(forge.url, alice) as c:
+            for repo, goal, alt in (("alice/open", "public zephyr notes", "a zephyr queue: too slow"),
+                                    ("alice/secret", "zephyr vault plan", "a zephyr mallory cipher: broken")):
+                sid = (await call(c, "session_start", repo=repo, goal=goal))["session"]
+                await call(c, "say", repo=repo, session=sid, text=f"the zephyr codeword for {repo}")
+                await call(c, "decide", repo=repo, session=sid, decision="go", why="it fits", alternatives=[alt])
+                assert (await call(c, "land", repo=repo, session=sid))["landed"]
+            mine = await call(c, "search", query="zephyr")
+            assert sorted(h["repo"] for h in mine["results"]) == ["alice/open", "alice/secret"]
+            only = await call(c, "search", query="mallory", kinds=["rejected"])
+            assert [h["repo"] for h in only["results"]] == ["alice/secret"]
+        for token in (bob, bound):
+            async with remote(forge.url, token) as c:
+                for args in ({"query": "zephyr"}, {"query": "vault"}, {"query": "mallory", "kinds": ["rejected"]},
+                             {"query": "zephyr", "repo": "alice/secret"}, {"query": "codeword", "state": "landed"}):
+                    doc = await call(c, "search", **args)
+                    flat = json.dumps({k: v for k, v in doc.items() if k != "query"})
+                    assert "secret" not in flat and "vault" not in flat and "mallory" not in flat, (args, flat)
+                    assert all(h["repo"] == "alice/open" for h in doc["results"]) and doc["total"] == len(doc["results"])
+                assert [h["repo"] for h in (await call(c, "search", query="zephyr"))["results"]] == ["alice/open"]
+
+    run(main)

@@ -31,11 +31,18 @@ from hif.mcp.tools import (
     LogPath,
     Model,
     Note,
+    Offset,
     Reason,
     Recursive,
     Ref,
     Resource,
     Role,
+    SearchAuthor,
+    SearchKinds,
+    SearchLimit,
+    SearchRole,
+    SearchState,
+    SearchText,
     SessionId,
     Stat,
     Text,
@@ -45,6 +52,7 @@ from hif.mcp.tools import (
     origin,
 )
 from hif.porcelain import Repository
+from hif.porcelain.search import search as search_sessions
 from hif.porcelain.views import record_summary, show_doc, show_text
 
 T = TypeVar("T")
@@ -206,6 +214,14 @@ class LocalTools:
             return {"entries": [{"path": p, **e.to_json()} for p, e in r.ls(rel, at=at, recursive=recursive)]}
 
         return await self._with(run)
+
+    async def search(self, query: SearchText, kinds: SearchKinds = None, author: SearchAuthor = None,
+                     role: SearchRole = None, state: SearchState = None, limit: SearchLimit = 20,
+                     offset: Offset = 0) -> Doc:
+        """``hif search``: the working copy's own index, or its forge's for a clone."""
+        return await self._with(lambda r: search_sessions(
+            r, query, kinds=tuple(kinds or ()), author=author or "", role=role or "", state=state or "",
+            limit=limit, offset=offset).to_json())
 
     # -- resources -----------------------------------------------------------------------------
 

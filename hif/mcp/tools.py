@@ -25,6 +25,7 @@ from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
 
 from hif.errors import ConflictError, HifError, NotFound
+from hif.search import KINDS
 from hif.session import check_provenance, clean_provenance
 
 INSTRUCTIONS = """\
@@ -80,8 +81,16 @@ TOOLS: dict[str, str] = {
              "(then call show on that session to read why).",
     "cat": "A file's content at a position (default: the working copy's position).",
     "ls": "The entries of a directory at a position (default: the top directory).",
+    "search": "Find earlier sessions by what was said and decided: their goals, conversations, "
+              "decisions, the alternatives they rejected, and the files they changed. Search before "
+              "you decide something (a design, a library, an approach): an earlier session may have "
+              "decided the same question, or rejected the option you are about to take, and why. "
+              "Search before starting work, to find related sessions. Every word must match; "
+              "\"a phrase\" in quotes; retr* matches words starting with retr. Each result names its "
+              "session (and position, once landed) and the matching text: read it whole with show.",
 }
-READ_ONLY = frozenset({"status", "session_show", "session_list", "diff", "log", "show", "blame", "cat", "ls"})
+READ_ONLY = frozenset({"status", "session_show", "session_list", "diff", "log", "show", "blame", "cat", "ls",
+                       "search"})
 
 # The resources: sessions and landings as documents a person or a model can read.
 SESSIONS = "Open sessions and the latest landings, each with its hif:// address."
@@ -111,6 +120,16 @@ LogPath = Annotated[str | None, Field(description="Only landings that touched th
 Dir = Annotated[str, Field(description="A directory path ('' or '.' for the top).")]
 Recursive = Annotated[bool, Field(description="Every file below the directory, not only its entries.")]
 Stat = Annotated[bool, Field(description="Only the number of changed lines per file.")]
+SearchText = Annotated[str, Field(
+    description="The words to find (all must match); \"a phrase\" in quotes, retr* for a prefix.")]
+SearchKinds = Annotated[list[Literal[KINDS]] | None, Field(  # type: ignore[valid-type]
+    description="Only in these parts of a session: goal, conversation, decision (what was chosen and "
+                "why), rejected (the alternatives turned down), path (changed files). Default: all.")]
+SearchAuthor = Annotated[str | None, Field(description="Only sessions started by this author.")]
+SearchRole = Annotated[Literal["human", "agent"] | None, Field(description="Only sessions started by this role.")]
+SearchState = Annotated[Literal["landed", "open"] | None, Field(description="Only landed, or only open, sessions.")]
+SearchLimit = Annotated[int, Field(ge=1, le=100, description="At most this many results.")]
+Offset = Annotated[int, Field(ge=0, le=999, description="Skip this many results (the previous answer's next).")]
 Model = Annotated[str | None, Field(
     description="Your model id, e.g. claude-sonnet-4-5, if you know it: recorded with the event, so a "
                 "reader knows which model said or did it.")]
