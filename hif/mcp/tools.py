@@ -35,7 +35,8 @@ role "human", your own replies and plans with role "agent"), every decision you 
 what you chose, why, and the options you rejected), and the files you change (edit them on disk,
 or call write). Mark iterations with checkpoint, then land the session on the mainline (land).
 A landing conflict comes back as data: call sync, fix the conflict markers, land again.
-Read the history with log, show, blame, cat and ls, or the hif:// resources."""
+Before deciding, search earlier sessions: the same question may have been decided, or your option
+rejected, before. Read the history with log, show, blame, cat and ls, or the hif:// resources."""
 
 # What a model reads for each tool. Written for a model: when to call it, what it records, what
 # comes back. The order is the order tools are listed in.
