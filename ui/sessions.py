@@ -18,6 +18,7 @@ from hif.errors import (
     InvalidPath,
     NotFound,
 )
+from hif.git.fastexport import Ident
 from hif.mainline import LandingRecord
 from hif.objects import decode
 from hif.paths import check_path
@@ -26,6 +27,8 @@ from hif.session import ROLES, Session, check_session_id, fold
 from node.wire import query_int
 from ui.render import (
     file_diff,
+    imported_view,
+    landed_role,
     readable_events,
 )
 from ui.signature import verify_mirrored, verify_record
@@ -81,7 +84,7 @@ async def open_sessions(repo: Repo, filters: history.Filters | None = None, *,
 
 
 def landed_row(rec: LandingRecord, s: Any) -> dict[str, Any]:
-    return {"id": s.session, "goal": s.goal, "author": s.author, "role": s.role, "time": rec.time,
+    return {"id": s.session, "goal": s.goal, "author": s.author, "role": landed_role(rec, s.role), "time": rec.time,
             "state": "landed", "position": rec.position, "files": len(s.changes),
             "group": len(rec.sessions)}
 
@@ -146,7 +149,9 @@ async def _load_session(rv: RepoView, sid: str) -> Session:
         s = await rv.repo.sessions.load(sid)
     except (CorruptObject, KeyError, TypeError, AttributeError):  # malformed events, snapshot or state
         s = await _lenient_session(rv, sid)
-    s.events = readable_events(s.events)
+    s.events = imported_view(readable_events(s.events))
+    if s.events and s.events[0].get("role") == "imported":
+        s.role = "imported"
     return s
 
 
@@ -211,13 +216,28 @@ async def session_page(owner: str, name: str, sid: str) -> str:
     last_seq = s.events[-1]["seq"] if s.events else 0
     state_info = await rv.repo.sessions.state(sid) if s.state == "abandoned" else None
     return await render_template(
-        "session.html", rv=rv, s=s, rec=rec, view=view, cps=cps, a=a, b=b, iter_diffs=iter_diffs,
+        "session.html", rv=rv, s=s, rec=rec, git=_git_origin(rv, s, rec), view=view, cps=cps, a=a, b=b, iter_diffs=iter_diffs,
         diffs=diffs, verdict=verdict, says=len(say), decisions=decisions, last_seq=last_seq,
         cp_index={e["seq"]: i for i, e in enumerate(cps, 1)},
         reason=(state_info or {}).get("reason"), check_logs=await _check_logs(rv.repo, s),
         sent_offers=await _sent_offers(rv, sid),
     )
 
+
+
+def _git_origin(rv: RepoView, s: Session, rec: LandingRecord | None) -> dict[str, Any] | None:
+    """The git commit an imported session came from: its id (``hif export git`` writes the commit
+    back with this same id) and, for the repository's members only, the author's address."""
+    git = s.events[0].get("git") if s.events else None
+    if not isinstance(git, dict) or not isinstance(git.get("commit"), str):
+        return None
+    out: dict[str, Any] = {"commit": git["commit"], "author": None}
+    meta = rec.extra.get("git") if rec is not None else None
+    if rv.member and isinstance(meta, dict) and meta.get("commit") == git["commit"]:
+        raw = meta.get("author")
+        ident = Ident(raw.encode("utf-8", "replace") if isinstance(raw, str) else bytes(raw or b""))
+        out["author"] = f"{ident.name} <{ident.email}>" if ident.email else ident.name
+    return out
 
 
 async def _sent_offers(rv: RepoView, sid: str) -> list[dict[str, Any]]:
