@@ -300,13 +300,30 @@ async def session_events(owner: str, name: str, sid: str) -> Response | str:
         if is_htmx():
             return Response("", status=204)
     last = events[-1]["seq"] if events else since
+    view = request.args.get("view", "")
+    keep = {"view": view if view == "split" else "", "a": query_int("a"), "b": query_int("b")}
     return await render_template("_events.html", rv=rv, sid=sid, events=events, last_seq=last,
-                                 closed=state, live=state is None)
+                                 closed=state, live=state is None, keep=keep)
+
+
+@bp.get("/<owner>/<name>/sessions/<sid>/live")
+async def session_live_note(owner: str, name: str, sid: str) -> str:
+    """The session page's note on live updates, fetched by htmx when the page loads: only a browser
+    that runs the poller is told that the page follows the session (without JavaScript the page
+    offers a reload link instead)."""
+    rv = await open_repo(owner, name)
+    try:
+        check_session_id(sid)
+    except InvalidInput:
+        raise NotFound(f"no session {sid}") from None
+    state = await rv.repo.sessions.state(sid)
+    return await render_template("_live_note.html", open=state is None)
 
 
 for _rule, _endpoint, _view in (
     ("/<owner>/<name>/sessions", "mirror_sessions", sessions),
     ("/<owner>/<name>/sessions/<sid>", "mirror_session", session_page),
     ("/<owner>/<name>/sessions/<sid>/events", "mirror_session_events", session_events),
+    ("/<owner>/<name>/sessions/<sid>/live", "mirror_session_live_note", session_live_note),
 ):
     mirrored(_rule, _endpoint, _view)
