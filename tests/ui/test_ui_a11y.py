@@ -14,9 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ui_seed import IMPORTED, PASSWORD, PRIVATE, PUBLIC, Seeded
-
-from hif.mainline import LandingRecord
+from ui_seed import IMPORTED, PASSWORD, PRIVATE, PUBLIC, Seeded, landed_session
 
 AXE = Path(__file__).resolve().parents[2] / ".cache" / "npm" / "axe-core" / "axe.min.js"
 WIDTHS = (1280, 390)
@@ -49,9 +47,9 @@ PAGES: dict[str, Callable[[Seeded], str]] = {
     "imported-file": lambda d: f"/{IMPORTED}/blob/src/terminal_toolkit_configuration_loader_and_friends/loader.py",
     "imported-blame": lambda d: f"/{IMPORTED}/blame/src/terminal_toolkit_configuration_loader_and_friends/loader.py",
     "imported-sessions": lambda d: f"/{IMPORTED}/sessions",
-    "imported-session": lambda d: f"/{IMPORTED}/sessions/{imported_session(d, 2)}",
-    "imported-session-split": lambda d: f"/{IMPORTED}/sessions/{imported_session(d, 2)}?view=split",
-    "imported-merge": lambda d: f"/{IMPORTED}/sessions/{imported_session(d, 3)}?a=1&b=2",
+    "imported-session": lambda d: f"/{IMPORTED}/sessions/{landed_session(d, IMPORTED, 2)}",
+    "imported-session-split": lambda d: f"/{IMPORTED}/sessions/{landed_session(d, IMPORTED, 2)}?view=split",
+    "imported-merge": lambda d: f"/{IMPORTED}/sessions/{landed_session(d, IMPORTED, 3)}?a=1&b=2",
 }
 
 # the outermost elements (or their text) reaching past the viewport outside any box that scrolls
@@ -82,14 +80,6 @@ AXE_JS = """async () => {
   return r.violations.filter(v => v.impact === 'serious' || v.impact === 'critical').map(v =>
     `${v.impact} ${v.id}: ${v.help} — ` + v.nodes.slice(0, 4).map(n => n.target.join(' ')).join(' | '));
 }"""
-
-
-def imported_session(d: Seeded, position: int) -> str:
-    """The id of the session that landed at ``position`` of the imported repository."""
-    r = d.forge.api("GET", f"/api/v1/repos/{IMPORTED}/log?start={position}&limit=1", d.ana)
-    assert r.status_code == 200, r.data
-    [[pos, raw]] = r.data["records"]
-    return LandingRecord.from_bytes(raw, pos).sessions[0].session
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 from test_ui_http import get, logged_in
-from ui_seed import COMMIT_BODY, IMPORTED, LONG_EMAIL, LONG_NAME, Seeded
+from ui_seed import COMMIT_BODY, IMPORTED, LONG_EMAIL, LONG_NAME, Seeded, landed_session
 
 from hif.mainline import LandedSession, LandingRecord, log_key
 from hif.objects import EMPTY_TREE, FILE, Entry, encode, tree_bytes
@@ -27,25 +27,18 @@ OLD_SHA = "c0ffee" * 6 + "abcd"
 OLD_BODY = "Keep the compiler's tables\nin one place.\n\n- **faster** lookups"
 
 
-def session_of(seeded: Seeded, name: str, position: int) -> str:
-    r = seeded.forge.api("GET", f"/api/v1/repos/{name}/log?start={position}&limit=1", seeded.ana)
-    assert r.status_code == 200, r.data
-    [[pos, raw]] = r.data["records"]
-    return LandingRecord.from_bytes(raw, pos).sessions[0].session
-
-
 def viewers(seeded: Seeded) -> dict[str, httpx.Client | None]:
     """Nobody logged in, a user with no role, a member (ana: maintainer of acme)."""
     return {"anonymous": None, "stranger": logged_in(seeded, "stranger"), "member": logged_in(seeded)}
 
 
 def test_imported_commits_show_names_messages_ids_and_role(seeded: Seeded) -> None:
-    sid = session_of(seeded, IMPORTED, 2)
+    sid = landed_session(seeded, IMPORTED, 2)
     sha = seeded.commits[SUBJECT]
     pages = [f"/{IMPORTED}", f"/{IMPORTED}/sessions", f"/{IMPORTED}/sessions/{sid}",
              f"/{IMPORTED}/blob/src/terminal_toolkit_configuration_loader_and_friends/loader.py",
              f"/{IMPORTED}/blame/src/terminal_toolkit_configuration_loader_and_friends/loader.py",
-             f"/{IMPORTED}/sessions/{session_of(seeded, IMPORTED, 3)}", "/"]
+             f"/{IMPORTED}/sessions/{landed_session(seeded, IMPORTED, 3)}", "/"]
     for who, client in viewers(seeded).items():
         for path in pages:
             r = get(seeded, path, client)

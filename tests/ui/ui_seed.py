@@ -24,6 +24,7 @@ from typing import Any
 from forge import Forge
 
 from hif.landing import land
+from hif.mainline import LandingRecord
 from hif.objects import FILE, Entry, blob_bytes, digest, pack, tree_bytes
 from hif.repo import Repo
 from hif.store.embedded import EmbeddedStore
@@ -264,6 +265,14 @@ LONG_README = ('<p align="center"><img src="https://example.org/assets/images/lo
                'the-terminal-toolkit-logo-in-a-rather-long-file-name.svg" alt="The terminal toolkit" '
                'width="320"></p>\n\n# Terminal toolkit\n\nAn imported history: see '
                'https://example.org/a/very/long/address/that/does/not/break/anywhere/at/all/index.html\n')
+
+
+def landed_session(data: Seeded, repo: str, position: int) -> str:
+    """The id of the session that landed at ``position`` of ``repo`` (one record read, over the API)."""
+    r = data.forge.api("GET", f"/api/v1/repos/{repo}/log?start={position}&limit=1", data.ana)
+    assert r.status_code == 200, r.data
+    [[pos, raw]] = r.data["records"]
+    return LandingRecord.from_bytes(raw, pos).sessions[0].session
 
 
 def seed_imported(forge: Forge, data: Seeded) -> None:
