@@ -114,7 +114,7 @@ def contexts(browser: Any, seeded: Seeded) -> Iterator[dict[str, Any]]:
             ctx.close()
 
 
-def check_page(ctx: Any, path: str, scheme: str) -> list[str]:
+def check_page(ctx: Any, seeded: Seeded, path: str, scheme: str) -> list[str]:
     """Load ``path`` once: axe and the width at 1280 px, then the width at 390 px."""
     problems: list[str] = []
     pg = ctx.new_page()
@@ -122,7 +122,10 @@ def check_page(ctx: Any, path: str, scheme: str) -> list[str]:
     pg.on("pageerror", lambda e: errors.append(str(e)))
     try:
         pg.set_viewport_size({"width": WIDTHS[0], "height": 800})
-        pg.goto(path)
+        response = pg.goto(path)
+        status = response.status if response is not None else 0
+        if status != (404 if path == PAGES["not-found"](seeded) else 200):
+            problems.append(f"{scheme}: {path} answered {status}, not the page")
         pg.add_script_tag(path=str(AXE))
         problems += [f"{scheme}: {v}" for v in pg.evaluate(AXE_JS)]
         for width in WIDTHS:
@@ -136,5 +139,5 @@ def check_page(ctx: Any, path: str, scheme: str) -> list[str]:
 @pytest.mark.parametrize("kind", list(PAGES))
 def test_page_fits_the_screen_and_passes_axe(kind: str, contexts: dict[str, Any], seeded: Seeded) -> None:
     path = PAGES[kind](seeded)
-    problems = [p for scheme, ctx in contexts.items() for p in check_page(ctx, path, scheme)]
+    problems = [p for scheme, ctx in contexts.items() for p in check_page(ctx, seeded, path, scheme)]
     assert not problems, f"{kind} ({path}):\n" + "\n".join(problems)
