@@ -19,6 +19,16 @@ def main() -> None:
         code = run(sys.argv[2:])
         if code is not None:  # printed, flushed and saved: skip the interpreter's teardown (freeing
             os._exit(code)  # every object one by one costs a few ms after a large tree)
+    if sys.argv[1:3] == ["agent", "hook"]:
+        # a coding agent's hook, run at every prompt and edit: no click, no SDK (start-up time)
+        import gc
+
+        gc.disable()  # a short process whose imports make no cycles worth collecting
+        from hif.cli.agenthook import run as hook  # (start-up time, as above)
+
+        code = hook(sys.argv[3:])
+        sys.stdout.flush()
+        os._exit(code)
     import gc
 
     gc.disable()  # importing the CLI allocates tens of thousands of objects and frees almost none:

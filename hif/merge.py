@@ -216,3 +216,18 @@ def diffstat(old: bytes | None, new: bytes | None) -> tuple[int, int]:
         if tag in ("replace", "insert"):
             added += j2 - j1
     return (added, removed)
+
+
+MAX_RANGE_LINES = 20_000  # lines of a file compared line by line for changed_ranges; beyond, all of it
+
+
+def changed_ranges(old: bytes | None, new: bytes) -> list[tuple[int, int]]:
+    """The 1-based, inclusive line ranges of ``new`` that are not in ``old`` (added or changed lines;
+    Agent Trace's attribution ranges). A file too long to compare cheaply counts as changed whole."""
+    lines, before = _text_lines(new), _text_lines(old)
+    if old is None or len(lines) + len(before) > MAX_RANGE_LINES:
+        return [(1, len(lines))] if lines else []
+    import difflib
+
+    matcher = difflib.SequenceMatcher(None, before, lines, autojunk=False)
+    return [(j1 + 1, j2) for tag, _i1, _i2, j1, j2 in matcher.get_opcodes() if tag in ("replace", "insert")]

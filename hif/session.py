@@ -35,6 +35,12 @@ EVENT_TYPES = ("start", "say", "decide", "write", "delete", "checkpoint", "sync"
 SEQ_WIDTH = 8
 EVENTS_TOGETHER = 64  # a session's events read at once
 MAX_TEXT = 1 << 20
+# who produced an event, when a coding agent did (docs/agents.md): the agent, its model, the agent's
+# own session id, and for what a tool call did, the tool and the call's id. Optional on every event.
+PROVENANCE = ("agent", "model", "agent_session", "tool", "tool_call")
+MAX_PROVENANCE = 200  # characters of one provenance field
+SAY_KINDS = ("plan", "todo", "note", "agent-trace")  # a say without a kind is a message
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _ID = re.compile(r"^[a-z2-7]{16}$")
 
 Clock = Callable[[], float]
@@ -65,6 +71,29 @@ def check_text(text: str, what: str) -> str:
     if len(text) > MAX_TEXT:
         raise InvalidInput(f"{what} is too long ({len(text)} characters)")
     return text
+
+
+def check_provenance(fields: dict[str, Any]) -> dict[str, str]:
+    """The provenance fields of ``fields`` (absent or None ones left out), each a short printable
+    string: they are shown beside the event and signed with it, so a follower sees who said what."""
+    out: dict[str, str] = {}
+    for key in PROVENANCE:
+        value = fields.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str) or not value.strip():
+            raise InvalidInput(f"{key} must be a non-empty string")
+        if len(value) > MAX_PROVENANCE:
+            raise InvalidInput(f"{key} is too long ({len(value)} characters, at most {MAX_PROVENANCE})")
+        if _CONTROL.search(value):
+            raise InvalidInput(f"{key} must not hold control characters")
+        out[key] = value
+    return out
+
+
+def provenance_of(event: dict[str, Any]) -> dict[str, Any]:
+    """The provenance an event (stored data) carries, for display: only string values."""
+    return {k: event[k] for k in PROVENANCE if isinstance(event.get(k), str)}
 
 
 @dataclass
@@ -161,7 +190,11 @@ def make_event(etype: str, author: str, role: str, now: float, **fields: Any) ->
         check_entry_path(fields["path"], fields["kind"])
     elif etype == "delete":
         check_path(fields["path"])
-    return {"type": etype, "author": author, "role": role, "time": now, **fields}
+    elif etype == "say" and fields.get("kind") is not None and fields["kind"] not in SAY_KINDS:
+        raise InvalidInput(f"a message's kind is one of {', '.join(SAY_KINDS)}")
+    prov = check_provenance(fields)  # absent (None) provenance and kind are left out of the event
+    rest = {k: v for k, v in fields.items() if k not in PROVENANCE and not (k == "kind" and v is None)}
+    return {"type": etype, "author": author, "role": role, "time": now, **rest, **prov}
 
 
 class SessionStore:

@@ -10,7 +10,7 @@ import click
 from hif.cli.app import cli, repo
 from hif.cli.output import command, emit, when
 from hif.mainline import LandingRecord
-from hif.session import Session
+from hif.session import Session, provenance_of
 
 # -- history -------------------------------------------------------------------------------------
 
@@ -53,10 +53,13 @@ def show_doc(s: Session, rec: LandingRecord | None, diffs: list[Any]) -> dict[st
     return {
         "session": s.to_json(),
         "position": rec.position if rec else None,
-        "conversation": [{"role": e["role"], "author": e["author"], "text": e["text"], "time": e["time"]}
+        "conversation": [{"role": e["role"], "author": e["author"], "text": e["text"], "time": e["time"],
+                          **({"kind": e["kind"]} if e.get("kind") else {}), **provenance_of(e)}
                          for e in s.of_type("say")],
         "decisions": [{"decision": e["decision"], "why": e["why"], "alternatives": e["alternatives"],
-                       "author": e["author"], "role": e["role"]} for e in s.of_type("decide")],
+                       "author": e["author"], "role": e["role"], **provenance_of(e)} for e in s.of_type("decide")],
+        "writes": [{"path": e["path"], "seq": e["seq"], **provenance_of(e)}
+                   for e in s.of_type("write", "delete") if provenance_of(e)],
         "iterations": [{"iteration": e["iteration"], "note": e["note"], "tree": e["tree"].hex()}
                        for e in s.of_type("checkpoint")],
         "checks": _attest_summary(s),
@@ -72,12 +75,14 @@ def show_text(s: Session, rec: LandingRecord | None, diffs: list[Any]) -> str:
         out.append(f"landed: {when(rec.time)}")
     conv = s.of_type("say")
     if conv:
-        out += ["", "conversation:"] + [f"  [{e['role']}] {e['author']}: {e['text']}" for e in conv]
+        out += ["", "conversation:"] + [
+            f"  [{e['role']}{'/' + str(e['kind']) if e.get('kind') else ''}] {e['author']}{_via(e)}: {e['text']}"
+            for e in conv]
     decs = s.of_type("decide")
     if decs:
         out += ["", "decisions:"]
         for e in decs:
-            out.append(f"  - {e['decision']}")
+            out.append(f"  - {e['decision']}{_via(e)}")
             out.append(f"    why: {e['why']}")
             out += [f"    rejected: {a}" for a in e["alternatives"]]
     cps = s.of_type("checkpoint")
@@ -87,6 +92,9 @@ def show_text(s: Session, rec: LandingRecord | None, diffs: list[Any]) -> str:
         out += ["", "checks:"] + [
             f"  {a['status']:6} {a['check']} ({'cached, ' if a['cached'] else ''}{a['duration']} s) "
             f"tree {str(a['tree'])[:12]} signed by {a['signer']}" for a in _attest_summary(s)]
+    tooled = [e for e in s.of_type("write", "delete") if provenance_of(e)]
+    if tooled:
+        out += ["", "edits by agents:"] + [f"  {e['type']} {e['path']}{_via(e)}" for e in tooled]
     mark = {"added": "A", "modified": "M", "deleted": "D"}
     out += ["", "changes:"] + [f"  {mark[c.action]} {c.path}" for c, _ in diffs]
     if not diffs:
@@ -94,6 +102,13 @@ def show_text(s: Session, rec: LandingRecord | None, diffs: list[Any]) -> str:
     out.append("")
     out += [t.rstrip("\n") for _, t in diffs if t]
     return "\n".join(out)
+
+
+def _via(e: dict[str, Any]) -> str:
+    """`` (via claude-code, model m, Edit call c)``: which agent produced an event, when one did."""
+    p = provenance_of(e)
+    parts = [p[k] if k == "agent" else f"{k.replace('_', ' ')} {p[k]}" for k in p if k != "agent_session"]
+    return f" (via {', '.join(parts)})" if parts else ""
 
 
 @command(cli)

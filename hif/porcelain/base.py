@@ -22,7 +22,7 @@ from hif.session import Session, check_role
 from hif.sparse import Cone
 from hif.store import EmbeddedStore, ObjectStore, open_store
 from hif.store.base import drive
-from hif.worktree.workspace import META, WorkState, WorkTree, find_root
+from hif.worktree.workspace import META, WorkState, WorkTree, default_author, find_root
 
 # Imported where used, not here (each command is a process of its own, and start-up is most of a
 # short one's CPU): hif.landing and hif.merge (landing, sync, diffs), hif.checks (a repository whose
@@ -137,15 +137,6 @@ def fold_in(s: Session, stamped: dict[str, Any]) -> None:
 
 def action_of(old: Entry | None, new: Entry | None) -> str:
     return "added" if old is None else "deleted" if new is None else "modified"
-
-
-def default_author() -> str:
-    author = os.environ.get("HIF_AUTHOR")
-    if author:
-        return author
-    import getpass
-
-    return getpass.getuser()
 
 
 def default_role() -> str:

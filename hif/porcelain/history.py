@@ -3,7 +3,7 @@ files and directories at a position, blame."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hif.errors import (
     InvalidInput,
@@ -52,6 +52,21 @@ class History(RepositoryBase):
         s = self.load_session(ref)
         rec = self.record_at(s.position) if s.position else None
         return s, rec
+
+    def agent_trace(self, ref: str) -> dict[str, Any]:
+        """The Agent Trace record (hif.agents.trace) of the landing of ``ref`` (a position, or a landed
+        session's id), each session's conversation at its forge page when this is a clone of one."""
+        # only this command writes records (start-up time)
+        from importlib.metadata import version
+
+        from hif.agents.trace import landing_record  # (start-up time, as above)
+
+        s, rec = self.resolve_ref(ref)
+        if rec is None:
+            raise InvalidInput(f"session {s.id} is {s.state}: only a landing has an Agent Trace record")
+        remote = self.config.get("remote")
+        url = f"{str(remote).rstrip('/')}/{self.name}/sessions/{{session}}" if remote else None
+        return self._run(landing_record(self.repo, rec, conversation_url=url, tool_version=version("micelio")))
 
     async def _session_of(self, sid: str, rec: LandingRecord) -> Session:
         landed = next(x for x in rec.sessions if x.session == sid)

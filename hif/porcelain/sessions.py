@@ -4,6 +4,7 @@ conversation (say, decide, checkpoint), land it, sync it onto the mainline, run 
 from __future__ import annotations
 
 import contextlib
+import json
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -13,8 +14,9 @@ from hif.errors import (
     NoOpenSession,
     NotFound,
     SessionClosed,
+    TooLarge,
 )
-from hif.objects import Entry
+from hif.objects import FILE, Entry
 from hif.paths import CHECKS_CONFIG
 from hif.porcelain.base import (
     FileChange,
@@ -26,13 +28,16 @@ from hif.porcelain.base import (
 )
 from hif.porcelain.workcopy import WorkingCopy
 from hif.repo import Repo
-from hif.session import Session, check_session_id, check_text, make_event
+from hif.session import MAX_PROVENANCE, MAX_TEXT, Session, check_session_id, check_text, make_event
 from hif.tree import apply, lookup_file
 from hif.worktree.workspace import WorkState
 
 if TYPE_CHECKING:
     from hif.landing import LandResult
     from hif.porcelain.checks import CheckRun
+
+
+MAX_IMPORT_EVENTS = 20_000  # events one transcript import appends
 
 
 class SessionHandle:
@@ -112,14 +117,17 @@ class Sessions(WorkingCopy):
     def _append_all(self, s: Session, items: list[tuple[str, dict[str, Any]]], *, author: str | None,
                     role: str | None) -> None:
         """Append several events; a forge gets them in one request (after the blobs they name)."""
-        if self.remote is None:
-            for etype, fields in items:
-                self._append(s, etype, author=author, role=role, **fields)
-            return
-        if not items:
-            return
         who, as_role = author or default_author(), role or default_role()
-        events = [make_event(etype, who, as_role, self.repo.clock(), **fields) for etype, fields in items]
+        self._append_made(s, [make_event(etype, who, as_role, self.repo.clock(), **fields) for etype, fields in items])
+
+    def _append_made(self, s: Session, events: list[dict[str, Any]]) -> None:
+        """Append events already made (each with its own author and role), in order."""
+        if not events:
+            return
+        if self.remote is None:
+            for event in events:
+                fold_in(s, self._run(self.repo.sessions.append(s.id, event, s.next_seq)))
+            return
         for stamped in self._run(self.remote.sessions.append_many(s.id, events, s.next_seq)):
             fold_in(s, stamped)
 
@@ -157,14 +165,104 @@ class Sessions(WorkingCopy):
         del base_tree
         return out
 
-    def say(self, text: str, *, role: str | None = None, author: str | None = None) -> dict[str, Any]:
+    def record_file(self, path: str, *, role: str | None = None, author: str | None = None,
+                    provenance: dict[str, str] | None = None) -> dict[str, Any] | None:
+        """Append a write event for one working file as it is now, with ``provenance`` (the tool call
+        of a coding agent that wrote it); None when the session holds it so already or it is gone."""
+        s = self._open_session()
+        rel = self.work.to_repo_path(path, self.root)
+        try:
+            entry, content = self.work.read_file(rel)
+        except FileNotFoundError:
+            return None  # gone again: the next recording notes what became of it
+        if entry is None or s.changes.get(rel) == entry:
+            return None
+        self._run(self.repo.objects.put_blob(content))  # every blob is stored before its event
+        self._append_all(s, [("write", {"path": rel, "kind": entry.kind, "blob": entry.oid, **(provenance or {})})],
+                         author=author, role=role)
+        return s.events[-1]
+
+    def import_transcript(self, fmt: str, path: str, *, goal: str | None = None) -> dict[str, Any]:
+        """Append an agent's transcript (``fmt``: hif.agents.formats.TRANSCRIPTS) to the open session,
+        opening one (goal: ``goal`` or the first prompt) when none is: the person's prompts, the
+        agent's replies and notes, redacted, and the files it wrote whole as writes. The whole file is
+        read and checked before anything is appended."""
+        # transcripts are read by this command only (start-up time)
+        from hif.agents.formats import Counts, goal_of, json_lines, read_lines, transcript_items
+        from hif.agents.redact import redact  # (start-up time, as above)
+
+        counts = Counts()
+        items = []
+        for item in transcript_items(fmt, json_lines(read_lines(path, counts), counts)):
+            items.append(item)
+            if len(items) > MAX_IMPORT_EVENTS:
+                raise TooLarge(f"{path} holds more than {MAX_IMPORT_EVENTS} events; import it in parts")
+        if not any(i.what in ("prompt", "reply") for i in items):
+            raise InvalidInput(f"{path} holds no conversation a {fmt} transcript would ({counts.read} line(s), "
+                               f"{counts.malformed} malformed)")
+        me, now = default_author(), self.repo.clock()
+        events: list[dict[str, Any]] = []
+        outside = 0
+        for it in items:
+            prov = {"agent": fmt, "model": it.model, "tool": it.tool, "tool_call": it.tool_call}
+            when = it.time if it.time is not None and 0 <= it.time <= now else now
+            if it.what == "write":
+                rel = self._inside(it.path or "")
+                if rel is None or it.content is None:
+                    outside += 1
+                    continue
+                oid = self._run(self.repo.objects.put_blob(it.content))  # stored before its event
+                events.append(make_event("write", fmt, "agent", when, path=rel, kind=FILE, blob=oid, **prov))
+                continue
+            text = redact(it.text)
+            if len(text) > MAX_TEXT:
+                text = text[: MAX_TEXT - 20] + " … [truncated]"
+            if it.what == "prompt":
+                events.append(make_event("say", me, "human", when, text=text, agent=fmt))
+            else:
+                events.append(make_event("say", fmt, "agent", when, text=text, kind=it.kind, **prov))
+        if self.session_id is None:
+            first = next((i.text for i in items if i.what == "prompt"), "") or f"imported {fmt} transcript"
+            self.start_session(goal or goal_of(redact(first)), author=me, role="human")
+        s = self._open_session()
+        self._append_made(s, events)
+        return {"session": s.id, "events": len(events), "skipped_writes": outside, **counts.to_json()}
+
+    def _inside(self, path: str) -> str | None:
+        """A path an agent named (absolute, or relative to the root) as a repository path, or None
+        when it is outside this working copy or not one a repository may hold."""
+        try:
+            return self.work.to_repo_path(path, self.root) or None
+        except InvalidPath:
+            return None
+
+    def import_agent_trace(self, data: bytes, *, role: str | None = None, author: str | None = None) -> dict[str, Any]:
+        """Attach an Agent Trace record to the open session: a say of kind ``agent-trace`` whose text
+        is the record's JSON (checked first: hif.agents.trace.check_record)."""
+        # only this command reads records (start-up time)
+        from hif.agents.trace import check_record, summary
+
+        rec = check_record(data)
+        text = json.dumps(rec, indent=2, sort_keys=True)
+        s = self._open_session()
+        tool = rec.get("tool") if isinstance(rec.get("tool"), dict) else {}
+        prov = {"agent": tool.get("name")} if isinstance(tool.get("name"), str) and tool["name"].strip() else {}
+        e = self._append(s, "say", author=author, role=role, text=text, kind="agent-trace",
+                         **{k: v[:MAX_PROVENANCE] for k, v in prov.items()})
+        return {"session": s.id, "seq": e["seq"], "record": rec["id"], "summary": summary(rec)}
+
+    def say(self, text: str, *, role: str | None = None, author: str | None = None, kind: str | None = None,
+            provenance: dict[str, str] | None = None) -> dict[str, Any]:
+        """A message (or, with ``kind``, a plan, todo list or note); ``provenance`` says which agent,
+        model and agent session produced it (hif.session.PROVENANCE)."""
         check_text(text, "message")
         s = self._open_session()
         self._record(s, author=author, role=role)
-        return self._append(s, "say", author=author, role=role, text=text)
+        return self._append(s, "say", author=author, role=role, text=text, kind=kind, **(provenance or {}))
 
     def decide(self, decision: str, *, why: str, alternatives: list[str] | None = None,
-               role: str | None = None, author: str | None = None) -> dict[str, Any]:
+               role: str | None = None, author: str | None = None,
+               provenance: dict[str, str] | None = None) -> dict[str, Any]:
         check_text(decision, "decision")
         check_text(why, "rationale (--why)")
         for alt in alternatives or []:
@@ -172,7 +270,7 @@ class Sessions(WorkingCopy):
         s = self._open_session()
         self._record(s, author=author, role=role)
         return self._append(s, "decide", author=author, role=role, decision=decision, why=why,
-                            alternatives=list(alternatives or []))
+                            alternatives=list(alternatives or []), **(provenance or {}))
 
     def checkpoint(self, note: str, *, role: str | None = None, author: str | None = None) -> dict[str, Any]:
         check_text(note, "checkpoint note")

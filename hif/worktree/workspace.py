@@ -80,6 +80,16 @@ class Move:
             self.fd = -1
 
 
+def default_author() -> str:
+    """Who the events of this process are by: ``$HIF_AUTHOR``, else the user's login name."""
+    author = os.environ.get("HIF_AUTHOR")
+    if author:
+        return author
+    import getpass  # only without $HIF_AUTHOR (start-up time)
+
+    return getpass.getuser()
+
+
 def find_root(start: Path) -> Path:
     cur = start.absolute()
     for candidate in (cur, *cur.parents):

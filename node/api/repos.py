@@ -4,10 +4,12 @@ blame, scan) (docs/api.md)."""
 from __future__ import annotations
 
 import contextlib
+import json
 from typing import Any
 
-from quart import request
+from quart import Response, request
 
+from hif.agents.trace import MIME, landing_record
 from hif.blame import blame
 from hif.errors import HifError, NotFound, PreconditionFailed
 from hif.mainline import log_key
@@ -143,6 +145,20 @@ async def _position(ctx: Ctx) -> int:
 def _path_arg() -> str:
     path = request.args.get("path", "").strip("/")
     return check_path(path) if path else ""
+
+
+@route("GET", REPO + "/landings/<position>/agent-trace", "read", agent=True)
+async def agent_trace(ctx: Ctx, position: str) -> Response:
+    """The landing's Agent Trace record (JSON, not CBOR: it is a published format), each session's
+    conversation at its page on this node. Records are immutable, so is this answer."""
+    from importlib.metadata import version  # only this route names the software's version
+
+    if not position.isascii() or not position.isdigit() or len(position) > 12:
+        raise NotFound(f"no landing at position {position}")
+    rec = await ctx.r.mainline.record(int(position))
+    url = f"{ctx.node.config.url}/{ctx.r.name}/sessions/{{session}}"
+    doc = await landing_record(ctx.r, rec, conversation_url=url, tool_version=version("micelio"))
+    return Response(json.dumps(doc, indent=2, sort_keys=True) + "\n", 200, content_type=MIME)
 
 
 @route("GET", REPO + "/tree", "read", agent=True)

@@ -20,7 +20,7 @@ from hif.objects import (
     stored_kind,
 )
 from hif.paths import check_no_collisions, check_path
-from hif.session import SEQ_WIDTH, Session, check_text, make_event
+from hif.session import PROVENANCE, SEQ_WIDTH, Session, check_text, make_event
 from node.api.objects import check_objects, keep_objects
 from node.api.routing import (
     REPO,
@@ -103,6 +103,7 @@ async def _check_event(ctx: Ctx, raw: Any, top: int, known: frozenset[bytes]) ->
     fields: dict[str, Any] = {}
     if etype == "say":
         fields["text"] = check_text(field(raw, "text", str), "message")
+        fields["kind"] = field(raw, "kind", str, default=None)
     elif etype == "decide":
         fields["decision"] = check_text(field(raw, "decision", str), "decision")
         fields["why"] = check_text(field(raw, "why", str), "rationale")
@@ -127,6 +128,7 @@ async def _check_event(ctx: Ctx, raw: Any, top: int, known: frozenset[bytes]) ->
             raise InvalidInput(f"sync base must be between 0 and the head ({top})")
         fields["merged"] = [check_path(p) for p in field(raw, "merged", list, default=[])]
         fields["conflicts"] = [check_path(p) for p in field(raw, "conflicts", list, default=[])]
+    fields.update({k: raw[k] for k in PROVENANCE if k in raw})  # checked by make_event
     now = ctx.r.clock()
     when = field(raw, "time", (int, float), default=None)
     event = make_event(etype, author, session_role(ctx, raw), now if when is None else _check_time(when, now),

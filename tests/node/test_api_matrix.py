@@ -90,6 +90,8 @@ def CASES(w: World, repo: str) -> dict[tuple[str, str], tuple[str, dict[str, Any
         ("GET", "/api/v1/repos/<owner>/<name>/tree"): (f"{base}/tree", None),
         ("GET", "/api/v1/repos/<owner>/<name>/blame"): (f"{base}/blame?path=f", None),
         ("POST", "/api/v1/repos/<owner>/<name>/scan"): (f"{base}/scan", {"since": 0, "until": 0, "items": []}),
+        ("GET", "/api/v1/repos/<owner>/<name>/landings/<position>/agent-trace"):
+            (f"{base}/landings/1/agent-trace", None),
         ("GET", "/api/v1/repos/<owner>/<name>/sessions"): (f"{base}/sessions", None),
         ("POST", "/api/v1/repos/<owner>/<name>/sessions"): (f"{base}/sessions", {"goal": "g"}),
         ("GET", "/api/v1/repos/<owner>/<name>/sessions/<sid>"): (s, None),
