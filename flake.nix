@@ -28,6 +28,7 @@
           jinja2
           pygments
           markdown-it-py
+          nh3
           http-message-signatures
         ];
         micelio = py.buildPythonApplication {

@@ -53,6 +53,13 @@ def offer_key(prefix: str, offer_id: str) -> str:
     return f"{prefix}offers/{offer_id}"
 
 
+def shared_offer_id(object_url: str) -> str:
+    """The id an offer goes by on both nodes, the offering one and the one reviewing it: derived
+    from the offer object's URL, which names the offering node, so no node can take the ids of
+    another's offers."""
+    return hashlib.sha256(object_url.encode()).hexdigest()[:20]
+
+
 def offer_sent_key(prefix: str, session: str, offer_id: str) -> str:
     return f"{prefix}offers-sent/{session}/{offer_id}"
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import time
 import weakref
 from typing import TYPE_CHECKING, Any
@@ -15,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from federation.addressing import addressed_repo, id_of
 from federation.envelope import check_signature, unseal
 from federation.errors import AnswerTooLarge, OfferTooLarge, TooManyOffers
-from federation.layout import OFFER_RATE, OFFERS_IN, load_map, offer_key
+from federation.layout import OFFER_RATE, OFFERS_IN, load_map, offer_key, shared_offer_id
 from federation.mirror import snapshot_refs
 from federation.net import http_error
 from federation.offers import (
@@ -64,7 +63,7 @@ async def receive(
         if authority(url) != authority(actor):
             raise PermissionDenied(f"{url} is not on the offering actor's host {authority(actor)}")
     repo = fed.local_repo(name)
-    lid = hashlib.sha256(obj_id.encode()).hexdigest()[:20]
+    lid = shared_offer_id(obj_id)
     key = offer_key(repo.prefix, lid)
     if await fed.store.head(key) is not None:
         return {"offer": lid, "already": True}  # redelivery

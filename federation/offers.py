@@ -39,6 +39,7 @@ from federation.layout import (
     load_map,
     offer_key,
     offer_sent_key,
+    shared_offer_id,
 )
 from federation.mirror import children_first, snapshot_refs
 from federation.settings import FedSettings, authority
@@ -177,8 +178,10 @@ async def make_offer(
             f"the session is too large to offer ({len(bundle)} bytes; at most {MAX_BUNDLE})"
         )
     await fed.store.put(BUNDLES + oid, bundle)
+    object_url = f"{fed.url}/ap/offers/{oid}"
     record = {
-        "id": oid,
+        "id": shared_offer_id(object_url),  # the id the target shows too
+        "object": object_url,
         "repo": repo.name,
         "session": sid,
         "target": target_url,

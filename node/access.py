@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from node.accounts import Accounts
-from node.errors import PermissionDenied
-from node.principal import Principal, allowed
+from node.errors import AuthRequired, PermissionDenied
+from node.principal import ANONYMOUS, Principal, allowed
 from node.ratelimit import LoginLimiter
 
 # What each access level needs: (role on the repository, token scope).
@@ -68,3 +68,17 @@ async def check_login(auth: Accounts, limiter: LoginLimiter, user: str, password
         return False
     limiter.granted(user, address)
     return True
+
+
+async def token_principal(auth: Accounts, header: str | None) -> Principal:
+    """Who an ``Authorization: Bearer <token>`` header names (anonymous without one); an unknown,
+    expired or revoked token, or another scheme, is refused rather than taken as anonymous."""
+    if not header:
+        return ANONYMOUS
+    scheme, _, secret = header.partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        raise AuthRequired("use Authorization: Bearer <token>")
+    p = await auth.authenticate(secret.strip())
+    if p is None:
+        raise AuthRequired("the token is unknown, expired or revoked")
+    return p

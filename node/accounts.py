@@ -550,6 +550,12 @@ class Accounts:
         members = db.query("select user, role from org_members where org = ? order by user", (name,))
         return {**row, "members": {m["user"]: m["role"] for m in members}}
 
+    async def orgs_of(self, user: str) -> dict[str, str]:
+        """The organisations ``user`` belongs to, with their role in each, by name."""
+        rows = (await self.db.read()).query(
+            "select org, role from org_members where user = ? order by org", (user,))
+        return {r["org"]: r["role"] for r in rows}
+
     async def org_role(self, org: str, user: str | None) -> str | None:
         """``user``'s role in ``org`` (what managing its members needs), None when not a member."""
         if user is None:
@@ -639,9 +645,31 @@ class Accounts:
         return None if row is None else _repo_row(row)
 
     async def set_repo_private(self, name: str, private: bool) -> None:
+        await self.update_repo(name, private=private)
+
+    async def update_repo(self, name: str, *, description: str | None = None,
+                          private: bool | None = None) -> None:
+        """Change what is given of a repository's description and visibility, in one write."""
+        fields: dict[str, Any] = {}
+        if description is not None:
+            fields["description"] = check_description(description)
+        if private is not None:
+            fields["private"] = int(bool(private))
+
         def change(db: sqlite_utils.Database) -> None:
             _need_repo(db, name)
-            db["repos"].update(name, {"private": int(private)})
+            if fields:
+                db["repos"].update(name, fields)
+
+        await self.db.write(change)
+
+    async def unregister_repo(self, name: str) -> None:
+        """Forget a repository and its members (``node.repos.delete_repository`` empties the store)."""
+
+        def change(db: sqlite_utils.Database) -> None:
+            _need_repo(db, name)
+            db.execute("delete from repo_members where repo = ?", (name,))
+            db.execute("delete from repos where name = ?", (name,))
 
         await self.db.write(change)
 

@@ -81,6 +81,11 @@ class Node:
         return repo
 
 
+    def forget_repo(self, name: str) -> None:
+        """Drop the handle of a deleted repository: a new one of that name starts with no cache."""
+        self._repos.pop(name, None)
+
+
 def node_of(app: Quart) -> Node:
     return cast(Node, app.extensions["micelio"])
 

@@ -52,7 +52,8 @@ async def _account_page(created: dict[str, Any] | None = None, error: str | None
 async def account() -> Response | tuple[str, int]:
     if (await viewer()).user is None:
         return login_redirect()
-    return await _account_page()
+    flash = await auth.take_flash() or {}
+    return await _account_page(created=flash.get("created"))
 
 
 @bp.post("/account/tokens")
@@ -90,8 +91,10 @@ async def create_token() -> Response | tuple[str, int]:
         message = str(e) if isinstance(e, HifError) else "the lifetime is a number of days"
         status = page_status(e) if isinstance(e, HifError) else 400
         return await _account_page(error=message, status=status)
-    return await _account_page(created={"id": tid, "token": secret, "name": name, "scope": scope,
-                                        "repo": repo}, status=201)
+    # post-redirect-get: the new secret is shown once by the page the redirect loads, so a reload
+    # neither makes a second token nor shows this one again
+    await auth.set_flash(created={"id": tid, "token": secret, "name": name, "scope": scope, "repo": repo})
+    return redirect(url_for("ui.account"), 303)  # type: ignore[return-value]
 
 
 @bp.post("/account/tokens/<tid>/revoke")

@@ -19,7 +19,11 @@ import logging
 import secrets
 import time
 from datetime import timedelta
+from typing import Any
 
+import cbor2
+import nacl.utils
+from nacl.secret import SecretBox
 from quart import Quart, current_app, g, session
 from quart.sessions import SecureCookieSession, SecureCookieSessionInterface
 from quart.wrappers import BaseRequestWebsocket
@@ -30,6 +34,8 @@ from node.context import node_of
 from node.principal import ANONYMOUS, Principal
 
 SECRET_KEY = "_node/ui-secret"
+FLASH_PREFIX = "_node/ui-flash/"  # one-time messages after a redirect (a new token), by random id
+FLASH_MAX_AGE = 600.0  # seconds a flash waits for the page that shows it
 COOKIE = "micelio_session"
 LOGIN_DAYS = 30
 error_log = logging.getLogger("micelio.error")
@@ -144,3 +150,44 @@ async def viewer() -> Principal:
             g.user = p.user  # the access log names who asked
     g.ui_viewer = p
     return p
+
+
+async def set_flash(**data: Any) -> None:
+    """Keep ``data`` for the next page this browser loads (post-redirect-get): in the store, so any
+    replica can show it and a secret (a new token) never travels in a URL, sealed with a key only
+    this browser's cookie holds (with the flash's random id), so the store alone never reveals it
+    even when a flash is never shown. Showing it deletes it: a reload shows nothing again."""
+    fid, key = secrets.token_urlsafe(18), nacl.utils.random(SecretBox.KEY_SIZE)
+    sealed = SecretBox(key).encrypt(cbor2.dumps({"time": time.time(), "data": data}))
+    store = node_of(current_app).store  # type: ignore[arg-type]
+    await store.put(FLASH_PREFIX + fid, bytes(sealed))
+    old = session.get("flash")
+    session["flash"] = [fid, key.hex()]
+    if isinstance(old, list) and old and isinstance(old[0], str):  # one at a time: drop an unshown one
+        with contextlib.suppress(HifError):
+            await store.delete(FLASH_PREFIX + old[0])
+
+
+async def take_flash() -> dict[str, Any] | None:
+    """The flash this browser was sent, once (deleted as it is read); None when there is none."""
+    if not has_session():
+        return None
+    kept = session.pop("flash", None)
+    if not (isinstance(kept, list) and len(kept) == 2 and all(isinstance(x, str) for x in kept)):
+        return None
+    fid, key = kept
+    if not fid.replace("-", "").replace("_", "").isalnum():
+        return None
+    store = node_of(current_app).store  # type: ignore[arg-type]
+    raw = await store.get_or_none(FLASH_PREFIX + fid)
+    if raw is None:
+        return None
+    await store.delete(FLASH_PREFIX + fid)
+    try:
+        value = cbor2.loads(SecretBox(bytes.fromhex(key)).decrypt(raw))
+    except Exception:  # a stale or tampered entry: nothing to show
+        return None
+    if not isinstance(value, dict) or time.time() - float(value.get("time", 0)) > FLASH_MAX_AGE:
+        return None
+    data = value.get("data")
+    return data if isinstance(data, dict) else None

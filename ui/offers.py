@@ -12,17 +12,28 @@ from hif import history
 from hif.errors import (
     ConflictError,
     HifError,
+    InvalidInput,
     NotFound,
 )
 from hif.objects import Entry
-from hif.session import check_text
+from hif.session import check_session_id, check_text
 from hif.tree import lookup_file
 from node.api.federation import offer_id
 from node.context import fed_of
-from ui.sessions import page_diffs
 
 # -- offered sessions (federation: sessions other nodes offer to a local repository) -------------------
-from ui.web import RepoView, bp, count_offers, node, open_repo, web_link
+from ui.auth import set_flash, viewer
+from ui.sessions import page_diffs
+from ui.web import (
+    RepoView,
+    bp,
+    count_offers,
+    login_redirect,
+    node,
+    open_repo,
+    page_status,
+    web_link,
+)
 
 
 def _origin_link(o: dict[str, Any]) -> None:
@@ -111,3 +122,51 @@ async def offer_action(owner: str, name: str, oid: str, action: str) -> Response
             raise
         return await _offer_page(rv, lid, error=str(e), status=e.response_status)
     return redirect(rv.url("offers", lid))  # type: ignore[return-value]
+
+
+# -- offering a local open session to a repository on another node (what ``hif offer`` does) ---------
+
+
+async def _open_session_to_offer(owner: str, name: str, sid: str) -> tuple[RepoView, Any]:
+    """A writer's open session of a local repository (mirrors hold none to offer)."""
+    rv = await open_repo(owner, name, "write")
+    if rv.mirror is not None:
+        raise NotFound("offer sessions from their own repository, not from a mirror")
+    try:
+        check_session_id(sid)
+        s = await rv.repo.sessions.load(sid)
+    except (InvalidInput, NotFound):
+        raise NotFound(f"no session {sid}") from None
+    return rv, s
+
+
+async def _offer_form(rv: RepoView, s: Any, target: str = "", error: str | None = None,
+                      status: int = 200) -> tuple[str, int]:
+    page = await render_template("offer_new.html", rv=rv, s=s, target=target, error=error)
+    return page, status
+
+
+@bp.get("/<owner>/<name>/sessions/<sid>/offer")
+async def offer_form(owner: str, name: str, sid: str) -> Response | tuple[str, int]:
+    if (await viewer()).user is None:
+        await open_repo(owner, name)  # a private or missing repository stays a 404
+        return login_redirect()
+    rv, s = await _open_session_to_offer(owner, name, sid)
+    return await _offer_form(rv, s, request.args.get("target", ""))
+
+
+@bp.post("/<owner>/<name>/sessions/<sid>/offer")
+async def offer_send(owner: str, name: str, sid: str) -> Response | tuple[str, int]:
+    """Offer the session through the API's own ``federation.offers.make_offer``; the session page
+    then lists it under the id the target shows too, and its state as the target answers."""
+    rv, s = await _open_session_to_offer(owner, name, sid)
+    assert rv.p.user is not None  # a writer is logged in
+    target = (await request.form).get("target", "").strip()
+    try:
+        if not target:
+            raise InvalidInput("name the repository to offer to: https://forge.example/owner/name")
+        rec = await federation_offers.make_offer(fed_of(), rv.repo, sid, target, rv.p.user)
+    except HifError as e:
+        return await _offer_form(rv, s, target, str(e), page_status(e))
+    await set_flash(done=f"Offered to {rec['target']} as offer {rec['id']}.")
+    return redirect(rv.url("sessions", sid) + "#offers", 303)  # type: ignore[return-value]

@@ -12,10 +12,13 @@ import math
 import posixpath
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
+import nh3
 from markdown_it import MarkdownIt
 from markupsafe import Markup, escape
 from pygments.lexer import Lexer
@@ -29,12 +32,32 @@ SHOW_MAX = 1 << 20  # bytes of a file shown on its page; the rest is behind "raw
 HIGHLIGHT_MAX = 256 * 1024  # bigger texts are shown plain: highlighting costs ~3 s per MB
 DIFF_FILE_MAX = 512 * 1024  # a side bigger than this is not diffed line by line
 
-_md = MarkdownIt("commonmark", {"html": False}).enable(["table", "strikethrough"])
+_md = MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"])
+URL_SCHEMES = {"http", "https", "mailto"}
+Resolve = Callable[[str, str], str | None]  # (tag, a relative URL) -> where it points on this site
 
 
-def markdown(text: str) -> Markup:
-    """CommonMark with tables; raw HTML is escaped and unsafe link schemes are dropped."""
-    return Markup(_md.render(text))
+def markdown(text: str, resolve: Resolve | None = None) -> Markup:
+    """CommonMark with tables. Raw HTML passes only through nh3's allow-list (no script, style,
+    form, frame, event handler or unsafe URL scheme survives); relative links and images are
+    pointed at the repository by ``resolve`` (None drops them); images from other sites are
+    dropped (the pages' CSP would refuse them, and they would tell a third party who reads)."""
+
+    def attribute(tag: str, name: str, value: str) -> str | None:
+        if (tag, name) not in (("a", "href"), ("img", "src")):
+            return value
+        if value.startswith("#"):
+            return value
+        parts = urlsplit(value)
+        if parts.scheme or value.startswith("//"):
+            return None if tag == "img" else value  # nh3 checks the scheme of what stays
+        if value.startswith("/") or resolve is None:
+            return value
+        return resolve(tag, value)
+
+    html = nh3.clean(_md.render(text), url_schemes=URL_SCHEMES, attribute_filter=attribute,
+                     link_rel="nofollow noopener noreferrer")
+    return Markup(html)
 
 
 _message_md = MarkdownIt("commonmark", {"html": False, "breaks": True}).enable(["table", "strikethrough"])
@@ -232,6 +255,15 @@ def human_size(n: int) -> str:
             return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
         n /= 1024  # type: ignore[assignment]
     return f"{n} bytes"  # pragma: no cover
+
+
+def xml_text(value: Any) -> str:
+    """Text as XML may carry it (a feed): stored goals and names are anyone's strings, control
+    characters included, and one of those must not make the whole document unreadable."""
+    return _NOT_XML.sub("\ufffd", str(value))
+
+
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")  # not allowed in XML 1.0
 
 
 # -- times -----------------------------------------------------------------------------------------

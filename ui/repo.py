@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import posixpath
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlsplit
 
 from markupsafe import Markup
 from quart import Response, redirect, render_template, request
@@ -13,6 +14,7 @@ from quart import Response, redirect, render_template, request
 from hif import history
 from hif.blame import blame
 from hif.errors import (
+    HifError,
     InvalidInput,
     NotFound,
     PermissionDenied,
@@ -21,9 +23,12 @@ from hif.mainline import LandingRecord
 from hif.merge import is_binary
 from hif.objects import DIR, LINK, Entry
 from hif.tree import lookup
-from ui.auth import viewer
+from node.principal import Principal, role_rank
+from node.repos import create_repository, delete_repository, update_repository
+from ui.auth import set_flash, take_flash, viewer
 from ui.render import (
     FileView,
+    Resolve,
     code_rows,
     file_view,
     human_size,
@@ -42,12 +47,43 @@ from ui.web import (
     mirrored,
     node,
     open_repo,
+    page_status,
 )
 
 # -- repository pages ------------------------------------------------------------------------------
 
 BLAME_MAX = 512 * 1024
 README_NAMES = ("readme.md", "readme.markdown", "readme", "readme.txt", "readme.rst")
+MARKDOWN = (".md", ".markdown")
+IMAGES = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "gif": "image/gif",
+          "webp": "image/webp", "avif": "image/avif", "bmp": "image/bmp", "ico": "image/x-icon",
+          "svg": "image/svg+xml"}  # previewed on the file page, served as themselves by raw
+RAW_CSP = "sandbox; default-src 'none'"
+# an image opened on its own: the browser's image view may style it, an SVG may style itself, nothing runs
+IMAGE_CSP = RAW_CSP + "; style-src 'unsafe-inline'; img-src data:"
+
+
+def image_type(path: str) -> str | None:
+    """The image content type a file name promises (the bytes are served with nosniff)."""
+    return IMAGES.get(posixpath.splitext(path)[1].lstrip(".").casefold())
+
+
+def _resolver(rv: RepoView, directory: str, at_q: int | None) -> Resolve:
+    """Relative links of a Markdown file in ``directory``: images to the raw file, links to its
+    page, both at the same position; a path climbing out of the repository is dropped."""
+
+    def resolve(tag: str, url: str) -> str | None:
+        parts = urlsplit(url)
+        if not parts.path:
+            return url
+        target = posixpath.normpath(posixpath.join(directory, unquote(parts.path)))
+        if target == ".." or target.startswith("../"):
+            return None
+        target = "" if target == "." else target
+        link = rv.url("raw" if tag == "img" else "blob", quote(target), at=at_q) if target else rv.url(at=at_q)
+        return link + ("#" + parts.fragment if parts.fragment else "")
+
+    return resolve
 
 
 @bp.get("/<owner>/<name>")
@@ -78,9 +114,9 @@ async def _tree(owner: str, name: str, path: str) -> Response | str:
         if e.kind != DIR and n.casefold() in README_NAMES:
             data = await rv.repo.objects.get_blob(e.oid)
             text = data[: 512 * 1024].decode("utf-8", "replace")
-            is_md = n.casefold().endswith((".md", ".markdown"))
-            readme = {"name": n, "html": await asyncio.to_thread(markdown, text) if is_md else None,
-                      "text": text}
+            is_md = n.casefold().endswith(MARKDOWN)
+            readme = {"name": n, "text": text,
+                      "html": await asyncio.to_thread(markdown, text, _resolver(rv, path, at_q)) if is_md else None}
             break
     recent: list[LandingRecord] = []
     open_rows: list[dict[str, Any]] = []
@@ -136,14 +172,21 @@ async def blob(owner: str, name: str, path: str) -> Response | str:
     rv, path, at, at_q, entry, data = page.rv, page.path, page.at, page.at_q, page.entry, page.data
     view: FileView | None = None
     target = None
+    rendered = None
     if entry.kind == LINK:
         target = data.decode("utf-8", "replace")
     else:
         view = await asyncio.to_thread(file_view, data, path)
+        if (path.casefold().endswith(MARKDOWN) and not view.binary and not view.truncated
+                and request.args.get("plain") != "1"):
+            rendered = await asyncio.to_thread(markdown, data.decode("utf-8", "replace"),
+                                               _resolver(rv, posixpath.dirname(path), at_q))
     hist = await history.file_history(rv.repo, path, at, limit=10, budget=500)
     return await render_template("blob.html", rv=rv, path=path, at=at, at_q=at_q, entry=entry, view=view,
                                  target=target, history=hist, crumbs=crumbs(rv, path, at_q),
-                                 code_rows=code_rows(view.lines) if view else "")
+                                 code_rows=code_rows(view.lines) if view and rendered is None else "",
+                                 rendered=rendered, image=image_type(path) if entry.kind != LINK else None,
+                                 markdown_file=path.casefold().endswith(MARKDOWN))
 
 
 @bp.get("/<owner>/<name>/blame/<path:path>")
@@ -181,26 +224,106 @@ async def raw(owner: str, name: str, path: str) -> Response:
         raise NotFound(f"{path} is a directory")
     data = await rv.repo.objects.get_blob(entry.oid)
     binary = is_binary(data)
-    headers = {"Content-Security-Policy": "sandbox; default-src 'none'", "X-Content-Type-Options": "nosniff",
-               "Cache-Control": "private, max-age=60"}
+    image = image_type(path) if entry.kind != LINK else None
+    headers = {"Content-Security-Policy": RAW_CSP if image is None else IMAGE_CSP,
+               "X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=60"}
+    filename = quote(path.rsplit("/", 1)[-1], safe="")
+    if image is not None:  # shown by the file page's <img>; opened alone it is an image, nothing more
+        headers["Content-Disposition"] = f"inline; filename*=UTF-8''{filename}"
+        return Response(data, content_type=image, headers=headers)
     if binary:
-        headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(path.rsplit('/', 1)[-1], safe='')}"
+        headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{filename}"
     return Response(data, content_type="application/octet-stream" if binary else "text/plain; charset=utf-8",
                     headers=headers)
+
+
+# -- creating a repository -------------------------------------------------------------------------
+
+
+async def _owners(p: Principal) -> list[str]:
+    """Where ``p`` may create repositories: their own namespace, then the organisations they
+    maintain or own (``Accounts.can_create_repo`` decides again on submit)."""
+    assert p.user is not None
+    orgs = await node().auth.orgs_of(p.user)
+    return [p.user, *(o for o, role in orgs.items() if role_rank(role) >= role_rank("maintainer"))]
+
+
+async def _new_page(p: Principal, form: Any, error: str | None = None, status: int = 200) -> tuple[str, int]:
+    page = await render_template("new_repo.html", owners=await _owners(p), form=form, error=error)
+    return page, status
+
+
+@bp.get("/new")
+async def new_repo() -> Response | tuple[str, int]:
+    p = await viewer()
+    if p.user is None:
+        return login_redirect()
+    return await _new_page(p, {"owner": request.args.get("owner", "")})
+
+
+@bp.post("/new")
+async def new_repo_post() -> Response | tuple[str, int]:
+    """Create a repository through the API's own code path (``node.repos.create_repository``)."""
+    p = await viewer()
+    if p.user is None:
+        return login_redirect()
+    form = await request.form
+    name = f"{form.get('owner', '').strip()}/{form.get('name', '').strip()}"
+    try:
+        await create_repository(node(), p, name, private=form.get("private") == "1",
+                                description=form.get("description", "").strip())
+    except HifError as e:
+        return await _new_page(p, form, str(e), page_status(e))
+    return redirect("/" + name, 303)  # type: ignore[return-value]
 
 
 # -- settings --------------------------------------------------------------------------------------
 
 
-async def _settings_page(rv: RepoView, error: str | None = None) -> str:
+def _is_owner(rv: RepoView) -> bool:
+    return rv.p.admin or role_rank(rv.role) >= role_rank("owner")
+
+
+async def _settings_page(rv: RepoView, error: str | None = None, status: int = 200) -> tuple[str, int]:
     members = await node().auth.repo_members(rv.name)
     org = await node().auth.get_org(rv.owner)
-    return await render_template("settings.html", rv=rv, members=members, org=org,
-                                 roles=grantable(rv.role), error=error)
+    flash = await take_flash() or {}
+    page = await render_template("settings.html", rv=rv, members=members, org=org, roles=grantable(rv.role),
+                                 error=error, done=flash.get("done"), can_delete=_is_owner(rv))
+    return page, status
+
+
+@bp.post("/<owner>/<name>/settings/repo")
+async def settings_repo(owner: str, name: str) -> Response | tuple[str, int]:
+    """Description and visibility (maintainers and owners)."""
+    rv = await open_repo(owner, name, "admin")
+    form = await request.form
+    try:
+        await update_repository(node(), rv.name, description=form.get("description", "").strip(),
+                                private=form.get("visibility") == "private")
+    except HifError as e:
+        rv.info = {**rv.info, "description": form.get("description", "")}
+        return await _settings_page(rv, str(e), page_status(e))
+    await set_flash(done="Saved.")
+    return redirect(rv.url("settings"), 303)  # type: ignore[return-value]
+
+
+@bp.post("/<owner>/<name>/settings/delete")
+async def settings_delete(owner: str, name: str) -> Response | tuple[str, int]:
+    """Delete the repository (owners only), once its full name is typed as confirmation."""
+    rv = await open_repo(owner, name, "admin")
+    if not _is_owner(rv):
+        raise PermissionDenied(f"only owners of {rv.name} delete it")
+    try:
+        await delete_repository(node(), rv.name, (await request.form).get("confirm", ""))
+    except InvalidInput as e:
+        return await _settings_page(rv, str(e), 400)
+    await set_flash(done=f"Deleted {rv.name}.")
+    return redirect("/", 303)  # type: ignore[return-value]
 
 
 @bp.get("/<owner>/<name>/settings")
-async def settings(owner: str, name: str) -> Response | str:
+async def settings(owner: str, name: str) -> Response | tuple[str, int]:
     if (await viewer()).user is None:
         await open_repo(owner, name)  # a private or missing repository stays a 404
         return login_redirect()
@@ -215,7 +338,7 @@ async def settings_member_set(owner: str, name: str) -> Response | tuple[str, in
         await node().auth.set_repo_member(rv.name, form.get("user", "").strip(), form.get("role", ""),
                                           by=rv.p)
     except (InvalidInput, NotFound, PermissionDenied) as e:
-        return await _settings_page(rv, str(e)), form_status(e)
+        return (await _settings_page(rv, str(e)))[0], form_status(e)
     return redirect(rv.url("settings"))  # type: ignore[return-value]
 
 
@@ -225,7 +348,7 @@ async def settings_member_remove(owner: str, name: str, user: str) -> Response |
     try:
         await node().auth.remove_repo_member(rv.name, user, by=rv.p)
     except (InvalidInput, NotFound, PermissionDenied) as e:
-        return await _settings_page(rv, str(e)), form_status(e)
+        return (await _settings_page(rv, str(e)))[0], form_status(e)
     return redirect(rv.url("settings"))  # type: ignore[return-value]
 
 for _rule, _endpoint, _view in (

@@ -24,7 +24,9 @@ from hif.objects import decode
 from hif.paths import check_path
 from hif.repo import Repo
 from hif.session import ROLES, Session, check_session_id, fold
+from node.access import may
 from node.wire import query_int
+from ui.auth import take_flash
 from ui.render import (
     file_diff,
     imported_view,
@@ -221,6 +223,7 @@ async def session_page(owner: str, name: str, sid: str) -> str:
         cp_index={e["seq"]: i for i, e in enumerate(cps, 1)},
         reason=(state_info or {}).get("reason"), check_logs=await _check_logs(rv.repo, s),
         sent_offers=await _sent_offers(rv, sid),
+        done=(await take_flash() or {}).get("done"), can_write=may(rv.p, rv.role, "write", rv.name),
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+from pathlib import Path
 from typing import Any
 
 from quart import Response, current_app, redirect, render_template, request
@@ -57,8 +58,19 @@ async def home() -> str:
     # repositories this node follows on other nodes: read-only mirrors, with where they come from
     mirrors = [m for m in await federation_status.mirrors(node().store, limit=50)
                if m["state"] in ("accepted", "pending", "failed")] if after is None else []
+    flash = await auth.take_flash() or {}  # "Deleted owner/name." after a repository's deletion
     return await render_template("home.html", repos=repos, recent=recent, more=more, mirrors=mirrors,
-                                 node_url=node().config.url)
+                                 node_url=node().config.url, done=flash.get("done"))
+
+
+FAVICON = Path(__file__).parent / "static" / "favicon.svg"
+
+
+@bp.get("/favicon.ico")
+async def favicon() -> Response:
+    """Browsers ask for /favicon.ico where a page names none (a raw file, an image): the SVG icon."""
+    return Response(FAVICON.read_bytes(), content_type="image/svg+xml",
+                    headers={"Cache-Control": "public, max-age=86400"})
 
 
 @bp.get("/search")
@@ -132,7 +144,12 @@ async def _site_admin() -> Response | None:
 @bp.get("/federation")
 async def federation_page() -> Response | tuple[str, int]:
     """Followed repositories, deliveries waiting or given up, peers' circuits (site admins)."""
-    return await _site_admin() or await _federation_page()
+    refused = await _site_admin()
+    if refused is not None:
+        return refused
+    flash = await auth.take_flash() or {}
+    done = flash.get("done")
+    return await _federation_page(done=done if isinstance(done, str) else None)
 
 
 @bp.post("/federation/<action>")
@@ -152,7 +169,8 @@ async def federation_action(action: str) -> Response | tuple[str, int]:
         fed.wake_outbox()
     except HifError as e:
         return await _federation_page(error=str(e), status=page_status(e))
-    return await _federation_page(done=f"{'Following' if action == 'follow' else 'Stopped following'} {url}")
+    await auth.set_flash(done=f"{'Following' if action == 'follow' else 'Stopped following'} {url}")
+    return redirect("/federation", 303)  # type: ignore[return-value]
 
 
 @bp.get("/import")

@@ -64,7 +64,8 @@ SECURITY_HEADERS = {
 def _setup(state: BlueprintSetupState) -> None:
     auth.configure(state.app)  # type: ignore[arg-type]
     env = state.app.jinja_env
-    env.filters.update(ago=render.ago, absolute=render.absolute, iso=render.iso, size=human_size)
+    env.filters.update(ago=render.ago, absolute=render.absolute, iso=render.iso, size=human_size,
+                       xml_text=render.xml_text)
     env.globals.update(csrf_token=csrf_token, htmx=HTMX.exists(), short=lambda oid: oid.hex()[:12],
                        person=shown_person, landed_role=render.landed_role,
                        message_html=render.message_html)
@@ -196,6 +197,13 @@ class RepoView:
     @property
     def short(self) -> str:
         return self.name.split("/")[1]
+
+    @property
+    def clone_url(self) -> str:
+        """What ``hif clone`` takes: this node's public URL and the repository's path (for a
+        mirror, its origin's: that is where sessions land)."""
+        origin = web_link(self.info.get("origin_url")) if self.mirror else None
+        return origin or node().config.url.rstrip("/") + self.url()
 
     @property
     def can_admin(self) -> bool:

@@ -3,7 +3,6 @@ blame, scan) (docs/api.md)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 from typing import Any
 
@@ -11,7 +10,7 @@ from quart import Response, request
 
 from hif.agents.trace import MIME, landing_record
 from hif.blame import blame
-from hif.errors import HifError, NotFound, PreconditionFailed
+from hif.errors import NotFound
 from hif.mainline import log_key
 from hif.objects import (
     DIR,
@@ -26,8 +25,9 @@ from node.api.routing import (
     Ctx,
     route,
 )
-from node.errors import Exists, InvalidInput, PermissionDenied
+from node.errors import InvalidInput
 from node.principal import check_description
+from node.repos import create_repository
 from node.wire import (
     field,
     query_int,
@@ -60,33 +60,12 @@ async def list_repos(ctx: Ctx) -> dict[str, Any]:
 
 @route("POST", "/api/v1/repos", "user", status=201)
 async def create_repo(ctx: Ctx) -> dict[str, Any]:
-    p = ctx.principal
     name = check_repo_name(field(ctx.body, "name", str))
     private = field(ctx.body, "private", bool, default=False)
     description = check_description(field(ctx.body, "description", str, default=""))
-    need_scope(p, "write")
-    if not await ctx.node.auth.can_create_repo(p, name):
-        raise PermissionDenied(f"you cannot create repositories under {name.split('/')[0]}")
-    owner = name.split("/")[0]
-    if p.admin and owner != p.user and await ctx.node.auth.get_user(owner) is None:
-        with contextlib.suppress(Exists):
-            await ctx.node.auth.create_org(owner, ctx.user)
-    if await ctx.node.auth.get_repo(name) is not None:
-        raise Exists(f"repository {name} already exists")
-    repo = ctx.node.repo(name)
-    # the store part first: a crash between the two leaves an unlisted repository that a retry adopts
-    created = False
-    with contextlib.suppress(PreconditionFailed):
-        await repo.create(description=description)
-        created = True
-    try:
-        info = await ctx.node.auth.register_repo(name, private=private, owner_user=ctx.user,
-                                                description=description)
-    except HifError:  # refused after all (a name taken meanwhile): a refused request stores nothing
-        if created:
-            await repo.uncreate()
-        raise
-    return await _meta(ctx, info, repo)
+    need_scope(ctx.principal, "write")
+    info = await create_repository(ctx.node, ctx.principal, name, private=private, description=description)
+    return await _meta(ctx, info, ctx.node.repo(name))
 
 
 @route("GET", REPO, "read", agent=True)

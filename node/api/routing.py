@@ -19,10 +19,10 @@ from quart import Blueprint, Response, current_app, g, request
 from hif.errors import NotFound, SessionClosed
 from hif.repo import Repo, check_repo_name
 from hif.session import ROLES, Session, check_session_id
-from node.access import NEEDS, may, repo_access
+from node.access import NEEDS, may, repo_access, token_principal
 from node.context import Node, node_of
 from node.errors import AuthRequired, InvalidInput, PermissionDenied
-from node.principal import ANONYMOUS, Principal
+from node.principal import Principal
 from node.wire import (
     DEFAULT_LIMIT,
     cbor_response,
@@ -105,16 +105,9 @@ def route(method: str, rule: str, access: str, *, limit: int = DEFAULT_LIMIT, ag
 
 
 async def _principal(node: Node) -> Principal:
-    header = request.headers.get("Authorization")
-    if not header:
-        return ANONYMOUS
-    scheme, _, secret = header.partition(" ")
-    if scheme.lower() != "bearer" or not secret.strip():
-        raise AuthRequired("use Authorization: Bearer <token>")
-    p = await node.auth.authenticate(secret.strip())
-    if p is None:
-        raise AuthRequired("the token is unknown, expired or revoked")
-    g.user = p.user
+    p = await token_principal(node.auth, request.headers.get("Authorization"))
+    if p.user is not None:
+        g.user = p.user
     return p
 
 

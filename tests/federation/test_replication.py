@@ -328,6 +328,7 @@ def test_offer_from_b_to_a_and_back(trio: Trio, tmp_path: Path) -> None:
     assert (
         o["state"] == "offered" and o["goal"] == "add a contributing guide" and o["origin"] == b.url
     )
+    assert o["id"] == out["id"]  # one id for the offer on both nodes
     detail = a.api("GET", f"/api/v1/repos/{REPO}/offers/{o['id']}").data
     texts = [e.get("text") for e in detail["events"] if e["type"] == "say"]
     assert "the guide explains reviews" in texts
@@ -451,11 +452,15 @@ def test_admins_follow_and_watch_federation_from_the_ui(trio: Trio) -> None:
     assert page.status_code == 200 and "Followed repositories" in page.text
     csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
     r = c.post("/federation/follow", data={"url": f"{a.url}/acme/ui-followed", "csrf": csrf})
+    assert r.status_code == 303 and r.headers["location"] == "/federation"  # post-redirect-get
+    r = c.get("/federation")
     assert r.status_code == 200 and "Following" in r.text, r.text
+    assert "Following" not in c.get("/federation").text  # shown once: a reload does not repeat it
     wait_for(lambda: mirror_head(b, a, "acme/ui-followed") == 1, "the UI follow to backfill")
     page = c.get("/federation").text
     assert "acme/ui-followed" in page and "accepted" in page and "verified" in page
     r = c.post("/federation/follow", data={"url": "not a url", "csrf": csrf})
     assert r.status_code == 400 and 'role="alert"' in r.text
-    r = c.post("/federation/unfollow", data={"url": f"{a.url}/acme/ui-followed", "csrf": csrf})
+    r = c.post("/federation/unfollow", data={"url": f"{a.url}/acme/ui-followed", "csrf": csrf},
+               follow_redirects=True)
     assert r.status_code == 200 and "Stopped following" in r.text

@@ -43,7 +43,8 @@ def test_log_in_browse_tree_file_and_blame(page: Any, seeded: Seeded) -> None:
     expect(page).to_have_url(re.compile(f"/{PUBLIC}$"))
     readme = page.locator("article.readme")
     expect(readme.locator("h1")).to_have_text("Widgets")  # Markdown rendered
-    expect(readme).to_contain_text('<script>alert("this must show as text")</script>')  # HTML escaped
+    expect(readme).not_to_contain_text("<script>")  # raw HTML is sanitised, never escaped into text
+    expect(readme.locator("script")).to_have_count(0)
     expect(page.locator("#open-h + ul")).to_contain_text("Document every widget")  # open right now
 
     # the tree, one directory at a time

@@ -58,6 +58,7 @@ def test_mirror_pages_show_origin_sync_and_signatures(seeded: Seeded, follower: 
     header = re.search(r'<p class="desc mirror-info">(.*?)</p>', repo_page.text, re.S)
     assert header is not None, "no mirror line in the header"
     assert f'href="{seeded.forge.url}/{PUBLIC}"' in header.group(1)  # the origin, as a link
+    assert f"hif clone {seeded.forge.url}/{PUBLIC}</code>" in repo_page.text  # sessions land at the origin
     assert "last synced" in header.group(1) and "<time" in header.group(1)
     assert "Settings" not in repo_page.text  # read-only
 
