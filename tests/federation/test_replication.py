@@ -307,6 +307,9 @@ def test_follow_while_the_origin_is_down(tmp_path: Path) -> None:
 
 def test_offer_from_b_to_a_and_back(trio: Trio, tmp_path: Path) -> None:
     a, b = trio.a, trio.b
+    if a.api("GET", f"/api/v1/repos/{REPO}/head").data["position"] == 0:  # run alone
+        follow(b, a, REPO)
+        land(a, REPO, {"README.md": "hello 2\n", "src/mod1.py": "x = 1\n"}, "content")
     bob = b.user("bob")
     make_repo(b, "bob/api")
     land(b, "bob/api", {"README.md": "hello 2\n"}, "start from the same file")
