@@ -30,6 +30,7 @@
           markdown-it-py
           nh3
           http-message-signatures
+          mcp
         ];
         micelio = py.buildPythonApplication {
           pname = "micelio";

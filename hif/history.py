@@ -81,6 +81,16 @@ async def session_changes(repo: Repo, s: Session, rec: LandingRecord | None = No
     return out
 
 
+# Said when a session lands (``hif land``, the MCP land tool) or is shown landed (the web UI) with
+# no decision recorded: the reasoning is what hif keeps, and a decision is never made up from text.
+NO_DECISION = "this session records no decision (hif decide, or the MCP decide tool)"
+
+
+def undecided(s: Session) -> bool:
+    """Whether the session records no ``decide`` event."""
+    return not s.of_type("decide")
+
+
 def iterations(s: Session) -> list[dict[str, Any]]:
     """The session's checkpoint events; iteration ``i`` (1-based) is ``iterations(s)[i - 1]``."""
     return s.of_type("checkpoint")

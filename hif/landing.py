@@ -30,7 +30,7 @@ from hif.errors import (
     StoreError,
 )
 from hif.mainline import LandedSession, LandingRecord, RecordTouches
-from hif.merge import is_binary, merge3
+from hif.merge import is_binary, merge3, split_lines
 from hif.objects import DIR, EXEC, FILE, FILE_KINDS, Entry, decode, digest, encode
 from hif.paths import check_entry_path, check_path, collision, parent_dirs
 from hif.repo import Repo
@@ -275,6 +275,24 @@ async def land(
         group = 1  # pinned: nothing may join; huge: an intent listing every path would cost more than it saves
     lander = _Lander(repo, session, ours, base_tree, group, rng or random.Random(sid), rtt)
     return await lander.run(max_attempts, pinned, state_checked=checked)
+
+
+MARKER = b"<<<<<<< "  # how a conflict that sync marked in a file starts (hif.merge.merge3)
+
+
+async def refuse_markers(repo: Repo, s: Session) -> None:
+    """Refuse to land a file that the session's last sync marked as a conflict while it still holds
+    the markers (a working copy's ``hif land`` and the node's MCP ``land`` both ask)."""
+    syncs = s.of_type("sync")
+    if not syncs:
+        return
+    for path in syncs[-1].get("conflicts", []):
+        entry = s.changes.get(path)
+        if entry is None:
+            continue
+        data = await repo.objects.get_blob(entry.oid)
+        if any(line.startswith(MARKER) for line in split_lines(data)):
+            raise InvalidInput(f"{path} still has conflict markers; resolve them, then land")
 
 
 def check_changes(changes: dict[str, Entry | None]) -> None:

@@ -32,6 +32,9 @@ DEFAULT_LIMIT = 1 * MiB
 # that declares nothing. One socket read (hypercorn reads 64 KiB) fits, so a body received before its
 # handler starts reading never trips a limit the handler is about to raise.
 FORM_LIMIT = 64 * KiB
+# One JSON-RPC message to the MCP endpoint (node.mcp), counted while it arrives by the MCP SDK's
+# transport: a write tool's whole file content fits.
+MCP_LIMIT = 4 * MiB
 MAX_ITEMS = 250_000  # CBOR items in a request body (100,000 ids of objects/stream and then some)
 CHUNK_SLACK = 256 * KiB  # what may arrive before a handler starts reading (a chunk or two)
 

@@ -28,6 +28,7 @@ LAYERS: dict[str, int] = {
     "hif.testing": 3,  # simulation and the fault/latency wrapper: for tests, never for the product
     "hif.porcelain": 4,  # the SDK (Repository)
     "hif.cli": 5,  # the hif command
+    "hif.mcp": 5,  # the MCP server (hif mcp; the node serves its tools too)
     "hif.__main__": 5,
     "federation": 10,
     "node": 20,

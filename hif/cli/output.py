@@ -9,7 +9,6 @@ import functools
 import json
 import os
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -19,10 +18,6 @@ from hif.errors import ConflictError, HifError
 from hif.porcelain import MoveReport
 
 F = Callable[..., Any]
-
-
-def when(t: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
 
 
 def emit(ctx_json: bool, doc: Any, text: str | Callable[[], str]) -> None:

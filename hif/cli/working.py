@@ -58,7 +58,13 @@ def land(as_json: bool, role: str | None, author: str | None) -> None:
         res = r.land(role=role, author=author)
         extra = f" (merged: {', '.join(res.merged)})" if res.merged else ""
         verb = "already landed" if res.already else "landed"
-        emit(as_json, res.to_json(), f"{verb} session {sid} at position {res.position}{extra}")
+        # the history plumbing: only land needs it here (start-up time)
+        from hif.history import NO_DECISION, undecided
+
+        bare = r.landed is not None and undecided(r.landed)  # said, never made up from the text
+        note = f"\nnote: {NO_DECISION}" if bare else ""
+        emit(as_json, {**res.to_json(), "decided": not bare},
+             f"{verb} session {sid} at position {res.position}{extra}{note}")
 
 
 @command(cli)

@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 
 
 T = TypeVar("T")
-MARKER = b"<<<<<<< "
 CLONE_MARKER = "clone-incomplete.json"  # in .hif/ while a clone has not finished its checkout
 
 

@@ -10,10 +10,10 @@ from hif.errors import (
     NotFound,
 )
 from hif.objects import DIR, Entry
-from hif.porcelain.base import FileChange, RepositoryBase, action_of
+from hif.porcelain.base import FileChange, RepositoryBase
 from hif.session import Session, fold
 from hif.tree import diff as tree_diff
-from hif.tree import lookup, lookup_file, read_dir, walk
+from hif.tree import lookup, read_dir, walk
 
 if TYPE_CHECKING:
     from hif.blame import BlameLine
@@ -77,28 +77,10 @@ class History(RepositoryBase):
         return s
 
     def session_diffs(self, s: Session, rec: LandingRecord | None) -> list[tuple[FileChange, str]]:
-        return self._run(self._session_diffs(s, rec))
+        # the views and the history plumbing: only show and diffs need them (start-up time)
+        from hif.porcelain.views import session_diffs
 
-    async def _session_diffs(self, s: Session, rec: LandingRecord | None) -> list[tuple[FileChange, str]]:
-        # diffing and merging: only diffs, syncs and landings load them (start-up time)
-        from hif.merge import unified_diff
-
-        db = self.repo.objects
-        if rec is not None:
-            before = rec.parent_tree
-            changes = next(x.changes for x in rec.sessions if x.session == s.id)
-        else:
-            before = await self.repo.mainline.tree_at(s.base)
-            changes = s.changes
-        out = []
-        for path, new in sorted(changes.items()):
-            old = await lookup_file(db, before, path)
-            if old == new:
-                continue
-            a = await db.get_blob(old.oid) if old else None
-            b = await db.get_blob(new.oid) if new else None
-            out.append((FileChange(path, action_of(old, new), old, new), unified_diff(a, b, path)))
-        return out
+        return self._run(session_diffs(self.repo, s, rec))
 
     def iteration_diff(self, s: Session, a: int, b: int) -> list[tuple[str, str]]:
         """Diff between two iterations (checkpoints) of a session; 0 is the session's base."""

@@ -82,6 +82,8 @@ class SessionHandle:
 class Sessions(WorkingCopy):
     """The open session of a working copy: its events, landing and syncing it."""
 
+    landed: Session | None = None  # the session the last land() landed
+
     # -- sessions ----------------------------------------------------------------------------
 
     def start_session(self, goal: str, *, author: str | None = None, role: str | None = None) -> SessionHandle:
@@ -330,6 +332,8 @@ class Sessions(WorkingCopy):
     # -- landing, sync, goto -----------------------------------------------------------------
 
     def land(self, *, role: str | None = None, author: str | None = None) -> LandResult:
+        """Land the open session; ``self.landed`` is then the session as it landed (its events: the
+        CLI and the MCP server say when it records no decision)."""
         sid = self.session_id
         fm = self.finished_move
         if sid is None and fm is not None and fm.op == "land" and fm.session is not None:
@@ -338,6 +342,7 @@ class Sessions(WorkingCopy):
             self.finished_move = None
             done = self._run(self.repo.sessions.load(fm.session))
             if done.state == "landed":
+                self.landed = done
                 return self._run(self._land(done))
         if sid is not None:
             done = self._run(self.repo.sessions.load(sid))
@@ -345,6 +350,7 @@ class Sessions(WorkingCopy):
                 # an earlier `hif land` was interrupted after landing: report that landing (once) and
                 # finish moving the working copy, so a rerun completes the job instead of failing
                 self._ensure_index()
+                self.landed = done
                 old_tree = self._run(self._session_tree(done))
                 result = self._run(self._land(done))
                 self._run(self._move_to(old_tree, result.tree, result.position, session=None, op="land"))
@@ -355,6 +361,7 @@ class Sessions(WorkingCopy):
         self._refuse_markers(s)
         old_tree = self._run(self._session_tree(s))
         result = self._run(self._land(s))
+        self.landed = s
         self._run(self._move_to(old_tree, result.tree, result.position, session=None, op="land"))
         return result
 

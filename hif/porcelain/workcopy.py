@@ -14,7 +14,7 @@ from hif.errors import (
     NotFound,
 )
 from hif.objects import EMPTY_TREE, LINK, Entry
-from hif.porcelain.base import MARKER, FileChange, MoveReport, RepositoryBase, Status, action_of
+from hif.porcelain.base import FileChange, MoveReport, RepositoryBase, Status, action_of
 from hif.session import Session, check_session_id
 from hif.tree import diff as tree_diff
 from hif.tree import walk
@@ -96,19 +96,10 @@ class WorkingCopy(RepositoryBase):
 
 
     def _refuse_markers(self, s: Session) -> None:
-        syncs = s.of_type("sync")
-        if not syncs:
-            return
-        # diffing and merging: only diffs, syncs and landings load them (start-up time)
-        from hif.merge import split_lines
+        # landing and merging: only land loads them (start-up time)
+        from hif.landing import refuse_markers
 
-        for path in syncs[-1].get("conflicts", []):
-            entry = s.changes.get(path)
-            if entry is None:
-                continue
-            data = self._run(self.repo.objects.get_blob(entry.oid))
-            if any(line.startswith(MARKER) for line in split_lines(data)):
-                raise InvalidInput(f"{path} still has conflict markers; resolve them, then land")
+        self._run(refuse_markers(self.repo, s))
 
     async def _clone_checkout(self, tree: bytes, position: int) -> None:
         """A clone's first checkout: the trees level by level, then every file's blob in one streamed

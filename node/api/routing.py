@@ -88,7 +88,7 @@ def route(method: str, rule: str, access: str, *, limit: int = DEFAULT_LIMIT, ag
                 await _authorize_mirror(ctx, kw.pop("host"), f"{kw.pop('owner')}/{kw.pop('name')}")
             elif "owner" in kw:
                 name = f"{kw.pop('owner')}/{kw.pop('name')}"
-                await _authorize_repo(ctx, name, access, agent, kw.get("sid"))
+                await authorize_repo(ctx, name, access, agent, kw.get("sid"))
             elif access != "public" and principal.user is None:
                 raise AuthRequired("this needs a token (Authorization: Bearer ...)")
             elif access != "public" and principal.session is not None and not agent:
@@ -111,7 +111,9 @@ async def _principal(node: Node) -> Principal:
     return p
 
 
-async def _authorize_repo(ctx: Ctx, name: str, access: str, agent_ok: bool, sid: str | None) -> None:
+async def authorize_repo(ctx: Ctx, name: str, access: str, agent_ok: bool, sid: str | None) -> None:
+    """Resolve repository ``name`` for ``ctx`` if its principal has ``access`` there (an agent
+    token: on its own session ``sid`` only, and only where ``agent_ok``); else 401/403/404."""
     p = ctx.principal
     try:
         check_repo_name(name)

@@ -276,11 +276,12 @@ def test_tokens_never_reach_the_log(forge: Forge) -> None:
 
 def test_docs_list_exactly_the_routes() -> None:
     from node.api import ROUTES
+    from node.mcp import PATH as MCP_PATH
 
     doc = (ROOT / "docs/api.md").read_text()
     documented = set(re.findall(r"^\| `(GET|POST|PUT|DELETE) (/[^`?]*)`", doc, re.M))
     declared = {(r.method, re.sub(r"<owner>/<name>", "<repo>", r.rule)) for r in ROUTES}
-    declared |= {("GET", "/healthz")}
+    declared |= {("GET", "/healthz"), ("POST", MCP_PATH)}  # MCP: beside the route table (node.mcp)
     assert documented == declared
 
 
