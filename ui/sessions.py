@@ -223,7 +223,9 @@ async def session_page(owner: str, name: str, sid: str) -> str:
         cp_index={e["seq"]: i for i, e in enumerate(cps, 1)},
         reason=(state_info or {}).get("reason"), check_logs=await _check_logs(rv.repo, s),
         sent_offers=await _sent_offers(rv, sid),
-        no_decision=history.NO_DECISION if s.state == "landed" and history.undecided(s) else None,
+        # git commits hold no decisions to miss: no note on imported sessions
+        no_decision=(history.NO_DECISION if s.state == "landed" and history.undecided(s) and s.role != "imported"
+                     else None),
         done=(await take_flash() or {}).get("done"), can_write=may(rv.p, rv.role, "write", rv.name),
     )
 

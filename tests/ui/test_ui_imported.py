@@ -57,6 +57,7 @@ def test_imported_commits_show_names_messages_ids_and_role(seeded: Seeded) -> No
         assert "<strong>once</strong>" in page and "<code>Config</code>" in page and "<li>" in page
         assert "Line breaks stay<br>" in page.replace("<br />", "<br>")
         assert "Decided" not in page and "message of git commit" not in page and "0 decisions" in page
+        assert "records no decision" not in page  # a commit has none to miss
         assert sha in page  # the commit id, the same one hif export git writes back
         assert (f"{LONG_NAME} <{LONG_EMAIL}>" in page) == (who == "member")
     # the role is one to filter by
