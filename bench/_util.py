@@ -257,3 +257,35 @@ def hif_env(author: str = "bench") -> dict[str, str]:
 def machine() -> str:
     git = subprocess.run(["git", "--version"], capture_output=True, text=True).stdout.strip()
     return f"{os.cpu_count()} CPU(s), Python {sys.version.split()[0]}, {git}"
+
+
+def vm_hwm_kib(pid: int) -> int:
+    """Peak resident memory of a running process (``VmHWM``), in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+def serve_node(store: Path, base: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """``micelio serve`` over ``store`` on a free loopback port (log and cache under ``base``),
+    once it answers ``/healthz``; the caller terminates it."""
+    import socket
+
+    import httpx
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    micelio = str(Path(HIF).parent / "micelio")
+    log = open(base / "node.log", "wb")  # noqa: SIM115 - the node keeps it
+    node = subprocess.Popen([micelio, "serve", "--store", str(store), "--port", str(port),
+                             "--cache-dir", str(base / "node-cache")], stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    return node, url

@@ -163,12 +163,12 @@ class Api:
         return cbor2.loads(r.content)
 
 
-def wait(check: Callable[[], bool], what: str, timeout: float = 300.0) -> float:
+def wait(check: Callable[[], bool], what: str, timeout: float = 300.0, every: float = 0.005) -> float:
     t0 = time.monotonic()
     while not check():
         if time.monotonic() - t0 > timeout:
             raise SystemExit(f"timed out waiting for {what}")
-        time.sleep(0.005)
+        time.sleep(every)
     return time.monotonic()
 
 
@@ -471,6 +471,95 @@ def hostile(args: argparse.Namespace) -> None:
     print(f"(a): {alive} of {args.unsigned} unsigned requests were still unanswered after the phase")
 
 
+async def prefill(store_path: str, sessions: int) -> None:
+    """A's history written with the plumbing before A starts (no fsync: set-up, not timed): the
+    repository, ``sessions`` landings of one new small file each, its registration (public)."""
+    from hif.landing import land
+    from hif.objects import FILE
+    from hif.repo import Repo
+    from hif.session import fold, make_event
+    from hif.store import EmbeddedStore
+    from node.accounts import Accounts
+    from node.authdb import AuthDB
+
+    store = EmbeddedStore(store_path, create=True, fsync=False)
+    try:
+        repo = Repo(store, REPO)
+        await repo.create(description="bench/federation.py backfill")
+        for n in range(1, sessions + 1):
+            s = await repo.sessions.start(f"bench session {n}", "bench", "agent", n - 1)
+            oid = await repo.objects.put_blob(f"session {n}\n".encode())
+            ev = make_event("write", "bench", "agent", repo.clock(), path=f"files/{n // 100:03d}/{n}.txt",
+                            kind=FILE, blob=oid)
+            stamped = await repo.sessions.append(s.id, ev, s.next_seq)
+            result = await land(repo, fold(s.id, [*s.events, stamped]))
+            assert result.position == n, (result.position, n)
+        db = AuthDB(store, Path(store_path).parent / "prefill-cache")
+        accounts = Accounts(db)
+        await accounts.create_user("bench")
+        await accounts.register_repo(REPO, private=False, owner_user="bench", description="backfill")
+        db.close()
+    finally:
+        await store.close()
+
+
+def proc_kib(pid: int, name: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(name + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def proc_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def backfill_only(args: argparse.Namespace) -> None:
+    """Backfill alone: A's history prefilled, then ``--repeat`` empty followers, one after the
+    other, each timed from its Follow being accepted until its mirror holds A's head."""
+    import asyncio
+
+    print(f"federation backfill: {args.sessions} sessions, {args.repeat} follower(s); {machine()}", flush=True)
+    rows = []
+    rates: list[float] = []
+    with workdir("micelio-fed-backfill-", args.keep) as root:
+        a_node = Node("A", root / "A")
+        a_node.root.mkdir(parents=True)
+        t0 = time.monotonic()
+        asyncio.run(prefill(a_node.store, args.sessions))
+        print(f"  prefill: {args.sessions} landings in {secs(time.monotonic() - t0)}", flush=True)
+        followers: list[Node] = []
+        try:
+            a_node.start()
+            assert a_node.proc is not None
+            for i in range(args.repeat):
+                d_node = Node(f"D{i}", root / f"D{i}")
+                followers.append(d_node)
+                d_node.start()
+                assert d_node.proc is not None
+                d = Api(d_node)
+                idle = proc_kib(d_node.proc.pid, "VmRSS")
+                cpu_a, cpu_d = proc_cpu(a_node.proc.pid), proc_cpu(d_node.proc.pid)
+                asked, accepted = follow(d, a_node)
+                # polled every 50 ms: the follower answers each poll, which is not backfill work
+                done = wait(lambda d=d: mirror_head(d, a_node) >= args.sessions, "the backfill", 900, every=0.05)
+                took = done - accepted
+                rates.append(args.sessions / took)
+                rows.append([d_node.name, f"{args.sessions / took:,.0f}", secs(took), secs(accepted - asked),
+                             f"{proc_cpu(d_node.proc.pid) - cpu_d:.1f} s", f"{proc_cpu(a_node.proc.pid) - cpu_a:.1f} s",
+                             f"{idle / 1024:.0f} MiB", f"{proc_kib(d_node.proc.pid, 'VmHWM') / 1024:.0f} MiB"])
+                d_node.stop()
+        finally:
+            a_node.stop()
+            for f in followers:
+                f.stop()
+    print(table(["follower", "sessions/s", "backfill", "Follow accepted after", "follower CPU", "origin CPU",
+                 "follower RSS idle", "follower peak RSS"], rows))
+    rates.sort()
+    print(f"best {rates[-1]:,.0f} sessions/s, median {rates[len(rates) // 2]:,.0f}; target >= 1,000 sessions/s")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sessions", type=int, default=1000)
@@ -480,7 +569,13 @@ def main() -> None:
     ap.add_argument("--hostile-sessions", type=int, default=40)
     ap.add_argument("--unsigned", type=int, default=100)
     ap.add_argument("--slow", type=float, default=60.0)
+    ap.add_argument("--backfill", action="store_true",
+                    help="only the backfill: A's history prefilled with the plumbing, --repeat empty followers")
+    ap.add_argument("--repeat", type=int, default=3, help="followers backfilled one after the other (--backfill)")
     args = ap.parse_args()
+    if args.backfill:
+        backfill_only(args)
+        return
     if args.hostile:
         hostile(args)
         return

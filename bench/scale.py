@@ -42,7 +42,9 @@ from _util import (  # noqa: E402
     parse_ints,
     ratio,
     secs,
+    serve_node,
     table,
+    vm_hwm_kib,
     workdir,
 )
 
@@ -146,13 +148,6 @@ async def land_three(store_dir: Path, files: int) -> dict[str, object]:
             "position": result.position, "diff_paths": len(changed), "diff_reads": diff_reads}
 
 
-def vm_hwm_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return 0
-
-
 def sparse_clone(base: Path, store_dir: Path, files: int) -> dict[str, object]:
     """Serve the store with ``micelio serve`` and clone one directory of it sparsely."""
     from hif.store import open_store
@@ -167,25 +162,8 @@ def sparse_clone(base: Path, store_dir: Path, files: int) -> dict[str, object]:
         await store.close()
 
     asyncio.run(register())
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    micelio = str(Path(HIF).parent / "micelio")
-    log = open(base / "node.log", "wb")  # noqa: SIM115 - the node keeps it
-    node = subprocess.Popen([micelio, "serve", "--store", str(store_dir), "--port", str(port),
-                             "--cache-dir", str(base / "node-cache")], stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    node, url = serve_node(store_dir, base)
     try:
-        import httpx
-
-        for _ in range(300):
-            try:
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
         env = {**hif_env(), "HIF_CONFIG_DIR": str(base / "hif-config")}
         cone = path_of(files // 2).split("/")[0]
         r = run([HIF, "clone", f"{url}/{NAME}", str(base / "clone"), "--sparse", cone, "--json"], base, env)

@@ -8,7 +8,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from federation.actors import RemoteKey
-from federation.envelope import PAGE, Landing, check_landing, check_signature, unseal
+from federation.envelope import PAGE_MAX, Landing, check_landing, check_signature, unseal
 from federation.layout import following_key
 from federation.mirror import apply, read_sync, stuck, write_sync
 from federation.net import CBOR_CAP, http_error
@@ -36,7 +36,7 @@ async def backfill(fed: Federation, f: dict[str, Any], until: int | None = None)
         head = await repo.mainline.head()
         if until is not None and head >= until:
             return total
-        limit = PAGE if until is None else max(1, min(PAGE, until - head))
+        limit = PAGE_MAX if until is None else max(1, min(PAGE_MAX, until - head))
         url = f"{envelopes}?start={head + 1}&limit={limit}"
         a = await fed.fetcher.request(
             "GET", url, headers={"Accept": "application/cbor"}, cap=CBOR_CAP

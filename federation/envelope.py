@@ -24,7 +24,9 @@ from hif.objects import decode, digest, encode
 from hif.repo import Repo
 
 DOMAIN = b"micelio-envelope-v1\x00"
-PAGE = 100  # envelopes per page of a repository's envelope log (served, and fetched by a backfill)
+PAGE = 100  # envelopes per page of a repository's envelope log when a request names no limit
+PAGE_MAX = 2000  # envelopes a page holds at most (what a backfill asks for) ...
+PAGE_BYTES = 1 << 20  # ... and bytes: a page ends after the envelope that reaches this many
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from federation.errors import MirrorConflict, MirrorStuck
 from federation.layout import load_map
 from federation.net import CBOR_CAP, Fetcher, http_error
 from federation.settings import authority
+from hif.aio import together
 from hif.errors import CorruptObject, HifError, NotFound, PreconditionFailed, RemoteError
 from hif.forge.client import ObjectStreamReader
 from hif.mainline import log_key
@@ -212,14 +213,17 @@ async def closure(
     held = 0
     frontier = list(dict.fromkeys(roots))
     while frontier:
+        asked = [oid for oid in frontier if oid not in have and oid not in trees and oid != EMPTY_TREE]
+        # all at once (a round trip, not one per object: a page of envelopes names hundreds)
+        exists = await together([repo.objects.has(oid) for oid in asked])
         missing = []
-        for oid in frontier:
-            if oid in have or oid in trees or oid == EMPTY_TREE:
-                continue
-            if await repo.objects.has(oid):
+        for oid, h in zip(asked, exists, strict=True):
+            if isinstance(h, BaseException):
+                raise h
+            if h:
                 have.add(oid)
-                continue
-            missing.append(oid)
+            else:
+                missing.append(oid)
         if not missing:
             break
         nxt: list[bytes] = []
@@ -375,8 +379,9 @@ async def apply(
     if key_info and (await read_sync(repo)).get("public") != key_info.get("public"):
         await write_sync(repo, key_info)  # before the records: each one shows as verified at once
     await create_all(repo.store, items)
-    for e in fresh:  # a racing replica may have written them: they must be these very bytes
-        held = await repo.store.get(log_key(repo.prefix, e.position))
+    # a racing replica may have written them: they must be these very bytes (read in one call)
+    written = await repo.store.get_many([log_key(repo.prefix, e.position) for e in fresh])
+    for e, held in zip(fresh, written, strict=True):
         if held != e.record_bytes:
             await record_conflict(repo, e.position, e.wire, "lost a race to other bytes")
             raise MirrorConflict(f"refused: position {e.position} was written with other bytes")

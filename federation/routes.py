@@ -31,7 +31,7 @@ from federation.actors import (
     webfinger,
 )
 from federation.addressing import repo_actor_url
-from federation.envelope import PAGE, landing_envelope
+from federation.envelope import PAGE, PAGE_BYTES, PAGE_MAX, landing_envelope
 from federation.layout import BUNDLES, FOLLOWING
 from federation.service import Federation
 from federation.settings import authority
@@ -254,9 +254,17 @@ def blueprint(get: Callable[[], Federation]) -> Blueprint:
         repo = fed.local_repo(full)
         head = await repo.mainline.head()
         start = _int_arg("start", 1, 1, 1 << 40)
-        limit = _int_arg("limit", PAGE, 1, PAGE)
+        limit = _int_arg("limit", PAGE, 1, PAGE_MAX)
         end = min(head, start + limit - 1)
-        wires = [await landing_envelope(repo, fed.key, p) for p in range(start, end + 1)]
+        # batched by bytes as well as by count: a page stays about PAGE_BYTES whatever the landings
+        wires: list[bytes] = []
+        size = 0
+        for p in range(start, end + 1):
+            wires.append(await fed.envelope(full, p))
+            size += len(wires[-1])
+            if size >= PAGE_BYTES:
+                end = p
+                break
         return _cbor({"head": head, "envelopes": wires, "next": end + 1 if end < head else None})
 
     @bp.get("/ap/repos/<owner>/<name>/envelopes/<int:position>")

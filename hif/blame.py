@@ -1,19 +1,41 @@
-"""Blame: which landed session last changed each line of a file, walking the mainline backwards.
+"""Blame: which landed session (and, for imported history, which git commit) last changed each line of
+a file, walking the mainline backwards.
 
 Plumbing (no working copy): the SDK, the forge API and the web UI all answer blame through here.
+
+A merge landing made by the git import holds the commits it brought in as iterations (checkpoints
+with their trees and commit data); a line the merge brought in is followed through those iterations
+to the commit that wrote it, instead of being blamed on the merge.
+
+Cost: each step diffs two versions of the file after dropping their common head and tail (in C, via
+list comparison), so a commit that changes a few lines of a big file costs a few lines of
+``SequenceMatcher``. A :class:`BlameCache` (content-addressed: a result is keyed by the file's path
+and the exact landing record that last changed it, so it never goes stale) lets a later blame stop
+at the first record whose blame is known, and reuse it.
 """
 
 from __future__ import annotations
 
+import bisect
 import difflib
+import hashlib
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from hif.errors import InvalidInput, NotFound
+from hif.errors import CorruptObject, InvalidInput, NotFound
 from hif.history import Walk
+from hif.mainline import LandingRecord
 from hif.merge import is_binary, split_lines
+from hif.objects import decode, encode
 from hif.repo import Repo
 from hif.tree import lookup_file
+
+# An owner: (position, session, summary, author, git commit or "", iteration or 0)
+Owner = tuple[int, str, str, str, str, int]
+NOBODY: Owner = (0, "", "", "", "", 0)
+CACHE_VERSION = b"blame-1"
 
 
 @dataclass
@@ -22,55 +44,333 @@ class BlameLine:
     text: str
     position: int
     session: str
-    goal: str
+    goal: str  # the session's goal, or the subject of the imported commit that wrote the line
     author: str
+    commit: str = ""  # the git commit that wrote the line, for imported history
+    iteration: int = 0  # the iteration of the session that brought it in (a merged-in commit)
 
     def to_json(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("line", "text", "position", "session", "goal", "author")}
+        return {k: getattr(self, k) for k in ("line", "text", "position", "session", "goal", "author",
+                                              "commit", "iteration")}
 
 
-async def blame(repo: Repo, path: str, at: int) -> list[BlameLine]:
-    """Attribute every line of ``path`` at position ``at``; stops as soon as every line has an owner
-    and reads only the records that changed the path (found through the rollups), so the cost
-    follows the file's history, not the log's length."""
-    db = repo.objects
-    tree = await repo.mainline.tree_at(at)
-    entry = await lookup_file(db, tree, path)
-    if entry is None:
-        raise NotFound(f"no file {path} at position {at}")
-    data = await db.get_blob(entry.oid)
-    if is_binary(data):
-        raise InvalidInput(f"{path} is a binary file; blame works on text")
-    lines = split_lines(data)
-    owner: list[tuple[int, str, str, str] | None] = [None] * len(lines)
-    cur = {i: i for i in range(len(lines))}  # line of the version examined -> line of the file
-    version = lines
-    # only records that changed the path matter: the rollups skip the others unread
-    async for rec in Walk(repo, at, items={"p:" + path}):
-        if not cur:
-            break
-        touched = [s for s in rec.sessions if path in s.changes]
-        if not touched:
+class BlameCache(Protocol):
+    """Where finished blames are kept (e.g. the node's cache directory); keys are hex digests."""
+
+    def get(self, key: str) -> bytes | None: ...
+
+    def put(self, key: str, value: bytes) -> None: ...
+
+
+Offload = Callable[..., Awaitable[Any]]
+
+
+async def _inline(fn: Callable[..., Any], *args: Any) -> Any:
+    return fn(*args)
+
+
+def cache_key(repo: Repo, path: str, rec: LandingRecord) -> str:
+    """The key of the blame of ``path`` as record ``rec`` left it: the record's bytes pin its tree,
+    its parent tree and its sessions, and a position is written once, so this never goes stale."""
+    h = hashlib.sha256(CACHE_VERSION)
+    for part in (repo.prefix.encode(), path.encode(), rec.to_bytes()):
+        h.update(len(part).to_bytes(8, "big"))
+        h.update(part)
+    return h.hexdigest()
+
+
+SMALL = 64  # regions without a unique common line up to this many lines each go to SequenceMatcher
+
+# A run of open lines: (line in the version examined, line of the blamed file, count)
+Run = tuple[int, int, int]
+# A matching block: (line in the older version, line in the newer one, count)
+Block = tuple[int, int, int]
+
+
+def _common_head(a: Sequence[Any], a0: int, a1: int, b: Sequence[Any], b0: int, b1: int) -> int:
+    """How many lines ``a[a0:a1]`` and ``b[b0:b1]`` share at their start, by galloping over slice
+    comparisons (done in C) rather than a Python loop per line."""
+    n, k, step = min(a1 - a0, b1 - b0), 0, 8
+    while k < n:
+        m = min(step, n - k)
+        if a[a0 + k:a0 + k + m] == b[b0 + k:b0 + k + m]:
+            k, step = k + m, step * 2
+        elif m <= 8:
+            while k < n and a[a0 + k] == b[b0 + k]:
+                k += 1
+            return k
+        else:
+            step = m // 2
+    return k
+
+
+def _common_tail(a: Sequence[Any], a0: int, a1: int, b: Sequence[Any], b0: int, b1: int) -> int:
+    n, k, step = min(a1 - a0, b1 - b0), 0, 8
+    while k < n:
+        m = min(step, n - k)
+        if a[a1 - k - m:a1 - k] == b[b1 - k - m:b1 - k]:
+            k, step = k + m, step * 2
+        elif m <= 8:
+            while k < n and a[a1 - 1 - k] == b[b1 - 1 - k]:
+                k += 1
+            return k
+        else:
+            step = m // 2
+    return k
+
+
+def kept_lines(before: Sequence[Any], after: Sequence[Any]) -> list[Block]:
+    """The lines a diff keeps, as blocks ``(i, j, n)``: ``after[j:j+n] == before[i:i+n]``, in order.
+
+    A patience diff (as ``git diff --patience``): common head and tail first, then the lines that
+    occur once on each side, in the longest increasing run, anchor the match, and the regions between
+    anchors are matched the same way. A region with no such line is left to ``SequenceMatcher`` only
+    when small, so one step costs about O(n log n), not ``SequenceMatcher``'s O(n*m) on big changes."""
+    blocks: list[Block] = []
+    todo = [(0, len(before), 0, len(after))]
+    while todo:
+        a0, a1, b0, b1 = todo.pop()
+        head = _common_head(before, a0, a1, after, b0, b1)
+        if head:
+            blocks.append((a0, b0, head))
+            a0, b0 = a0 + head, b0 + head
+        tail = _common_tail(before, a0, a1, after, b0, b1)
+        if tail:
+            a1, b1 = a1 - tail, b1 - tail
+            blocks.append((a1, b1, tail))
+        if a0 == a1 or b0 == b1:
             continue
-        before_entry = await lookup_file(db, rec.parent_tree, path)
-        before = split_lines(await db.get_blob(before_entry.oid)) if before_entry else []
-        sess = touched[-1]
-        # a line that only gained a final newline (text appended after it) is not a changed line
-        sm = difflib.SequenceMatcher(None, [x.removesuffix(b"\n") for x in before],
-                                     [x.removesuffix(b"\n") for x in version], autojunk=False)
-        kept: dict[int, int] = {}
-        for blk in sm.get_matching_blocks():
-            for k in range(blk.size):
-                kept[blk.b + k] = blk.a + k
-        nxt: dict[int, int] = {}
-        for v, o in cur.items():
-            if v in kept:
-                nxt[kept[v]] = o
+        anchors = _unique_run(before, a0, a1, after, b0, b1)
+        if not anchors:
+            if a1 - a0 <= SMALL and b1 - b0 <= SMALL:
+                sm = difflib.SequenceMatcher(None, before[a0:a1], after[b0:b1], autojunk=False)
+                blocks += [(a0 + x.a, b0 + x.b, x.size) for x in sm.get_matching_blocks() if x.size]
+            continue
+        pa, pb = a0, b0
+        for x, y in anchors:
+            if x == pa and y == pb and blocks and blocks[-1][0] + blocks[-1][2] == x \
+                    and blocks[-1][1] + blocks[-1][2] == y:
+                bx, by, bn = blocks[-1]  # the anchor right after the last one: one longer block
+                blocks[-1] = (bx, by, bn + 1)
             else:
-                owner[o] = (rec.position, sess.session, sess.goal, sess.author)
-        cur, version = nxt, before
-    out = []
-    for i, text in enumerate(lines):
-        o = owner[i] or (0, "", "", "")
-        out.append(BlameLine(i + 1, text.decode("utf-8", "replace").rstrip("\n"), o[0], o[1], o[2], o[3]))
+                blocks.append((x, y, 1))
+                if x > pa and y > pb:  # a region with lines on both sides: match it in turn
+                    todo.append((pa, x, pb, y))
+            pa, pb = x + 1, y + 1
+        if a1 > pa and b1 > pb:
+            todo.append((pa, a1, pb, b1))
+    blocks.sort(key=lambda blk: blk[1])
+    merged: list[Block] = []
+    for x, y, n in blocks:  # neighbours from different regions (a head after an anchor) join too
+        if merged and merged[-1][0] + merged[-1][2] == x and merged[-1][1] + merged[-1][2] == y:
+            merged[-1] = (merged[-1][0], merged[-1][1], merged[-1][2] + n)
+        else:
+            merged.append((x, y, n))
+    return merged
+
+
+def _unique_run(a: Sequence[Any], a0: int, a1: int, b: Sequence[Any], b0: int, b1: int) -> list[tuple[int, int]]:
+    """The lines that occur exactly once in ``a[a0:a1]`` and in ``b[b0:b1]``, as (i, j) pairs in the
+    longest run increasing on both sides."""
+    part_a, part_b = a[a0:a1], b[b0:b1]
+    once_a = {x for x, c in Counter(part_a).items() if c == 1}  # counted in C, not line by line
+    common = once_a & {x for x, c in Counter(part_b).items() if c == 1}
+    if not common:
+        return []
+    at_a, at_b = dict(zip(part_a, range(a0, a1), strict=True)), dict(zip(part_b, range(b0, b1), strict=True))
+    pairs = sorted((at_b[x], at_a[x]) for x in common)
+    # longest increasing subsequence of the a-positions (patience sorting, with back links)
+    tails: list[int] = []
+    tail_idx: list[int] = []
+    back = [-1] * len(pairs)
+    for k, (_, i) in enumerate(pairs):
+        pos = bisect.bisect_left(tails, i)
+        if pos == len(tails):
+            tails.append(i)
+            tail_idx.append(k)
+        else:
+            tails[pos], tail_idx[pos] = i, k
+        back[k] = tail_idx[pos - 1] if pos else -1
+    out: list[tuple[int, int]] = []
+    k = tail_idx[-1] if tail_idx else -1
+    while k >= 0:
+        out.append((pairs[k][1], pairs[k][0]))
+        k = back[k]
+    out.reverse()
     return out
+
+
+def _lines(data: bytes) -> list[bytes]:
+    """The lines as blame compares them: a last line without its newline gets one, so a line that
+    only gained a final newline (text appended after it) is not a changed line."""
+    lines = split_lines(data)
+    if lines and not lines[-1].endswith(b"\n"):
+        lines[-1] += b"\n"
+    return lines
+
+
+def _follow(cur: list[Run], blocks: list[Block]) -> tuple[list[Run], list[Run]]:
+    """The open runs moved to the older version through the diff's blocks, and the runs no block
+    keeps (as they were: the change wrote them). Costs the runs and blocks, not the lines."""
+    kept: list[Run] = []
+    dropped: list[Run] = []
+    k = 0
+    for v, o, n in cur:
+        end = v + n
+        while k < len(blocks) and blocks[k][1] + blocks[k][2] <= v:
+            k += 1
+        at, j = v, k
+        while at < end:
+            if j < len(blocks) and blocks[j][1] < end:
+                a, b, size = blocks[j]
+                lo, hi = max(b, at), min(b + size, end)
+                j += 1
+                if lo >= hi:
+                    continue
+                if lo > at:
+                    dropped.append((at, o + at - v, lo - at))
+                kept.append((a + lo - b, o + lo - v, hi - lo))
+                at = hi
+            else:
+                dropped.append((at, o + at - v, end - at))
+                at = end
+    return kept, dropped
+
+
+def _own_all(cur: list[Run], owner: list[Owner | None], who: Owner) -> None:
+    for _, o, n in cur:
+        owner[o:o + n] = [who] * n
+
+
+class _Blamer:
+    def __init__(self, repo: Repo, path: str, offload: Offload) -> None:
+        self.repo, self.db, self.path, self.offload = repo, repo.objects, path, offload
+
+    async def version(self, tree: bytes) -> tuple[bytes | None, list[bytes]]:
+        """The file's blob id in ``tree`` and its lines (None and none when it is absent)."""
+        entry = await lookup_file(self.db, tree, self.path)
+        if entry is None:
+            return None, []
+        return entry.oid, _lines(await self.db.get_blob(entry.oid))
+
+    async def merged_in(self, rec: LandingRecord, version: list[bytes], cur: list[Run],
+                        owner: list[Owner | None], who: Owner) -> None:
+        """Lines a git merge brought in (``cur``, runs of ``version``): follow them through the
+        merged-in commits, newest first along first parents, to the one that wrote each."""
+        meta = rec.extra.get("git")
+        if not isinstance(meta, dict) or not meta.get("merged") or len(meta.get("parents") or []) < 2:
+            _own_all(cur, owner, who)
+            return
+        sess = rec.sessions[-1]
+        snap = await self.db.get_value("snapshot", sess.snapshot)
+        commits: dict[str, tuple[bytes, list[str], Owner]] = {}
+        for e in snap.get("events", []):
+            g = e.get("git") if isinstance(e, dict) and e.get("type") == "checkpoint" else None
+            if isinstance(g, dict) and isinstance(g.get("commit"), str) and isinstance(e.get("tree"), bytes):
+                commits[g["commit"]] = (e["tree"], list(g.get("parents") or []),
+                                        (rec.position, sess.session, str(e.get("note", "")),
+                                         str(e.get("author", "")), g["commit"], int(e.get("iteration", 0))))
+        # depth first through the merged-in commits (a side branch may merge too): a commit's lines
+        # go to the first of its parents in this session that has them, else they are its own
+        root = (rec.position, sess.session, sess.goal, sess.author, str(meta.get("commit", "")), 0)
+        stack: list[tuple[list[str], Owner, bytes | None, list[bytes], list[Run]]] = [
+            ([p for p in meta["parents"][1:] if isinstance(p, str)], root, None, version, cur)]
+        seen: set[str] = set()  # a commit reached by a second path is not walked again
+        while stack:
+            parents, who, oid, version, cur = stack.pop()
+            for p in parents:
+                if not cur or p not in commits or p in seen:
+                    continue
+                seen.add(p)
+                tree, grand, p_owner = commits[p]
+                entry = await lookup_file(self.db, tree, self.path)
+                if entry is None:
+                    continue
+                if entry.oid == oid:  # a commit that left the file alone costs no diff
+                    kept, cur = cur, []
+                    older = version
+                else:
+                    older = _lines(await self.db.get_blob(entry.oid))
+                    kept, cur = _follow(cur, await self.offload(kept_lines, older, version))
+                if kept:
+                    stack.append((grand, p_owner, entry.oid, older, kept))
+            _own_all(cur, owner, who)  # what no parent in the session has: this commit wrote it
+
+    async def run(self, at: int, cache: BlameCache | None) -> tuple[list[bytes], list[Owner]]:
+        tree = await self.repo.mainline.tree_at(at)
+        entry = await lookup_file(self.db, tree, self.path)
+        if entry is None:
+            raise NotFound(f"no file {self.path} at position {at}")
+        data = await self.db.get_blob(entry.oid)
+        if is_binary(data):
+            raise InvalidInput(f"{self.path} is a binary file; blame works on text")
+        raw = split_lines(data)
+        version = _lines(data)
+        owner: list[Owner | None] = [None] * len(raw)
+        cur: list[Run] = [(0, 0, len(raw))] if raw else []
+        first: LandingRecord | None = None  # the record that made the asked version (the cache key)
+        # only records that changed the path matter: the rollups skip the others unread
+        async for rec in Walk(self.repo, at, items={"p:" + self.path}):
+            if not cur:
+                break
+            touched = [s for s in rec.sessions if self.path in s.changes]
+            if not touched:
+                continue
+            if cache is not None:
+                known = _load(cache, cache_key(self.repo, self.path, rec), len(version))
+                if first is None:
+                    first = rec
+                    if known is not None:
+                        return raw, known
+                if known is not None:  # this version's blame is known: the open lines take it
+                    for v, o, n in cur:
+                        owner[o:o + n] = known[v:v + n]
+                    cur = []
+                    break
+            first = first or rec
+            sess = touched[-1]
+            meta = rec.extra.get("git")
+            commit = meta.get("commit", "") if isinstance(meta, dict) else ""
+            who: Owner = (rec.position, sess.session, sess.goal, sess.author,
+                          commit if isinstance(commit, str) else "", 0)
+            _, before = await self.version(rec.parent_tree)
+            blocks = await self.offload(kept_lines, before, version)
+            cur, brought = _follow(cur, blocks)
+            if brought:
+                await self.merged_in(rec, version, brought, owner, who)
+            version = before
+        out = [o or NOBODY for o in owner]
+        if cache is not None and first is not None:
+            cache.put(cache_key(self.repo, self.path, first), _dump(out))
+        return raw, out
+
+
+def _dump(owners: list[Owner]) -> bytes:
+    table: dict[Owner, int] = {}
+    index = [table.setdefault(o, len(table)) for o in owners]
+    return encode({"owners": [list(o) for o in table], "lines": index})
+
+
+def _load(cache: BlameCache, key: str, n: int) -> list[Owner] | None:
+    """A cached blame of ``n`` lines, or None (absent, or not one: a damaged entry is ignored)."""
+    data = cache.get(key)
+    if data is None:
+        return None
+    try:
+        doc = decode(data)
+        owners = [(int(p), str(s), str(g), str(a), str(c), int(i)) for p, s, g, a, c, i in doc["owners"]]
+        out = [owners[k] for k in doc["lines"]]
+    except (CorruptObject, KeyError, TypeError, ValueError, IndexError):
+        return None
+    return out if len(out) == n else None
+
+
+async def blame(repo: Repo, path: str, at: int, *, cache: BlameCache | None = None,
+                offload: Offload | None = None) -> list[BlameLine]:
+    """Attribute every line of ``path`` at position ``at``; stops as soon as every line has an owner
+    (or the blame of an older version is in ``cache``) and reads only the records that changed the
+    path (found through the rollups), so the cost follows the file's history, not the log's length.
+    ``offload`` runs the diffs (e.g. in a bounded executor, off a server's event loop)."""
+    raw, owners = await _Blamer(repo, path, offload or _inline).run(at, cache)
+    return [BlameLine(i + 1, text.decode("utf-8", "replace").rstrip("\n"), *o)
+            for i, (text, o) in enumerate(zip(raw, owners, strict=True))]

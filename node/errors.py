@@ -6,6 +6,7 @@ from hif.errors import AuthRequired, HifError, InvalidInput, NotFound, Permissio
 
 __all__ = [
     "AuthRequired",
+    "Busy",
     "Exists",
     "HifError",
     "InvalidInput",
@@ -31,3 +32,9 @@ class RateLimited(HifError):
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class Busy(RateLimited):
+    """The web UI's heavy-work pool is full (``ui/heavy.py``): come back in a moment."""
+
+    http_status = 503

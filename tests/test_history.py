@@ -178,3 +178,54 @@ def test_blame_skips_records_that_do_not_touch_the_file(tmp_path: Path) -> None:
         assert fresh.mainline.reads < 60, fresh.mainline.reads
 
     asyncio.run(main())
+
+
+class DictCache:
+    """A blame cache in memory (the node keeps its entries in files: ``ui.heavy.DiskCache``)."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, bytes] = {}
+        self.hits = 0
+
+    def get(self, key: str) -> bytes | None:
+        got = self.entries.get(key)
+        self.hits += got is not None
+        return got
+
+    def put(self, key: str, value: bytes) -> None:
+        self.entries[key] = value
+
+
+def test_blame_from_its_cache_is_the_blame_it_would_make(tmp_path: Path) -> None:
+    """Cached at one position, a blame at a later one starts from it (one diff per new change), and
+    gives exactly what a blame without a cache gives; a damaged or foreign entry is not trusted."""
+    async def main() -> None:
+        repo = new_repo(tmp_path)
+        await work(repo, "Write it", {"doc.txt": b"".join(b"line %d\n" % i for i in range(50))})
+        for n in range(5):
+            await work(repo, f"Edit {n}", {"doc.txt": b"".join(b"line %d%s\n" % (i, b" edited" * (i % 5 == n))
+                                                          for i in range(50 + n))})
+        cache = DictCache()
+        first = await blame(repo, "doc.txt", 3, cache=cache)
+        assert first == await blame(repo, "doc.txt", 3) and len(cache.entries) == 1
+        await work(repo, "Edit again", {"doc.txt": b"top\n" + b"".join(b"line %d\n" % i for i in range(40))})
+        await work(repo, "Unrelated", {"other.txt": b"x\n"})
+        head = await repo.mainline.head()
+        for at in (head, 6, 5, 4):
+            fresh = Repo(repo.store, "t/r")
+            cold = await blame(fresh, "doc.txt", at)
+            reads = fresh.mainline.reads
+            again = Repo(repo.store, "t/r")
+            assert await blame(again, "doc.txt", at, cache=cache) == cold, at
+            assert await blame(again, "doc.txt", at, cache=cache) == cold, at  # now from its own entry
+            if at == head:  # it stopped at the cached blame of position 3: fewer records read
+                assert again.mainline.reads < reads, (again.mainline.reads, reads)
+        assert cache.hits >= 4
+        goals = [ln.goal for ln in await blame(repo, "doc.txt", head, cache=cache)]
+        assert goals[0] == "Edit again" and len(set(goals)) > 2
+        for key in cache.entries:  # damaged entries: ignored, the blame is made again
+            cache.entries[key] = b"\xa1\x61x\x01"
+        assert await blame(Repo(repo.store, "t/r"), "doc.txt", head, cache=cache) == \
+            await blame(Repo(repo.store, "t/r"), "doc.txt", head)
+
+    asyncio.run(main())

@@ -6,8 +6,8 @@ it and stay aligned line by line. Everything returned as :class:`Markup` is esca
 
 from __future__ import annotations
 
-import difflib
 import functools
+import hashlib
 import math
 import posixpath
 import re
@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import nh3
@@ -26,11 +26,18 @@ from pygments.lexers import get_lexer_for_filename
 from pygments.token import STANDARD_TYPES, _TokenType
 from pygments.util import ClassNotFound
 
+from hif.blame import kept_lines
 from hif.merge import is_binary
 
 SHOW_MAX = 1 << 20  # bytes of a file shown on its page; the rest is behind "raw"
 HIGHLIGHT_MAX = 256 * 1024  # bigger texts are shown plain: highlighting costs ~3 s per MB
+HIGHLIGHT_PAGE = 64 * 1024  # characters newly highlighted for a page (~0.2 s); the rest later
 DIFF_FILE_MAX = 512 * 1024  # a side bigger than this is not diffed line by line
+DIFF_LINES_MAX = 20_000  # ... nor a side with more lines than this
+MINIFIED_LINE = 500  # characters per line on average from which a text counts as minified
+LOCKFILES = frozenset({"package-lock.json", "npm-shrinkwrap.json", "yarn.lock", "pnpm-lock.yaml",
+                       "poetry.lock", "pipfile.lock", "uv.lock", "cargo.lock", "gemfile.lock",
+                       "composer.lock", "go.sum", "flake.lock", "packages.lock.json", "pubspec.lock"})
 
 _md = MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"])
 URL_SCHEMES = {"http", "https", "mailto"}
@@ -77,11 +84,17 @@ def _lexer(name: str) -> Lexer | None:
         return None
 
 
+# token classes the stylesheet gives no colour of their own (plain names, punctuation) or that cannot
+# show one (whitespace): no span, as they are a third of a file's tokens and would add a fifth to its page
+UNSTYLED = frozenset({"", "n", "p", "w"})
+
+
 @functools.lru_cache(maxsize=1024)
 def _css_class(ttype: _TokenType) -> str:
     while ttype not in STANDARD_TYPES:
         ttype = ttype.parent
-    return STANDARD_TYPES[ttype]
+    cls = STANDARD_TYPES[ttype]
+    return "" if cls in UNSTYLED else cls
 
 
 def text_of(data: bytes) -> str:
@@ -119,6 +132,50 @@ def highlight_lines(text: str, path: str, *, limit: int = HIGHLIGHT_MAX) -> list
     return out + [Markup("")] * (len(lines) - len(out))
 
 
+class ResultCache(Protocol):
+    """Where results keyed by content are kept (``ui.heavy.DiskCache``)."""
+
+    def get(self, key: str) -> bytes | None: ...
+
+    def put(self, key: str, value: bytes) -> None: ...
+
+
+class Highlighter:
+    """Highlighted lines of texts, kept in ``cache`` by content (the text's hash and the lexer), so a
+    file is highlighted once; at most ``budget`` characters are newly highlighted per page (the rest
+    shown plain), since pygments costs ~3 s per MB. Thread-safe enough: a lost race highlights twice."""
+
+    def __init__(self, cache: ResultCache | None, budget: int = HIGHLIGHT_PAGE) -> None:
+        self.cache, self.budget = cache, budget
+        self.later: list[tuple[bytes, str, str]] = []  # shown plain for want of budget: fill() them
+
+    def __call__(self, data: bytes, text: str, path: str) -> list[Markup]:
+        lexer = _lexer(posixpath.basename(path)) if len(text) <= HIGHLIGHT_MAX else None
+        if lexer is None:
+            return [escape(line) for line in split_text(text)]
+        key = hashlib.sha256(b"hl-3\0" + type(lexer).__name__.encode() + b"\0" + data).hexdigest()
+        got = self.cache.get(key) if self.cache is not None else None
+        if got is not None:
+            lines = got.decode("utf-8").split("\n")
+            if len(lines) == len(split_text(text)) or (not got and not split_text(text)):
+                return [Markup(x) for x in lines] if got else []
+        if len(text) > self.budget:
+            self.later.append((data, text, path))
+            return [escape(line) for line in split_text(text)]
+        self.budget -= len(text)
+        out = highlight_lines(text, path)
+        if self.cache is not None:
+            self.cache.put(key, "\n".join(out).encode("utf-8"))
+        return out
+
+    def fill(self) -> None:
+        """Highlight what was shown plain into the cache, for the next page that shows it."""
+        later, self.later = self.later, []
+        for data, text, path in later:
+            self.budget = len(text)
+            self(data, text, path)
+
+
 @dataclass
 class FileView:
     """A file prepared for its page."""
@@ -128,10 +185,12 @@ class FileView:
     truncated: bool = False
     highlighted: bool = False
     lines: list[Markup] = field(default_factory=list)
+    later: bool = False  # shown plain for now: highlighting is being cached for the next view
 
 
-def file_view(data: bytes, path: str) -> FileView:
-    """The first :data:`SHOW_MAX` bytes of a file (cut at a line end), highlighted when small."""
+def file_view(data: bytes, path: str, highlight: Highlighter | None = None) -> FileView:
+    """The first :data:`SHOW_MAX` bytes of a file (cut at a line end), highlighted when small (by
+    ``highlight``, which may leave it plain until it is cached)."""
     if is_binary(data):
         return FileView(len(data), True)
     shown = data
@@ -139,8 +198,12 @@ def file_view(data: bytes, path: str) -> FileView:
         cut = data.rfind(b"\n", 0, SHOW_MAX)
         shown = data[: cut + 1 if cut >= 0 else SHOW_MAX]
     text = text_of(shown)
-    highlighted = len(text) <= HIGHLIGHT_MAX and _lexer(posixpath.basename(path)) is not None
-    return FileView(len(data), False, len(shown) < len(data), highlighted, highlight_lines(text, path))
+    highlight = highlight or Highlighter(None, HIGHLIGHT_MAX)
+    later = len(highlight.later)
+    lines = highlight(shown, text, path)
+    deferred = len(highlight.later) > later
+    highlighted = len(text) <= HIGHLIGHT_MAX and _lexer(posixpath.basename(path)) is not None and not deferred
+    return FileView(len(data), False, len(shown) < len(data), highlighted, lines, deferred)
 
 
 def code_rows(lines: list[Markup]) -> Markup:
@@ -185,6 +248,9 @@ class FileDiff:
     added: int = 0
     removed: int = 0
     note: str = ""  # binary, too large, not shown...
+    collapsed: bool = False  # too long to render with the page: shown on demand (``href``)
+    total_rows: int = 0  # the rows the whole diff has (hunk headers included)
+    href: str = ""  # this file's diff on a page of its own
 
     def split(self) -> list[SplitRow]:
         """Pair deletions with the additions that follow them, for the side-by-side view."""
@@ -215,8 +281,76 @@ class FileDiff:
         return out
 
 
-def file_diff(path: str, action: str, old: bytes | None, new: bytes | None, *, context: int = 3) -> FileDiff:
-    """Line diff of one file with both sides highlighted, hunks of ``context`` lines."""
+def generated(path: str, text: str) -> str | None:
+    """Why a file's diff is only summarised (a lockfile, minified code), or None."""
+    name = posixpath.basename(path).casefold()
+    if name in LOCKFILES or name.endswith((".lock", "-lock.json", "-lock.yaml")):
+        return "a lockfile"
+    if name.endswith((".min.js", ".min.css", ".map")):
+        return "minified or generated"
+    lines = text.count("\n") + 1
+    if len(text) > 4096 and len(text) / lines > MINIFIED_LINE:
+        return "minified or generated (very long lines)"
+    return None
+
+
+Op = tuple[str, int, int, int, int]  # (equal|replace|delete|insert, old from, old to, new from, new to)
+
+
+def line_opcodes(a: list[str], b: list[str]) -> list[Op]:
+    """The edit from ``a`` to ``b`` in difflib's opcode form, from the patience diff blame uses
+    (bounded: big changes without a common unique line are a replacement, not an O(n*m) search)."""
+    ops: list[Op] = []
+    i = j = 0
+    for x, y, n in kept_lines(a, b):
+        if i < x and j < y:
+            ops.append(("replace", i, x, j, y))
+        elif i < x:
+            ops.append(("delete", i, x, j, j))
+        elif j < y:
+            ops.append(("insert", i, i, j, y))
+        ops.append(("equal", x, x + n, y, y + n))
+        i, j = x + n, y + n
+    if i < len(a) and j < len(b):
+        ops.append(("replace", i, len(a), j, len(b)))
+    elif i < len(a):
+        ops.append(("delete", i, len(a), j, j))
+    elif j < len(b):
+        ops.append(("insert", i, i, j, len(b)))
+    return ops
+
+
+def hunks(ops: list[Op], context: int) -> list[list[Op]]:
+    """The changes with ``context`` equal lines around them, changes closer than twice that in one
+    hunk (what ``difflib``'s grouped opcodes give)."""
+    out: list[list[Op]] = []
+    cur: list[Op] = []
+    for k, (tag, i1, i2, j1, j2) in enumerate(ops):
+        if tag != "equal":
+            if not cur and k and ops[k - 1][0] == "equal":  # leading context
+                _, p1, p2, q1, q2 = ops[k - 1]
+                cur.append(("equal", max(p1, p2 - context), p2, max(q1, q2 - context), q2))
+            cur.append((tag, i1, i2, j1, j2))
+            continue
+        if not cur:
+            continue
+        if k < len(ops) - 1 and i2 - i1 <= 2 * context:
+            cur.append((tag, i1, i2, j1, j2))
+            continue
+        cur.append(("equal", i1, min(i2, i1 + context), j1, min(j2, j1 + context)))
+        out.append(cur)
+        cur = []
+    if cur:
+        out.append(cur)
+    return out
+
+
+def file_diff(path: str, action: str, old: bytes | None, new: bytes | None, *, context: int = 3,
+              rows_max: int | None = None,
+              highlight: Callable[[bytes, str, str], list[Markup]] | None = None) -> FileDiff:
+    """Line diff of one file in hunks of ``context`` lines, both sides highlighted by ``highlight``
+    (escaped plain text without one). Binary, huge and generated files get a note instead; a diff of
+    more than ``rows_max`` rows comes back ``collapsed`` (counted, not rendered)."""
     fd = FileDiff(path, action)
     if (old is not None and is_binary(old)) or (new is not None and is_binary(new)):
         fd.note = f"binary file ({_size(old)} → {_size(new)})"
@@ -225,10 +359,30 @@ def file_diff(path: str, action: str, old: bytes | None, new: bytes | None, *, c
         fd.note = f"too large to show here ({_size(old)} → {_size(new)})"
         return fd
     a_text, b_text = text_of(old or b""), text_of(new or b"")
+    why = generated(path, a_text) or generated(path, b_text)
+    if why:
+        fd.note = f"{why}: the diff is not shown ({_size(old)} → {_size(new)})"
+        return fd
     a, b = split_text(a_text), split_text(b_text)
-    ah, bh = highlight_lines(a_text, path), highlight_lines(b_text, path)
-    sm = difflib.SequenceMatcher(None, a, b, autojunk=False)
-    for group in sm.get_grouped_opcodes(context):
+    if max(len(a), len(b)) > DIFF_LINES_MAX:
+        fd.note = f"too many lines to diff here ({len(a)} → {len(b)} lines)"
+        return fd
+    ops = line_opcodes(a, b)
+    for tag, i1, i2, j1, j2 in ops:
+        if tag != "equal":
+            fd.removed += i2 - i1
+            fd.added += j2 - j1
+    groups = hunks(ops, context)
+    fd.total_rows = sum(1 + sum(max(i2 - i1, 0) + (j2 - j1 if tag != "equal" else 0)
+                                for tag, i1, i2, j1, j2 in g) for g in groups)
+    if rows_max is not None and fd.total_rows > rows_max:
+        fd.collapsed = True
+        return fd
+    if highlight is not None:
+        ah, bh = highlight(old or b"", a_text, path), highlight(new or b"", b_text, path)
+    else:
+        ah, bh = [escape(x) for x in a], [escape(x) for x in b]
+    for group in groups:
         i1, j1 = group[0][1], group[0][3]
         i2, j2 = group[-1][2], group[-1][4]
         fd.rows.append(Row("hunk", text=f"@@ -{i1 + 1},{i2 - i1} +{j1 + 1},{j2 - j1} @@"))
@@ -238,8 +392,6 @@ def file_diff(path: str, action: str, old: bytes | None, new: bytes | None, *, c
                 continue
             fd.rows += [Row("del", x + 1, None, ah[x]) for x in range(x1, x2)]
             fd.rows += [Row("add", None, y + 1, bh[y]) for y in range(y1, y2)]
-            fd.removed += x2 - x1
-            fd.added += y2 - y1
     if not fd.rows and old != new:
         fd.note = "only line endings or the final newline changed"
     return fd

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
-from markupsafe import Markup
+from markupsafe import Markup, escape
 from quart import Response, redirect, render_template, request
 
 from hif import history
-from hif.blame import blame
+from hif.blame import BlameCache, BlameLine, blame
 from hif.errors import (
     HifError,
     InvalidInput,
@@ -22,12 +22,18 @@ from hif.errors import (
 from hif.mainline import LandingRecord
 from hif.merge import is_binary
 from hif.objects import DIR, LINK, Entry
+from hif.repo import Repo
+from hif.store.embedded import EmbeddedStore
+from hif.store.threaded import ThreadedStore
 from hif.tree import lookup
 from node.principal import Principal, role_rank
 from node.repos import create_repository, delete_repository, update_repository
+from node.wire import query_int
 from ui.auth import set_flash, take_flash, viewer
+from ui.heavy import cache, offload, warm_later
 from ui.render import (
     FileView,
+    Highlighter,
     Resolve,
     code_rows,
     file_view,
@@ -39,6 +45,7 @@ from ui.web import (
     RepoView,
     bp,
     clean_path,
+    client_has,
     count_offers,
     crumbs,
     form_status,
@@ -48,11 +55,13 @@ from ui.web import (
     node,
     open_repo,
     page_status,
+    shown_person,
 )
 
 # -- repository pages ------------------------------------------------------------------------------
 
 BLAME_MAX = 512 * 1024
+BLAME_HTML = 900 * 1024  # bytes of blame rows one page holds; a longer blame continues on ?from=
 README_NAMES = ("readme.md", "readme.markdown", "readme", "readme.txt", "readme.rst")
 MARKDOWN = (".md", ".markdown")
 IMAGES = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "gif": "image/gif",
@@ -173,20 +182,23 @@ async def blob(owner: str, name: str, path: str) -> Response | str:
     view: FileView | None = None
     target = None
     rendered = None
+    hl = Highlighter(cache("highlight"))
     if entry.kind == LINK:
         target = data.decode("utf-8", "replace")
     else:
-        view = await asyncio.to_thread(file_view, data, path)
+        view = await offload(file_view, data, path, hl)
         if (path.casefold().endswith(MARKDOWN) and not view.binary and not view.truncated
                 and request.args.get("plain") != "1"):
-            rendered = await asyncio.to_thread(markdown, data.decode("utf-8", "replace"),
-                                               _resolver(rv, posixpath.dirname(path), at_q))
+            rendered = await offload(markdown, data.decode("utf-8", "replace"),
+                                     _resolver(rv, posixpath.dirname(path), at_q))
     hist = await history.file_history(rv.repo, path, at, limit=10, budget=500)
-    return await render_template("blob.html", rv=rv, path=path, at=at, at_q=at_q, entry=entry, view=view,
+    body = await render_template("blob.html", rv=rv, path=path, at=at, at_q=at_q, entry=entry, view=view,
                                  target=target, history=hist, crumbs=crumbs(rv, path, at_q),
                                  code_rows=code_rows(view.lines) if view and rendered is None else "",
                                  rendered=rendered, image=image_type(path) if entry.kind != LINK else None,
                                  markdown_file=path.casefold().endswith(MARKDOWN))
+    warm_later(hl)
+    return body
 
 
 @bp.get("/<owner>/<name>/blame/<path:path>")
@@ -195,22 +207,71 @@ async def blame_page(owner: str, name: str, path: str) -> Response | str:
     if not isinstance(page, FilePage):
         return page
     rv, path, at, at_q, entry, data = page.rv, page.path, page.at, page.at_q, page.entry, page.data
-    view = await asyncio.to_thread(file_view, data, path)
+    hl = Highlighter(cache("highlight"))
+    view = await offload(file_view, data, path, hl)
     notice = None
-    rows: list[dict[str, Any]] = []
+    rows = Markup("")
+    start = query_int("from", 1, lo=1)
+    assert start is not None
+    part: tuple[int, int, int] | None = None  # (first line, last line, lines in all) of a long blame
     if entry.kind == LINK or view.binary:
         notice = "Blame works on text files; this one is binary or a link."
     elif len(data) > BLAME_MAX:
         notice = f"Blame is shown for files up to {human_size(BLAME_MAX)}; this one is {human_size(len(data))}."
     else:
-        lines = await blame(rv.repo, path, at)
-        prev = None
-        for ln, html in zip(lines, view.lines + [Markup("")] * (len(lines) - len(view.lines)), strict=False):
-            rows.append({"line": ln.line, "position": ln.position, "session": ln.session, "goal": ln.goal,
-                         "author": ln.author, "html": html, "first": ln.session != prev})
-            prev = ln.session
-    return await render_template("blame.html", rv=rv, path=path, at=at, at_q=at_q, rows=rows,
+        inner = rv.repo.store.inner if isinstance(rv.repo.store, ThreadedStore) else None
+        if isinstance(inner, EmbeddedStore):  # the whole walk in one worker: no thread hop per read
+            lines = await offload(blame_in_thread, inner, rv.repo, path, at, cache("blame"))
+        else:
+            lines = await blame(rv.repo, path, at, cache=cache("blame"), offload=offload)
+        if start > max(1, len(lines)):
+            raise NotFound(f"{path} has {len(lines)} lines at position {at}")
+        rows, last = await offload(blame_rows, rv, lines, view.lines, start)
+        if start > 1 or last < len(lines):
+            part = (start, last, len(lines))
+    body = await render_template("blame.html", rv=rv, path=path, at=at, at_q=at_q, rows=rows, part=part,
                                  notice=notice, crumbs=crumbs(rv, path, at_q))
+    warm_later(hl)  # what the page's highlighting budget left plain, for the next view
+    return body
+
+
+def blame_in_thread(store: EmbeddedStore, repo: Repo, path: str, at: int, results: BlameCache) -> list[BlameLine]:
+    """Blame in a heavy-work thread, on a loop of its own over the disk store itself: the embedded
+    store's reads block briefly and need no event loop, so the walk's thousands of reads cost no
+    hop to a store thread and back each, and the server's loop is not involved at all."""
+    return asyncio.run(blame(Repo(store, repo.name, prefix=repo.prefix), path, at, cache=results))
+
+
+def blame_rows(rv: RepoView, lines: list[BlameLine], html: list[Markup], start: int = 1) -> tuple[Markup, int]:
+    """The blame table's rows from line ``start`` until :data:`BLAME_HTML` bytes, and the last line
+    they hold; built here rather than in a template loop (thousands of lines). The first line of
+    each run names the session (or the imported commit) that wrote it, the others leave the cell
+    empty, so the page grows by a few bytes per line."""
+    out: list[str] = []
+    size = 0
+    prev: tuple[str, str] | None = None
+    html = html + [Markup("")] * (len(lines) - len(html))
+    last = start - 1
+    for ln, src in zip(lines[start - 1:], html[start - 1:], strict=False):
+        n = ln.line
+        if size > BLAME_HTML:
+            break
+        if not ln.session:
+            who = '<span class="muted" title="no landed session wrote this line">—</span>'
+        elif (ln.session, ln.commit) != prev:
+            commit = f" {ln.commit[:8]}" if ln.commit else ""
+            title = escape(f"{ln.goal} — {shown_person(ln.author)}")
+            label = escape(f"#{ln.position}{commit} {ln.goal[:40] + ('…' if len(ln.goal) > 40 else '')}")
+            who = f'<a href="{escape(rv.url("sessions", ln.session))}" title="{title}">{label}</a>'
+        else:  # the same as the line above: an empty cell keeps the page small
+            who = ""
+        first = ' class="first"' if (ln.session, ln.commit) != prev else ""
+        prev = (ln.session, ln.commit)
+        out.append(f'<tr id="L{n}"{first}><td{" class=who" if who else ""}>{who}</td>'
+                   f'<td class="ln"><a href="#L{n}">{n}</a></td><td class="src">{src}</td></tr>')
+        size += len(out[-1])
+        last = n
+    return Markup("".join(out)), last
 
 
 @bp.get("/<owner>/<name>/raw/<path:path>")
@@ -222,11 +283,15 @@ async def raw(owner: str, name: str, path: str) -> Response:
     entry = await _file(rv, path, at)
     if entry.kind == DIR:
         raise NotFound(f"{path} is a directory")
+    image = image_type(path) if entry.kind != LINK else None
+    # the blob's id is the ETag: a client holding these bytes is told so before they are read
+    tag = f'"{entry.oid.hex()}"'
+    headers = {"Content-Security-Policy": RAW_CSP if image is None else IMAGE_CSP,
+               "X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=60", "ETag": tag}
+    if client_has(tag):
+        return Response(b"", status=304, headers=headers)
     data = await rv.repo.objects.get_blob(entry.oid)
     binary = is_binary(data)
-    image = image_type(path) if entry.kind != LINK else None
-    headers = {"Content-Security-Policy": RAW_CSP if image is None else IMAGE_CSP,
-               "X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=60"}
     filename = quote(path.rsplit("/", 1)[-1], safe="")
     if image is not None:  # shown by the file page's <img>; opened alone it is an image, nothing more
         headers["Content-Disposition"] = f"inline; filename*=UTF-8''{filename}"

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+from collections.abc import Callable
 from typing import Any
 
 from quart import Response, current_app, render_template, request
@@ -27,14 +29,27 @@ from hif.session import ROLES, Session, check_session_id, fold
 from node.access import may
 from node.wire import query_int
 from ui.auth import take_flash
+from ui.heavy import cache, offload, warm_later
 from ui.render import (
+    FileDiff,
+    Highlighter,
     file_diff,
     imported_view,
     landed_role,
     readable_events,
 )
 from ui.signature import verify_mirrored, verify_record
-from ui.web import RepoView, bp, count_offers, is_htmx, mirrored, node, open_repo, web_link
+from ui.web import (
+    RepoView,
+    bp,
+    clean_path,
+    count_offers,
+    is_htmx,
+    mirrored,
+    node,
+    open_repo,
+    web_link,
+)
 
 PAGE = 25  # sessions per page
 BUDGET = 2000  # records one sessions-list request may examine
@@ -42,6 +57,10 @@ TEXT_BUDGET = 300  # ... when a text filter makes it read snapshots too
 OPEN_CAP = 100  # open sessions listed at most
 DIFF_FILES = 100  # files whose diff a session page renders
 DIFF_BYTES = 4 << 20  # total bytes of content diffed on one page
+DIFF_ROWS = 2500  # diff rows a session page renders; the files beyond are collapsed (on demand)
+FILE_ROWS = 400  # a file's diff longer than this is collapsed on the session page
+READ_AHEAD = 8  # files whose blobs a session page reads at once
+FILE_PAGE_ROWS = 5000  # rows of a file's own diff page; a longer diff says to view the files
 
 
 async def open_marker(repo: Repo, sid: str) -> dict[str, Any] | None:
@@ -181,17 +200,36 @@ async def _lenient_session(rv: RepoView, sid: str) -> Session:
     return s
 
 
-async def page_diffs(rv: RepoView, changes: list[history.Change]) -> tuple[list[Any], list[history.Change]]:
-    """Rendered diffs for the first files (bounded in count and bytes); the rest are only listed."""
-    out, rest, spent = [], [], 0
-    for c in changes:
+async def page_diffs(rv: RepoView, changes: list[history.Change],
+                     href: Callable[[history.Change], str] | None = None) -> tuple[list[FileDiff], list[history.Change]]:
+    """Rendered diffs for the first files (bounded in count and bytes); the rest are only listed.
+    A file's diff longer than :data:`FILE_ROWS` rows, or past the page's :data:`DIFF_ROWS`, is
+    collapsed: counted, and loaded on demand from ``href(change)`` (its own page)."""
+    out: list[FileDiff] = []
+    rest: list[history.Change] = []
+    spent = rows = 0
+    hl = Highlighter(cache("highlight"))
+
+    async def both(c: history.Change) -> tuple[bytes | None, bytes | None]:
+        return await history.blob_or_none(rv.repo, c.old), await history.blob_or_none(rv.repo, c.new)
+
+    read: dict[int, tuple[bytes | None, bytes | None]] = {}
+    for i, c in enumerate(changes):
         if len(out) >= DIFF_FILES or spent > DIFF_BYTES:
             rest.append(c)
             continue
-        old = await history.blob_or_none(rv.repo, c.old)
-        new = await history.blob_or_none(rv.repo, c.new)
+        if i not in read:  # the next few files' blobs at once: one wait for the store, not two a file
+            batch = range(i, min(i + READ_AHEAD, len(changes), DIFF_FILES))
+            read.update(zip(batch, await asyncio.gather(*(both(changes[k]) for k in batch)), strict=True))
+        old, new = read.pop(i)
         spent += len(old or b"") + len(new or b"")
-        out.append(await asyncio.to_thread(file_diff, c.path, c.action, old, new))
+        limit = max(0, min(FILE_ROWS, DIFF_ROWS - rows))
+        fd = await offload(functools.partial(file_diff, c.path, c.action, old, new, rows_max=limit, highlight=hl))
+        if fd.collapsed and href is not None:
+            fd.href = href(c)
+        rows += len(fd.rows)
+        out.append(fd)
+    warm_later(hl)
     return out, rest
 
 
@@ -205,10 +243,13 @@ async def session_page(owner: str, name: str, sid: str) -> str:
         view = "unified"
     cps = history.iterations(s)
     a, b = query_int("a"), query_int("b")
+    shown = view if view != "unified" else None  # the view a per-file diff link keeps
     iter_diffs = None
     if a is not None and b is not None:
-        iter_diffs = await page_diffs(rv, await history.iteration_changes(rv.repo, s, a, b))
-    diffs = await page_diffs(rv, await history.session_changes(rv.repo, s, rec))
+        iter_diffs = await page_diffs(rv, await history.iteration_changes(rv.repo, s, a, b),
+                                      lambda c: rv.url("sessions", s.id, "diff", c.path, a=a, b=b, view=shown))
+    diffs = await page_diffs(rv, await history.session_changes(rv.repo, s, rec),
+                             lambda c: rv.url("sessions", s.id, "diff", c.path, view=shown))
     fed = current_app.extensions.get("federation")
     verdict = (await verify_record(rec, store=node().store, repo=rv.repo, key=fed.key if fed else None,
                                    mirror=(rv.mirror, rv.name) if rv.mirror else None)
@@ -229,6 +270,43 @@ async def session_page(owner: str, name: str, sid: str) -> str:
         done=(await take_flash() or {}).get("done"), can_write=may(rv.p, rv.role, "write", rv.name),
     )
 
+
+
+@bp.get("/<owner>/<name>/sessions/<sid>/diff/<path:path>")
+async def session_file_diff(owner: str, name: str, sid: str, path: str) -> str:
+    """One file's diff of a session (``?a=&b=``: between two of its iterations) on a page of its
+    own, or as the fragment htmx swaps into a collapsed diff of the session page."""
+    rv = await open_repo(owner, name)
+    s = await _load_session(rv, sid)
+    path = clean_path(path)
+    view = request.args.get("view", "unified")
+    if view not in ("unified", "split"):
+        view = "unified"
+    a, b = query_int("a"), query_int("b")
+    rec = await history.session_record(rv.repo, s)
+    if a is not None and b is not None:
+        changes = await history.iteration_changes(rv.repo, s, a, b)
+    else:
+        changes = await history.session_changes(rv.repo, s, rec)
+    change = next((c for c in changes if c.path == path), None)
+    if change is None:
+        raise NotFound(f"session {sid} did not change {path}")
+    old = await history.blob_or_none(rv.repo, change.old)
+    new = await history.blob_or_none(rv.repo, change.new)
+    hl = Highlighter(cache("highlight"))
+    fd = await offload(functools.partial(file_diff, path, change.action, old, new, rows_max=FILE_PAGE_ROWS,
+                                         highlight=hl))
+    warm_later(hl)
+    if fd.collapsed:
+        fd.collapsed = False
+        fd.note = (f"the diff is too large to show ({fd.total_rows} lines, +{fd.added} −{fd.removed}): "
+                   "view the files instead")
+    at = rec.position if rec is not None else None
+    ctx = {"rv": rv, "s": s, "fd": fd, "view": view, "a": a, "b": b, "at": at,
+           "link": rv.url("blob", path, at=at) if at and change.new is not None else rv.url("sessions", s.id) + "#changes"}
+    if is_htmx():
+        return await render_template("_file_diff.html", **ctx)
+    return await render_template("file_diff.html", **ctx)
 
 
 def _git_origin(rv: RepoView, s: Session, rec: LandingRecord | None) -> dict[str, Any] | None:
@@ -331,5 +409,6 @@ for _rule, _endpoint, _view in (
     ("/<owner>/<name>/sessions/<sid>", "mirror_session", session_page),
     ("/<owner>/<name>/sessions/<sid>/events", "mirror_session_events", session_events),
     ("/<owner>/<name>/sessions/<sid>/live", "mirror_session_live_note", session_live_note),
+    ("/<owner>/<name>/sessions/<sid>/diff/<path:path>", "mirror_session_file_diff", session_file_diff),
 ):
     mirrored(_rule, _endpoint, _view)

@@ -12,6 +12,8 @@ themselves live one module per resource (``ui.site``, ``ui.account``, ``ui.repo`
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,7 +142,88 @@ async def _finish(response: Response) -> Response:
             response.headers.setdefault(k, v)
         response.headers.setdefault("Cache-Control", "no-cache, private")
         response.vary.update(("Cookie", "HX-Request", "HX-Target"))
+    if request.endpoint == "ui.static" and response.status_code == 200:
+        name = (request.view_args or {}).get("filename", "")
+        if request.args.get("v") == asset_version(name):  # the URL names the content: keep it for good
+            response.headers["Cache-Control"] = "public, max-age=31536000, immutable"
+    return await compressed(response)
+
+
+# -- caching and compression ------------------------------------------------------------------------
+
+COMPRESSED_TYPES = ("text/html", "text/css", "text/javascript", "application/javascript", "text/plain",
+                    "image/svg+xml")
+COMPRESS_MIN = 1024  # smaller bodies are sent as they are
+_versions: dict[str, str] = {}
+
+
+def asset_version(filename: str) -> str:
+    """A short hash of a static file's bytes (read once per process): its URLs carry it as ``?v=``,
+    so a changed file gets a new URL and the old one can be cached for good."""
+    v = _versions.get(filename)
+    if v is None:
+        try:
+            data = (Path(__file__).parent / "static" / filename).resolve(strict=True).read_bytes()
+        except (OSError, ValueError):
+            return ""
+        v = _versions[filename] = hashlib.sha256(data).hexdigest()[:16]
+    return v
+
+
+@bp.url_defaults
+def _versioned_assets(endpoint: str, values: dict[str, Any]) -> None:
+    if endpoint == "ui.static" and "filename" in values and "v" not in values:
+        version = asset_version(values["filename"])
+        if version:
+            values["v"] = version
+
+
+def client_has(tag: str) -> bool:
+    """The request's ``If-None-Match`` names ``tag`` (weakly compared, as for a GET)."""
+    wanted = request.headers.get("If-None-Match", "")
+    names = {t.strip().removeprefix("W/") for t in wanted.split(",")}
+    return "*" in names or tag.removeprefix("W/") in names
+
+
+async def compressed(response: Response) -> Response:
+    """Pages, styles and scripts: an ETag (the body's hash unless the route set one) with 304 for a
+    client that has it, and gzip when the client accepts it (``Vary: Accept-Encoding``)."""
+    if request.method not in ("GET", "HEAD") or response.status_code != 200 \
+            or response.mimetype not in COMPRESSED_TYPES or "Content-Encoding" in response.headers:
+        return response
+    body = await response.get_data()
+    assert isinstance(body, bytes)
+    tag = response.headers.get("ETag") or f'W/"{hashlib.sha256(body).hexdigest()[:32]}"'
+    response.vary.add("Accept-Encoding")
+    response.headers["ETag"] = tag
+    if client_has(tag):
+        return not_modified(response)
+    if len(body) >= COMPRESS_MIN and _accepts_gzip():
+        response.set_data(gzip.compress(body, compresslevel=6, mtime=0))
+        response.headers["Content-Encoding"] = "gzip"
     return response
+
+
+def not_modified(response: Response) -> Response:
+    """A 304 keeping the headers a cache needs (validators, caching, Vary)."""
+    out = Response(b"", status=304)
+    for k in ("ETag", "Cache-Control", "Vary", "Content-Location", "Expires"):
+        if k in response.headers:
+            out.headers[k] = response.headers[k]
+    return out
+
+
+def _accepts_gzip() -> bool:
+    """``Accept-Encoding`` names gzip (or ``*``) with a non-zero q."""
+    for part in request.headers.get("Accept-Encoding", "").split(","):
+        name, _, params = part.strip().partition(";")
+        if name.strip().lower() in ("gzip", "x-gzip", "*"):
+            q = params.strip().removeprefix("q=")
+            try:
+                return not params or float(q) > 0
+            except ValueError:
+                return False
+    return False
 
 
 @bp.before_request

@@ -3,6 +3,7 @@ blame, scan) (docs/api.md)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -162,9 +163,11 @@ async def blame_route(ctx: Ctx) -> dict[str, Any]:
     path = _path_arg()
     if not path:
         raise InvalidInput("blame needs ?path=")
-    lines = await blame(ctx.r, path, at)
+    # the diffs in a worker thread: a long blame must not hold the event loop
+    lines = await blame(ctx.r, path, at, offload=asyncio.to_thread)
     return {"position": at, "path": path,
-            "lines": [[ln.position, ln.session, ln.goal, ln.author, ln.text] for ln in lines]}
+            "lines": [[ln.position, ln.session, ln.goal, ln.author, ln.text, ln.commit, ln.iteration]
+                      for ln in lines]}
 
 
 @route("POST", REPO + "/scan", "read", agent=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -23,9 +24,10 @@ import sqlite_utils
 import zstandard
 
 from hif.errors import InvalidInput, NotFound, PreconditionFailed, StoreError
+from hif.objects import encode
 from hif.store import EmbeddedStore, ObjectStore
 from node.accounts import FORGET_DEAD_TOKENS_AFTER, Accounts, hash_token
-from node.authdb import KEY, AuthDB, _decode
+from node.authdb import KEY, LOG, AuthDB, _decode, log_key
 from node.errors import Exists, PermissionDenied, RateLimited
 from node.principal import ANONYMOUS, INHERIT, ROLES, SCOPES, Inherit, Principal, allowed, cap_token
 from node.ratelimit import LoginLimiter
@@ -68,7 +70,60 @@ def accounts_on(store: ObjectStore, cache: Path, **kw: Any) -> Accounts:
 
 
 async def stored_image(store: ObjectStore) -> bytes:
-    return _decode(await store.get(KEY))
+    """Every byte the store holds of the auth database: the checkpoint (expanded) and the log."""
+    parts = []
+    data = await store.get_or_none(KEY)
+    if data is not None:
+        parts.append(_decode(data))
+    async for k in store.iter_keys(LOG):
+        parts.append(await store.get(k))
+    return b"".join(parts)
+
+
+async def auth_keys(store: ObjectStore) -> list[str]:
+    return [k async for k in store.iter_keys("_node/")]
+
+
+class Counting(ObjectStore):
+    """Counts the calls and the bytes written through it (to show what a write costs)."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        self.inner = inner
+        self.calls: dict[str, int] = {}
+        self.put_bytes = 0
+        self.read: list[str] = []  # keys read
+
+    def _count(self, name: str) -> None:
+        self.calls[name] = self.calls.get(name, 0) + 1
+
+    async def get(self, key: str) -> bytes:
+        self._count("get")
+        self.read.append(key)
+        return await self.inner.get(key)
+
+    async def get_with_etag(self, key: str) -> tuple[bytes, str]:
+        self._count("get")
+        return await self.inner.get_with_etag(key)
+
+    async def head(self, key: str) -> Any:
+        self._count("head")
+        return await self.inner.head(key)
+
+    async def put(self, key: str, data: bytes, *, if_none_match: bool = False, if_match: str | None = None) -> str:
+        self._count("put")
+        self.put_bytes += len(data)
+        return await self.inner.put(key, data, if_none_match=if_none_match, if_match=if_match)
+
+    async def delete(self, key: str) -> None:
+        self._count("delete")
+        await self.inner.delete(key)
+
+    async def list_page(self, prefix: str, *, start_after: str | None = None, limit: int = 1000) -> list[str]:
+        self._count("list")
+        return await self.inner.list_page(prefix, start_after=start_after, limit=limit)
+
+    async def list_children(self, prefix: str) -> list[str]:
+        return await self.inner.list_children(prefix)
 
 
 # -- AuthDB --------------------------------------------------------------------------------------
@@ -79,9 +134,9 @@ def test_read_creates_schema_locally_without_writing(embedded: MakeStore, tmp_pa
         db = AuthDB(store, tmp_path / "fresh" / "nested" / "cache")
         rdb = await db.read()
         assert set(rdb.table_names()) >= {"users", "orgs", "org_members", "repos", "repo_members", "tokens"}
-        assert await store.head(KEY) is None
+        assert await auth_keys(store) == []
         assert (tmp_path / "fresh" / "nested" / "cache").is_dir()
-        assert db.etag is None
+        assert db.position == 0
         # the hash column is unique and indexed, members have composite keys
         assert rdb["tokens"].pks == ["id"]
         assert rdb["org_members"].pks == ["org", "user"]
@@ -91,13 +146,14 @@ def test_read_creates_schema_locally_without_writing(embedded: MakeStore, tmp_pa
     run_on(embedded, body)
 
 
-def test_write_publishes_and_a_failed_change_uploads_nothing(embedded: MakeStore, tmp_path: Path) -> None:
+def test_write_publishes_one_log_entry_and_a_failed_change_publishes_nothing(
+    embedded: MakeStore, tmp_path: Path
+) -> None:
     async def body(store: ObjectStore) -> None:
         db = AuthDB(store, tmp_path / "c")
         n = await db.write(lambda d: d["orgs"].insert({"name": "x", "created": 1.0}).count)
         assert n == 1
-        info = await store.head(KEY)
-        assert info is not None and info.etag == db.etag
+        assert await auth_keys(store) == [log_key(1)] and db.position == 1
 
         def bad(d: sqlite_utils.Database) -> None:
             d["orgs"].insert({"name": "y", "created": 1.0})
@@ -105,12 +161,11 @@ def test_write_publishes_and_a_failed_change_uploads_nothing(embedded: MakeStore
 
         with pytest.raises(InvalidInput):
             await db.write(bad)
-        assert (await store.head(KEY)).etag == info.etag  # type: ignore[union-attr]
+        assert await auth_keys(store) == [log_key(1)]
         assert [r["name"] for r in (await db.read())["orgs"].rows] == ["x"]
-        # the stored bytes are an SQLite image (compressed)
-        with sqlite_utils.Database(memory=True) as mem:
-            mem.conn.deserialize(await stored_image(store))
-            assert [r["name"] for r in mem["orgs"].rows] == ["x"]
+        # what the store holds is what another replica reads
+        other = AuthDB(store, tmp_path / "d")
+        assert [r["name"] for r in (await other.read())["orgs"].rows] == ["x"]
 
     run_on(embedded, body)
 
@@ -120,9 +175,9 @@ def test_lost_races_are_bounded(embedded: MakeStore, tmp_path: Path, monkeypatch
         db = AuthDB(store, tmp_path / "c")
         calls = 0
 
-        async def always_lose(*a: Any, **kw: Any) -> str:
+        async def always_lose(key: str, *a: Any, **kw: Any) -> str:
             nonlocal calls
-            calls += 1
+            calls += key.startswith(LOG)  # (not the note to the winner that we wait)
             raise PreconditionFailed("lost")
 
         monkeypatch.setattr(store, "put", always_lose)
@@ -134,35 +189,52 @@ def test_lost_races_are_bounded(embedded: MakeStore, tmp_path: Path, monkeypatch
     run_on(embedded, body)
 
 
-def test_cache_is_one_file_and_reused_and_a_bad_copy_is_ignored(embedded: MakeStore, tmp_path: Path) -> None:
+def test_a_closed_copy_is_reused_from_the_cache_and_a_torn_or_foreign_one_is_not(
+    embedded: MakeStore, tmp_path: Path
+) -> None:
+    """Each open replica holds its own locked copy; a copy closed cleanly is taken over by the next
+    replica on that cache (no download) when it still matches the store's log; a copy left by a
+    crash, or one of another store, is rebuilt from the store."""
+
     async def body(store: ObjectStore) -> None:
         cache = tmp_path / "shared-cache"
         a = AuthDB(store, cache)
         for i in range(5):
             await a.write(lambda d, i=i: d["orgs"].insert({"name": f"o{i}", "created": 1.0}))
-        files = sorted(p.name for p in cache.iterdir())
-        assert len(files) == 1 and files[0].startswith("auth-") and files[0].endswith(".sqlite")
+        live = AuthDB(store, cache)  # a second live replica on the same cache: its own copy
+        assert (await live.read())["orgs"].count == 5
+        assert len([p for p in cache.iterdir() if p.name.endswith(".sqlite")]) == 2
+        a.close()
+        live.close()
 
-        # a second instance over the same cache directory uses the cached version: no download
-        gets = 0
-        real_get = store.get_with_etag
-
-        async def counting(key: str) -> tuple[bytes, str]:
-            nonlocal gets
-            gets += 1
-            return await real_get(key)
-
-        store.get_with_etag = counting  # type: ignore[method-assign]
-        b = AuthDB(store, cache)
+        counting = Counting(store)
+        b = AuthDB(counting, cache)
         assert (await b.read())["orgs"].count == 5
-        assert gets == 0
-        # a damaged copy is not trusted: downloaded again
-        (cache / files[0]).write_bytes(b"garbage" * 100)
+        assert len([p for p in cache.iterdir() if p.name.endswith(".sqlite")]) == 1  # one taken, one gone
+        # the last entry (to check the copy) and the next (nothing new): no checkpoint, no rebuild
+        assert counting.read == [log_key(5), log_key(6)]
+        b.close()
+
+        # torn: a copy not marked clean (its process died) is removed and rebuilt
+        (copy,) = [p for p in cache.iterdir() if p.name.endswith(".sqlite")]
+        with sqlite3.connect(copy) as conn:
+            conn.execute("update auth_meta set clean = 0")
+            conn.execute("delete from orgs")
+        conn.close()
         c = AuthDB(store, cache)
         assert (await c.read())["orgs"].count == 5
-        assert gets == 1
-        for x in (a, b, c):
-            x.close()
+        c.close()
+
+        # foreign: a clean copy of another store's log is not trusted
+        other = embedded()
+        o = AuthDB(other, cache)
+        assert (await o.read())["orgs"].count == 0
+        await o.write(lambda d: d["orgs"].insert({"name": "elsewhere", "created": 1.0}))
+        o.close()
+        d = AuthDB(store, cache)
+        assert sorted(r["name"] for r in (await d.read())["orgs"].rows) == [f"o{i}" for i in range(5)]
+        d.close()
+        await other.close()
 
     run_on(embedded, body)
 
@@ -206,9 +278,178 @@ def test_two_replicas_token_works_at_once_and_concurrent_writes_all_kept(
             names = {t["name"] for t in await acc.list_tokens("alice")}
             assert names >= {f"a{i}" for i in range(12)} | {f"b{i}" for i in range(12)}
             assert {t["id"] for t in await acc.list_tokens("alice")} >= set(ids)
-        assert a.db.etag == b.db.etag
+        assert a.db.position == b.db.position
 
     run_on(make_store, body)
+
+
+# -- the auth log: cost per write, batching, checkpoints, old stores, hostile entries -------------
+
+
+def test_a_write_costs_the_same_with_few_and_with_many_tokens(embedded: MakeStore, tmp_path: Path) -> None:
+    """Creating a token publishes the rows it changed, not the database: the bytes written and the
+    store calls of one token creation do not grow with the tokens already held (issue 20)."""
+
+    async def body(store: ObjectStore) -> None:
+        counting = Counting(store)
+        # fresh for an hour: no freshness check falls inside one measurement and not the other
+        acc = accounts_on(counting, tmp_path / "c", max_age=3600.0)
+        await acc.create_user("alice", "pw-alice")
+
+        async def one_token() -> tuple[int, int]:
+            calls, written = sum(counting.calls.values()), counting.put_bytes
+            await acc.create_token("alice", scope="read", name="probe")
+            return sum(counting.calls.values()) - calls, counting.put_bytes - written
+
+        few = await one_token()
+        await acc.db.write(lambda db: db["tokens"].insert_all(
+            {"id": f"t{i}", "user": "alice", "hash": f"{i:064x}", "scope": "read", "created": 1.0}
+            for i in range(3000)))
+        many = await one_token()
+        assert (await acc.db.read())["tokens"].count > 3000
+        assert many[0] <= few[0] and many[1] <= few[1] + 64, (few, many)
+        assert few[1] < 1024  # a token's rows, not a database image
+
+    run_on(embedded, body)
+
+
+def test_concurrent_writes_of_a_replica_share_log_entries(embedded: MakeStore, tmp_path: Path) -> None:
+    """Writes arriving while one is published go out together in the next entry; a failing one
+    among them fails alone."""
+
+    async def body(store: ObjectStore) -> None:
+        a = accounts_on(store, tmp_path / "a")
+        await a.create_user("alice", "pw-alice")
+
+        async def make(i: int) -> str:
+            if i == 7:
+                return (await a.create_token("nobody", scope="read"))[0]  # no such user: refused
+            return (await a.create_token("alice", scope="read", name=f"n{i}"))[0]
+
+        results = await asyncio.gather(*(make(i) for i in range(40)), return_exceptions=True)
+        assert isinstance(results[7], NotFound)
+        assert all(isinstance(r, str) for i, r in enumerate(results) if i != 7)
+        entries = len([k async for k in store.iter_keys(LOG)])
+        assert 1 <= entries < 40 // 2, entries  # (the user, then a few shared entries)
+        b = accounts_on(store, tmp_path / "b")
+        names = {t["name"] for t in await b.list_tokens("alice")}
+        assert names == {f"n{i}" for i in range(40) if i != 7}
+
+    run_on(embedded, body)
+
+
+def test_a_checkpoint_is_written_and_a_new_replica_replays_only_what_follows_it(
+    embedded: MakeStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("node.authdb.CHECKPOINT_MIN", 5)
+
+    async def body(store: ObjectStore) -> None:
+        a = accounts_on(store, tmp_path / "a")
+        await a.create_user("alice", "pw-alice")
+        for i in range(12):
+            await a.create_token("alice", scope="read", name=f"n{i}")
+        for _ in range(50):  # written in the background after the 5th entry
+            if await store.head(KEY) is not None:
+                break
+            await asyncio.sleep(0.01)
+        with sqlite_utils.Database(memory=True) as mem:
+            mem.conn.deserialize(_decode(await store.get(KEY)))
+            held = mem.execute("select position from auth_meta").fetchone()[0]
+            assert held >= 5 and mem["tokens"].count == held - 1
+        counting = Counting(store)
+        b = accounts_on(counting, tmp_path / "b")
+        assert len(await b.list_tokens("alice")) == 12
+        assert b.db.position == 13
+        # the checkpoint, then only the entries after it
+        assert [k for k in counting.read if k.startswith(LOG)][: 13 - held] == [log_key(p) for p in range(held + 1, 14)]
+        assert not {log_key(p) for p in range(1, held + 1)} & set(counting.read)
+
+    run_on(embedded, body)
+
+
+def _old_image() -> bytes:
+    """An auth database as a node before the log stored it: no auth_meta, no login column."""
+    conn = sqlite3.connect(":memory:")
+    conn.executescript(
+        "create table users (name text primary key, password_hash text not null, admin integer default 0,"
+        " created float, disabled integer default 0);"
+        "create table tokens (id text primary key, user text not null, hash text not null, name text default '',"
+        " scope text not null, repo text, session text, created float, expires float, revoked float);"
+        "create unique index idx_tokens_hash on tokens (hash);"
+    )
+    conn.execute("insert into users values ('old', 'x', 0, 1.0, 0)")
+    conn.execute("insert into tokens values ('t-old', 'old', ?, 'kept', 'write', null, null, 1.0, null, null)",
+                 (hash_token("mcl_" + "o" * 32),))
+    conn.commit()
+    image = conn.serialize()
+    conn.close()
+    return image
+
+
+@pytest.mark.parametrize("packing", ["zstd", "raw"])
+def test_an_old_stores_database_is_read_as_the_checkpoint_and_left_in_place(
+    embedded: MakeStore, tmp_path: Path, packing: str
+) -> None:
+    """A store written before the log holds the whole database at KEY: a replica reads it (its
+    tokens work), writes go to the log on top of it, and KEY is not rewritten by a write."""
+
+    async def body(store: ObjectStore) -> None:
+        image = _old_image()
+        data = zstandard.ZstdCompressor().compress(image) if packing == "zstd" else image
+        await store.put(KEY, data)
+        a = accounts_on(store, tmp_path / "a")
+        p = await a.authenticate("mcl_" + "o" * 32)
+        assert p is not None and p.user == "old" and p.scope == "write"
+        await a.create_token("old", scope="read", name="new")
+        assert await store.get(KEY) == data
+        b = accounts_on(store, tmp_path / "b")
+        assert {t["name"] for t in await b.list_tokens("old")} == {"kept", "new"}
+
+    run_on(embedded, body)
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        b"not cbor at all \xff",
+        "not-a-map",
+        {"changes": "no"},
+        {"changes": [["sqlite_master", ["x"], None]]},
+        {"changes": [["users", ["eve"], {"name": "eve", 'password_hash" text); drop table users; --': "x"}]]},
+        {"changes": [["users", ["eve"], {"name": "mallory", "password_hash": "x"}]]},
+        {"changes": [["users", ["eve", "extra"], None]]},
+        {"changes": [["users", ["eve"], ["name", "eve"]]]},
+        "oversized",
+    ],
+    ids=["not-cbor", "not-a-map", "changes-not-a-list", "unknown-table", "column-injection",
+         "key-not-the-row", "key-arity", "row-not-a-map", "oversized"],
+)
+def test_a_hostile_log_entry_is_refused_whole_with_a_clear_error(
+    embedded: MakeStore, tmp_path: Path, entry: Any
+) -> None:
+    """Whoever can write the bucket can write a log entry: one no replica should apply is refused
+    (503, naming the entry), before any of it is applied, and the copy keeps what it held."""
+    from node.authdb import MAX_ENTRY
+
+    async def body(store: ObjectStore) -> None:
+        a = accounts_on(store, tmp_path / "a")
+        await a.create_user("alice", "pw-alice")
+        if entry == "oversized":
+            data = encode({"changes": [["orgs", ["o"], {"name": "o", "created": 1.0}]], "pad": bytes(MAX_ENTRY)})
+        else:
+            data = entry if isinstance(entry, bytes) else encode(entry)
+        await store.put(log_key(2), data)
+        b = AuthDB(store, tmp_path / "b")
+        with pytest.raises(StoreError, match=r"auth log entry _node/auth/log/000000000002"):
+            await b.read()
+        with pytest.raises(StoreError, match="auth log entry"):
+            await a.db.refresh()
+        with sqlite3.connect(next((tmp_path / "a").glob("auth-*.sqlite"))) as conn:
+            assert conn.execute("select name from users").fetchall() == [("alice",)]
+        conn.close()
+        assert a.db.position == 1
+
+    run_on(embedded, body)
 
 
 _WORKER = textwrap.dedent(
@@ -959,12 +1200,12 @@ def test_an_auth_database_over_the_limit_is_refused_raw_or_written(
     async def body(store: ObjectStore) -> None:
         acc = accounts_on(store, tmp_path / "c")
         await acc.create_user("ann", password="pw-ann-123456")
-        good = await store.get(KEY)
-        image = _decode(good)
+        before = await auth_keys(store)
+        image = (await acc.db.read()).conn.serialize()
         monkeypatch.setattr(node.authdb, "MAX_IMAGE", len(image) + 100)
         with pytest.raises(StoreError, match="would make the auth database larger"):
             await acc.db.write(lambda db: db["orgs"].insert_all({"name": f"org{i}"} for i in range(1000)))
-        assert await store.get(KEY) == good
+        assert await auth_keys(store) == before
         await store.put(KEY, image + bytes(200))
         with pytest.raises(StoreError, match="larger than the"):
             await accounts_on(store, tmp_path / "d").db.read()

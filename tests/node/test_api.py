@@ -336,7 +336,7 @@ def test_only_tokens_made_by_login_are_marked_for_the_login_cap(forge: Forge) ->
     import sqlite3
 
     from hif.store import open_store
-    from node.authdb import KEY, _decode
+    from node.authdb import AuthDB
 
     forge.micelio("admin", "user", "create", "dana", "--password-stdin", input="correct horse\n")
     r = forge.api("POST", "/api/v1/login", None, {"user": "dana", "password": "correct horse"})
@@ -346,11 +346,13 @@ def test_only_tokens_made_by_login_are_marked_for_the_login_cap(forge: Forge) ->
     assert made.status_code == 201
     forge.micelio("admin", "token", "create", "dana", "--scope", "read", "--name", "login")
 
-    async def image() -> bytes:
+    async def image() -> bytes:  # what the store holds, as a new replica reads it
         store = open_store(forge.store)
+        db = AuthDB(store, forge.root / "check-cache")
         try:
-            return _decode(await store.get(KEY))
+            return (await db.read()).conn.serialize()
         finally:
+            db.close()
             await store.close()
 
     conn = sqlite3.connect(":memory:")

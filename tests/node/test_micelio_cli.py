@@ -19,7 +19,7 @@ import pytest
 from hif.repo import Repo
 from hif.store import EmbeddedStore, ObjectStore
 from node.accounts import Accounts
-from node.authdb import KEY, AuthDB
+from node.authdb import AuthDB, log_key
 from node.principal import Principal
 
 T = TypeVar("T")
@@ -254,7 +254,7 @@ def test_store_from_the_environment_and_a_lasting_cache(tmp_path: Path) -> None:
     r = subprocess.run([MICELIO, "admin", "user", "create", "zed", "--password-stdin"], input="pw\n",
                        capture_output=True, text=True, timeout=60, env=env)
     assert r.returncode == 0, r.stderr
-    assert (store / "data" / KEY).is_file()
+    assert (store / "data" / log_key(1)).is_file()
     assert [p.name for p in cache.iterdir() if p.name.endswith(".sqlite")]
     r = subprocess.run([MICELIO, "admin", "user", "list", "--json"], capture_output=True, text=True,
                        timeout=60, env=env)

@@ -40,6 +40,7 @@ PAGES = {
     "session-split": "/{public}/sessions/{spinner}?view=split",
     "session-iterations": "/{public}/sessions/{spinner}?a=1&b=2",
     "session-open": "/{public}/sessions/{open}",
+    "session-file-diff": "/{public}/sessions/{spinner}/diff/src/widgets/core.py?view=split",
     "settings": "/{public}/settings",
     "new-repository": "/new",
     "compare": "/{public}/compare/0...3",
