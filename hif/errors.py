@@ -42,6 +42,10 @@ class CorruptObject(HifError):
     http_status = 422
 
 
+class IndexDamaged(CorruptObject):
+    """A derived index (the search index) does not read: its owner starts it anew from the store."""
+
+
 class InvalidPath(HifError):
     """A repository path is unsafe or unrepresentable (``..``, absolute, empty component...)."""
 
@@ -59,6 +63,11 @@ class InvalidInput(HifError):
     """Anything else a user gave that cannot be accepted (empty goal, bad position...)."""
 
     http_status = 400
+
+
+class BadQuery(InvalidInput):
+    """A search query that cannot be read (an unclosed quote, a lone ``*``, too long): answered with
+    what to change, never passed to the index as it is (400, exit 1)."""
 
 
 class NotARepository(HifError):

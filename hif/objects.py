@@ -21,7 +21,7 @@ import contextlib
 import hashlib
 import io
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -357,6 +357,29 @@ class ObjectDB:
 
     async def put_blob(self, content: bytes) -> bytes:
         return await self.put_canonical(blob_bytes(content))
+
+    async def put_blobs(self, contents: Sequence[bytes]) -> None:
+        """Store several blobs, the new ones as one ``create_all`` batch: durable together (on the
+        embedded store two file-system syncs for the batch, not two fsyncs per blob), and none
+        visible before its bytes are on disk. If one exists already (stored before, or by a
+        concurrent writer), each is put on its own instead."""
+        items: dict[bytes, bytes] = {}
+        for content in contents:
+            canonical = blob_bytes(content)
+            oid = digest(canonical)
+            if oid not in self._known:
+                items[oid] = canonical
+        if not items:
+            return
+        try:
+            await self.store.create_all([(self.key(oid), pack(c)) for oid, c in items.items()])
+        except PreconditionFailed:
+            for canonical in items.values():
+                await self.put_canonical(canonical)
+            return
+        for oid in items:
+            self._known.add(oid)
+            self.note_kind(oid, "blob")
 
     async def put_tree(self, entries: Tree) -> bytes:
         oid = await self.put_canonical(tree_bytes(entries))

@@ -786,6 +786,13 @@ class Accounts:
         sql = f"select * from repos where {' and '.join(where)} order by name limit ?"
         return [_repo_row(r) for r in db.query(sql, (*params, limit))]
 
+    async def repo_names(self, *, limit: int = 1000, after: str | None = None) -> list[str]:
+        """Every registered repository's name, ``limit`` at a time after ``after``: what a node's
+        derived indexes cover (node/search.py), whoever may read them."""
+        db = await self.db.read()
+        return [r["name"] for r in db.query("select name from repos where (? is null or name > ?)"
+                                            " order by name limit ?", (after, after, limit))]
+
     async def can_create_repo(self, p: Principal, name: str) -> bool:
         """Own namespace, an org where ``p`` is maintainer or owner, or anywhere for a site admin;
         always through a write (or admin) token that is not bound to a repository."""

@@ -27,6 +27,9 @@ class Config:
     # Reverse proxies whose X-Forwarded-For is believed (networks, e.g. "10.0.0.0/8 ::1"); empty: the
     # TCP peer is the client (see node/ratelimit.py client_address).
     trusted_proxies: str = ""
+    # Seconds between the search index's catch-ups of every repository and mirror (node/search.py);
+    # 0: no background catch-up, each query catches up the repositories it covers first.
+    search_poll: float = 0.5
 
     @property
     def url(self) -> str:
@@ -49,6 +52,8 @@ class Config:
             cfg.public_url = env["MICELIO_PUBLIC_URL"]
         if "MICELIO_AUTH_MAX_AGE" in env:
             cfg.auth_max_age = float(env["MICELIO_AUTH_MAX_AGE"])
+        if "MICELIO_SEARCH_POLL" in env:
+            cfg.search_poll = float(env["MICELIO_SEARCH_POLL"])
         if "MICELIO_TRUSTED_PROXIES" in env:
             cfg.trusted_proxies = env["MICELIO_TRUSTED_PROXIES"]
         for key, value in overrides.items():

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs what the tests need beyond the Python packages: git (interop and benchmarks compare
-# against it) and Chromium (the web UI's browser tests drive /usr/bin/chromium through Playwright).
+# against it), strace (tests count the syncs a command makes) and Chromium (the web UI's browser tests drive /usr/bin/chromium through Playwright).
 # Idempotent; quiet when everything is present.
 set -euo pipefail
 need=()
 command -v git >/dev/null 2>&1 || need+=(git)
+command -v strace >/dev/null 2>&1 || need+=(strace)  # tests count a command's fsyncs with it
 [ -x /usr/bin/chromium ] || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then

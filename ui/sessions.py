@@ -25,8 +25,10 @@ from hif.mainline import LandingRecord
 from hif.objects import decode
 from hif.paths import check_path
 from hif.repo import Repo
+from hif.search import MAX_LIMIT, Query
 from hif.session import ROLES, Session, check_session_id, fold
 from node.access import may
+from node.search import search_of
 from node.wire import query_int
 from ui.auth import take_flash
 from ui.heavy import cache, offload, warm_later
@@ -53,7 +55,6 @@ from ui.web import (
 
 PAGE = 25  # sessions per page
 BUDGET = 2000  # records one sessions-list request may examine
-TEXT_BUDGET = 300  # ... when a text filter makes it read snapshots too
 OPEN_CAP = 100  # open sessions listed at most
 DIFF_FILES = 100  # files whose diff a session page renders
 DIFF_BYTES = 4 << 20  # total bytes of content diffed on one page
@@ -136,12 +137,15 @@ async def sessions(owner: str, name: str) -> str:
     rows: list[dict[str, Any]] = []
     open_rows: list[dict[str, Any]] = []
     page: history.Page | None = None
+    start = rv.head if before is None else min(before - 1, rv.head)
     if state in ("all", "open") and before is None:
-        open_rows = await open_sessions(rv.repo, filters)
+        open_rows = (await _indexed_open(rv, filters) if filters.text else
+                     await open_sessions(rv.repo, filters))
     if state in ("all", "landed"):
-        start = rv.head if before is None else min(before - 1, rv.head)
-        page = await history.search_landed(rv.repo, start, filters, limit=PAGE,
-                                           budget=TEXT_BUDGET if filters.text else BUDGET)
+        if filters.text:  # the search index: every landing, not a budgeted walk
+            page = await _indexed_landed(rv, filters, start)
+        else:
+            page = await history.search_landed(rv.repo, start, filters, limit=PAGE, budget=BUDGET)
         rows = [landed_row(rec, s) for rec, s in page.rows]
         if rv.mirror is not None:  # each mirrored landing's origin signature, checked again
             for row in rows:
@@ -157,6 +161,47 @@ async def sessions(owner: str, name: str) -> str:
     if is_htmx("results"):
         return await render_template("_session_results.html", **ctx)
     return await render_template("sessions.html", **ctx)
+
+
+def _indexed_query(rv: RepoView, filters: history.Filters, **kw: Any) -> Query:
+    return Query(filters.text, repo=rv.name, origin=rv.mirror or "", author=filters.author,
+                 role=filters.role, facets=False, newest=True, **kw)
+
+
+async def _indexed_open(rv: RepoView, filters: history.Filters) -> list[dict[str, Any]]:
+    """Open sessions whose text matches, from the node's search index (a path filter loads each)."""
+    found = await search_of(current_app).search_in(  # type: ignore[arg-type]
+        rv.repo, _indexed_query(rv, filters, state="open", limit=min(OPEN_CAP, MAX_LIMIT)))
+    rows = []
+    for h in found.hits:
+        if filters.path:
+            try:
+                if not history.touches((await rv.repo.sessions.load(h.session)).changes, filters.path):
+                    continue
+            except NotFound:
+                continue
+        rows.append({"id": h.session, "goal": h.goal, "author": h.author, "time": h.time, "role": h.role,
+                     "state": "open", "files": None})
+    return rows
+
+
+async def _indexed_landed(rv: RepoView, filters: history.Filters, start: int) -> history.Page:
+    """Landed sessions at ``start`` and below whose text matches, newest first, from the node's
+    search index; each shown row reads its landing record (the path filter is checked on it)."""
+    found = await search_of(current_app).search_in(  # type: ignore[arg-type]
+        rv.repo, _indexed_query(rv, filters, state="landed", pos_to=max(start, 0), limit=PAGE + 1))
+    rows: list[tuple[LandingRecord, Any]] = []
+    last = None
+    for h in found.hits[:PAGE]:
+        if h.position is None or h.position > start:
+            continue
+        rec = await rv.repo.mainline.record(h.position)
+        last = h.position
+        for s in rec.sessions:
+            if s.session == h.session and filters.on_record(s):
+                rows.append((rec, s))
+    more = len(found.hits) > PAGE and last is not None and last > 1
+    return history.Page(rows, last - 1 if more and last else None, len(found.hits), False)
 
 
 async def _load_session(rv: RepoView, sid: str) -> Session:

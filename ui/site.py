@@ -5,6 +5,7 @@ from __future__ import annotations
 import heapq
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from quart import Response, current_app, redirect, render_template, request
 
@@ -12,19 +13,23 @@ from federation import control as federation_control
 from federation import status as federation_status
 from hif import history
 from hif.errors import (
+    BadQuery,
     HifError,
     InvalidInput,
     NotFound,
 )
 from hif.mainline import LandingRecord
+from hif.search import KINDS
+from hif.session import ROLES
 from node.access import check_login
 from node.errors import RateLimited
 from node.imports import import_repository
+from node.search import query_of, search_of
 from ui import auth
 from ui.auth import viewer
 
 # -- home and search -------------------------------------------------------------------------------
-from ui.web import bp, login_redirect, node, page_status, safe_next
+from ui.web import bp, is_htmx, login_redirect, node, page_status, safe_next
 
 
 @bp.get("/")
@@ -73,23 +78,72 @@ async def favicon() -> Response:
                     headers={"Cache-Control": "public, max-age=86400"})
 
 
+FACET_PARAMS = {"repository": "repo", "origin": "origin", "author": "author", "role": "role",
+                "state": "state", "kind": "kind"}
+SEARCH_ARGS = ("q", "repo", "origin", "author", "role", "state", "kind", "since", "until", "from", "to")
+
+
+def _search_url(args: Any, **change: str | None) -> str:
+    """This search with some arguments changed (None drops one); paging starts again unless given."""
+    keep = [(k, v) for k in SEARCH_ARGS for v in args.getlist(k) if v and k not in change]
+    keep += [(k, v) for k, v in change.items() if v]
+    return "/search?" + urlencode(keep)
+
+
+def _hit_link(h: dict[str, Any], base: str = "") -> str:
+    """The exact event of a hit on its session page (``#e<seq>``): local, mirror, or a peer's."""
+    repo = h["repo"] if base else (f"mirrors/{h['origin']}/{h['repo']}" if h.get("origin") else h["repo"])
+    anchor = f"#e{h['seq']}" if isinstance(h.get("seq"), int) else ""
+    return f"{base}/{repo}/sessions/{h['session']}{anchor}"
+
+
 @bp.get("/search")
-async def search() -> str:
-    """Repositories whose name or description contains every word; sessions are searched per
-    repository (links below each result), where the walk can be bounded."""
-    q = request.args.get("q", "").strip()
+async def search() -> Response | str:
+    """Sessions found by what was said and decided, across every repository the viewer may read and
+    every mirror (the node's index, node/search.py), with facets; repositories whose name or
+    description matches; with ``remote=1`` also the followed nodes' public matches (the htmx page
+    asks for them separately, so they never hold up the local results)."""
+    args = request.args
+    q = args.get("q", "").strip()
     p = await viewer()
+    searcher = search_of(current_app)  # type: ignore[arg-type]
     found: list[dict[str, Any]] = []
-    scanned = 0
-    after = None
-    while q and scanned < 5000 and len(found) < 50:
-        batch = await node().auth.visible_repos(p, limit=500, after=after)
-        if not batch:
-            break
-        scanned += len(batch)
-        after = batch[-1]["name"]
-        found += [r for r in batch if history.matches_text(f"{r['name']} {r['description']}", q)]
-    return await render_template("search.html", q=q, found=found[:50])
+    results = None
+    error = None
+    if q:
+        batch = await node().auth.visible_repos(p, limit=500)
+        found = [r for r in batch if history.matches_text(f"{r['name']} {r['description']}", q)][:10]
+        try:
+            results = await searcher.search(p, query_of(args))
+        except BadQuery as e:
+            error = str(e)
+    remote = args.get("remote") == "1"
+    peers = None
+    if remote and q and error is None and (is_htmx("peers") or not is_htmx()):
+        peers = await searcher.federated({"q": q, "kind": args.getlist("kind"), "author": args.get("author"),
+                                          "role": args.get("role"), "state": args.get("state")})
+    hits = [{**h.to_json(), "href": _hit_link(h.to_json())} for h in results.hits] if results else []
+    peer_rows = []
+    for a in peers or []:
+        peer_rows.append({"node": a.node, "error": a.error, "total": a.total,
+                          "hits": [{**h, "href": _hit_link(h, a.base)} for h in a.results]})
+    facets = []
+    if results is not None:
+        for name, values in results.facets.items():
+            param = FACET_PARAMS[name]
+            facets.append((name, [(v, n, _search_url(args, **{param: "local" if param == "origin" and v == "local" else v}))
+                                  for v, n in values]))
+    ctx = {"q": q, "found": found, "results": results, "hits": hits, "facets": facets, "error": error,
+           "peers": peer_rows if peers is not None else None, "remote": remote,
+           "next_url": _search_url(args, offset=str(results.next)) if results and results.next else None,
+           "peers_url": _search_url(args, remote="1"), "clear_url": _search_url(args, **{k: None for k in SEARCH_ARGS[1:]}),
+           "filtered": any(args.get(k) for k in SEARCH_ARGS[1:]), "args": args, "kinds": KINDS, "roles": ROLES}
+    if is_htmx("peers"):
+        return await render_template("_search_peers.html", **ctx)
+    if is_htmx("search-results"):
+        return await render_template("_search_results.html", **ctx)
+    page = await render_template("search.html", **ctx)
+    return Response(page, status=400) if error else page
 
 
 # -- log in, log out, account ---------------------------------------------------------------------

@@ -101,6 +101,11 @@ class RemoteObjectDB(ObjectDB):
             self._pending[oid] = None
         return oid
 
+    async def put_blobs(self, contents: Sequence[bytes]) -> None:
+        """One by one into the cache, each queued for the next upload (which batches them)."""
+        for content in contents:
+            await self.put_blob(content)
+
     async def get_canonical(self, oid: bytes) -> bytes:
         fresh = self._fresh.pop(oid, None)
         if fresh is not None:  # verified when it arrived
@@ -392,7 +397,7 @@ class RemoteSessions(SessionStore):
     async def append(self, sid: str, event: dict[str, Any], next_seq: int | None = None) -> dict[str, Any]:
         return (await self.append_many(sid, [event], next_seq))[0]
 
-    async def append_many(self, sid: str, events: list[dict[str, Any]],
+    async def append_many(self, sid: str, events: Sequence[dict[str, Any]],
                           next_seq: int | None = None) -> list[dict[str, Any]]:
         """Upload the objects the events refer to, then append the events in order (batched)."""
         await self.remote_objects.flush()

@@ -32,6 +32,10 @@ from hif.session import MAX_PROVENANCE, MAX_TEXT, Session, check_session_id, che
 from hif.tree import apply, lookup_file
 from hif.worktree.workspace import WorkState
 
+BLOB_BATCH = 64  # recording this many changed files or more stores their blobs in batches...
+BLOB_BATCH_FILES = 4096  # ...of at most this many blobs...
+BLOB_BATCH_BYTES = 32 << 20  # ...or this many bytes of content (what a batch holds in memory)
+
 if TYPE_CHECKING:
     from hif.landing import LandResult
     from hif.porcelain.checks import CheckRun
@@ -118,19 +122,17 @@ class Sessions(WorkingCopy):
 
     def _append_all(self, s: Session, items: list[tuple[str, dict[str, Any]]], *, author: str | None,
                     role: str | None) -> None:
-        """Append several events; a forge gets them in one request (after the blobs they name)."""
+        """Append several events in one batch (see :meth:`_append_made`)."""
         who, as_role = author or default_author(), role or default_role()
         self._append_made(s, [make_event(etype, who, as_role, self.repo.clock(), **fields) for etype, fields in items])
 
     def _append_made(self, s: Session, events: list[dict[str, Any]]) -> None:
-        """Append events already made (each with its own author and role), in order."""
+        """Append events already made (each with its own author and role), in order, in one batch: a
+        forge gets them in one request (after the blobs they name), the store in one ``create_all``."""
         if not events:
             return
-        if self.remote is None:
-            for event in events:
-                fold_in(s, self._run(self.repo.sessions.append(s.id, event, s.next_seq)))
-            return
-        for stamped in self._run(self.remote.sessions.append_many(s.id, events, s.next_seq)):
+        sessions = self.remote.sessions if self.remote is not None else self.repo.sessions
+        for stamped in self._run(sessions.append_many(s.id, events, s.next_seq)):
             fold_in(s, stamped)
 
     def record(self, *, author: str | None = None, role: str | None = None) -> list[FileChange]:
@@ -145,17 +147,29 @@ class Sessions(WorkingCopy):
         known: dict[str, Entry | None] = {**base, **s.changes}
         out: list[FileChange] = []
         events: list[tuple[str, dict[str, Any]]] = []
-        for path, (entry, content) in sorted(scanned.items()):
-            if known.get(path) == entry:
-                continue
+        changed = [(path, entry, content) for path, (entry, content) in sorted(scanned.items())
+                   if known.get(path) != entry]
+        # many files: their blobs in batches, each durable with one store sync (see put_blobs)
+        batch: list[bytes] | None = [] if len(changed) >= BLOB_BATCH else None
+        size = 0
+        for path, entry, content in changed:
             if content is None:
                 entry2, content = self.work.read_file(path)
                 if entry2 is None or content is None:
                     continue
                 entry = entry2
-            self._run(self.repo.objects.put_blob(content))  # every blob is stored before its event
+            if batch is None:
+                self._run(self.repo.objects.put_blob(content))
+            else:
+                batch.append(content)
+                size += len(content)
+                if len(batch) >= BLOB_BATCH_FILES or size >= BLOB_BATCH_BYTES:
+                    self._run(self.repo.objects.put_blobs(batch))
+                    batch, size = [], 0
             events.append(("write", {"path": path, "kind": entry.kind, "blob": entry.oid}))
             out.append(FileChange(path, action_of(base.get(path), entry), base.get(path), entry))
+        if batch:
+            self._run(self.repo.objects.put_blobs(batch))  # every blob is stored before its event
         for path, entry in sorted(known.items()):
             if entry is not None and path not in scanned:
                 events.append(("delete", {"path": path}))

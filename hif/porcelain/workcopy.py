@@ -196,6 +196,9 @@ class WorkingCopy(RepositoryBase):
         db = self.repo.objects
         changed: list[str] = []
         kept: list[str] = []
+        if old_tree == EMPTY_TREE and not verify:  # every file new (a new workspace): as a clone does
+            await self._write_all(new_tree, changed)
+            return changed, kept
         async for path, old, new in tree_diff(db, old_tree, new_tree):
             changed.append(path)
             if verify:
@@ -215,6 +218,24 @@ class WorkingCopy(RepositoryBase):
             else:
                 self.work.write_file(path, new, await db.get_blob(new.oid))
         return changed, kept
+
+    async def _write_all(self, tree: bytes, changed: list[str]) -> None:
+        """Check ``tree`` out into an empty working copy: the files are created on writer threads
+        while the next blobs are read (:class:`FileWriter`), each path noted in ``changed``."""
+        # the writer threads: only a checkout into an empty working copy needs them (start-up time)
+        from hif.worktree.checkout import FileWriter, paused_gc
+
+        db = self.repo.objects
+        writer = FileWriter(self.work)
+        try:
+            with paused_gc():
+                async for path, entry in walk(db, tree):
+                    changed.append(path)
+                    writer.write(path, entry, await db.get_blob(entry.oid))
+        except BaseException:
+            writer.close(raise_error=False)
+            raise
+        writer.close()
 
     def _finish_move(self) -> MoveReport | None:
         """Finish the move an interrupted command left (its journal's lock is free): run when the

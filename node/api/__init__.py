@@ -3,7 +3,7 @@ once, in ``ROUTES``. Importing this package registers every route module's route
 table is whole wherever it is read (the composition root, the route-matrix test).
 """
 
-from node.api import accounts, checks, federation, objects, repos, sessions
+from node.api import accounts, checks, federation, objects, repos, search, sessions
 from node.api.routing import ROUTES, Route, bp
 
-__all__ = ["ROUTES", "Route", "accounts", "bp", "checks", "federation", "objects", "repos", "sessions"]
+__all__ = ["ROUTES", "Route", "accounts", "bp", "checks", "federation", "objects", "repos", "search", "sessions"]

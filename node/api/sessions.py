@@ -61,6 +61,7 @@ async def list_sessions(ctx: Ctx) -> dict[str, Any]:
 async def start_session(ctx: Ctx) -> dict[str, Any]:
     opening = await _opening(ctx)
     s = await ctx.r.sessions.start(*opening)
+    _searchable(ctx)
     return {"id": s.id, "event": s.events[0]}
 
 
@@ -186,12 +187,20 @@ async def _checked_events(ctx: Ctx, raw: list[Any], *, at_least: int,
     return events
 
 
+def _searchable(ctx: Ctx) -> None:
+    """Mark the repository for the replica's search index: the next query catches it up."""
+    searcher = current_app.extensions.get("search")
+    if searcher is not None:
+        searcher.landed(ctx.r)
+
+
 async def _append(ctx: Ctx, sid: str, events: list[dict[str, Any]], next_seq: int) -> list[dict[str, Any]]:
     out = []
     for event in events:
         stamped = await ctx.r.sessions.append(sid, event, next_seq)
         out.append(stamped)
         next_seq = stamped["seq"] + 1
+    _searchable(ctx)
     return out
 
 
@@ -205,6 +214,7 @@ async def _land(ctx: Ctx, s: Session) -> dict[str, Any]:
     fed = current_app.extensions.get("federation")
     if fed is not None:  # deliver to followers now, not at the next poll
         fed.landed(ctx.r.name)
+    _searchable(ctx)  # searchable at the next query here, not at the next poll
     return {"position": result.position, "session": result.session, "tree": result.tree,
             "merged": result.merged, "already_landed": result.already, "attempts": result.attempts}
 

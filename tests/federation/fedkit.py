@@ -13,7 +13,7 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import cbor2
 import httpx
-from forge import BIN, START_TIMEOUT, Forge, start_forge
+from forge import BIN, START_TIMEOUT, Forge, start_forge, wait_for
 from s3server import free_port
 
 from federation.httpsig import sign_headers
@@ -101,18 +101,6 @@ def adopt(node: Forge, proc: subprocess.Popen[bytes], failure: str) -> None:
             time.sleep(0.1)
     proc.kill()
     raise RuntimeError(f"{node.url} {failure}")
-
-
-def wait_for(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    """Poll ``check`` until it returns something truthy (bounded)."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
 def ui_admin(node: Forge, user: str = "fedroot") -> httpx.Client:

@@ -77,6 +77,7 @@ def CASES(w: World, repo: str) -> dict[tuple[str, str], tuple[str, dict[str, Any
         ("PUT", "/api/v1/orgs/<org>/members/<user>"): ("/api/v1/orgs/acme/members/rita", {"role": "reader"}),
         ("DELETE", "/api/v1/orgs/<org>/members/<user>"): ("/api/v1/orgs/acme/members/rita", None),
         ("GET", "/api/v1/repos"): ("/api/v1/repos", None),
+        ("GET", "/api/v1/search"): ("/api/v1/search?q=hello", None),
         ("POST", "/api/v1/repos"): ("/api/v1/repos", {"name": "acme/new"}),
         ("GET", "/api/v1/repos/<owner>/<name>"): (base, None),
         ("PUT", "/api/v1/repos/<owner>/<name>/members/<user>"): (f"{base}/members/sam", {"role": "reader"}),

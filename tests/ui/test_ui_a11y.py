@@ -25,6 +25,7 @@ ADMIN = "a11y-root"
 PAGES = {
     "home": "/",
     "search": "/search?q=acme",
+    "search-sessions": "/search?q=spinner",
     "login": "/login",
     "account": "/account",
     "org": "/orgs/acme",

@@ -267,3 +267,53 @@ def test_sessions_filter_by_keyboard_only(page: Any, seeded: Seeded) -> None:
     rows = page.locator("#results .session-row")
     expect(rows).to_have_count(2)  # the two sessions ana started and landed
     expect(page.locator("#results")).not_to_contain_text("Add a spinner widget")
+
+
+def test_search_from_the_box_on_every_page(page: Any, seeded: Seeded) -> None:
+    """The header's box leads to the search page; typing there updates the results in place;
+    a facet narrows them; a result opens the session at the matching event."""
+    page.goto(f"/{PUBLIC}/sessions")
+    page.get_by_label("Search sessions and repositories").fill("curses")
+    page.get_by_label("Search sessions and repositories").press("Enter")
+    expect(page).to_have_url(re.compile(r"/search\?q=curses"))
+    results = page.locator("#search-results .hit")
+    expect(results).to_have_count(1)
+    expect(results.first.locator("mark")).to_have_text("curses")
+    no_reload_marker(page)
+    box = page.get_by_label(re.compile("^Sessions whose goal"))
+    box.fill("spinner")
+    expect(page.locator("#search-results")).to_contain_text("Add a spinner widget")
+    expect(page).to_have_url(re.compile(r"q=spinner"))
+    assert_not_reloaded(page)
+    page.locator(".facets a", has_text="claude").first.click()
+    expect(page).to_have_url(re.compile(r"author=claude"))
+    expect(page.locator("#search-results")).not_to_contain_text("Fix the spinner")
+    page.locator("#search-results .hit a.goal").first.click()
+    expect(page).to_have_url(re.compile(r"/sessions/[a-z2-7]{16}#e\d+$"))
+    anchor = page.url.rsplit("#", 1)[1]
+    expect(page.locator(f"#{anchor}")).to_be_visible()
+
+
+def test_search_works_without_javascript(browser: Any, seeded: Seeded) -> None:
+    """A plain GET form: the box, the kind of text, the Search button, paging and asking the
+    followed nodes are links and submissions."""
+    context = browser.new_context(java_script_enabled=False, base_url=seeded.forge.url)
+    page = context.new_page()
+    try:
+        page.goto("/")
+        page.get_by_label("Search sessions and repositories").fill("frame")
+        page.get_by_label("Search sessions and repositories").press("Enter")
+        expect(page).to_have_url(re.compile(r"/search\?q=frame"))
+        expect(page.locator("#search-results .hit").first).to_be_visible()
+        page.get_by_label("In", exact=True).select_option("rejected")
+        page.get_by_role("button", name="Search").click()
+        expect(page).to_have_url(re.compile(r"kind=rejected"))
+        hits = page.locator("#search-results .hit")
+        expect(hits).to_have_count(1)
+        expect(hits.first).to_contain_text("a configurable start frame")
+        page.get_by_role("link", name="Ask the nodes this node follows").click()
+        expect(page).to_have_url(re.compile(r"remote=1"))
+        expect(page.locator("#peers")).to_contain_text("On the nodes this node follows")
+        expect(page.locator("#search-results .hit")).to_have_count(1)  # the local results stay
+    finally:
+        context.close()
