@@ -30,7 +30,7 @@ from hif.objects import FILE_KINDS, Entry, ObjectDB, decode, encode
 from hif.paths import check_entry_path, check_path
 from hif.store.base import ObjectStore
 
-ROLES = ("human", "agent")
+ROLES = ("human", "agent", "imported")  # imported: written outside hif, brought in by hif import git
 EVENT_TYPES = ("start", "say", "decide", "write", "delete", "checkpoint", "sync", "abandon", "attest")
 SEQ_WIDTH = 8
 EVENTS_TOGETHER = 64  # a session's events read at once

@@ -148,11 +148,13 @@ def _org_role(db: sqlite_utils.Database, org: str, user: str) -> str | None:
     return None if row is None else row["role"]
 
 
-def _role_on(db: sqlite_utils.Database, user: str | None, repo: str) -> str | None:
+def _role_on(db: sqlite_utils.Database, user: str | None, repo: str, *, anyone: bool = True) -> str | None:
+    """``user``'s role on ``repo``; with ``anyone`` False, only a role of their own (the reader's
+    role everyone has on a public repository does not count)."""
     row = _one(db, "select owner, private from repos where name = ?", (repo,))
     if row is None:
         return None
-    public = None if row["private"] else "reader"
+    public = None if row["private"] or not anyone else "reader"
     if user is None:
         return public
     u = _one(db, "select admin, disabled from users where name = ?", (user,))
@@ -752,6 +754,11 @@ class Accounts:
         """The highest of: site admin or owner namespace → owner; org role; repository role;
         ``reader`` on a public repository (anonymous too). None for an unregistered repository."""
         return _role_on(await self.db.read(), user, repo)
+
+    async def member_of(self, user: str | None, repo: str) -> bool:
+        """Whether ``user`` is one of the repository's members: a site admin, its owner, a member of
+        its organisation or of the repository itself (what may see its authors' e-mail addresses)."""
+        return user is not None and _role_on(await self.db.read(), user, repo, anyone=False) is not None
 
     async def visible_repos(
         self, p: Principal, *, limit: int = 100, after: str | None = None

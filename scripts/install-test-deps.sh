@@ -15,3 +15,9 @@ if [ ${#need[@]} -gt 0 ]; then
     exit 1
   fi
 fi
+# axe-core (npm, pinned, sha512 checked): the accessibility checker the browser tests inject into each
+# page (tests/ui/test_ui_a11y.py); kept in the git-ignored .cache/npm/.
+root="$(cd "$(dirname "$0")/.." && pwd)"
+bash "$root/scripts/npm-fetch.sh" axe-core 4.14.1 \
+  "sha512-FHfa+lmNjQZfJz1q8wKqIDwC6DExcHt/pkjNQb09a3NPjCKg2rhu5qb2S4r76ASyFNNtuFooJpZe37OgudVGtQ==" \
+  axe.min.js "$root/.cache/npm/axe-core/axe.min.js"

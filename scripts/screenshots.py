@@ -2,7 +2,7 @@
 
 Starts a node on loopback over a temporary store, seeds it with the UI tests' data
 (``tests/ui/ui_seed.py``), and photographs the main pages with Debian's Chromium through Playwright
-into ``docs/screenshots/`` (light theme at 1280 px, one phone-width and one dark shot).
+into ``docs/screenshots/`` (light theme at 1280 px, two phone-width shots and one dark one).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "ui")]
 
 from forge import start_forge  # noqa: E402
 from playwright.sync_api import sync_playwright  # noqa: E402
-from ui_seed import CHROMIUM, CHROMIUM_ARGS, PASSWORD, PUBLIC, seed  # noqa: E402
+from ui_seed import CHROMIUM, CHROMIUM_ARGS, IMPORTED, PASSWORD, PUBLIC, landed_session, seed  # noqa: E402
 
 
 def main() -> None:
@@ -38,11 +38,12 @@ def main() -> None:
                 "sessions": f"/{PUBLIC}/sessions?role=agent",
                 "session": f"/{PUBLIC}/sessions/{spinner}",
                 "session-diff": f"/{PUBLIC}/sessions/{spinner}?view=split#changes",
+                "session-imported": f"/{IMPORTED}/sessions/{landed_session(data, IMPORTED, 2)}",
             }
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
                 for scheme, width, height, names in (("light", 1280, 860, list(shots)),
-                                                     ("light", 390, 844, ["session"]),
+                                                     ("light", 390, 844, ["session", "session-imported"]),
                                                      ("dark", 1280, 860, ["session"])):
                     context = browser.new_context(viewport={"width": width, "height": height},
                                                   color_scheme=scheme, base_url=forge.url)

@@ -244,13 +244,16 @@ def test_commits_become_sessions_in_order(rich: dict[str, Any]) -> None:
     for pos, sha in enumerate(chain, 1):
         shown = hjs(work, "show", str(pos))
         assert shown["session"]["goal"] == (g("log", "-1", "--format=%s", sha) or "(no commit message)")
-        assert shown["session"]["author"] == "Ada Lovelace <ada@example.org>"
+        # the author's name alone (the address stays in the kept commit), the role "imported"
+        assert shown["session"]["author"] == "Ada Lovelace" and shown["session"]["role"] == "imported"
         # the author date starts the session, the committer date is the landing's time
         assert shown["session"]["started"] == int(g("log", "-1", "--format=%at", sha))
         assert log[len(chain) - pos]["time"] == int(g("log", "-1", "--format=%ct", sha))
         assert shown["session"]["events"][0]["git"] == {"commit": sha}
         body = g("log", "-1", "--format=%b", sha).strip()
-        assert [d["decision"] for d in shown["decisions"]] == ([body] if body else [])
+        # the body is what the author said, line breaks kept, marked as the commit's message
+        assert [c["text"] for c in shown["conversation"]] == ([body] if body else []) and not shown["decisions"]
+        assert all(e["git"] == {"commit": sha} for e in shown["session"]["events"] if e["type"] == "say")
         assert sorted(c["path"] for c in shown["changes"]) == changed_paths(g, sha)
         # the commits a merge brings in are its iterations, each after its parents
         merged = set(g("rev-list", sha, f"^{sha}^1").split()) - {sha} if sha != chain[0] else set()

@@ -67,6 +67,15 @@ def markdown(text: str, resolve: Resolve | None = None) -> Markup:
     return Markup(html)
 
 
+_message_md = MarkdownIt("commonmark", {"html": False, "breaks": True}).enable(["table", "strikethrough"])
+
+
+def message_html(text: str) -> Markup:
+    """A commit message's body: Markdown as :func:`markdown`, but each line break kept (git
+    messages are wrapped by hand, and lists of lines are common)."""
+    return Markup(_message_md.render(text))
+
+
 @functools.lru_cache(maxsize=512)
 def _lexer(name: str) -> Lexer | None:
     try:
@@ -490,6 +499,44 @@ def event_problem(e: Any) -> str | None:
                                for k in ("merged", "conflicts")):
         return "malformed merged or conflicts"
     return None
+
+
+_ADDRESS = re.compile(r"^(.*?)\s*<[^<>]*>$", re.S)
+OLD_MESSAGE_WHY = "the message of git commit "  # how imports before the role "imported" kept the body
+
+
+def person(who: Any, *, addresses: bool = False) -> str:
+    """An author as a page shows it: ``Name <address>`` (git's form, kept by older imports) becomes
+    ``Name`` unless ``addresses`` (the viewer is a member of the repository)."""
+    text = who if isinstance(who, str) else ""
+    if addresses:
+        return text
+    m = _ADDRESS.match(text)
+    return (m.group(1).strip() or text) if m else text
+
+
+def imported_view(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A session imported from git shown as one, however old its import: the events of one whose
+    start names a git commit get the role ``imported``, and a ``decide`` that only holds the commit
+    message's body (imports before that role) becomes the ``say`` newer imports write."""
+    start = events[0] if events else None
+    if start is None or start.get("type") != "start" or not isinstance(start.get("git"), dict):
+        return events
+    sha = start["git"].get("commit")
+    out = []
+    for e in events:
+        e = {**e, "role": "imported"} if e.get("role") == "human" else e
+        if e.get("type") == "decide" and isinstance(sha, str) and e.get("why") == OLD_MESSAGE_WHY + sha:
+            e = {k: v for k, v in e.items() if k not in ("decision", "why", "alternatives")} | {
+                "type": "say", "text": e["decision"], "git": {"commit": sha}}
+        out.append(e)
+    return out
+
+
+def landed_role(rec: Any, role: str) -> str:
+    """A landed session's role as shown: ``imported`` for a commit imported before that role."""
+    git = getattr(rec, "extra", {}).get("git")
+    return "imported" if role == "human" and isinstance(git, dict) and "commit" in git else role
 
 
 def readable_events(events: list[Any]) -> list[dict[str, Any]]:

@@ -39,6 +39,7 @@ from ui.render import (
     file_view,
     human_size,
     markdown,
+    person,
 )
 from ui.sessions import open_sessions
 from ui.web import (
@@ -259,7 +260,7 @@ def blame_rows(rv: RepoView, lines: list[BlameLine], html: list[Markup], start: 
             who = '<span class="muted" title="no landed session wrote this line">—</span>'
         elif (ln.session, ln.commit) != prev:
             commit = f" {ln.commit[:8]}" if ln.commit else ""
-            title = escape(f"{ln.goal} — {ln.author}")
+            title = escape(f"{ln.goal} — {person(ln.author, addresses=rv.member)}")
             label = escape(f"#{ln.position}{commit} {ln.goal[:40] + ('…' if len(ln.goal) > 40 else '')}")
             who = f'<a href="{escape(rv.url("sessions", ln.session))}" title="{title}">{label}</a>'
         else:  # the same as the line above: an empty cell keeps the page small

@@ -20,6 +20,7 @@ from hif.errors import (
     InvalidPath,
     NotFound,
 )
+from hif.git.fastexport import Ident
 from hif.mainline import LandingRecord
 from hif.objects import decode
 from hif.paths import check_path
@@ -35,6 +36,8 @@ from ui.render import (
     FileDiff,
     Highlighter,
     file_diff,
+    imported_view,
+    landed_role,
     readable_events,
 )
 from ui.signature import verify_mirrored, verify_record
@@ -103,7 +106,7 @@ async def open_sessions(repo: Repo, filters: history.Filters | None = None, *,
 
 
 def landed_row(rec: LandingRecord, s: Any) -> dict[str, Any]:
-    return {"id": s.session, "goal": s.goal, "author": s.author, "role": s.role, "time": rec.time,
+    return {"id": s.session, "goal": s.goal, "author": s.author, "role": landed_role(rec, s.role), "time": rec.time,
             "state": "landed", "position": rec.position, "files": len(s.changes),
             "group": len(rec.sessions)}
 
@@ -212,7 +215,9 @@ async def _load_session(rv: RepoView, sid: str) -> Session:
         s = await rv.repo.sessions.load(sid)
     except (CorruptObject, KeyError, TypeError, AttributeError):  # malformed events, snapshot or state
         s = await _lenient_session(rv, sid)
-    s.events = readable_events(s.events)
+    s.events = imported_view(readable_events(s.events))
+    if s.events and s.events[0].get("role") == "imported":
+        s.role = "imported"
     return s
 
 
@@ -299,12 +304,14 @@ async def session_page(owner: str, name: str, sid: str) -> str:
     last_seq = s.events[-1]["seq"] if s.events else 0
     state_info = await rv.repo.sessions.state(sid) if s.state == "abandoned" else None
     return await render_template(
-        "session.html", rv=rv, s=s, rec=rec, view=view, cps=cps, a=a, b=b, iter_diffs=iter_diffs,
+        "session.html", rv=rv, s=s, rec=rec, git=_git_origin(rv, s, rec), view=view, cps=cps, a=a, b=b, iter_diffs=iter_diffs,
         diffs=diffs, verdict=verdict, says=len(say), decisions=decisions, last_seq=last_seq,
         cp_index={e["seq"]: i for i, e in enumerate(cps, 1)},
         reason=(state_info or {}).get("reason"), check_logs=await _check_logs(rv.repo, s),
         sent_offers=await _sent_offers(rv, sid),
-        no_decision=history.NO_DECISION if s.state == "landed" and history.undecided(s) else None,
+        # git commits hold no decisions to miss: no note on imported sessions
+        no_decision=(history.NO_DECISION if s.state == "landed" and history.undecided(s) and s.role != "imported"
+                     else None),
         done=(await take_flash() or {}).get("done"), can_write=may(rv.p, rv.role, "write", rv.name),
     )
 
@@ -345,6 +352,21 @@ async def session_file_diff(owner: str, name: str, sid: str, path: str) -> str:
     if is_htmx():
         return await render_template("_file_diff.html", **ctx)
     return await render_template("file_diff.html", **ctx)
+
+
+def _git_origin(rv: RepoView, s: Session, rec: LandingRecord | None) -> dict[str, Any] | None:
+    """The git commit an imported session came from: its id (``hif export git`` writes the commit
+    back with this same id) and, for the repository's members only, the author's address."""
+    git = s.events[0].get("git") if s.events else None
+    if not isinstance(git, dict) or not isinstance(git.get("commit"), str):
+        return None
+    out: dict[str, Any] = {"commit": git["commit"], "author": None}
+    meta = rec.extra.get("git") if rec is not None else None
+    if rv.member and isinstance(meta, dict) and meta.get("commit") == git["commit"]:
+        raw = meta.get("author")
+        ident = Ident(raw.encode("utf-8", "replace") if isinstance(raw, str) else bytes(raw or b""))
+        out["author"] = f"{ident.name} <{ident.email}>" if ident.email else ident.name
+    return out
 
 
 async def _sent_offers(rv: RepoView, sid: str) -> list[dict[str, Any]]:
@@ -407,14 +429,31 @@ async def session_events(owner: str, name: str, sid: str) -> Response | str:
         if is_htmx():
             return Response("", status=204)
     last = events[-1]["seq"] if events else since
+    view = request.args.get("view", "")
+    keep = {"view": view if view == "split" else "", "a": query_int("a"), "b": query_int("b")}
     return await render_template("_events.html", rv=rv, sid=sid, events=events, last_seq=last,
-                                 closed=state, live=state is None)
+                                 closed=state, live=state is None, keep=keep)
+
+
+@bp.get("/<owner>/<name>/sessions/<sid>/live")
+async def session_live_note(owner: str, name: str, sid: str) -> str:
+    """The session page's note on live updates, fetched by htmx when the page loads: only a browser
+    that runs the poller is told that the page follows the session (without JavaScript the page
+    offers a reload link instead)."""
+    rv = await open_repo(owner, name)
+    try:
+        check_session_id(sid)
+    except InvalidInput:
+        raise NotFound(f"no session {sid}") from None
+    state = await rv.repo.sessions.state(sid)
+    return await render_template("_live_note.html", open=state is None)
 
 
 for _rule, _endpoint, _view in (
     ("/<owner>/<name>/sessions", "mirror_sessions", sessions),
     ("/<owner>/<name>/sessions/<sid>", "mirror_session", session_page),
     ("/<owner>/<name>/sessions/<sid>/events", "mirror_session_events", session_events),
+    ("/<owner>/<name>/sessions/<sid>/live", "mirror_session_live_note", session_live_note),
     ("/<owner>/<name>/sessions/<sid>/diff/<path:path>", "mirror_session_file_diff", session_file_diff),
 ):
     mirrored(_rule, _endpoint, _view)

@@ -68,7 +68,15 @@ def _setup(state: BlueprintSetupState) -> None:
     env = state.app.jinja_env
     env.filters.update(ago=render.ago, absolute=render.absolute, iso=render.iso, size=human_size,
                        xml_text=render.xml_text)
-    env.globals.update(csrf_token=csrf_token, htmx=HTMX.exists(), short=lambda oid: oid.hex()[:12])
+    env.globals.update(csrf_token=csrf_token, htmx=HTMX.exists(), short=lambda oid: oid.hex()[:12],
+                       person=shown_person, landed_role=render.landed_role,
+                       message_html=render.message_html)
+
+
+def shown_person(who: Any) -> str:
+    """An author as this viewer may see it: e-mail addresses only for the repository's members
+    (``open_repo`` records whether the viewer is one)."""
+    return render.person(who, addresses=bool(g.get("addresses")))
 
 
 def node() -> Node:
@@ -263,6 +271,7 @@ class RepoView:
     base: str = ""  # URL prefix: "/owner/name", or "/mirrors/host/owner/name" for a mirror
     mirror: str | None = None  # the origin host of a mirrored repository
     offers: int = 0  # sessions other nodes offered here, for the tab (counted by the pages that show it)
+    member: bool = False  # the viewer is a member (sees authors' e-mail addresses)
 
     @property
     def owner(self) -> str:
@@ -313,7 +322,9 @@ async def open_repo(owner: str, name: str, access: str = "read") -> RepoView:
     if not may(p, role, access, full):
         raise PermissionDenied(f"this needs the {NEEDS[access][0]} role on {full}")
     repo = node().repo(full)
-    return RepoView(full, info, role, p, repo, await repo.mainline.head())
+    member = await node().auth.member_of(p.user, full)
+    g.addresses = member
+    return RepoView(full, info, role, p, repo, await repo.mainline.head(), member=member)
 
 
 async def open_mirror(host: str, full: str, access: str) -> RepoView:

@@ -51,12 +51,14 @@ def contributor(s: Session, path: str) -> dict[str, str]:
     """Who wrote ``path`` in session ``s``, from its write events' roles and provenance."""
     writes = [e for e in s.events if e.get("type") in ("write", "delete") and e.get("path") == path]
     roles = {e.get("role") for e in writes} or {s.role}
-    kind = "mixed" if len(roles) > 1 else "ai" if roles == {"agent"} else "human"
+    # an imported git commit says nothing of who (or what) typed it: "unknown", the format's word for it
+    kind = ("mixed" if len(roles) > 1 else "ai" if roles == {"agent"}
+            else "unknown" if roles == {"imported"} else "human")
     models = [model_id(e) for e in writes if e.get("role") == "agent" and isinstance(e.get("model"), str)]
-    if not models and kind != "human":
+    if not models and kind in ("ai", "mixed"):
         models = [model_id(e) for e in s.events if isinstance(e.get("model"), str)]
     out = {"type": kind}
-    if models and kind != "human":
+    if models and kind in ("ai", "mixed"):
         out["model_id"] = models[-1][:250]
     return out
 

@@ -37,7 +37,8 @@ def repo(as_json: bool = False) -> _Opened:
     return _Opened(as_json)
 
 
-role_option = click.option("--as", "role", type=click.Choice(ROLES), default=None,
+# "imported" is git import's own role: nobody says or decides as it by hand
+role_option = click.option("--as", "role", type=click.Choice([r for r in ROLES if r != "imported"]), default=None,
                            help="Role of the author of this event (default: $HIF_ROLE or human).")
 author_option = click.option("--author", default=None, help="Author name (default: $HIF_AUTHOR or the user).")
 

@@ -10,8 +10,9 @@ object that comes back.
 Mapping (docs/architecture.md, "Git interop"):
 
 - each commit of the branch's first-parent chain becomes one landed session at the next position:
-  goal = the message's first line, a ``decide`` event with the rest, ``write``/``delete`` events with
-  the exact changes against the first parent (a rename is a delete and an add);
+  goal = the message's first line, a ``say`` event with the rest (marked ``git``), author = the
+  author's name (the address stays in the kept author line), role ``imported``; ``write``/``delete``
+  events with the exact changes against the first parent (a rename is a delete and an add);
 - the commits a merge brings in (reachable from its other parents, not imported before) become the
   merge session's iterations: ``checkpoint`` events with their trees, in topological order;
 - every record keeps the commit exactly (``extra["git"]``: id, parents, raw author and committer

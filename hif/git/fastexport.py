@@ -35,10 +35,13 @@ class Ident:
         return m.group(1), m.group(2), int(m.group(3)), m.group(4)
 
     @property
-    def who(self) -> str:
-        name, email, _, _ = self._parts()
-        text = name.decode("utf-8", "replace").strip() or "unknown"
-        return f"{text} <{email.decode('utf-8', 'replace')}>" if email else text
+    def name(self) -> str:
+        """The name alone: the address stays in the commit's kept identity, not in every page."""
+        return self._parts()[0].decode("utf-8", "replace").strip() or "unknown"
+
+    @property
+    def email(self) -> str:
+        return self._parts()[1].decode("utf-8", "replace").strip()
 
     @property
     def time(self) -> float:
@@ -65,7 +68,7 @@ def raw_bytes(value: str | bytes) -> bytes:
 
 
 def goal_and_body(message: bytes, encoding: str | None) -> tuple[str, str]:
-    """The first line is the goal; the rest (trimmed) is the decision note."""
+    """The first line is the goal; the rest (trimmed) is the body, the session's first message."""
     text = _text(message, encoding)
     first, _, rest = text.lstrip("\n").partition("\n")
     return first.strip() or NO_GOAL, rest.strip()

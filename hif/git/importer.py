@@ -19,7 +19,7 @@ from hif.tree import apply
 
 BATCH = 256  # commits whose records are made durable together (two file-system syncs per batch)
 BATCH_SECONDS = 1.0  # ... or fewer, so an interrupted import loses at most about a second of work
-ROLE = "human"  # git knows no roles; its authors are taken as people
+ROLE = "imported"  # git knows no roles: its commits are shown as imported, neither human nor agent
 # -- import ----------------------------------------------------------------------------------
 
 
@@ -122,7 +122,7 @@ class _Importer:
         base = self.position
         position = base + 1
         goal, body = goal_and_body(commit.message, commit.encoding)
-        who = commit.author.who
+        who = commit.author.name  # the address stays in the record's git identity (``meta["author"]``)
         started = commit.author.time
         # session ids sort by start time (48-bit milliseconds); a date git allows but that cannot
         # be one (before 1970, or absurdly late) gets the current time instead
@@ -131,13 +131,12 @@ class _Importer:
             {"type": "start", "author": who, "role": ROLE, "time": commit.author.time, "goal": goal,
              "base": base, "git": {"commit": commit.oid}},
         ]
-        if body:
-            events.append({"type": "decide", "author": who, "role": ROLE, "time": commit.author.time,
-                           "decision": body, "why": f"the message of git commit {commit.oid}",
-                           "alternatives": []})
+        if body:  # the message's body, line breaks kept, as what its author said (Markdown)
+            events.append({"type": "say", "author": who, "role": ROLE, "time": commit.author.time,
+                           "text": body, "git": {"commit": commit.oid}})
         for n, side in enumerate(merged, 1):
             note, _ = goal_and_body(side.message, side.encoding)
-            events.append({"type": "checkpoint", "author": side.author.who, "role": ROLE,
+            events.append({"type": "checkpoint", "author": side.author.name, "role": ROLE,
                            "time": side.author.time, "note": note, "iteration": n, "tree": side.tree,
                            "git": side.git_meta()})
         when = commit.committer.time

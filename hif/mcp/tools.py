@@ -26,7 +26,7 @@ from pydantic import Field
 
 from hif.errors import ConflictError, HifError, NotFound
 from hif.search import KINDS
-from hif.session import check_provenance, clean_provenance
+from hif.session import ROLES, check_provenance, clean_provenance
 
 INSTRUCTIONS = """\
 hif records why code changed, not only what. Work happens in a session: start one with a goal
@@ -127,7 +127,8 @@ SearchKinds = Annotated[list[Literal[KINDS]] | None, Field(  # type: ignore[vali
     description="Only in these parts of a session: goal, conversation, decision (what was chosen and "
                 "why), rejected (the alternatives turned down), path (changed files). Default: all.")]
 SearchAuthor = Annotated[str | None, Field(description="Only sessions started by this author.")]
-SearchRole = Annotated[Literal["human", "agent"] | None, Field(description="Only sessions started by this role.")]
+SearchRole = Annotated[Literal[ROLES] | None, Field(  # type: ignore[valid-type]
+    description="Only sessions started by this role (imported: commits brought in from git).")]
 SearchState = Annotated[Literal["landed", "open"] | None, Field(description="Only landed, or only open, sessions.")]
 SearchLimit = Annotated[int, Field(ge=1, le=100, description="At most this many results.")]
 Offset = Annotated[int, Field(ge=0, le=999, description="Skip this many results (the previous answer's next).")]

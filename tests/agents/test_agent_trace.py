@@ -6,6 +6,8 @@ session and refuses what is not one."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -157,3 +159,24 @@ def test_forge_serves_the_record_and_the_ui_links_it(forge: Forge, tmp_path: Pat
     page = httpx.get(f"{forge.url}/acme/trace/sessions/{sid}").text
     assert 'href="/api/v1/repos/acme/trace/landings/1/agent-trace"' in page
     assert "via claude-code · claude-sonnet-4-5 · Write" in page
+
+
+def test_an_imported_git_commit_is_an_unknown_contributor(tmp_path: Path) -> None:
+    """A commit imported from git says nothing of who typed it: neither "human" nor "ai"; and
+    "imported" is git import's own role, which nobody can claim by hand."""
+    src = tmp_path / "src"
+    src.mkdir()
+    genv = {**os.environ, "GIT_AUTHOR_NAME": "Ana", "GIT_AUTHOR_EMAIL": "ana@example.org",
+            "GIT_COMMITTER_NAME": "Ana", "GIT_COMMITTER_EMAIL": "ana@example.org"}
+    (src / "app.py").write_text("a = 1\nb = 2\n")
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "Add app"]):
+        subprocess.run(["git", *args], cwd=src, env=genv, check=True, capture_output=True)
+    h = Hif(tmp_path, tmp_path / "config")
+    h.run("import", "git", "src", "w")
+    w = Hif(tmp_path / "w", tmp_path / "config")
+    rec = valid(json.loads(w.text("export", "agent-trace", "1")))
+    (conv,) = by_path(rec)["app.py"]
+    assert conv["contributor"] == {"type": "unknown"}
+    w.run("session", "start", "try")
+    p = w.run("say", "hello", "--as", "imported", ok=False)
+    assert p.returncode != 0 and b"imported" in p.stderr

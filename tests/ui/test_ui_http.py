@@ -218,7 +218,8 @@ def test_live_events_partial(seeded: Seeded) -> None:
     assert "first news" not in get(seeded, url + "?since=1", headers=htmx).text
     c.api("POST", f"/api/v1/repos/{PUBLIC}/sessions/{sid}/abandon", seeded.ana, {"reason": "done testing"})
     r = get(seeded, url + "?since=1", headers=htmx)
-    assert "was abandoned" in r.text and "hx-trigger" not in r.text  # polling stops
+    assert "was abandoned" in r.text and 'id="poller"' not in r.text and "every 2s" not in r.text  # polling stops
+    assert 'hx-trigger="load"' in r.text and "hx-select-oob" in r.text  # the page's parts, refreshed once
     page = get(seeded, f"/{PUBLIC}/sessions/{sid}")
     assert "Abandoned: done testing" in page.text and 'id="poller"' not in page.text
 

@@ -5,12 +5,17 @@ of a running node (``tests/forge.py``), plus one big repository written straight
   with conversation, decisions and checkpoints, and one open session;
 - ``acme/secret`` (private): readable by members of ``acme`` only;
 - ``acme/big`` (public): a directory of 10,000 files and a 1 MB Python file;
+- ``acme/imported`` (public, ana an owner): a git history imported with ``micelio admin repo import``,
+  with what stretches a page: long author names and e-mail addresses, a commit body in Markdown, a
+  merge (iterations), long lines and names, raw HTML in the README;
 - users ``ana`` (maintainer of ``acme``, password :data:`PASSWORD`) and ``stranger`` (no roles).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,12 +24,13 @@ from typing import Any
 from forge import Forge
 
 from hif.landing import land
+from hif.mainline import LandingRecord
 from hif.objects import FILE, Entry, blob_bytes, digest, pack, tree_bytes
 from hif.repo import Repo
 from hif.store.embedded import EmbeddedStore
 
 PASSWORD = "correct horse battery"
-PUBLIC, PRIVATE, BIG = "acme/widgets", "acme/secret", "acme/big"
+PUBLIC, PRIVATE, BIG, IMPORTED = "acme/widgets", "acme/secret", "acme/big", "acme/imported"
 BIG_DIR_ENTRIES = 10_000
 # Debian's Chromium, driven by Playwright (tests and scripts/screenshots.py)
 CHROMIUM = "/usr/bin/chromium"
@@ -40,6 +46,7 @@ class Seeded:
     ana: str  # ana's write token
     stranger: str
     sessions: dict[str, str] = field(default_factory=dict)  # goal -> id
+    commits: dict[str, str] = field(default_factory=dict)  # subject -> git commit id, of IMPORTED
     open_session: str = ""
     big_file_bytes: int = 0
 
@@ -235,10 +242,74 @@ def seed(forge: Forge) -> Seeded:
     p.events(sid, write("plan.md", p.put(b"# The plan\n\nWorld domination, slowly.\n"), "human", "admin"))
     p.land(sid)
 
+    seed_imported(forge, data)
     # in a thread of its own: Playwright's sync API may already run an event loop in this one
     with ThreadPoolExecutor(1) as pool:
         data.big_file_bytes = pool.submit(asyncio.run, _seed_big(Path(forge.store))).result()
     return data
+
+
+LONG_NAME = "Bartholomew Maximilian Featherstonehaugh-Cholmondeley"
+LONG_EMAIL = "bartholomew.maximilian.featherstonehaugh-cholmondeley@departement-informatique.example.org"
+COMMIT_BODY = """The loader read every file twice.
+
+It now:
+
+- reads each file **once**
+- keeps `Config` immutable
+
+Line breaks stay
+as they were written."""
+LONG_LINE = "    return " + " + ".join(f"settings.value_number_{n}" for n in range(40)) + "\n"
+LONG_README = ('<p align="center"><img src="https://example.org/assets/images/logos/'
+               'the-terminal-toolkit-logo-in-a-rather-long-file-name.svg" alt="The terminal toolkit" '
+               'width="320"></p>\n\n# Terminal toolkit\n\nAn imported history: see '
+               'https://example.org/a/very/long/address/that/does/not/break/anywhere/at/all/index.html\n')
+
+
+def landed_session(data: Seeded, repo: str, position: int) -> str:
+    """The id of the session that landed at ``position`` of ``repo`` (one record read, over the API)."""
+    r = data.forge.api("GET", f"/api/v1/repos/{repo}/log?start={position}&limit=1", data.ana)
+    assert r.status_code == 200, r.data
+    [[pos, raw]] = r.data["records"]
+    return LandingRecord.from_bytes(raw, pos).sessions[0].session
+
+
+def seed_imported(forge: Forge, data: Seeded) -> None:
+    """``acme/imported``: a small git history made with git and imported by the node's CLI."""
+    src = Path(forge.root) / "imported-src"
+    src.mkdir()
+    env = {**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1",
+           "GIT_AUTHOR_NAME": LONG_NAME, "GIT_AUTHOR_EMAIL": LONG_EMAIL,
+           "GIT_COMMITTER_NAME": LONG_NAME, "GIT_COMMITTER_EMAIL": LONG_EMAIL}
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=src, env=env, check=True, capture_output=True,
+                              text=True).stdout.strip()
+
+    def commit(subject: str, body: str = "") -> None:
+        git("add", "-A")
+        git("commit", "-q", "-m", subject, *(["-m", body] if body else []))
+        data.commits[subject] = git("rev-parse", "HEAD")
+
+    git("init", "-q", "-b", "main")
+    (src / "README.md").write_text(LONG_README)
+    deep = src / "src" / "terminal_toolkit_configuration_loader_and_friends"
+    deep.mkdir(parents=True)
+    (deep / "loader.py").write_text("def total(settings):\n    return 0\n")
+    commit("Start the terminal toolkit")
+    (deep / "loader.py").write_text("def total(settings):\n" + LONG_LINE)
+    commit("Read_every_configuration_file_only_once_instead_of_twice_when_loading", COMMIT_BODY)
+    git("checkout", "-q", "-b", "topic")
+    (src / "NOTES.md").write_text("# Notes\n")
+    commit("Add notes")
+    (src / "NOTES.md").write_text("# Notes\n\nMore.\n")
+    commit("Extend the notes")
+    git("checkout", "-q", "main")
+    git("merge", "-q", "--no-ff", "topic", "-m", "Merge the notes")
+    data.commits["Merge the notes"] = git("rev-parse", "HEAD")
+    forge.micelio("admin", "repo", "import", IMPORTED, str(src), "--owner", "ana",
+                  "--description", "A git history, imported")
 
 
 async def _seed_big(store_path: Path) -> int:
