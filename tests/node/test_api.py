@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import httpx
-from forge import Forge
+from forge import Forge, micelio
 
 from hif.mainline import LandingRecord
 from hif.objects import DIR, FILE, blob_bytes, digest, encode, pack, tree_bytes
@@ -361,7 +361,7 @@ def test_only_tokens_made_by_login_are_marked_for_the_login_cap(forge: Forge) ->
     assert len(rows) == 3 and rows.pop(by_login) == 1 and set(rows.values()) == {0}
 
 
-def test_a_bomb_at_the_auth_database_key_is_a_clear_503(forge: Forge) -> None:
+def test_a_bomb_at_the_auth_database_key_is_a_clear_503(forge: Forge, tmp_path: Path) -> None:
     """Whoever can write the bucket may put a zstd bomb where the auth database lives: the node
     refuses it while expanding and answers 503 naming the limit, rather than expanding it."""
     import asyncio
@@ -382,5 +382,9 @@ def test_a_bomb_at_the_auth_database_key_is_a_clear_503(forge: Forge) -> None:
             await store.close()
 
     asyncio.run(plant())
-    r = forge.api("GET", "/api/v1/whoami", "mcl_" + "x" * 32)  # an unknown token: the node looks again
+    # the running replica follows the log and never reads the checkpoint again; a new replica (a fresh
+    # cache directory) starts from it: as a node it answers 503, as the admin CLI one line, exit 1
+    r = forge.api("GET", "/api/v1/whoami", "mcl_" + "x" * 32, url=forge.start_replica())
     assert r.status_code == 503 and f"{MAX_IMAGE >> 20} MiB limit" in r.data["message"], r.data
+    p = micelio("admin", "user", "list", store=forge.store, cache_dir=tmp_path / "fresh", check=False)
+    assert p.returncode == 1 and f"{MAX_IMAGE >> 20} MiB limit" in p.stderr and "Traceback" not in p.stderr, p.stderr
