@@ -14,10 +14,10 @@ from typing import Any
 
 from hif.errors import NotFound
 from hif.mainline import LandedSession, LandingRecord
-from hif.objects import Entry, decode
+from hif.objects import Entry
 from hif.repo import Repo
 from hif.rollups import record_items
-from hif.session import SEQ_WIDTH, Session, fold
+from hif.session import Session, fold
 from hif.tree import diff as tree_diff
 from hif.tree import lookup_file
 
@@ -117,12 +117,10 @@ async def blob_or_none(repo: Repo, entry: Entry | None) -> bytes | None:
 
 
 async def events_after(repo: Repo, sid: str, since: int, *, limit: int = 500) -> list[dict[str, Any]]:
-    """Events of a session with ``seq`` > ``since``, oldest first, at most ``limit``: one listing
-    from the cursor plus one read per new event, so watching a session live costs what is new."""
-    prefix = f"{repo.prefix}sessions/{sid}/events/"
-    after = prefix + f"{since:0{SEQ_WIDTH}d}" if since >= 0 else None
-    keys = await repo.store.list_page(prefix, start_after=after, limit=limit)
-    return [decode(await repo.store.get(k)) for k in keys]
+    """Events of a session with ``seq`` > ``since``, oldest first, about ``limit`` at most (a group
+    is never split): one listing from the cursor plus one read per stored value, so watching a
+    session live costs what is new (:meth:`hif.session.SessionStore.events_after`)."""
+    return await repo.sessions.events_after(sid, since, limit=limit)
 
 
 def session_text(events: list[dict[str, Any]]) -> str:

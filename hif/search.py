@@ -37,11 +37,9 @@ from pathlib import Path
 from typing import Any
 
 from hif.aio import together
-from hif.errors import BadQuery, CorruptObject, IndexDamaged, NotFound
+from hif.errors import BadQuery, IndexDamaged
 from hif.mainline import LandingRecord
-from hif.objects import decode
 from hif.repo import Repo
-from hif.session import SEQ_WIDTH
 
 SCHEMA = 1
 KINDS = ("goal", "conversation", "decision", "rejected", "path")
@@ -649,23 +647,6 @@ async def _all(coros: list[Any]) -> list[Any]:
     return out
 
 
-async def _events_after(repo: Repo, sid: str, since: int, *, limit: int = 500) -> list[Any]:
+async def _events_after(repo: Repo, sid: str, since: int) -> list[Any]:
     """An open session's events after ``since`` (stored data: one that does not decode is skipped)."""
-    prefix = f"{repo.prefix}sessions/{sid}/events/"
-    after = prefix + f"{since:0{SEQ_WIDTH}d}" if since >= 0 else None
-    out: list[Any] = []
-    while True:
-        keys = await repo.store.list_page(prefix, start_after=after, limit=limit)
-        if not keys:
-            return out
-        for r in await together([repo.store.get(k) for k in keys]):
-            if isinstance(r, NotFound):
-                continue  # taken back (an event that reached a closed session)
-            if isinstance(r, BaseException):
-                raise r
-            with contextlib.suppress(CorruptObject):
-                out.append(decode(r))
-        after = keys[-1]
-        if len(keys) < limit:
-            return out
-
+    return [e for e in await repo.sessions.events_after(sid, since, lenient=True) if e is not None]

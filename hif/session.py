@@ -4,6 +4,14 @@ Each event is a put-if-absent of the next sequence number (``sessions/<id>/event
 agents can append to one session without a lock: a lost race just takes the next number. While a
 session is open a marker ``open/<id>`` lists it cheaply; when it lands or is abandoned its whole log is
 frozen into an immutable snapshot object and ``sessions/<id>/state`` records the outcome.
+
+A large batch of events (a record of thousands of files) is stored as *groups*: one value, a CBOR
+list of up to ``GROUP_EVENTS`` consecutive events, under the key of its first event's number. The
+put-if-absent of that key claims the whole run of numbers: a writer only ever takes the number after
+the last event it has read, and a group is read whole, so no one takes a number inside it (the one
+writer that looks at key names alone, :meth:`SessionStore._last_seq`, reads the last value too).
+A reader expands a group into its events; a cursor (``since``) inside a group is found by looking
+back at most ``GROUP_EVENTS`` numbers (:meth:`SessionStore.events_after`).
 """
 
 from __future__ import annotations
@@ -34,6 +42,9 @@ ROLES = ("human", "agent", "imported")  # imported: written outside hif, brought
 EVENT_TYPES = ("start", "say", "decide", "write", "delete", "checkpoint", "sync", "abandon", "attest")
 SEQ_WIDTH = 8
 EVENTS_TOGETHER = 64  # a session's events read at once
+GROUP_MIN = 64  # a batch of this many events or more is stored in groups...
+GROUP_EVENTS = 512  # ...of at most this many events (a cursor looks back this far: one listing)...
+GROUP_BYTES = 1 << 20  # ...or this many bytes (a larger event is a group of its own)
 MAX_TEXT = 1 << 20
 # who produced an event, when a coding agent did (docs/agents.md): the agent, its model, the agent's
 # own session id, and for what a tool call did, the tool and the call's id. Optional on every event.
@@ -188,6 +199,25 @@ def fold(session_id: str, events: list[dict[str, Any]]) -> Session:
     return s
 
 
+def expand(value: Any) -> list[Any]:
+    """The events one stored value holds: a group (a list) or one event."""
+    return value if isinstance(value, list) else [value]
+
+
+def _grouped(events: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Consecutive events in groups of at most ``GROUP_EVENTS`` events and ``GROUP_BYTES`` bytes."""
+    out: list[list[dict[str, Any]]] = []
+    size = 0
+    for e in events:
+        n = len(encode(e))
+        if not out or len(out[-1]) >= GROUP_EVENTS or size + n > GROUP_BYTES:
+            out.append([])
+            size = 0
+        out[-1].append(e)
+        size += n
+    return out
+
+
 def make_event(etype: str, author: str, role: str, now: float, **fields: Any) -> dict[str, Any]:
     if etype not in EVENT_TYPES:
         raise InvalidInput(f"unknown event type {etype!r}")
@@ -294,10 +324,11 @@ class SessionStore:
                           next_seq: int | None = None) -> list[dict[str, Any]]:
         """Append ``events`` in order; returns them with their ``seq``. With ``next_seq`` known they
         go to the store as one ``create_all`` batch (on the embedded store two file-system syncs in
-        all, not two fsyncs per event: a large session records one write event per file); whether
-        the session is still open is asked after, and the batch taken back if it closed meanwhile.
-        If another writer took one of those numbers first, what the batch did not write is appended
-        one by one (:meth:`append`)."""
+        all, not two fsyncs per event: a large session records one write event per file), and from
+        ``GROUP_MIN`` events on in groups (one stored value per ``GROUP_EVENTS``: see the module's
+        docstring); whether the session is still open is asked after, and the batch taken back if it
+        closed meanwhile. If another writer took one of those numbers first, what the batch did not
+        write is appended one by one (:meth:`append`)."""
         if next_seq is None or len(events) < 2:
             out = []
             for event in events:
@@ -305,14 +336,18 @@ class SessionStore:
                 next_seq = out[-1]["seq"] + 1
             return out
         stamped = [{**e, "seq": seq} for seq, e in enumerate(events, next_seq)]
-        writes = [(self._events(sid) + f"{e['seq']:0{SEQ_WIDTH}d}", encode(e)) for e in stamped]
+        values = _grouped(stamped) if len(stamped) >= GROUP_MIN else [[e] for e in stamped]
+        writes = [(self._events(sid) + f"{v[0]['seq']:0{SEQ_WIDTH}d}", encode(v if len(v) > 1 else v[0]))
+                  for v in values]
         try:
             await self.store.create_all(writes)
         except PreconditionFailed:  # raced: keep what this batch wrote (a prefix), append the rest
             out = []
-            for (key, data), event in zip(writes, events, strict=True):
-                mine = await self.store.get_or_none(key) == data  # (the bytes hold time and seq)
-                out.append(decode(data) if mine else await self.append(sid, event))
+            for (key, data), value in zip(writes, values, strict=True):
+                if await self.store.get_or_none(key) == data:  # (the bytes hold time and seq)
+                    out += value
+                else:
+                    out += [await self.append(sid, {k: v for k, v in e.items() if k != "seq"}) for e in value]
             return out
         if await self.store.head(self._state(sid)) is not None:
             with contextlib.suppress(StoreError):
@@ -322,15 +357,22 @@ class SessionStore:
         return stamped
 
     async def _last_seq(self, sid: str) -> int:
-        last = -1
+        last_key = None
         async for key in self.store.iter_keys(self._events(sid)):
-            last = max(last, int(key.rsplit("/", 1)[1]))
-        if last < 0:
+            last_key = key
+        if last_key is None:
             raise NotFound(f"no session {sid}")
+        last = int(last_key.rsplit("/", 1)[1])
+        # the last value may be a group: its last event holds the last number
+        with contextlib.suppress(NotFound, CorruptObject):
+            value = decode(await self.store.get(last_key))
+            if isinstance(value, list) and value and isinstance(value[-1], dict) \
+                    and isinstance(value[-1].get("seq"), int):
+                last = max(last, value[-1]["seq"])
         return last
 
     async def events(self, sid: str) -> list[dict[str, Any]]:
-        """The session's events in order, read a page at a time, each page's events together."""
+        """The session's events in order, read a page at a time, each page's values together."""
         out: list[dict[str, Any]] = []
         keys: list[str] = []
         async for key in self.store.iter_keys(self._events(sid)):
@@ -340,19 +382,65 @@ class SessionStore:
                 keys = []
         return out + await self._read_events(keys)
 
-    async def event_keys(self, sid: str, since: int = -1) -> list[str]:
-        """The keys of a session's events with ``seq`` > ``since``, in order: for a reader that decodes
-        each on its own (a page showing a session whose log holds malformed events)."""
-        after = self._events(sid) + f"{since:0{SEQ_WIDTH}d}" if since >= 0 else None
-        return [k async for k in self.store.iter_keys(self._events(sid)) if after is None or k > after]
-
     async def _read_events(self, keys: list[str]) -> list[dict[str, Any]]:
         out = []
         for r in await together([self.store.get(k) for k in keys]):
             if isinstance(r, BaseException):
                 raise r
-            out.append(decode(r))
+            out += expand(decode(r))
         return out
+
+    async def events_after(self, sid: str, since: int = -1, *, limit: int | None = None,
+                           lenient: bool = False) -> list[Any]:
+        """A session's events with ``seq`` > ``since``, oldest first: one listing from the cursor and
+        one read per stored value, so watching a session live costs what is new. Values are returned
+        whole, so at most a group beyond ``limit`` events, and the last event is a cursor that misses
+        nothing. A cursor inside a group is found by listing back ``GROUP_EVENTS`` numbers, that
+        group read too. ``lenient`` (a page showing a log with malformed events, the search index):
+        a value taken back since the listing is skipped and one that does not decode is a None."""
+        prefix = self._events(sid)
+        after = prefix + f"{since - GROUP_EVENTS:0{SEQ_WIDTH}d}" if since - GROUP_EVENTS >= 0 else None
+        mark = prefix + f"{since:0{SEQ_WIDTH}d}" if since >= 0 else None
+        back: list[str] = []  # the last key at or before the cursor: a group there may reach past it
+        out: list[Any] = []
+        page = EVENTS_TOGETHER + (GROUP_EVENTS if since >= 0 else 0)  # the first: one S3 listing
+        while True:
+            keys = await self.store.list_page(prefix, start_after=after, limit=page)
+            mine = [k for k in keys if mark is None or k > mark]
+            if len(mine) < len(keys):
+                back = [keys[len(keys) - len(mine) - 1]]
+            if mine or len(keys) < page:
+                if limit is not None:
+                    mine = mine[: max(limit - len(out), 0)]
+                await self._read_lenient([*back, *mine], out, since if back else None, lenient)
+                back = []
+            if len(keys) < page or limit is not None and len(out) >= limit:
+                return out
+            after, page = keys[-1], EVENTS_TOGETHER
+
+    async def _read_lenient(self, keys: list[str], out: list[Any], since: int | None, lenient: bool) -> None:
+        """Read ``keys`` together onto ``out``, groups expanded; the first value only past ``since``
+        (when not None); see :meth:`events_after` for ``lenient``."""
+        for i, r in enumerate(await together([self.store.get(k) for k in keys])):
+            try:
+                if isinstance(r, BaseException):
+                    raise r
+                value = decode(r)
+            except NotFound:
+                if lenient or i == 0 and since is not None:
+                    continue  # taken back (an event that reached a closed session)
+                raise
+            except CorruptObject:
+                if not lenient:
+                    raise
+                if i or since is None:
+                    out.append(None)
+                continue
+            if i == 0 and since is not None:  # only what lies past the cursor
+                out.extend(e for e in expand(value)
+                           if isinstance(e, dict) and isinstance(e.get("seq"), int) and e["seq"] > since)
+            else:
+                out.extend(expand(value))
 
     async def state(self, sid: str) -> dict[str, Any] | None:
         data = await self.store.get_or_none(self._state(sid))

@@ -22,7 +22,6 @@ from hif.errors import (
 )
 from hif.git.fastexport import Ident
 from hif.mainline import LandingRecord
-from hif.objects import decode
 from hif.paths import check_path
 from hif.repo import Repo
 from hif.search import MAX_LIMIT, Query
@@ -222,16 +221,9 @@ async def _load_session(rv: RepoView, sid: str) -> Session:
 
 
 async def _raw_events(rv: RepoView, sid: str, since: int, *, limit: int | None) -> list[Any]:
-    """A session's stored events after ``since``, each decoded on its own (None when it does not
-    decode): what a page shows when the session's log holds malformed events."""
-    keys = await rv.repo.sessions.event_keys(sid, since)
-    out: list[Any] = []
-    for key in keys[:limit]:
-        try:
-            out.append(decode(await rv.repo.store.get(key)))
-        except CorruptObject:
-            out.append(None)
-    return out
+    """A session's stored events after ``since``, each stored value decoded on its own (None when it
+    does not decode): what a page shows when the session's log holds malformed events."""
+    return await rv.repo.sessions.events_after(sid, since, limit=limit, lenient=True)
 
 
 async def _lenient_session(rv: RepoView, sid: str) -> Session:

@@ -35,6 +35,7 @@ from hif.worktree.workspace import WorkState
 BLOB_BATCH = 64  # recording this many changed files or more stores their blobs in batches...
 BLOB_BATCH_FILES = 4096  # ...of at most this many blobs...
 BLOB_BATCH_BYTES = 32 << 20  # ...or this many bytes of content (what a batch holds in memory)
+SCAN_KEEP = 4 << 20  # contents a record's scan keeps (beyond that a file is read again when stored)
 
 if TYPE_CHECKING:
     from hif.landing import LandResult
@@ -148,16 +149,24 @@ class Sessions(WorkingCopy):
         return self._record(s, author=author, role=role)
 
     def _record(self, s: Session, *, author: str | None = None, role: str | None = None) -> list[FileChange]:
+        """Append write/delete events for the working-copy changes the session has not seen. Many
+        files are streamed: their blobs stored in batches (each durable with one store sync, see
+        put_blobs), each batch's events appended right after its blobs, so memory holds one batch of
+        contents, never the session's (the scan keeps at most ``SCAN_KEEP`` bytes of them)."""
         base_tree = self._run(self.repo.mainline.tree_at(s.base))
-        scanned = self.work.scan()
+        scanned = self.work.scan(keep=SCAN_KEEP)
         base = self.work.index.base_entries()
         known: dict[str, Entry | None] = {**base, **s.changes}
-        out: list[FileChange] = []
-        events: list[tuple[str, dict[str, Any]]] = []
         changed = [(path, entry, content) for path, (entry, content) in sorted(scanned.items())
                    if known.get(path) != entry]
-        # many files: their blobs in batches, each durable with one store sync (see put_blobs)
-        batch: list[bytes] | None = [] if len(changed) >= BLOB_BATCH else None
+        deleted = [path for path, entry in sorted(known.items()) if entry is not None and path not in scanned]
+        del scanned
+        if self.cone is not None:  # before anything is stored
+            self.cone.check([p for p, _, _ in changed] + deleted)
+        who, as_role, stamp = author or default_author(), role or default_role(), self.provenance or {}
+        out: list[FileChange] = []
+        events: list[dict[str, Any]] = []
+        batch: list[bytes] | None = [] if len(changed) >= BLOB_BATCH else None  # else one put each
         size = 0
         for path, entry, content in changed:
             if content is None:
@@ -170,20 +179,19 @@ class Sessions(WorkingCopy):
             else:
                 batch.append(content)
                 size += len(content)
-                if len(batch) >= BLOB_BATCH_FILES or size >= BLOB_BATCH_BYTES:
-                    self._run(self.repo.objects.put_blobs(batch))
-                    batch, size = [], 0
-            events.append(("write", {"path": path, "kind": entry.kind, "blob": entry.oid}))
+            events.append(make_event("write", who, as_role, self.repo.clock(), path=path, kind=entry.kind,
+                                     blob=entry.oid, **stamp))
             out.append(FileChange(path, action_of(base.get(path), entry), base.get(path), entry))
+            if batch is not None and (len(batch) >= BLOB_BATCH_FILES or size >= BLOB_BATCH_BYTES):
+                self._run(self.repo.objects.put_blobs(batch))  # every blob is stored before its event
+                self._append_made(s, events)
+                batch, events, size = [], [], 0
         if batch:
-            self._run(self.repo.objects.put_blobs(batch))  # every blob is stored before its event
-        for path, entry in sorted(known.items()):
-            if entry is not None and path not in scanned:
-                events.append(("delete", {"path": path}))
-                out.append(FileChange(path, "deleted", base.get(path), None))
-        if self.cone is not None:
-            self.cone.check([e["path"] for _, e in events])
-        self._append_all(s, events, author=author, role=role)
+            self._run(self.repo.objects.put_blobs(batch))
+        for path in deleted:
+            events.append(make_event("delete", who, as_role, self.repo.clock(), path=path, **stamp))
+            out.append(FileChange(path, "deleted", base.get(path), None))
+        self._append_made(s, events)
         self.work.save_index()
         del base_tree
         return out

@@ -432,7 +432,9 @@ class Index:
         same_subdirs = snap is not None and dirs == snap.dirs
         if snap is not None and not same_subdirs:
             before, after = _children(snap.dirs), _children(dirs)
-        table, names, stats, kinds, oids, work = [], [], [], [], [], []
+        # the per-file columns grow in place: a list of small bytes per file would cost more than the file
+        table, names = [], []
+        stats, kinds, oids, work = bytearray(), bytearray(), bytearray(), bytearray()
         row = 0
         for d in dirs:
             got = by_dir[d]
@@ -447,13 +449,13 @@ class Index:
                     dstat = (0, 0)
                 table.append(_DIR.pack(n, b - a, snap.max_mtime[i], snap.flags[i], *dstat))
                 names.append(snap.raw[a:b])
-                stats.append(snap.stats_block(i))
+                stats += snap.stats_block(i)
                 k0 = snap.kinds_at + 2 * first
-                kinds.append(snap.raw[k0:k0 + 2 * n])
+                kinds += snap.raw[k0:k0 + 2 * n]
                 o0 = snap.oids_at + _OID * first
-                oids.append(snap.raw[o0:o0 + _OID * n])
+                oids += snap.raw[o0:o0 + _OID * n]
                 for r, oid in snap_work.get(i, ()):
-                    work.append(struct.pack("<I", row + r - first) + oid)
+                    work += struct.pack("<I", row + r - first) + oid
                 row += n
                 continue
             order = sorted(got)
@@ -464,30 +466,30 @@ class Index:
                 b, w, st = e.base, e.work, e.stat
                 if st is not None and w is not None:
                     try:
-                        stats.append(STAT.pack(*st))
+                        stats += STAT.pack(*st)
                     except struct.error:  # out of range: store no stat, so the file is always re-read
-                        stats.append(bytes(STAT.size))
+                        stats += bytes(STAT.size)
                         flags = 0
                     max_mtime = max(max_mtime, st[1])
                     if w != b:
                         flags &= ~CLEAN
                 else:
-                    stats.append(bytes(STAT.size))
+                    stats += bytes(STAT.size)
                     flags = 0
-                kinds.append(bytes((ord(b.kind) if b else 0, ord(w.kind) if w else 0)))
+                kinds += bytes((ord(b.kind) if b else 0, ord(w.kind) if w else 0))
                 boid = b.oid if b else _EMPTY_OID
                 if len(boid) != _OID or (w is not None and len(w.oid) != _OID):
                     raise ValueError(f"unexpected object id length for {name}")
-                oids.append(boid)
+                oids += boid
                 if w is not None and w.oid != boid:
-                    work.append(struct.pack("<I", row) + w.oid)
+                    work += struct.pack("<I", row) + w.oid
                 row += 1
             table.append(_DIR.pack(len(order), len(blob), max_mtime, flags, 0, 0))
             names.append(blob)
         dnames = "\0".join(dirs).encode()
         head = _HEAD.pack(MAGIC, self.position, self.written_ns, len(dirs), row, len(self.tree),
-                          len(dnames), len(work))
-        body = b"".join([head, self.tree, dnames, *table, *names, *stats, *kinds, *oids, *work])
+                          len(dnames), len(work) // (4 + _OID))
+        body = b"".join([head, self.tree, dnames, *table, *names, stats, kinds, oids, work])
         return body + _CRC.pack(zlib.crc32(body))
 
 

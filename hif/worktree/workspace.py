@@ -300,8 +300,10 @@ class WorkTree:
             else:
                 yield path, entry
 
-    def scan(self) -> dict[str, tuple[Entry, bytes | None]]:
-        """Every working file as (entry, content-if-read); unreadable or special files are skipped."""
+    def scan(self, keep: int = 1 << 62) -> dict[str, tuple[Entry, bytes | None]]:
+        """Every working file as (entry, content-if-read); unreadable or special files are skipped.
+        Contents are kept up to ``keep`` bytes in all, beyond that None (read again when needed), so
+        scanning a large new tree holds its entries, not its contents."""
         idx = self.index
         out: dict[str, tuple[Entry, bytes | None]] = {}
         for path, dentry in self._walk(self.root, ""):
@@ -320,7 +322,8 @@ class WorkTree:
             if entry is None:
                 continue
             idx.remember(path, st, entry)
-            out[path] = (entry, content)
+            keep -= len(content)
+            out[path] = (entry, content if keep >= 0 else None)
         return out
 
     def read_file(self, path: str, st: os.stat_result | None = None) -> tuple[Entry | None, bytes]:
