@@ -363,19 +363,20 @@ class ObjectDB:
         embedded store two file-system syncs for the batch, not two fsyncs per blob), and none
         visible before its bytes are on disk. If one exists already (stored before, or by a
         concurrent writer), each is put on its own instead."""
-        items: dict[bytes, bytes] = {}
+        items: dict[bytes, bytes] = {}  # id -> stored form: the canonical copy is dropped at once
         for content in contents:
             canonical = blob_bytes(content)
             oid = digest(canonical)
-            if oid not in self._known:
-                items[oid] = canonical
+            if oid not in self._known and oid not in items:
+                items[oid] = pack(canonical)
+            del canonical
         if not items:
             return
         try:
-            await self.store.create_all([(self.key(oid), pack(c)) for oid, c in items.items()])
+            await self.store.create_all([(self.key(oid), packed) for oid, packed in items.items()])
         except PreconditionFailed:
-            for canonical in items.values():
-                await self.put_canonical(canonical)
+            for content in contents:
+                await self.put_blob(content)
             return
         for oid in items:
             self._known.add(oid)

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,9 +21,12 @@ from hif.errors import SessionClosed
 from hif.objects import FILE, blob_bytes, digest, encode
 from hif.repo import Repo
 from hif.session import SEQ_WIDTH, Session, make_event
-from hif.store import ObjectStore
+from hif.store import ObjectStore, open_store
 
 HIF = str(Path(sys.executable).with_name("hif"))
+# runs argv, then prints its peak RSS in KiB (os.wait4: the child's own rusage)
+PEAK = ("import os, sys\npid = os.posix_spawnp(sys.argv[1], sys.argv[1:], os.environ)\n"
+        "_, status, ru = os.wait4(pid, 0)\nprint(ru.ru_maxrss)\nsys.exit(os.waitstatus_to_exitcode(status))")
 FILES = 120  # above the batch threshold (64): the old code made 4 fsyncs per file for these
 
 
@@ -191,3 +195,84 @@ def test_put_blobs_new_stored_and_repeated(make_store: Callable[[], ObjectStore]
             assert await reader.objects.get_blob(digest(blob_bytes(content))) == content
 
     with_session(make_store, "blobs", body)
+
+
+def test_a_large_record_stores_its_events_in_groups(tmp_path: Path) -> None:
+    """A record of 600 new files writes its 600 write events as two stored values (one file each on
+    the embedded store), not one per event: the store then creates about one file per new file, as
+    git does; and every reader still sees 600 events, in order, each with its own number."""
+    ws = workspace(tmp_path)
+    hif(ws, "session", "start", "grouped")
+    n = 600
+    for i in range(n):
+        d = ws / f"g{i % 3}"
+        d.mkdir(exist_ok=True)
+        (d / f"f{i:04d}.txt").write_text(f"{i}\n")
+    hif(ws, "land")
+    sid = json.loads(hif(ws, "log", "--json", "-n", "1"))["landings"][0]["session"]
+    config = json.loads((ws / ".hif" / "config.json").read_text())
+    stored = [p for p in Path(config["store"].removeprefix("file://")).rglob(f"sessions/{sid}/events/*")]
+    assert 2 <= len(stored) <= 4, len(stored)  # old code: 601 (the start event and one per write)
+    assert len(json.loads(hif(ws, "show", sid, "--json"))["changes"]) == n
+
+    async def read() -> list[dict[str, Any]]:
+        store = open_store(config["store"])
+        try:
+            return await Repo(store, config["repo"]).sessions.events(sid)
+        finally:
+            await store.close()
+
+    events = asyncio.run(read())
+    assert [e["seq"] for e in events] == list(range(n + 1))
+    assert sorted(e["path"] for e in events if e["type"] == "write") == \
+        sorted(f"g{i % 3}/f{i:04d}.txt" for i in range(n))
+
+
+def test_grouped_events_from_any_cursor_and_a_stale_appender(make_store: Callable[[], ObjectStore]) -> None:
+    """A batch of 1,200 events is stored as three groups. Read from any cursor (inside a group, at
+    its edges, past the end), with or without a limit, the reader gets exactly the events after it;
+    a writer that read only the start event appends after the groups, never inside one."""
+    async def body(store: ObjectStore, repo: Repo, s: Session, oid: bytes) -> None:
+        n = 1200
+        got = await repo.sessions.append_many(s.id, [_event(repo, f"f{i}.txt", oid) for i in range(n)], 1)
+        assert [e["seq"] for e in got] == list(range(1, n + 1))
+        keys = await store.list_page(f"{repo.prefix}sessions/{s.id}/events/", limit=5000)
+        assert len(keys) <= 4, len(keys)  # the start event and three groups (old code: 1,201 keys)
+        # a writer whose view is the start event alone: its number is taken, it appends after the groups
+        late = await repo.sessions.append(s.id, _event(repo, "late.txt", oid), 1)
+        assert late["seq"] == n + 1
+        total = n + 2
+        for since in (-1, 0, 1, 2, 100, 511, 512, 513, 700, 1023, 1024, 1025, 1199, 1200, 1201, 1205):
+            want = list(range(since + 1, total))
+            assert [e["seq"] for e in await repo.sessions.events_after(s.id, since)] == want, since
+            assert [e["seq"] for e in await repo.sessions.events_after(s.id, since, lenient=True)] == want
+            # a page at a time: whole values, each page's last event the next cursor
+            seen, cursor = [], since
+            while page := await repo.sessions.events_after(s.id, cursor, limit=10):
+                seen += [e["seq"] for e in page]
+                cursor = page[-1]["seq"]
+            assert seen == want, since
+        assert [e["seq"] for e in await repo.sessions.events(s.id)] == list(range(total))
+        assert len((await repo.sessions.load(s.id)).changes) == n + 1
+
+    with_session(make_store, "groups", body)
+
+
+def test_landing_holds_a_batch_of_contents_not_the_session(tmp_path: Path) -> None:
+    """``hif land`` of 200 MiB of new files streams them: the scan keeps a few MiB of contents and a
+    batch of blobs holds at most 32 MiB, so the process stays far below the session's size (the
+    old code held every new file's content from the scan to the end: more than 200 MiB)."""
+    ws = workspace(tmp_path)
+    hif(ws, "session", "start", "heavy")
+    files, size = 800, 256 << 10
+    for i in range(files):
+        d = ws / f"h{i % 8}"
+        d.mkdir(exist_ok=True)
+        (d / f"f{i:04d}.bin").write_bytes(os.urandom(size))  # incompressible: stored as large as it is
+    # a small launcher spawns it: a child forked from this (large) process would start from its peak
+    p = subprocess.run([sys.executable, "-S", "-c", PEAK, HIF, "land"], cwd=ws, capture_output=True, text=True,
+                       env={**os.environ, "HIF_AUTHOR": "ana"}, timeout=600)
+    assert p.returncode == 0, p.stdout + p.stderr
+    peak_mib = int(p.stdout.split()[-1]) / 1024
+    assert peak_mib < files * size / (1 << 20) * 0.75, peak_mib
+    assert len(hif(ws, "ls", "-r").splitlines()) == files
