@@ -175,6 +175,18 @@ def _expand(frame: memoryview, limit: int | None = None) -> bytes:
         raise CorruptObject("undecodable object: bytes after the zstd frame")
     ratio_cap = _expansion_cap(len(frame)) if limit is None else None
     cap = MAX_BLOB if limit is None else limit
+    try:  # a small frame that declares its size, within every bound: expanded in one call
+        size = zstandard.frame_content_size(frame)
+    except zstandard.ZstdError as e:
+        raise CorruptObject(f"undecodable object: {e}") from None
+    if 0 <= size <= min(KEEP_FLOOR, cap):  # (KEEP_FLOOR is below every object's bounds)
+        try:  # allocates the declared size; a frame holding more than it declares is an error
+            out = _ZD.decompress(frame)
+        except zstandard.ZstdError as e:
+            raise CorruptObject(f"undecodable object: {e}") from None
+        if len(out) != size:
+            raise CorruptObject("undecodable object: the zstd frame holds another size than it declares")
+        return out
     keep = max(KEEP_FLOOR, KEEP_RATIO * len(frame))
     out = _decompress(frame, ratio_cap, keep, cap)
     if out is None:  # compressed unusually well, within the limits: expand again, keeping it
