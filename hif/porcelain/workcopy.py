@@ -164,9 +164,11 @@ class WorkingCopy(RepositoryBase):
                 "to": {"position": position, "session": session, "tree": new_tree.hex()},
             })
         try:
-            changed, _ = await self._apply_move(old_tree, new_tree, verify=False)
-            async for path, _old, new in tree_diff(self.repo.objects, idx.tree or old_tree, new_tree):
-                idx.set_base(path, new)
+            fresh = old_tree == EMPTY_TREE and not idx.tree  # a new workspace: its writers set the bases
+            changed, _ = await self._apply_move(old_tree, new_tree, verify=False, bases=fresh)
+            if not fresh:
+                async for path, _old, new in tree_diff(self.repo.objects, idx.tree or old_tree, new_tree):
+                    idx.set_base(path, new)
             idx.position, idx.tree = position, new_tree
             idx.dirty = True
             self.work.save_index()
@@ -188,7 +190,8 @@ class WorkingCopy(RepositoryBase):
             self._moving.release()
             self._moving = None
 
-    async def _apply_move(self, old_tree: bytes, new_tree: bytes, *, verify: bool) -> tuple[list[str], list[str]]:
+    async def _apply_move(self, old_tree: bytes, new_tree: bytes, *, verify: bool,
+                          bases: bool = False) -> tuple[list[str], list[str]]:
         """Write and remove the files that differ between the two trees; return (the paths changed,
         the paths kept). A move trusts the files to be at ``old_tree`` (it refused local changes, or
         they are the session's); finishing an interrupted one (``verify``) checks each file first:
@@ -197,7 +200,7 @@ class WorkingCopy(RepositoryBase):
         changed: list[str] = []
         kept: list[str] = []
         if old_tree == EMPTY_TREE and not verify:  # every file new (a new workspace): as a clone does
-            await self._write_all(new_tree, changed)
+            await self._write_all(new_tree, changed, bases=bases)
             return changed, kept
         async for path, old, new in tree_diff(db, old_tree, new_tree):
             changed.append(path)
@@ -219,14 +222,15 @@ class WorkingCopy(RepositoryBase):
                 self.work.write_file(path, new, await db.get_blob(new.oid))
         return changed, kept
 
-    async def _write_all(self, tree: bytes, changed: list[str]) -> None:
+    async def _write_all(self, tree: bytes, changed: list[str], *, bases: bool = False) -> None:
         """Check ``tree`` out into an empty working copy: the files are created on writer threads
-        while the next blobs are read (:class:`FileWriter`), each path noted in ``changed``."""
+        while the next blobs are read (:class:`FileWriter`), each path noted in ``changed`` (and,
+        with ``bases``, noted as the stat cache's base: no second walk of the tree for it)."""
         # the writer threads: only a checkout into an empty working copy needs them (start-up time)
         from hif.worktree.checkout import FileWriter, paused_gc
 
         db = self.repo.objects
-        writer = FileWriter(self.work)
+        writer = FileWriter(self.work, base=bases)
         try:
             with paused_gc():
                 async for path, entry in walk(db, tree):

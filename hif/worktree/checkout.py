@@ -33,8 +33,9 @@ class FileWriter:
     """Writes new working files on a few threads, each directory's files on one of them in order;
     :meth:`close` waits for them and reports the first error."""
 
-    def __init__(self, work: WorkTree, threads: int = THREADS) -> None:
+    def __init__(self, work: WorkTree, threads: int = THREADS, *, base: bool = False) -> None:
         self.work = work
+        self.base = base  # also note each file's entry as the stat cache's base (a new workspace)
         self._lock = threading.Lock()  # the stat cache and directory creation are shared
         self._queues: list[queue.Queue[list[tuple[str, Entry, bytes]] | None]] = []
         self._batches: list[list[tuple[str, Entry, bytes]]] = []
@@ -112,9 +113,13 @@ class FileWriter:
                     pass
             with lock:  # a link, or something in the way: the careful path
                 work.write_file(path, entry, content)
+                if self.base:
+                    idx.set_base(path, entry)
         with lock:
             for path, st, entry in done:
                 idx.remember(path, st, entry)
+                if self.base:
+                    idx.set_base(path, entry)
             now = time.monotonic()
             if now - self._saved >= max(SAVE_EVERY, 10 * self._save_cost):  # O(files): keep it rare
                 work.save_index()
