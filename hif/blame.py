@@ -19,9 +19,11 @@ from __future__ import annotations
 import bisect
 import difflib
 import hashlib
+import operator
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from itertools import compress, islice
 from typing import Any, Protocol
 
 from hif.errors import CorruptObject, InvalidInput, NotFound
@@ -119,17 +121,32 @@ def _common_tail(a: Sequence[Any], a0: int, a1: int, b: Sequence[Any], b0: int, 
     return k
 
 
-def kept_lines(before: Sequence[Any], after: Sequence[Any]) -> list[Block]:
+def kept_lines(before: Sequence[Any], after: Sequence[Any],
+               wanted: Sequence[tuple[int, int]] | None = None) -> list[Block]:
     """The lines a diff keeps, as blocks ``(i, j, n)``: ``after[j:j+n] == before[i:i+n]``, in order.
 
     A patience diff (as ``git diff --patience``): common head and tail first, then the lines that
     occur once on each side, in the longest increasing run, anchor the match, and the regions between
     anchors are matched the same way. A region with no such line is left to ``SequenceMatcher`` only
-    when small, so one step costs about O(n log n), not ``SequenceMatcher``'s O(n*m) on big changes."""
+    when small, so one step costs about O(n log n), not ``SequenceMatcher``'s O(n*m) on big changes.
+
+    ``wanted`` (sorted, disjoint ``(start, end)`` ranges of ``after``'s lines) limits the work to
+    those lines: how a region between anchors matches depends on that region alone, so a region or
+    an anchor holding no wanted line is skipped, and the blocks over wanted lines are exactly the
+    ones the whole diff gives (blocks elsewhere may be left out). Blame asks only for its open lines."""
     blocks: list[Block] = []
+    starts = [s for s, _ in wanted] if wanted is not None else []
+    ends = [e for _, e in wanted] if wanted is not None else []
     todo = [(0, len(before), 0, len(after))]
     while todo:
         a0, a1, b0, b1 = todo.pop()
+        if a1 - a0 == b1 - b0 and before[a0:a1] == after[b0:b1]:  # the usual gap between anchors
+            blocks.append((a0, b0, a1 - a0))
+            continue
+        if wanted is not None:
+            w = bisect.bisect_right(ends, b0)  # the first wanted range ending after b0
+            if w == len(ends) or starts[w] >= b1:
+                continue
         head = _common_head(before, a0, a1, after, b0, b1)
         if head:
             blocks.append((a0, b0, head))
@@ -140,25 +157,44 @@ def kept_lines(before: Sequence[Any], after: Sequence[Any]) -> list[Block]:
             blocks.append((a1, b1, tail))
         if a0 == a1 or b0 == b1:
             continue
-        anchors = _unique_run(before, a0, a1, after, b0, b1)
-        if not anchors:
+        if wanted is not None:  # the wanted lines may all have been in the head or the tail
+            w = bisect.bisect_right(ends, b0)
+            if w == len(ends) or starts[w] >= b1:
+                continue
+        xs, ys = _unique_run(before, a0, a1, after, b0, b1)
+        if not xs:
             if a1 - a0 <= SMALL and b1 - b0 <= SMALL:
                 sm = difflib.SequenceMatcher(None, before[a0:a1], after[b0:b1], autojunk=False)
                 blocks += [(a0 + x.a, b0 + x.b, x.size) for x in sm.get_matching_blocks() if x.size]
             continue
-        pa, pb = a0, b0
-        for x, y in anchors:
-            if x == pa and y == pb and blocks and blocks[-1][0] + blocks[-1][2] == x \
-                    and blocks[-1][1] + blocks[-1][2] == y:
-                bx, by, bn = blocks[-1]  # the anchor right after the last one: one longer block
-                blocks[-1] = (bx, by, bn + 1)
-            else:
-                blocks.append((x, y, 1))
-                if x > pa and y > pb:  # a region with lines on both sides: match it in turn
-                    todo.append((pa, x, pb, y))
-            pa, pb = x + 1, y + 1
-        if a1 > pa and b1 > pb:
-            todo.append((pa, a1, pb, b1))
+        n = len(xs)
+        if wanted is None:
+            spans = [(0, n)]
+        else:  # the anchors in or right after a wanted range, and the gaps before them
+            spans = []
+            done = 0
+            while w < len(starts) and starts[w] < b1:
+                lo = max(bisect.bisect_left(ys, starts[w]), done)
+                hi = min(bisect.bisect_left(ys, ends[w]) + 1, n + 1)
+                if lo < hi:
+                    spans.append((lo, hi))
+                    done = hi
+                w += 1
+        for lo, hi in spans:
+            pa, pb = (xs[lo - 1] + 1, ys[lo - 1] + 1) if lo else (a0, b0)
+            for k in range(lo, min(hi, n)):
+                x, y = xs[k], ys[k]
+                if x == pa and y == pb and blocks and blocks[-1][0] + blocks[-1][2] == x \
+                        and blocks[-1][1] + blocks[-1][2] == y:
+                    bx, by, bn = blocks[-1]  # the anchor right after the last one: one longer block
+                    blocks[-1] = (bx, by, bn + 1)
+                else:
+                    blocks.append((x, y, 1))
+                    if x > pa and y > pb:  # a region with lines on both sides: match it in turn
+                        todo.append((pa, x, pb, y))
+                pa, pb = x + 1, y + 1
+            if hi > n and a1 > pa and b1 > pb:
+                todo.append((pa, a1, pb, b1))
     blocks.sort(key=lambda blk: blk[1])
     merged: list[Block] = []
     for x, y, n in blocks:  # neighbours from different regions (a head after an anchor) join too
@@ -169,21 +205,29 @@ def kept_lines(before: Sequence[Any], after: Sequence[Any]) -> list[Block]:
     return merged
 
 
-def _unique_run(a: Sequence[Any], a0: int, a1: int, b: Sequence[Any], b0: int, b1: int) -> list[tuple[int, int]]:
-    """The lines that occur exactly once in ``a[a0:a1]`` and in ``b[b0:b1]``, as (i, j) pairs in the
-    longest run increasing on both sides."""
+def _once(lines: Sequence[Any]) -> set[Any]:
+    """The lines that occur once in ``lines``, counted and picked in C rather than line by line."""
+    counts = Counter(lines)
+    return set(compress(counts, map((1).__eq__, counts.values())))
+
+
+def _unique_run(a: Sequence[Any], a0: int, a1: int, b: Sequence[Any], b0: int, b1: int) -> tuple[list[int], list[int]]:
+    """The lines that occur exactly once in ``a[a0:a1]`` and in ``b[b0:b1]``, in the longest run
+    increasing on both sides: their positions in ``a`` and in ``b``, in order."""
     part_a, part_b = a[a0:a1], b[b0:b1]
-    once_a = {x for x, c in Counter(part_a).items() if c == 1}  # counted in C, not line by line
-    common = once_a & {x for x, c in Counter(part_b).items() if c == 1}
+    common = _once(part_a) & _once(part_b)
     if not common:
-        return []
+        return [], []
     at_a, at_b = dict(zip(part_a, range(a0, a1), strict=True)), dict(zip(part_b, range(b0, b1), strict=True))
-    pairs = sorted((at_b[x], at_a[x]) for x in common)
+    ys = sorted(map(at_b.__getitem__, common))
+    xs = list(map(at_a.__getitem__, map(b.__getitem__, ys)))
+    if all(map(operator.lt, xs, islice(xs, 1, None))):  # nothing moved (the usual case): all of them
+        return xs, ys
     # longest increasing subsequence of the a-positions (patience sorting, with back links)
     tails: list[int] = []
     tail_idx: list[int] = []
-    back = [-1] * len(pairs)
-    for k, (_, i) in enumerate(pairs):
+    back = [-1] * len(xs)
+    for k, i in enumerate(xs):
         pos = bisect.bisect_left(tails, i)
         if pos == len(tails):
             tails.append(i)
@@ -191,13 +235,13 @@ def _unique_run(a: Sequence[Any], a0: int, a1: int, b: Sequence[Any], b0: int, b
         else:
             tails[pos], tail_idx[pos] = i, k
         back[k] = tail_idx[pos - 1] if pos else -1
-    out: list[tuple[int, int]] = []
+    out: list[int] = []
     k = tail_idx[-1] if tail_idx else -1
     while k >= 0:
-        out.append((pairs[k][1], pairs[k][0]))
+        out.append(k)
         k = back[k]
     out.reverse()
-    return out
+    return [xs[k] for k in out], [ys[k] for k in out]
 
 
 def _lines(data: bytes) -> list[bytes]:
@@ -235,6 +279,18 @@ def _follow(cur: list[Run], blocks: list[Block]) -> tuple[list[Run], list[Run]]:
                 dropped.append((at, o + at - v, end - at))
                 at = end
     return kept, dropped
+
+
+def _wanted(cur: list[Run]) -> list[tuple[int, int]]:
+    """The lines of the open runs as sorted, disjoint ``(start, end)`` ranges (what
+    :func:`kept_lines` is asked for)."""
+    out: list[tuple[int, int]] = []
+    for v, _, n in sorted(cur):
+        if out and out[-1][1] >= v:
+            out[-1] = (out[-1][0], max(out[-1][1], v + n))
+        else:
+            out.append((v, v + n))
+    return out
 
 
 def _own_all(cur: list[Run], owner: list[Owner | None], who: Owner) -> None:
@@ -291,7 +347,7 @@ class _Blamer:
                     older = version
                 else:
                     older = _lines(await self.db.get_blob(entry.oid))
-                    kept, cur = _follow(cur, await self.offload(kept_lines, older, version))
+                    kept, cur = _follow(cur, await self.offload(kept_lines, older, version, _wanted(cur)))
                 if kept:
                     stack.append((grand, p_owner, entry.oid, older, kept))
             _own_all(cur, owner, who)  # what no parent in the session has: this commit wrote it
@@ -301,6 +357,7 @@ class _Blamer:
         entry = await lookup_file(self.db, tree, self.path)
         if entry is None:
             raise NotFound(f"no file {self.path} at position {at}")
+        oid: bytes | None = entry.oid
         data = await self.db.get_blob(entry.oid)
         if is_binary(data):
             raise InvalidInput(f"{self.path} is a binary file; blame works on text")
@@ -333,12 +390,14 @@ class _Blamer:
             commit = meta.get("commit", "") if isinstance(meta, dict) else ""
             who: Owner = (rec.position, sess.session, sess.goal, sess.author,
                           commit if isinstance(commit, str) else "", 0)
-            _, before = await self.version(rec.parent_tree)
-            blocks = await self.offload(kept_lines, before, version)
+            before_oid, before = await self.version(rec.parent_tree)
+            if before_oid == oid:  # the same bytes (a record that left them as they were): no diff
+                continue
+            blocks = await self.offload(kept_lines, before, version, _wanted(cur))
             cur, brought = _follow(cur, blocks)
             if brought:
                 await self.merged_in(rec, version, brought, owner, who)
-            version = before
+            version, oid = before, before_oid
         out = [o or NOBODY for o in owner]
         if cache is not None and first is not None:
             cache.put(cache_key(self.repo, self.path, first), _dump(out))
