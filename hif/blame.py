@@ -20,7 +20,7 @@ import bisect
 import difflib
 import hashlib
 import operator
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from itertools import compress, islice
@@ -167,34 +167,29 @@ def kept_lines(before: Sequence[Any], after: Sequence[Any],
                 sm = difflib.SequenceMatcher(None, before[a0:a1], after[b0:b1], autojunk=False)
                 blocks += [(a0 + x.a, b0 + x.b, x.size) for x in sm.get_matching_blocks() if x.size]
             continue
-        n = len(xs)
-        if wanted is None:
-            spans = [(0, n)]
-        else:  # the anchors in or right after a wanted range, and the gaps before them
-            spans = []
-            done = 0
-            while w < len(starts) and starts[w] < b1:
-                lo = max(bisect.bisect_left(ys, starts[w]), done)
-                hi = min(bisect.bisect_left(ys, ends[w]) + 1, n + 1)
-                if lo < hi:
-                    spans.append((lo, hi))
-                    done = hi
-                w += 1
-        for lo, hi in spans:
-            pa, pb = (xs[lo - 1] + 1, ys[lo - 1] + 1) if lo else (a0, b0)
-            for k in range(lo, min(hi, n)):
-                x, y = xs[k], ys[k]
-                if x == pa and y == pb and blocks and blocks[-1][0] + blocks[-1][2] == x \
-                        and blocks[-1][1] + blocks[-1][2] == y:
-                    bx, by, bn = blocks[-1]  # the anchor right after the last one: one longer block
-                    blocks[-1] = (bx, by, bn + 1)
+        # From each anchor, the lines equal on both sides run on (found by galloping, in C) to the
+        # next difference: that is the anchor's block together with the anchors and the equal gaps
+        # after it, as matching each gap in turn would give; the next anchor past it closes the gap
+        # left to match. So the loop goes once per changed place, not once per anchor.
+        n, done = len(xs), -1  # done: the first anchor (-1: the region's start) not walked yet
+        for s, e in ([(b0, b1)] if wanted is None else zip(starts[w:], ends[w:], strict=True)):
+            if s >= b1:
+                break
+            k = max(bisect.bisect_left(ys, s) - 1, done)  # the anchor before the range's first line
+            while k < n:
+                if k < 0:
+                    ea, eb = a0, b0
                 else:
-                    blocks.append((x, y, 1))
-                    if x > pa and y > pb:  # a region with lines on both sides: match it in turn
-                        todo.append((pa, x, pb, y))
-                pa, pb = x + 1, y + 1
-            if hi > n and a1 > pa and b1 > pb:
-                todo.append((pa, a1, pb, b1))
+                    x, y = xs[k], ys[k]
+                    run = _common_head(before, x, a1, after, y, b1)
+                    blocks.append((x, y, run))
+                    ea, eb = x + run, y + run
+                k = done = bisect.bisect_left(ys, eb, max(k + 1, 0))
+                na, nb = (xs[k], ys[k]) if k < n else (a1, b1)
+                if na > ea and nb > eb:  # a region with lines on both sides: match it in turn
+                    todo.append((ea, na, eb, nb))
+                if nb >= e:
+                    break
     blocks.sort(key=lambda blk: blk[1])
     merged: list[Block] = []
     for x, y, n in blocks:  # neighbours from different regions (a head after an anchor) join too
@@ -218,8 +213,10 @@ def _unique_run(a: Sequence[Any], a0: int, a1: int, b: Sequence[Any], b0: int, b
     common = _once(part_a) & _once(part_b)
     if not common:
         return [], []
-    at_a, at_b = dict(zip(part_a, range(a0, a1), strict=True)), dict(zip(part_b, range(b0, b1), strict=True))
-    ys = sorted(map(at_b.__getitem__, common))
+    # their positions, picked in C: in b in order, in a through a map of the common lines only
+    ys = list(compress(range(b0, b1), map(common.__contains__, part_b)))
+    where = list(compress(range(a0, a1), map(common.__contains__, part_a)))
+    at_a = dict(zip(map(a.__getitem__, where), where, strict=True))
     xs = list(map(at_a.__getitem__, map(b.__getitem__, ys)))
     if all(map(operator.lt, xs, islice(xs, 1, None))):  # nothing moved (the usual case): all of them
         return xs, ys
@@ -298,16 +295,40 @@ def _own_all(cur: list[Run], owner: list[Owner | None], who: Owner) -> None:
         owner[o:o + n] = [who] * n
 
 
+KEEP_VERSIONS = 16  # a blame keeps this many versions' lines at most (a merge's commits revisit them)
+
+
 class _Blamer:
     def __init__(self, repo: Repo, path: str, offload: Offload) -> None:
         self.repo, self.db, self.path, self.offload = repo, repo.objects, path, offload
+        self.oids: dict[bytes, bytes | None] = {}  # tree -> the file's blob id in it (or None)
+        self.texts: OrderedDict[bytes, list[bytes]] = OrderedDict()  # blob id -> lines, the latest few
+
+    async def oid_in(self, tree: bytes) -> bytes | None:
+        """The file's blob id in ``tree`` (None when absent); a merged-in commit's tree is often one
+        the mainline walk looked in already."""
+        if tree not in self.oids:
+            entry = await lookup_file(self.db, tree, self.path)
+            self.oids[tree] = entry.oid if entry is not None else None
+        return self.oids[tree]
+
+    async def lines_of(self, oid: bytes | None) -> list[bytes]:
+        """The lines of blob ``oid`` (none for an absent file), read and split once per blame."""
+        if oid is None:
+            return []
+        got = self.texts.get(oid)
+        if got is None:
+            got = self.texts[oid] = _lines(await self.db.get_blob(oid))
+            if len(self.texts) > KEEP_VERSIONS:
+                self.texts.popitem(last=False)
+        else:
+            self.texts.move_to_end(oid)
+        return got
 
     async def version(self, tree: bytes) -> tuple[bytes | None, list[bytes]]:
         """The file's blob id in ``tree`` and its lines (None and none when it is absent)."""
-        entry = await lookup_file(self.db, tree, self.path)
-        if entry is None:
-            return None, []
-        return entry.oid, _lines(await self.db.get_blob(entry.oid))
+        oid = await self.oid_in(tree)
+        return oid, await self.lines_of(oid)
 
     async def merged_in(self, rec: LandingRecord, version: list[bytes], cur: list[Run],
                         owner: list[Owner | None], who: Owner) -> None:
@@ -339,17 +360,17 @@ class _Blamer:
                     continue
                 seen.add(p)
                 tree, grand, p_owner = commits[p]
-                entry = await lookup_file(self.db, tree, self.path)
-                if entry is None:
+                p_oid = await self.oid_in(tree)
+                if p_oid is None:
                     continue
-                if entry.oid == oid:  # a commit that left the file alone costs no diff
+                if p_oid == oid:  # a commit that left the file alone costs no diff
                     kept, cur = cur, []
                     older = version
                 else:
-                    older = _lines(await self.db.get_blob(entry.oid))
+                    older = await self.lines_of(p_oid)
                     kept, cur = _follow(cur, await self.offload(kept_lines, older, version, _wanted(cur)))
                 if kept:
-                    stack.append((grand, p_owner, entry.oid, older, kept))
+                    stack.append((grand, p_owner, p_oid, older, kept))
             _own_all(cur, owner, who)  # what no parent in the session has: this commit wrote it
 
     async def run(self, at: int, cache: BlameCache | None) -> tuple[list[bytes], list[Owner]]:
