@@ -63,15 +63,16 @@ async def offload(fn: Callable[..., T], *args: Any) -> T:
 
 
 class Budget:
-    """The bytes the cache directory's entries take, kept under ``limit``: counted by one scan the
-    first time an entry is written, then as entries are written; past the limit one scan drops the
-    entries read or written longest ago (file times) until :data:`KEEP` of it is left, so an
-    eviction costs one walk of the directory per ``(1 - KEEP) * limit`` bytes written, and other
-    replicas' writes are counted again at each eviction."""
+    """The bytes the cache directory's entries take, kept under ``limit``: counted by a scan of the
+    directory, then as entries are written. Past the limit, the entries read or written longest ago
+    (file times) are dropped until :data:`KEEP` of it is left. The directory is scanned again after
+    ``(1 - KEEP) * limit`` bytes written here, so other replicas' writes are counted too, and a scan
+    costs one walk of the directory per fifth of the cap written."""
 
     def __init__(self, root: Path, limit: int) -> None:
         self.root, self.limit = root, limit
-        self.used: int | None = None
+        self.used = 0
+        self.unscanned: int | None = None  # bytes written since the last scan (None: never scanned)
         self.lock = threading.Lock()
 
     def _entries(self) -> list[tuple[float, int, Path]]:
@@ -86,15 +87,16 @@ class Budget:
     def added(self, size: int) -> None:
         """``size`` more bytes were written: drop the oldest entries if the cap is passed."""
         with self.lock:
-            if self.used is None:
-                self.used = sum(size for _, size, _ in self._entries())
-            else:
-                self.used += size
+            self.used += size
+            if self.unscanned is not None:
+                self.unscanned += size
+                if self.used <= self.limit and self.unscanned <= self.limit * (1 - KEEP):
+                    return
+            entries = self._entries()
+            self.used, self.unscanned = sum(size for _, size, _ in entries), 0
             if self.used <= self.limit:
                 return
-            entries = sorted(self._entries(), key=lambda e: e[0])
-            self.used = sum(size for _, size, _ in entries)
-            for _, size, path in entries:
+            for _, size, path in sorted(entries, key=lambda e: e[0]):
                 if self.used <= self.limit * KEEP:
                     break
                 with contextlib.suppress(OSError):
