@@ -7,11 +7,13 @@ A merge landing made by the git import holds the commits it brought in as iterat
 with their trees and commit data); a line the merge brought in is followed through those iterations
 to the commit that wrote it, instead of being blamed on the merge.
 
-Cost: each step diffs two versions of the file after dropping their common head and tail (in C, via
-list comparison), so a commit that changes a few lines of a big file costs a few lines of
-``SequenceMatcher``. A :class:`BlameCache` (content-addressed: a result is keyed by the file's path
-and the exact landing record that last changed it, so it never goes stale) lets a later blame stop
-at the first record whose blame is known, and reuse it.
+Cost: each step diffs two versions of the file, asked only for the lines still open (a region of
+the diff holding none is not matched), looping once per changed place rather than per line, so a
+commit that changes a few lines of a big file costs a few slice comparisons and one count of its
+unique lines. Each version is read once; one whose blob is the one before's costs no diff. A
+:class:`BlameCache` (content-addressed: a result is keyed by the file's path and the exact landing
+record that last changed it, so it never goes stale) lets a later blame stop at the first record
+whose blame is known, and reuse it.
 """
 
 from __future__ import annotations

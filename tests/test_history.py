@@ -186,7 +186,7 @@ def test_blame_skips_records_that_do_not_touch_the_file(tmp_path: Path) -> None:
 
 
 class DictCache:
-    """A blame cache in memory (the node keeps its entries in files: ``ui.heavy.DiskCache``)."""
+    """A blame cache in memory (the node keeps its entries in files: ``node.heavy.DiskCache``)."""
 
     def __init__(self) -> None:
         self.entries: dict[str, bytes] = {}
