@@ -257,11 +257,20 @@ def _follow(cur: list[Run], blocks: list[Block]) -> tuple[list[Run], list[Run]]:
     keeps (as they were: the change wrote them). Costs the runs and blocks, not the lines."""
     kept: list[Run] = []
     dropped: list[Run] = []
-    k = 0
-    for v, o, n in cur:
+    k = i = 0
+    while i < len(cur):
+        v, o, n = cur[i]
         end = v + n
         while k < len(blocks) and blocks[k][1] + blocks[k][2] <= v:
             k += 1
+        if k < len(blocks) and blocks[k][1] <= v and end <= blocks[k][1] + blocks[k][2]:
+            # the usual case: this run and the ones after it lie inside one block, moved as one
+            a, b, size = blocks[k]
+            last, d = bisect.bisect_right(cur, b + size, i, key=_run_end), a - b
+            kept += [(x + d, y, m) for x, y, m in cur[i:last]]
+            i = last
+            continue
+        i += 1
         at, j = v, k
         while at < end:
             if j < len(blocks) and blocks[j][1] < end:
@@ -278,6 +287,10 @@ def _follow(cur: list[Run], blocks: list[Block]) -> tuple[list[Run], list[Run]]:
                 dropped.append((at, o + at - v, end - at))
                 at = end
     return kept, dropped
+
+
+def _run_end(run: Run) -> int:
+    return run[0] + run[2]
 
 
 def _wanted(cur: list[Run]) -> list[tuple[int, int]]:
