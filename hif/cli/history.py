@@ -27,7 +27,8 @@ def log(as_json: bool, path: str | None, limit: int | None) -> None:
             if not rows:
                 return "nothing landed yet"
             return "\n".join(
-                f"{x['position']:>6}  {x['session']}  {when(x['time'])}  {x['author']} ({x['role']})  "
+                f"{x['position']:>6}  {x['session']}  {'git ' + x['git'][:10] + '  ' if x['git'] else ''}"
+                f"{when(x['time'])}  {x['author']} ({x['role']})  "
                 f"{x['goal']}  [{len(x['files'])} file(s): {', '.join(x['files'][:3])}"
                 f"{', …' if len(x['files']) > 3 else ''}]"
                 for x in rows

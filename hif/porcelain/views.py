@@ -21,8 +21,13 @@ def when(t: float) -> str:
 
 
 def record_summary(rec: LandingRecord) -> list[dict[str, Any]]:
+    """One row per landed session; ``git`` names the commit an imported landing came from (read
+    from the record itself, so free), else None."""
+    meta = rec.extra.get("git")
+    commit = meta.get("commit") if isinstance(meta, dict) and len(rec.sessions) == 1 else None
     return [{"position": rec.position, "session": s.session, "goal": s.goal, "author": s.author,
-             "role": s.role, "time": rec.time, "files": sorted(s.changes)} for s in rec.sessions]
+             "role": s.role, "time": rec.time, "files": sorted(s.changes),
+             "git": commit if isinstance(commit, str) else None} for s in rec.sessions]
 
 
 def _attest_summary(s: Session) -> list[dict[str, Any]]:

@@ -7,7 +7,7 @@ import asyncio
 import json
 from typing import Any
 
-from quart import Response, request
+from quart import Response, current_app, request
 
 from hif.agents.trace import MIME, landing_record
 from hif.blame import blame
@@ -29,7 +29,9 @@ from node.api.routing import (
 from node.errors import InvalidInput
 from node.principal import check_description
 from node.repos import create_repository
+from node.search import search_of
 from node.wire import (
+    cbor_or_json,
     field,
     query_int,
 )
@@ -168,6 +170,15 @@ async def blame_route(ctx: Ctx) -> dict[str, Any]:
     return {"position": at, "path": path,
             "lines": [[ln.position, ln.session, ln.goal, ln.author, ln.text, ln.commit, ln.iteration]
                       for ln in lines]}
+
+
+@route("GET", REPO + "/commits/<sha>", "read", agent=True)
+async def commit(ctx: Ctx, sha: str) -> Any:
+    """The landing an imported git commit became (``sha``: its id or at least 7 of its first hex
+    digits, any case), from the node's derived index: ``exact`` says whether ``hif export git``
+    writes it back with this id. 400 for a malformed id, 404 unknown, 409 ambiguous (candidates)."""
+    hit = await search_of(current_app).commit(ctx.r, sha)  # type: ignore[arg-type]
+    return cbor_or_json(hit.to_json())
 
 
 @route("POST", REPO + "/scan", "read", agent=True)

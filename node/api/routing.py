@@ -18,7 +18,7 @@ from quart import Blueprint, Response, current_app, g, request
 
 from hif.errors import NotFound, SessionClosed
 from hif.repo import Repo, check_repo_name
-from hif.session import ROLES, Session, check_session_id
+from hif.session import ROLES, Session, is_session_id
 from node.access import NEEDS, may, repo_access, token_principal
 from node.context import Node, node_of
 from node.errors import AuthRequired, InvalidInput, PermissionDenied
@@ -176,14 +176,6 @@ async def load_session(ctx: Ctx, sid: str, *, open_only: bool = False) -> Sessio
     if open_only and not s.is_open:
         raise SessionClosed(f"session {sid} was {s.state}")
     return s
-
-
-def is_session_id(sid: str) -> bool:
-    try:
-        check_session_id(sid)
-    except InvalidInput:
-        return False
-    return True
 
 def session_role(ctx: Ctx, body: dict[str, Any] | None = None) -> str:
     role = field(body if body is not None else ctx.body, "role", str, default="human")
