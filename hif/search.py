@@ -340,10 +340,12 @@ def commit_rows(rec: LandingRecord, snapshot: Any, exact_of: Callable[[str], boo
     commits its merge brought in (its checkpoints), then its own. ``exact_of`` says whether an
     earlier commit is written back with its id (False for one never seen).
 
-    This is the exporter's rule (:mod:`hif.git.exporter`): only a record of one session with
-    ``extra["git"]`` is rebuilt from its commit (a snapshot that does not read: none), and a
-    rebuilt commit keeps its id only when every parent it names was itself written back with its
-    id (else the exporter gives it other parents, so another id)."""
+    A commit is exact when the importer found that git dropped nothing from it (its kept data
+    says ``exact``: it checked the rebuilt commit's hash; older imports do not say, so are not
+    claimed) and the exporter's rule (:mod:`hif.git.exporter`) keeps it: only a record of one
+    session with ``extra["git"]`` is rebuilt from its commit (a snapshot that does not read: none),
+    with the parents it names only when each was itself written back with its id (else the
+    exporter gives it other parents, so another id)."""
     meta = rec.extra.get("git")
     own = _git_id(meta.get("commit")) if isinstance(meta, dict) else None
     if own is None or not rec.sessions:
@@ -353,8 +355,9 @@ def commit_rows(rec: LandingRecord, snapshot: Any, exact_of: Callable[[str], boo
     rebuilt = len(rec.sessions) == 1 and isinstance(snapshot, dict)
     here: dict[str, bool] = {}
 
-    def exact(parents: Any) -> bool:
-        if not isinstance(parents, list):
+    def exact(kept: dict[str, Any]) -> bool:
+        parents = kept.get("parents", [])
+        if kept.get("exact") is not True or not isinstance(parents, list):
             return False
         for p in parents:
             pid = _git_id(p)
@@ -373,9 +376,9 @@ def commit_rows(rec: LandingRecord, snapshot: Any, exact_of: Callable[[str], boo
         cid = _git_id(side.get("commit")) if isinstance(side, dict) else None
         if cid is None:
             continue
-        here[cid] = exact(side.get("parents", []))
+        here[cid] = exact(side)
         out.append(CommitHit(cid, rec.position, sid, iteration, here[cid]))
-    out.append(CommitHit(own, rec.position, sid, 0, rebuilt and exact(meta.get("parents", []))))
+    out.append(CommitHit(own, rec.position, sid, 0, rebuilt and exact(meta)))
     return out
 
 

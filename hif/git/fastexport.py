@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import subprocess
 import tempfile
@@ -89,15 +90,32 @@ class Commit:
     parents: list[str]
     changes: dict[str, Entry | None]
     tree: bytes = EMPTY_TREE
+    legacy: frozenset[str] = frozenset()  # paths this commit writes with git's legacy mode 100664
+    exact: bool = False  # hif export git rebuilds this very commit (set by the importer)
+    legacy_tree: frozenset[str] | None = frozenset()  # its tree's 100664 paths (None: not known)
 
     def git_meta(self) -> dict[str, Any]:
         meta: dict[str, Any] = {
             "commit": self.oid, "parents": self.parents, "author": _keep(self.author.raw),
             "committer": _keep(self.committer.raw), "message": _keep(self.message),
+            "exact": self.exact,
         }
         if self.encoding:
             meta["encoding"] = self.encoding
+        if self.legacy_tree is None or self.legacy_tree:
+            meta["legacy_modes"] = None if self.legacy_tree is None else sorted(self.legacy_tree)
         return meta
+
+    def rebuilt_id(self, tree_id: str) -> str:
+        """The id of the commit ``git fast-import`` writes from what the stream kept (``tree_id``:
+        git's id of its tree): the original id exactly when git dropped nothing (a signature, a
+        ``mergetag``, any other extra header)."""
+        body = b"".join([b"tree %s\n" % tree_id.encode(), *(b"parent %s\n" % p.encode() for p in self.parents),
+                         b"author %s\ncommitter %s\n" % (self.author.raw, self.committer.raw),
+                         b"encoding %s\n" % self.encoding.encode() if self.encoding else b"",
+                         b"\n", self.message])
+        algo = hashlib.sha256 if len(self.oid) == 64 else hashlib.sha1
+        return algo(b"commit %d\0" % len(body) + body).hexdigest()
 
 
 def unquote(path: bytes) -> bytes:
@@ -251,6 +269,7 @@ class FastExport:
         message = self._data()
         parents: list[str] = []
         changes: dict[str, Entry | None] = {}
+        legacy: set[str] = set()
         while True:
             line = self.f.readline() if self._back is None else self._line() + b"\n"
             if not line or line == b"\n":
@@ -274,11 +293,14 @@ class FastExport:
                     except InvalidPath as e:
                         raise InvalidPath(f"commit {oid}: {e}") from None
                 changes[path] = Entry(kind, blob_ids[int(ref[1:])])
+                if mode == b"100664":  # read as 100644: the export writes another tree
+                    legacy.add(path)
             elif line.startswith(b"D "):
                 changes[repo_path(unquote(line[2:]), oid)] = None
             else:
                 self._back = line  # the next command: this commit had no trailing blank line
                 break
-        return Commit(oid, author or committer, committer, encoding, message, parents, changes)
+        return Commit(oid, author or committer, committer, encoding, message, parents, changes,
+                      legacy=frozenset(legacy))
 
 
