@@ -90,9 +90,7 @@ class Commit:
     parents: list[str]
     changes: dict[str, Entry | None]
     tree: bytes = EMPTY_TREE
-    legacy: frozenset[str] = frozenset()  # paths this commit writes with git's legacy mode 100664
     exact: bool = False  # hif export git rebuilds this very commit (set by the importer)
-    legacy_tree: frozenset[str] | None = frozenset()  # its tree's 100664 paths (None: not known)
 
     def git_meta(self) -> dict[str, Any]:
         meta: dict[str, Any] = {
@@ -102,8 +100,6 @@ class Commit:
         }
         if self.encoding:
             meta["encoding"] = self.encoding
-        if self.legacy_tree is None or self.legacy_tree:
-            meta["legacy_modes"] = None if self.legacy_tree is None else sorted(self.legacy_tree)
         return meta
 
     def rebuilt_id(self, tree_id: str) -> str:
@@ -269,7 +265,6 @@ class FastExport:
         message = self._data()
         parents: list[str] = []
         changes: dict[str, Entry | None] = {}
-        legacy: set[str] = set()
         while True:
             line = self.f.readline() if self._back is None else self._line() + b"\n"
             if not line or line == b"\n":
@@ -293,14 +288,11 @@ class FastExport:
                     except InvalidPath as e:
                         raise InvalidPath(f"commit {oid}: {e}") from None
                 changes[path] = Entry(kind, blob_ids[int(ref[1:])])
-                if mode == b"100664":  # read as 100644: the export writes another tree
-                    legacy.add(path)
             elif line.startswith(b"D "):
                 changes[repo_path(unquote(line[2:]), oid)] = None
             else:
                 self._back = line  # the next command: this commit had no trailing blank line
                 break
-        return Commit(oid, author or committer, committer, encoding, message, parents, changes,
-                      legacy=frozenset(legacy))
+        return Commit(oid, author or committer, committer, encoding, message, parents, changes)
 
 

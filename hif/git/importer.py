@@ -19,7 +19,6 @@ from hif.tree import apply
 
 BATCH = 256  # commits whose records are made durable together (two file-system syncs per batch)
 BATCH_SECONDS = 1.0  # ... or fewer, so an interrupted import loses at most about a second of work
-_NO_PATHS: frozenset[str] = frozenset()
 ROLE = "imported"  # git knows no roles: its commits are shown as imported, neither human nor agent
 # -- import ----------------------------------------------------------------------------------
 
@@ -77,7 +76,6 @@ class _Importer:
         self.max_sessions = max_sessions
         self.batch_size = max(1, batch)
         self.trees: dict[str, bytes] = {}  # commit id -> hif tree, for every commit seen
-        self.legacy: dict[str, frozenset[str] | None] = {}  # commit id -> its tree's 100664 paths
         self.pending: dict[str, Commit] = {}  # merged-in commits waiting for their merge
         self.batch: list[tuple[LandingRecord, str, bytes]] = []  # (record, session, snapshot)
         self.scanned_down_to = head + 1  # earlier records not yet searched for commits' trees
@@ -95,31 +93,16 @@ class _Importer:
             if not isinstance(meta, dict):
                 continue
             self.trees.setdefault(meta["commit"], rec.tree)
-            self.legacy.setdefault(meta["commit"], _legacy_of(meta))
             if meta.get("merged"):
                 for landed in rec.sessions:
                     snap = await self.db.get_value("snapshot", landed.snapshot)
                     for e in snap["events"]:
                         if e["type"] == "checkpoint" and isinstance(e.get("git"), dict):
                             self.trees.setdefault(e["git"]["commit"], e["tree"])
-                            self.legacy.setdefault(e["git"]["commit"], _legacy_of(e["git"]))
+
         if commit not in self.trees:
             raise InvalidInput(f"commit {child}: its parent {commit} is not in the imported history")
         return self.trees[commit]
-
-    def check_exact(self, commit: Commit, tree_id: str | None) -> None:
-        """Whether ``hif export git`` will write this very commit back (``commit.exact``): git kept
-        nothing from the stream (the rebuilt commit hashes to its id) and its tree holds no file of
-        git's legacy mode 100664, which hif reads as 100644 (tracked along first parents)."""
-        base = (self.legacy.get(commit.parents[0]) if commit.parents else _NO_PATHS)
-        if base is None:  # a parent imported before this was recorded: not known
-            legacy = None
-        elif base or commit.legacy:
-            legacy = (base - commit.changes.keys()) | commit.legacy
-        else:
-            legacy = _NO_PATHS
-        self.legacy[commit.oid] = commit.legacy_tree = legacy
-        commit.exact = legacy == _NO_PATHS and tree_id is not None and commit.rebuilt_id(tree_id) == commit.oid
 
     def take_merged(self, commit: Commit) -> list[Commit]:
         """The waiting commits a merge brings in: reachable from its other parents."""
@@ -229,7 +212,9 @@ class _Importer:
                 base = await self.tree_of(commit.parents[0], commit.oid) if commit.parents else EMPTY_TREE
                 commit.tree = await apply(self.db, base, commit.changes)
                 self.trees[commit.oid] = commit.tree
-                self.check_exact(commit, tree_ids.pop(commit.oid, None))
+                # what hif export git will give back: this very commit only if git dropped nothing
+                tree_id = tree_ids.pop(commit.oid, None)
+                commit.exact = tree_id is not None and commit.rebuilt_id(tree_id) == commit.oid
                 self.result.commits += 1
                 if commit.oid in mainline:
                     for p in commit.parents[1:]:
@@ -249,15 +234,6 @@ class _Importer:
         finally:
             stream.close()
         await self.flush()
-
-
-def _legacy_of(meta: dict[str, Any]) -> frozenset[str] | None:
-    """The 100664 paths of an imported commit's tree as its kept data says (None: imported before
-    they were recorded, so not known)."""
-    if "exact" not in meta:
-        return None
-    paths = meta.get("legacy_modes", [])
-    return frozenset(paths) if isinstance(paths, list) else None
 
 
 async def import_git(repo: Repo, source: GitSource, *, progress: Progress | None = None,
