@@ -298,11 +298,11 @@ class CommitHit:
 def commit_prefix(text: Any) -> str:
     """A git commit id (or its first digits) as the index holds it, lower case; a BadQuery saying
     what is wrong otherwise (not hex, too short, too long)."""
-    if not isinstance(text, str) or not text.strip():
+    if not isinstance(text, str) or not text:
         raise BadQuery("give a git commit id (hex digits)")
-    t = text.strip().lower()
+    t = text.lower()
     if not _HEX.fullmatch(t):
-        raise BadQuery(f"{text.strip()[:80]!r} is not a git commit id: it is hex digits (0-9, a-f)")
+        raise BadQuery(f"{text[:80]!r} is not a git commit id: it is hex digits (0-9, a-f)")
     if len(t) < MIN_COMMIT:
         raise BadQuery(f"{t} is too short for a git commit id: give at least {MIN_COMMIT} hex digits")
     if len(t) > MAX_COMMIT:

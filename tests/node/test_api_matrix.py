@@ -90,6 +90,7 @@ def CASES(w: World, repo: str) -> dict[tuple[str, str], tuple[str, dict[str, Any
         ("GET", "/api/v1/repos/<owner>/<name>/log"): (f"{base}/log", None),
         ("GET", "/api/v1/repos/<owner>/<name>/tree"): (f"{base}/tree", None),
         ("GET", "/api/v1/repos/<owner>/<name>/blame"): (f"{base}/blame?path=f", None),
+        ("GET", "/api/v1/repos/<owner>/<name>/commits/<sha>"): (f"{base}/commits/{'0' * 40}", None),
         ("POST", "/api/v1/repos/<owner>/<name>/scan"): (f"{base}/scan", {"since": 0, "until": 0, "items": []}),
         ("GET", "/api/v1/repos/<owner>/<name>/landings/<position>/agent-trace"):
             (f"{base}/landings/1/agent-trace", None),
@@ -122,6 +123,7 @@ def CASES(w: World, repo: str) -> dict[tuple[str, str], tuple[str, dict[str, Any
         **{(method, MIRROR + suffix): (mirror + path, body) for method, suffix, path, body in (
             ("GET", "", "", None), ("GET", "/head", "/head", None), ("GET", "/log", "/log", None),
             ("GET", "/tree", "/tree", None), ("GET", "/blame", "/blame?path=f", None),
+            ("GET", "/commits/<sha>", f"/commits/{'0' * 40}", None),
             ("POST", "/objects/have", "/objects/have", {"ids": [ID]}),
             ("POST", "/objects/get", "/objects/get", {"ids": [ID]}),
             ("POST", "/objects/stream", "/objects/stream", {"ids": [ID]}),
