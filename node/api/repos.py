@@ -28,7 +28,7 @@ from node.api.routing import (
 )
 from node.errors import InvalidInput
 from node.principal import check_description
-from node.repos import create_repository
+from node.repos import check_owner, create_repository, delete_repository, update_repository
 from node.search import search_of
 from node.wire import (
     cbor_or_json,
@@ -76,6 +76,28 @@ async def repo_meta(ctx: Ctx) -> dict[str, Any]:
     info = await ctx.node.auth.get_repo(ctx.r.name)
     assert info is not None
     return await _meta(ctx, info, ctx.r)
+
+
+@route("PATCH", REPO, "admin")
+async def update_repo(ctx: Ctx) -> dict[str, Any]:
+    """``{"description"?, "private"?}``: what the web UI's settings form changes, for the same
+    roles (maintainers and owners, an admin-scope token), through the same code."""
+    description = field(ctx.body, "description", str, default=None)
+    private = field(ctx.body, "private", bool, default=None)
+    if description is None and private is None:
+        raise InvalidInput("give description and/or private to change")
+    info = await update_repository(ctx.node, ctx.r.name, private=private,
+                                   description=None if description is None else description.strip())
+    return await _meta(ctx, info, ctx.r)
+
+
+@route("DELETE", REPO, "admin")
+async def delete_repo(ctx: Ctx) -> dict[str, Any]:
+    """Delete the repository and all it holds: owners only (as in the web UI), and only with
+    ``?confirm=<owner/name>`` repeating its full name (a typed confirmation)."""
+    check_owner(ctx.principal, ctx.role, ctx.r.name)
+    removed = await delete_repository(ctx.node, ctx.r.name, request.args.get("confirm", ""))
+    return {"deleted": ctx.r.name, "keys": removed}
 
 
 @route("PUT", REPO + "/members/<user>", "admin")
