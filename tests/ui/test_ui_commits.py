@@ -21,6 +21,7 @@ import httpx
 import pytest
 from forge import Forge, start_forge, wait_for
 from test_git_commits import A1, A2, OLD, fabricate
+from test_git_interop import ENV, HIF
 from test_ui_http import logged_in
 from ui_seed import FED_ENV, IMPORTED, PUBLIC, Seeded, landed_session
 
@@ -160,6 +161,25 @@ def test_the_session_page_links_its_commit_and_says_when_export_keeps_it(world: 
     old = httpx.get(f"{world.forge.url}/{MADE}/commit/{OLD}", timeout=60, follow_redirects=True)
     assert old.status_code == 200 and f'href="/{MADE}/commit/{OLD}"' in old.text
     assert "same commit" not in old.text
+
+
+def test_a_clone_asks_its_forge(world: Seeded, tmp_path: Path) -> None:
+    """``hif show git:SHA`` in a clone: the forge's index answers (the history lives there)."""
+    done = subprocess.run([HIF, "clone", f"{world.forge.url}/{IMPORTED}", str(tmp_path / "c")], env=ENV,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    sha = world.commits["Extend the notes"]
+
+    def show(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([HIF, "show", *args], cwd=tmp_path / "c", env=ENV, capture_output=True, text=True,
+                              timeout=120)
+
+    doc = json.loads(show("--json", f"git:{sha[:8]}").stdout)
+    want = world.forge.api("GET", f"/api/v1/repos/{IMPORTED}/commits/{sha}").data
+    assert doc["git"] == want and doc["position"] == 3 and doc["session"]["id"] == want["session"]
+    missing = show("git:deadbee")
+    assert missing.returncode == 1 and missing.stderr.strip() == "error: no git commit deadbee in acme/imported " \
+        "(only history imported from git has commit ids)", missing.stderr
 
 
 # -- mirrors --------------------------------------------------------------------------------------
