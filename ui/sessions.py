@@ -382,7 +382,7 @@ async def commit_page(owner: str, name: str, sha: str) -> Response:
     try:
         hit = await search_of(current_app).commit(rv.repo, sha)  # type: ignore[arg-type]
     except Ambiguous as e:
-        body = await render_template("commits.html", rv=rv, prefix=sha.strip().lower(), message=str(e),
+        body = await render_template("commits.html", rv=rv, prefix=sha.lower(), message=str(e),
                                      commits=e.candidates)
         return Response(body, status=300, content_type="text/html; charset=utf-8")
     anchor = f"#iteration-{hit.iteration}" if hit.iteration else ""

@@ -99,7 +99,6 @@ class _Importer:
                     for e in snap["events"]:
                         if e["type"] == "checkpoint" and isinstance(e.get("git"), dict):
                             self.trees.setdefault(e["git"]["commit"], e["tree"])
-
         if commit not in self.trees:
             raise InvalidInput(f"commit {child}: its parent {commit} is not in the imported history")
         return self.trees[commit]
