@@ -8,7 +8,7 @@ rate limiter) is a cache or a per-replica guard; the store is the only source of
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import cast
+from typing import Any, cast
 
 from quart import Quart, current_app, request
 
@@ -40,6 +40,8 @@ class Node:
         self.limiter = LoginLimiter()
         self.trusted_proxies = parse_networks(config.trusted_proxies)  # a typo stops the start
         self._repos: OrderedDict[str, Repo] = OrderedDict()
+        # the app's extensions (search, federation): what handlers reach without Quart's globals
+        self.extensions: dict[str, Any] = {}
 
     async def start(self) -> None:
         if self._store is None:
@@ -90,8 +92,9 @@ def node_of(app: Quart) -> Node:
     return cast(Node, app.extensions["micelio"])
 
 
-def fed_of(app: Quart | None = None) -> Federation:
-    """The replica's running federation (node.api.federation starts it with the app)."""
+def fed_of(app: Quart | Node | None = None) -> Federation:
+    """The replica's running federation (node.api.federation starts it with the app); ``app``: the
+    app or its node (whose ``extensions`` are the app's), by default the current app."""
     fed = (app or current_app).extensions.get("federation")  # type: ignore[union-attr]
     if fed is None:
         raise NotFound("federation is not running on this node")

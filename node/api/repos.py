@@ -7,8 +7,6 @@ import asyncio
 import json
 from typing import Any
 
-from quart import Response, request
-
 from hif.agents.trace import MIME, landing_record
 from hif.blame import blame
 from hif.errors import NotFound
@@ -30,6 +28,7 @@ from node.errors import InvalidInput
 from node.principal import check_description
 from node.repos import create_repository
 from node.wire import (
+    Answer,
     field,
     query_int,
 )
@@ -50,8 +49,8 @@ async def _meta(ctx: Ctx, info: dict[str, Any], repo: Repo) -> dict[str, Any]:
 
 @route("GET", "/api/v1/repos", "public")
 async def list_repos(ctx: Ctx) -> dict[str, Any]:
-    limit = query_int("limit", 100, lo=1, hi=500) or 100
-    after = request.args.get("after") or None
+    limit = query_int("limit", 100, lo=1, hi=500, args=ctx.args) or 100
+    after = ctx.args.get("after") or None
     infos = await ctx.node.auth.visible_repos(ctx.principal, limit=limit + 1, after=after)
     more = len(infos) > limit
     infos = infos[:limit]
@@ -97,16 +96,16 @@ async def head(ctx: Ctx) -> dict[str, Any]:
 @route("GET", REPO + "/log", "read", agent=True)
 async def log(ctx: Ctx) -> dict[str, Any]:
     top = await ctx.r.mainline.head()
-    limit = query_int("limit", 100, lo=1, hi=MAX_LOG) or 100
-    order = request.args.get("order", "asc")
+    limit = query_int("limit", 100, lo=1, hi=MAX_LOG, args=ctx.args) or 100
+    order = ctx.args.get("order", "asc")
     if order not in ("asc", "desc"):
         raise InvalidInput("order is asc or desc")
     if order == "asc":
-        start = query_int("start", 1, lo=1) or 1
+        start = query_int("start", 1, lo=1, args=ctx.args) or 1
         positions = list(range(start, min(top, start + limit - 1) + 1))
         nxt = positions[-1] + 1 if positions and positions[-1] < top else None
     else:
-        start = min(query_int("start", top, lo=0) or 0, top)
+        start = min(query_int("start", top, lo=0, args=ctx.args) or 0, top)
         positions = list(range(start, max(0, start - limit), -1))
         nxt = positions[-1] - 1 if positions and positions[-1] > 1 else None
     records = [[pos, await ctx.r.store.get(log_key(ctx.r.prefix, pos))] for pos in positions]
@@ -115,20 +114,20 @@ async def log(ctx: Ctx) -> dict[str, Any]:
 
 async def _position(ctx: Ctx) -> int:
     top = await ctx.r.mainline.head()
-    at = query_int("at", top, lo=0)
+    at = query_int("at", top, lo=0, args=ctx.args)
     assert at is not None
     if at > top:
         raise NotFound(f"no position {at} (the head is {top})")
     return at
 
 
-def _path_arg() -> str:
-    path = request.args.get("path", "").strip("/")
+def _path_arg(ctx: Ctx) -> str:
+    path = ctx.args.get("path", "").strip("/")
     return check_path(path) if path else ""
 
 
 @route("GET", REPO + "/landings/<position>/agent-trace", "read", agent=True)
-async def agent_trace(ctx: Ctx, position: str) -> Response:
+async def agent_trace(ctx: Ctx, position: str) -> Answer:
     """The landing's Agent Trace record (JSON, not CBOR: it is a published format), each session's
     conversation at its page on this node. Records are immutable, so is this answer."""
     from importlib.metadata import version  # only this route names the software's version
@@ -138,13 +137,13 @@ async def agent_trace(ctx: Ctx, position: str) -> Response:
     rec = await ctx.r.mainline.record(int(position))
     url = f"{ctx.node.config.url}/{ctx.r.name}/sessions/{{session}}"
     doc = await landing_record(ctx.r, rec, conversation_url=url, tool_version=version("micelio"))
-    return Response(json.dumps(doc, indent=2, sort_keys=True) + "\n", 200, content_type=MIME)
+    return Answer((json.dumps(doc, indent=2, sort_keys=True) + "\n").encode(), 200, MIME)
 
 
 @route("GET", REPO + "/tree", "read", agent=True)
 async def tree(ctx: Ctx) -> dict[str, Any]:
     at = await _position(ctx)
-    path = _path_arg()
+    path = _path_arg(ctx)
     root = await ctx.r.mainline.tree_at(at)
     entry = await lookup(ctx.r.objects, root, path) if path else None
     oid, kind = (entry.oid, entry.kind) if entry else (root, DIR)
@@ -160,7 +159,7 @@ async def tree(ctx: Ctx) -> dict[str, Any]:
 @route("GET", REPO + "/blame", "read", agent=True)
 async def blame_route(ctx: Ctx) -> dict[str, Any]:
     at = await _position(ctx)
-    path = _path_arg()
+    path = _path_arg(ctx)
     if not path:
         raise InvalidInput("blame needs ?path=")
     # the diffs in a worker thread: a long blame must not hold the event loop

@@ -6,8 +6,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from quart import current_app
-
 from hif.errors import CorruptObject, HifError
 from hif.landing import land
 from hif.objects import (
@@ -87,7 +85,7 @@ async def _opening(ctx: Ctx) -> tuple[str, str, str, int]:
 @route("GET", SESSION, "read", agent=True)
 async def get_session(ctx: Ctx, sid: str) -> dict[str, Any]:
     s = await load_session(ctx, sid)
-    since = query_int("since", -1, lo=-1)
+    since = query_int("since", -1, lo=-1, args=ctx.args)
     after = since if since is not None else -1
     events = [e for e in s.events if not isinstance(e, dict) or not isinstance(e.get("seq", 0), int)
               or e.get("seq", 0) > after]  # stored data: a malformed event is passed on, not a crash
@@ -194,7 +192,7 @@ async def _checked_events(ctx: Ctx, raw: list[Any], *, at_least: int,
 
 def _searchable(ctx: Ctx) -> None:
     """Mark the repository for the replica's search index: the next query catches it up."""
-    searcher = current_app.extensions.get("search")
+    searcher = ctx.node.extensions.get("search")
     if searcher is not None:
         searcher.landed(ctx.r)
 
@@ -216,7 +214,7 @@ async def land_session(ctx: Ctx, sid: str) -> dict[str, Any]:
 
 async def _land(ctx: Ctx, s: Session) -> dict[str, Any]:
     result = await land(ctx.r, s)
-    fed = current_app.extensions.get("federation")
+    fed = ctx.node.extensions.get("federation")
     if fed is not None:  # deliver to followers now, not at the next poll
         fed.landed(ctx.r.name)
     _searchable(ctx)  # searchable at the next query here, not at the next poll
