@@ -390,7 +390,7 @@ class ObjectDB:
         return await self.put_canonical(encode([kind, value]))
 
     async def has(self, oid: bytes) -> bool:
-        if oid in self._known:
+        if oid in self._known or oid in self._kinds:  # stored or read through this handle: it exists
             return True
         return await self.store.head(self.key(oid)) is not None
 
@@ -418,7 +418,8 @@ class ObjectDB:
         return content
 
     def note_kind(self, oid: bytes, kind: str) -> None:
-        """Remember what ``oid`` is (seen written or read here), so that ``check_kinds`` need not read it."""
+        """Remember what ``oid`` is (seen written or read here), so that ``check_kinds`` need not read it
+        and ``has`` need not ask."""
         if len(self._kinds) >= _KINDS_KEPT:
             self._kinds.clear()
         self._kinds[oid] = kind

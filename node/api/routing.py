@@ -8,6 +8,7 @@ walks ``ROUTES`` to prove it.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import re
 from collections.abc import Awaitable, Callable
@@ -273,6 +274,18 @@ async def load_session(ctx: Ctx, sid: str, *, open_only: bool = False) -> Sessio
     if open_only and not s.is_open:
         raise SessionClosed(f"session {sid} was {s.state}")
     return s
+
+
+async def check_open(ctx: Ctx, sid: str) -> None:
+    """Refuse unless session ``sid`` exists (its start event) and is still open (no closing state):
+    two small reads together, where :func:`load_session` reads every event the session has."""
+    if not is_session_id(sid):
+        raise NotFound(f"no session {sid}")
+    start, state = await asyncio.gather(ctx.r.sessions.start_event(sid), ctx.r.sessions.state(sid))
+    if start is None or start.get("seq") != 0:
+        raise NotFound(f"no session {sid}")
+    if state is not None and state.get("state", "open") != "open":
+        raise SessionClosed(f"session {sid} was {state['state']}")
 
 
 def is_session_id(sid: str) -> bool:

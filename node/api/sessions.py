@@ -24,6 +24,7 @@ from node.api.routing import (
     REPO,
     SESSION,
     Ctx,
+    check_open,
     expires_days,
     load_session,
     route,
@@ -164,10 +165,10 @@ async def _existing(ctx: Ctx, oid: bytes, known: frozenset[bytes]) -> bytes:
 
 @route("POST", SESSION + "/events", "write", agent=True)
 async def append_events(ctx: Ctx, sid: str) -> dict[str, Any]:
-    s = await load_session(ctx, sid, open_only=True)
+    await check_open(ctx, sid)  # not load_session: that reads every event of the session, each time
     events = await _checked_events(ctx, field(ctx.body, "events", list), at_least=1)
-    next_seq = field(ctx.body, "next_seq", int, default=s.next_seq)
-    if not 1 <= next_seq <= MAX_SEQ:
+    next_seq = field(ctx.body, "next_seq", int, default=None)  # None: after the last one stored
+    if next_seq is not None and not 1 <= next_seq <= MAX_SEQ:
         raise InvalidInput(f"next_seq is between 1 (0 is the start event) and {MAX_SEQ}")
     return {"events": await _append(ctx, sid, events, next_seq)}
 
@@ -197,12 +198,10 @@ def _searchable(ctx: Ctx) -> None:
         searcher.landed(ctx.r)
 
 
-async def _append(ctx: Ctx, sid: str, events: list[dict[str, Any]], next_seq: int) -> list[dict[str, Any]]:
-    out = []
-    for event in events:
-        stamped = await ctx.r.sessions.append(sid, event, next_seq)
-        out.append(stamped)
-        next_seq = stamped["seq"] + 1
+async def _append(ctx: Ctx, sid: str, events: list[dict[str, Any]], next_seq: int | None) -> list[dict[str, Any]]:
+    """Append ``events`` in order from ``next_seq`` (None: after the last one); the store refuses
+    them if the session closed meanwhile (``Sessions.append_many`` asks while it writes)."""
+    out = await ctx.r.sessions.append_many(sid, events, next_seq)
     _searchable(ctx)
     return out
 
