@@ -60,6 +60,7 @@ async def list_sessions(ctx: Ctx) -> dict[str, Any]:
 async def start_session(ctx: Ctx) -> dict[str, Any]:
     opening = await _opening(ctx)
     s = await ctx.r.sessions.start(*opening, provenance=provenance_fields(ctx.body))
+    ctx.node.open_sessions.put(ctx.r.name, s)
     _searchable(ctx)
     return {"id": s.id, "event": s.events[0]}
 
@@ -202,13 +203,25 @@ async def _append(ctx: Ctx, sid: str, events: list[dict[str, Any]], next_seq: in
     """Append ``events`` in order from ``next_seq`` (None: after the last one); the store refuses
     them if the session closed meanwhile (``Sessions.append_many`` asks while it writes)."""
     out = await ctx.r.sessions.append_many(sid, events, next_seq)
+    ctx.node.open_sessions.appended(ctx.r.name, sid, out)
     _searchable(ctx)
     return out
 
 
 @route("POST", SESSION + "/land", "write", agent=True)
 async def land_session(ctx: Ctx, sid: str) -> dict[str, Any]:
-    return await _land(ctx, await load_session(ctx, sid))
+    s = await _written_here(ctx, sid) or await load_session(ctx, sid)
+    ctx.node.open_sessions.drop(ctx.r.name, sid)  # landed or refused, the store says what it is now
+    return await _land(ctx, s)
+
+
+async def _written_here(ctx: Ctx, sid: str) -> Session | None:
+    """The session as this replica wrote it, if no event was added since (one listing, where loading
+    it reads every event); whether it is still open, ``land`` asks itself."""
+    s = ctx.node.open_sessions.get(ctx.r.name, sid)
+    if s is None or await ctx.r.sessions.event_keys(sid, since=s.next_seq - 1):
+        return None
+    return s
 
 
 async def _land(ctx: Ctx, s: Session) -> dict[str, Any]:
