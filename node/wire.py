@@ -23,7 +23,7 @@ from quart.wrappers.request import Body, Request
 from werkzeug.exceptions import HTTPException
 
 from hif.aio import read_capped
-from hif.errors import ConflictError, CorruptObject, HifError, SessionClosed
+from hif.errors import Ambiguous, ConflictError, CorruptObject, HifError, SessionClosed
 from hif.objects import decode, encode
 from node.errors import Exists, InvalidInput, PayloadTooLarge, RateLimited
 
@@ -122,6 +122,9 @@ def error_answer(e: HifError) -> Answer:
         body["error"] = "session_closed"
     elif isinstance(e, Exists):
         body["error"] = "exists"
+    elif isinstance(e, Ambiguous):
+        body["error"] = "ambiguous"
+        body["candidates"] = e.candidates
     elif isinstance(e, RateLimited):
         headers["Retry-After"] = str(e.retry_after)
     if status == 401:

@@ -27,7 +27,13 @@ from hif.store.embedded import EmbeddedStore
 from hif.store.threaded import ThreadedStore
 from hif.tree import lookup
 from node.principal import Principal, role_rank
-from node.repos import create_repository, delete_repository, update_repository
+from node.repos import (
+    check_owner,
+    create_repository,
+    delete_repository,
+    is_owner,
+    update_repository,
+)
 from node.wire import query_int
 from ui.auth import set_flash, take_flash, viewer
 from ui.heavy import cache, offload, warm_later
@@ -345,16 +351,12 @@ async def new_repo_post() -> Response | tuple[str, int]:
 # -- settings --------------------------------------------------------------------------------------
 
 
-def _is_owner(rv: RepoView) -> bool:
-    return rv.p.admin or role_rank(rv.role) >= role_rank("owner")
-
-
 async def _settings_page(rv: RepoView, error: str | None = None, status: int = 200) -> tuple[str, int]:
     members = await node().auth.repo_members(rv.name)
     org = await node().auth.get_org(rv.owner)
     flash = await take_flash() or {}
     page = await render_template("settings.html", rv=rv, members=members, org=org, roles=grantable(rv.role),
-                                 error=error, done=flash.get("done"), can_delete=_is_owner(rv))
+                                 error=error, done=flash.get("done"), can_delete=is_owner(rv.p, rv.role))
     return page, status
 
 
@@ -377,8 +379,7 @@ async def settings_repo(owner: str, name: str) -> Response | tuple[str, int]:
 async def settings_delete(owner: str, name: str) -> Response | tuple[str, int]:
     """Delete the repository (owners only), once its full name is typed as confirmation."""
     rv = await open_repo(owner, name, "admin")
-    if not _is_owner(rv):
-        raise PermissionDenied(f"only owners of {rv.name} delete it")
+    check_owner(rv.p, rv.role, rv.name)
     try:
         await delete_repository(node(), rv.name, (await request.form).get("confirm", ""))
     except InvalidInput as e:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from werkzeug.datastructures import MultiDict
 
 from hif.errors import NotFound, SessionClosed
 from hif.repo import Repo, check_repo_name
-from hif.session import ROLES, Session, check_session_id
+from hif.session import ROLES, Session, is_session_id
 from node.access import NEEDS, may, repo_access, token_principal
 from node.context import Node, node_of
 from node.errors import AuthRequired, InvalidInput, PermissionDenied
@@ -49,6 +50,7 @@ class Route:
 
 
 ROUTES: list[Route] = []
+BODY_METHODS = ("POST", "PUT", "PATCH")  # the methods whose requests carry a CBOR body
 
 
 class Call:
@@ -192,7 +194,7 @@ async def answer(ep: Endpoint, node: Node, call: Call, kw: dict[str, str]) -> An
     ctx = Ctx(node, principal, {}, call=call)
     body_read = False
     if "host" in kw:  # a read-only mirror: public, so the body may be read first
-        if r.method in ("POST", "PUT"):
+        if r.method in BODY_METHODS:
             _refuse_bound(principal)
             ctx.body, body_read = body_map(await call.read(r.limit)), True
         await _authorize_mirror(ctx, kw.pop("host"), f"{kw.pop('owner')}/{kw.pop('name')}")
@@ -203,7 +205,7 @@ async def answer(ep: Endpoint, node: Node, call: Call, kw: dict[str, str]) -> An
         raise AuthRequired("this needs a token (Authorization: Bearer ...)")
     elif r.access != "public" and principal.session is not None and not r.agent:
         raise PermissionDenied("an agent token only works on its own session")
-    if r.method in ("POST", "PUT") and not body_read:  # only once the caller may send it
+    if r.method in BODY_METHODS and not body_read:  # only once the caller may send it
         ctx.body = body_map(await call.read(r.limit))
     out = await ep.fn(ctx, **kw)
     return out if isinstance(out, Answer) else cbor_answer(out, ep.status)
@@ -288,12 +290,13 @@ async def check_open(ctx: Ctx, sid: str) -> None:
         raise SessionClosed(f"session {sid} was {state['state']}")
 
 
-def is_session_id(sid: str) -> bool:
-    try:
-        check_session_id(sid)
-    except InvalidInput:
-        return False
-    return True
+def cbor_or_json(ctx: Ctx, doc: Any) -> Any:
+    """``doc`` as JSON when the request asks for it (``Accept: application/json`` or
+    ``format=json``: a browser or curl reading a plain document), else left to the CBOR answer."""
+    if "application/json" in (ctx.header("Accept") or "") or ctx.args.get("format") == "json":
+        return Answer(json.dumps(doc).encode(), 200, "application/json")
+    return doc
+
 
 def session_role(ctx: Ctx, body: dict[str, Any] | None = None) -> str:
     role = field(body if body is not None else ctx.body, "role", str, default="human")

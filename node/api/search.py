@@ -3,12 +3,10 @@ caller may read and every mirror (docs/api.md); CBOR, or JSON when asked for."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from node.api.routing import Ctx, route
+from node.api.routing import Ctx, cbor_or_json, route
 from node.search import query_of, search_of, with_peers
-from node.wire import Answer
 
 
 @route("GET", "/api/v1/search", "public", agent=True)
@@ -26,6 +24,4 @@ async def search(ctx: Ctx) -> Any:
     doc = found.to_json()
     if remote:
         doc["remote"] = [a.to_json() for a in peers]
-    if "application/json" in (ctx.header("Accept") or "") or args.get("format") == "json":
-        return Answer(json.dumps(doc).encode(), 200, "application/json")
-    return doc
+    return cbor_or_json(ctx, doc)

@@ -279,7 +279,7 @@ def test_docs_list_exactly_the_routes() -> None:
     from node.mcp import PATH as MCP_PATH
 
     doc = (ROOT / "docs/api.md").read_text()
-    documented = set(re.findall(r"^\| `(GET|POST|PUT|DELETE) (/[^`?]*)`", doc, re.M))
+    documented = set(re.findall(r"^\| `(GET|POST|PUT|PATCH|DELETE) (/[^`?]*)`", doc, re.M))
     declared = {(r.method, re.sub(r"<owner>/<name>", "<repo>", r.rule)) for r in ROUTES}
     declared |= {("GET", "/healthz"), ("POST", MCP_PATH)}  # MCP: beside the route table (node.mcp)
     assert documented == declared
@@ -388,3 +388,45 @@ def test_a_bomb_at_the_auth_database_key_is_a_clear_503(forge: Forge, tmp_path: 
     assert r.status_code == 503 and f"{MAX_IMAGE >> 20} MiB limit" in r.data["message"], r.data
     p = micelio("admin", "user", "list", store=forge.store, cache_dir=tmp_path / "fresh", check=False)
     assert p.returncode == 1 and f"{MAX_IMAGE >> 20} MiB limit" in p.stderr and "Traceback" not in p.stderr, p.stderr
+
+
+def test_repository_settings_and_deletion(forge: Forge) -> None:
+    """``PATCH`` and ``DELETE /api/v1/repos/<repo>``: the web UI's settings through the API, with the
+    same rules (node.repos): maintainers change, owners delete, and only with the name typed again."""
+    dana = forge.user("dana", scope="admin")  # the owner: it is her namespace
+    mia = forge.user("mia", scope="admin")  # a maintainer
+    dave = forge.user("dave")  # a maintainer too, with a write-scope token
+    wes = forge.user("wes")
+    assert forge.api("POST", "/api/v1/repos", dana, {"name": "dana/tools", "description": "old"}).status_code == 201
+    forge.api("PUT", "/api/v1/repos/dana/tools/members/mia", dana, {"role": "maintainer"})
+    forge.api("PUT", "/api/v1/repos/dana/tools/members/dave", dana, {"role": "maintainer"})
+    forge.api("PUT", "/api/v1/repos/dana/tools/members/wes", dana, {"role": "writer"})
+    repo = "/api/v1/repos/dana/tools"
+    r = forge.api("PATCH", repo, dana, {"description": "  Sharp tools  ", "private": True})
+    assert r.status_code == 200 and (r.data["description"], r.data["private"]) == ("Sharp tools", True)
+    assert forge.api("GET", repo, forge.user("stranger")).status_code == 404  # private now
+    assert forge.api("PATCH", repo, mia, {"private": False}).data["private"] is False  # a maintainer may
+    for token, body, status in (
+        (wes, {"description": "x"}, 403),  # a writer may not
+        (dave, {"description": "x"}, 403),  # a maintainer with a write-scope token may not
+        (None, {"description": "x"}, 401),
+        (dana, {}, 400),  # nothing to change
+        (dana, {"private": "yes"}, 400),
+        (dana, {"description": 7}, 400),
+        (dana, {"description": "d" * 1001}, 400),
+    ):
+        assert forge.api("PATCH", repo, token, body).status_code == status, (body, status)
+    assert forge.api("GET", repo, dana).data["description"] == "Sharp tools"  # refused: nothing changed
+    # deleting: owners only, with the full name typed again
+    assert forge.api("DELETE", repo + "?confirm=dana/tools", mia).status_code == 403
+    assert forge.api("DELETE", repo + "?confirm=dana/tools", wes).status_code == 403
+    for confirm in ("", "?confirm=tools", "?confirm=dana/tool", "?confirm=DANA/TOOLS"):
+        r = forge.api("DELETE", repo + confirm, dana)
+        assert r.status_code == 400 and "type the repository's full name" in r.data["message"], confirm
+    assert forge.api("GET", repo, dana).status_code == 200
+    r = forge.api("DELETE", repo + "?confirm=dana/tools", dana)
+    assert r.status_code == 200 and r.data["deleted"] == "dana/tools" and r.data["keys"] >= 1
+    assert forge.api("GET", repo, dana).status_code == 404
+    assert forge.api("DELETE", repo + "?confirm=dana/tools", dana).status_code == 404
+    # the name is free again, and the new repository starts empty
+    assert forge.api("POST", "/api/v1/repos", dana, {"name": "dana/tools"}).data["description"] == ""
