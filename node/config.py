@@ -34,6 +34,9 @@ class Config:
     search_poll: float = 0.5
     # The event loop: auto (uvloop when installed, else asyncio's), uvloop or asyncio (node/server.py).
     loop: str = "auto"
+    # Bytes the cached results of heavy work (blame, highlighting; node/heavy.py) may take in
+    # cache_dir, all kinds together; past it the entries used longest ago are dropped.
+    results_max: int = 1 << 30
 
     @property
     def url(self) -> str:
@@ -62,6 +65,8 @@ class Config:
             cfg.loop = env["MICELIO_LOOP"]
         if cfg.loop not in ("auto", "uvloop", "asyncio"):
             raise InvalidInput(f"MICELIO_LOOP must be auto, uvloop or asyncio, not {cfg.loop!r}")
+        if "MICELIO_RESULTS_MAX" in env:
+            cfg.results_max = int(env["MICELIO_RESULTS_MAX"])
         if "MICELIO_TRUSTED_PROXIES" in env:
             cfg.trusted_proxies = env["MICELIO_TRUSTED_PROXIES"]
         for key, value in overrides.items():

@@ -3,12 +3,10 @@ blame, scan) (docs/api.md)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
 from hif.agents.trace import MIME, landing_record
-from hif.blame import blame
 from hif.errors import NotFound
 from hif.mainline import log_key
 from hif.objects import (
@@ -26,6 +24,7 @@ from node.api.routing import (
     route,
 )
 from node.errors import InvalidInput
+from node.heavy import cached_blame
 from node.principal import check_description
 from node.repos import check_owner, create_repository, delete_repository, update_repository
 from node.search import search_of
@@ -186,8 +185,8 @@ async def blame_route(ctx: Ctx) -> dict[str, Any]:
     path = _path_arg(ctx)
     if not path:
         raise InvalidInput("blame needs ?path=")
-    # the diffs in a worker thread: a long blame must not hold the event loop
-    lines = await blame(ctx.r, path, at, offload=asyncio.to_thread)
+    # off the event loop, in the bounded heavy-work pool, through the blame cache the web UI fills
+    lines = await cached_blame(ctx.r, path, at, ctx.node)
     return {"position": at, "path": path,
             "lines": [[ln.position, ln.session, ln.goal, ln.author, ln.text, ln.commit, ln.iteration]
                       for ln in lines]}
