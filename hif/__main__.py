@@ -1,5 +1,6 @@
 """The ``hif`` command (also ``python -m hif``): :mod:`hif.worktree.quickstatus` answers a plain ``hif status``
-when it can, without importing click and the SDK; everything else goes to the click CLI."""
+when it can, without importing click and the SDK; everything else goes to this user's warm command
+server (:mod:`hif.cli.warm`) when one is running, else to the click CLI in this process."""
 
 from __future__ import annotations
 
@@ -29,6 +30,16 @@ def main() -> None:
         code = hook(sys.argv[3:])
         sys.stdout.flush()
         os._exit(code)
+    from hif.cli import warm  # a client of stdlib modules loaded already (start-up time)
+
+    code = warm.run(sys.argv)
+    if code is not None:  # the server ran it: nothing of this process's to flush or tear down
+        os._exit(code)
+    run_cli()
+
+
+def run_cli() -> NoReturn:
+    """The click CLI on ``sys.argv``, then out with its exit code (a warm server's child too)."""
     import gc
 
     gc.disable()  # importing the CLI allocates tens of thousands of objects and frees almost none:
