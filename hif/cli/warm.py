@@ -291,3 +291,25 @@ def server_command(name: str, detach: bool) -> int:
                          stderr=subprocess.DEVNULL, start_new_session=detach, close_fds=True)
     p.returncode = 0  # not waited for: it outlives this command (reaped by init when it exits)
     return p.pid
+
+
+def ask(dfd: int, name: str, kind: str) -> str:
+    """Send a ``ping`` or ``stop`` to the server of key ``name``; its answer (ServerRefused if it
+    turns the request down, OSError if there is no server)."""
+    s = connect(dfd, name + ".sock")
+    try:
+        s.settimeout(5.0)
+        send_request(s, request(name, kind), [])
+        reply = b""
+        while chunk := s.recv(4096):
+            reply += chunk
+    finally:
+        s.close()
+    if reply[:1] != PONG:
+        raise ServerRefused(reply[1:].decode(errors="replace") or "no answer")
+    return reply[1:].decode(errors="replace")
+
+
+def servers(dfd: int) -> list[str]:
+    """The keys of the servers whose sockets are in the directory (running or not)."""
+    return sorted(n.removesuffix(".sock") for n in os.listdir(dfd) if n.endswith(".sock"))

@@ -34,7 +34,8 @@ from hif.cli import warm
 from hif.errors import ServerRefused
 
 RECHECK = 2.0  # seconds between checks of the key and of the socket still being this server's
-READ_TIMEOUT = 5.0  # a client sends its whole request at once; a slow one is dropped
+READ_TIMEOUT = 5.0
+HELD = {signal.Signals(s) for s in warm.FORWARDED}  # a client sends its whole request at once; a slow one is dropped
 PREWARM = (  # modules commands import lazily, imported once here so no child pays for them
     "hif.cli.main", "hif.blame", "hif.history", "hif.landing", "hif.merge", "hif.store.embedded",
     "hif.checks", "hif.keys", "hif.worktree.quickstatus", "subprocess", "getpass",
@@ -56,6 +57,7 @@ class Server:
         self.idle = float(os.environ.get(warm.IDLE_ENV) or warm.IDLE_DEFAULT)
         self.confinement = warm.confinement()
         self.started = self.last = time.monotonic()
+        self.pid = os.getpid()
         self.served = 0
         self.stopping = False
         self.children: dict[int, socket.socket] = {}  # pid -> its client's connection
@@ -232,10 +234,16 @@ class Server:
                 f"running={len(self.children)} idle={self.idle:.0f} idle_for={now - self.last:.0f}")
 
     def run(self, conn: socket.socket, req: Request, fds: list[int]) -> None:
+        # the signals a client forwards are held from before the fork until the child has its own
+        # handlers: one sent at once is delivered to the command, not lost to the server's
+        signal.pthread_sigmask(signal.SIG_BLOCK, HELD)
         try:
             pid = os.fork()
         except OSError as e:
             raise ServerRefused(f"cannot fork: {e.strerror}") from None
+        finally:
+            if os.getpid() == self.pid:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD)
         if pid == 0:
             self.child(conn, req, fds)
         with contextlib.suppress(OSError):  # the child does it too: whichever runs first
@@ -280,6 +288,9 @@ class Server:
             sys.argv = [os.fsdecode(a) for a in req.argv]
             _streams(req.streams)
             gc.enable()
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD)
+        except KeyboardInterrupt:  # a Ctrl-C before the command began
+            os._exit(130)
         except BaseException as e:
             with contextlib.suppress(OSError):
                 os.write(2, f"error: the hif server could not start the command: {e}\n".encode())
@@ -294,6 +305,8 @@ class Server:
             if not isinstance(e.code, int) and e.code is not None:
                 with contextlib.suppress(Exception):
                     print(e.code, file=sys.stderr)
+        except KeyboardInterrupt:  # outside a command's own handler: as the interpreter exits on it
+            code = 130
         except BaseException:  # run_cli's own guard reports errors; this is the very last resort
             code = 1
         try:
