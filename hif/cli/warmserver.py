@@ -182,6 +182,7 @@ class Server:
         except ServerRefused as e:
             with contextlib.suppress(OSError):
                 conn.sendall(warm.REFUSED + str(e).encode())
+                drain(conn)
         except OSError:
             pass
         finally:
@@ -334,6 +335,16 @@ def _streams(spec: list[tuple[str, str]]) -> None:
     sys.stdin = sys.__stdin__ = made[0]
     sys.stdout = sys.__stdout__ = made[1]
     sys.stderr = sys.__stderr__ = made[2]
+
+
+def drain(conn: socket.socket) -> None:
+    """After a refusal: read what the client sent (up to a request's size, for a second at most)
+    before closing, or it would get a reset instead of the reason."""
+    conn.shutdown(socket.SHUT_WR)
+    conn.settimeout(1.0)
+    left = warm.MAX_REQUEST + 8
+    while left > 0 and (chunk := conn.recv(min(left, 65536))):
+        left -= len(chunk)
 
 
 def decode(payload: bytes, name: str) -> Request:
