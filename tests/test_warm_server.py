@@ -448,3 +448,37 @@ def test_server_killed_mid_command_is_an_error_never_a_second_run(servers: Warm,
     assert p.returncode == 1
     assert "the hif server stopped before the command ended" in err
     assert err.count("error:") == 2, err  # the command's own error once, then the client's: not run again
+
+
+def test_a_plain_command_starts_the_server_for_the_next_ones(servers: Warm, tmp_path: Path) -> None:
+    repo = small_repo(servers, tmp_path)
+    first = servers.hif("log", "-n", "1", cwd=repo)  # no server yet: the plain path, which starts one
+    assert first.stdout
+    wait_until("the started server to answer", lambda: servers.running() != [])
+    name = servers.sockets()[0].removesuffix(".sock")
+    before = int(servers.ping(name)["served"])
+    assert servers.hif("log", "-n", "1", cwd=repo).stdout == first.stdout
+    assert int(servers.ping(name)["served"]) == before + 1
+    assert len(servers.running()) == 1  # one server however many commands found none
+
+
+def test_working_copies_share_one_server_and_nothing_else(servers: Warm, tmp_path: Path) -> None:
+    """Commands of several working copies at once, through one server: each sees its own."""
+    from concurrent.futures import ThreadPoolExecutor  # (only this test runs commands in threads)
+
+    repos = []
+    for i in range(2):
+        (tmp_path / f"w{i}").mkdir()
+        repos.append(small_repo(servers, tmp_path / f"w{i}"))
+    servers.hif("session", "start", "only in the second", cwd=repos[1], off=True)
+    name = str(servers.start(repos[0])["key"])
+    before = int(servers.ping(name)["served"])
+    cases = [(repo, args) for repo in repos for args in (["status"], ["log", "-n", "2"], ["diff"])]
+    want = {(str(r), tuple(a)): servers.hif(*a, cwd=r, off=True).stdout for r, a in cases}
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda c: (c, servers.hif(*c[1], cwd=c[0]).stdout), cases * 4))
+    for (repo, args), out in got:
+        assert out == want[(str(repo), tuple(args))], (repo, args)
+    assert "only in the second" in want[(str(repos[1]), ("status",))]
+    # all but the first copy's statuses (no open session: the quick path answers in the client)
+    assert int(servers.ping(name)["served"]) - before == len(cases) * 4 - 4

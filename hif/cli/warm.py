@@ -188,7 +188,7 @@ def request(name: str, kind: str, argv: list[str] | None = None) -> bytes:
 def run(argv: list[str]) -> int | None:
     """Run ``argv`` through this user's warm server and return its exit code; None if no server
     accepted it (the caller runs the plain path; when no server was running, one is started for
-    the next command)."""
+    the next command as this one exits)."""
     if not enabled() or None in (sys.stdin, sys.stdout, sys.stderr):
         return None
     try:
@@ -200,7 +200,9 @@ def run(argv: list[str]) -> int | None:
         try:
             s = connect(dfd, name + ".sock")
         except (FileNotFoundError, ConnectionRefusedError):
-            spawn(dfd, name)
+            import atexit  # (start-up time: only when no server is running)
+
+            atexit.register(start_later, name)  # once this command is done: it keeps the CPU
             return None
         cwd = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     except (ServerRefused, OSError):
@@ -253,6 +255,16 @@ def _forward_signals(s: _socket.socket | None) -> list[int]:
         default = _signal.default_int_handler if signum == 2 else _signal.SIG_DFL
         _signal.signal(signum, default if s is None else forward)
     return caught
+
+
+def start_later(name: str) -> None:
+    """Start the server of key ``name`` (at the end of a plain command, which needed one)."""
+    with contextlib.suppress(ServerRefused, OSError):
+        dfd = open_directory(create=True)
+        try:
+            spawn(dfd, name)
+        finally:
+            os.close(dfd)
 
 
 def spawn(dfd: int, name: str) -> None:

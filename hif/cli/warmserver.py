@@ -286,6 +286,8 @@ class Server:
             os.environb.clear()
             os.environb.update(dict(e.split(b"=", 1) for e in req.env if b"=" in e))
             time.tzset()
+            if "tempfile" in sys.modules:  # it caches the temporary directory ($TMPDIR) on first use
+                sys.modules["tempfile"].tempdir = None
             sys.argv = [os.fsdecode(a) for a in req.argv]
             _streams(req.streams)
             gc.enable()
