@@ -482,3 +482,48 @@ def test_working_copies_share_one_server_and_nothing_else(servers: Warm, tmp_pat
     assert "only in the second" in want[(str(repos[1]), ("status",))]
     # all but the first copy's statuses (no open session: the quick path answers in the client)
     assert int(servers.ping(name)["served"]) - before == len(cases) * 4 - 4
+
+
+def test_malformed_requests_are_refused_and_the_server_goes_on(servers: Warm, tmp_path: Path) -> None:
+    """Requests of the right user that are not well formed: each is refused (or dropped) without
+    running anything, every descriptor sent is closed, and the server serves the next command."""
+    repo = small_repo(servers, tmp_path)
+    info = servers.start(repo)
+    name, pid = str(info["key"]), int(info["pid"])  # type: ignore[arg-type]
+    fd_count = len(os.listdir(f"/proc/{pid}/fd"))
+    good = warm.request(name, "run", ["hif", "log"])
+    cases: list[tuple[bytes, bytes, list[int]]] = [  # (head, payload, descriptors)
+        (b"HIF0" + len(good).to_bytes(4, "big"), good, [0, 1, 2, 0]),  # another magic
+        (warm.MAGIC + (warm.MAX_REQUEST + 1).to_bytes(4, "big"), b"", [0, 1, 2, 0]),  # too large
+        (warm.MAGIC + (len(good) + 10).to_bytes(4, "big"), good, [0, 1, 2, 0]),  # cut short
+        (warm.MAGIC + len(good).to_bytes(4, "big"), good, [0, 1, 2]),  # a descriptor missing
+        (warm.MAGIC + len(good).to_bytes(4, "big"), good, [0, 1, 2, 0, 1, 2]),  # too many
+        (warm.MAGIC + len(good).to_bytes(4, "big"), good, []),  # none
+    ]
+    for bad in (warm.request("0" * 32, "run", ["hif"]), warm.request(name, "explode", ["hif"]),
+                good.replace(b"\0run\0", b"\0run\0x", 1), good.split(b"\0hif\0")[0], b"\xff\0" * 20,
+                good.replace(b"utf-8", b"no-such-codec", 1), b""):  # another key, kind, umask, fields...
+        cases.append((warm.MAGIC + len(bad).to_bytes(4, "big"), bad, [0, 1, 2, 0]))
+    before = int(servers.ping(name)["served"])
+    dfd = os.open(servers.dir, os.O_RDONLY | os.O_DIRECTORY)
+    for head, payload, fds in cases:
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(30)
+        s.connect(warm.socket_path(dfd, f"{name}.sock"))
+        s.sendmsg([head], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                            b"".join(fd.to_bytes(4, sys.byteorder) for fd in fds))] if fds else [])
+        with contextlib.suppress(OSError):
+            s.sendall(payload)
+            if len(payload) < int.from_bytes(head[4:], "big"):  # cut short: the end comes now
+                s.shutdown(socket.SHUT_WR)
+        reply = b""
+        with contextlib.suppress(OSError):
+            while chunk := s.recv(4096):
+                reply += chunk
+        s.close()
+        assert reply[:1] in (b"R", b""), (head, payload[:60], fds, reply)
+    os.close(dfd)
+    assert int(servers.ping(name)["served"]) == before
+    assert len(os.listdir(f"/proc/{pid}/fd")) == fd_count  # nothing kept open
+    assert servers.hif("log", "-n", "1", cwd=repo).stdout == servers.hif("log", "-n", "1", cwd=repo, off=True).stdout
+    assert int(servers.ping(name)["served"]) == before + 1
