@@ -5,8 +5,9 @@ importing click and the SDK.
 
 This module is imported on every ``hif`` command before anything else, so it imports only modules
 the interpreter has loaded already or that cost nothing (``_socket``, ``_blake2``: the ``socket``
-and ``hashlib`` modules would cost ~3 ms). Everything here is Linux-only (``SO_PEERCRED``,
-``/proc``); elsewhere :func:`run` returns None and the plain path runs.
+and ``hashlib`` modules would cost ~3 ms each, ``contextlib`` ~4 ms, which an installed hif's
+interpreter has not loaded): the client costs ~1 ms over the interpreter's start. Everything here
+is Linux-only (``SO_PEERCRED``, ``/proc``); elsewhere :func:`run` returns None (the plain path).
 
 The server's side and the threat model are in :mod:`hif.cli.warmserver` and docs/architecture.md
 ("The warm command server"). :func:`run` returns None (run the plain path) whenever the command was
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import _blake2  # hashlib would load OpenSSL: ~3 ms (start-up time)
 import _socket  # the socket module imports enum and selectors: ~3 ms (start-up time)
-import contextlib
 import os
 import stat
 import sys
@@ -126,8 +126,10 @@ def key() -> str:
     for line in confinement():
         h.update(line + b"\0")
     for p in sys.path:
-        with contextlib.suppress(OSError):
+        try:  # noqa: SIM105 - contextlib.suppress would cost start-up time
             h.update(f"{p}\0{os.stat(p).st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
+        except OSError:
+            pass
     _files(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), h)  # the hif package
     return h.hexdigest()
 
@@ -248,8 +250,10 @@ def _forward_signals(s: _socket.socket | None) -> list[int]:
 
     def forward(signum: int, frame: object) -> None:
         caught.append(signum)
-        with contextlib.suppress(OSError):
+        try:  # noqa: SIM105 - as above
             s.send(SIGNAL + bytes([signum]))  # type: ignore[union-attr]
+        except OSError:
+            pass
 
     for signum in FORWARDED:
         default = _signal.default_int_handler if signum == 2 else _signal.SIG_DFL
@@ -259,12 +263,16 @@ def _forward_signals(s: _socket.socket | None) -> list[int]:
 
 def start_later(name: str) -> None:
     """Start the server of key ``name`` (at the end of a plain command, which needed one)."""
-    with contextlib.suppress(ServerRefused, OSError):
+    try:
         dfd = open_directory(create=True)
-        try:
-            spawn(dfd, name)
-        finally:
-            os.close(dfd)
+    except ServerRefused:
+        return
+    try:
+        spawn(dfd, name)
+    except OSError:
+        pass  # no server: the next command runs plain too
+    finally:
+        os.close(dfd)
 
 
 def spawn(dfd: int, name: str) -> None:
