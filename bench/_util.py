@@ -270,6 +270,11 @@ class WarmServer:
             fields = f.read().rsplit(")", 1)[1].split()
         return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
+    def served(self) -> int:
+        """Commands the server has run, ``hif server status`` asking it included."""
+        doc = json.loads(run([HIF, "server", "status", "--json"], cwd=self.dir, env=hif_env(server=self.dir)).out)
+        return next(int(s["served"]) for s in doc["servers"] if s.get("current"))
+
 
 @contextmanager
 def warm_server(base: Path) -> Iterator[WarmServer]:

@@ -44,6 +44,9 @@ from _util import (  # noqa: E402
 )
 
 TARGET = 0.060
+with open(HIF, "rb") as _script:  # the interpreter the hif command starts: the floor of a command
+    _first = _script.readline()
+PYTHON = _first[2:].decode().strip() if _first.startswith(b"#!") else sys.executable
 COMMANDS = [  # (label, hif argv, git argv)
     ("log -n 5", ["log", "-n", "5"], ["log", "-n", "5"]),
     ("show 1", ["show", "1"], ["show", "HEAD~4"]),
@@ -113,7 +116,7 @@ def main() -> None:
                 server_cpu[label] = server_cpu.get(label, 0.0) + server.cpu() - before
                 runs.setdefault((label, "git"), []).append(run_lean(["git", *gcmd], g, genv))
         rows, worst, worst_plain = [], 0.0, 0.0
-        floor = [run_lean([sys.executable, "-c", "pass"], base, henv) for _ in range(args.runs)]
+        floor = [run_lean([PYTHON, "-c", "pass"], base, henv) for _ in range(args.runs)]
         for label, hcmd, gcmd in COMMANDS:
             hr, wr, gr = runs[(label, "hif")], runs[(label, "warm")], runs[(label, "git")]
             for r in hr + wr:
@@ -133,7 +136,7 @@ def main() -> None:
         rows.append(["python -c pass", secs(median([r.seconds for r in floor])), "",
                      secs(min(r.seconds for r in floor)), secs(median([r.cpu for r in floor])), "",
                      mib(max(r.maxrss_kib for r in floor)), "", "", "",
-                     *([f"{callgrind([sys.executable, '-c', 'pass'], base, henv) / 1e6:.0f} M", "", ""]
+                     *([f"{callgrind([PYTHON, '-c', 'pass'], base, henv) / 1e6:.0f} M", "", ""]
                        if args.callgrind else [])])
     heads = ["command", "plain wall p50", "warm wall p50", "warm best", "plain CPU", "warm CPU",
              "plain RSS", "client RSS", "git wall p50", "git CPU p50"]

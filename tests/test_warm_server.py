@@ -327,15 +327,28 @@ def test_a_socket_directory_that_is_not_private_is_refused(servers: Warm, tmp_pa
         assert "refused" in status.stdout + status.stderr
 
 
-def test_a_code_change_makes_a_new_server_and_the_old_one_exits(servers: Warm, tmp_path: Path) -> None:
+@pytest.mark.parametrize("change", ["edit", "touch", "new-module", "package-installed", "package-upgraded"])
+def test_a_code_change_makes_a_new_server_and_the_old_one_exits(servers: Warm, tmp_path: Path, change: str
+                                                                ) -> None:
     code = tmp_path / "code"
     shutil.copytree(ROOT / "hif", code / "hif", ignore=shutil.ignore_patterns("__pycache__"))
+    (code / "dep-1.0.dist-info").mkdir()
     w = Warm(tmp_path, code)
     try:
         repo = small_repo(w, tmp_path)
         old = w.start(repo)
         edited = code / "hif" / "blame.py"
-        edited.write_text(edited.read_text() + "\nEDITED = True\n")  # an edit (size and mtime change)
+        if change == "edit":  # size and mtime change
+            edited.write_text(edited.read_text() + "\nEDITED = True\n")
+        elif change == "touch":  # the same bytes, written again
+            st = edited.stat()
+            os.utime(edited, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+        elif change == "new-module":
+            (code / "hif" / "store" / "extra.py").write_text("X = 1\n")
+        elif change == "package-installed":
+            (code / "other-2.0.dist-info").mkdir()
+        else:
+            (code / "dep-1.0.dist-info").rename(code / "dep-1.1.dist-info")
         new = w.start(repo)
         assert new["key"] != old["key"] and new["pid"] != old["pid"]
         wait_until("the old server to exit", lambda: not alive(int(old["pid"])))  # type: ignore[arg-type]
@@ -527,3 +540,22 @@ def test_malformed_requests_are_refused_and_the_server_goes_on(servers: Warm, tm
     assert len(os.listdir(f"/proc/{pid}/fd")) == fd_count  # nothing kept open
     assert servers.hif("log", "-n", "1", cwd=repo).stdout == servers.hif("log", "-n", "1", cwd=repo, off=True).stdout
     assert int(servers.ping(name)["served"]) == before + 1
+
+
+def test_what_does_not_change_the_code_keeps_the_server(servers: Warm, tmp_path: Path) -> None:
+    """A file written beside the packages (pip's temporary files), byte code, a repository's
+    files: the same server goes on serving."""
+    code = tmp_path / "code"
+    shutil.copytree(ROOT / "hif", code / "hif", ignore=shutil.ignore_patterns("__pycache__"))
+    w = Warm(tmp_path, code)
+    try:
+        repo = small_repo(w, tmp_path)
+        info = w.start(repo)
+        (code / "pip-unpack-xyz.tmp").write_text("x")
+        (code / "hif" / "__pycache__").mkdir(exist_ok=True)
+        (code / "hif" / "__pycache__" / "blame.cpython-311.pyc").write_bytes(b"\0" * 16)
+        (repo / "notes.txt").write_text("changed again\n")
+        time.sleep(2.5)  # past the server's re-check of its key
+        assert w.start(repo)["pid"] == info["pid"]
+    finally:
+        w.stop_all()

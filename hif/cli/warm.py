@@ -38,6 +38,7 @@ ACCEPTED, EXITED, REFUSED, PONG = b"A", b"X", b"R", b"P"
 SIGNAL = b"S"  # client -> server after A: <signal number byte>, delivered to the command
 FORWARDED = (2, 15, 1, 3)  # SIGINT, SIGTERM, SIGHUP, SIGQUIT (the signal module imports enum)
 NAMESPACES = ("mnt", "user", "pid", "net", "ipc", "uts", "cgroup")
+INSTALLED = (".dist-info", ".egg-info", ".egg-link", ".pth")  # what an install or removal changes
 CONFINEMENT = (b"Seccomp:", b"NoNewPrivs:", b"CapEff:", b"CapBnd:", b"Groups:")
 
 
@@ -112,8 +113,8 @@ def _files(top: str, h: object) -> None:
 def key() -> str:
     """The name of the server that may run this process's commands: a hash of everything that
     decides which code runs and how — the interpreter, its flags and search path, hif's own files
-    (size and mtime: an upgrade or an edit makes a new key, so old code never runs), the
-    site-packages directories' mtimes (a package installed or removed), the PYTHON* and locale
+    (size and mtime: an upgrade or an edit makes a new key, so old code never runs), the packages
+    installed on the search path (their ``.dist-info`` names, with versions), the PYTHON* and locale
     variables read at interpreter start-up, the user, group and confinement."""
     h = _blake2.blake2b(digest_size=16)
     env = [f"{k}={v}" for k, v in sorted(os.environ.items())
@@ -125,11 +126,12 @@ def key() -> str:
     h.update("\0".join(head).encode("utf-8", "surrogateescape"))
     for line in confinement():
         h.update(line + b"\0")
-    for p in sys.path:
-        try:  # noqa: SIM105 - contextlib.suppress would cost start-up time
-            h.update(f"{p}\0{os.stat(p).st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
+    for p in sys.path:  # the distributions installed (names carry versions) and the .pth hooks
+        try:
+            names = [n for n in os.listdir(p) if n.endswith(INSTALLED)]
         except OSError:
-            pass
+            continue
+        h.update("\0".join([p, *sorted(names)]).encode("utf-8", "surrogateescape") + b"\n")
     _files(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), h)  # the hif package
     return h.hexdigest()
 
