@@ -1,6 +1,7 @@
-"""The ``hif`` command (also ``python -m hif``): :mod:`hif.worktree.quickstatus` answers a plain ``hif status``
-when it can, without importing click and the SDK; everything else goes to this user's warm command
-server (:mod:`hif.cli.warm`) when one is running, else to the click CLI in this process."""
+"""The ``hif`` command (also ``python -m hif``): an agent's hook is answered without click or the SDK;
+every other command goes to this user's warm command server (:mod:`hif.cli.warm`) when one accepts
+it; without one, :mod:`hif.worktree.quickstatus` answers a plain ``hif status`` when it can (no
+click, no SDK) and the click CLI in this process everything else."""
 
 from __future__ import annotations
 
@@ -13,13 +14,6 @@ if TYPE_CHECKING:
 
 
 def main() -> None:
-    if sys.argv[1:2] == ["status"]:
-        # the quick path answers without click or the SDK (start-up time)
-        from hif.worktree.quickstatus import run
-
-        code = run(sys.argv[2:])
-        if code is not None:  # printed, flushed and saved: skip the interpreter's teardown (freeing
-            os._exit(code)  # every object one by one costs a few ms after a large tree)
     if sys.argv[1:3] == ["agent", "hook"]:
         # a coding agent's hook, run at every prompt and edit: no click, no SDK (start-up time)
         import gc
@@ -35,6 +29,19 @@ def main() -> None:
     code = warm.run(sys.argv)
     if code is not None:  # the server ran it: nothing of this process's to flush or tear down
         os._exit(code)
+    run_here()
+
+
+def run_here() -> NoReturn:
+    """Run the command in this process (a warm server's child too): a plain ``hif status`` by the
+    quick path when it can, anything else by the click CLI."""
+    if sys.argv[1:2] == ["status"]:
+        # the quick path answers without click or the SDK (start-up time)
+        from hif.worktree.quickstatus import run
+
+        code = run(sys.argv[2:])
+        if code is not None:  # printed, flushed and saved: skip the interpreter's teardown (freeing
+            os._exit(code)  # every object one by one costs a few ms after a large tree)
     run_cli()
 
 

@@ -142,9 +142,7 @@ def test_same_output_and_exit_code_as_the_plain_path(servers: Warm, tmp_path: Pa
         plain = servers.hif(*args, cwd=repo, off=True, check=False)
         assert (warm_run.returncode, warm_run.stdout, warm_run.stderr) == \
             (plain.returncode, plain.stdout, plain.stderr), args
-    # all of them were the server's (``status`` with no open session is answered by the quick path)
-    quick = sum(1 for a in READ_ONLY if a[0] == "status")
-    assert int(servers.ping(name)["served"]) - before == len(READ_ONLY) - quick
+    assert int(servers.ping(name)["served"]) - before == len(READ_ONLY)  # all of them were the server's
 
 
 def test_a_whole_landing_through_the_server(servers: Warm, tmp_path: Path) -> None:
@@ -493,8 +491,7 @@ def test_working_copies_share_one_server_and_nothing_else(servers: Warm, tmp_pat
     for (repo, args), out in got:
         assert out == want[(str(repo), tuple(args))], (repo, args)
     assert "only in the second" in want[(str(repos[1]), ("status",))]
-    # all but the first copy's statuses (no open session: the quick path answers in the client)
-    assert int(servers.ping(name)["served"]) - before == len(cases) * 4 - 4
+    assert int(servers.ping(name)["served"]) - before == len(cases) * 4
 
 
 def test_malformed_requests_are_refused_and_the_server_goes_on(servers: Warm, tmp_path: Path) -> None:

@@ -300,9 +300,9 @@ class Server:
             os._exit(1)
         code = 1
         try:
-            from hif.__main__ import run_cli  # (imported already: by main(), before the fork)
+            from hif.__main__ import run_here  # (imported already: by main(), before the fork)
 
-            run_cli()
+            run_here()
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
             if not isinstance(e.code, int) and e.code is not None:
@@ -310,7 +310,7 @@ class Server:
                     print(e.code, file=sys.stderr)
         except KeyboardInterrupt:  # outside a command's own handler: as the interpreter exits on it
             code = 130
-        except BaseException:  # run_cli's own guard reports errors; this is the very last resort
+        except BaseException:  # the CLI's own guard reports errors; this is the very last resort
             code = 1
         try:
             sys.stdout.flush()
@@ -390,7 +390,7 @@ def main(name: str) -> None:
     gc.disable()  # as the plain path: importing makes no cycles worth collecting
     import importlib  # (only the server pre-imports)
 
-    import hif.__main__  # noqa: F401 - run_cli, which every child calls
+    import hif.__main__  # noqa: F401 - run_here, which every child calls
 
     for module in PREWARM:
         importlib.import_module(module)
