@@ -258,10 +258,11 @@ def test_another_uid_is_refused(servers: Warm, tmp_path: Path) -> None:
 
 
 def test_a_confined_client_is_refused(servers: Warm, tmp_path: Path) -> None:
-    """The same user in another namespace (a sandbox) is refused: it must not reach an unconfined
-    process. Its own ``hif`` runs the plain path (and may start a server of its own, inside)."""
-    if shutil.which("unshare") is None:  # pragma: no cover
-        pytest.fail("unshare (util-linux) is needed")
+    """The same user in another namespace (a sandbox), with fewer privileges, lower resource limits
+    or another niceness or CPU set is refused: its commands must not run in a process that is not
+    confined as it is. Its own ``hif`` runs the plain path (and may start a server of its own)."""
+    for tool in ("unshare", "setpriv", "prlimit", "nice", "taskset"):
+        assert shutil.which(tool), f"{tool} (util-linux, coreutils) is needed"
     repo = small_repo(servers, tmp_path)
     name = str(servers.start(repo)["key"])
     before = int(servers.ping(name)["served"])
@@ -269,10 +270,14 @@ def test_a_confined_client_is_refused(servers: Warm, tmp_path: Path) -> None:
              "dfd = os.open(sys.argv[2], os.O_RDONLY | os.O_DIRECTORY)\n"
              "try:\n    print('answered', warm.ask(dfd, sys.argv[3], 'ping'))\n"
              "except warm.ServerRefused as e:\n    print('refused', e)\n")
-    for ns in (["-n"], ["-u"], ["-i"]):  # network, hostname, IPC namespaces: each its own confinement
-        p = subprocess.run(["unshare", *ns, sys.executable, "-c", probe, str(ROOT), str(servers.dir), name],
+    wrappers = [["unshare", "-n"], ["unshare", "-u"], ["unshare", "-i"],  # network, hostname, IPC namespaces
+                ["setpriv", "--no-new-privs"], ["setpriv", "--bounding-set=-sys_admin"],  # privileges
+                ["prlimit", "--nofile=256:256"], ["prlimit", "--as=8000000000"],  # resource limits
+                ["nice", "-n", "5"], ["taskset", "-c", "0"]]  # scheduling
+    for wrapper in wrappers:
+        p = subprocess.run([*wrapper, sys.executable, "-c", probe, str(ROOT), str(servers.dir), name],
                            capture_output=True, text=True, timeout=60, env=servers.env)
-        assert p.stdout.startswith("refused") and "confined" in p.stdout, (ns, p.stdout, p.stderr)
+        assert p.stdout.startswith("refused") and "confined" in p.stdout, (wrapper, p.stdout, p.stderr)
     assert int(servers.ping(name)["served"]) == before
 
 

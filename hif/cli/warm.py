@@ -39,7 +39,8 @@ SIGNAL = b"S"  # client -> server after A: <signal number byte>, delivered to th
 FORWARDED = (2, 15, 1, 3)  # SIGINT, SIGTERM, SIGHUP, SIGQUIT (the signal module imports enum)
 NAMESPACES = ("mnt", "user", "pid", "net", "ipc", "uts", "cgroup")
 INSTALLED = (".dist-info", ".egg-info", ".egg-link", ".pth")  # what an install or removal changes
-CONFINEMENT = (b"Seccomp:", b"NoNewPrivs:", b"CapEff:", b"CapBnd:", b"Groups:")
+CONFINEMENT = (b"Seccomp:", b"NoNewPrivs:", b"CapEff:", b"CapBnd:", b"Groups:", b"Cpus_allowed_list:",
+               b"Mems_allowed_list:")
 
 
 def enabled(environ: os._Environ[str] | dict[str, str] = os.environ) -> bool:
@@ -85,8 +86,9 @@ def socket_path(dfd: int, name: str) -> str:
 
 def confinement(pid: str = "self") -> list[bytes]:
     """What confines a process beyond its uid: its namespaces, root directory, seccomp mode,
-    no-new-privileges flag, capabilities and groups. A server serves only clients whose confinement
-    equals its own (a sandboxed agent must not reach an unconfined process); part of the key."""
+    no-new-privileges flag, capabilities, groups, CPUs, resource limits, control groups and
+    niceness. A server serves only clients whose confinement equals its own (a sandboxed or
+    limited command must not be run by a process that is not); part of the key."""
     out = []
     for ns in NAMESPACES:
         try:
@@ -96,6 +98,11 @@ def confinement(pid: str = "self") -> list[bytes]:
     out.append(os.readlink(f"/proc/{pid}/root").encode())
     with open(f"/proc/{pid}/status", "rb") as f:
         out += [line for line in f.read().splitlines() if line.startswith(CONFINEMENT)]
+    for name in ("limits", "cgroup"):
+        with open(f"/proc/{pid}/{name}", "rb") as f:
+            out.append(f.read())
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        out.append(f.read().rsplit(b")", 1)[1].split()[16])  # nice
     return out
 
 
