@@ -215,7 +215,7 @@ def test_another_uid_is_refused(servers: Warm, tmp_path: Path) -> None:
     os.chmod(servers.dir / f"{name}.sock", 0o777)
     def as_nobody(kind: bytes, argv: list[str], fds: list[int]) -> str:
         """Connect and send a well-formed request as uid ``nobody`` (a forked child), its answer."""
-        payload = warm.encode([name.encode(), kind, b"18", *[b"utf-8", b"strict"] * 3, b"%d" % len(argv),
+        payload = warm.encode([name.encode(), kind, b"18", b"", *[b"utf-8", b"strict"] * 3, b"%d" % len(argv),
                                *[a.encode() for a in argv], b"PATH=/usr/bin"])
         r, w = os.pipe()
         pid = os.fork()
@@ -391,14 +391,19 @@ def test_hif_no_server_runs_and_starts_nothing(servers: Warm, tmp_path: Path) ->
     wait_until("the stopped server to exit", lambda: not alive(int(info["pid"])))  # type: ignore[arg-type]
 
 
-def _blocked_reader(w: Warm, repo: Path, off: bool) -> tuple[subprocess.Popen[str], int, int]:
+def _blocked_reader(w: Warm, repo: Path, off: bool, ignore: tuple[signal.Signals, ...] = ()
+                    ) -> tuple[subprocess.Popen[str], int, int]:
     """``hif import agent-trace -`` reading a stdin that never ends, once it is blocked in the read
     (the byte written first was consumed). Returns the process, the pipe's write end and a
     duplicate of its read end."""
     r, wfd = os.pipe()
     env = {**w.env, **({warm.OFF: "1"} if off else {})}
+    def ignoring() -> None:  # as nohup, or a shell for a background job, starts a command
+        for sig in ignore:
+            signal.signal(sig, signal.SIG_IGN)
+
     p = subprocess.Popen([HIF, "import", "agent-trace", "-"], cwd=repo, env=env, stdin=r,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ignoring)
     os.write(wfd, b"{")
 
     def consumed() -> bool:
@@ -432,6 +437,29 @@ def test_a_signal_reaches_the_command(servers: Warm, tmp_path: Path, sig: signal
     assert outcomes[0] == outcomes[1]
     assert outcomes[0][0] == (1 if sig == signal.SIGINT else 128 + sig)
     wait_until("the command to be reaped", lambda: servers.ping(name)["running"] == "0")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP])
+def test_a_signal_the_client_ignores_the_command_ignores(servers: Warm, tmp_path: Path, sig: signal.Signals
+                                                         ) -> None:
+    """Started ignoring a signal (``nohup``, a background job), hif goes on when it is sent, warm or
+    plain; the command then ends on its own (here: its input ends, and is not a record)."""
+    repo = small_repo(servers, tmp_path)
+    servers.start(repo)
+    outcomes = []
+    for off in (False, True):
+        p, wfd, r = _blocked_reader(servers, repo, off, ignore=(sig,))
+        try:
+            p.send_signal(sig)
+            with pytest.raises(subprocess.TimeoutExpired):  # still running: the signal did nothing
+                p.wait(timeout=1)
+        finally:
+            os.close(wfd)
+            os.close(r)
+        out, err = p.communicate(timeout=60)
+        outcomes.append((p.returncode, out, err))
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0][0] == 1 and "interrupted" not in outcomes[0][2], outcomes[0]
 
 
 def test_a_client_that_goes_away_stops_its_command(servers: Warm, tmp_path: Path) -> None:

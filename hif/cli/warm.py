@@ -19,6 +19,7 @@ a second time here: if the server dies before reporting how it ended, that is an
 from __future__ import annotations
 
 import _blake2  # hashlib would load OpenSSL: ~3 ms (start-up time)
+import _signal  # the signal module imports enum (start-up time)
 import _socket  # the socket module imports enum and selectors: ~3 ms (start-up time)
 import os
 import stat
@@ -183,11 +184,13 @@ def encode(fields: list[bytes]) -> bytes:
 
 
 def request(name: str, kind: str, argv: list[str] | None = None) -> bytes:
-    """The payload of a request: key, kind, umask, the three streams' encodings and error handlers
-    (so the child's ``sys.stdout`` is this process's), argv and the environment."""
+    """The payload of a request: key, kind, umask, the forwarded signals this process ignores (as
+    ``nohup`` or a shell's background job sets them), the three streams' encodings and error
+    handlers (so the child's ``sys.stdout`` is this process's), argv and the environment."""
     mask = os.umask(0o077)
     os.umask(mask)
-    fields = [name.encode(), kind.encode(), b"%d" % mask]
+    ignored = b",".join(b"%d" % n for n in FORWARDED if _signal.getsignal(n) == _signal.SIG_IGN)
+    fields = [name.encode(), kind.encode(), b"%d" % mask, ignored]
     for stream in (sys.stdin, sys.stdout, sys.stderr):
         fields += [str(getattr(stream, "encoding", None) or "utf-8").encode(),
                    str(getattr(stream, "errors", None) or "strict").encode()]
@@ -220,6 +223,7 @@ def run(argv: list[str]) -> int | None:
         return None
     finally:
         os.close(dfd)
+    caught: list[int] = []
     try:
         try:
             payload = request(name, "run", argv)
@@ -250,11 +254,13 @@ def run(argv: list[str]) -> int | None:
     return 1
 
 
+_PREVIOUS: dict[int, object] = {}  # the handlers _forward_signals replaced
+
+
 def _forward_signals(s: _socket.socket | None) -> list[int]:
     """From now on Ctrl-C, SIGTERM, SIGHUP and SIGQUIT go to the command (through the server, which
-    knows its process group); returns the list of those caught. ``None``: the defaults again."""
-    import _signal  # (start-up time: the signal module imports enum)
-
+    knows its process group), unless this process ignores them; returns the list of those caught.
+    ``None``: the handlers as they were."""
     caught: list[int] = []
 
     def forward(signum: int, frame: object) -> None:
@@ -265,8 +271,12 @@ def _forward_signals(s: _socket.socket | None) -> list[int]:
             pass
 
     for signum in FORWARDED:
-        default = _signal.default_int_handler if signum == 2 else _signal.SIG_DFL
-        _signal.signal(signum, default if s is None else forward)
+        if s is None:
+            if signum in _PREVIOUS:
+                _signal.signal(signum, _PREVIOUS.pop(signum))  # type: ignore[arg-type]
+        elif _signal.getsignal(signum) != _signal.SIG_IGN:
+            _PREVIOUS[signum] = _signal.getsignal(signum)
+            _signal.signal(signum, forward)
     return caught
 
 

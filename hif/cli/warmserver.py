@@ -46,6 +46,7 @@ PREWARM = (  # modules commands import lazily, imported once here so no child pa
 class Request:
     kind: str
     umask: int
+    ignored: list[int]  # signals the client ignores: the command ignores them too
     streams: list[tuple[str, str]]  # (encoding, errors) of stdin, stdout, stderr
     argv: list[bytes]
     env: list[bytes]  # KEY=VALUE
@@ -270,6 +271,8 @@ class Server:
                 signal.signal(s, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.default_int_handler)
             signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # as the interpreter sets it at start-up
+            for s in req.ignored:  # as the client (nohup, a background job) ignores them
+                signal.signal(s, signal.SIG_IGN)
             for other in self.children.values():  # other clients' connections: theirs alone
                 other.close()
             self.listener.close()
@@ -356,12 +359,13 @@ def decode(payload: bytes, name: str) -> Request:
         if f[0].decode() != name:
             raise ServerRefused("another key")
         kind, umask = f[1].decode(), int(f[2])
-        streams = [(f[i].decode(), f[i + 1].decode()) for i in (3, 5, 7)]
-        argc = int(f[9])
-        argv, env = f[10:10 + argc], f[10 + argc:]
+        ignored = [int(n) for n in f[3].split(b",") if n]
+        streams = [(f[i].decode(), f[i + 1].decode()) for i in (4, 6, 8)]
+        argc = int(f[10])
+        argv, env = f[11:11 + argc], f[11 + argc:]
     except (IndexError, ValueError, UnicodeDecodeError):
         raise ServerRefused("bad request") from None
-    if len(argv) != argc or not 0 <= umask <= 0o777:
+    if len(argv) != argc or not 0 <= umask <= 0o777 or not set(ignored) <= set(warm.FORWARDED):
         raise ServerRefused("bad request")
     for enc, err in streams:
         try:
@@ -369,7 +373,7 @@ def decode(payload: bytes, name: str) -> Request:
             codecs.lookup_error(err)
         except LookupError:
             raise ServerRefused(f"unknown encoding {enc}/{err}") from None
-    return Request(kind, umask, streams, argv, env)
+    return Request(kind, umask, ignored, streams, argv, env)
 
 
 def main(name: str) -> None:
