@@ -41,7 +41,7 @@ def run_here() -> NoReturn:
 
         code = run(sys.argv[2:])
         if code is not None:  # printed, flushed and saved: skip the interpreter's teardown (freeing
-            os._exit(code)  # every object one by one costs a few ms after a large tree)
+            _exit(SystemExit(code))  # every object one by one costs a few ms after a large tree)
     run_cli()
 
 
@@ -68,11 +68,10 @@ def _exit(e: SystemExit) -> NoReturn:
     out: another thread still running, a code that is not a number, output that cannot be written,
     a profiler or tracer (``python -m cProfile -m hif``, coverage) that reports at the end."""
     code = 0 if e.code is None else e.code
-    import threading  # (already imported by click)
-
+    threading = sys.modules.get("threading")  # not imported (a quick status): no other thread
     quiet = sys.getprofile() is None and sys.gettrace() is None
-    if quiet and isinstance(code, int) and threading.active_count() == 1:
-        import atexit
+    if quiet and isinstance(code, int) and (threading is None or threading.active_count() == 1):
+        import atexit  # (a built-in module)
 
         atexit._run_exitfuncs()
         try:

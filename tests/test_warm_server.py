@@ -494,14 +494,16 @@ def test_server_killed_mid_command_is_an_error_never_a_second_run(servers: Warm,
     assert err.count("error:") == 2, err  # the command's own error once, then the client's: not run again
 
 
-def test_a_plain_command_starts_the_server_for_the_next_ones(servers: Warm, tmp_path: Path) -> None:
+@pytest.mark.parametrize("args", [["log", "-n", "1"], ["status"]], ids=["cli", "quick-status"])
+def test_a_plain_command_starts_the_server_for_the_next_ones(servers: Warm, tmp_path: Path, args: list[str]
+                                                             ) -> None:
     repo = small_repo(servers, tmp_path)
-    first = servers.hif("log", "-n", "1", cwd=repo)  # no server yet: the plain path, which starts one
+    first = servers.hif(*args, cwd=repo)  # no server yet: the plain path, which starts one as it ends
     assert first.stdout
     wait_until("the started server to answer", lambda: servers.running() != [])
     name = servers.sockets()[0].removesuffix(".sock")
     before = int(servers.ping(name)["served"])
-    assert servers.hif("log", "-n", "1", cwd=repo).stdout == first.stdout
+    assert servers.hif(*args, cwd=repo).stdout == first.stdout
     assert int(servers.ping(name)["served"]) == before + 1
     assert len(servers.running()) == 1  # one server however many commands found none
 
