@@ -72,7 +72,7 @@ class Server:
         self.listener.listen(128)
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(self.wake_w)
-        signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes select through the wakeup fd
+        signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes poll through the wakeup fd
         signal.signal(signal.SIGTERM, self._stop)
         for s in (signal.SIGINT, signal.SIGHUP):
             signal.signal(s, signal.SIG_IGN)
@@ -93,13 +93,18 @@ class Server:
                 self.close_listener()
             if not self.children and (self.stopping or now - self.last >= self.idle):
                 return
-            waits = [self.wake_r, *(c for p, c in self.children.items() if p not in self.gone)]
+            # poll, not select: any number of commands may be running (select stops at fd 1024)
+            waits: dict[int, socket.socket | None] = {self.wake_r: None}
+            waits.update((c.fileno(), c) for p, c in self.children.items() if p not in self.gone)
             if self.listener.fileno() >= 0:
-                waits.append(self.listener)
+                waits[self.listener.fileno()] = self.listener
+            poller = select.poll()
+            for fd in waits:
+                poller.register(fd, select.POLLIN)
             timeout = max(0.0, min(next_check, self.last + self.idle) - now)
-            ready, _, _ = select.select(waits, [], [], timeout)
-            for r in ready:
-                if r is self.wake_r:
+            for fd, _ in poller.poll(int(timeout * 1000) + 1):
+                r = waits[fd]
+                if r is None:
                     with contextlib.suppress(BlockingIOError):
                         os.read(self.wake_r, 512)
                 elif r is self.listener:
