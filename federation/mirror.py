@@ -25,11 +25,10 @@ from federation.errors import MirrorConflict, MirrorStuck
 from federation.layout import load_map
 from federation.net import CBOR_CAP, Fetcher, http_error
 from federation.settings import authority
-from hif.aio import together
 from hif.errors import CorruptObject, HifError, NotFound, PreconditionFailed, RemoteError
 from hif.forge.client import ObjectStreamReader
 from hif.mainline import log_key
-from hif.objects import DIR, EMPTY_TREE, check_stored, decode, digest, encode, pack, unpack
+from hif.objects import DIR, EMPTY_TREE, check_canonical, decode, digest, encode, pack, unpack
 from hif.repo import Repo
 from hif.store.base import ObjectStore
 
@@ -71,30 +70,40 @@ async def stuck(repo: Repo, position: int, cause: HifError) -> MirrorStuck:
     return err
 
 
-Take = Callable[[bytes, bytes, Any], Awaitable[None]]
+# what a verified object is handed on as: (id, stored bytes, kind, what a tree names with the
+# kind each entry says it is)
+Named = list[tuple[bytes, str]]
+Take = Callable[[bytes, bytes, str, Named], Awaitable[None]]
 
 
 _BLOB = b"\x82\x64blob"  # how a blob's canonical bytes begin: ["blob", <bytes>]
 
 
-def _verified(stored: bytes) -> tuple[bytes, Any]:
-    """(id, value) of an object as a peer sent it: a tree is checked whole (``check_stored``); a
-    blob is only hashed, its content not decoded again (a copy less of what may be large)."""
+def verify_object(stored: bytes, names: set[str] | None = None) -> tuple[bytes, str, Named]:
+    """(id, kind, named) of an object as a peer sent it, expanded and hashed once: a tree is checked
+    whole (``check_canonical``; ``names``: entry names already found safe) and its rows read once
+    for what they name; a blob is only hashed, its content not decoded again (a copy less of what
+    may be large)."""
     canonical = unpack(stored)
     if canonical[:6] == _BLOB and len(canonical) > 6 and canonical[6] >> 5 == 2:
         info = canonical[6] & 31
         extra = {24: 1, 25: 2, 26: 4, 27: 8}.get(info, 0) if info >= 24 else 0
         size = info if info < 24 else int.from_bytes(canonical[7 : 7 + extra], "big")
         if info <= 27 and 7 + extra + size == len(canonical):  # exactly one byte string
-            return digest(canonical), ("blob", None)
-    oid, _, value = check_stored(stored)
-    return oid, value
+            return digest(canonical), "blob", []
+    oid, value = check_canonical(canonical, names)
+    if value[0] == "tree":
+        return oid, "tree", [(row[2], "tree" if row[1] == DIR else "blob") for row in value[1]]
+    return oid, value[0], []
 
 
-async def stream_objects(fetcher: Fetcher, api: str, ids: Sequence[bytes], take: Take) -> None:
+async def stream_objects(
+    fetcher: Fetcher, api: str, ids: Sequence[bytes], take: Take, names: set[str] | None = None
+) -> None:
     """Objects by id from a node's object API (``<api>/objects/stream``, a CBOR sequence), each
-    verified and handed to ``take(id, stored, value)`` as it arrives: memory holds about one object,
-    never a whole answer, so a landing of any size comes through (batched by bytes, not by count)."""
+    verified and handed to ``take(id, stored, kind, named)`` as it arrives: memory holds about one
+    object, never a whole answer, so a landing of any size comes through (batched by bytes, not by
+    count). ``names``: tree entry names already found safe (see ``parse_tree_rows``)."""
     url = f"{api}/objects/stream"
     for i in range(0, len(ids), STREAM_IDS):
         batch = list(ids[i : i + STREAM_IDS])
@@ -107,14 +116,14 @@ async def stream_objects(fetcher: Fetcher, api: str, ids: Sequence[bytes], take:
             for oid, stored in reader.feed(chunk):
                 if oid not in asked or oid in got:
                     raise CorruptObject(f"the origin sent object {oid.hex()}, which was not asked for")
-                real, value = _verified(stored)
+                real, kind, named = verify_object(stored, names)
                 if real != oid:
                     raise CorruptObject(
                         f"the origin sent object {oid.hex()} whose bytes do not match its id "
                         "(hash mismatch)"
                     )
                 got.add(oid)
-                await take(oid, stored, value)
+                await take(oid, stored, kind, named)
 
         a = await fetcher.request(
             "POST",
@@ -161,19 +170,6 @@ async def _lacking(fetcher: Fetcher, api: str, ids: list[bytes], answer: Any) ->
     return http_error(answer, f"{api}/objects/stream")
 
 
-def _kinds_named(value: Any) -> list[tuple[bytes, str]]:
-    """What a tree says its entries are: a directory a tree, a file a blob."""
-    if value[0] == "tree":
-        return [(row[2], "tree" if row[1] == DIR else "blob") for row in value[1]]
-    return []
-
-
-def _children(value: Any) -> list[bytes]:
-    if value[0] == "tree":
-        return [row[2] for row in value[1]]
-    return []
-
-
 def snapshot_refs(canonical: bytes) -> list[bytes]:
     """Objects a snapshot refers to: the blobs of its writes and its checkpoint trees."""
     value = decode(canonical)[1]
@@ -197,14 +193,16 @@ async def closure(
     fetch: Callable[[list[bytes], Take], Awaitable[None]],
     known: set[bytes] | None = None,
     kinds: dict[bytes, str] | None = None,
-) -> list[tuple[bytes, bytes]]:
+) -> list[tuple[str, bytes]]:
     """Bring what the repository lacks of the objects reachable from ``roots``: ``fetch(ids,
-    take)`` hands over each object as it arrives. Leaves (blobs) are written at once, in batches of
-    at most ``FLUSH_BYTES``, so memory holds about one of them whatever the landing's size; trees
-    are kept (small) and returned, as stored, children before parents, for the caller to write
-    after everything they name (so a present tree always means a complete one, even after a crash
-    halfway through). ``kinds``: what some roots must be ("tree", "blob"); every object fetched
-    must also be what the tree naming it says (a file entry naming a tree, or junk, is refused)."""
+    take)`` hands over each object as it arrives. Leaves (blobs) are written in batches of about
+    ``FLUSH_BYTES`` as they come, so memory holds at most one batch whatever the landing's size;
+    trees are kept (small). Returned: the store items still to write, in order (the last blobs,
+    then the trees, children before parents), for the caller to write with what names them in one
+    batch (a present tree always means a complete one, even after a crash halfway through).
+    ``known``: objects the caller knows are stored or being written; what is brought is added to
+    it. ``kinds``: what some roots must be ("tree", "blob"); every object fetched must also be what
+    the tree naming it says (a file entry naming a tree, or junk, is refused)."""
     have = known if known is not None else set()
     expect: dict[bytes, str] = dict(kinds or {})  # what the objects naming an id say it is
     seen: dict[bytes, str] = {}  # what fetched objects are
@@ -214,12 +212,9 @@ async def closure(
     frontier = list(dict.fromkeys(roots))
     while frontier:
         asked = [oid for oid in frontier if oid not in have and oid not in trees and oid != EMPTY_TREE]
-        # all at once (a round trip, not one per object: a page of envelopes names hundreds)
-        exists = await together([repo.objects.has(oid) for oid in asked])
+        # one store call for all of them (a page of envelopes names thousands)
         missing = []
-        for oid, h in zip(asked, exists, strict=True):
-            if isinstance(h, BaseException):
-                raise h
+        for oid, h in zip(asked, await repo.objects.has_many(asked), strict=True):
             if h:
                 have.add(oid)
             else:
@@ -228,19 +223,21 @@ async def closure(
             break
         nxt: list[bytes] = []
 
-        async def take(oid: bytes, stored: bytes, value: Any, nxt: list[bytes] = nxt) -> None:
+        async def take(
+            oid: bytes, stored: bytes, kind: str, named: Named, nxt: list[bytes] = nxt
+        ) -> None:
             nonlocal held
             want = expect.get(oid)
-            if want is not None and value[0] != want:
-                raise CorruptObject(f"object {oid.hex()} from the origin is a {value[0]} where the "
+            if want is not None and kind != want:
+                raise CorruptObject(f"object {oid.hex()} from the origin is a {kind} where the "
                                     f"tree or record naming it says {want}")
-            seen[oid] = value[0]
-            for child, kind in _kinds_named(value):
-                if expect.setdefault(child, kind) != kind or seen.get(child, kind) != kind:
+            seen[oid] = kind
+            for child, says in named:
+                if expect.setdefault(child, says) != says or seen.get(child, says) != says:
                     raise CorruptObject(f"the origin's tree {oid.hex()} names object {child.hex()} "
-                                        f"as a {kind}, which it is not")
-            if value[0] == "tree":
-                kids = _children(value)
+                                        f"as a {says}, which it is not")
+            if kind == "tree":
+                kids = [child for child, _ in named]
                 trees[oid] = (stored, kids)
                 nxt += kids
                 return
@@ -253,12 +250,9 @@ async def closure(
                 held = 0
 
         await fetch(missing, take)
-        if pending:
-            await create_all(repo.store, pending)
-            pending.clear()
-            held = 0
         frontier = list(dict.fromkeys(nxt))
-    return children_first(trees)
+    have.update(trees)
+    return pending + [(repo.objects.key(oid), stored) for oid, stored in children_first(trees)]
 
 
 def children_first(trees: dict[bytes, tuple[bytes, list[bytes]]]) -> list[tuple[bytes, bytes]]:
@@ -337,8 +331,10 @@ async def apply(
         parent = e.record.tree
         expected += 1
 
+    names: set[str] = set()  # tree entry names found safe: each checked once, not once per tree
+
     async def fetch(ids: list[bytes], take: Take) -> None:
-        await stream_objects(fetcher, api, ids, take)
+        await stream_objects(fetcher, api, ids, take, names)
 
     roots: list[bytes] = []
     snapshots: dict[bytes, bytes] = {}
@@ -355,16 +351,15 @@ async def apply(
             roots += snapshot_refs(canonical)
     known: set[bytes] = set(snapshots)
     try:
-        trees = await closure(repo, roots, fetch, known, kinds)
+        items = await closure(repo, roots, fetch, known, kinds)
     except HifError as e:
         if len(fresh) == 1:
             raise await stuck(repo, fresh[0].position, e) from None
         # one at a time: those before the one that cannot be applied land, and the error names it
         return sum([await apply(repo, [one], fetcher, api, key_info) for one in fresh])
-    items: list[tuple[str, bytes]] = [(repo.objects.key(oid), stored) for oid, stored in trees]
-    for sid, canonical in snapshots.items():
-        if not await repo.objects.has(sid):
-            items.append((repo.objects.key(sid), pack(canonical)))
+    present = await repo.objects.has_many(list(snapshots))
+    items += [(repo.objects.key(sid), pack(canonical))
+              for (sid, canonical), there in zip(snapshots.items(), present, strict=True) if not there]
     for e in fresh:
         items.append((envelope_key(repo, e.position), e.wire))
         items.append((log_key(repo.prefix, e.position), e.record_bytes))

@@ -13,11 +13,11 @@ from federation import delivery
 from federation.envelope import check_landing, check_signature, seal, unseal
 from federation.errors import Refused
 from federation.identity import NodeKey
-from federation.mirror import closure
+from federation.mirror import closure, verify_object
 from federation.net import Fetcher
 from federation.settings import FedSettings, authority
 from hif.errors import CorruptObject, InvalidInput
-from hif.objects import DIR, FILE, Entry, blob_bytes, decode, digest, pack, tree_bytes
+from hif.objects import DIR, FILE, Entry, blob_bytes, digest, pack, tree_bytes
 from hif.repo import Repo
 from hif.store import EmbeddedStore
 
@@ -107,14 +107,16 @@ def test_closure_writes_children_before_parents(tmp_path: Path) -> None:
 
         async def fetch(ids: list[bytes], take: Any) -> None:
             for i in ids:
-                await take(i, pack(objects[i]), decode(objects[i]))
+                stored = pack(objects[i])
+                await take(i, stored, *verify_object(stored)[1:])
 
-        # blobs are written as they arrive; trees come back children before parents
-        order = [oid for oid, _ in await closure(repo, [digest(root)], fetch)]
-        assert order == [digest(sub), digest(root)]
-        for b in (b1, b2):
-            assert await repo.objects.get_canonical(digest(b)) == b
-        assert not await repo.objects.has(digest(root))  # the caller writes trees
+        # what is left to write comes back in order: the blobs, then trees children before parents
+        known: set[bytes] = set()
+        order = [key for key, _ in await closure(repo, [digest(root)], fetch, known)]
+        assert order == [repo.objects.key(digest(o)) for o in (b1, b2, sub, root)]
+        assert known == set(objects)  # what was brought, for the caller's next batch
+        for oid in objects:
+            assert not await repo.objects.has(oid)  # the caller writes them, with what names them
         await store.close()
 
     asyncio.run(go())
