@@ -14,6 +14,7 @@ different bytes it is refused and recorded, never overwritten. A position that c
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import time
@@ -36,6 +37,9 @@ STREAM_IDS = 50_000  # ids per objects/stream request (a node accepts 100,000)
 HAVE_IDS = 10_000  # ids per objects/have request (a node's limit)
 MAX_OBJECT = 128 << 20  # one stored object in a stream (a node takes uploads of 64 MiB)
 FLUSH_BYTES = 8 << 20  # blobs written to the store in batches of about this much
+CHUNK = 256  # positions whose objects are fetched and written together (see ``apply``)
+ENVELOPE_PAGE = 64  # envelopes a mirror keeps in one store key at most ...
+ENVELOPE_PAGE_BYTES = 256 << 10  # ... and bytes: a page ends after the envelope that reaches this
 CBOR_TYPE = "application/cbor"
 CBOR_SEQ = "application/cbor-seq"
 
@@ -49,7 +53,71 @@ def mirror_repo(store: ObjectStore, host: str, name: str) -> Repo:
 
 
 def envelope_key(repo: Repo, position: int) -> str:
+    """Where the envelopes ending at ``position`` are kept: a page of several (``envelope_pages``)
+    or, as mirrors written before pages were, the one envelope of that position."""
     return f"{repo.prefix}envelopes/{position:012d}"
+
+
+def envelope_pages(repo: Repo, landings: Sequence[Landing]) -> list[tuple[str, bytes]]:
+    """The envelopes of consecutive ``landings`` as store items: pages of at most
+    ``ENVELOPE_PAGE`` envelopes and about ``ENVELOPE_PAGE_BYTES``, each under the key of its last
+    position, holding ``{"first": position, "envelopes": [wire, ...]}``: a file per page, not per
+    position, while reading one position back stays a list and a read of one small page."""
+    pages: list[tuple[str, bytes]] = []
+    page: list[Landing] = []
+    size = 0
+    for i, e in enumerate(landings):
+        page.append(e)
+        size += len(e.wire)
+        if len(page) == ENVELOPE_PAGE or size >= ENVELOPE_PAGE_BYTES or i == len(landings) - 1:
+            body = {"first": page[0].position, "envelopes": [p.wire for p in page]}
+            pages.append((envelope_key(repo, e.position), encode(body)))
+            page, size = [], 0
+    return pages
+
+
+async def stored_envelopes(repo: Repo, start: int, stop: int) -> dict[int, bytes]:
+    """The envelopes the mirror keeps for positions ``start..stop`` (those it has), by position:
+    the pages whose last position is ``start`` or later, in order, until each position is found
+    (replicas that raced may have written overlapping pages: the first found wins; both are the
+    origin's bytes). At most one page more than positions is read, so a missing one costs little."""
+    prefix = f"{repo.prefix}envelopes/"
+    found: dict[int, bytes] = {}
+    want = stop - start + 1
+    after = envelope_key(repo, start - 1)
+    budget = want + 1
+    while len(found) < want and budget > 0:
+        keys = await repo.store.list_page(prefix, start_after=after, limit=16)
+        if not keys:
+            break
+        for key in keys:  # one page at a time: most ranges need one or two
+            for pos, wire in _page_envelopes(key[len(prefix):], await repo.store.get_or_none(key)):
+                if start <= pos <= stop:
+                    found.setdefault(pos, wire)
+            budget -= 1
+            if len(found) == want or budget == 0:
+                break
+        after = keys[-1]
+    return found
+
+
+def _page_envelopes(name: str, data: bytes | None) -> list[tuple[int, bytes]]:
+    """(position, wire) of what one key under ``envelopes/`` holds: a page, or one envelope (the
+    layout before pages); nothing when it is neither (the caller reports it as missing)."""
+    if data is None or not name.isdigit():
+        return []
+    try:
+        value = decode(data)
+    except CorruptObject:
+        return []
+    if isinstance(value, dict) and "payload" in value:  # one envelope, keyed by its position
+        return [(int(name), data)]
+    if not isinstance(value, dict):
+        return []
+    first, wires = value.get("first"), value.get("envelopes")
+    if not isinstance(first, int) or not isinstance(wires, list):
+        return []
+    return [(first + i, w) for i, w in enumerate(wires) if isinstance(w, bytes)]
 
 
 async def record_conflict(repo: Repo, position: int, wire: bytes, reason: str) -> None:
@@ -332,14 +400,63 @@ async def apply(
         expected += 1
 
     names: set[str] = set()  # tree entry names found safe: each checked once, not once per tree
+    known: set[bytes] = set()  # objects an earlier chunk brought (written, or being written)
 
     async def fetch(ids: list[bytes], take: Take) -> None:
         await stream_objects(fetcher, api, ids, take, names)
 
+    if key_info and (await read_sync(repo)).get("public") != key_info.get("public"):
+        await write_sync(repo, key_info)  # before the records: each one shows as verified at once
+    # a pipeline: while one chunk's records are written (the store's thread, mostly the kernel's
+    # work), the next chunk's objects are fetched and verified; each chunk is written only after the
+    # one before it, so the log never has a hole
+    writing: asyncio.Task[None] | None = None
+    applied = 0
+    try:
+        for at in range(0, len(fresh), CHUNK):
+            chunk = fresh[at : at + CHUNK]
+            try:
+                items = await _bring(repo, chunk, fetch, known)
+            except HifError as e:
+                if writing is not None:
+                    await writing
+                    applied, writing = at, None
+                if len(fresh) - at == 1:
+                    raise await stuck(repo, chunk[0].position, e) from None
+                # one at a time: those before the one that cannot be applied land, and the error
+                # names it
+                return applied + sum([await apply(repo, [one], fetcher, api, {}) for one in fresh[at:]])
+            if writing is not None:
+                await writing
+                applied = at
+            writing = asyncio.create_task(_write(repo, chunk, items))
+        assert writing is not None
+        await writing
+        writing = None
+    finally:
+        if writing is not None:  # an error or a cancellation above: nobody waits for it any more
+            writing.cancel()
+            with contextlib.suppress(BaseException):
+                await writing
+    last = fresh[-1].position
+    await repo.mainline.advance_hint(last)
+    await write_sync(repo, {"head": last, "last_sync": time.time(), "error": None})
+    return len(fresh)
+
+
+async def _bring(
+    repo: Repo,
+    chunk: list[Landing],
+    fetch: Callable[[list[bytes], Take], Awaitable[None]],
+    known: set[bytes],
+) -> list[tuple[str, bytes]]:
+    """Fetch what ``chunk``'s landings need that neither the mirror nor ``known`` has, and return
+    everything to write for them, in order: objects (children before parents), snapshots,
+    envelopes, records, then the sessions' state markers (as landing writes them)."""
     roots: list[bytes] = []
     snapshots: dict[bytes, bytes] = {}
     kinds: dict[bytes, str] = {}
-    for e in fresh:
+    for e in chunk:
         roots.append(e.record.tree)
         kinds[e.record.tree] = "tree"
         for s in e.record.sessions:
@@ -347,43 +464,32 @@ async def apply(
             roots += files
             kinds.update(dict.fromkeys(files, "blob"))
         for sid, canonical in e.snapshots.items():
-            snapshots[sid] = canonical
+            if sid not in known:
+                snapshots[sid] = canonical
             roots += snapshot_refs(canonical)
-    known: set[bytes] = set(snapshots)
-    try:
-        items = await closure(repo, roots, fetch, known, kinds)
-    except HifError as e:
-        if len(fresh) == 1:
-            raise await stuck(repo, fresh[0].position, e) from None
-        # one at a time: those before the one that cannot be applied land, and the error names it
-        return sum([await apply(repo, [one], fetcher, api, key_info) for one in fresh])
+    known.update(snapshots)
+    items = await closure(repo, roots, fetch, known, kinds)
     present = await repo.objects.has_many(list(snapshots))
     items += [(repo.objects.key(sid), pack(canonical))
               for (sid, canonical), there in zip(snapshots.items(), present, strict=True) if not there]
-    for e in fresh:
-        items.append((envelope_key(repo, e.position), e.wire))
-        items.append((log_key(repo.prefix, e.position), e.record_bytes))
-    for e in fresh:  # the sessions' state markers, after the records (as landing writes them)
+    items += envelope_pages(repo, chunk)
+    items += [(log_key(repo.prefix, e.position), e.record_bytes) for e in chunk]
+    for e in chunk:
         for s in e.record.sessions:
-            items.append(
-                (
-                    f"{repo.prefix}sessions/{s.session}/state",
-                    encode({"state": "landed", "position": e.position, "snapshot": s.snapshot}),
-                )
-            )
-    if key_info and (await read_sync(repo)).get("public") != key_info.get("public"):
-        await write_sync(repo, key_info)  # before the records: each one shows as verified at once
+            state = {"state": "landed", "position": e.position, "snapshot": s.snapshot}
+            items.append((repo.sessions.state_key(s.session), encode(state)))
+    return items
+
+
+async def _write(repo: Repo, chunk: list[Landing], items: list[tuple[str, bytes]]) -> None:
+    """Write one chunk's items in one batch; a racing replica may have written its records: they
+    must be these very bytes (read back in one call)."""
     await create_all(repo.store, items)
-    # a racing replica may have written them: they must be these very bytes (read in one call)
-    written = await repo.store.get_many([log_key(repo.prefix, e.position) for e in fresh])
-    for e, held in zip(fresh, written, strict=True):
+    written = await repo.store.get_many([log_key(repo.prefix, e.position) for e in chunk])
+    for e, held in zip(chunk, written, strict=True):
         if held != e.record_bytes:
             await record_conflict(repo, e.position, e.wire, "lost a race to other bytes")
             raise MirrorConflict(f"refused: position {e.position} was written with other bytes")
-    last = fresh[-1].position
-    await repo.mainline.advance_hint(last)
-    await write_sync(repo, {"head": last, "last_sync": time.time(), "error": None})
-    return len(fresh)
 
 
 async def write_sync(repo: Repo, update: dict[str, Any]) -> None:
