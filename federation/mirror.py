@@ -52,6 +52,11 @@ def mirror_repo(store: ObjectStore, host: str, name: str) -> Repo:
     return Repo(store, name, prefix=mirror_prefix(host, name))
 
 
+def origin_of(repo: Repo) -> str:
+    """The host a mirrored repository comes from ("" for a repository of this node's own)."""
+    return repo.prefix.split("/")[1] if repo.prefix.startswith("mirrors/") else ""
+
+
 def envelope_key(repo: Repo, position: int) -> str:
     """Where the envelopes ending at ``position`` are kept: a page of several (``envelope_pages``)
     or, as mirrors written before pages were, the one envelope of that position."""

@@ -7,11 +7,13 @@ A merge landing made by the git import holds the commits it brought in as iterat
 with their trees and commit data); a line the merge brought in is followed through those iterations
 to the commit that wrote it, instead of being blamed on the merge.
 
-Cost: each step diffs two versions of the file after dropping their common head and tail (in C, via
-list comparison), so a commit that changes a few lines of a big file costs a few lines of
-``SequenceMatcher``. A :class:`BlameCache` (content-addressed: a result is keyed by the file's path
-and the exact landing record that last changed it, so it never goes stale) lets a later blame stop
-at the first record whose blame is known, and reuse it.
+Cost: each step diffs two versions of the file, asked only for the lines still open (a region of
+the diff holding none is not matched), looping once per changed place rather than per line, so a
+commit that changes a few lines of a big file costs a few slice comparisons and one count of its
+unique lines. Each version is read once; one whose blob is the one before's costs no diff. A
+:class:`BlameCache` (content-addressed: a result is keyed by the file's path and the exact landing
+record that last changed it, so it never goes stale) lets a later blame stop at the first record
+whose blame is known, and reuse it.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from __future__ import annotations
 import bisect
 import difflib
 import hashlib
-from collections import Counter
+import operator
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from itertools import compress, islice
 from typing import Any, Protocol
 
 from hif.errors import CorruptObject, InvalidInput, NotFound
@@ -119,17 +123,32 @@ def _common_tail(a: Sequence[Any], a0: int, a1: int, b: Sequence[Any], b0: int, 
     return k
 
 
-def kept_lines(before: Sequence[Any], after: Sequence[Any]) -> list[Block]:
+def kept_lines(before: Sequence[Any], after: Sequence[Any],
+               wanted: Sequence[tuple[int, int]] | None = None) -> list[Block]:
     """The lines a diff keeps, as blocks ``(i, j, n)``: ``after[j:j+n] == before[i:i+n]``, in order.
 
     A patience diff (as ``git diff --patience``): common head and tail first, then the lines that
     occur once on each side, in the longest increasing run, anchor the match, and the regions between
     anchors are matched the same way. A region with no such line is left to ``SequenceMatcher`` only
-    when small, so one step costs about O(n log n), not ``SequenceMatcher``'s O(n*m) on big changes."""
+    when small, so one step costs about O(n log n), not ``SequenceMatcher``'s O(n*m) on big changes.
+
+    ``wanted`` (sorted, disjoint ``(start, end)`` ranges of ``after``'s lines) limits the work to
+    those lines: how a region between anchors matches depends on that region alone, so a region or
+    an anchor holding no wanted line is skipped, and the blocks over wanted lines are exactly the
+    ones the whole diff gives (blocks elsewhere may be left out). Blame asks only for its open lines."""
     blocks: list[Block] = []
+    starts = [s for s, _ in wanted] if wanted is not None else []
+    ends = [e for _, e in wanted] if wanted is not None else []
     todo = [(0, len(before), 0, len(after))]
     while todo:
         a0, a1, b0, b1 = todo.pop()
+        if a1 - a0 == b1 - b0 and before[a0:a1] == after[b0:b1]:  # the usual gap between anchors
+            blocks.append((a0, b0, a1 - a0))
+            continue
+        if wanted is not None:
+            w = bisect.bisect_right(ends, b0)  # the first wanted range ending after b0
+            if w == len(ends) or starts[w] >= b1:
+                continue
         head = _common_head(before, a0, a1, after, b0, b1)
         if head:
             blocks.append((a0, b0, head))
@@ -140,25 +159,39 @@ def kept_lines(before: Sequence[Any], after: Sequence[Any]) -> list[Block]:
             blocks.append((a1, b1, tail))
         if a0 == a1 or b0 == b1:
             continue
-        anchors = _unique_run(before, a0, a1, after, b0, b1)
-        if not anchors:
+        if wanted is not None:  # the wanted lines may all have been in the head or the tail
+            w = bisect.bisect_right(ends, b0)
+            if w == len(ends) or starts[w] >= b1:
+                continue
+        xs, ys = _unique_run(before, a0, a1, after, b0, b1)
+        if not xs:
             if a1 - a0 <= SMALL and b1 - b0 <= SMALL:
                 sm = difflib.SequenceMatcher(None, before[a0:a1], after[b0:b1], autojunk=False)
                 blocks += [(a0 + x.a, b0 + x.b, x.size) for x in sm.get_matching_blocks() if x.size]
             continue
-        pa, pb = a0, b0
-        for x, y in anchors:
-            if x == pa and y == pb and blocks and blocks[-1][0] + blocks[-1][2] == x \
-                    and blocks[-1][1] + blocks[-1][2] == y:
-                bx, by, bn = blocks[-1]  # the anchor right after the last one: one longer block
-                blocks[-1] = (bx, by, bn + 1)
-            else:
-                blocks.append((x, y, 1))
-                if x > pa and y > pb:  # a region with lines on both sides: match it in turn
-                    todo.append((pa, x, pb, y))
-            pa, pb = x + 1, y + 1
-        if a1 > pa and b1 > pb:
-            todo.append((pa, a1, pb, b1))
+        # From each anchor, the lines equal on both sides run on (found by galloping, in C) to the
+        # next difference: that is the anchor's block together with the anchors and the equal gaps
+        # after it, as matching each gap in turn would give; the next anchor past it closes the gap
+        # left to match. So the loop goes once per changed place, not once per anchor.
+        n, done = len(xs), -1  # done: the first anchor (-1: the region's start) not walked yet
+        for s, e in ([(b0, b1)] if wanted is None else zip(starts[w:], ends[w:], strict=True)):
+            if s >= b1:
+                break
+            k = max(bisect.bisect_left(ys, s) - 1, done)  # the anchor before the range's first line
+            while k < n:
+                if k < 0:
+                    ea, eb = a0, b0
+                else:
+                    x, y = xs[k], ys[k]
+                    run = _common_head(before, x, a1, after, y, b1)
+                    blocks.append((x, y, run))
+                    ea, eb = x + run, y + run
+                k = done = bisect.bisect_left(ys, eb, max(k + 1, 0))
+                na, nb = (xs[k], ys[k]) if k < n else (a1, b1)
+                if na > ea and nb > eb:  # a region with lines on both sides: match it in turn
+                    todo.append((ea, na, eb, nb))
+                if nb >= e:
+                    break
     blocks.sort(key=lambda blk: blk[1])
     merged: list[Block] = []
     for x, y, n in blocks:  # neighbours from different regions (a head after an anchor) join too
@@ -169,21 +202,31 @@ def kept_lines(before: Sequence[Any], after: Sequence[Any]) -> list[Block]:
     return merged
 
 
-def _unique_run(a: Sequence[Any], a0: int, a1: int, b: Sequence[Any], b0: int, b1: int) -> list[tuple[int, int]]:
-    """The lines that occur exactly once in ``a[a0:a1]`` and in ``b[b0:b1]``, as (i, j) pairs in the
-    longest run increasing on both sides."""
+def _once(lines: Sequence[Any]) -> set[Any]:
+    """The lines that occur once in ``lines``, counted and picked in C rather than line by line."""
+    counts = Counter(lines)
+    return set(compress(counts, map((1).__eq__, counts.values())))
+
+
+def _unique_run(a: Sequence[Any], a0: int, a1: int, b: Sequence[Any], b0: int, b1: int) -> tuple[list[int], list[int]]:
+    """The lines that occur exactly once in ``a[a0:a1]`` and in ``b[b0:b1]``, in the longest run
+    increasing on both sides: their positions in ``a`` and in ``b``, in order."""
     part_a, part_b = a[a0:a1], b[b0:b1]
-    once_a = {x for x, c in Counter(part_a).items() if c == 1}  # counted in C, not line by line
-    common = once_a & {x for x, c in Counter(part_b).items() if c == 1}
+    common = _once(part_a) & _once(part_b)
     if not common:
-        return []
-    at_a, at_b = dict(zip(part_a, range(a0, a1), strict=True)), dict(zip(part_b, range(b0, b1), strict=True))
-    pairs = sorted((at_b[x], at_a[x]) for x in common)
+        return [], []
+    # their positions, picked in C: in b in order, in a through a map of the common lines only
+    ys = list(compress(range(b0, b1), map(common.__contains__, part_b)))
+    where = list(compress(range(a0, a1), map(common.__contains__, part_a)))
+    at_a = dict(zip(map(a.__getitem__, where), where, strict=True))
+    xs = list(map(at_a.__getitem__, map(b.__getitem__, ys)))
+    if all(map(operator.lt, xs, islice(xs, 1, None))):  # nothing moved (the usual case): all of them
+        return xs, ys
     # longest increasing subsequence of the a-positions (patience sorting, with back links)
     tails: list[int] = []
     tail_idx: list[int] = []
-    back = [-1] * len(pairs)
-    for k, (_, i) in enumerate(pairs):
+    back = [-1] * len(xs)
+    for k, i in enumerate(xs):
         pos = bisect.bisect_left(tails, i)
         if pos == len(tails):
             tails.append(i)
@@ -191,13 +234,13 @@ def _unique_run(a: Sequence[Any], a0: int, a1: int, b: Sequence[Any], b0: int, b
         else:
             tails[pos], tail_idx[pos] = i, k
         back[k] = tail_idx[pos - 1] if pos else -1
-    out: list[tuple[int, int]] = []
+    out: list[int] = []
     k = tail_idx[-1] if tail_idx else -1
     while k >= 0:
-        out.append((pairs[k][1], pairs[k][0]))
+        out.append(k)
         k = back[k]
     out.reverse()
-    return out
+    return [xs[k] for k in out], [ys[k] for k in out]
 
 
 def _lines(data: bytes) -> list[bytes]:
@@ -214,11 +257,20 @@ def _follow(cur: list[Run], blocks: list[Block]) -> tuple[list[Run], list[Run]]:
     keeps (as they were: the change wrote them). Costs the runs and blocks, not the lines."""
     kept: list[Run] = []
     dropped: list[Run] = []
-    k = 0
-    for v, o, n in cur:
+    k = i = 0
+    while i < len(cur):
+        v, o, n = cur[i]
         end = v + n
         while k < len(blocks) and blocks[k][1] + blocks[k][2] <= v:
             k += 1
+        if k < len(blocks) and blocks[k][1] <= v and end <= blocks[k][1] + blocks[k][2]:
+            # the usual case: this run and the ones after it lie inside one block, moved as one
+            a, b, size = blocks[k]
+            last, d = bisect.bisect_right(cur, b + size, i, key=_run_end), a - b
+            kept += [(x + d, y, m) for x, y, m in cur[i:last]]
+            i = last
+            continue
+        i += 1
         at, j = v, k
         while at < end:
             if j < len(blocks) and blocks[j][1] < end:
@@ -237,21 +289,61 @@ def _follow(cur: list[Run], blocks: list[Block]) -> tuple[list[Run], list[Run]]:
     return kept, dropped
 
 
+def _run_end(run: Run) -> int:
+    return run[0] + run[2]
+
+
+def _wanted(cur: list[Run]) -> list[tuple[int, int]]:
+    """The lines of the open runs as sorted, disjoint ``(start, end)`` ranges (what
+    :func:`kept_lines` is asked for)."""
+    out: list[tuple[int, int]] = []
+    for v, _, n in sorted(cur):
+        if out and out[-1][1] >= v:
+            out[-1] = (out[-1][0], max(out[-1][1], v + n))
+        else:
+            out.append((v, v + n))
+    return out
+
+
 def _own_all(cur: list[Run], owner: list[Owner | None], who: Owner) -> None:
     for _, o, n in cur:
         owner[o:o + n] = [who] * n
 
 
+KEEP_VERSIONS = 16  # a blame keeps this many versions' lines at most (a merge's commits revisit them)
+
+
 class _Blamer:
     def __init__(self, repo: Repo, path: str, offload: Offload) -> None:
         self.repo, self.db, self.path, self.offload = repo, repo.objects, path, offload
+        self.oids: dict[bytes, bytes | None] = {}  # tree -> the file's blob id in it (or None)
+        self.texts: OrderedDict[bytes, list[bytes]] = OrderedDict()  # blob id -> lines, the latest few
+
+    async def oid_in(self, tree: bytes) -> bytes | None:
+        """The file's blob id in ``tree`` (None when absent); a merged-in commit's tree is often one
+        the mainline walk looked in already."""
+        if tree not in self.oids:
+            entry = await lookup_file(self.db, tree, self.path)
+            self.oids[tree] = entry.oid if entry is not None else None
+        return self.oids[tree]
+
+    async def lines_of(self, oid: bytes | None) -> list[bytes]:
+        """The lines of blob ``oid`` (none for an absent file), read and split once per blame."""
+        if oid is None:
+            return []
+        got = self.texts.get(oid)
+        if got is None:
+            got = self.texts[oid] = _lines(await self.db.get_blob(oid))
+            if len(self.texts) > KEEP_VERSIONS:
+                self.texts.popitem(last=False)
+        else:
+            self.texts.move_to_end(oid)
+        return got
 
     async def version(self, tree: bytes) -> tuple[bytes | None, list[bytes]]:
         """The file's blob id in ``tree`` and its lines (None and none when it is absent)."""
-        entry = await lookup_file(self.db, tree, self.path)
-        if entry is None:
-            return None, []
-        return entry.oid, _lines(await self.db.get_blob(entry.oid))
+        oid = await self.oid_in(tree)
+        return oid, await self.lines_of(oid)
 
     async def merged_in(self, rec: LandingRecord, version: list[bytes], cur: list[Run],
                         owner: list[Owner | None], who: Owner) -> None:
@@ -283,17 +375,17 @@ class _Blamer:
                     continue
                 seen.add(p)
                 tree, grand, p_owner = commits[p]
-                entry = await lookup_file(self.db, tree, self.path)
-                if entry is None:
+                p_oid = await self.oid_in(tree)
+                if p_oid is None:
                     continue
-                if entry.oid == oid:  # a commit that left the file alone costs no diff
+                if p_oid == oid:  # a commit that left the file alone costs no diff
                     kept, cur = cur, []
                     older = version
                 else:
-                    older = _lines(await self.db.get_blob(entry.oid))
-                    kept, cur = _follow(cur, await self.offload(kept_lines, older, version))
+                    older = await self.lines_of(p_oid)
+                    kept, cur = _follow(cur, await self.offload(kept_lines, older, version, _wanted(cur)))
                 if kept:
-                    stack.append((grand, p_owner, entry.oid, older, kept))
+                    stack.append((grand, p_owner, p_oid, older, kept))
             _own_all(cur, owner, who)  # what no parent in the session has: this commit wrote it
 
     async def run(self, at: int, cache: BlameCache | None) -> tuple[list[bytes], list[Owner]]:
@@ -301,6 +393,7 @@ class _Blamer:
         entry = await lookup_file(self.db, tree, self.path)
         if entry is None:
             raise NotFound(f"no file {self.path} at position {at}")
+        oid: bytes | None = entry.oid
         data = await self.db.get_blob(entry.oid)
         if is_binary(data):
             raise InvalidInput(f"{self.path} is a binary file; blame works on text")
@@ -333,12 +426,14 @@ class _Blamer:
             commit = meta.get("commit", "") if isinstance(meta, dict) else ""
             who: Owner = (rec.position, sess.session, sess.goal, sess.author,
                           commit if isinstance(commit, str) else "", 0)
-            _, before = await self.version(rec.parent_tree)
-            blocks = await self.offload(kept_lines, before, version)
+            before_oid, before = await self.version(rec.parent_tree)
+            if before_oid == oid:  # the same bytes (a record that left them as they were): no diff
+                continue
+            blocks = await self.offload(kept_lines, before, version, _wanted(cur))
             cur, brought = _follow(cur, blocks)
             if brought:
                 await self.merged_in(rec, version, brought, owner, who)
-            version = before
+            version, oid = before, before_oid
         out = [o or NOBODY for o in owner]
         if cache is not None and first is not None:
             cache.put(cache_key(self.repo, self.path, first), _dump(out))

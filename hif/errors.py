@@ -70,6 +70,17 @@ class BadQuery(InvalidInput):
     what to change, never passed to the index as it is (400, exit 1)."""
 
 
+class Ambiguous(InvalidInput):
+    """A short id names more than one thing (a git commit prefix shared by several commits): the
+    caller gives more characters; ``candidates`` lists what it could mean (409, exit 1)."""
+
+    http_status = 409
+
+    def __init__(self, message: str, candidates: list[dict[str, object]] | None = None) -> None:
+        super().__init__(message)
+        self.candidates = candidates or []
+
+
 class NotARepository(HifError):
     """The directory is not inside a hif working copy."""
 

@@ -18,6 +18,11 @@ in a goal or a decision above one in the conversation:
 Pieces inside a column are joined by newlines (newlines inside a piece become spaces), and the
 ``seq`` of the event each piece came from is kept beside the row, so a hit links to the exact event.
 
+Beside the text, the index maps git commit ids to landings (``commits``): each landing that ``hif
+import git`` made names its commit, and each commit a merge brought in is one of its iterations.
+:meth:`SearchIndex.commits` finds them by a prefix of at least :data:`MIN_COMMIT` hex digits, and
+each row says whether ``hif export git`` writes that commit back with the same id (``exact``).
+
 A user's query is never handed to FTS5 as written: :func:`fts_expression` reads words, ``"phrases"``
 and ``prefix*`` terms and writes a safe expression of quoted strings, or raises :class:`BadQuery`.
 """
@@ -31,19 +36,19 @@ import re
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hif.aio import together
-from hif.errors import BadQuery, CorruptObject, IndexDamaged, NotFound
+from hif.errors import Ambiguous, BadQuery, CorruptObject, IndexDamaged, NotFound
 from hif.mainline import LandingRecord
 from hif.objects import decode
 from hif.repo import Repo
 from hif.session import SEQ_WIDTH
 
-SCHEMA = 1
+SCHEMA = 2  # 2: git commit ids (an index of version 1 is started anew and filled again)
 KINDS = ("goal", "conversation", "decision", "rejected", "path")
 # BM25 column weights, in KINDS order: goals and decisions count most, file paths least
 WEIGHTS = (5.0, 1.0, 3.0, 2.0, 0.5)
@@ -62,9 +67,13 @@ MAX_PATHS = 2000  # file paths indexed per session
 BATCH = 256  # landing records read and written per transaction while catching up
 OPEN_CAP = 1000  # open sessions indexed per repository (newest first)
 SNIPPET_WORDS = 30  # words of context in a snippet
+MIN_COMMIT = 7  # hex digits of a git commit id looked up (git's own shortest abbreviation)
+MAX_COMMIT = 64  # hex digits of a whole SHA-256 commit id (SHA-1: 40)
+COMMIT_CHOICES = 10  # commits listed when a prefix is ambiguous
 _HL_OPEN, _HL_CLOSE = "\x02", "\x03"
 _WORD = re.compile(r"\w+")
 _TERM = re.compile(r'"([^"]*)"|([^\s"]+)')
+_HEX = re.compile(r"[0-9a-f]+")
 
 
 # -- queries ----------------------------------------------------------------------------------------
@@ -266,6 +275,113 @@ def landed_doc(rec: LandingRecord, index: int, snapshot: Any) -> Doc:
     return doc
 
 
+# -- git commits ------------------------------------------------------------------------------------
+
+
+@dataclass
+class CommitHit:
+    """A git commit found: the landing it became (``iteration`` 0) or the iteration of a merge's
+    landing it was brought in as (1, 2, ...), and whether ``hif export git`` writes it back with
+    this same id (``exact``)."""
+
+    commit: str
+    position: int
+    session: str
+    iteration: int
+    exact: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"commit": self.commit, "position": self.position, "session": self.session,
+                "iteration": self.iteration, "exact": self.exact}
+
+
+def commit_prefix(text: Any) -> str:
+    """A git commit id (or its first digits) as the index holds it, lower case; a BadQuery saying
+    what is wrong otherwise (not hex, too short, too long)."""
+    if not isinstance(text, str) or not text:
+        raise BadQuery("give a git commit id (hex digits)")
+    t = text.lower()
+    if not _HEX.fullmatch(t):
+        raise BadQuery(f"{text[:80]!r} is not a git commit id: it is hex digits (0-9, a-f)")
+    if len(t) < MIN_COMMIT:
+        raise BadQuery(f"{t} is too short for a git commit id: give at least {MIN_COMMIT} hex digits")
+    if len(t) > MAX_COMMIT:
+        raise BadQuery(f"a git commit id has at most {MAX_COMMIT} hex digits, not {len(t)}")
+    return t
+
+
+def one_commit(hits: Sequence[CommitHit], prefix: str, where: str) -> CommitHit:
+    """The one commit of ``hits`` (what :meth:`SearchIndex.commits` found for ``prefix`` in
+    ``where``): NotFound when there is none, Ambiguous listing them when there are several."""
+    if not hits:
+        raise NotFound(f"no git commit {prefix} in {where} (only history imported from git has commit ids)")
+    if len(hits) > 1:
+        listed = hits[:COMMIT_CHOICES]
+        more = len(hits) > COMMIT_CHOICES
+        raise Ambiguous(
+            f"{prefix} is the start of {'more than ' if more else ''}{len(listed)} git commits in {where}: "
+            + ", ".join(f"{h.commit[:12]} (position {h.position})" for h in listed)
+            + ("…" if more else "") + "; give more digits",
+            [h.to_json() for h in listed])
+    return hits[0]
+
+
+def _git_id(value: Any) -> str | None:
+    """A commit id as stored data names it, lower case; None when it is not one."""
+    if isinstance(value, str) and MIN_COMMIT <= len(value) <= MAX_COMMIT:
+        v = value.lower()
+        if _HEX.fullmatch(v):
+            return v
+    return None
+
+
+def commit_rows(rec: LandingRecord, snapshot: Any, exact_of: Callable[[str], bool]) -> list[CommitHit]:
+    """The git commits a landing record came from, in the order ``hif export git`` writes them: the
+    commits its merge brought in (its checkpoints), then its own. ``exact_of`` says whether an
+    earlier commit is written back with its id (False for one never seen).
+
+    A commit is exact when the importer found that git dropped nothing from it (its kept data
+    says ``exact``: it checked the rebuilt commit's hash; older imports do not say, so are not
+    claimed) and the exporter's rule (:mod:`hif.git.exporter`) keeps it: only a record of one
+    session with ``extra["git"]`` is rebuilt from its commit (a snapshot that does not read: none),
+    with the parents it names only when each was itself written back with its id (else the
+    exporter gives it other parents, so another id)."""
+    meta = rec.extra.get("git")
+    own = _git_id(meta.get("commit")) if isinstance(meta, dict) else None
+    if own is None or not rec.sessions:
+        return []
+    assert isinstance(meta, dict)
+    sid = rec.sessions[0].session
+    rebuilt = len(rec.sessions) == 1 and isinstance(snapshot, dict)
+    here: dict[str, bool] = {}
+
+    def exact(kept: dict[str, Any]) -> bool:
+        parents = kept.get("parents", [])
+        if kept.get("exact") is not True or not isinstance(parents, list):
+            return False
+        for p in parents:
+            pid = _git_id(p)
+            if pid is None or not (here[pid] if pid in here else exact_of(pid)):
+                return False
+        return True
+
+    out: list[CommitHit] = []
+    events = snapshot.get("events") if rebuilt else None
+    iteration = 0
+    for e in events if isinstance(events, list) else ():
+        if not isinstance(e, dict) or e.get("type") != "checkpoint":
+            continue
+        iteration += 1
+        side = e.get("git")
+        cid = _git_id(side.get("commit")) if isinstance(side, dict) else None
+        if cid is None:
+            continue
+        here[cid] = exact(side)
+        out.append(CommitHit(cid, rec.position, sid, iteration, here[cid]))
+    out.append(CommitHit(own, rec.position, sid, 0, rebuilt and exact(meta)))
+    return out
+
+
 # -- the index ------------------------------------------------------------------------------------------
 
 
@@ -280,6 +396,9 @@ create table if not exists docs (
     seqs text not null, seen integer not null default -1);
 create unique index if not exists docs_session on docs (repo, session);
 create index if not exists docs_state on docs (repo, state);
+create table if not exists commits (
+    repo integer not null, id text not null, position integer not null, session text not null,
+    iteration integer not null, exact integer not null, primary key (repo, id)) without rowid;
 create virtual table if not exists fts using fts5 (
     {", ".join(KINDS)}, tokenize = 'porter unicode61 remove_diacritics 2');
 """
@@ -375,7 +494,7 @@ class SearchIndex:
         return int(row[0]), int(row[1]), row[2]
 
     def _write(self, rid: int, docs: Sequence[Doc], position: int | None = None,
-               tree: bytes | None = None) -> None:
+               tree: bytes | None = None, commits: Sequence[CommitHit] = ()) -> None:
         db = self.db
         db.execute("begin immediate")
         try:
@@ -390,6 +509,9 @@ class SearchIndex:
                     (rid, d.session, d.state, d.position, d.time, d.author, d.role, d.goal, d.seqs(), d.seen))
                 db.execute(f"insert into fts (rowid, {', '.join(KINDS)}) values (?, ?, ?, ?, ?, ?)",
                            (cur.lastrowid, *d.columns()))
+            # a commit id claimed twice (only a forged history could): the first landing keeps it
+            db.executemany("insert or ignore into commits values (?, ?, ?, ?, ?, ?)",
+                           [(rid, c.commit, c.position, c.session, c.iteration, int(c.exact)) for c in commits])
             if position is not None:
                 db.execute("update repos set position = ?, tree = ? where id = ? and position < ?",
                            (position, tree, rid, position))
@@ -406,6 +528,7 @@ class SearchIndex:
         self.db.execute("begin immediate")
         self.db.execute("delete from fts where rowid in (select id from docs where repo = ?)", row)
         self.db.execute("delete from docs where repo = ?", row)
+        self.db.execute("delete from commits where repo = ?", row)
         self.db.execute("delete from repos where id = ?", row)
         self.db.execute("commit")
 
@@ -427,18 +550,35 @@ class SearchIndex:
         head = await repo.mainline.head(done or None) if done else await repo.mainline.head()
         added = 0
         pos = done
+        known: dict[str, bool] = {}  # the batch's commits, not written yet: exact or not
+
+        def exact_of(cid: str) -> bool:
+            return known[cid] if cid in known else self._exact(rid, cid)
+
         while pos < head:
             last = min(head, pos + batch)
             records = await _all([repo.mainline.record(p) for p in range(pos + 1, last + 1)])
             pairs = [(rec, i) for rec in records for i in range(len(rec.sessions))]
             snaps = await together([repo.objects.get_value("snapshot", rec.sessions[i].snapshot)
                                     for rec, i in pairs])
-            docs = [landed_doc(rec, i, None if isinstance(snap, BaseException) else snap)
-                    for (rec, i), snap in zip(pairs, snaps, strict=True)]
-            self._write(rid, docs, last, records[-1].tree)
+            snaps = [None if isinstance(snap, BaseException) else snap for snap in snaps]
+            docs = [landed_doc(rec, i, snap) for (rec, i), snap in zip(pairs, snaps, strict=True)]
+            first = {rec.position: snap for (rec, i), snap in zip(pairs, snaps, strict=True) if i == 0}
+            commits: list[CommitHit] = []
+            for rec in records:  # in position order: a commit's parents come before it
+                for c in commit_rows(rec, first.get(rec.position), exact_of):
+                    known.setdefault(c.commit, c.exact)
+                    commits.append(c)
+            self._write(rid, docs, last, records[-1].tree, commits)
+            known.clear()
             added += len(docs)
             pos = last
         return added
+
+    def _exact(self, rid: int, cid: str) -> bool:
+        """Whether the commit ``cid`` indexed earlier is written back with its id (False: unknown)."""
+        row = self.db.execute("select exact from commits where repo = ? and id = ?", (rid, cid)).fetchone()
+        return bool(row and row[0])
 
     async def refresh_open(self, repo: Repo, origin: str = "") -> int:
         """Index the open sessions' new events (each session from the last event taken in) and drop
@@ -522,6 +662,25 @@ class SearchIndex:
                 db.close()
         except sqlite3.DatabaseError as e:
             raise IndexDamaged(f"the search index {self.path} does not read ({e})") from None
+
+
+    def commits(self, prefix: str, text: str) -> list[CommitHit]:
+        """The git commits of repository ``prefix`` whose id starts with ``text`` (any case, at
+        least MIN_COMMIT hex digits: a BadQuery else), at most COMMIT_CHOICES + 1 of them; read on a
+        connection of its own, like :meth:`query` (IndexDamaged when the file does not read)."""
+        start = commit_prefix(text)
+        try:
+            db = _connect(self.path)
+            try:
+                rows = db.execute(
+                    "select c.id, c.position, c.session, c.iteration, c.exact from commits c"
+                    " join repos r on r.id = c.repo where r.prefix = ? and c.id >= ? and c.id < ?"
+                    " order by c.id limit ?", (prefix, start, start + "g", COMMIT_CHOICES + 1)).fetchall()
+            finally:
+                db.close()
+        except sqlite3.DatabaseError as e:
+            raise IndexDamaged(f"the search index {self.path} does not read ({e})") from None
+        return [CommitHit(r[0], r[1], r[2], r[3], bool(r[4])) for r in rows]
 
 
 def _filters(q: Query, expr: str) -> tuple[str, list[Any]]:

@@ -53,6 +53,11 @@ def new_session_id(now: float | None = None) -> str:
     return base64.b32encode(raw).decode().lower().rstrip("=")
 
 
+def is_session_id(text: str) -> bool:
+    """Whether ``text`` has the form of a session id (a ref that may be one, or something else)."""
+    return _ID.match(text) is not None
+
+
 def check_session_id(text: str) -> str:
     if not _ID.match(text):
         raise InvalidInput(f"not a session id: {text!r}")

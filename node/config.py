@@ -30,6 +30,9 @@ class Config:
     # Seconds between the search index's catch-ups of every repository and mirror (node/search.py);
     # 0: no background catch-up, each query catches up the repositories it covers first.
     search_poll: float = 0.5
+    # Bytes the cached results of heavy work (blame, highlighting; node/heavy.py) may take in
+    # cache_dir, all kinds together; past it the entries used longest ago are dropped.
+    results_max: int = 1 << 30
 
     @property
     def url(self) -> str:
@@ -54,6 +57,8 @@ class Config:
             cfg.auth_max_age = float(env["MICELIO_AUTH_MAX_AGE"])
         if "MICELIO_SEARCH_POLL" in env:
             cfg.search_poll = float(env["MICELIO_SEARCH_POLL"])
+        if "MICELIO_RESULTS_MAX" in env:
+            cfg.results_max = int(env["MICELIO_RESULTS_MAX"])
         if "MICELIO_TRUSTED_PROXIES" in env:
             cfg.trusted_proxies = env["MICELIO_TRUSTED_PROXIES"]
         for key, value in overrides.items():

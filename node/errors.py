@@ -35,6 +35,7 @@ class RateLimited(HifError):
 
 
 class Busy(RateLimited):
-    """The web UI's heavy-work pool is full (``ui/heavy.py``): come back in a moment."""
+    """The heavy-work pool (``node/heavy.py``: blame, diffs, highlighting) is full: come back in a
+    moment."""
 
     http_status = 503

@@ -12,7 +12,7 @@ from hif.errors import HifError, PreconditionFailed
 from hif.repo import check_repo_name
 from node.context import Node
 from node.errors import Exists, InvalidInput, NotFound, PermissionDenied
-from node.principal import Principal, check_description
+from node.principal import Principal, check_description, role_rank
 
 DELETE_BATCH = 64  # store keys deleted at once while a repository is removed
 
@@ -56,6 +56,16 @@ async def update_repository(node: Node, name: str, *, description: str | None = 
     if info is None:
         raise NotFound(f"no repository {name}")
     return info
+
+
+def is_owner(p: Principal, role: str | None) -> bool:
+    """Owners (and site admins) delete a repository; maintainers change everything else."""
+    return p.admin or role_rank(role) >= role_rank("owner")
+
+
+def check_owner(p: Principal, role: str | None, name: str) -> None:
+    if not is_owner(p, role):
+        raise PermissionDenied(f"only owners of {name} delete it")
 
 
 async def delete_repository(node: Node, name: str, confirm: str) -> int:

@@ -18,19 +18,30 @@ from __future__ import annotations
 import asyncio
 import calendar
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from quart import Quart
 
-from federation.mirror import mirror_repo
+from federation.mirror import mirror_repo, origin_of
 from federation.search import PeerAnswer, ask_peers
 from federation.service import Federation
 from hif.errors import BadQuery, HifError, IndexDamaged
 from hif.repo import Repo
-from hif.search import MAX_LIMIT, MAX_OFFSET, Query, Results, SearchIndex, check_kinds
+from hif.search import (
+    MAX_LIMIT,
+    MAX_OFFSET,
+    CommitHit,
+    Query,
+    Results,
+    SearchIndex,
+    check_kinds,
+    commit_prefix,
+    one_commit,
+)
 from hif.session import ROLES
 from node.context import Node
 from node.principal import Principal
@@ -38,6 +49,7 @@ from node.principal import Principal
 INDEX_FILE = "search.sqlite"
 NAMES_PAGE = 1000  # repository names read from the auth database at a time
 log = logging.getLogger("micelio.search")
+T = TypeVar("T")
 
 
 class NodeSearch:
@@ -150,6 +162,11 @@ class NodeSearch:
         assert q.scope is not None
         if self.poll <= 0:  # no background catch-up: the repositories asked about, now
             self.dirty |= set(q.scope) if not q.repo else {p for p in q.scope if p.endswith(f"/{q.repo}/")}
+        return await self._read(functools.partial(self.idx.query, q))
+
+    async def _read(self, ask: Callable[[], T]) -> T:
+        """``ask`` the index in a worker thread, once the repositories marked dirty are caught up; a
+        deleted or damaged index is filled again first, so it never answers wrong or fails."""
         if self.dirty:
             dirty, self.dirty = self.dirty, set()
             await self.refresh(dirty)
@@ -158,12 +175,34 @@ class NodeSearch:
             self._rebuilt = self.idx.rebuilt
             await self.refresh()
         try:
-            return await asyncio.to_thread(self.idx.query, q)
+            return await asyncio.to_thread(ask)
         except IndexDamaged:
             self.idx.damaged()
             self._rebuilt = self.idx.rebuilt
             await self.refresh()
-            return await asyncio.to_thread(self.idx.query, q)
+            return await asyncio.to_thread(ask)
+
+    async def commit(self, repo: Repo, text: str) -> CommitHit:
+        """The git commit of ``repo`` (one the caller was let read, or a mirror) whose id starts
+        with ``text``: BadQuery (400) for a malformed id, before the index is asked; NotFound or
+        Ambiguous (409, the candidates listed) else. A miss catches the repository up and asks
+        again, so a commit imported a moment ago is found; a hit is final (records never change)."""
+        prefix = commit_prefix(text)
+        hits = await self._read(functools.partial(self.idx.commits, repo.prefix, prefix))
+        if not hits:  # this repository alone, now (not every source, as a pass does)
+            async with self._lock:
+                await self.idx.catch_up(repo, origin_of(repo))
+            hits = await self._read(functools.partial(self.idx.commits, repo.prefix, prefix))
+        return one_commit(hits, prefix, repo.name)
+
+    async def commit_known(self, repo: Repo, commit: str) -> CommitHit | None:
+        """The index's row of the whole commit id ``commit``, as far as it has caught up (no wait:
+        what a page shows beside the commit; None when not indexed yet or not a commit id)."""
+        try:
+            hits = await self._read(functools.partial(self.idx.commits, repo.prefix, commit))
+        except BadQuery:
+            return None
+        return next((h for h in hits if h.commit == commit.lower()), None)
 
     async def federated(self, params: dict[str, Any]) -> list[PeerAnswer]:
         """The followed nodes' public matches (none without federation)."""

@@ -11,6 +11,7 @@ nothing. Every route's limit starts at :data:`FORM_LIMIT`; a handler that accept
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Generator
 from typing import Any
 
@@ -19,7 +20,7 @@ from quart.asgi import ASGIHTTPConnection
 from quart.wrappers.request import Body, Request
 
 from hif.aio import read_capped
-from hif.errors import ConflictError, CorruptObject, HifError, SessionClosed
+from hif.errors import Ambiguous, ConflictError, CorruptObject, HifError, SessionClosed
 from hif.objects import decode, encode
 from node.errors import Exists, InvalidInput, PayloadTooLarge, RateLimited
 
@@ -57,6 +58,14 @@ def cbor_response(value: Any, status: int = 200, headers: dict[str, str] | None 
     return Response(encode(value), status=status, content_type=CBOR, headers=headers)
 
 
+def cbor_or_json(doc: Any) -> Any:
+    """``doc`` as JSON when the request asks for it (``Accept: application/json`` or
+    ``format=json``: a browser or curl reading a plain document), else left to the CBOR answer."""
+    if "application/json" in request.headers.get("Accept", "") or request.args.get("format") == "json":
+        return Response(json.dumps(doc), content_type="application/json")
+    return doc
+
+
 def error_body(status: int, message: str, **extra: Any) -> dict[str, Any]:
     return {"error": _CODES.get(status, "error"), "message": message, **extra}
 
@@ -73,6 +82,9 @@ def error_response(e: HifError) -> Response:
         body["error"] = "session_closed"
     elif isinstance(e, Exists):
         body["error"] = "exists"
+    elif isinstance(e, Ambiguous):
+        body["error"] = "ambiguous"
+        body["candidates"] = e.candidates
     elif isinstance(e, RateLimited):
         headers["Retry-After"] = str(e.retry_after)
     if status == 401:

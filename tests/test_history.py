@@ -4,10 +4,15 @@ not the log."""
 from __future__ import annotations
 
 import asyncio
+import bisect
+import difflib
+import random
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from hif import history
-from hif.blame import blame
+from hif.blame import SMALL, blame, kept_lines
 from hif.history import Filters, Walk, search_landed
 from hif.landing import land
 from hif.mainline import LandedSession, LandingRecord
@@ -181,7 +186,7 @@ def test_blame_skips_records_that_do_not_touch_the_file(tmp_path: Path) -> None:
 
 
 class DictCache:
-    """A blame cache in memory (the node keeps its entries in files: ``ui.heavy.DiskCache``)."""
+    """A blame cache in memory (the node keeps its entries in files: ``node.heavy.DiskCache``)."""
 
     def __init__(self) -> None:
         self.entries: dict[str, bytes] = {}
@@ -227,5 +232,168 @@ def test_blame_from_its_cache_is_the_blame_it_would_make(tmp_path: Path) -> None
             cache.entries[key] = b"\xa1\x61x\x01"
         assert await blame(Repo(repo.store, "t/r"), "doc.txt", head, cache=cache) == \
             await blame(Repo(repo.store, "t/r"), "doc.txt", head)
+
+    asyncio.run(main())
+
+
+def plain_patience(a: list[Any], b: list[Any]) -> set[tuple[int, int]]:
+    """The pairs of equal lines a patience diff keeps, made the plain way (the reference the fast
+    ``kept_lines`` must agree with): head, tail, then every unique common line of the longest run
+    anchors and every gap between anchors is matched in turn, line by line."""
+    pairs: set[tuple[int, int]] = set()
+    todo = [(0, len(a), 0, len(b))]
+    while todo:
+        a0, a1, b0, b1 = todo.pop()
+        while a0 < a1 and b0 < b1 and a[a0] == b[b0]:
+            pairs.add((a0, b0))
+            a0, b0 = a0 + 1, b0 + 1
+        while a0 < a1 and b0 < b1 and a[a1 - 1] == b[b1 - 1]:
+            a1, b1 = a1 - 1, b1 - 1
+            pairs.add((a1, b1))
+        if a0 == a1 or b0 == b1:
+            continue
+        ca, cb = Counter(a[a0:a1]), Counter(b[b0:b1])
+        common = [(j, a.index(b[j], a0, a1)) for j in range(b0, b1) if cb[b[j]] == 1 and ca[b[j]] == 1]
+        tails: list[int] = []  # the longest run increasing in a (patience sorting, lowest tails)
+        ends: list[int] = []
+        back = []
+        for k, (_, i) in enumerate(common):
+            pos = bisect.bisect_left(tails, i)
+            tails[pos:pos + 1], ends[pos:pos + 1] = [i], [k]
+            back.append(ends[pos - 1] if pos else -1)
+        anchors: list[tuple[int, int]] = []
+        k = ends[-1] if ends else -1
+        while k >= 0:
+            anchors.append((common[k][1], common[k][0]))
+            k = back[k]
+        anchors.reverse()
+        if not anchors:
+            if a1 - a0 <= SMALL and b1 - b0 <= SMALL:
+                sm = difflib.SequenceMatcher(None, a[a0:a1], b[b0:b1], autojunk=False)
+                pairs |= {(a0 + m.a + n, b0 + m.b + n) for m in sm.get_matching_blocks() for n in range(m.size)}
+            continue
+        pa, pb = a0, b0
+        for x, y in [*anchors, (a1, b1)]:
+            if (x, y) != (a1, b1):
+                pairs.add((x, y))
+            if x > pa and y > pb:
+                todo.append((pa, x, pb, y))
+            pa, pb = x + 1, y + 1
+    return pairs
+
+
+def edited(rng: random.Random, lines: list[str], words: list[str]) -> list[str]:
+    """``lines`` after a few random edits of every kind a history has: lines changed, inserted and
+    deleted, a block moved elsewhere, a block copied (repeated lines), a line made a duplicate."""
+    out = list(lines)
+    for _ in range(rng.randint(1, 4)):
+        kind = rng.choice(("change", "insert", "delete", "move", "copy", "dup"))
+        i = rng.randrange(len(out) + 1)
+        n = rng.randint(1, 6)
+        if kind == "change" and out:
+            i = min(i, len(out) - 1)
+            out[i] = rng.choice(words) + f" {rng.random():.6f}"
+        elif kind == "insert":
+            out[i:i] = [rng.choice(words) for _ in range(n)]
+        elif kind == "delete":
+            del out[i:i + n]
+        elif kind in ("move", "copy") and out:
+            block = out[i:i + n]
+            if kind == "move":
+                del out[i:i + n]
+            j = rng.randrange(len(out) + 1)
+            out[j:j] = block
+        elif kind == "dup" and out:
+            out.insert(rng.randrange(len(out) + 1), rng.choice(out))
+    return out
+
+
+def random_pair(rng: random.Random) -> tuple[list[str], list[str]]:
+    words = ["", "pass", "}", "return x", "else:"] + [f"w{k}" for k in range(rng.choice((3, 30, 300)))]
+    before = [rng.choice(words) if rng.random() < 0.5 else f"line {k}" for k in range(rng.randint(0, 160))]
+    after = before
+    for _ in range(rng.randint(1, 4)):
+        after = edited(rng, after, words)
+    return before, after
+
+
+def test_kept_lines_over_open_lines_are_the_whole_diffs_blocks() -> None:
+    """Asked only for some lines (blame's open ones), the diff skips the regions without them, and
+    the lines it maps are mapped exactly as the whole diff and the plain patience diff map them —
+    over moved, copied, repeated, inserted and deleted lines, asked as single lines, runs, edges,
+    everything and nothing."""
+    rng = random.Random(17)
+    for case in range(400):
+        before, after = random_pair(rng)
+        whole = kept_lines(before, after)
+        pairs = {(x + k, y + k) for x, y, n in whole for k in range(n)}
+        assert pairs == plain_patience(before, after), case
+        assert all(before[x] == after[y] for x, y in pairs)
+        mapped = {y: x for x, y in pairs}
+        n = len(after)
+        for wanted in ([(0, n)] if n else [], [], [(0, 1)] if n else [], [(n - 1, n)] if n else [],
+                       sorted({(i, min(n, i + rng.randint(1, 9))) for i in rng.sample(range(n), min(n, 3))})):
+            merged: list[tuple[int, int]] = []
+            for s, e in wanted:  # disjoint, as blame asks
+                if merged and s <= merged[-1][1]:
+                    merged[-1] = (merged[-1][0], max(e, merged[-1][1]))
+                else:
+                    merged.append((s, e))
+            some = kept_lines(before, after, merged)
+            got = {y + k: x + k for x, y, m in some for k in range(m)}
+            assert [y for _, y, _ in some] == sorted(y for _, y, _ in some), case
+            for s, e in merged:
+                for y in range(s, e):
+                    assert got.get(y) == mapped.get(y), (case, merged, y)
+
+
+def test_blame_agrees_with_a_plain_line_by_line_blame_on_a_generated_history(tmp_path: Path) -> None:
+    """A history of random edits (moves, copies, repeated lines, deletions, the file deleted and
+    made again, sessions that leave it as it was, unrelated sessions), blamed at every position with
+    and without a cache, gives what a plain blame gives: each version diffed in whole with the one
+    before, every line followed one by one."""
+    async def main() -> None:
+        repo = new_repo(tmp_path)
+        rng = random.Random(5)
+        words = ["", "pass", "}", "return x", "else:"] + [f"w{k}" for k in range(20)]
+        text: list[str] | None = [f"line {k}" for k in range(80)]
+        versions: dict[int, list[str] | None] = {}
+        for step in range(40):
+            roll = rng.random()
+            if roll < 0.1:
+                await work(repo, f"other {step}", {f"o/{step}.txt": b"x\n"})
+            elif roll < 0.15:
+                text = None if text is not None else [rng.choice(words) for _ in range(30)]
+                await work(repo, f"step {step}", {"doc.txt": None if text is None else
+                                                  "".join(x + "\n" for x in text).encode()})
+            else:
+                text = edited(rng, text or [], words) if roll > 0.2 else (text or ["again"])
+                await work(repo, f"step {step}", {"doc.txt": "".join(x + "\n" for x in text).encode()})
+            versions[await repo.mainline.head()] = text
+        goals = {rec.position: rec.sessions[0].goal async for rec in Walk(repo, await repo.mainline.head())}
+
+        def plain(at: int) -> list[tuple[str, str]]:
+            now = versions[at] or []
+            owner = [""] * len(now)
+            open_ = {k: k for k in range(len(now))}  # line of the version looked at -> line blamed
+            for pos in range(at, 0, -1):
+                if versions[pos] == versions.get(pos - 1):  # the file as it was: nothing to blame
+                    continue
+                back = {y: x for x, y in plain_patience(versions.get(pos - 1) or [], versions[pos] or [])}
+                for v, o in open_.items():
+                    if v not in back:
+                        owner[o] = goals[pos]
+                open_ = {back[v]: o for v, o in open_.items() if v in back}
+            return list(zip(owner, now, strict=True))
+
+        cache = DictCache()
+        for at in sorted(versions, reverse=True):
+            if versions[at] is None:
+                continue
+            expect = plain(at)
+            for results in (None, cache, cache):
+                got = await blame(Repo(repo.store, "t/r"), "doc.txt", at, cache=results)
+                assert [(ln.goal, ln.text) for ln in got] == expect, at
+        assert cache.hits
 
     asyncio.run(main())

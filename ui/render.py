@@ -133,7 +133,7 @@ def highlight_lines(text: str, path: str, *, limit: int = HIGHLIGHT_MAX) -> list
 
 
 class ResultCache(Protocol):
-    """Where results keyed by content are kept (``ui.heavy.DiskCache``)."""
+    """Where results keyed by content are kept (``node.heavy.DiskCache``)."""
 
     def get(self, key: str) -> bytes | None: ...
 

@@ -12,7 +12,7 @@ from markupsafe import Markup, escape
 from quart import Response, redirect, render_template, request
 
 from hif import history
-from hif.blame import BlameCache, BlameLine, blame
+from hif.blame import BlameLine
 from hif.errors import (
     HifError,
     InvalidInput,
@@ -22,12 +22,16 @@ from hif.errors import (
 from hif.mainline import LandingRecord
 from hif.merge import is_binary
 from hif.objects import DIR, LINK, Entry
-from hif.repo import Repo
-from hif.store.embedded import EmbeddedStore
-from hif.store.threaded import ThreadedStore
 from hif.tree import lookup
+from node.heavy import cached_blame
 from node.principal import Principal, role_rank
-from node.repos import create_repository, delete_repository, update_repository
+from node.repos import (
+    check_owner,
+    create_repository,
+    delete_repository,
+    is_owner,
+    update_repository,
+)
 from node.wire import query_int
 from ui.auth import set_flash, take_flash, viewer
 from ui.heavy import cache, offload, warm_later
@@ -219,11 +223,7 @@ async def blame_page(owner: str, name: str, path: str) -> Response | str:
     elif len(data) > BLAME_MAX:
         notice = f"Blame is shown for files up to {human_size(BLAME_MAX)}; this one is {human_size(len(data))}."
     else:
-        inner = rv.repo.store.inner if isinstance(rv.repo.store, ThreadedStore) else None
-        if isinstance(inner, EmbeddedStore):  # the whole walk in one worker: no thread hop per read
-            lines = await offload(blame_in_thread, inner, rv.repo, path, at, cache("blame"))
-        else:
-            lines = await blame(rv.repo, path, at, cache=cache("blame"), offload=offload)
+        lines = await cached_blame(rv.repo, path, at)
         if start > max(1, len(lines)):
             raise NotFound(f"{path} has {len(lines)} lines at position {at}")
         rows, last = await offload(blame_rows, rv, lines, view.lines, start)
@@ -233,13 +233,6 @@ async def blame_page(owner: str, name: str, path: str) -> Response | str:
                                  notice=notice, crumbs=crumbs(rv, path, at_q))
     warm_later(hl)  # what the page's highlighting budget left plain, for the next view
     return body
-
-
-def blame_in_thread(store: EmbeddedStore, repo: Repo, path: str, at: int, results: BlameCache) -> list[BlameLine]:
-    """Blame in a heavy-work thread, on a loop of its own over the disk store itself: the embedded
-    store's reads block briefly and need no event loop, so the walk's thousands of reads cost no
-    hop to a store thread and back each, and the server's loop is not involved at all."""
-    return asyncio.run(blame(Repo(store, repo.name, prefix=repo.prefix), path, at, cache=results))
 
 
 def blame_rows(rv: RepoView, lines: list[BlameLine], html: list[Markup], start: int = 1) -> tuple[Markup, int]:
@@ -345,16 +338,12 @@ async def new_repo_post() -> Response | tuple[str, int]:
 # -- settings --------------------------------------------------------------------------------------
 
 
-def _is_owner(rv: RepoView) -> bool:
-    return rv.p.admin or role_rank(rv.role) >= role_rank("owner")
-
-
 async def _settings_page(rv: RepoView, error: str | None = None, status: int = 200) -> tuple[str, int]:
     members = await node().auth.repo_members(rv.name)
     org = await node().auth.get_org(rv.owner)
     flash = await take_flash() or {}
     page = await render_template("settings.html", rv=rv, members=members, org=org, roles=grantable(rv.role),
-                                 error=error, done=flash.get("done"), can_delete=_is_owner(rv))
+                                 error=error, done=flash.get("done"), can_delete=is_owner(rv.p, rv.role))
     return page, status
 
 
@@ -377,8 +366,7 @@ async def settings_repo(owner: str, name: str) -> Response | tuple[str, int]:
 async def settings_delete(owner: str, name: str) -> Response | tuple[str, int]:
     """Delete the repository (owners only), once its full name is typed as confirmation."""
     rv = await open_repo(owner, name, "admin")
-    if not _is_owner(rv):
-        raise PermissionDenied(f"only owners of {rv.name} delete it")
+    check_owner(rv.p, rv.role, rv.name)
     try:
         await delete_repository(node(), rv.name, (await request.form).get("confirm", ""))
     except InvalidInput as e:

@@ -9,11 +9,12 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from quart import Response, current_app, render_template, request
+from quart import Response, current_app, redirect, render_template, request
 
 from federation import offers as federation_offers
 from hif import history
 from hif.errors import (
+    Ambiguous,
     CorruptObject,
     HifError,
     InvalidInput,
@@ -304,7 +305,7 @@ async def session_page(owner: str, name: str, sid: str) -> str:
     last_seq = s.events[-1]["seq"] if s.events else 0
     state_info = await rv.repo.sessions.state(sid) if s.state == "abandoned" else None
     return await render_template(
-        "session.html", rv=rv, s=s, rec=rec, git=_git_origin(rv, s, rec), view=view, cps=cps, a=a, b=b, iter_diffs=iter_diffs,
+        "session.html", rv=rv, s=s, rec=rec, git=await _git_origin(rv, s, rec), view=view, cps=cps, a=a, b=b, iter_diffs=iter_diffs,
         diffs=diffs, verdict=verdict, says=len(say), decisions=decisions, last_seq=last_seq,
         cp_index={e["seq"]: i for i, e in enumerate(cps, 1)},
         reason=(state_info or {}).get("reason"), check_logs=await _check_logs(rv.repo, s),
@@ -354,19 +355,38 @@ async def session_file_diff(owner: str, name: str, sid: str, path: str) -> str:
     return await render_template("file_diff.html", **ctx)
 
 
-def _git_origin(rv: RepoView, s: Session, rec: LandingRecord | None) -> dict[str, Any] | None:
-    """The git commit an imported session came from: its id (``hif export git`` writes the commit
-    back with this same id) and, for the repository's members only, the author's address."""
+async def _git_origin(rv: RepoView, s: Session, rec: LandingRecord | None) -> dict[str, Any] | None:
+    """The git commit an imported session came from: its id, its permalink (``/commit/<id>``),
+    whether ``hif export git`` writes it back with this same id (the index's ``exact``: only said
+    when known to hold) and, for the repository's members only, the author's address."""
     git = s.events[0].get("git") if s.events else None
     if not isinstance(git, dict) or not isinstance(git.get("commit"), str):
         return None
-    out: dict[str, Any] = {"commit": git["commit"], "author": None}
+    hit = await search_of(current_app).commit_known(rv.repo, git["commit"])  # type: ignore[arg-type]
+    out: dict[str, Any] = {"commit": git["commit"], "author": None, "link": rv.url("commit", git["commit"]),
+                           "exact": bool(hit and hit.exact and hit.position == (rec.position if rec else None))}
     meta = rec.extra.get("git") if rec is not None else None
     if rv.member and isinstance(meta, dict) and meta.get("commit") == git["commit"]:
         raw = meta.get("author")
         ident = Ident(raw.encode("utf-8", "replace") if isinstance(raw, str) else bytes(raw or b""))
         out["author"] = f"{ident.name} <{ident.email}>" if ident.email else ident.name
     return out
+
+
+@bp.get("/<owner>/<name>/commit/<sha>")
+async def commit_page(owner: str, name: str, sha: str) -> Response:
+    """A git commit's permalink: a redirect (303) to the session of the landing that commit became,
+    at its iteration for a commit a merge brought in. 400 for what is no commit id, 404 for one
+    the repository never imported, and for a prefix several commits share, a page listing them."""
+    rv = await open_repo(owner, name)
+    try:
+        hit = await search_of(current_app).commit(rv.repo, sha)  # type: ignore[arg-type]
+    except Ambiguous as e:
+        body = await render_template("commits.html", rv=rv, prefix=sha.lower(), message=str(e),
+                                     commits=e.candidates)
+        return Response(body, status=300, content_type="text/html; charset=utf-8")
+    anchor = f"#iteration-{hit.iteration}" if hit.iteration else ""
+    return redirect(rv.url("sessions", hit.session) + anchor, 303)  # type: ignore[return-value]
 
 
 async def _sent_offers(rv: RepoView, sid: str) -> list[dict[str, Any]]:
@@ -455,5 +475,6 @@ for _rule, _endpoint, _view in (
     ("/<owner>/<name>/sessions/<sid>/events", "mirror_session_events", session_events),
     ("/<owner>/<name>/sessions/<sid>/live", "mirror_session_live_note", session_live_note),
     ("/<owner>/<name>/sessions/<sid>/diff/<path:path>", "mirror_session_file_diff", session_file_diff),
+    ("/<owner>/<name>/commit/<sha>", "mirror_commit", commit_page),
 ):
     mirrored(_rule, _endpoint, _view)

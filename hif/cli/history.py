@@ -8,7 +8,7 @@ import click
 
 from hif.cli.app import cli, repo
 from hif.cli.output import command, emit
-from hif.porcelain.views import record_summary, show_doc, show_text, when
+from hif.porcelain.views import commit_line, record_summary, show_doc, show_text, when
 
 # -- history -------------------------------------------------------------------------------------
 
@@ -27,7 +27,8 @@ def log(as_json: bool, path: str | None, limit: int | None) -> None:
             if not rows:
                 return "nothing landed yet"
             return "\n".join(
-                f"{x['position']:>6}  {x['session']}  {when(x['time'])}  {x['author']} ({x['role']})  "
+                f"{x['position']:>6}  {x['session']}  {'git ' + x['git'][:10] + '  ' if x['git'] else ''}"
+                f"{when(x['time'])}  {x['author']} ({x['role']})  "
                 f"{x['goal']}  [{len(x['files'])} file(s): {', '.join(x['files'][:3])}"
                 f"{', …' if len(x['files']) > 3 else ''}]"
                 for x in rows
@@ -39,11 +40,20 @@ def log(as_json: bool, path: str | None, limit: int | None) -> None:
 @command(cli)
 @click.argument("ref")
 def show(as_json: bool, ref: str) -> None:
-    """Show a landing (by POSITION) or a session (by id): goal, conversation, decisions, diff."""
+    """Show a landing (by POSITION), a session (by id) or the landing an imported git commit became
+    (git:SHA, or SHA: at least 7 hex digits): goal, conversation, decisions, diff."""
     with repo(as_json) as r:
-        s, rec = r.resolve_ref(ref)
+        s, rec, commit = r.resolve(ref)
         diffs = r.session_diffs(s, rec)
-        emit(as_json, show_doc(s, rec, diffs), lambda: show_text(s, rec, diffs))
+        doc = show_doc(s, rec, diffs)
+        if commit is not None:
+            doc["git"] = commit.to_json()
+
+        def text() -> str:
+            shown = show_text(s, rec, diffs)
+            return shown if commit is None else commit_line(commit) + "\n" + shown
+
+        emit(as_json, doc, text)
 
 
 @command(cli)

@@ -17,7 +17,8 @@ Mapping (docs/architecture.md, "Git interop"):
   merge session's iterations: ``checkpoint`` events with their trees, in topological order;
 - every record keeps the commit exactly (``extra["git"]``: id, parents, raw author and committer
   lines, raw message and encoding), and each checkpoint keeps its commit likewise, so the export can
-  rebuild identical commits, and so identical commit ids when nothing was lost (signatures are);
+  rebuild identical commits, and so identical commit ids when nothing was lost (signatures are):
+  the import checks which, hashing the commit rebuilt from the stream, and keeps ``exact``;
 - the mainline is the progress: its head record names the last imported commit, so a rerun continues
   with the commits after it, and a record (the commit point) is only written once every object it
   names is stored.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import subprocess
 import tempfile
@@ -89,15 +90,28 @@ class Commit:
     parents: list[str]
     changes: dict[str, Entry | None]
     tree: bytes = EMPTY_TREE
+    exact: bool = False  # hif export git rebuilds this very commit (set by the importer)
 
     def git_meta(self) -> dict[str, Any]:
         meta: dict[str, Any] = {
             "commit": self.oid, "parents": self.parents, "author": _keep(self.author.raw),
             "committer": _keep(self.committer.raw), "message": _keep(self.message),
+            "exact": self.exact,
         }
         if self.encoding:
             meta["encoding"] = self.encoding
         return meta
+
+    def rebuilt_id(self, tree_id: str) -> str:
+        """The id of the commit ``git fast-import`` writes from what the stream kept (``tree_id``:
+        git's id of its tree): the original id exactly when git dropped nothing (a signature, a
+        ``mergetag``, any other extra header)."""
+        body = b"".join([b"tree %s\n" % tree_id.encode(), *(b"parent %s\n" % p.encode() for p in self.parents),
+                         b"author %s\ncommitter %s\n" % (self.author.raw, self.committer.raw),
+                         b"encoding %s\n" % self.encoding.encode() if self.encoding else b"",
+                         b"\n", self.message])
+        algo = hashlib.sha256 if len(self.oid) == 64 else hashlib.sha1
+        return algo(b"commit %d\0" % len(body) + body).hexdigest()
 
 
 def unquote(path: bytes) -> bytes:

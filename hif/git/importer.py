@@ -203,6 +203,7 @@ class _Importer:
             return
         mainline = set(chain)
         self.result.total = self.source.count(last)
+        tree_ids = self.source.tree_ids(last)
         stream = FastExport(self.source, last)
         blob_ids: dict[int, bytes] = {}
         try:
@@ -210,6 +211,9 @@ class _Importer:
                 base = await self.tree_of(commit.parents[0], commit.oid) if commit.parents else EMPTY_TREE
                 commit.tree = await apply(self.db, base, commit.changes)
                 self.trees[commit.oid] = commit.tree
+                # what hif export git will give back: this very commit only if git dropped nothing
+                tree_id = tree_ids.pop(commit.oid, None)
+                commit.exact = tree_id is not None and commit.rebuilt_id(tree_id) == commit.oid
                 self.result.commits += 1
                 if commit.oid in mainline:
                     for p in commit.parents[1:]:

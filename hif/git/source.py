@@ -112,6 +112,13 @@ class GitSource:
                 "another branch (import it into a new repository)")
         return [r[0] for r in rows]
 
+    def tree_ids(self, last: str | None) -> dict[str, str]:
+        """Git's tree id of each commit to import (``tip ^last``), which its stream does not name:
+        with it a commit rebuilt from the stream is checked against its id (one ``rev-list``)."""
+        args = ["rev-list", "--format=%T", self.tip, *([f"^{last}"] if last else [])]
+        lines = _out(self.run(*args)).splitlines()
+        return {c.removeprefix("commit "): t for c, t in zip(lines[::2], lines[1::2], strict=True)}
+
     def count(self, last: str | None) -> int:
         args = ["rev-list", "--count", self.tip, *([f"^{last}"] if last else [])]
         return int(_out(self.run(*args)) or 0)

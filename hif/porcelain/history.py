@@ -3,6 +3,7 @@ files and directories at a position, blame."""
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 from hif.errors import (
@@ -10,17 +11,22 @@ from hif.errors import (
     NotFound,
 )
 from hif.objects import DIR, Entry
-from hif.porcelain.base import FileChange, RepositoryBase
-from hif.session import Session, fold
+from hif.porcelain.base import FileChange
+from hif.porcelain.search import Searching
+from hif.session import Session, fold, is_session_id
 from hif.tree import diff as tree_diff
 from hif.tree import lookup, read_dir, walk
 
 if TYPE_CHECKING:
     from hif.blame import BlameLine
     from hif.mainline import LandingRecord
+    from hif.search import CommitHit
 
 
-class History(RepositoryBase):
+_GIT_ID = re.compile(r"^[0-9a-fA-F]{7,64}$")  # a bare ref read as a git commit id (hif.search checks it)
+
+
+class History(Searching):
     """The mainline's history, read."""
 
     def head(self) -> int:
@@ -44,14 +50,39 @@ class History(RepositoryBase):
         return self._run(self.repo.mainline.record(position))
 
     def resolve_ref(self, ref: str) -> tuple[Session, LandingRecord | None]:
-        """A position number or a session id -> (session, landing record if landed)."""
+        """A position number, a session id or an imported git commit -> (session, landing record
+        if landed); see :meth:`resolve`."""
+        s, rec, _ = self.resolve(ref)
+        return s, rec
+
+    def resolve(self, ref: str) -> tuple[Session, LandingRecord | None, CommitHit | None]:
+        """A position number, a session id or an imported git commit (``git:<id>``, or a bare id of
+        7 to 64 hex digits, not all digits) -> (session, landing record if landed, the commit when
+        ``ref`` named one). A bare id that could be a session id too is a session first."""
         if ref.isdigit():
             rec = self.record_at(int(ref))
             sess = self._run(self._session_of(rec.sessions[0].session, rec))
-            return sess, rec
-        s = self.load_session(ref)
+            return sess, rec, None
+        if ref[:4].lower() == "git:":
+            return self._landing_of_commit(ref[4:])
+        hexish = _GIT_ID.match(ref) is not None
+        if hexish and not is_session_id(ref):
+            return self._landing_of_commit(ref)
+        try:
+            s = self.load_session(ref)
+        except NotFound:
+            if hexish:
+                return self._landing_of_commit(ref)
+            raise
         rec = self.record_at(s.position) if s.position else None
-        return s, rec
+        return s, rec, None
+
+    def _landing_of_commit(self, text: str) -> tuple[Session, LandingRecord, CommitHit]:
+        hit = self.find_commit(text)
+        rec = self.record_at(hit.position)
+        if not any(x.session == hit.session for x in rec.sessions):
+            raise NotFound(f"git commit {hit.commit}: position {hit.position} holds no session {hit.session}")
+        return self._run(self._session_of(hit.session, rec)), rec, hit
 
     def agent_trace(self, ref: str) -> dict[str, Any]:
         """The Agent Trace record (hif.agents.trace) of the landing of ``ref`` (a position, or a landed

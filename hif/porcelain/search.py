@@ -10,7 +10,7 @@ them. :func:`search` is the one entry the CLI and the MCP server call.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from hif.errors import IndexDamaged, InvalidInput, RemoteError
 from hif.porcelain.base import RepositoryBase
@@ -18,9 +18,12 @@ from hif.porcelain.base import RepositoryBase
 # hif.search (and sqlite3 with it) is imported where used: every hif command imports the porcelain,
 # and start-up is most of a short command's CPU
 if TYPE_CHECKING:
-    from hif.search import Results
+    from collections.abc import Callable
+
+    from hif.search import CommitHit, Results, SearchIndex
 
 INDEX_FILE = "search.sqlite"
+T = TypeVar("T")
 
 
 class Searching(RepositoryBase):
@@ -31,7 +34,6 @@ class Searching(RepositoryBase):
                role: str = "", state: str = "") -> Results:
         from hif.search import (  # start-up: see above
             Query,
-            SearchIndex,
             check_kinds,
             fts_expression,
         )
@@ -43,15 +45,39 @@ class Searching(RepositoryBase):
                                        offset=offset, author=author, role=role, state=state)
         q = Query(query, kinds=kinds, limit=limit, offset=offset, author=author, role=role, state=state,
                   facets=False)
+        return self._ask_index(lambda index: index.query(q), landings_only=False)
+
+    def find_commit(self, text: str) -> CommitHit:
+        """The landing the imported git commit ``text`` (its id, or at least 7 of its first hex
+        digits, any case) became: from the working copy's index, caught up first (only landings
+        carry commits), or, in a clone, from its forge. BadQuery for what is no commit id,
+        NotFound, or Ambiguous listing the commits a short prefix names."""
+        from hif.search import commit_prefix, one_commit  # start-up: see above
+
+        prefix = commit_prefix(text)
+        if self.remote is not None:  # a clone: its forge's index has the history already
+            return commit_of(self.remote.client.get(f"{self.remote.api}commits/{prefix}"))
+        hits = self._ask_index(lambda index: index.commits(self.repo.prefix, prefix), landings_only=True)
+        return one_commit(hits, prefix, self.name)
+
+    def _ask_index(self, ask: Callable[[SearchIndex], T], *, landings_only: bool) -> T:
+        """``ask`` the working copy's index once it has caught up with the repository (landings, and
+        the open sessions unless ``landings_only``); an index found damaged starts anew."""
+        from hif.search import SearchIndex  # start-up: see above
+
         index = SearchIndex(self.work.meta / INDEX_FILE)
+
+        def catch_up() -> None:
+            self._run(index.catch_up(self.repo) if landings_only else index.refresh(self.repo))
+
         try:
-            self._run(index.refresh(self.repo))
+            catch_up()
             try:
-                return index.query(q)
+                return ask(index)
             except IndexDamaged:  # damaged since it was opened: start anew from the store
                 index.damaged()
-                self._run(index.refresh(self.repo))
-                return index.query(q)
+                catch_up()
+                return ask(index)
         finally:
             index.close()
 
@@ -90,3 +116,17 @@ def results_of(doc: Any) -> Results:
                        int(doc.get("offset") or 0), facets)
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise RemoteError(f"the forge sent a search answer that does not read ({e!r})") from None
+
+
+def commit_of(doc: Any) -> CommitHit:
+    """The forge's answer (``GET .../commits/<sha>``) as a commit; a malformed one is a RemoteError."""
+    from hif.search import CommitHit  # start-up: see the imports above
+
+    try:
+        hit = CommitHit(str(doc["commit"]), int(doc["position"]), str(doc["session"]),
+                        int(doc.get("iteration") or 0), bool(doc.get("exact")))
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise RemoteError(f"the forge sent a commit answer that does not read ({e!r})") from None
+    if hit.position < 1:
+        raise RemoteError(f"the forge sent a commit at position {hit.position}")
+    return hit

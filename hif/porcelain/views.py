@@ -13,6 +13,7 @@ from hif.session import provenance_of
 if TYPE_CHECKING:
     from hif.mainline import LandingRecord
     from hif.repo import Repo
+    from hif.search import CommitHit
     from hif.session import Session
 
 
@@ -21,8 +22,13 @@ def when(t: float) -> str:
 
 
 def record_summary(rec: LandingRecord) -> list[dict[str, Any]]:
+    """One row per landed session; ``git`` names the commit an imported landing came from (read
+    from the record itself, so free), else None."""
+    meta = rec.extra.get("git")
+    commit = meta.get("commit") if isinstance(meta, dict) and len(rec.sessions) == 1 else None
     return [{"position": rec.position, "session": s.session, "goal": s.goal, "author": s.author,
-             "role": s.role, "time": rec.time, "files": sorted(s.changes)} for s in rec.sessions]
+             "role": s.role, "time": rec.time, "files": sorted(s.changes),
+             "git": commit if isinstance(commit, str) else None} for s in rec.sessions]
 
 
 def _attest_summary(s: Session) -> list[dict[str, Any]]:
@@ -47,6 +53,15 @@ def show_doc(s: Session, rec: LandingRecord | None, diffs: list[Any]) -> dict[st
         "checks": _attest_summary(s),
         "changes": [{**c.to_json(), "diff": t} for c, t in diffs],
     }
+
+
+def commit_line(c: CommitHit) -> str:
+    """What ``hif show git:SHA`` says first: which commit, and whether the export gives it back."""
+    where = f"iteration {c.iteration} of this landing" if c.iteration else "this landing"
+    same = ("; hif export git writes it back with this id" if c.exact
+            else "; hif export git may give it another id (a signature or legacy file mode git does not"
+                 " keep, in it or an ancestor, or an import older than this check)")
+    return f"git commit {c.commit}: {where}{same}"
 
 
 def show_text(s: Session, rec: LandingRecord | None, diffs: list[Any]) -> str:

@@ -23,9 +23,9 @@ from federation.routes import blueprint
 from federation.service import Federation
 from federation.settings import FedSettings
 from hif.errors import InvalidInput, NotFound, PermissionDenied
-from hif.session import check_text
+from hif.session import check_text, is_session_id
 from node.api import objects, repos, sessions
-from node.api.routing import REPO, SESSION, Ctx, is_session_id, route
+from node.api.routing import REPO, SESSION, Ctx, route
 from node.context import Node, fed_of
 from node.principal import role_rank
 from node.wire import cbor_response, error_body, field, query_int
@@ -139,6 +139,7 @@ for _method, _suffix, _fn in (
     ("GET", "/log", repos.log),
     ("GET", "/tree", repos.tree),
     ("GET", "/blame", repos.blame_route),
+    ("GET", "/commits/<sha>", repos.commit),
     ("POST", "/objects/have", objects.objects_have),
     ("POST", "/objects/get", objects.objects_get),
     ("POST", "/objects/stream", objects.objects_stream),

@@ -3,14 +3,12 @@ blame, scan) (docs/api.md)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
-from quart import Response, request
+from quart import Response, current_app, request
 
 from hif.agents.trace import MIME, landing_record
-from hif.blame import blame
 from hif.errors import NotFound
 from hif.mainline import log_key
 from hif.objects import (
@@ -27,9 +25,12 @@ from node.api.routing import (
     route,
 )
 from node.errors import InvalidInput
+from node.heavy import cached_blame
 from node.principal import check_description
-from node.repos import create_repository
+from node.repos import check_owner, create_repository, delete_repository, update_repository
+from node.search import search_of
 from node.wire import (
+    cbor_or_json,
     field,
     query_int,
 )
@@ -74,6 +75,28 @@ async def repo_meta(ctx: Ctx) -> dict[str, Any]:
     info = await ctx.node.auth.get_repo(ctx.r.name)
     assert info is not None
     return await _meta(ctx, info, ctx.r)
+
+
+@route("PATCH", REPO, "admin")
+async def update_repo(ctx: Ctx) -> dict[str, Any]:
+    """``{"description"?, "private"?}``: what the web UI's settings form changes, for the same
+    roles (maintainers and owners, an admin-scope token), through the same code."""
+    description = field(ctx.body, "description", str, default=None)
+    private = field(ctx.body, "private", bool, default=None)
+    if description is None and private is None:
+        raise InvalidInput("give description and/or private to change")
+    info = await update_repository(ctx.node, ctx.r.name, private=private,
+                                   description=None if description is None else description.strip())
+    return await _meta(ctx, info, ctx.r)
+
+
+@route("DELETE", REPO, "admin")
+async def delete_repo(ctx: Ctx) -> dict[str, Any]:
+    """Delete the repository and all it holds: owners only (as in the web UI), and only with
+    ``?confirm=<owner/name>`` repeating its full name (a typed confirmation)."""
+    check_owner(ctx.principal, ctx.role, ctx.r.name)
+    removed = await delete_repository(ctx.node, ctx.r.name, request.args.get("confirm", ""))
+    return {"deleted": ctx.r.name, "keys": removed}
 
 
 @route("PUT", REPO + "/members/<user>", "admin")
@@ -163,11 +186,20 @@ async def blame_route(ctx: Ctx) -> dict[str, Any]:
     path = _path_arg()
     if not path:
         raise InvalidInput("blame needs ?path=")
-    # the diffs in a worker thread: a long blame must not hold the event loop
-    lines = await blame(ctx.r, path, at, offload=asyncio.to_thread)
+    # off the event loop, in the bounded heavy-work pool, through the blame cache the web UI fills
+    lines = await cached_blame(ctx.r, path, at)
     return {"position": at, "path": path,
             "lines": [[ln.position, ln.session, ln.goal, ln.author, ln.text, ln.commit, ln.iteration]
                       for ln in lines]}
+
+
+@route("GET", REPO + "/commits/<sha>", "read", agent=True)
+async def commit(ctx: Ctx, sha: str) -> Any:
+    """The landing an imported git commit became (``sha``: its id or at least 7 of its first hex
+    digits, any case), from the node's derived index: ``exact`` says whether ``hif export git``
+    writes it back with this id. 400 for a malformed id, 404 unknown, 409 ambiguous (candidates)."""
+    hit = await search_of(current_app).commit(ctx.r, sha)  # type: ignore[arg-type]
+    return cbor_or_json(hit.to_json())
 
 
 @route("POST", REPO + "/scan", "read", agent=True)

@@ -18,7 +18,7 @@ from quart import Blueprint, Response, current_app, g, request
 
 from hif.errors import NotFound, SessionClosed
 from hif.repo import Repo, check_repo_name
-from hif.session import ROLES, Session, check_session_id
+from hif.session import ROLES, Session, is_session_id
 from node.access import NEEDS, may, repo_access, token_principal
 from node.context import Node, node_of
 from node.errors import AuthRequired, InvalidInput, PermissionDenied
@@ -43,6 +43,7 @@ class Route:
 
 
 ROUTES: list[Route] = []
+BODY_METHODS = ("POST", "PUT", "PATCH")  # the methods whose requests carry a CBOR body
 
 
 @dataclass
@@ -82,7 +83,7 @@ def route(method: str, rule: str, access: str, *, limit: int = DEFAULT_LIMIT, ag
             ctx = Ctx(node, principal, {})
             body_read = False
             if "host" in kw:  # a read-only mirror: public, so the body may be read first
-                if method in ("POST", "PUT"):
+                if method in BODY_METHODS:
                     _refuse_bound(principal)
                     ctx.body, body_read = await read_body(limit), True
                 await _authorize_mirror(ctx, kw.pop("host"), f"{kw.pop('owner')}/{kw.pop('name')}")
@@ -93,7 +94,7 @@ def route(method: str, rule: str, access: str, *, limit: int = DEFAULT_LIMIT, ag
                 raise AuthRequired("this needs a token (Authorization: Bearer ...)")
             elif access != "public" and principal.session is not None and not agent:
                 raise PermissionDenied("an agent token only works on its own session")
-            if method in ("POST", "PUT") and not body_read:  # only once the caller may send it
+            if method in BODY_METHODS and not body_read:  # only once the caller may send it
                 ctx.body = await read_body(limit)
             answer = await fn(ctx, **kw)
             return answer if isinstance(answer, Response) else cbor_response(answer, status)
@@ -176,14 +177,6 @@ async def load_session(ctx: Ctx, sid: str, *, open_only: bool = False) -> Sessio
     if open_only and not s.is_open:
         raise SessionClosed(f"session {sid} was {s.state}")
     return s
-
-
-def is_session_id(sid: str) -> bool:
-    try:
-        check_session_id(sid)
-    except InvalidInput:
-        return False
-    return True
 
 def session_role(ctx: Ctx, body: dict[str, Any] | None = None) -> str:
     role = field(body if body is not None else ctx.body, "role", str, default="human")

@@ -3,13 +3,13 @@ caller may read and every mirror (docs/api.md); CBOR, or JSON when asked for."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from quart import Response, current_app, request
+from quart import current_app, request
 
 from node.api.routing import Ctx, route
 from node.search import query_of, search_of, with_peers
+from node.wire import cbor_or_json
 
 
 @route("GET", "/api/v1/search", "public", agent=True)
@@ -27,6 +27,4 @@ async def search(ctx: Ctx) -> Any:
     doc = found.to_json()
     if remote:
         doc["remote"] = [a.to_json() for a in peers]
-    if "application/json" in request.headers.get("Accept", "") or args.get("format") == "json":
-        return Response(json.dumps(doc), content_type="application/json")
-    return doc
+    return cbor_or_json(doc)

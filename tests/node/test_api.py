@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import httpx
-from forge import Forge, micelio
+from forge import Forge, micelio, start_forge
 
 from hif.mainline import LandingRecord
 from hif.objects import DIR, FILE, blob_bytes, digest, encode, pack, tree_bytes
@@ -279,7 +279,7 @@ def test_docs_list_exactly_the_routes() -> None:
     from node.mcp import PATH as MCP_PATH
 
     doc = (ROOT / "docs/api.md").read_text()
-    documented = set(re.findall(r"^\| `(GET|POST|PUT|DELETE) (/[^`?]*)`", doc, re.M))
+    documented = set(re.findall(r"^\| `(GET|POST|PUT|PATCH|DELETE) (/[^`?]*)`", doc, re.M))
     declared = {(r.method, re.sub(r"<owner>/<name>", "<repo>", r.rule)) for r in ROUTES}
     declared |= {("GET", "/healthz"), ("POST", MCP_PATH)}  # MCP: beside the route table (node.mcp)
     assert documented == declared
@@ -388,3 +388,89 @@ def test_a_bomb_at_the_auth_database_key_is_a_clear_503(forge: Forge, tmp_path: 
     assert r.status_code == 503 and f"{MAX_IMAGE >> 20} MiB limit" in r.data["message"], r.data
     p = micelio("admin", "user", "list", store=forge.store, cache_dir=tmp_path / "fresh", check=False)
     assert p.returncode == 1 and f"{MAX_IMAGE >> 20} MiB limit" in p.stderr and "Traceback" not in p.stderr, p.stderr
+
+
+def test_api_blame_shares_the_web_uis_result_cache_which_stays_under_its_cap(tmp_path: Path) -> None:
+    """The API's blame goes through the node's blame cache, the one the web UI fills: a blame is
+    kept once, asked again (by the API or the page) it is read back, a refused blame keeps nothing,
+    and however many files are blamed the cache directory stays under ``MICELIO_RESULTS_MAX``."""
+    forge = start_forge(tmp_path / "f", env={"MICELIO_RESULTS_MAX": "4000"})
+    try:
+        t = forge.admin_token
+        forge.api("POST", "/api/v1/repos", t, {"name": "acme/cap"})
+        base = "/api/v1/repos/acme/cap"
+        names = [f"f{n}.txt" for n in range(40)]
+        for goal, text in (("Write", b"line %d of %d\n"), ("Edit", b"LINE %d of %d\n")):
+            stored = {name: blob(b"".join(text % (k, n) if goal == "Write" or k % 2 else b"line %d of %d\n" % (k, n)
+                                          for k in range(30))) for n, name in enumerate(names)}
+            r = forge.api("POST", f"{base}/land", t, {"goal": goal, "objects": [s for _, s in stored.values()],
+                                                      "events": [write_event(p, i) for p, (i, _) in stored.items()]})
+            assert r.status_code == 200, r.data
+        results = forge.root / "cache-0" / "ui"
+
+        def kept() -> list[Path]:
+            return sorted(p for p in (results / "blame").rglob("*") if p.is_file()) if results.exists() else []
+
+        def owners(path: str) -> list[tuple[int, str]]:
+            r = forge.api("GET", f"{base}/blame?path={path}", t)
+            assert r.status_code == 200, r.data
+            return [(ln[0], ln[4]) for ln in r.data["lines"]]
+
+        first = owners("f0.txt")
+        assert first == [(2 if k % 2 else 1, f"{'LINE' if k % 2 else 'line'} {k} of 0") for k in range(30)]
+        assert len(kept()) == 1
+        entry = kept()[0]
+        assert owners("f0.txt") == first and kept() == [entry]
+        page = httpx.get(f"{forge.url}/acme/cap/blame/f0.txt", timeout=60)
+        assert page.status_code == 200 and "LINE 1 of 0" in page.text and kept() == [entry]
+        for bad in ("nothing.txt", "f0.txt/x", "../f0.txt"):
+            assert forge.api("GET", f"{base}/blame?path={bad}", t).status_code in (400, 404, 422)
+        assert kept() == [entry]
+        for n, name in enumerate(names):
+            assert owners(name) == [(2 if k % 2 else 1, f"{'LINE' if k % 2 else 'line'} {k} of {n}") for k in range(30)]
+            assert sum(p.stat().st_size for p in results.rglob("*") if p.is_file()) <= 4000
+        assert 1 < len(kept()) < len(names)  # some were dropped to keep under the cap
+    finally:
+        forge.stop()
+
+
+def test_repository_settings_and_deletion(forge: Forge) -> None:
+    """``PATCH`` and ``DELETE /api/v1/repos/<repo>``: the web UI's settings through the API, with the
+    same rules (node.repos): maintainers change, owners delete, and only with the name typed again."""
+    dana = forge.user("dana", scope="admin")  # the owner: it is her namespace
+    mia = forge.user("mia", scope="admin")  # a maintainer
+    dave = forge.user("dave")  # a maintainer too, with a write-scope token
+    wes = forge.user("wes")
+    assert forge.api("POST", "/api/v1/repos", dana, {"name": "dana/tools", "description": "old"}).status_code == 201
+    forge.api("PUT", "/api/v1/repos/dana/tools/members/mia", dana, {"role": "maintainer"})
+    forge.api("PUT", "/api/v1/repos/dana/tools/members/dave", dana, {"role": "maintainer"})
+    forge.api("PUT", "/api/v1/repos/dana/tools/members/wes", dana, {"role": "writer"})
+    repo = "/api/v1/repos/dana/tools"
+    r = forge.api("PATCH", repo, dana, {"description": "  Sharp tools  ", "private": True})
+    assert r.status_code == 200 and (r.data["description"], r.data["private"]) == ("Sharp tools", True)
+    assert forge.api("GET", repo, forge.user("stranger")).status_code == 404  # private now
+    assert forge.api("PATCH", repo, mia, {"private": False}).data["private"] is False  # a maintainer may
+    for token, body, status in (
+        (wes, {"description": "x"}, 403),  # a writer may not
+        (dave, {"description": "x"}, 403),  # a maintainer with a write-scope token may not
+        (None, {"description": "x"}, 401),
+        (dana, {}, 400),  # nothing to change
+        (dana, {"private": "yes"}, 400),
+        (dana, {"description": 7}, 400),
+        (dana, {"description": "d" * 1001}, 400),
+    ):
+        assert forge.api("PATCH", repo, token, body).status_code == status, (body, status)
+    assert forge.api("GET", repo, dana).data["description"] == "Sharp tools"  # refused: nothing changed
+    # deleting: owners only, with the full name typed again
+    assert forge.api("DELETE", repo + "?confirm=dana/tools", mia).status_code == 403
+    assert forge.api("DELETE", repo + "?confirm=dana/tools", wes).status_code == 403
+    for confirm in ("", "?confirm=tools", "?confirm=dana/tool", "?confirm=DANA/TOOLS"):
+        r = forge.api("DELETE", repo + confirm, dana)
+        assert r.status_code == 400 and "type the repository's full name" in r.data["message"], confirm
+    assert forge.api("GET", repo, dana).status_code == 200
+    r = forge.api("DELETE", repo + "?confirm=dana/tools", dana)
+    assert r.status_code == 200 and r.data["deleted"] == "dana/tools" and r.data["keys"] >= 1
+    assert forge.api("GET", repo, dana).status_code == 404
+    assert forge.api("DELETE", repo + "?confirm=dana/tools", dana).status_code == 404
+    # the name is free again, and the new repository starts empty
+    assert forge.api("POST", "/api/v1/repos", dana, {"name": "dana/tools"}).data["description"] == ""

@@ -80,6 +80,9 @@ def CASES(w: World, repo: str) -> dict[tuple[str, str], tuple[str, dict[str, Any
         ("GET", "/api/v1/search"): ("/api/v1/search?q=hello", None),
         ("POST", "/api/v1/repos"): ("/api/v1/repos", {"name": "acme/new"}),
         ("GET", "/api/v1/repos/<owner>/<name>"): (base, None),
+        ("PATCH", "/api/v1/repos/<owner>/<name>"): (base, {"description": "matrix"}),
+        # never the full name: should a token ever pass the checks, nothing is deleted
+        ("DELETE", "/api/v1/repos/<owner>/<name>"): (f"{base}?confirm=not-this-one", None),
         ("PUT", "/api/v1/repos/<owner>/<name>/members/<user>"): (f"{base}/members/sam", {"role": "reader"}),
         ("DELETE", "/api/v1/repos/<owner>/<name>/members/<user>"): (f"{base}/members/sam", None),
         ("POST", "/api/v1/repos/<owner>/<name>/objects/have"): (f"{base}/objects/have", {"ids": [ID]}),
@@ -90,6 +93,7 @@ def CASES(w: World, repo: str) -> dict[tuple[str, str], tuple[str, dict[str, Any
         ("GET", "/api/v1/repos/<owner>/<name>/log"): (f"{base}/log", None),
         ("GET", "/api/v1/repos/<owner>/<name>/tree"): (f"{base}/tree", None),
         ("GET", "/api/v1/repos/<owner>/<name>/blame"): (f"{base}/blame?path=f", None),
+        ("GET", "/api/v1/repos/<owner>/<name>/commits/<sha>"): (f"{base}/commits/{'0' * 40}", None),
         ("POST", "/api/v1/repos/<owner>/<name>/scan"): (f"{base}/scan", {"since": 0, "until": 0, "items": []}),
         ("GET", "/api/v1/repos/<owner>/<name>/landings/<position>/agent-trace"):
             (f"{base}/landings/1/agent-trace", None),
@@ -122,6 +126,7 @@ def CASES(w: World, repo: str) -> dict[tuple[str, str], tuple[str, dict[str, Any
         **{(method, MIRROR + suffix): (mirror + path, body) for method, suffix, path, body in (
             ("GET", "", "", None), ("GET", "/head", "/head", None), ("GET", "/log", "/log", None),
             ("GET", "/tree", "/tree", None), ("GET", "/blame", "/blame?path=f", None),
+            ("GET", "/commits/<sha>", f"/commits/{'0' * 40}", None),
             ("POST", "/objects/have", "/objects/have", {"ids": [ID]}),
             ("POST", "/objects/get", "/objects/get", {"ids": [ID]}),
             ("POST", "/objects/stream", "/objects/stream", {"ids": [ID]}),
@@ -139,7 +144,7 @@ def ids(routes: list[Route]) -> list[str]:
 
 REPO_ROUTES = [r for r in ROUTES if "<owner>" in r.rule]
 AUTH_ROUTES = [r for r in ROUTES if r.access != "public"]
-BODY_ROUTES = [r for r in ROUTES if r.method in ("POST", "PUT")]
+BODY_ROUTES = [r for r in ROUTES if r.method in ("POST", "PUT", "PATCH")]
 
 
 def send(w: World, route: Route, token: str | None, repo: str = PRIVATE, *, raw: bytes | None = None) -> Any:

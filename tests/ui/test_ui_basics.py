@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 from test_ui_browser import log_in
-from ui_seed import PUBLIC, Client, Seeded, write
+from ui_seed import IMPORTED, PUBLIC, Client, Seeded, landed_session, write
 
 
 @pytest.fixture(params=[True, False], ids=["js", "nojs"])
@@ -100,6 +100,33 @@ def test_clone_command_and_session_id_copy(any_page: Any, seeded: Seeded) -> Non
     for path in (f"/{PUBLIC}/sessions", f"/{PUBLIC}/blob/src/widgets/core.py", f"/{PUBLIC}/blame/README.md"):
         page.goto(path)  # every repository page
         expect(page.locator("#clone-cmd")).to_contain_text(f"hif clone {seeded.forge.url}/{PUBLIC}")
+
+
+def test_imported_commit_id_is_a_permalink_with_a_copy_button(any_page: Any, seeded: Seeded) -> None:
+    """Basic 8: the git commit id on an imported landing's page links to ``/commit/<id>``, which
+    (like any short id typed into the address bar) comes back to that landing; an iteration's
+    commit goes to its iteration; the id can be copied."""
+    page, js = any_page, any_page.js
+    sha, side = seeded.commits["Merge the notes"], seeded.commits["Extend the notes"]
+    session_url = f"{seeded.forge.url}/{IMPORTED}/sessions/{landed_session(seeded, IMPORTED, 3)}"
+    page.goto(f"/{IMPORTED}/commit/{sha[:7].upper()}")
+    expect(page).to_have_url(session_url)
+    link = page.locator("dl.landing a.commit-id")
+    expect(link).to_have_text(sha)
+    expect(page.locator(".export-same")).to_have_text("hif export git writes this landing back as this same commit")
+    link.click()
+    expect(page).to_have_url(session_url)
+    expect(page.locator("#goal")).to_have_text("Merge the notes")
+    page.get_by_role("link", name=side[:12]).click()
+    expect(page).to_have_url(session_url + "#iteration-2")
+    expect(page.locator("#iteration-2")).to_contain_text("Extend the notes")
+    button = page.locator("button.copy[data-copy='git-commit']")
+    if not js:
+        expect(button).to_be_hidden()
+        return
+    button.click()
+    expect(button).to_have_text("Copied")
+    assert page.evaluate("navigator.clipboard.readText()") == sha
 
 
 def test_line_links_ranges_and_permalink(any_page: Any, seeded: Seeded) -> None:
