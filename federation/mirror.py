@@ -1,16 +1,17 @@
 """Read-only mirrors of remote repositories: verified landing envelopes at the same positions.
 
 A mirror lives under ``mirrors/<host>/<owner>/<name>/`` (the layout of a repository, plus
-``envelopes/<position>`` and ``conflicts/``), so it never collides with a local repository. Applying
-envelopes checks, in order: each envelope's signature and claims (by the caller), that they continue
-the mirror's log (positions and the parent tree chain), then streams the objects the mirror lacks
-from the origin's object API (``objects/stream``: batched by bytes, written as they arrive, so a
-landing of any size comes through in bounded memory), verifying every hash, and writes trees
-(children before parents), the envelope, the landing record (put-if-absent) and the sessions' state
-markers. Everything is idempotent: a position already held with the same bytes is skipped; with
-different bytes it is refused and recorded, never overwritten. A position that cannot be applied
-(:class:`MirrorStuck`) is recorded in the mirror's ``sync`` status with its reason.
-"""
+``envelopes/<last position>``, a page of envelopes per key, and ``conflicts/``), so it never collides
+with a local repository. Applying envelopes checks, in order: each envelope's signature and claims
+(by the caller), that they continue the mirror's log (positions and the parent tree chain), then, a
+chunk of positions at a time, streams the objects the mirror lacks from the origin's object API
+(``objects/stream``: batched by bytes, blobs written in batches as they arrive, so a landing of any
+size comes through in bounded memory), verifying every hash, and writes trees (children before
+parents), the envelope pages, the landing records (put-if-absent) and the sessions' state markers;
+the next chunk is fetched while one is written. Everything is idempotent: a position already held
+with the same bytes is skipped; with different bytes it is refused and recorded, never overwritten.
+A position that cannot be applied (:class:`MirrorStuck`) is recorded in the mirror's ``sync`` status
+with its reason."""
 
 from __future__ import annotations
 

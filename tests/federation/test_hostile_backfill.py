@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
 import os
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -31,7 +29,7 @@ from urllib.parse import parse_qs, urlsplit
 import cbor2
 import httpx
 import pytest
-from fedkit import land, make_repo, start_node
+from fedkit import QuietHandler, land, make_repo, node_actor, serve, start_node
 from s3server import free_port
 
 from federation import mirror
@@ -81,21 +79,11 @@ def start_origin(a_url: str) -> Origin:
     key = NodeKey(os.urandom(32), f"http://127.0.0.1:{port}")
     origin: Origin
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
-
+    class Handler(QuietHandler):
         def do_GET(self) -> None:  # noqa: N802
             parts = urlsplit(self.path)
             if parts.path == "/ap/node":
-                doc = {
-                    "@context": "https://www.w3.org/ns/activitystreams",
-                    "id": key.actor,
-                    "type": "Application",
-                    "inbox": f"{key.url}/ap/inbox",
-                    "publicKey": {"id": key.key_id, "owner": key.actor, "publicKeyPem": key.public_pem()},
-                }
-                return self._send(200, json.dumps(doc).encode(), "application/activity+json")
+                return self._send(200, node_actor(key), "application/activity+json")
             if parts.path != f"/ap/repos/{REPO}/envelopes":
                 return self._send(404, b"{}", "application/json")
             start = int(parse_qs(parts.query)["start"][0])
@@ -127,16 +115,7 @@ def start_origin(a_url: str) -> Origin:
                 out = swap_object(out, origin.tamper)
             self._send(a.status_code, out, a.headers.get("content-type", "application/cbor"))
 
-        def _send(self, status: int, body: bytes, ctype: str) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    origin = Origin(a_url, key, server)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    origin = Origin(a_url, key, serve(Handler, port))
     return origin
 
 
