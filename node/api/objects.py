@@ -49,7 +49,10 @@ def _ids(body: dict[str, Any], most: int) -> list[bytes]:
 @route("POST", REPO + "/objects/have", "read", agent=True)
 async def objects_have(ctx: Ctx) -> dict[str, Any]:
     ids = _ids(ctx.body, MAX_HAVE)
-    return {"missing": [i for i in ids if not await ctx.r.objects.has(i)]}
+    # asked of the store itself, in one call: the answer is what this node can serve now, so
+    # no memory of objects once seen through the handle may stand in for it (a damaged store)
+    there = await ctx.r.store.has_many([ctx.r.objects.key(i) for i in ids])
+    return {"missing": [i for i, ok in zip(ids, there, strict=True) if not ok]}
 
 
 @route("POST", REPO + "/objects/get", "read", agent=True)
