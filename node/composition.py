@@ -16,7 +16,7 @@ from werkzeug.exceptions import HTTPException
 
 from hif.errors import HifError
 from hif.store import ObjectStore
-from node import api, mcp, search
+from node import api, heavy, mcp, search
 from node.api import checks, federation
 from node.config import Config
 from node.context import Node
@@ -93,6 +93,7 @@ def create_app(config: Config | None = None, *, store: ObjectStore | None = None
     federation.install(app, node)  # after the store's start-up, before its close
     search.install(app, node, lambda: app.extensions.get("federation"))  # after federation: mirrors
     mcp.install(app, node)  # /api/v1/mcp beside Quart, at the ASGI level
+    heavy.install(app)  # work deferred until a response is sent (background highlighting)
     return app
 
 
