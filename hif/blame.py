@@ -12,10 +12,9 @@ the diff holding none is not matched), looping once per changed place rather tha
 commit that changes a few lines of a big file costs a few slice comparisons and one count of its
 unique lines. Each version is read once, and split only between the ends it shares with the
 version it is diffed with (those lines are that version's own objects); one whose blob is the one
-before's costs no diff. A
-:class:`BlameCache` (content-addressed: a result is keyed by the file's path and the exact landing
-record that last changed it, so it never goes stale) lets a later blame stop at the first record
-whose blame is known, and reuse it.
+before's costs no diff. A :class:`BlameCache` (content-addressed: a result is keyed by the file's
+path and the exact landing record that last changed it, so it never goes stale) lets a later blame
+stop at the first record whose blame is known, and reuse it.
 """
 
 from __future__ import annotations
