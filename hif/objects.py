@@ -409,9 +409,16 @@ class ObjectDB:
         return await self.put_canonical(encode([kind, value]))
 
     async def has(self, oid: bytes) -> bool:
-        if oid in self._known:
+        if oid in self._known or oid in self._kinds:  # stored or read through this handle: it exists
             return True
         return await self.store.head(self.key(oid)) is not None
+
+    async def has_many(self, oids: Sequence[bytes]) -> list[bool]:
+        """Whether each object is stored, in order: one store call for all of them (on disk one
+        ``stat`` each, in one worker-thread hop), not one ``head`` per object."""
+        unknown = [oid for oid in oids if oid not in self._known]
+        found = dict(zip(unknown, await self.store.has_many([self.key(o) for o in unknown]), strict=True))
+        return [oid in self._known or found[oid] for oid in oids]
 
     async def get_canonical(self, oid: bytes) -> bytes:
         try:
@@ -440,7 +447,8 @@ class ObjectDB:
         return content
 
     def note_kind(self, oid: bytes, kind: str) -> None:
-        """Remember what ``oid`` is (seen written or read here), so that ``check_kinds`` need not read it."""
+        """Remember what ``oid`` is (seen written or read here), so that ``check_kinds`` need not read it
+        and ``has`` need not ask."""
         if len(self._kinds) >= _KINDS_KEPT:
             self._kinds.clear()
         self._kinds[oid] = kind
@@ -515,16 +523,26 @@ def check_stored(stored: bytes) -> tuple[bytes, bytes, Any]:
     It must decode to a ``[kind, value]`` pair, and a tree may name only safe entries; raises
     CorruptObject or InvalidPath otherwise (the id is computed, so it cannot lie)."""
     canonical = unpack(stored)
+    oid, value = check_canonical(canonical)
+    return oid, canonical, value
+
+
+def check_canonical(canonical: bytes, names: set[str] | None = None) -> tuple[bytes, Any]:
+    """:func:`check_stored` of bytes already expanded: (id, decoded value). ``names``: see
+    :func:`parse_tree_rows`."""
     value = decode(canonical)
     if not isinstance(value, list) or len(value) != 2 or not isinstance(value[0], str):
         raise CorruptObject("an object is a [kind, value] pair")
     oid = digest(canonical)
     if value[0] == "tree":
-        parse_tree_rows(value[1], oid)
-    return oid, canonical, value
+        parse_tree_rows(value[1], oid, names)
+    return oid, value
 
 
-def parse_tree_rows(rows: Any, oid: bytes) -> Tree:
+def parse_tree_rows(rows: Any, oid: bytes, names: set[str] | None = None) -> Tree:
+    """The entries of a tree from outside, each checked. ``names``: entry names already found
+    safe, kept by a caller that checks many versions of the same directories (a backfill), so each
+    name is checked once rather than once per tree naming it; names found safe are added to it."""
     if not isinstance(rows, list):
         raise CorruptObject(f"tree {oid.hex()} is malformed")
     tree: Tree = {}
@@ -538,7 +556,10 @@ def parse_tree_rows(rows: Any, oid: bytes) -> Tree:
             or len(row[2]) != 32
         ):
             raise CorruptObject(f"tree {oid.hex()} has a malformed entry")
-        check_name(row[0])
+        if names is None:
+            check_name(row[0])
+        elif row[0] not in names:
+            names.add(check_name(row[0]))
         if row[1] == LINK:
             check_link_name(row[0])
         tree[row[0]] = Entry(row[1], row[2])

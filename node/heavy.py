@@ -32,7 +32,7 @@ from hif.blame import BlameLine, blame
 from hif.repo import Repo
 from hif.store.embedded import EmbeddedStore
 from hif.store.threaded import ThreadedStore
-from node.context import node_of
+from node.context import Node, node_of
 from node.errors import Busy
 
 T = TypeVar("T")
@@ -179,11 +179,13 @@ class DiskCache:
                 self.budget.added(len(value))
 
 
-def cache(kind: str) -> DiskCache:
-    """The running node's cache of ``kind`` (``blame``, ``highlight``), all kinds under one cap."""
-    caches = current_app.extensions.setdefault("heavy-caches", {})
+def cache(kind: str, node: Node | None = None) -> DiskCache:
+    """The running node's cache of ``kind`` (``blame``, ``highlight``), all kinds under one cap;
+    ``node``: the node (an API handler's ``ctx.node``), by default the current Quart app's."""
+    node = node if node is not None else node_of(current_app)  # type: ignore[arg-type]
+    caches = node.extensions.setdefault("heavy-caches", {})
     if kind not in caches:
-        config = node_of(current_app).config
+        config = node.config
         root = Path(config.cache_dir)  # type: ignore[arg-type]
         if "" not in caches:
             caches[""] = Budget(root / "ui", config.results_max)
@@ -191,10 +193,10 @@ def cache(kind: str) -> DiskCache:
     return caches[kind]  # type: ignore[no-any-return]
 
 
-async def cached_blame(repo: Repo, path: str, at: int) -> list[BlameLine]:
+async def cached_blame(repo: Repo, path: str, at: int, node: Node | None = None) -> list[BlameLine]:
     """Blame ``path`` at ``at`` off the event loop, through the node's blame cache (the API and the
-    web UI share it)."""
-    results = cache("blame")
+    web UI share it; ``node`` as for :func:`cache`)."""
+    results = cache("blame", node)
     inner = repo.store.inner if isinstance(repo.store, ThreadedStore) else None
     if isinstance(inner, EmbeddedStore):  # the whole walk in one worker: no thread hop per read
         return await offload(_blame_in_thread, inner, repo, path, at, results)

@@ -12,12 +12,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hif.errors import CorruptObject
+from hif.errors import CorruptObject, InvalidPath
 from hif.objects import (
     DIR,
     EMPTY_TREE,
     EXEC,
     FILE,
+    LINK,
     RAW,
     ZSTD,
     Entry,
@@ -29,6 +30,7 @@ from hif.objects import (
     digest,
     encode,
     pack,
+    parse_tree_rows,
 )
 from hif.store import EmbeddedStore
 from hif.tree import apply, diff, lookup, lookup_file, walk
@@ -350,3 +352,28 @@ def test_file_replaced_by_directory_and_back() -> None:
         assert await apply(db, t1, {"a/x/y": None, "z": None}) == EMPTY_TREE
 
     with_db(body)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["..", FILE], [".git", DIR], [".GIT", FILE], ["git~1", DIR], [".hif", DIR], ["a/b", FILE], ["", FILE],
+        ["a\x00b", FILE], ["a\\b", FILE], ["x:$DATA", FILE], [".gitmodules", LINK], ["GITMOD~1", LINK],
+    ],
+)
+def test_tree_rows_checked_once_per_name_still_refuse_bad_ones(bad: list[str]) -> None:
+    """A backfill keeps the names it found safe (``names``) so that the hundred versions of one
+    directory check each name once: an unsafe name is refused whether or not the cache holds safe
+    ones, a name cached from a file is still checked when a symbolic link has it, and a name
+    refused as a name never enters the cache (a link's name may: it is a fine name for a file)."""
+    oid = bytes(32)
+    names: set[str] = set()
+    safe = [["a", FILE, oid], ["d", DIR, oid], [".gitmodules", FILE, oid], ["gitmod~1", FILE, oid]]
+    assert set(parse_tree_rows(safe, oid, names)) == {"a", "d", ".gitmodules", "gitmod~1"}
+    assert names == {"a", "d", ".gitmodules", "gitmod~1"}
+    for attempt in range(2):  # a second time too: nothing about the refused row was kept
+        with pytest.raises((CorruptObject, InvalidPath)):
+            parse_tree_rows([*safe, [bad[0], bad[1], oid]], oid, names)
+        assert names - {"a", "d", ".gitmodules", "gitmod~1"} <= ({bad[0]} if bad[1] == LINK else set()), attempt
+    with pytest.raises((CorruptObject, InvalidPath)):  # and without the cache, as before
+        parse_tree_rows([[bad[0], bad[1], oid]], oid)

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import cbor2
-from quart import Response
 
 from hif.errors import HifError, NotFound, PreconditionFailed
 from hif.objects import (
@@ -24,6 +23,7 @@ from node.api.routing import (
 from node.errors import InvalidInput
 from node.wire import (
     CBOR_SEQ,
+    Answer,
     MiB,
     error_body,
     field,
@@ -64,7 +64,7 @@ async def objects_get(ctx: Ctx) -> dict[str, Any]:
 
 
 @route("POST", REPO + "/objects/stream", "read", limit=4 * MiB, agent=True)
-async def objects_stream(ctx: Ctx) -> Response:
+async def objects_stream(ctx: Ctx) -> Answer:
     """Many objects in one streamed answer (a clone's whole checkout in one request instead of one per
     1,000): read a bounded batch ahead while the last one is sent, so memory stays flat at any size."""
     ids = _ids(ctx.body, MAX_STREAM)
@@ -100,9 +100,7 @@ async def objects_stream(ctx: Ctx) -> Response:
                     pending.cancel()
         yield cbor2.dumps({"count": sent})
 
-    resp = Response(body(), status=200, content_type=CBOR_SEQ)
-    resp.timeout = None  # a large checkout may stream for longer than Quart's default minute
-    return resp
+    return Answer(body(), 200, CBOR_SEQ)  # streamed: no time limit (a large checkout takes long)
 
 
 def _check_found(ids: list[bytes], found: list[bytes | None]) -> None:
