@@ -14,7 +14,7 @@ from quart import Quart, Response, g, request
 
 from hif.errors import HifError
 from hif.store import ObjectStore
-from node import api, mcp, search
+from node import api, heavy, mcp, search
 from node.api import asgi, checks, federation
 from node.api.asgi import access_log, log_request
 from node.config import Config
@@ -71,6 +71,7 @@ def create_app(config: Config | None = None, *, store: ObjectStore | None = None
     federation.install(app, node)  # after the store's start-up, before its close
     search.install(app, node, lambda: app.extensions.get("federation"))  # after federation: mirrors
     mcp.install(app, node)  # /api/v1/mcp beside Quart, at the ASGI level
+    heavy.install(app)  # work deferred until a response is sent (background highlighting)
     asgi.install(app, node)  # the API's routes straight from the server, in front of the rest
     return app
 

@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from quart import current_app
+from quart import Quart, current_app, request
 
 from hif.blame import BlameLine, blame
 from hif.repo import Repo
@@ -36,6 +36,7 @@ from node.context import Node, node_of
 from node.errors import Busy
 
 T = TypeVar("T")
+AFTER = "micelio.after_response"  # the ASGI scope's key for work to start once the response is sent
 
 WORKERS = 2  # threads doing heavy work per process (the machine class has 2 CPUs)
 QUEUED = 64  # heavy jobs waiting for a thread at most; beyond, a request is refused (503)
@@ -60,6 +61,34 @@ async def offload(fn: Callable[..., T], *args: Any) -> T:
     finally:
         with _lock:
             _pending -= 1
+
+
+def pending() -> int:
+    """Heavy jobs running or waiting for a thread now (a figure for operators and tests)."""
+    with _lock:
+        return _pending
+
+
+def after_response(fn: Callable[[], object]) -> None:
+    """Start ``fn()`` once this request's response has been handed to the server (its last byte
+    sent), not before: background work a page asks for (highlighting for the next view) must not
+    take the CPU, or the GIL, from the page that is still being compressed and written."""
+    request.scope.setdefault(AFTER, []).append(fn)
+
+
+def install(app: Quart) -> None:
+    """Run the work :func:`after_response` deferred when the ASGI call of its request returns, which
+    is after the response's last ``send`` (or when the client went away)."""
+    inner = app.asgi_app
+
+    async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        try:
+            await inner(scope, receive, send)
+        finally:
+            for fn in scope.pop(AFTER, ()):
+                fn()
+
+    app.asgi_app = asgi  # type: ignore[method-assign]
 
 
 class Budget:

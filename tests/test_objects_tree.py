@@ -23,9 +23,13 @@ from hif.objects import (
     ZSTD,
     Entry,
     ObjectDB,
+    blob_content,
     blob_id,
+    check_object,
     decode,
+    digest,
     encode,
+    pack,
     parse_tree_rows,
 )
 from hif.store import EmbeddedStore
@@ -217,6 +221,51 @@ def test_altered_tree_is_corrupt() -> None:
         path.write_bytes(stored[:-1] + bytes([stored[-1] ^ 1]))
         with pytest.raises(CorruptObject):
             await ObjectDB(store, "repos/t/r/").get_tree(tree)
+
+    with_db(body)
+
+
+def _blob_spellings() -> list[bytes]:
+    """Canonical blobs of every head width, and other spellings of (or near) a blob: longer heads
+    than needed, an indefinite-length string, bytes after the item, cut heads and bodies, a text
+    string, a third item, another kind, nothing."""
+    out = [encode(["blob", b"x" * n]) for n in (0, 1, 23, 24, 255, 256, 65535, 65536)]
+    start = b"\x82\x64blob"
+    out += [start + b"\x58\x03abc", start + b"\x59\x00\x03abc", start + b"\x5a\x00\x00\x00\x03abc",
+            start + b"\x5b" + (3).to_bytes(8, "big") + b"abc", start + b"\x5f\x41a\x42bc\xff",
+            start + b"\x43abc\x00", start + b"\x43ab", start + b"\x59\x00", start + b"\x58", start + b"\x5c",
+            start + b"\x63abc", start, b"\x83\x64blob\x43abc\x00", encode(["tree", []]), b"",
+            start + b"\x5b" + (1 << 63).to_bytes(8, "big") + b"abc"]
+    return out
+
+
+def test_a_blob_cut_out_is_what_the_decoder_gives_for_every_spelling() -> None:
+    """``get_blob`` cuts a blob's content out of its bytes instead of decoding them: for any bytes,
+    it gives what the decoder gives, or is refused as the decoder refuses them."""
+
+    def decoded(canonical: bytes) -> bytes | None:
+        try:
+            content = check_object("blob", decode(canonical))
+        except CorruptObject:
+            return None
+        return content if isinstance(content, bytes) else None
+
+    async def body(db: ObjectDB, store: EmbeddedStore, root: Path) -> None:
+        spellings = _blob_spellings()
+        for canonical in spellings:
+            cut = blob_content(canonical)
+            assert cut is None or cut == decoded(canonical), canonical[:16]
+            oid = digest(canonical)
+            await store.put(db.key(oid), pack(canonical))
+            want = decoded(canonical)
+            if want is None:
+                with pytest.raises(CorruptObject):
+                    await ObjectDB(store, "repos/t/r/").get_blob(oid)
+            else:
+                assert await ObjectDB(store, "repos/t/r/").get_blob(oid) == want
+        # every canonical blob is cut out; an indefinite-length string is left to the decoder
+        assert all(blob_content(c) is not None for c in spellings[:8])
+        assert blob_content(b"\x82\x64blob\x5f\x41a\x42bc\xff") is None
 
     with_db(body)
 
