@@ -8,6 +8,7 @@ largest child of the whole run).
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import resource
 import shutil
@@ -243,15 +244,53 @@ def _drop_pyc_dir() -> None:
 atexit.register(_drop_pyc_dir)
 
 
-def hif_env(author: str = "bench") -> dict[str, str]:
+def hif_env(author: str = "bench", server: Path | None = None) -> dict[str, str]:
     """The environment for ``hif`` subprocesses. Byte code is cached (in a temporary directory, so
     nothing is written to the checkout) even if PYTHONDONTWRITEBYTECODE is set: an installed hif has
-    its .pyc files, and compiling every module on every call would measure the compiler instead."""
+    its .pyc files, and compiling every module on every call would measure the compiler instead.
+    Without ``server`` (a socket directory of :func:`warm_server`) the warm command server is off:
+    each command is a cold process, and no benchmark leaves a server behind."""
     env = dict(os.environ)
     env.update({"HIF_AUTHOR": author, "HIF_ROLE": "agent", "PYTHONPYCACHEPREFIX": _PYC_DIR})
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     env.pop("HIF_DEBUG", None)
+    env.update({"HIF_NO_SERVER": "", "HIF_SERVER_DIR": str(server)} if server else {"HIF_NO_SERVER": "1"})
     return env
+
+
+@dataclass
+class WarmServer:
+    dir: Path  # the socket directory, for :func:`hif_env`
+    pid: int
+
+    def cpu(self) -> float:
+        """CPU seconds (user + system) of the server and of the commands it has run and reaped so
+        far: a warm command's CPU is its client's plus this one's growth (in clock ticks, 10 ms)."""
+        with open(f"/proc/{self.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+    def served(self) -> int:
+        """Commands the server has run, ``hif server status`` asking it included."""
+        doc = json.loads(run([HIF, "server", "status", "--json"], cwd=self.dir, env=hif_env(server=self.dir)).out)
+        return next(int(s["served"]) for s in doc["servers"] if s.get("current"))
+
+
+@contextmanager
+def warm_server(base: Path) -> Iterator[WarmServer]:
+    """A warm command server (``hif server start``) with its own socket directory under ``base``,
+    stopped and awaited at the end."""
+    d = base / "hif-server"
+    d.mkdir(mode=0o700)
+    env = hif_env(server=d)
+    info = json.loads(run([HIF, "server", "start", "--json"], cwd=base, env=env).out)
+    try:
+        yield WarmServer(d, int(info["pid"]))
+    finally:
+        run([HIF, "server", "stop"], cwd=base, env=env, check=False)
+        deadline = time.monotonic() + 60
+        while list(d.glob("*.sock")) and time.monotonic() < deadline:
+            time.sleep(0.05)
 
 
 def machine() -> str:

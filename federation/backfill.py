@@ -4,6 +4,7 @@ The resync loop, a Push that skipped positions and ``micelio federation sync`` a
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -11,7 +12,7 @@ from federation.actors import RemoteKey
 from federation.envelope import PAGE_MAX, Landing, check_landing, check_signature, unseal
 from federation.layout import following_key
 from federation.mirror import apply, read_sync, stuck, write_sync
-from federation.net import CBOR_CAP, http_error
+from federation.net import CBOR_CAP, Answer, http_error
 from federation.settings import authority
 from hif.errors import CorruptObject, HifError, InvalidInput, RemoteError
 from hif.objects import decode, encode
@@ -22,7 +23,8 @@ if TYPE_CHECKING:
 
 
 async def backfill(fed: Federation, f: dict[str, Any], until: int | None = None) -> int:
-    """(Caller holds the mirror lock.) Append envelopes from head + 1 up to ``until``."""
+    """(Caller holds the mirror lock.) Append envelopes from head + 1 up to ``until``, a page at
+    a time; the next page is asked for while one is applied, so memory holds two pages at most."""
     repo = fed.mirror(f["host"], f["name"])
     envelopes = f.get("envelopes")
     if not isinstance(envelopes, str):
@@ -32,44 +34,77 @@ async def backfill(fed: Federation, f: dict[str, Any], until: int | None = None)
             fed.store, following_key(f["host"], f["name"]), actor.id, actor.inbox, envelopes
         )
     total = 0
-    while True:
-        head = await repo.mainline.head()
-        if until is not None and head >= until:
-            return total
-        limit = PAGE_MAX if until is None else max(1, min(PAGE_MAX, until - head))
-        url = f"{envelopes}?start={head + 1}&limit={limit}"
-        a = await fed.fetcher.request(
-            "GET", url, headers={"Accept": "application/cbor"}, cap=CBOR_CAP
-        )
-        if a.status != 200:
-            raise http_error(a, url)
-        try:
-            page = decode(a.body)  # one CBOR item, nothing after it
-            wires = page["envelopes"]
-            assert isinstance(wires, list) and all(isinstance(w, bytes) for w in wires)
-        except Exception:  # cbor2 raises several types
-            raise RemoteError(f"{url} is not an envelope page") from None
-        if not wires:
-            if (await read_sync(repo)).get("error"):  # caught up: an old error is gone
-                await write_sync(repo, {"error": None, "last_sync": time.time()})
-            return total
-        checked: list[tuple[Landing, RemoteKey]] = []
-        for i, w in enumerate(wires):
+    ahead: tuple[str, asyncio.Task[Answer]] | None = None  # the next page, asked for early
+    try:
+        while True:
+            head = await repo.mainline.head()
+            if until is not None and head >= until:
+                return total
+            url = _page_url(envelopes, head, until)
+            if ahead is not None and ahead[0] == url:
+                a = await ahead[1]
+            else:
+                a = await fed.fetcher.request(
+                    "GET", url, headers={"Accept": "application/cbor"}, cap=CBOR_CAP
+                )
+            _drop(ahead)
+            ahead = None
+            if a.status != 200:
+                raise http_error(a, url)
             try:
-                checked.append(await verify_landing(fed, w, f["base"], f["name"], head + 1 + i))
-            except HifError as e:
-                if checked:
-                    break  # apply what verified; the next page starts at this one
-                raise await stuck(repo, head + 1, e) from None
-        total += await apply(
-            repo,
-            [c[0] for c in checked],
-            fed.fetcher,
-            f"{f['base']}/api/v1/repos/{f['name']}",
-            key_info(checked[-1][1]),
-        )
-        if page.get("next") is None and len(checked) == len(wires):
-            return total
+                page = decode(a.body)  # one CBOR item, nothing after it
+                wires = page["envelopes"]
+                assert isinstance(wires, list) and all(isinstance(w, bytes) for w in wires)
+            except Exception:  # cbor2 raises several types
+                raise RemoteError(f"{url} is not an envelope page") from None
+            del a
+            if not wires:
+                if (await read_sync(repo)).get("error"):  # caught up: an old error is gone
+                    await write_sync(repo, {"error": None, "last_sync": time.time()})
+                return total
+            checked: list[tuple[Landing, RemoteKey]] = []
+            for i, w in enumerate(wires):
+                try:
+                    checked.append(await verify_landing(fed, w, f["base"], f["name"], head + 1 + i))
+                except HifError as e:
+                    if checked:
+                        break  # apply what verified; the next page starts at this one
+                    raise await stuck(repo, head + 1, e) from None
+            whole = len(checked) == len(wires)  # else the next page starts at the one refused
+            more = page.get("next") is not None or not whole
+            del page, wires
+            if more and whole and (until is None or head + len(checked) < until):
+                # the origin signs and sends the next page while this one is applied
+                nxt = _page_url(envelopes, head + len(checked), until)
+                ahead = (nxt, asyncio.create_task(fed.fetcher.request(
+                    "GET", nxt, headers={"Accept": "application/cbor"}, cap=CBOR_CAP
+                )))
+            total += await apply(
+                repo,
+                [c[0] for c in checked],
+                fed.fetcher,
+                f"{f['base']}/api/v1/repos/{f['name']}",
+                key_info(checked[-1][1]),
+            )
+            if not more:
+                return total
+    finally:
+        _drop(ahead)
+
+
+def _page_url(envelopes: str, head: int, until: int | None) -> str:
+    """The origin's envelope page after ``head`` (at most ``PAGE_MAX``, and not past ``until``)."""
+    limit = PAGE_MAX if until is None else max(1, min(PAGE_MAX, until - head))
+    return f"{envelopes}?start={head + 1}&limit={limit}"
+
+
+def _drop(ahead: tuple[str, asyncio.Task[Answer]] | None) -> None:
+    """Forget a page asked for early (not needed, or the backfill ended): cancel it, and keep its
+    error, if any, from being reported as never retrieved."""
+    if ahead is not None:
+        ahead[1].cancel()
+        ahead[1].add_done_callback(lambda t: t.cancelled() or t.exception())
+
 
 async def verify_landing(
     fed: Federation, wire: bytes, base: str, name: str, position: int | None = None

@@ -1,19 +1,21 @@
 """Read-only mirrors of remote repositories: verified landing envelopes at the same positions.
 
 A mirror lives under ``mirrors/<host>/<owner>/<name>/`` (the layout of a repository, plus
-``envelopes/<position>`` and ``conflicts/``), so it never collides with a local repository. Applying
-envelopes checks, in order: each envelope's signature and claims (by the caller), that they continue
-the mirror's log (positions and the parent tree chain), then streams the objects the mirror lacks
-from the origin's object API (``objects/stream``: batched by bytes, written as they arrive, so a
-landing of any size comes through in bounded memory), verifying every hash, and writes trees
-(children before parents), the envelope, the landing record (put-if-absent) and the sessions' state
-markers. Everything is idempotent: a position already held with the same bytes is skipped; with
-different bytes it is refused and recorded, never overwritten. A position that cannot be applied
-(:class:`MirrorStuck`) is recorded in the mirror's ``sync`` status with its reason.
-"""
+``envelopes/<last position>``, a page of envelopes per key, and ``conflicts/``), so it never collides
+with a local repository. Applying envelopes checks, in order: each envelope's signature and claims
+(by the caller), that they continue the mirror's log (positions and the parent tree chain), then, a
+chunk of positions at a time, streams the objects the mirror lacks from the origin's object API
+(``objects/stream``: batched by bytes, blobs written in batches as they arrive, so a landing of any
+size comes through in bounded memory), verifying every hash, and writes trees (children before
+parents), the envelope pages, the landing records (put-if-absent) and the sessions' state markers;
+the next chunk is fetched while one is written. Everything is idempotent: a position already held
+with the same bytes is skipped; with different bytes it is refused and recorded, never overwritten.
+A position that cannot be applied (:class:`MirrorStuck`) is recorded in the mirror's ``sync`` status
+with its reason."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import time
@@ -25,11 +27,10 @@ from federation.errors import MirrorConflict, MirrorStuck
 from federation.layout import load_map
 from federation.net import CBOR_CAP, Fetcher, http_error
 from federation.settings import authority
-from hif.aio import together
 from hif.errors import CorruptObject, HifError, NotFound, PreconditionFailed, RemoteError
 from hif.forge.client import ObjectStreamReader
 from hif.mainline import log_key
-from hif.objects import DIR, EMPTY_TREE, check_stored, decode, digest, encode, pack, unpack
+from hif.objects import DIR, EMPTY_TREE, check_canonical, decode, digest, encode, pack, unpack
 from hif.repo import Repo
 from hif.store.base import ObjectStore
 
@@ -37,6 +38,9 @@ STREAM_IDS = 50_000  # ids per objects/stream request (a node accepts 100,000)
 HAVE_IDS = 10_000  # ids per objects/have request (a node's limit)
 MAX_OBJECT = 128 << 20  # one stored object in a stream (a node takes uploads of 64 MiB)
 FLUSH_BYTES = 8 << 20  # blobs written to the store in batches of about this much
+CHUNK = 256  # positions whose objects are fetched and written together (see ``apply``)
+ENVELOPE_PAGE = 64  # envelopes a mirror keeps in one store key at most ...
+ENVELOPE_PAGE_BYTES = 256 << 10  # ... and bytes: a page ends after the envelope that reaches this
 CBOR_TYPE = "application/cbor"
 CBOR_SEQ = "application/cbor-seq"
 
@@ -55,7 +59,71 @@ def origin_of(repo: Repo) -> str:
 
 
 def envelope_key(repo: Repo, position: int) -> str:
+    """Where the envelopes ending at ``position`` are kept: a page of several (``envelope_pages``)
+    or, as mirrors written before pages were, the one envelope of that position."""
     return f"{repo.prefix}envelopes/{position:012d}"
+
+
+def envelope_pages(repo: Repo, landings: Sequence[Landing]) -> list[tuple[str, bytes]]:
+    """The envelopes of consecutive ``landings`` as store items: pages of at most
+    ``ENVELOPE_PAGE`` envelopes and about ``ENVELOPE_PAGE_BYTES``, each under the key of its last
+    position, holding ``{"first": position, "envelopes": [wire, ...]}``: a file per page, not per
+    position, while reading one position back stays a list and a read of one small page."""
+    pages: list[tuple[str, bytes]] = []
+    page: list[Landing] = []
+    size = 0
+    for i, e in enumerate(landings):
+        page.append(e)
+        size += len(e.wire)
+        if len(page) == ENVELOPE_PAGE or size >= ENVELOPE_PAGE_BYTES or i == len(landings) - 1:
+            body = {"first": page[0].position, "envelopes": [p.wire for p in page]}
+            pages.append((envelope_key(repo, e.position), encode(body)))
+            page, size = [], 0
+    return pages
+
+
+async def stored_envelopes(repo: Repo, start: int, stop: int) -> dict[int, bytes]:
+    """The envelopes the mirror keeps for positions ``start..stop`` (those it has), by position:
+    the pages whose last position is ``start`` or later, in order, until each position is found
+    (replicas that raced may have written overlapping pages: the first found wins; both are the
+    origin's bytes). At most one page more than positions is read, so a missing one costs little."""
+    prefix = f"{repo.prefix}envelopes/"
+    found: dict[int, bytes] = {}
+    want = stop - start + 1
+    after = envelope_key(repo, start - 1)
+    budget = want + 1
+    while len(found) < want and budget > 0:
+        keys = await repo.store.list_page(prefix, start_after=after, limit=16)
+        if not keys:
+            break
+        for key in keys:  # one page at a time: most ranges need one or two
+            for pos, wire in _page_envelopes(key[len(prefix):], await repo.store.get_or_none(key)):
+                if start <= pos <= stop:
+                    found.setdefault(pos, wire)
+            budget -= 1
+            if len(found) == want or budget == 0:
+                break
+        after = keys[-1]
+    return found
+
+
+def _page_envelopes(name: str, data: bytes | None) -> list[tuple[int, bytes]]:
+    """(position, wire) of what one key under ``envelopes/`` holds: a page, or one envelope (the
+    layout before pages); nothing when it is neither (the caller reports it as missing)."""
+    if data is None or not name.isdigit():
+        return []
+    try:
+        value = decode(data)
+    except CorruptObject:
+        return []
+    if isinstance(value, dict) and "payload" in value:  # one envelope, keyed by its position
+        return [(int(name), data)]
+    if not isinstance(value, dict):
+        return []
+    first, wires = value.get("first"), value.get("envelopes")
+    if not isinstance(first, int) or not isinstance(wires, list):
+        return []
+    return [(first + i, w) for i, w in enumerate(wires) if isinstance(w, bytes)]
 
 
 async def record_conflict(repo: Repo, position: int, wire: bytes, reason: str) -> None:
@@ -76,30 +144,40 @@ async def stuck(repo: Repo, position: int, cause: HifError) -> MirrorStuck:
     return err
 
 
-Take = Callable[[bytes, bytes, Any], Awaitable[None]]
+# what a verified object is handed on as: (id, stored bytes, kind, what a tree names with the
+# kind each entry says it is)
+Named = list[tuple[bytes, str]]
+Take = Callable[[bytes, bytes, str, Named], Awaitable[None]]
 
 
 _BLOB = b"\x82\x64blob"  # how a blob's canonical bytes begin: ["blob", <bytes>]
 
 
-def _verified(stored: bytes) -> tuple[bytes, Any]:
-    """(id, value) of an object as a peer sent it: a tree is checked whole (``check_stored``); a
-    blob is only hashed, its content not decoded again (a copy less of what may be large)."""
+def verify_object(stored: bytes, names: set[str] | None = None) -> tuple[bytes, str, Named]:
+    """(id, kind, named) of an object as a peer sent it, expanded and hashed once: a tree is checked
+    whole (``check_canonical``; ``names``: entry names already found safe) and its rows read once
+    for what they name; a blob is only hashed, its content not decoded again (a copy less of what
+    may be large)."""
     canonical = unpack(stored)
     if canonical[:6] == _BLOB and len(canonical) > 6 and canonical[6] >> 5 == 2:
         info = canonical[6] & 31
         extra = {24: 1, 25: 2, 26: 4, 27: 8}.get(info, 0) if info >= 24 else 0
         size = info if info < 24 else int.from_bytes(canonical[7 : 7 + extra], "big")
         if info <= 27 and 7 + extra + size == len(canonical):  # exactly one byte string
-            return digest(canonical), ("blob", None)
-    oid, _, value = check_stored(stored)
-    return oid, value
+            return digest(canonical), "blob", []
+    oid, value = check_canonical(canonical, names)
+    if value[0] == "tree":
+        return oid, "tree", [(row[2], "tree" if row[1] == DIR else "blob") for row in value[1]]
+    return oid, value[0], []
 
 
-async def stream_objects(fetcher: Fetcher, api: str, ids: Sequence[bytes], take: Take) -> None:
+async def stream_objects(
+    fetcher: Fetcher, api: str, ids: Sequence[bytes], take: Take, names: set[str] | None = None
+) -> None:
     """Objects by id from a node's object API (``<api>/objects/stream``, a CBOR sequence), each
-    verified and handed to ``take(id, stored, value)`` as it arrives: memory holds about one object,
-    never a whole answer, so a landing of any size comes through (batched by bytes, not by count)."""
+    verified and handed to ``take(id, stored, kind, named)`` as it arrives: memory holds about one
+    object, never a whole answer, so a landing of any size comes through (batched by bytes, not by
+    count). ``names``: tree entry names already found safe (see ``parse_tree_rows``)."""
     url = f"{api}/objects/stream"
     for i in range(0, len(ids), STREAM_IDS):
         batch = list(ids[i : i + STREAM_IDS])
@@ -112,14 +190,14 @@ async def stream_objects(fetcher: Fetcher, api: str, ids: Sequence[bytes], take:
             for oid, stored in reader.feed(chunk):
                 if oid not in asked or oid in got:
                     raise CorruptObject(f"the origin sent object {oid.hex()}, which was not asked for")
-                real, value = _verified(stored)
+                real, kind, named = verify_object(stored, names)
                 if real != oid:
                     raise CorruptObject(
                         f"the origin sent object {oid.hex()} whose bytes do not match its id "
                         "(hash mismatch)"
                     )
                 got.add(oid)
-                await take(oid, stored, value)
+                await take(oid, stored, kind, named)
 
         a = await fetcher.request(
             "POST",
@@ -166,19 +244,6 @@ async def _lacking(fetcher: Fetcher, api: str, ids: list[bytes], answer: Any) ->
     return http_error(answer, f"{api}/objects/stream")
 
 
-def _kinds_named(value: Any) -> list[tuple[bytes, str]]:
-    """What a tree says its entries are: a directory a tree, a file a blob."""
-    if value[0] == "tree":
-        return [(row[2], "tree" if row[1] == DIR else "blob") for row in value[1]]
-    return []
-
-
-def _children(value: Any) -> list[bytes]:
-    if value[0] == "tree":
-        return [row[2] for row in value[1]]
-    return []
-
-
 def snapshot_refs(canonical: bytes) -> list[bytes]:
     """Objects a snapshot refers to: the blobs of its writes and its checkpoint trees."""
     value = decode(canonical)[1]
@@ -202,14 +267,16 @@ async def closure(
     fetch: Callable[[list[bytes], Take], Awaitable[None]],
     known: set[bytes] | None = None,
     kinds: dict[bytes, str] | None = None,
-) -> list[tuple[bytes, bytes]]:
+) -> list[tuple[str, bytes]]:
     """Bring what the repository lacks of the objects reachable from ``roots``: ``fetch(ids,
-    take)`` hands over each object as it arrives. Leaves (blobs) are written at once, in batches of
-    at most ``FLUSH_BYTES``, so memory holds about one of them whatever the landing's size; trees
-    are kept (small) and returned, as stored, children before parents, for the caller to write
-    after everything they name (so a present tree always means a complete one, even after a crash
-    halfway through). ``kinds``: what some roots must be ("tree", "blob"); every object fetched
-    must also be what the tree naming it says (a file entry naming a tree, or junk, is refused)."""
+    take)`` hands over each object as it arrives. Leaves (blobs) are written in batches of about
+    ``FLUSH_BYTES`` as they come, so memory holds at most one batch whatever the landing's size;
+    trees are kept (small). Returned: the store items still to write, in order (the last blobs,
+    then the trees, children before parents), for the caller to write with what names them in one
+    batch (a present tree always means a complete one, even after a crash halfway through).
+    ``known``: objects the caller knows are stored or being written; what is brought is added to
+    it. ``kinds``: what some roots must be ("tree", "blob"); every object fetched must also be what
+    the tree naming it says (a file entry naming a tree, or junk, is refused)."""
     have = known if known is not None else set()
     expect: dict[bytes, str] = dict(kinds or {})  # what the objects naming an id say it is
     seen: dict[bytes, str] = {}  # what fetched objects are
@@ -219,12 +286,9 @@ async def closure(
     frontier = list(dict.fromkeys(roots))
     while frontier:
         asked = [oid for oid in frontier if oid not in have and oid not in trees and oid != EMPTY_TREE]
-        # all at once (a round trip, not one per object: a page of envelopes names hundreds)
-        exists = await together([repo.objects.has(oid) for oid in asked])
+        # one store call for all of them (a page of envelopes names thousands)
         missing = []
-        for oid, h in zip(asked, exists, strict=True):
-            if isinstance(h, BaseException):
-                raise h
+        for oid, h in zip(asked, await repo.objects.has_many(asked), strict=True):
             if h:
                 have.add(oid)
             else:
@@ -233,19 +297,21 @@ async def closure(
             break
         nxt: list[bytes] = []
 
-        async def take(oid: bytes, stored: bytes, value: Any, nxt: list[bytes] = nxt) -> None:
+        async def take(
+            oid: bytes, stored: bytes, kind: str, named: Named, nxt: list[bytes] = nxt
+        ) -> None:
             nonlocal held
             want = expect.get(oid)
-            if want is not None and value[0] != want:
-                raise CorruptObject(f"object {oid.hex()} from the origin is a {value[0]} where the "
+            if want is not None and kind != want:
+                raise CorruptObject(f"object {oid.hex()} from the origin is a {kind} where the "
                                     f"tree or record naming it says {want}")
-            seen[oid] = value[0]
-            for child, kind in _kinds_named(value):
-                if expect.setdefault(child, kind) != kind or seen.get(child, kind) != kind:
+            seen[oid] = kind
+            for child, says in named:
+                if expect.setdefault(child, says) != says or seen.get(child, says) != says:
                     raise CorruptObject(f"the origin's tree {oid.hex()} names object {child.hex()} "
-                                        f"as a {kind}, which it is not")
-            if value[0] == "tree":
-                kids = _children(value)
+                                        f"as a {says}, which it is not")
+            if kind == "tree":
+                kids = [child for child, _ in named]
                 trees[oid] = (stored, kids)
                 nxt += kids
                 return
@@ -258,12 +324,9 @@ async def closure(
                 held = 0
 
         await fetch(missing, take)
-        if pending:
-            await create_all(repo.store, pending)
-            pending.clear()
-            held = 0
         frontier = list(dict.fromkeys(nxt))
-    return children_first(trees)
+    have.update(trees)
+    return pending + [(repo.objects.key(oid), stored) for oid, stored in children_first(trees)]
 
 
 def children_first(trees: dict[bytes, tuple[bytes, list[bytes]]]) -> list[tuple[bytes, bytes]]:
@@ -342,13 +405,64 @@ async def apply(
         parent = e.record.tree
         expected += 1
 
-    async def fetch(ids: list[bytes], take: Take) -> None:
-        await stream_objects(fetcher, api, ids, take)
+    names: set[str] = set()  # tree entry names found safe: each checked once, not once per tree
+    known: set[bytes] = set()  # objects an earlier chunk brought (written, or being written)
 
+    async def fetch(ids: list[bytes], take: Take) -> None:
+        await stream_objects(fetcher, api, ids, take, names)
+
+    if key_info and (await read_sync(repo)).get("public") != key_info.get("public"):
+        await write_sync(repo, key_info)  # before the records: each one shows as verified at once
+    # a pipeline: while one chunk's records are written (the store's thread, mostly the kernel's
+    # work), the next chunk's objects are fetched and verified; each chunk is written only after the
+    # one before it, so the log never has a hole
+    writing: asyncio.Task[None] | None = None
+    applied = 0
+    try:
+        for at in range(0, len(fresh), CHUNK):
+            chunk = fresh[at : at + CHUNK]
+            try:
+                items = await _bring(repo, chunk, fetch, known)
+            except HifError as e:
+                if writing is not None:
+                    await writing
+                    applied, writing = at, None
+                if len(fresh) - at == 1:
+                    raise await stuck(repo, chunk[0].position, e) from None
+                # one at a time: those before the one that cannot be applied land, and the error
+                # names it
+                return applied + sum([await apply(repo, [one], fetcher, api, {}) for one in fresh[at:]])
+            if writing is not None:
+                await writing
+                applied = at
+            writing = asyncio.create_task(_write(repo, chunk, items))
+        assert writing is not None
+        await writing
+        writing = None
+    finally:
+        if writing is not None:  # an error or a cancellation above: nobody waits for it any more
+            writing.cancel()
+            with contextlib.suppress(BaseException):
+                await writing
+    last = fresh[-1].position
+    await repo.mainline.advance_hint(last)
+    await write_sync(repo, {"head": last, "last_sync": time.time(), "error": None})
+    return len(fresh)
+
+
+async def _bring(
+    repo: Repo,
+    chunk: list[Landing],
+    fetch: Callable[[list[bytes], Take], Awaitable[None]],
+    known: set[bytes],
+) -> list[tuple[str, bytes]]:
+    """Fetch what ``chunk``'s landings need that neither the mirror nor ``known`` has, and return
+    everything to write for them, in order: objects (children before parents), snapshots,
+    envelopes, records, then the sessions' state markers (as landing writes them)."""
     roots: list[bytes] = []
     snapshots: dict[bytes, bytes] = {}
     kinds: dict[bytes, str] = {}
-    for e in fresh:
+    for e in chunk:
         roots.append(e.record.tree)
         kinds[e.record.tree] = "tree"
         for s in e.record.sessions:
@@ -356,44 +470,32 @@ async def apply(
             roots += files
             kinds.update(dict.fromkeys(files, "blob"))
         for sid, canonical in e.snapshots.items():
-            snapshots[sid] = canonical
+            if sid not in known:
+                snapshots[sid] = canonical
             roots += snapshot_refs(canonical)
-    known: set[bytes] = set(snapshots)
-    try:
-        trees = await closure(repo, roots, fetch, known, kinds)
-    except HifError as e:
-        if len(fresh) == 1:
-            raise await stuck(repo, fresh[0].position, e) from None
-        # one at a time: those before the one that cannot be applied land, and the error names it
-        return sum([await apply(repo, [one], fetcher, api, key_info) for one in fresh])
-    items: list[tuple[str, bytes]] = [(repo.objects.key(oid), stored) for oid, stored in trees]
-    for sid, canonical in snapshots.items():
-        if not await repo.objects.has(sid):
-            items.append((repo.objects.key(sid), pack(canonical)))
-    for e in fresh:
-        items.append((envelope_key(repo, e.position), e.wire))
-        items.append((log_key(repo.prefix, e.position), e.record_bytes))
-    for e in fresh:  # the sessions' state markers, after the records (as landing writes them)
+    known.update(snapshots)
+    items = await closure(repo, roots, fetch, known, kinds)
+    present = await repo.objects.has_many(list(snapshots))
+    items += [(repo.objects.key(sid), pack(canonical))
+              for (sid, canonical), there in zip(snapshots.items(), present, strict=True) if not there]
+    items += envelope_pages(repo, chunk)
+    items += [(log_key(repo.prefix, e.position), e.record_bytes) for e in chunk]
+    for e in chunk:
         for s in e.record.sessions:
-            items.append(
-                (
-                    f"{repo.prefix}sessions/{s.session}/state",
-                    encode({"state": "landed", "position": e.position, "snapshot": s.snapshot}),
-                )
-            )
-    if key_info and (await read_sync(repo)).get("public") != key_info.get("public"):
-        await write_sync(repo, key_info)  # before the records: each one shows as verified at once
+            state = {"state": "landed", "position": e.position, "snapshot": s.snapshot}
+            items.append((repo.sessions.state_key(s.session), encode(state)))
+    return items
+
+
+async def _write(repo: Repo, chunk: list[Landing], items: list[tuple[str, bytes]]) -> None:
+    """Write one chunk's items in one batch; a racing replica may have written its records: they
+    must be these very bytes (read back in one call)."""
     await create_all(repo.store, items)
-    # a racing replica may have written them: they must be these very bytes (read in one call)
-    written = await repo.store.get_many([log_key(repo.prefix, e.position) for e in fresh])
-    for e, held in zip(fresh, written, strict=True):
+    written = await repo.store.get_many([log_key(repo.prefix, e.position) for e in chunk])
+    for e, held in zip(chunk, written, strict=True):
         if held != e.record_bytes:
             await record_conflict(repo, e.position, e.wire, "lost a race to other bytes")
             raise MirrorConflict(f"refused: position {e.position} was written with other bytes")
-    last = fresh[-1].position
-    await repo.mainline.advance_hint(last)
-    await write_sync(repo, {"head": last, "last_sync": time.time(), "error": None})
-    return len(fresh)
 
 
 async def write_sync(repo: Repo, update: dict[str, Any]) -> None:

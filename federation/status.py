@@ -17,7 +17,7 @@ from typing import Any
 from federation import delivery
 from federation.envelope import check_landing, check_signature, unseal
 from federation.layout import FOLLOWERS, FOLLOWING, load_map
-from federation.mirror import envelope_key, mirror_repo, read_sync
+from federation.mirror import mirror_repo, read_sync, stored_envelopes
 from hif.errors import CorruptObject, HifError
 from hif.mainline import log_key
 from hif.store.base import ObjectStore
@@ -70,10 +70,12 @@ async def mirror_positions(
     sync = await read_sync(repo)
     public = sync.get("public")
     head = await repo.mainline.head()
+    first, last = max(1, start), min(head, start + limit - 1)
+    wires = await stored_envelopes(repo, first, last) if first <= last else {}
     out = []
-    for pos in range(max(1, start), min(head, start + limit - 1) + 1):
+    for pos in range(first, last + 1):
         row: dict[str, Any] = {"position": pos, "verified": False, "key_id": None, "error": None}
-        wire = await store.get_or_none(envelope_key(repo, pos))
+        wire = wires.get(pos)
         if wire is None:
             row["error"] = "no envelope"
         else:

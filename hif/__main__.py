@@ -1,5 +1,7 @@
-"""The ``hif`` command (also ``python -m hif``): :mod:`hif.worktree.quickstatus` answers a plain ``hif status``
-when it can, without importing click and the SDK; everything else goes to the click CLI."""
+"""The ``hif`` command (also ``python -m hif``): an agent's hook is answered without click or the SDK;
+every other command goes to this user's warm command server (:mod:`hif.cli.warm`) when one accepts
+it; without one, :mod:`hif.worktree.quickstatus` answers a plain ``hif status`` when it can (no
+click, no SDK) and the click CLI in this process everything else."""
 
 from __future__ import annotations
 
@@ -12,13 +14,6 @@ if TYPE_CHECKING:
 
 
 def main() -> None:
-    if sys.argv[1:2] == ["status"]:
-        # the quick path answers without click or the SDK (start-up time)
-        from hif.worktree.quickstatus import run
-
-        code = run(sys.argv[2:])
-        if code is not None:  # printed, flushed and saved: skip the interpreter's teardown (freeing
-            os._exit(code)  # every object one by one costs a few ms after a large tree)
     if sys.argv[1:3] == ["agent", "hook"]:
         # a coding agent's hook, run at every prompt and edit: no click, no SDK (start-up time)
         import gc
@@ -29,6 +24,29 @@ def main() -> None:
         code = hook(sys.argv[3:])
         sys.stdout.flush()
         os._exit(code)
+    from hif.cli import warm  # a client of stdlib modules loaded already (start-up time)
+
+    code = warm.run(sys.argv)
+    if code is not None:  # the server ran it: nothing of this process's to flush or tear down
+        os._exit(code)
+    run_here()
+
+
+def run_here() -> NoReturn:
+    """Run the command in this process (a warm server's child too): a plain ``hif status`` by the
+    quick path when it can, anything else by the click CLI."""
+    if sys.argv[1:2] == ["status"]:
+        # the quick path answers without click or the SDK (start-up time)
+        from hif.worktree.quickstatus import run
+
+        code = run(sys.argv[2:])
+        if code is not None:  # printed, flushed and saved: skip the interpreter's teardown (freeing
+            _exit(SystemExit(code))  # every object one by one costs a few ms after a large tree)
+    run_cli()
+
+
+def run_cli() -> NoReturn:
+    """The click CLI on ``sys.argv``, then out with its exit code (a warm server's child too)."""
     import gc
 
     gc.disable()  # importing the CLI allocates tens of thousands of objects and frees almost none:
@@ -50,11 +68,10 @@ def _exit(e: SystemExit) -> NoReturn:
     out: another thread still running, a code that is not a number, output that cannot be written,
     a profiler or tracer (``python -m cProfile -m hif``, coverage) that reports at the end."""
     code = 0 if e.code is None else e.code
-    import threading  # (already imported by click)
-
+    threading = sys.modules.get("threading")  # not imported (a quick status): no other thread
     quiet = sys.getprofile() is None and sys.gettrace() is None
-    if quiet and isinstance(code, int) and threading.active_count() == 1:
-        import atexit
+    if quiet and isinstance(code, int) and (threading is None or threading.active_count() == 1):
+        import atexit  # (a built-in module)
 
         atexit._run_exitfuncs()
         try:

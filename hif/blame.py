@@ -10,10 +10,11 @@ to the commit that wrote it, instead of being blamed on the merge.
 Cost: each step diffs two versions of the file, asked only for the lines still open (a region of
 the diff holding none is not matched), looping once per changed place rather than per line, so a
 commit that changes a few lines of a big file costs a few slice comparisons and one count of its
-unique lines. Each version is read once; one whose blob is the one before's costs no diff. A
-:class:`BlameCache` (content-addressed: a result is keyed by the file's path and the exact landing
-record that last changed it, so it never goes stale) lets a later blame stop at the first record
-whose blame is known, and reuse it.
+unique lines. Each version is read once, and split only between the ends it shares with the
+version it is diffed with (those lines are that version's own objects); one whose blob is the one
+before's costs no diff. A :class:`BlameCache` (content-addressed: a result is keyed by the file's
+path and the exact landing record that last changed it, so it never goes stale) lets a later blame
+stop at the first record whose blame is known, and reuse it.
 """
 
 from __future__ import annotations
@@ -252,6 +253,48 @@ def _lines(data: bytes) -> list[bytes]:
     return lines
 
 
+def _shared_ends(data: bytes, near: bytes) -> tuple[int, int]:
+    """How many bytes ``data`` and ``near`` share at their start and at their end (not overlapping),
+    by galloping over slice comparisons (done in C)."""
+    n = min(len(data), len(near))
+    head, step = 0, 4096
+    while step:
+        if head + step <= n and data[head:head + step] == near[head:head + step]:
+            head += step
+            step *= 2
+        else:
+            step //= 2
+    n -= head
+    tail, step = 0, 4096
+    while step:
+        if tail + step <= n and data[len(data) - tail - step:len(data) - tail] == near[len(near) - tail - step:len(near) - tail]:
+            tail += step
+            step *= 2
+        else:
+            step //= 2
+    return head, tail
+
+
+def lines_near(data: bytes, near: bytes, near_lines: list[bytes]) -> list[bytes]:
+    """``_lines(data)``, taking the lines it shares at its start and its end with the version
+    ``near`` (whose ``_lines`` are ``near_lines``) from there: one version of a file differs from the
+    next in a few places, so most of it is not split again, and the shared lines are the very
+    objects of ``near``, which the diff compares by identity. Only whole lines ending in a newline
+    are shared, so a line is never cut (a newline ends a line whatever follows it)."""
+    head, tail = _shared_ends(data, near)
+    cut = data.rfind(b"\n", 0, head) + 1  # the shared start's whole lines (0: none)
+    nl = data.find(b"\n", len(data) - tail) if tail else -1
+    back = len(data) - nl - 1 if nl >= 0 else 0  # the shared end's whole lines, in bytes
+    if (not cut and not back) or b"\r" in near:  # (a carriage return may end a line too: no counting)
+        return _lines(data)
+    first = near.count(b"\n", 0, cut)  # near's lines in the shared start: each ends in a newline
+    last = len(near_lines) - (near.count(b"\n", len(near) - back) + (not near.endswith(b"\n")) if back else 0)
+    mid = split_lines(data[cut:len(data) - back])
+    if not back and mid and not mid[-1].endswith(b"\n"):
+        mid[-1] += b"\n"  # as _lines does to a last line without its newline
+    return near_lines[:first] + mid + near_lines[last:]
+
+
 def _follow(cur: list[Run], blocks: list[Block]) -> tuple[list[Run], list[Run]]:
     """The open runs moved to the older version through the diff's blocks, and the runs no block
     keeps (as they were: the change wrote them). Costs the runs and blocks, not the lines."""
@@ -317,7 +360,8 @@ class _Blamer:
     def __init__(self, repo: Repo, path: str, offload: Offload) -> None:
         self.repo, self.db, self.path, self.offload = repo, repo.objects, path, offload
         self.oids: dict[bytes, bytes | None] = {}  # tree -> the file's blob id in it (or None)
-        self.texts: OrderedDict[bytes, list[bytes]] = OrderedDict()  # blob id -> lines, the latest few
+        # blob id -> its bytes and lines, the latest few
+        self.texts: OrderedDict[bytes, tuple[bytes, list[bytes]]] = OrderedDict()
 
     async def oid_in(self, tree: bytes) -> bytes | None:
         """The file's blob id in ``tree`` (None when absent); a merged-in commit's tree is often one
@@ -327,28 +371,33 @@ class _Blamer:
             self.oids[tree] = entry.oid if entry is not None else None
         return self.oids[tree]
 
-    async def lines_of(self, oid: bytes | None) -> list[bytes]:
-        """The lines of blob ``oid`` (none for an absent file), read and split once per blame."""
+    async def lines_of(self, oid: bytes | None, near: bytes | None = None) -> list[bytes]:
+        """The lines of blob ``oid`` (none for an absent file), read and split once per blame; the
+        lines it shares at either end with blob ``near`` (the version it is diffed with, read
+        before) are taken from there rather than split again."""
         if oid is None:
             return []
         got = self.texts.get(oid)
         if got is None:
-            got = self.texts[oid] = _lines(await self.db.get_blob(oid))
+            data = await self.db.get_blob(oid)
+            known = self.texts.get(near) if near is not None else None
+            got = self.texts[oid] = (data, _lines(data) if known is None else lines_near(data, *known))
             if len(self.texts) > KEEP_VERSIONS:
                 self.texts.popitem(last=False)
         else:
             self.texts.move_to_end(oid)
-        return got
+        return got[1]
 
-    async def version(self, tree: bytes) -> tuple[bytes | None, list[bytes]]:
+    async def version(self, tree: bytes, near: bytes | None) -> tuple[bytes | None, list[bytes]]:
         """The file's blob id in ``tree`` and its lines (None and none when it is absent)."""
         oid = await self.oid_in(tree)
-        return oid, await self.lines_of(oid)
+        return oid, await self.lines_of(oid, near)
 
     async def merged_in(self, rec: LandingRecord, version: list[bytes], cur: list[Run],
-                        owner: list[Owner | None], who: Owner) -> None:
-        """Lines a git merge brought in (``cur``, runs of ``version``): follow them through the
-        merged-in commits, newest first along first parents, to the one that wrote each."""
+                        owner: list[Owner | None], who: Owner, version_oid: bytes | None) -> None:
+        """Lines a git merge brought in (``cur``, runs of ``version``, blob ``version_oid``): follow
+        them through the merged-in commits, newest first along first parents, to the one that wrote
+        each."""
         meta = rec.extra.get("git")
         if not isinstance(meta, dict) or not meta.get("merged") or len(meta.get("parents") or []) < 2:
             _own_all(cur, owner, who)
@@ -382,7 +431,7 @@ class _Blamer:
                     kept, cur = cur, []
                     older = version
                 else:
-                    older = await self.lines_of(p_oid)
+                    older = await self.lines_of(p_oid, oid or version_oid)
                     kept, cur = _follow(cur, await self.offload(kept_lines, older, version, _wanted(cur)))
                 if kept:
                     stack.append((grand, p_owner, p_oid, older, kept))
@@ -399,6 +448,7 @@ class _Blamer:
             raise InvalidInput(f"{self.path} is a binary file; blame works on text")
         raw = split_lines(data)
         version = _lines(data)
+        self.texts[entry.oid] = (data, version)
         owner: list[Owner | None] = [None] * len(raw)
         cur: list[Run] = [(0, 0, len(raw))] if raw else []
         first: LandingRecord | None = None  # the record that made the asked version (the cache key)
@@ -426,13 +476,13 @@ class _Blamer:
             commit = meta.get("commit", "") if isinstance(meta, dict) else ""
             who: Owner = (rec.position, sess.session, sess.goal, sess.author,
                           commit if isinstance(commit, str) else "", 0)
-            before_oid, before = await self.version(rec.parent_tree)
+            before_oid, before = await self.version(rec.parent_tree, oid)
             if before_oid == oid:  # the same bytes (a record that left them as they were): no diff
                 continue
             blocks = await self.offload(kept_lines, before, version, _wanted(cur))
             cur, brought = _follow(cur, blocks)
             if brought:
-                await self.merged_in(rec, version, brought, owner, who)
+                await self.merged_in(rec, version, brought, owner, who, oid)
             version, oid = before, before_oid
         out = [o or NOBODY for o in owner]
         if cache is not None and first is not None:

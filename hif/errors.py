@@ -121,6 +121,12 @@ class PermissionDenied(HifError):
     http_status = 403
 
 
+class ServerRefused(HifError):
+    """The warm command server may not be used: its socket directory is not this user's and private,
+    its socket is not a socket, or the server turned the command down. Commands then run without it;
+    ``hif server status`` says why."""
+
+
 class RemoteError(HifError):
     """The forge could not be reached or answered something hif cannot use."""
 

@@ -315,6 +315,25 @@ def canonical_kind(start: bytes) -> str:
     return "other"
 
 
+def blob_content(canonical: bytes) -> bytes | None:
+    """The content of a blob's canonical bytes, cut out rather than decoded (blame reads hundreds of
+    versions of a big file: the decoder's copy is a tenth of its reading), or None unless they are
+    exactly ``["blob", <definite-length byte string>]`` with nothing after it (then what the decoder
+    would give is the same bytes; anything else is left to the decoder)."""
+    at = len(_BLOB_START)
+    if not canonical.startswith(_BLOB_START) or len(canonical) <= at or canonical[at] >> 5 != 2:
+        return None
+    info = canonical[at] & 31
+    if info < 24:
+        size, at = info, at + 1
+    elif info < 28:
+        width = 1 << (info - 24)
+        size, at = int.from_bytes(canonical[at + 1:at + 1 + width], "big"), at + 1 + width
+    else:
+        return None
+    return canonical[at:] if at + size == len(canonical) else None
+
+
 def stored_kind(stored: bytes) -> str:
     """``canonical_kind`` of an object in its stored form, decompressing only its first bytes."""
     return canonical_kind(_head(stored))
@@ -403,9 +422,16 @@ class ObjectDB:
         return await self.put_canonical(encode([kind, value]))
 
     async def has(self, oid: bytes) -> bool:
-        if oid in self._known:
+        if oid in self._known or oid in self._kinds:  # stored or read through this handle: it exists
             return True
         return await self.store.head(self.key(oid)) is not None
+
+    async def has_many(self, oids: Sequence[bytes]) -> list[bool]:
+        """Whether each object is stored, in order: one store call for all of them (on disk one
+        ``stat`` each, in one worker-thread hop), not one ``head`` per object."""
+        unknown = [oid for oid in oids if oid not in self._known]
+        found = dict(zip(unknown, await self.store.has_many([self.key(o) for o in unknown]), strict=True))
+        return [oid in self._known or found[oid] for oid in oids]
 
     async def get_canonical(self, oid: bytes) -> bytes:
         try:
@@ -424,14 +450,18 @@ class ObjectDB:
         return check_object(kind, decode(await self.get_canonical(oid)))
 
     async def get_blob(self, oid: bytes) -> bytes:
-        content = await self.get_value("blob", oid)
-        if not isinstance(content, bytes):
-            raise CorruptObject(f"object {oid.hex()} is not a blob")
+        canonical = await self.get_canonical(oid)
+        content = blob_content(canonical)
+        if content is None:  # not the plain form: the decoder says what it is
+            content = check_object("blob", decode(canonical))
+            if not isinstance(content, bytes):
+                raise CorruptObject(f"object {oid.hex()} is not a blob")
         self.note_kind(oid, "blob")
         return content
 
     def note_kind(self, oid: bytes, kind: str) -> None:
-        """Remember what ``oid`` is (seen written or read here), so that ``check_kinds`` need not read it."""
+        """Remember what ``oid`` is (seen written or read here), so that ``check_kinds`` need not read it
+        and ``has`` need not ask."""
         if len(self._kinds) >= _KINDS_KEPT:
             self._kinds.clear()
         self._kinds[oid] = kind
@@ -506,16 +536,26 @@ def check_stored(stored: bytes) -> tuple[bytes, bytes, Any]:
     It must decode to a ``[kind, value]`` pair, and a tree may name only safe entries; raises
     CorruptObject or InvalidPath otherwise (the id is computed, so it cannot lie)."""
     canonical = unpack(stored)
+    oid, value = check_canonical(canonical)
+    return oid, canonical, value
+
+
+def check_canonical(canonical: bytes, names: set[str] | None = None) -> tuple[bytes, Any]:
+    """:func:`check_stored` of bytes already expanded: (id, decoded value). ``names``: see
+    :func:`parse_tree_rows`."""
     value = decode(canonical)
     if not isinstance(value, list) or len(value) != 2 or not isinstance(value[0], str):
         raise CorruptObject("an object is a [kind, value] pair")
     oid = digest(canonical)
     if value[0] == "tree":
-        parse_tree_rows(value[1], oid)
-    return oid, canonical, value
+        parse_tree_rows(value[1], oid, names)
+    return oid, value
 
 
-def parse_tree_rows(rows: Any, oid: bytes) -> Tree:
+def parse_tree_rows(rows: Any, oid: bytes, names: set[str] | None = None) -> Tree:
+    """The entries of a tree from outside, each checked. ``names``: entry names already found
+    safe, kept by a caller that checks many versions of the same directories (a backfill), so each
+    name is checked once rather than once per tree naming it; names found safe are added to it."""
     if not isinstance(rows, list):
         raise CorruptObject(f"tree {oid.hex()} is malformed")
     tree: Tree = {}
@@ -529,7 +569,10 @@ def parse_tree_rows(rows: Any, oid: bytes) -> Tree:
             or len(row[2]) != 32
         ):
             raise CorruptObject(f"tree {oid.hex()} has a malformed entry")
-        check_name(row[0])
+        if names is None:
+            check_name(row[0])
+        elif row[0] not in names:
+            names.add(check_name(row[0]))
         if row[1] == LINK:
             check_link_name(row[0])
         tree[row[0]] = Entry(row[1], row[2])

@@ -5,27 +5,24 @@ imports it but the server, the ``micelio`` CLI and tests.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
 from typing import Any
 
 from quart import Quart, Response, g, request
-from werkzeug.exceptions import HTTPException
 
 from hif.errors import HifError
 from hif.store import ObjectStore
-from node import api, mcp, search
-from node.api import checks, federation
+from node import api, heavy, mcp, search
+from node.api import asgi, checks, federation
+from node.api.asgi import access_log, log_request
 from node.config import Config
 from node.context import Node
-from node.wire import cap_bodies, cbor_response, error_body, error_response
+from node.wire import cap_bodies, error_log, failure_answer, to_response
 from ui import views
 
 VERSION = "0.1.0"
-access_log = logging.getLogger("micelio.access")
-error_log = logging.getLogger("micelio.error")
 
 
 def create_app(config: Config | None = None, *, store: ObjectStore | None = None) -> Quart:
@@ -35,6 +32,7 @@ def create_app(config: Config | None = None, *, store: ObjectStore | None = None
     cap_bodies(app)  # every body read under its route's limit, while it arrives (node.wire)
     node = Node(config, store, land_policy=checks.land_policy(lambda: node.auth))
     app.extensions["micelio"] = node
+    node.extensions = app.extensions  # one dict: handlers find search and federation without Quart
     app.register_blueprint(api.bp)
     app.register_blueprint(views.bp)  # the web UI: pages, cookie sessions, HTML error pages
 
@@ -53,33 +51,13 @@ def create_app(config: Config | None = None, *, store: ObjectStore | None = None
 
     @app.after_request
     async def _log(response: Response) -> Response:
-        if config.access_log:
-            started = getattr(g, "started", None)
-            # the query string and headers are left out on purpose: tokens must never reach a log
-            access_log.info(json.dumps({
-                "time": round(time.time(), 3),
-                "method": request.method,
-                "path": request.path,
-                "status": response.status_code,
-                "ms": round((time.perf_counter() - started) * 1000, 2) if started else None,
-                "user": getattr(g, "user", None),
-                "remote": node.client_address(),
-            }))
+        log_request(node, request.method, request.path, response.status_code, getattr(g, "started", None),
+                    getattr(g, "user", None), node.client_address())
         return response
 
-    @app.errorhandler(HifError)
-    async def _hif_error(e: HifError) -> Response:
-        return error_response(e)
-
-    @app.errorhandler(HTTPException)
-    async def _http_error(e: HTTPException) -> Response:
-        status = e.code or 500
-        return cbor_response(error_body(status, e.description or e.name), status)
-
     @app.errorhandler(Exception)
-    async def _unexpected(e: Exception) -> Response:
-        error_log.exception("unhandled error on %s %s", request.method, request.path)
-        return cbor_response(error_body(500, "internal error (see the node's log)"), 500)
+    async def _error(e: Exception) -> Response:  # the API's one error path (node.wire.failure_answer)
+        return to_response(failure_answer(e, request.method, request.path))
 
     @app.get("/healthz")
     async def healthz() -> tuple[dict[str, Any], int]:
@@ -93,6 +71,8 @@ def create_app(config: Config | None = None, *, store: ObjectStore | None = None
     federation.install(app, node)  # after the store's start-up, before its close
     search.install(app, node, lambda: app.extensions.get("federation"))  # after federation: mirrors
     mcp.install(app, node)  # /api/v1/mcp beside Quart, at the ASGI level
+    heavy.install(app)  # work deferred until a response is sent (background highlighting)
+    asgi.install(app, node)  # the API's routes straight from the server, in front of the rest
     return app
 
 

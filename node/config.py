@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from node.errors import InvalidInput
+
 DEFAULT_STORE = "./data"
 
 
@@ -30,6 +32,8 @@ class Config:
     # Seconds between the search index's catch-ups of every repository and mirror (node/search.py);
     # 0: no background catch-up, each query catches up the repositories it covers first.
     search_poll: float = 0.5
+    # The event loop: auto (uvloop when installed, else asyncio's), uvloop or asyncio (node/server.py).
+    loop: str = "auto"
     # Bytes the cached results of heavy work (blame, highlighting; node/heavy.py) may take in
     # cache_dir, all kinds together; past it the entries used longest ago are dropped.
     results_max: int = 1 << 30
@@ -57,6 +61,10 @@ class Config:
             cfg.auth_max_age = float(env["MICELIO_AUTH_MAX_AGE"])
         if "MICELIO_SEARCH_POLL" in env:
             cfg.search_poll = float(env["MICELIO_SEARCH_POLL"])
+        if "MICELIO_LOOP" in env:
+            cfg.loop = env["MICELIO_LOOP"]
+        if cfg.loop not in ("auto", "uvloop", "asyncio"):
+            raise InvalidInput(f"MICELIO_LOOP must be auto, uvloop or asyncio, not {cfg.loop!r}")
         if "MICELIO_RESULTS_MAX" in env:
             cfg.results_max = int(env["MICELIO_RESULTS_MAX"])
         if "MICELIO_TRUSTED_PROXIES" in env:

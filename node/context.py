@@ -8,7 +8,7 @@ rate limiter) is a cache or a per-replica guard; the store is the only source of
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import cast
+from typing import Any, cast
 
 from quart import Quart, current_app, request
 
@@ -16,6 +16,7 @@ from federation.service import Federation
 from hif.checks import Policy
 from hif.errors import NotFound
 from hif.repo import Repo
+from hif.session import Session, fold
 from hif.store import EmbeddedStore, ObjectStore, open_store
 from hif.store.threaded import ThreadedStore
 from node.accounts import Accounts
@@ -26,6 +27,54 @@ from node.ratelimit import LoginLimiter, client_address, parse_networks
 # Repository handles kept per replica (each caches trees and records; bounded so that memory does not
 # grow with the number of repositories served).
 REPO_HANDLES = 32
+# Events of open sessions kept per replica (SessionCache): a few MB at most.
+CACHED_EVENTS = 20_000
+
+
+class SessionCache:
+    """Open sessions as this replica wrote them (started, then appended to), so that landing one
+    need not read every event back: the land route lists the events after the last one kept here
+    (one listing) and uses the copy only when there are none, that is when no other writer (another
+    replica, a working copy) added one. A cache: a miss, or any doubt, reads the session from the
+    store. Bounded by :data:`CACHED_EVENTS` events, least recently used first out."""
+
+    def __init__(self, most: int = CACHED_EVENTS) -> None:
+        self._most = most
+        self._kept: OrderedDict[tuple[str, str], Session] = OrderedDict()
+        self._events = 0
+
+    def put(self, repo: str, s: Session) -> None:
+        self.drop(repo, s.id)
+        if len(s.events) > self._most // 4:
+            return  # a long session is read from the store (rarely landed through this route anyway)
+        self._kept[(repo, s.id)] = s
+        self._events += len(s.events)
+        while self._events > self._most:
+            _, old = self._kept.popitem(last=False)
+            self._events -= len(old.events)
+
+    def appended(self, repo: str, sid: str, stamped: list[dict[str, Any]]) -> None:
+        """Events this replica appended: kept only if they follow the copy's last one without a gap."""
+        s = self._kept.get((repo, sid))
+        if s is None:
+            return
+        seqs = [e.get("seq") for e in stamped]
+        if seqs != list(range(s.next_seq, s.next_seq + len(stamped))):
+            self.drop(repo, sid)  # another append of ours came between: the store has the truth
+            return
+        self.put(repo, fold(sid, [*s.events, *stamped]))
+
+    def get(self, repo: str, sid: str) -> Session | None:
+        return self._kept.get((repo, sid))
+
+    def drop(self, repo: str, sid: str) -> None:
+        s = self._kept.pop((repo, sid), None)
+        if s is not None:
+            self._events -= len(s.events)
+
+    def forget_repo(self, repo: str) -> None:
+        for key in [k for k in self._kept if k[0] == repo]:
+            self.drop(*key)
 
 
 class Node:
@@ -40,6 +89,9 @@ class Node:
         self.limiter = LoginLimiter()
         self.trusted_proxies = parse_networks(config.trusted_proxies)  # a typo stops the start
         self._repos: OrderedDict[str, Repo] = OrderedDict()
+        self.open_sessions = SessionCache()
+        # the app's extensions (search, federation): what handlers reach without Quart's globals
+        self.extensions: dict[str, Any] = {}
 
     async def start(self) -> None:
         if self._store is None:
@@ -84,14 +136,16 @@ class Node:
     def forget_repo(self, name: str) -> None:
         """Drop the handle of a deleted repository: a new one of that name starts with no cache."""
         self._repos.pop(name, None)
+        self.open_sessions.forget_repo(name)
 
 
 def node_of(app: Quart) -> Node:
     return cast(Node, app.extensions["micelio"])
 
 
-def fed_of(app: Quart | None = None) -> Federation:
-    """The replica's running federation (node.api.federation starts it with the app)."""
+def fed_of(app: Quart | Node | None = None) -> Federation:
+    """The replica's running federation (node.api.federation starts it with the app); ``app``: the
+    app or its node (whose ``extensions`` are the app's), by default the current app."""
     fed = (app or current_app).extensions.get("federation")  # type: ignore[union-attr]
     if fed is None:
         raise NotFound("federation is not running on this node")

@@ -26,16 +26,17 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from quart import current_app
+from quart import Quart, current_app, request
 
 from hif.blame import BlameLine, blame
 from hif.repo import Repo
 from hif.store.embedded import EmbeddedStore
 from hif.store.threaded import ThreadedStore
-from node.context import node_of
+from node.context import Node, node_of
 from node.errors import Busy
 
 T = TypeVar("T")
+AFTER = "micelio.after_response"  # the ASGI scope's key for work to start once the response is sent
 
 WORKERS = 2  # threads doing heavy work per process (the machine class has 2 CPUs)
 QUEUED = 64  # heavy jobs waiting for a thread at most; beyond, a request is refused (503)
@@ -60,6 +61,34 @@ async def offload(fn: Callable[..., T], *args: Any) -> T:
     finally:
         with _lock:
             _pending -= 1
+
+
+def pending() -> int:
+    """Heavy jobs running or waiting for a thread now (a figure for operators and tests)."""
+    with _lock:
+        return _pending
+
+
+def after_response(fn: Callable[[], object]) -> None:
+    """Start ``fn()`` once this request's response has been handed to the server (its last byte
+    sent), not before: background work a page asks for (highlighting for the next view) must not
+    take the CPU, or the GIL, from the page that is still being compressed and written."""
+    request.scope.setdefault(AFTER, []).append(fn)
+
+
+def install(app: Quart) -> None:
+    """Run the work :func:`after_response` deferred when the ASGI call of its request returns, which
+    is after the response's last ``send`` (or when the client went away)."""
+    inner = app.asgi_app
+
+    async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        try:
+            await inner(scope, receive, send)
+        finally:
+            for fn in scope.pop(AFTER, ()):
+                fn()
+
+    app.asgi_app = asgi  # type: ignore[method-assign]
 
 
 class Budget:
@@ -150,11 +179,13 @@ class DiskCache:
                 self.budget.added(len(value))
 
 
-def cache(kind: str) -> DiskCache:
-    """The running node's cache of ``kind`` (``blame``, ``highlight``), all kinds under one cap."""
-    caches = current_app.extensions.setdefault("heavy-caches", {})
+def cache(kind: str, node: Node | None = None) -> DiskCache:
+    """The running node's cache of ``kind`` (``blame``, ``highlight``), all kinds under one cap;
+    ``node``: the node (an API handler's ``ctx.node``), by default the current Quart app's."""
+    node = node if node is not None else node_of(current_app)  # type: ignore[arg-type]
+    caches = node.extensions.setdefault("heavy-caches", {})
     if kind not in caches:
-        config = node_of(current_app).config
+        config = node.config
         root = Path(config.cache_dir)  # type: ignore[arg-type]
         if "" not in caches:
             caches[""] = Budget(root / "ui", config.results_max)
@@ -162,10 +193,10 @@ def cache(kind: str) -> DiskCache:
     return caches[kind]  # type: ignore[no-any-return]
 
 
-async def cached_blame(repo: Repo, path: str, at: int) -> list[BlameLine]:
+async def cached_blame(repo: Repo, path: str, at: int, node: Node | None = None) -> list[BlameLine]:
     """Blame ``path`` at ``at`` off the event loop, through the node's blame cache (the API and the
-    web UI share it)."""
-    results = cache("blame")
+    web UI share it; ``node`` as for :func:`cache`)."""
+    results = cache("blame", node)
     inner = repo.store.inner if isinstance(repo.store, ThreadedStore) else None
     if isinstance(inner, EmbeddedStore):  # the whole walk in one worker: no thread hop per read
         return await offload(_blame_in_thread, inner, repo, path, at, results)

@@ -210,7 +210,7 @@ class NodeSearch:
         return await ask_peers(fed, params) if fed is not None else []
 
 
-def search_of(app: Quart) -> NodeSearch:
+def search_of(app: Quart | Node) -> NodeSearch:
     return app.extensions["search"]  # type: ignore[no-any-return]
 
 

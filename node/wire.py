@@ -11,13 +11,16 @@ nothing. Every route's limit starts at :data:`FORM_LIMIT`; a handler that accept
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import Generator
+import logging
+from collections.abc import AsyncIterator, Generator, Mapping
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from typing import Any
 
 from quart import Quart, Response, request
 from quart.asgi import ASGIHTTPConnection
 from quart.wrappers.request import Body, Request
+from werkzeug.exceptions import HTTPException
 
 from hif.aio import read_capped
 from hif.errors import Ambiguous, ConflictError, CorruptObject, HifError, SessionClosed
@@ -45,6 +48,7 @@ _CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "timeout",
     409: "conflict",
     413: "too_large",
     422: "unprocessable",
@@ -54,16 +58,35 @@ _CODES = {
 }
 
 
+error_log = logging.getLogger("micelio.error")
+
+
+@dataclass
+class Answer:
+    """An API answer as either server path sends it (``node.api.asgi`` straight to the ASGI server,
+    Quart through :func:`to_response`): the bytes, or chunks streamed with no time limit."""
+
+    body: bytes | AsyncIterator[bytes]
+    status: int = 200
+    content_type: str = CBOR
+    headers: dict[str, str] = dataclass_field(default_factory=dict)
+
+
+def cbor_answer(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Answer:
+    """``value`` encoded once, as the answer's body."""
+    return Answer(encode(value), status, CBOR, headers or {})
+
+
+def to_response(answer: Answer) -> Response:
+    """The Quart response for ``answer`` (a streamed one is not cut by Quart's response timeout)."""
+    resp = Response(answer.body, status=answer.status, content_type=answer.content_type, headers=answer.headers)
+    if not isinstance(answer.body, bytes):
+        resp.timeout = None  # a large checkout may stream for longer than Quart's default minute
+    return resp
+
+
 def cbor_response(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(encode(value), status=status, content_type=CBOR, headers=headers)
-
-
-def cbor_or_json(doc: Any) -> Any:
-    """``doc`` as JSON when the request asks for it (``Accept: application/json`` or
-    ``format=json``: a browser or curl reading a plain document), else left to the CBOR answer."""
-    if "application/json" in request.headers.get("Accept", "") or request.args.get("format") == "json":
-        return Response(json.dumps(doc), content_type="application/json")
-    return doc
+    return to_response(cbor_answer(value, status, headers))
 
 
 def error_body(status: int, message: str, **extra: Any) -> dict[str, Any]:
@@ -71,6 +94,23 @@ def error_body(status: int, message: str, **extra: Any) -> dict[str, Any]:
 
 
 def error_response(e: HifError) -> Response:
+    return to_response(error_answer(e))
+
+
+def failure_answer(e: Exception, method: str, path: str) -> Answer:
+    """The one error path of the API, whichever server path raised ``e``: a HifError is its status
+    and message, an HTTP error its status, anything else a 500 logged for the operator (never a
+    traceback to the caller)."""
+    if isinstance(e, HifError):
+        return error_answer(e)
+    if isinstance(e, HTTPException):
+        status = e.code or 500
+        return cbor_answer(error_body(status, e.description or e.name), status)
+    error_log.error("unhandled error on %s %s", method, path, exc_info=e)
+    return cbor_answer(error_body(500, "internal error (see the node's log)"), 500)
+
+
+def error_answer(e: HifError) -> Answer:
     status = e.response_status
     body = error_body(status, str(e))
     if e.session is not None:
@@ -89,7 +129,7 @@ def error_response(e: HifError) -> Response:
         headers["Retry-After"] = str(e.retry_after)
     if status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="micelio"'
-    return cbor_response(body, status, headers)
+    return cbor_answer(body, status, headers)
 
 
 class CappedBody(Body):
@@ -205,7 +245,11 @@ async def read_bytes(limit: int, what: str = "the request body") -> bytes:
 
 async def read_body(limit: int) -> dict[str, Any]:
     """The request's CBOR map; an empty body is an empty map (for bodiless POSTs)."""
-    data = await read_bytes(limit)
+    return body_map(await read_bytes(limit))
+
+
+def body_map(data: bytes) -> dict[str, Any]:
+    """A request body (already read under its limit) as the CBOR map it must be."""
     if not data:
         return {}
     try:
@@ -229,10 +273,12 @@ def field(body: dict[str, Any], name: str, kind: type | tuple[type, ...], *, def
     return value
 
 
-def query_int(name: str, default: int | None = None, *, lo: int = 0, hi: int | None = None) -> int | None:
+def query_int(name: str, default: int | None = None, *, lo: int = 0, hi: int | None = None,
+              args: Mapping[str, str] | None = None) -> int | None:
     """The one parser of integer query arguments (API and web UI): absent or blank is ``default``,
-    anything else a whole number within ``lo``..``hi`` or a 400 naming the argument."""
-    raw = request.args.get(name, "").strip()
+    anything else a whole number within ``lo``..``hi`` or a 400 naming the argument. ``args``: the
+    query's arguments (an API handler's ``ctx.args``); by default the Quart request's."""
+    raw = (request.args if args is None else args).get(name, "").strip()
     if not raw:
         return default
     try:

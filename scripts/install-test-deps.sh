@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # Installs what the tests need beyond the Python packages: git (interop and benchmarks compare
-# against it), strace (tests count the syncs a command makes) and Chromium (the web UI's browser tests drive /usr/bin/chromium through Playwright).
+# against it), strace (tests count the syncs a command makes), util-linux (unshare, setpriv, prlimit,
+# taskset: the warm server's tests) and Chromium (the web UI's browser tests drive /usr/bin/chromium through Playwright).
 # Idempotent; quiet when everything is present.
 set -euo pipefail
 need=()
 command -v git >/dev/null 2>&1 || need+=(git)
 command -v strace >/dev/null 2>&1 || need+=(strace)  # tests count a command's fsyncs with it
+# the warm server's tests start clients confined otherwise (namespaces, privileges, limits, CPUs)
+for tool in unshare setpriv prlimit taskset; do
+  command -v "$tool" >/dev/null 2>&1 || { need+=(util-linux); break; }
+done
 [ -x /usr/bin/chromium ] || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,6 +13,13 @@ from s3server import start_s3_server, stop_s3_server
 
 from hif.store import EmbeddedStore, ObjectStore
 from hif.store.threaded import ThreadedStore
+
+# The suite runs hif as a subprocess thousands of times, mostly as ``python -m hif`` from a fresh
+# directory (which is on the search path, so part of the warm server's key): with the server on,
+# each test directory would start a server of its own. It stays off unless a test turns it on
+# (tests/test_warm_server.py, which stops every server it starts); the plain path is what the
+# other tests are about.
+os.environ["HIF_NO_SERVER"] = "1"
 
 
 @pytest.fixture(autouse=True)

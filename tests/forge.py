@@ -133,3 +133,21 @@ def wait_for(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
             return last
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+
+
+def refused_start(root: Path, env: dict[str, str]) -> str:
+    """``micelio serve`` with ``env`` added to the environment, expected to refuse to start: its
+    standard error once it has exited non-zero (an AssertionError if it is still up after 30 s)."""
+    proc = subprocess.Popen(
+        [str(BIN / "micelio"), "serve", "--store", str(root / "s"), "--port", str(free_port()),
+         "--cache-dir", str(root / "c")],
+        env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _out, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise AssertionError(f"the node started with {env}") from None
+    assert proc.returncode != 0, (env, err)
+    assert "Traceback" not in err, err
+    return err

@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from hif import history
-from hif.blame import SMALL, blame, kept_lines
+from hif.blame import SMALL, blame, kept_lines, lines_near
 from hif.history import Filters, Walk, search_landed
 from hif.landing import land
 from hif.mainline import LandedSession, LandingRecord
+from hif.merge import split_lines
 from hif.objects import EMPTY_TREE, Entry, digest
 from hif.repo import Repo
 from hif.session import Session, make_event
@@ -345,6 +346,39 @@ def test_kept_lines_over_open_lines_are_the_whole_diffs_blocks() -> None:
             for s, e in merged:
                 for y in range(s, e):
                     assert got.get(y) == mapped.get(y), (case, merged, y)
+
+
+def blame_lines(text: bytes) -> list[bytes]:
+    """A text's lines as blame compares them: split, a last line without its newline given one."""
+    lines = split_lines(text)
+    return lines[:-1] + [lines[-1] + b"\n"] if lines and not lines[-1].endswith(b"\n") else lines
+
+
+def test_a_version_split_next_to_another_gives_the_lines_a_split_gives() -> None:
+    """``lines_near`` (a version's lines, its shared ends taken from the version it is diffed with)
+    gives what splitting the whole text gives, over edits anywhere, line ends of every kind (a
+    carriage return alone, CRLF, a last line with no newline, one gaining or losing it), empty
+    texts and texts that are a prefix or a suffix of the other; and the lines it shares are the
+    other version's own objects."""
+    rng = random.Random(23)
+    ends = [b"\n", b"\n", b"\n", b"\r\n", b"\r", b""]
+    shared = 0
+    for case in range(600):
+        before, after = random_pair(rng)
+        eol = rng.choice(ends[:4]) if rng.random() < 0.8 else None
+        texts = []
+        for lines in (before, after):
+            text = b"".join(line.encode() + (eol if eol is not None else rng.choice(ends)) for line in lines)
+            texts.append(text if rng.random() < 0.7 else text.rstrip(b"\n") if rng.random() < 0.5 else text + b"x")
+        if rng.random() < 0.1:
+            texts[0] = texts[1][:rng.randrange(len(texts[1]) + 1)] if rng.random() < 0.5 else \
+                texts[1][rng.randrange(len(texts[1]) + 1):]
+        near = blame_lines(texts[1])
+        got = lines_near(texts[0], texts[1], near)
+        assert got == blame_lines(texts[0]), (case, texts)
+        ids = {id(x) for x in near}
+        shared += sum(id(x) in ids for x in got)
+    assert shared > 5_000  # (the point: most lines are not split again)
 
 
 def test_blame_agrees_with_a_plain_line_by_line_blame_on_a_generated_history(tmp_path: Path) -> None:

@@ -12,19 +12,25 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hif.errors import CorruptObject
+from hif.errors import CorruptObject, InvalidPath
 from hif.objects import (
     DIR,
     EMPTY_TREE,
     EXEC,
     FILE,
+    LINK,
     RAW,
     ZSTD,
     Entry,
     ObjectDB,
+    blob_content,
     blob_id,
+    check_object,
     decode,
+    digest,
     encode,
+    pack,
+    parse_tree_rows,
 )
 from hif.store import EmbeddedStore
 from hif.tree import apply, diff, lookup, lookup_file, walk
@@ -219,6 +225,51 @@ def test_altered_tree_is_corrupt() -> None:
     with_db(body)
 
 
+def _blob_spellings() -> list[bytes]:
+    """Canonical blobs of every head width, and other spellings of (or near) a blob: longer heads
+    than needed, an indefinite-length string, bytes after the item, cut heads and bodies, a text
+    string, a third item, another kind, nothing."""
+    out = [encode(["blob", b"x" * n]) for n in (0, 1, 23, 24, 255, 256, 65535, 65536)]
+    start = b"\x82\x64blob"
+    out += [start + b"\x58\x03abc", start + b"\x59\x00\x03abc", start + b"\x5a\x00\x00\x00\x03abc",
+            start + b"\x5b" + (3).to_bytes(8, "big") + b"abc", start + b"\x5f\x41a\x42bc\xff",
+            start + b"\x43abc\x00", start + b"\x43ab", start + b"\x59\x00", start + b"\x58", start + b"\x5c",
+            start + b"\x63abc", start, b"\x83\x64blob\x43abc\x00", encode(["tree", []]), b"",
+            start + b"\x5b" + (1 << 63).to_bytes(8, "big") + b"abc"]
+    return out
+
+
+def test_a_blob_cut_out_is_what_the_decoder_gives_for_every_spelling() -> None:
+    """``get_blob`` cuts a blob's content out of its bytes instead of decoding them: for any bytes,
+    it gives what the decoder gives, or is refused as the decoder refuses them."""
+
+    def decoded(canonical: bytes) -> bytes | None:
+        try:
+            content = check_object("blob", decode(canonical))
+        except CorruptObject:
+            return None
+        return content if isinstance(content, bytes) else None
+
+    async def body(db: ObjectDB, store: EmbeddedStore, root: Path) -> None:
+        spellings = _blob_spellings()
+        for canonical in spellings:
+            cut = blob_content(canonical)
+            assert cut is None or cut == decoded(canonical), canonical[:16]
+            oid = digest(canonical)
+            await store.put(db.key(oid), pack(canonical))
+            want = decoded(canonical)
+            if want is None:
+                with pytest.raises(CorruptObject):
+                    await ObjectDB(store, "repos/t/r/").get_blob(oid)
+            else:
+                assert await ObjectDB(store, "repos/t/r/").get_blob(oid) == want
+        # every canonical blob is cut out; an indefinite-length string is left to the decoder
+        assert all(blob_content(c) is not None for c in spellings[:8])
+        assert blob_content(b"\x82\x64blob\x5f\x41a\x42bc\xff") is None
+
+    with_db(body)
+
+
 # -- trees -----------------------------------------------------------------------------------------
 
 
@@ -301,3 +352,28 @@ def test_file_replaced_by_directory_and_back() -> None:
         assert await apply(db, t1, {"a/x/y": None, "z": None}) == EMPTY_TREE
 
     with_db(body)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["..", FILE], [".git", DIR], [".GIT", FILE], ["git~1", DIR], [".hif", DIR], ["a/b", FILE], ["", FILE],
+        ["a\x00b", FILE], ["a\\b", FILE], ["x:$DATA", FILE], [".gitmodules", LINK], ["GITMOD~1", LINK],
+    ],
+)
+def test_tree_rows_checked_once_per_name_still_refuse_bad_ones(bad: list[str]) -> None:
+    """A backfill keeps the names it found safe (``names``) so that the hundred versions of one
+    directory check each name once: an unsafe name is refused whether or not the cache holds safe
+    ones, a name cached from a file is still checked when a symbolic link has it, and a name
+    refused as a name never enters the cache (a link's name may: it is a fine name for a file)."""
+    oid = bytes(32)
+    names: set[str] = set()
+    safe = [["a", FILE, oid], ["d", DIR, oid], [".gitmodules", FILE, oid], ["gitmod~1", FILE, oid]]
+    assert set(parse_tree_rows(safe, oid, names)) == {"a", "d", ".gitmodules", "gitmod~1"}
+    assert names == {"a", "d", ".gitmodules", "gitmod~1"}
+    for attempt in range(2):  # a second time too: nothing about the refused row was kept
+        with pytest.raises((CorruptObject, InvalidPath)):
+            parse_tree_rows([*safe, [bad[0], bad[1], oid]], oid, names)
+        assert names - {"a", "d", ".gitmodules", "gitmod~1"} <= ({bad[0]} if bad[1] == LINK else set()), attempt
+    with pytest.raises((CorruptObject, InvalidPath)):  # and without the cache, as before
+        parse_tree_rows([[bad[0], bad[1], oid]], oid)

@@ -104,6 +104,20 @@ def test_get_many(make_store: MakeStore) -> None:
     run(make_store, body)
 
 
+def test_has_many(make_store: MakeStore) -> None:
+    """Whether each key exists, in order and with repeats: a prefix of keys, a key's own prefix
+    and a longer name are not keys; an empty value is one."""
+
+    async def body(store: ObjectStore) -> None:
+        await store.put("h/a", b"")
+        await store.put("h/b/c", b"x" * 100)
+        keys = ["h/a", "h/b", "h/b/c", "h/b/c/d", "h/missing", "h", "h/a", "h/ab"]
+        assert await store.has_many(keys) == [True, False, True, False, False, False, True, False]
+        assert await store.has_many([]) == []
+
+    run(make_store, body)
+
+
 def test_head(make_store: MakeStore) -> None:
     async def body(store: ObjectStore) -> None:
         etag = await store.put("d/k", b"12345")

@@ -84,6 +84,11 @@ def _lexer(name: str) -> Lexer | None:
         return None
 
 
+def warm_lexers() -> None:
+    """The lexer lookup's one-time set-up, done at a node's start (see ``ui.web``)."""
+    _lexer("warm.py")
+
+
 # token classes the stylesheet gives no colour of their own (plain names, punctuation) or that cannot
 # show one (whitespace): no span, as they are a third of a file's tokens and would add a fifth to its page
 UNSTYLED = frozenset({"", "n", "p", "w"})

@@ -3,7 +3,7 @@ command module registered on the group, and the last line of defence against a t
 
 from __future__ import annotations
 
-from hif.cli import agents, history, interop, mcp, repos, search, sessions, working  # noqa: F401 - registers the commands
+from hif.cli import agents, history, interop, mcp, repos, search, server, sessions, working  # noqa: F401 - registers the commands
 from hif.cli.app import cli
 from hif.cli.output import run_guarded
 

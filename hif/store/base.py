@@ -129,6 +129,13 @@ class ObjectStore(ABC):
 
         return list(await asyncio.gather(*(self.get_or_none(k) for k in keys)))
 
+    async def has_many(self, keys: Sequence[str]) -> list[bool]:
+        """Whether each key exists, in order. Concurrent ``head`` calls by default (a round trip
+        each on S3); a local store overrides it to look them all up in one go."""
+        import asyncio  # here: the CLI drives the embedded store without ever importing asyncio
+
+        return [info is not None for info in await asyncio.gather(*(self.head(k) for k in keys))]
+
     async def iter_keys(self, prefix: str, *, page: int = 1000) -> AsyncIterator[str]:
         """Every key under ``prefix`` in order, fetched a page at a time so memory stays bounded."""
         after: str | None = None

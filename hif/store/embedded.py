@@ -174,6 +174,10 @@ class EmbeddedStore(ObjectStore):
         """One after another: reading a file never waits on anything a second read could overlap."""
         return [await self.get_or_none(k) for k in keys]
 
+    async def has_many(self, keys: Sequence[str]) -> list[bool]:
+        """One ``stat`` per key: nothing read or hashed (``head`` reads the value for its etag)."""
+        return [os.path.isfile(self._path(k)) for k in keys]
+
     async def get_with_etag(self, key: str) -> tuple[bytes, str]:
         data = self._read(key)
         return data, _etag(data)

@@ -81,6 +81,10 @@ class ThreadedStore(ObjectStore):
         """All of them in one worker call: one thread hop per batch instead of one per key."""
         return await self._call(lambda: self.inner.get_many(keys))
 
+    async def has_many(self, keys: Sequence[str]) -> list[bool]:
+        """All of them in one worker call, like ``get_many``."""
+        return await self._call(lambda: self.inner.has_many(keys))
+
     async def get_with_etag(self, key: str) -> tuple[bytes, str]:
         return await self._call(lambda: self.inner.get_with_etag(key))
 

@@ -33,7 +33,7 @@ async def whoami(ctx: Ctx) -> dict[str, Any]:
 async def login(ctx: Ctx) -> dict[str, Any]:
     user = field(ctx.body, "user", str)
     password = field(ctx.body, "password", str)
-    if not await check_login(ctx.node.auth, ctx.node.limiter, user, password, ctx.node.client_address()):
+    if not await check_login(ctx.node.auth, ctx.node.limiter, user, password, ctx.client_address()):
         raise AuthRequired("wrong user name or password")
     tid, secret = await ctx.node.auth.create_token(user, scope="write", name="login",
                                                    expires_in=LOGIN_DAYS * 86400, login=True)

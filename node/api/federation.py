@@ -107,7 +107,7 @@ async def mirror_meta(ctx: Ctx) -> dict[str, Any]:
     meta = await ctx.r.meta()
     sync = await read_sync(ctx.r)
     host = _host(ctx)
-    f = await fed_of().get_following(host, ctx.r.name) or {}
+    f = await fed_of(ctx.node).get_following(host, ctx.r.name) or {}
     return {
         "name": ctx.r.name,
         "mirror": True,
@@ -150,8 +150,8 @@ for _method, _suffix, _fn in (
 
 @route("GET", MIRROR + "/verify", "public")
 async def mirror_verify(ctx: Ctx) -> dict[str, Any]:
-    start = query_int("start", 1, lo=1) or 1
-    limit = query_int("limit", 100, lo=1, hi=500) or 100
+    start = query_int("start", 1, lo=1, args=ctx.args) or 1
+    limit = query_int("limit", 100, lo=1, hi=500, args=ctx.args) or 100
     rows = await status.mirror_positions(ctx.node.store, _host(ctx), ctx.r.name, start, limit)
     return {"positions": rows}
 
@@ -168,7 +168,7 @@ def _maintainer(ctx: Ctx) -> None:
 async def list_offers(ctx: Ctx) -> dict[str, Any]:
     """Offers with the bytes each keeps (``size``) and their ``total_size``, for whoever reviews
     them to see what strangers' offers cost."""
-    rows = await offers.list_offers(ctx.r, fed_of().settings)
+    rows = await offers.list_offers(ctx.r, fed_of(ctx.node).settings)
     return {"offers": rows, "total_size": offers.total_size(rows)}
 
 
@@ -180,14 +180,14 @@ async def get_offer(ctx: Ctx, oid: str) -> dict[str, Any]:
 @route("POST", REPO + "/offers/<oid>/land", "write")
 async def land_offer(ctx: Ctx, oid: str) -> dict[str, Any]:
     _maintainer(ctx)
-    return await offers.land_offer(fed_of(), ctx.r, offer_id(oid), ctx.user)
+    return await offers.land_offer(fed_of(ctx.node), ctx.r, offer_id(oid), ctx.user)
 
 
 @route("POST", REPO + "/offers/<oid>/reject", "write")
 async def reject_offer(ctx: Ctx, oid: str) -> dict[str, Any]:
     _maintainer(ctx)
     reason = check_text(field(ctx.body, "reason", str, default="rejected"), "reason")
-    return await offers.reject_offer(fed_of(), ctx.r, offer_id(oid), ctx.user, reason)
+    return await offers.reject_offer(fed_of(ctx.node), ctx.r, offer_id(oid), ctx.user, reason)
 
 
 def offer_id(oid: str) -> str:
@@ -201,7 +201,7 @@ async def offer_session(ctx: Ctx, sid: str) -> dict[str, Any]:
     target = field(ctx.body, "target", str)
     if not is_session_id(sid):
         raise NotFound(f"no session {sid}")
-    return await offers.make_offer(fed_of(), ctx.r, sid, target, ctx.user)
+    return await offers.make_offer(fed_of(ctx.node), ctx.r, sid, target, ctx.user)
 
 
 @route("GET", SESSION + "/offers", "read", agent=True)
@@ -222,7 +222,7 @@ def _admin(ctx: Ctx) -> None:
 @route("GET", "/api/v1/federation", "user")
 async def federation_status(ctx: Ctx) -> dict[str, Any]:
     _admin(ctx)
-    fed = fed_of()
+    fed = fed_of(ctx.node)
     return {
         "node": fed.url,
         "actor": fed.key.actor,
@@ -235,7 +235,7 @@ async def federation_status(ctx: Ctx) -> dict[str, Any]:
 async def follow(ctx: Ctx) -> dict[str, Any]:
     _admin(ctx)
     url = field(ctx.body, "url", str)
-    fed = fed_of()
+    fed = fed_of(ctx.node)
     entry = await control.follow(ctx.node.store, url, fed.settings)
     fed.wake_outbox()
     return entry
@@ -248,5 +248,5 @@ async def unfollow(ctx: Ctx) -> dict[str, Any]:
     if not url.strip():
         raise InvalidInput("url must not be empty")
     entry = await control.unfollow(ctx.node.store, url)
-    fed_of().wake_outbox()
+    fed_of(ctx.node).wake_outbox()
     return entry

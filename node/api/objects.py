@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import cbor2
-from quart import Response
 
 from hif.errors import HifError, NotFound, PreconditionFailed
 from hif.objects import (
@@ -24,6 +23,7 @@ from node.api.routing import (
 from node.errors import InvalidInput
 from node.wire import (
     CBOR_SEQ,
+    Answer,
     MiB,
     error_body,
     field,
@@ -49,7 +49,10 @@ def _ids(body: dict[str, Any], most: int) -> list[bytes]:
 @route("POST", REPO + "/objects/have", "read", agent=True)
 async def objects_have(ctx: Ctx) -> dict[str, Any]:
     ids = _ids(ctx.body, MAX_HAVE)
-    return {"missing": [i for i in ids if not await ctx.r.objects.has(i)]}
+    # asked of the store itself, in one call: the answer is what this node can serve now, so
+    # no memory of objects once seen through the handle may stand in for it (a damaged store)
+    there = await ctx.r.store.has_many([ctx.r.objects.key(i) for i in ids])
+    return {"missing": [i for i, ok in zip(ids, there, strict=True) if not ok]}
 
 
 @route("POST", REPO + "/objects/get", "read", agent=True)
@@ -64,7 +67,7 @@ async def objects_get(ctx: Ctx) -> dict[str, Any]:
 
 
 @route("POST", REPO + "/objects/stream", "read", limit=4 * MiB, agent=True)
-async def objects_stream(ctx: Ctx) -> Response:
+async def objects_stream(ctx: Ctx) -> Answer:
     """Many objects in one streamed answer (a clone's whole checkout in one request instead of one per
     1,000): read a bounded batch ahead while the last one is sent, so memory stays flat at any size."""
     ids = _ids(ctx.body, MAX_STREAM)
@@ -100,9 +103,7 @@ async def objects_stream(ctx: Ctx) -> Response:
                     pending.cancel()
         yield cbor2.dumps({"count": sent})
 
-    resp = Response(body(), status=200, content_type=CBOR_SEQ)
-    resp.timeout = None  # a large checkout may stream for longer than Quart's default minute
-    return resp
+    return Answer(body(), 200, CBOR_SEQ)  # streamed: no time limit (a large checkout takes long)
 
 
 def _check_found(ids: list[bytes], found: list[bytes | None]) -> None:

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from quart import Response, current_app, request
-
 from hif.agents.trace import MIME, landing_record
 from hif.errors import NotFound
 from hif.mainline import log_key
@@ -22,6 +20,7 @@ from node.access import need_scope
 from node.api.routing import (
     REPO,
     Ctx,
+    cbor_or_json,
     route,
 )
 from node.errors import InvalidInput
@@ -30,7 +29,7 @@ from node.principal import check_description
 from node.repos import check_owner, create_repository, delete_repository, update_repository
 from node.search import search_of
 from node.wire import (
-    cbor_or_json,
+    Answer,
     field,
     query_int,
 )
@@ -51,8 +50,8 @@ async def _meta(ctx: Ctx, info: dict[str, Any], repo: Repo) -> dict[str, Any]:
 
 @route("GET", "/api/v1/repos", "public")
 async def list_repos(ctx: Ctx) -> dict[str, Any]:
-    limit = query_int("limit", 100, lo=1, hi=500) or 100
-    after = request.args.get("after") or None
+    limit = query_int("limit", 100, lo=1, hi=500, args=ctx.args) or 100
+    after = ctx.args.get("after") or None
     infos = await ctx.node.auth.visible_repos(ctx.principal, limit=limit + 1, after=after)
     more = len(infos) > limit
     infos = infos[:limit]
@@ -95,7 +94,7 @@ async def delete_repo(ctx: Ctx) -> dict[str, Any]:
     """Delete the repository and all it holds: owners only (as in the web UI), and only with
     ``?confirm=<owner/name>`` repeating its full name (a typed confirmation)."""
     check_owner(ctx.principal, ctx.role, ctx.r.name)
-    removed = await delete_repository(ctx.node, ctx.r.name, request.args.get("confirm", ""))
+    removed = await delete_repository(ctx.node, ctx.r.name, ctx.args.get("confirm", ""))
     return {"deleted": ctx.r.name, "keys": removed}
 
 
@@ -120,16 +119,16 @@ async def head(ctx: Ctx) -> dict[str, Any]:
 @route("GET", REPO + "/log", "read", agent=True)
 async def log(ctx: Ctx) -> dict[str, Any]:
     top = await ctx.r.mainline.head()
-    limit = query_int("limit", 100, lo=1, hi=MAX_LOG) or 100
-    order = request.args.get("order", "asc")
+    limit = query_int("limit", 100, lo=1, hi=MAX_LOG, args=ctx.args) or 100
+    order = ctx.args.get("order", "asc")
     if order not in ("asc", "desc"):
         raise InvalidInput("order is asc or desc")
     if order == "asc":
-        start = query_int("start", 1, lo=1) or 1
+        start = query_int("start", 1, lo=1, args=ctx.args) or 1
         positions = list(range(start, min(top, start + limit - 1) + 1))
         nxt = positions[-1] + 1 if positions and positions[-1] < top else None
     else:
-        start = min(query_int("start", top, lo=0) or 0, top)
+        start = min(query_int("start", top, lo=0, args=ctx.args) or 0, top)
         positions = list(range(start, max(0, start - limit), -1))
         nxt = positions[-1] - 1 if positions and positions[-1] > 1 else None
     records = [[pos, await ctx.r.store.get(log_key(ctx.r.prefix, pos))] for pos in positions]
@@ -138,20 +137,20 @@ async def log(ctx: Ctx) -> dict[str, Any]:
 
 async def _position(ctx: Ctx) -> int:
     top = await ctx.r.mainline.head()
-    at = query_int("at", top, lo=0)
+    at = query_int("at", top, lo=0, args=ctx.args)
     assert at is not None
     if at > top:
         raise NotFound(f"no position {at} (the head is {top})")
     return at
 
 
-def _path_arg() -> str:
-    path = request.args.get("path", "").strip("/")
+def _path_arg(ctx: Ctx) -> str:
+    path = ctx.args.get("path", "").strip("/")
     return check_path(path) if path else ""
 
 
 @route("GET", REPO + "/landings/<position>/agent-trace", "read", agent=True)
-async def agent_trace(ctx: Ctx, position: str) -> Response:
+async def agent_trace(ctx: Ctx, position: str) -> Answer:
     """The landing's Agent Trace record (JSON, not CBOR: it is a published format), each session's
     conversation at its page on this node. Records are immutable, so is this answer."""
     from importlib.metadata import version  # only this route names the software's version
@@ -161,13 +160,13 @@ async def agent_trace(ctx: Ctx, position: str) -> Response:
     rec = await ctx.r.mainline.record(int(position))
     url = f"{ctx.node.config.url}/{ctx.r.name}/sessions/{{session}}"
     doc = await landing_record(ctx.r, rec, conversation_url=url, tool_version=version("micelio"))
-    return Response(json.dumps(doc, indent=2, sort_keys=True) + "\n", 200, content_type=MIME)
+    return Answer((json.dumps(doc, indent=2, sort_keys=True) + "\n").encode(), 200, MIME)
 
 
 @route("GET", REPO + "/tree", "read", agent=True)
 async def tree(ctx: Ctx) -> dict[str, Any]:
     at = await _position(ctx)
-    path = _path_arg()
+    path = _path_arg(ctx)
     root = await ctx.r.mainline.tree_at(at)
     entry = await lookup(ctx.r.objects, root, path) if path else None
     oid, kind = (entry.oid, entry.kind) if entry else (root, DIR)
@@ -183,11 +182,11 @@ async def tree(ctx: Ctx) -> dict[str, Any]:
 @route("GET", REPO + "/blame", "read", agent=True)
 async def blame_route(ctx: Ctx) -> dict[str, Any]:
     at = await _position(ctx)
-    path = _path_arg()
+    path = _path_arg(ctx)
     if not path:
         raise InvalidInput("blame needs ?path=")
     # off the event loop, in the bounded heavy-work pool, through the blame cache the web UI fills
-    lines = await cached_blame(ctx.r, path, at)
+    lines = await cached_blame(ctx.r, path, at, ctx.node)
     return {"position": at, "path": path,
             "lines": [[ln.position, ln.session, ln.goal, ln.author, ln.text, ln.commit, ln.iteration]
                       for ln in lines]}
@@ -198,8 +197,8 @@ async def commit(ctx: Ctx, sha: str) -> Any:
     """The landing an imported git commit became (``sha``: its id or at least 7 of its first hex
     digits, any case), from the node's derived index: ``exact`` says whether ``hif export git``
     writes it back with this id. 400 for a malformed id, 404 unknown, 409 ambiguous (candidates)."""
-    hit = await search_of(current_app).commit(ctx.r, sha)  # type: ignore[arg-type]
-    return cbor_or_json(hit.to_json())
+    hit = await search_of(ctx.node).commit(ctx.r, sha)
+    return cbor_or_json(ctx, hit.to_json())
 
 
 @route("POST", REPO + "/scan", "read", agent=True)

@@ -8,13 +8,16 @@ walks ``ROUTES`` to prove it.
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import json
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from quart import Blueprint, Response, current_app, g, request
+from quart import Blueprint, current_app, g, request
+from werkzeug.datastructures import MultiDict
 
 from hif.errors import NotFound, SessionClosed
 from hif.repo import Repo, check_repo_name
@@ -23,11 +26,15 @@ from node.access import NEEDS, may, repo_access, token_principal
 from node.context import Node, node_of
 from node.errors import AuthRequired, InvalidInput, PermissionDenied
 from node.principal import Principal
+from node.ratelimit import client_address
 from node.wire import (
     DEFAULT_LIMIT,
-    cbor_response,
+    Answer,
+    body_map,
+    cbor_answer,
     field,
-    read_body,
+    read_bytes,
+    to_response,
 )
 
 bp = Blueprint("api", __name__)
@@ -46,16 +53,69 @@ ROUTES: list[Route] = []
 BODY_METHODS = ("POST", "PUT", "PATCH")  # the methods whose requests carry a CBOR body
 
 
+class Call:
+    """What a handler may read of its HTTP request, the same whichever server path carries it (the
+    thin ASGI path of ``node.api.asgi`` or Quart's, :class:`QuartCall`): handlers never touch
+    Quart's request globals, so the hot routes skip Quart's request and response objects."""
+
+    method: str = ""
+    path: str = ""
+    remote: str | None = None
+    user: str | None = None  # the caller, once known (the access log names it)
+
+    def header(self, name: str) -> str | None:
+        return None
+
+    def header_list(self, name: str) -> list[str]:
+        return []
+
+    @property
+    def args(self) -> MultiDict[str, str]:
+        return MultiDict()
+
+    async def read(self, limit: int) -> bytes:
+        """The body, refused (413) past ``limit`` bytes or when its Content-Length says so."""
+        return b""
+
+    def identified(self, user: str) -> None:
+        self.user = user
+
+
+class QuartCall(Call):
+    """The request Quart is handling (HEAD, and whatever reaches a route through Quart)."""
+
+    def __init__(self) -> None:
+        self.method, self.path, self.remote = request.method, request.path, request.remote_addr
+
+    def header(self, name: str) -> str | None:
+        return request.headers.get(name)
+
+    def header_list(self, name: str) -> list[str]:
+        return request.headers.getlist(name)
+
+    @property
+    def args(self) -> MultiDict[str, str]:
+        return request.args
+
+    async def read(self, limit: int) -> bytes:
+        return await read_bytes(limit)
+
+    def identified(self, user: str) -> None:
+        self.user = g.user = user
+
+
 @dataclass
 class Ctx:
     """What a handler gets: the node, the caller, the request body and, for repository routes, the
-    repository and the caller's role on it."""
+    repository and the caller's role on it; ``call``, the HTTP request (None for a tool call of
+    ``node.mcp``)."""
 
     node: Node
     principal: Principal
     body: dict[str, Any]
     repo: Repo | None = None
     role: str | None = None
+    call: Call | None = None
 
     @property
     def r(self) -> Repo:
@@ -67,37 +127,55 @@ class Ctx:
         assert self.principal.user is not None
         return self.principal.user
 
+    @property
+    def args(self) -> MultiDict[str, str]:
+        """The query's arguments (none outside an HTTP request)."""
+        return self.call.args if self.call is not None else MultiDict()
+
+    def header(self, name: str) -> str | None:
+        return self.call.header(name) if self.call is not None else None
+
+    def client_address(self) -> str:
+        """The client: the TCP peer, or behind a trusted proxy the address it forwarded."""
+        call = self.call or Call()
+        return client_address(call.remote, call.header_list("X-Forwarded-For"), self.node.trusted_proxies)
+
 
 Handler = Callable[..., Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A route of ``ROUTES`` with its handler: what both server paths run (:func:`answer`)."""
+
+    route: Route
+    fn: Handler
+    status: int
+    pattern: re.Pattern[str]
+
+
+ENDPOINTS: list[Endpoint] = []  # ROUTES with their handlers, in the same order
+_PARAM = re.compile(r"<([a-z_]+)>")
+
+
+def _pattern(rule: str) -> re.Pattern[str]:
+    """``rule`` as werkzeug's default converter matches it: each ``<name>`` one non-empty segment."""
+    if "<" in _PARAM.sub("", rule):
+        raise ValueError(f"{rule}: API rules use plain <name> segments only")
+    parts = _PARAM.split(rule)
+    return re.compile("".join(re.escape(x) if i % 2 == 0 else f"(?P<{x}>[^/]+)" for i, x in enumerate(parts)) + "$")
 
 
 def route(method: str, rule: str, access: str, *, limit: int = DEFAULT_LIMIT, agent: bool = False,
           status: int = 200) -> Callable[[Handler], Handler]:
     def deco(fn: Handler) -> Handler:
         ROUTES.append(Route(method, rule, access, limit, agent))
+        ep = Endpoint(ROUTES[-1], fn, status, _pattern(rule))
+        ENDPOINTS.append(ep)
 
         @functools.wraps(fn)
         async def view(**kw: str) -> Any:
-            node = node_of(current_app)  # type: ignore[arg-type]
-            principal = await _principal(node)
-            ctx = Ctx(node, principal, {})
-            body_read = False
-            if "host" in kw:  # a read-only mirror: public, so the body may be read first
-                if method in BODY_METHODS:
-                    _refuse_bound(principal)
-                    ctx.body, body_read = await read_body(limit), True
-                await _authorize_mirror(ctx, kw.pop("host"), f"{kw.pop('owner')}/{kw.pop('name')}")
-            elif "owner" in kw:
-                name = f"{kw.pop('owner')}/{kw.pop('name')}"
-                await authorize_repo(ctx, name, access, agent, kw.get("sid"))
-            elif access != "public" and principal.user is None:
-                raise AuthRequired("this needs a token (Authorization: Bearer ...)")
-            elif access != "public" and principal.session is not None and not agent:
-                raise PermissionDenied("an agent token only works on its own session")
-            if method in BODY_METHODS and not body_read:  # only once the caller may send it
-                ctx.body = await read_body(limit)
-            answer = await fn(ctx, **kw)
-            return answer if isinstance(answer, Response) else cbor_response(answer, status)
+            return to_response(await answer(ep, node_of(current_app), QuartCall(), kw))  # type: ignore[arg-type]
 
         bp.add_url_rule(rule, endpoint=fn.__name__, view_func=view, methods=[method])
         return fn
@@ -105,11 +183,32 @@ def route(method: str, rule: str, access: str, *, limit: int = DEFAULT_LIMIT, ag
     return deco
 
 
-async def _principal(node: Node) -> Principal:
-    p = await token_principal(node.auth, request.headers.get("Authorization"))
-    if p.user is not None:
-        g.user = p.user
-    return p
+async def answer(ep: Endpoint, node: Node, call: Call, kw: dict[str, str]) -> Answer:
+    """Run route ``ep`` for ``call``: authenticate, resolve the repository and check role and scope
+    before the handler runs (so no handler can forget a check), read the body only once the caller
+    may send it, and encode the handler's answer once."""
+    r = ep.route
+    principal = await token_principal(node.auth, call.header("Authorization"))
+    if principal.user is not None:
+        call.identified(principal.user)
+    ctx = Ctx(node, principal, {}, call=call)
+    body_read = False
+    if "host" in kw:  # a read-only mirror: public, so the body may be read first
+        if r.method in BODY_METHODS:
+            _refuse_bound(principal)
+            ctx.body, body_read = body_map(await call.read(r.limit)), True
+        await _authorize_mirror(ctx, kw.pop("host"), f"{kw.pop('owner')}/{kw.pop('name')}")
+    elif "owner" in kw:
+        name = f"{kw.pop('owner')}/{kw.pop('name')}"
+        await authorize_repo(ctx, name, r.access, r.agent, kw.get("sid"))
+    elif r.access != "public" and principal.user is None:
+        raise AuthRequired("this needs a token (Authorization: Bearer ...)")
+    elif r.access != "public" and principal.session is not None and not r.agent:
+        raise PermissionDenied("an agent token only works on its own session")
+    if r.method in BODY_METHODS and not body_read:  # only once the caller may send it
+        ctx.body = body_map(await call.read(r.limit))
+    out = await ep.fn(ctx, **kw)
+    return out if isinstance(out, Answer) else cbor_answer(out, ep.status)
 
 
 async def authorize_repo(ctx: Ctx, name: str, access: str, agent_ok: bool, sid: str | None) -> None:
@@ -152,7 +251,7 @@ async def _authorize_mirror(ctx: Ctx, host: str, name: str) -> None:
     """Mirrors are public copies of public repositories: anyone may read them, but a token bound to
     one repository (or an agent's session) is for that repository only."""
     _refuse_bound(ctx.principal)
-    fed = current_app.extensions.get("federation")
+    fed = ctx.node.extensions.get("federation")
     try:
         check_repo_name(name)
         valid = fed is not None and _HOST.match(host) is not None
@@ -177,6 +276,27 @@ async def load_session(ctx: Ctx, sid: str, *, open_only: bool = False) -> Sessio
     if open_only and not s.is_open:
         raise SessionClosed(f"session {sid} was {s.state}")
     return s
+
+
+async def check_open(ctx: Ctx, sid: str) -> None:
+    """Refuse unless session ``sid`` exists (its start event) and is still open (no closing state):
+    two small reads together, where :func:`load_session` reads every event the session has."""
+    if not is_session_id(sid):
+        raise NotFound(f"no session {sid}")
+    start, state = await asyncio.gather(ctx.r.sessions.start_event(sid), ctx.r.sessions.state(sid))
+    if start is None or start.get("seq") != 0:
+        raise NotFound(f"no session {sid}")
+    if state is not None and state.get("state", "open") != "open":
+        raise SessionClosed(f"session {sid} was {state['state']}")
+
+
+def cbor_or_json(ctx: Ctx, doc: Any) -> Any:
+    """``doc`` as JSON when the request asks for it (``Accept: application/json`` or
+    ``format=json``: a browser or curl reading a plain document), else left to the CBOR answer."""
+    if "application/json" in (ctx.header("Accept") or "") or ctx.args.get("format") == "json":
+        return Answer(json.dumps(doc).encode(), 200, "application/json")
+    return doc
+
 
 def session_role(ctx: Ctx, body: dict[str, Any] | None = None) -> str:
     role = field(body if body is not None else ctx.body, "role", str, default="human")

@@ -6,8 +6,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from quart import current_app
-
 from hif.errors import CorruptObject, HifError
 from hif.landing import land
 from hif.objects import (
@@ -26,6 +24,7 @@ from node.api.routing import (
     REPO,
     SESSION,
     Ctx,
+    check_open,
     expires_days,
     load_session,
     route,
@@ -61,6 +60,7 @@ async def list_sessions(ctx: Ctx) -> dict[str, Any]:
 async def start_session(ctx: Ctx) -> dict[str, Any]:
     opening = await _opening(ctx)
     s = await ctx.r.sessions.start(*opening, provenance=provenance_fields(ctx.body))
+    ctx.node.open_sessions.put(ctx.r.name, s)
     _searchable(ctx)
     return {"id": s.id, "event": s.events[0]}
 
@@ -87,7 +87,7 @@ async def _opening(ctx: Ctx) -> tuple[str, str, str, int]:
 @route("GET", SESSION, "read", agent=True)
 async def get_session(ctx: Ctx, sid: str) -> dict[str, Any]:
     s = await load_session(ctx, sid)
-    since = query_int("since", -1, lo=-1)
+    since = query_int("since", -1, lo=-1, args=ctx.args)
     after = since if since is not None else -1
     events = [e for e in s.events if not isinstance(e, dict) or not isinstance(e.get("seq", 0), int)
               or e.get("seq", 0) > after]  # stored data: a malformed event is passed on, not a crash
@@ -166,10 +166,10 @@ async def _existing(ctx: Ctx, oid: bytes, known: frozenset[bytes]) -> bytes:
 
 @route("POST", SESSION + "/events", "write", agent=True)
 async def append_events(ctx: Ctx, sid: str) -> dict[str, Any]:
-    s = await load_session(ctx, sid, open_only=True)
+    await check_open(ctx, sid)  # not load_session: that reads every event of the session, each time
     events = await _checked_events(ctx, field(ctx.body, "events", list), at_least=1)
-    next_seq = field(ctx.body, "next_seq", int, default=s.next_seq)
-    if not 1 <= next_seq <= MAX_SEQ:
+    next_seq = field(ctx.body, "next_seq", int, default=None)  # None: after the last one stored
+    if next_seq is not None and not 1 <= next_seq <= MAX_SEQ:
         raise InvalidInput(f"next_seq is between 1 (0 is the start event) and {MAX_SEQ}")
     return {"events": await _append(ctx, sid, events, next_seq)}
 
@@ -194,29 +194,39 @@ async def _checked_events(ctx: Ctx, raw: list[Any], *, at_least: int,
 
 def _searchable(ctx: Ctx) -> None:
     """Mark the repository for the replica's search index: the next query catches it up."""
-    searcher = current_app.extensions.get("search")
+    searcher = ctx.node.extensions.get("search")
     if searcher is not None:
         searcher.landed(ctx.r)
 
 
-async def _append(ctx: Ctx, sid: str, events: list[dict[str, Any]], next_seq: int) -> list[dict[str, Any]]:
-    out = []
-    for event in events:
-        stamped = await ctx.r.sessions.append(sid, event, next_seq)
-        out.append(stamped)
-        next_seq = stamped["seq"] + 1
+async def _append(ctx: Ctx, sid: str, events: list[dict[str, Any]], next_seq: int | None) -> list[dict[str, Any]]:
+    """Append ``events`` in order from ``next_seq`` (None: after the last one); the store refuses
+    them if the session closed meanwhile (``Sessions.append_many`` asks while it writes)."""
+    out = await ctx.r.sessions.append_many(sid, events, next_seq)
+    ctx.node.open_sessions.appended(ctx.r.name, sid, out)
     _searchable(ctx)
     return out
 
 
 @route("POST", SESSION + "/land", "write", agent=True)
 async def land_session(ctx: Ctx, sid: str) -> dict[str, Any]:
-    return await _land(ctx, await load_session(ctx, sid))
+    s = await _written_here(ctx, sid) or await load_session(ctx, sid)
+    ctx.node.open_sessions.drop(ctx.r.name, sid)  # landed or refused, the store says what it is now
+    return await _land(ctx, s)
+
+
+async def _written_here(ctx: Ctx, sid: str) -> Session | None:
+    """The session as this replica wrote it, if no event was added since (one listing, where loading
+    it reads every event); whether it is still open, ``land`` asks itself."""
+    s = ctx.node.open_sessions.get(ctx.r.name, sid)
+    if s is None or await ctx.r.sessions.event_keys(sid, since=s.next_seq - 1):
+        return None
+    return s
 
 
 async def _land(ctx: Ctx, s: Session) -> dict[str, Any]:
     result = await land(ctx.r, s)
-    fed = current_app.extensions.get("federation")
+    fed = ctx.node.extensions.get("federation")
     if fed is not None:  # deliver to followers now, not at the next poll
         fed.landed(ctx.r.name)
     _searchable(ctx)  # searchable at the next query here, not at the next poll

@@ -327,29 +327,51 @@ class Peer:
         self.server.server_close()
 
 
+class QuietHandler(BaseHTTPRequestHandler):
+    """A request handler for the small servers of these tests: logs nothing, sends whole bodies."""
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def _send(self, status: int, body: bytes, ctype: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def serve(handler: type[BaseHTTPRequestHandler], port: int) -> ThreadingHTTPServer:
+    """``handler`` served on 127.0.0.1:``port`` by a daemon thread (``shutdown`` it after)."""
+    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def node_actor(k: NodeKey) -> bytes:
+    """The actor document of a node whose key is ``k`` (what ``/ap/node`` serves)."""
+    doc = {
+        "@context": "https://www.w3.org/ns/activitystreams",
+        "id": k.actor,
+        "type": "Application",
+        "inbox": f"{k.url}/ap/inbox",
+        "publicKey": {"id": k.key_id, "owner": k.actor, "publicKeyPem": k.public_pem()},
+    }
+    return json.dumps(doc).encode()
+
+
 def start_peer(host_name: str = "127.0.0.1", port: int | None = None) -> Peer:
     """A fake peer on ``port`` (a free one by default)."""
     port = port or free_port()
     seed = os.urandom(32)
     peer: Peer
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
-
+    class Handler(QuietHandler):
         def do_GET(self) -> None:  # noqa: N802
             if self.path.startswith("/ap/node"):
                 peer.key_fetches += 1
-                base = f"http://{self.headers['Host']}"
-                k = NodeKey(seed, base)
-                doc = {
-                    "@context": "https://www.w3.org/ns/activitystreams",
-                    "id": k.actor,
-                    "type": "Application",
-                    "inbox": f"{base}/ap/inbox",
-                    "publicKey": {"id": k.key_id, "owner": k.actor, "publicKeyPem": k.public_pem()},
-                }
-                self._send(200, json.dumps(doc).encode(), "application/activity+json")
+                self._send(200, node_actor(NodeKey(seed, f"http://{self.headers['Host']}")),
+                           "application/activity+json")
             else:
                 self._send(404, b"{}", "application/json")
 
@@ -359,14 +381,6 @@ def start_peer(host_name: str = "127.0.0.1", port: int | None = None) -> Peer:
             peer.received.append(Received(self.path, list(self.headers.items()), body))
             self._send(202, b"{}", "application/json")
 
-        def _send(self, status: int, body: bytes, ctype: str) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server = serve(Handler, port)
     peer = Peer(port, NodeKey(seed, f"http://{host_name}:{port}"), server)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     return peer

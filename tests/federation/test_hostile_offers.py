@@ -14,16 +14,25 @@ from __future__ import annotations
 import json
 import os
 import re
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from fedkit import api, land, make_repo, signed_post, start_node, ui_login, wait_for
+from fedkit import (
+    QuietHandler,
+    api,
+    land,
+    make_repo,
+    serve,
+    signed_post,
+    start_node,
+    ui_login,
+    wait_for,
+)
 from forge import Forge
 from s3server import free_port
 
@@ -70,10 +79,7 @@ def start_hostile() -> Hostile:
     key = NodeKey(os.urandom(32), f"http://127.0.0.1:{port}")
     peer: Hostile
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
-
+    class Handler(QuietHandler):
         def do_GET(self) -> None:  # noqa: N802
             path = self.path.split("?")[0]
             if path == "/ap/node" or path.startswith("/ap/users/"):
@@ -108,16 +114,7 @@ def start_hostile() -> Hostile:
             peer.received.append(json.loads(body))
             self._send(202, b"{}", "application/json")
 
-        def _send(self, status: int, body: bytes, ctype: str) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    peer = Hostile(port, key, server)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    peer = Hostile(port, key, serve(Handler, port))
     return peer
 
 

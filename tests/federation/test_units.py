@@ -10,14 +10,22 @@ from typing import Any
 import pytest
 
 from federation import delivery
-from federation.envelope import check_landing, check_signature, seal, unseal
+from federation.envelope import Landing, check_landing, check_signature, seal, unseal
 from federation.errors import Refused
 from federation.identity import NodeKey
-from federation.mirror import closure
+from federation.mirror import (
+    ENVELOPE_PAGE,
+    ENVELOPE_PAGE_BYTES,
+    closure,
+    envelope_key,
+    envelope_pages,
+    stored_envelopes,
+    verify_object,
+)
 from federation.net import Fetcher
 from federation.settings import FedSettings, authority
 from hif.errors import CorruptObject, InvalidInput
-from hif.objects import DIR, FILE, Entry, blob_bytes, decode, digest, pack, tree_bytes
+from hif.objects import DIR, FILE, Entry, blob_bytes, digest, encode, pack, tree_bytes
 from hif.repo import Repo
 from hif.store import EmbeddedStore
 
@@ -107,14 +115,16 @@ def test_closure_writes_children_before_parents(tmp_path: Path) -> None:
 
         async def fetch(ids: list[bytes], take: Any) -> None:
             for i in ids:
-                await take(i, pack(objects[i]), decode(objects[i]))
+                stored = pack(objects[i])
+                await take(i, stored, *verify_object(stored)[1:])
 
-        # blobs are written as they arrive; trees come back children before parents
-        order = [oid for oid, _ in await closure(repo, [digest(root)], fetch)]
-        assert order == [digest(sub), digest(root)]
-        for b in (b1, b2):
-            assert await repo.objects.get_canonical(digest(b)) == b
-        assert not await repo.objects.has(digest(root))  # the caller writes trees
+        # what is left to write comes back in order: the blobs, then trees children before parents
+        known: set[bytes] = set()
+        order = [key for key, _ in await closure(repo, [digest(root)], fetch, known)]
+        assert order == [repo.objects.key(digest(o)) for o in (b1, b2, sub, root)]
+        assert known == set(objects)  # what was brought, for the caller's next batch
+        for oid in objects:
+            assert not await repo.objects.has(oid)  # the caller writes them, with what names them
         await store.close()
 
     asyncio.run(go())
@@ -134,3 +144,41 @@ def test_object_stream_reader_refuses_an_item_larger_than_its_limit() -> None:
             reader.feed(b"\x82\x58\x20" + oid + head + b"x" * 10)
     ok = ObjectStreamReader(max_item=4096)
     assert ok.feed(b"\x82\x58\x20" + oid + b"\x43abc") == [(oid, b"abc")]
+
+
+def test_envelopes_are_kept_in_pages_and_read_back_by_position(tmp_path: Path) -> None:
+    """A mirror keeps envelopes a page per store key (by count and by bytes, keyed by the last
+    position), and reads any range back from pages, from the one-envelope keys of mirrors written
+    before pages, and across pages that racing replicas wrote overlapping; what it lacks is absent,
+    and junk under the prefix is ignored."""
+
+    def landing(position: int, size: int) -> Landing:
+        wire = encode({"key": "k", "sig": bytes(64), "payload": position.to_bytes(4, "big") * (size // 4)})
+        return Landing("http://a.example", "acme/api", position, b"", None, {}, wire)  # type: ignore[arg-type]
+
+    async def go() -> None:
+        store = EmbeddedStore(tmp_path / "s", create=True)
+        repo = Repo(store, "acme/api", prefix="mirrors/a.example/acme/api/")
+        small = [landing(p, 100) for p in range(1, 201)]
+        pages = envelope_pages(repo, small)
+        assert [k for k, _ in pages] == [envelope_key(repo, p) for p in (64, 128, 192, 200)]
+        assert ENVELOPE_PAGE == 64
+        big = [landing(p, 100 << 10) for p in range(201, 211)]
+        by_bytes = envelope_pages(repo, big)  # a page ends after the envelope that reaches the bytes
+        per_page = -(-ENVELOPE_PAGE_BYTES // len(big[0].wire))
+        assert len(by_bytes) == -(-len(big) // per_page)
+        await store.create_all(pages + by_bytes)
+        # a mirror written before pages: one envelope per key; a racing replica's overlapping page
+        await store.put(envelope_key(repo, 211), landing(211, 100).wire)
+        await store.put(envelope_key(repo, 150), encode({"first": 140, "envelopes": [landing(p, 100).wire
+                                                                                        for p in range(140, 151)]}))
+        await store.put(envelope_key(repo, 213), b"junk")
+        await store.put(f"{repo.prefix}envelopes/notaposition", b"junk")
+        everything = {e.position: e.wire for e in small + big + [landing(211, 100)]}
+        for start, stop in [(1, 211), (1, 1), (60, 70), (64, 65), (140, 150), (199, 203), (205, 211), (190, 230)]:
+            got = await stored_envelopes(repo, start, stop)
+            assert got == {p: w for p, w in everything.items() if start <= p <= stop}, (start, stop)
+        assert await stored_envelopes(repo, 212, 220) == {}
+        await store.close()
+
+    asyncio.run(go())

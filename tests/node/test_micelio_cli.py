@@ -259,3 +259,23 @@ def test_store_from_the_environment_and_a_lasting_cache(tmp_path: Path) -> None:
     r = subprocess.run([MICELIO, "admin", "user", "list", "--json"], capture_output=True, text=True,
                        timeout=60, env=env)
     assert [u["name"] for u in json.loads(r.stdout)["users"]] == ["zed"]
+
+
+def test_the_event_loop_is_chosen_by_micelio_loop(tmp_path: Path) -> None:
+    """``MICELIO_LOOP``: uvloop (the default when installed) and asyncio's own loop both serve the
+    API and the web UI; anything else stops the start with one readable line, before it listens."""
+    from forge import refused_start, start_forge
+
+    for loop in ("asyncio", "uvloop", "auto"):
+        f = start_forge(tmp_path / loop, env={"MICELIO_LOOP": loop})
+        try:
+            assert f.api("GET", "/healthz").status_code == 200
+            assert f.api("GET", "/api/v1/whoami", f.admin_token).data["user"] == "admin"
+            r = f.api("POST", "/api/v1/repos", f.admin_token, {"name": "admin/x"})
+            assert r.status_code in (200, 201), r.data
+            assert f.api("GET", "/api/v1/repos/admin/x/head", f.admin_token).data["position"] == 0
+        finally:
+            f.stop()
+    for bad in ("uvlop", "", "UVLOOP", "trio"):
+        err = refused_start(tmp_path, {"MICELIO_LOOP": bad})
+        assert err.strip() == f"error: MICELIO_LOOP must be auto, uvloop or asyncio, not {bad!r}", (bad, err)

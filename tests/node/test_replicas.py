@@ -104,3 +104,60 @@ def test_a_user_made_elsewhere_logs_in_at_once(tmp_path: Path) -> None:
         assert r.status_code == 302, r.text[-500:]
     finally:
         forge.stop()
+
+
+def test_a_replica_streams_a_session_without_reading_its_events_back(forge: Forge) -> None:
+    """Appending to a session and landing it through the replica that wrote it reads none of its
+    earlier events back (a damaged one on disk is never noticed), so a streamed landing costs the
+    same at its 2nd event as at its 500th; yet an event another replica appended meanwhile is never
+    missed: the replica lists what came after its own copy before it lands that copy."""
+    second = forge.start_replica()
+    first = forge.urls[0]
+    r = forge.api("POST", "/api/v1/tokens", forge.admin_token, {"scope": "write", "name": "w"}, url=first)
+    token = r.data["token"]
+    forge.api("POST", "/api/v1/repos", token, {"name": "acme/stream"}, url=first)
+    base = "/api/v1/repos/acme/stream"
+
+    def put(text: str) -> bytes:
+        canonical = blob_bytes(text.encode())
+        r = forge.api("POST", f"{base}/objects/put", token, {"objects": [pack(canonical)]}, url=first)
+        assert r.status_code == 200, r.data
+        return digest(canonical)
+
+    def append(sid: str, url: str, event: dict[str, object], **extra: object) -> None:
+        r = forge.api("POST", f"{base}/sessions/{sid}/events", token, {"events": [event], **extra}, url=url)
+        assert r.status_code == 200, r.data
+
+    def damage(sid: str, seq: int) -> None:
+        (found,) = Path(forge.store).rglob(f"sessions/{sid}/events/{seq:08d}")
+        found.write_bytes(b"\xff not an event")
+
+    say = {"type": "say", "text": "first thoughts"}
+    # 1. one replica throughout; seq 1 is damaged on disk after it was written
+    sid = forge.api("POST", f"{base}/sessions", token, {"goal": "streamed"}, url=first).data["id"]
+    append(sid, first, say)
+    damage(sid, 1)
+    write = {"type": "write", "path": "a.txt", "kind": FILE, "blob": put("a\n")}
+    append(sid, first, write, next_seq=2)  # with or without next_seq: neither reads seq 1
+    append(sid, first, {"type": "write", "path": "b.txt", "kind": FILE, "blob": put("b\n")})
+    r = forge.api("POST", f"{base}/sessions/{sid}/land", token, {}, url=first)
+    assert r.status_code == 200, r.data
+    tree = forge.api("GET", f"{base}/tree", token, url=first).data
+    assert sorted(e[0] for e in tree["entries"]) == ["a.txt", "b.txt"]
+
+    # 2. an event appended through the other replica is in the landing (variants: before the first
+    # write, between two of this replica's, and as the last event)
+    for k, where in enumerate(("first", "middle", "last")):
+        sid = forge.api("POST", f"{base}/sessions", token, {"goal": f"two replicas {k}"}, url=first).data["id"]
+        ours = [{"type": "write", "path": f"{where}/ours-{i}.txt", "kind": FILE, "blob": put(f"{k}{i}\n")}
+                for i in range(2)]
+        theirs = {"type": "write", "path": f"{where}/theirs.txt", "kind": FILE, "blob": put(f"t{k}\n")}
+        order = {"first": [(second, theirs), (first, ours[0]), (first, ours[1])],
+                 "middle": [(first, ours[0]), (second, theirs), (first, ours[1])],
+                 "last": [(first, ours[0]), (first, ours[1]), (second, theirs)]}[where]
+        for url, event in order:
+            append(sid, url, event)
+        r = forge.api("POST", f"{base}/sessions/{sid}/land", token, {}, url=first)
+        assert r.status_code == 200, r.data
+        tree = forge.api("GET", f"{base}/tree?path={where}", token, url=first).data
+        assert sorted(e[0] for e in tree["entries"]) == ["ours-0.txt", "ours-1.txt", "theirs.txt"], where

@@ -16,7 +16,8 @@ import pytest
 from forge import Forge, start_forge
 from ui_seed import FED_ENV, PUBLIC, Seeded
 
-from federation.mirror import envelope_key, mirror_repo
+from federation.mirror import mirror_repo
+from hif.objects import decode, encode
 from hif.store.embedded import EmbeddedStore
 
 
@@ -78,25 +79,30 @@ def test_a_tampered_envelope_shows_as_not_verified(seeded: Seeded, follower: For
     and only it, loses its badge; the pages still render."""
     host = origin_host(seeded)
 
-    async def tamper() -> bytes:
+    async def tamper() -> tuple[str, bytes]:
         store = EmbeddedStore(Path(follower.store), fsync=False)
         try:
-            key = envelope_key(mirror_repo(store, host, PUBLIC), 1)
-            wire = await store.get(key)
-            await store.put(key, wire[:-1] + bytes([wire[-1] ^ 1]))
-            return wire
+            # the first page of envelopes holds position 1's (the follower keeps them in pages)
+            key = (await store.list_page(f"{mirror_repo(store, host, PUBLIC).prefix}envelopes/", limit=1))[0]
+            original = await store.get(key)
+            page = decode(original)
+            assert page["first"] == 1
+            wire = page["envelopes"][0]
+            page["envelopes"][0] = wire[:-1] + bytes([wire[-1] ^ 1])
+            await store.put(key, encode(page))
+            return key, original
         finally:
             await store.close()
 
-    async def restore(wire: bytes) -> None:
+    async def restore(key: str, original: bytes) -> None:
         store = EmbeddedStore(Path(follower.store), fsync=False)
         try:
-            await store.put(envelope_key(mirror_repo(store, host, PUBLIC), 1), wire)
+            await store.put(key, original)
         finally:
             await store.close()
 
     with ThreadPoolExecutor(1) as pool:  # Playwright may run an event loop in this thread
-        original = pool.submit(asyncio.run, tamper()).result()
+        key, original = pool.submit(asyncio.run, tamper()).result()
     try:
         base = f"{follower.url}/mirrors/{host}/{PUBLIC}"
         listing = httpx.get(base + "/sessions?state=landed", timeout=30)
@@ -108,4 +114,4 @@ def test_a_tampered_envelope_shows_as_not_verified(seeded: Seeded, follower: For
         assert page.status_code == 200 and "badge failed" in page.text and "Traceback" not in page.text
     finally:
         with ThreadPoolExecutor(1) as pool:
-            pool.submit(asyncio.run, restore(original)).result()
+            pool.submit(asyncio.run, restore(key, original)).result()
