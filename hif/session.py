@@ -5,7 +5,7 @@ agents can append to one session without a lock: a lost race just takes the next
 session is open a marker ``open/<id>`` lists it cheaply; when it lands or is abandoned its whole log is
 frozen into an immutable snapshot object and ``sessions/<id>/state`` records the outcome.
 
-A large batch of events (a record of thousands of files) is stored as *groups*: one value, a CBOR
+A large batch of events from a working copy's record (thousands of files) is stored as *groups*: one value, a CBOR
 list of up to ``GROUP_EVENTS`` consecutive events, under the key of its first event's number. The
 put-if-absent of that key claims the whole run of numbers: a writer only ever takes the number after
 the last event it has read, and a group is read whole, so no one takes a number inside it (the one
@@ -326,12 +326,13 @@ class SessionStore:
         raise InvalidInput(f"session {sid}: too much contention appending events")
 
     async def append_many(self, sid: str, events: Sequence[dict[str, Any]],
-                          next_seq: int | None = None) -> list[dict[str, Any]]:
+                          next_seq: int | None = None, *, group: bool = False) -> list[dict[str, Any]]:
         """Append ``events`` in order; returns them with their ``seq``. With ``next_seq`` known they
         go to the store as one ``create_all`` batch (on the embedded store two file-system syncs in
         all, not two fsyncs per event: a large session records one write event per file), and from
-        ``GROUP_MIN`` events on in groups (one stored value per ``GROUP_EVENTS``: see the module's
-        docstring); whether the session is still open is asked after, and the batch taken back if it
+        ``GROUP_MIN`` events on, with ``group``, in groups (one stored value per ``GROUP_EVENTS``:
+        see the module's docstring; only for a writer whose ``next_seq`` comes from reading the log,
+        such as a working copy's record, never one a client names); whether the session is still open is asked after, and the batch taken back if it
         closed meanwhile. If another writer took one of those numbers first, what the batch did not
         write is appended one by one (:meth:`append`)."""
         if next_seq is None or len(events) < 2:
@@ -341,7 +342,7 @@ class SessionStore:
                 next_seq = out[-1]["seq"] + 1
             return out
         stamped = [{**e, "seq": seq} for seq, e in enumerate(events, next_seq)]
-        values = _grouped(stamped) if len(stamped) >= GROUP_MIN else [[e] for e in stamped]
+        values = _grouped(stamped) if group and len(stamped) >= GROUP_MIN else [[e] for e in stamped]
         writes = [(self._events(sid) + f"{v[0]['seq']:0{SEQ_WIDTH}d}", encode(v if len(v) > 1 else v[0]))
                   for v in values]
         try:
@@ -386,6 +387,12 @@ class SessionStore:
                 out += await self._read_events(keys)
                 keys = []
         return out + await self._read_events(keys)
+
+    async def event_keys(self, sid: str, since: int = -1) -> list[str]:
+        """The keys of a session's stored values after ``since`` (a group is listed by its first
+        number): whether anything was appended after a writer's own last event."""
+        after = self._events(sid) + f"{since:0{SEQ_WIDTH}d}" if since >= 0 else None
+        return [k async for k in self.store.iter_keys(self._events(sid)) if after is None or k > after]
 
     async def _read_events(self, keys: list[str]) -> list[dict[str, Any]]:
         out = []

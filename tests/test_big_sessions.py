@@ -143,7 +143,7 @@ def test_append_many_to_a_closed_session_leaves_nothing(make_store: Callable[[],
         for n in (2, 3, 70):  # a small batch and a large one
             with pytest.raises(SessionClosed):
                 await repo.sessions.append_many(s.id, [_event(repo, f"f{i}.txt", oid) for i in range(n)],
-                                                s.next_seq)
+                                                s.next_seq, group=n >= 64)
         assert [e["seq"] for e in await repo.sessions.events(s.id)] == [0]
 
     with_session(make_store, "closed", body)
@@ -234,7 +234,8 @@ def test_grouped_events_from_any_cursor_and_a_stale_appender(make_store: Callabl
     a writer that read only the start event appends after the groups, never inside one."""
     async def body(store: ObjectStore, repo: Repo, s: Session, oid: bytes) -> None:
         n = 1200
-        got = await repo.sessions.append_many(s.id, [_event(repo, f"f{i}.txt", oid) for i in range(n)], 1)
+        got = await repo.sessions.append_many(s.id, [_event(repo, f"f{i}.txt", oid) for i in range(n)], 1,
+                                              group=True)
         assert [e["seq"] for e in got] == list(range(1, n + 1))
         keys = await store.list_page(f"{repo.prefix}sessions/{s.id}/events/", limit=5000)
         assert len(keys) <= 4, len(keys)  # the start event and three groups (old code: 1,201 keys)

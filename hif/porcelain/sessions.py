@@ -139,8 +139,11 @@ class Sessions(WorkingCopy):
         forge gets them in one request (after the blobs they name), the store in one ``create_all``."""
         if not events:
             return
-        sessions = self.remote.sessions if self.remote is not None else self.repo.sessions
-        for stamped in self._run(sessions.append_many(s.id, events, s.next_seq)):
+        if self.remote is not None:
+            appended = self._run(self.remote.sessions.append_many(s.id, events, s.next_seq))
+        else:  # s.next_seq comes from reading the log: the events may be stored in groups
+            appended = self._run(self.repo.sessions.append_many(s.id, events, s.next_seq, group=True))
+        for stamped in appended:
             fold_in(s, stamped)
 
     def record(self, *, author: str | None = None, role: str | None = None) -> list[FileChange]:
