@@ -31,6 +31,7 @@
           nh3
           http-message-signatures
           mcp
+          uvloop
         ];
         micelio = py.buildPythonApplication {
           pname = "micelio";

@@ -15,7 +15,6 @@ import asyncio
 import json
 import sqlite3
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -165,7 +164,9 @@ async def land_git(repo: Repo, position: int, metas: list[dict[str, Any]], sides
     blob = await repo.objects.put_blob(f"content {position}\n".encode())
     files = {f"f{position}.txt": Entry(FILE, blob)}
     tree = await repo.objects.put_canonical(tree_bytes(files))
-    now = time.time()
+    # an imported history's times are its commits', long past (so a node's "recent landings" stay
+    # the seeded ones when the UI tests share one node with these)
+    now = 1_600_000_000.0 + position
     landed, sids = [], []
     for n, meta in enumerate(metas):
         sid = new_session_id(now + n)
